@@ -1,0 +1,33 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing virtual-market into $(VENV) (first run takes a few minutes)"
+	$(PIP) install -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import generator, augment, reid, torch, torchvision, torchreid, faiss" 
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vmarket simulate --out outputs/demo/simmarket --ids 200 --seed 0 --overwrite
+	$(VENV)/bin/vmarket check --root outputs/demo/simmarket
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_data.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

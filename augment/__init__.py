@@ -1,0 +1,1 @@
+"""Virtual Market augment: the builder, exporters, the pipeline and the `vmarket` console script."""

@@ -1,0 +1,125 @@
+"""Keypoint annotations: the ``name:keypoints_y:keypoints_x`` CSV and the 54-D pose vector.
+
+The CSV is the format pose-transfer work on Market-1501 publishes: a header
+``name:keypoints_y:keypoints_x``, then one row per image such as
+``0002_c1s1_000451_03.jpg: [18, 30, ...]: [33, 33, ...]`` with 18 integers per
+list in COCO-18 order and ``-1`` for a missing joint.
+
+Inside the project a pose is ``rcv``: an (18, 3) array of (row, col, visible)
+with a missing joint stored as (0, 0, 0), the official code's convention. The
+pose autoencoder's 54-D vector is ``[r/H*2-1, c/W*2-1, v]`` per joint (Sec. 3.1).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from generator.errors import UserError
+
+NUM_JOINTS = 18
+HEADER = "name:keypoints_y:keypoints_x"
+
+
+def _parse_list(text: str, path, lineno: int) -> list[int]:
+    try:
+        values = json.loads(text.strip())
+    except json.JSONDecodeError:
+        values = None
+    if not isinstance(values, list) or len(values) != NUM_JOINTS or not all(isinstance(v, int) for v in values):
+        raise UserError(
+            f"{path}:{lineno}: expected a list of {NUM_JOINTS} integers such as [12, 20, ..., -1], got {text.strip()[:60]!r}; "
+            "fix the row (use -1 for a missing joint)"
+        )
+    return values
+
+
+def read_keypoints_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a keypoint CSV into ``{image name: (18, 2) int array of (y, x)}``, -1 where missing.
+
+    Rows keep the file's order (dicts are ordered), so writing them back gives the same bytes.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read keypoint file ({e.strerror}); check the path") from None
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != HEADER:
+        raise UserError(f"{path}: first line must be the header {HEADER!r}; is this a keypoint CSV?")
+    out: dict[str, np.ndarray] = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split(":")
+        if len(parts) != 3:
+            raise UserError(f"{path}:{lineno}: expected 'name: [y...]: [x...]', got {line[:60]!r}; fix or remove the row")
+        name = parts[0].strip()
+        ys = _parse_list(parts[1], path, lineno)
+        xs = _parse_list(parts[2], path, lineno)
+        if name in out:
+            raise UserError(f"{path}:{lineno}: duplicate row for {name}; keep one")
+        yx = np.stack([np.asarray(ys), np.asarray(xs)], axis=1).astype(np.int64)
+        # a joint is missing when either coordinate is -1; store both as -1
+        yx[(yx < 0).any(axis=1)] = -1
+        out[name] = yx
+    return out
+
+
+def format_keypoints_row(name: str, yx: np.ndarray) -> str:
+    yx = np.asarray(yx, dtype=np.int64)
+    ys = ", ".join(str(int(v)) for v in yx[:, 0])
+    xs = ", ".join(str(int(v)) for v in yx[:, 1])
+    return f"{name}: [{ys}]: [{xs}]"
+
+
+def write_keypoints_csv(path: str | os.PathLike, keypoints: dict[str, np.ndarray]) -> None:
+    """Write ``{name: (18, 2) (y, x)}`` as a keypoint CSV, atomically (temp file, then rename)."""
+    path = Path(path)
+    lines = [HEADER] + [format_keypoints_row(n, yx) for n, yx in keypoints.items()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def yx_to_rcv(yx: np.ndarray) -> np.ndarray:
+    """(18, 2) (y, x) with -1 missing -> (18, 3) float (row, col, visible), missing = (0, 0, 0)."""
+    yx = np.asarray(yx)
+    visible = (yx >= 0).all(axis=-1)
+    rcv = np.zeros(yx.shape[:-1] + (3,), dtype=np.float32)
+    rcv[..., :2] = np.where(visible[..., None], yx, 0)
+    rcv[..., 2] = visible
+    return rcv
+
+
+def rcv_to_yx(rcv: np.ndarray) -> np.ndarray:
+    """(18, 3) (row, col, visible) -> (18, 2) int (y, x) with -1 where not visible."""
+    rcv = np.asarray(rcv)
+    yx = np.rint(rcv[..., :2]).astype(np.int64)
+    yx[rcv[..., 2] < 0.5] = -1
+    return yx
+
+
+def rcv_to_pose_vector(rcv: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(..., 18, 3) rcv -> (..., 54) pose vector ``[r/H*2-1, c/W*2-1, v]`` per joint."""
+    rcv = np.asarray(rcv, dtype=np.float32)
+    vec = np.empty_like(rcv)
+    vec[..., 0] = rcv[..., 0] / height * 2 - 1
+    vec[..., 1] = rcv[..., 1] / width * 2 - 1
+    vec[..., 2] = rcv[..., 2]
+    return vec.reshape(rcv.shape[:-2] + (NUM_JOINTS * 3,))
+
+
+def pose_vector_to_rcv(vec: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(..., 54) pose vector -> (..., 18, 3) rcv; a joint with v < 0.5 or outside the image becomes (0, 0, 0)."""
+    vec = np.asarray(vec, dtype=np.float32).reshape(np.shape(vec)[:-1] + (NUM_JOINTS, 3))
+    rcv = np.empty_like(vec)
+    rcv[..., 0] = (vec[..., 0] + 1) / 2 * height
+    rcv[..., 1] = (vec[..., 1] + 1) / 2 * width
+    inside = (rcv[..., 0] >= 0) & (rcv[..., 0] <= height - 1) & (rcv[..., 1] >= 0) & (rcv[..., 1] <= width - 1)
+    visible = (vec[..., 2] >= 0.5) & inside
+    rcv[..., 2] = visible
+    rcv[~visible] = 0
+    return rcv

@@ -1,0 +1,1 @@
+"""Virtual Market reid: the torchreid adapter, evaluation and the ablation runner."""
