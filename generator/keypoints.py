@@ -61,10 +61,9 @@ def read_keypoints_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
         xs = _parse_list(parts[2], path, lineno)
         if name in out:
             raise UserError(f"{path}:{lineno}: duplicate row for {name}; keep one")
-        yx = np.stack([np.asarray(ys), np.asarray(xs)], axis=1).astype(np.int64)
-        # a joint is missing when either coordinate is -1; store both as -1
-        yx[(yx < 0).any(axis=1)] = -1
-        out[name] = yx
+        # kept exactly as written, so a round trip is byte-identical; a joint with
+        # either coordinate -1 counts as missing (see yx_to_rcv)
+        out[name] = np.stack([np.asarray(ys), np.asarray(xs)], axis=1).astype(np.int64)
     return out
 
 

@@ -470,6 +470,7 @@ class Render:
     image: np.ndarray  # (H, W, 3) uint8
     person_mask: np.ndarray  # (H, W) bool, the visible person
     rcv: np.ndarray  # (18, 3) keypoints as annotated
+    labels: np.ndarray | None = None  # (H, W) uint8 part labels before lighting (OCCLUDER where an object covers)
 
 
 def render(world: World, identity: Identity, pose: Pose, background: Background, light_camera: int | None = None,
@@ -505,7 +506,7 @@ def render(world: World, identity: Identity, pose: Pose, background: Background,
     out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     if cam.blur > 0.25:
         out = out.filter(ImageFilter.GaussianBlur(cam.blur))
-    return Render(np.asarray(out), fg & (labels != OCCLUDER), pose.rcv())
+    return Render(np.asarray(out), fg & (labels != OCCLUDER), pose.rcv(), labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,7 +634,7 @@ def render_spec(world: World, identities: list[Identity], spec: ImageSpec) -> Re
         img = world.background_image(spec.background)
         cam = world.cameras[spec.background.camera]
         img = np.clip(img * (cam.gain * cam.tint) + cam.offset, 0, 255).astype(np.uint8)
-        return Render(img, np.zeros(img.shape[:2], bool), np.zeros((18, 3), np.float32))
+        return Render(img, np.zeros(img.shape[:2], bool), np.zeros((18, 3), np.float32), np.zeros(img.shape[:2], np.uint8))
     return render(world, identities[spec.identity], spec.pose, spec.background, noise_key=spec.noise_key)
 
 
@@ -669,7 +670,7 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     identities = make_identities(seed, ids)
     specs = plan_dataset(world, identities, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    tmp = out.with_name(f".{out.name}.partial")  # a leftover of a killed run is replaced
     if tmp.exists():
         shutil.rmtree(tmp)
     writer = MarketWriter(tmp)

@@ -1,0 +1,116 @@
+"""The person dataset the networks train on (Sec. 3.1 inputs), for real Market-1501 and SimMarket alike.
+
+Each item holds the image in [-1, 1], the 18 pose maps, the coarse pose mask,
+the 7 body-ROI boxes with their visibilities, the 54-D pose vector, pid and camid.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from generator.errors import UserError
+from generator.keypoints import read_keypoints_csv, rcv_to_pose_vector, yx_to_rcv
+from generator.market import Record, resolve_root, scan_market
+from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask
+
+# keypoint files, as pose-transfer work on Market-1501 names them: train split / query + gallery
+KEYPOINT_FILES = {"train": "market-annotation-train.csv", "query": "market-annotation-test.csv",
+                  "gallery": "market-annotation-test.csv"}
+
+
+def keypoint_file(root: str | os.PathLike, split: str) -> Path:
+    """Where the keypoint CSV of ``split`` lives: beside the split folders, or in the root above them."""
+    base = resolve_root(root)
+    for folder in (base, Path(root)):
+        if (folder / KEYPOINT_FILES[split]).is_file():
+            return folder / KEYPOINT_FILES[split]
+    raise UserError(
+        f"{base / KEYPOINT_FILES[split]}: keypoint file missing; put the 18-joint CSV (name:keypoints_y:keypoints_x) "
+        "there or pass its path"
+    )
+
+
+def load_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8; UserError naming the file if it is unreadable or not ``size`` (H, W)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = np.array(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise UserError(f"{path}: unreadable image ({type(e).__name__}); replace or remove the file") from None
+    if size is not None and img.shape[:2] != tuple(size):
+        raise UserError(
+            f"{path}: image is {img.shape[0]}x{img.shape[1]} (HxW) but the data size is {size[0]}x{size[1]}; "
+            "resize the images or set the size to match"
+        )
+    return img
+
+
+class PersonDataset(torch.utils.data.Dataset):
+    """Records with keypoints -> training items; a flip mirrors the image and swaps left and right joints."""
+
+    def __init__(self, records: list[Record], keypoints: dict[str, np.ndarray], size: tuple[int, int] = (128, 64),
+                 flip_prob: float = 0.0, heatmap_radius: int = 4, heatmap_mode: str = "disk", mask_radius: int = 7,
+                 keypoint_source: str = "the keypoint CSV"):
+        if not records:
+            raise UserError("no images to load: the split is empty; check the dataset root")
+        self.records = records
+        self.size = tuple(size)
+        self.flip_prob = flip_prob
+        self.heatmap_radius, self.heatmap_mode, self.mask_radius = heatmap_radius, heatmap_mode, mask_radius
+        self.rcv = []
+        for r in records:
+            yx = keypoints.get(r.name)
+            if yx is None:
+                raise UserError(
+                    f"{r.path}: no keypoint row in {keypoint_source}; add one (use -1 for undetected joints) or remove the image"
+                )
+            self.rcv.append(yx_to_rcv(yx))
+        self.pids = sorted({r.pid for r in records})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def item(self, index: int, flip: bool = False) -> dict:
+        r = self.records[index]
+        h, w = self.size
+        img = load_image(r.path, self.size)
+        rcv = self.rcv[index]
+        if flip:
+            img = img[:, ::-1]
+            rcv = flip_rcv(rcv, w)
+        boxes, roi_vis = body_rois(rcv, h, w)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0),  # (3, H, W)
+            "pose_maps": torch.from_numpy(pose_heatmaps(rcv, h, w, self.heatmap_radius, self.heatmap_mode)),  # (18, H, W)
+            "pose_mask": torch.from_numpy(pose_mask(rcv, h, w, self.mask_radius))[None],  # (1, H, W)
+            "roi_boxes": torch.from_numpy(boxes),  # (7, 4) y1, x1, y2, x2 px
+            "roi_visible": torch.from_numpy(roi_vis),  # (7,)
+            "keypoints": torch.from_numpy(np.asarray(rcv, np.float32)),  # (18, 3) row, col, visible
+            "pose_vector": torch.from_numpy(rcv_to_pose_vector(rcv, h, w)),  # (54,)
+            "pid": r.pid,
+            "camid": r.camid,
+            "index": index,
+        }
+
+    def __getitem__(self, index: int) -> dict:
+        flip = self.flip_prob > 0 and bool(torch.rand(()) < self.flip_prob)
+        return self.item(index, flip)
+
+
+def market_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, int] = (128, 64),
+                   keypoints_csv: str | os.PathLike | None = None, keep_junk: bool = False, **kwargs) -> PersonDataset:
+    """A PersonDataset over the given splits of a Market-1501-format root (real or SimMarket)."""
+    records = scan_market(root, splits, keep_junk=keep_junk)
+    if keypoints_csv is not None:
+        sources = [Path(keypoints_csv)]
+    else:
+        sources = sorted({keypoint_file(root, s) for s in splits})
+    keypoints: dict[str, np.ndarray] = {}
+    for src in sources:
+        keypoints.update(read_keypoints_csv(src))
+    return PersonDataset(records, keypoints, size, keypoint_source=" or ".join(str(s) for s in sources), **kwargs)

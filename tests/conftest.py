@@ -1,0 +1,23 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def sim_root(tmp_path_factory):
+    """A small SimMarket dataset at <tmp>/market1501 (the name torchreid's market1501 expects)."""
+    from generator.simmarket import simulate
+
+    root = tmp_path_factory.mktemp("sim") / "market1501"
+    summary = simulate(root, 24, seed=3, progress=False)
+    return root, summary
+
+
+def run_cli(*args, cwd=None):
+    """Run `vmarket` in a subprocess; returns (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "augment.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return p.returncode, p.stdout, p.stderr

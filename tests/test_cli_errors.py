@@ -1,0 +1,94 @@
+"""Bad input gives one line naming the file and the fix, exit code 2, no traceback and nothing half-written."""
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+
+
+@pytest.fixture
+def copy(sim_root, tmp_path):
+    root, _ = sim_root
+    dst = tmp_path / "data"
+    shutil.copytree(root, dst)
+    return dst
+
+
+def _one_line_error(rc, out, err, *needles):
+    assert rc == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_check_passes_on_good_data(copy):
+    rc, out, err = run_cli("check", "--root", copy, "--quiet")
+    assert rc == 0, err
+    assert out.startswith("ok:")
+
+
+def test_malformed_name(copy):
+    bad = copy / "bounding_box_train" / "person_7.jpg"
+    shutil.copy(next((copy / "bounding_box_train").glob("*.jpg")), bad)
+    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(bad), "PPPP_cCsS_FFFFFF_BB")
+
+
+def test_missing_keypoint_row(copy):
+    csv = copy / "market-annotation-train.csv"
+    lines = csv.read_text().splitlines()
+    dropped = lines.pop(3).split(":")[0]
+    csv.write_text("\n".join(lines) + "\n")
+    line = _one_line_error(*run_cli("check", "--root", copy, "--quiet"), dropped, "no keypoint row", str(csv))
+    assert "-1" in line  # says how to fix: -1 for undetected joints
+
+
+def test_unreadable_image(copy):
+    victim = sorted((copy / "query").glob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg at all")
+    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "unreadable")
+
+
+def test_wrong_size_image(copy):
+    victim = sorted((copy / "bounding_box_test").glob("*.jpg"))[0]
+    Image.fromarray(np.zeros((100, 50, 3), np.uint8)).save(victim)
+    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "100x50", "128x64")
+
+
+def test_empty_split(copy):
+    for f in (copy / "query").glob("*.jpg"):
+        f.unlink()
+    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(copy / "query"), "empty split")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["simulate", "--out", "X", "--ids", "4", "--colour", "red"], "--colour"),
+    (["simulate", "--out", "X", "--ids", "four"], "--ids"),
+    (["simulate", "--out", "X", "--ids", "4", "--size", "128by64"], "--size"),
+    (["simulate", "--out", "X", "--ids", "1"], "--ids"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_bad_options_write_nothing(tmp_path, args, needle):
+    args = [str(tmp_path / "out") if a == "X" else a for a in args]
+    _one_line_error(*run_cli(*args, cwd=tmp_path), needle)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_simulate_refuses_non_empty_out(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _one_line_error(*run_cli("simulate", "--out", out, "--ids", "4", "--quiet"), str(out), "--overwrite")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_simulate_cli(tmp_path):
+    rc, out, err = run_cli("simulate", "--out", tmp_path / "s", "--ids", "6", "--seed", "1", "--size", "64x32", "--quiet")
+    assert rc == 0, err
+    assert "6 identities" in out and "img/s" in out
+    assert Image.open(next((tmp_path / "s" / "bounding_box_train").glob("*.jpg"))).size == (32, 64)
