@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing virtual-market into $(VENV) (first run takes a few minutes)"
 	$(PIP) install -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -c "import generator, augment, reid, torch, torchvision, torchreid, faiss" 
+	@$(PY) -W ignore -c "import generator, augment, reid, torch, torchvision, torchreid, faiss"
 	@touch $(STAMP)
 
 demo: $(STAMP)

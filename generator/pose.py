@@ -92,14 +92,15 @@ def limb_points(rcv: np.ndarray, radius: int) -> np.ndarray:
 def pose_mask(rcv: np.ndarray, height: int, width: int, radius: int = 7, closing: int = 5) -> np.ndarray:
     """(H, W) float32 coarse body mask: disks of ``radius`` along the 23 limbs, then a ``closing`` x ``closing`` closing."""
     pts = limb_points(rcv, radius)
-    pad = radius
-    canvas = np.zeros((height + 2 * pad, width + 2 * pad), dtype=bool)
-    if len(pts):
-        pts = pts + pad
-        ok = (pts[:, 0] >= 0) & (pts[:, 0] < canvas.shape[0]) & (pts[:, 1] >= 0) & (pts[:, 1] < canvas.shape[1])
-        canvas[pts[ok, 0], pts[ok, 1]] = True
-        canvas = ndimage.binary_dilation(canvas, structure=_disk(radius))
-    mask = canvas[pad:pad + height, pad:pad + width]
+    size = 2 * radius + 1
+    # a canvas with a disk's width of margin on every side; a disk centred at (r, c) covers
+    # canvas[r:r+size, c:c+size], and points more than a radius outside the image touch nothing
+    canvas = np.zeros((height + 2 * size, width + 2 * size), dtype=bool)
+    disk = _disk(radius)
+    for r, c in np.unique(pts, axis=0) + size - radius:
+        if 0 <= r < height + size and 0 <= c < width + size:
+            canvas[r:r + size, c:c + size] |= disk
+    mask = canvas[size:size + height, size:size + width]
     if closing > 1:
         # 'nearest' borders: a window past the edge sees only pixels it already covers, as skimage's reflect did
         mask = ndimage.maximum_filter(mask, size=closing, mode="nearest")

@@ -20,6 +20,8 @@ import math
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -679,9 +681,14 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     visible = np.zeros((len(specs), 18), bool)
     occluders = np.full((len(specs), 4), np.nan, np.float32)
     scales = np.zeros(len(specs), np.float32)
+    # file creation is slow on some disks and releases the GIL: write in background threads
+    pool = ThreadPoolExecutor(max_workers=2)
+    pending: deque = deque()
     for k, sp in enumerate(tqdm(specs, desc="SimMarket", unit="img", disable=not progress, mininterval=0.5)):
         r = render_spec(world, identities, sp)
-        writer.write(sp.split, sp.name, r.image)
+        pending.append(pool.submit(writer.write, sp.split, sp.name, r.image))
+        if len(pending) > 64:
+            pending.popleft().result()
         keypoints["train" if sp.split == "train" else "test"][sp.name] = rcv_to_yx(r.rcv)
         if sp.pose is not None:
             joints[k], visible[k], scales[k] = sp.pose.joints, sp.pose.visible, sp.pose.scale
@@ -697,6 +704,9 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
             "truncated": bool(sp.truncated or (sp.pose is not None and (sp.pose.joints[:, 0].min() < 0 or sp.pose.joints[:, 0].max() > h - 1))),
             "visible_joints": int(r.rcv[:, 2].sum()),
         })
+    for f in pending:
+        f.result()
+    pool.shutdown()
     import pandas as pd
 
     manifest = pd.DataFrame(rows)

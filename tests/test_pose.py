@@ -90,3 +90,20 @@ def test_flip_swaps_left_and_right():
     # the mask mirrors up to the official integer truncation of the points along each limb
     a, b = pose_mask(f, H, W), pose_mask(rcv, H, W)[:, ::-1]
     assert (a * b).sum() / np.maximum(a, b).sum() > 0.97
+
+
+def test_mask_equals_the_definition_near_borders():
+    """Disks of radius 7 at every limb point, then a 5x5 closing, checked by brute force."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:H, :W]
+    for _ in range(30):
+        rcv = np.zeros((18, 3))
+        rcv[:, 0], rcv[:, 1] = rng.uniform(-10, H + 10, 18), rng.uniform(-10, W + 10, 18)
+        rcv[:, 2] = rng.random(18) < 0.8
+        ref = np.zeros((H, W), bool)
+        for r, c in limb_points(rcv, 7):
+            ref |= (yy - r) ** 2 + (xx - c) ** 2 <= 49
+        ref = ndimage.minimum_filter(ndimage.maximum_filter(ref, 5, mode="nearest"), 5, mode="nearest")
+        assert (pose_mask(rcv, H, W) == ref).all()
