@@ -55,6 +55,62 @@ def _cmd_check(args) -> None:
     )
 
 
+def _train_jobs() -> dict:
+    """job name -> (config class, train function); a plain dict, the user picks one by name."""
+    from generator import train_pose, train_stage1
+
+    jobs = {"stage1": (train_stage1.Stage1Config, train_stage1.train), "pose": (train_pose.PoseConfig, train_pose.train)}
+    try:
+        from generator import train_stage2
+
+        jobs["stage2"] = (train_stage2.Stage2Config, train_stage2.train)
+    except ImportError:
+        pass
+    return jobs
+
+
+def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: str):
+    """(config path, run directory, resuming?) for a training command."""
+    import os
+    from pathlib import Path
+
+    from generator.runs import latest_run_dir, new_run_dir
+
+    desc = Path(config).stem if config else "default"
+    if resume not in (None, False):
+        if resume is True:
+            found = Path(run_dir) if run_dir else latest_run_dir(Path(out) / job, desc)
+            if found is None:
+                raise UserError(f"{Path(out) / job}: no run of {desc!r} with a state.pt to resume; drop --resume to start one")
+        else:
+            found = Path(resume)
+        if not (found / "state.pt").exists() and not (found / "config.yaml").exists():
+            raise UserError(f"{found}: not a run directory (no config.yaml / state.pt); pass the folder of a run to --resume")
+        return (config or str(found / "config.yaml")), found, True
+    if config is None:
+        raise UserError(f"vmarket train {job}: pass -c CONFIG (e.g. configs/demo/{job}.yaml)")
+    if run_dir:
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"{path}: run directory exists and is not empty; pass --resume to continue it or choose another")
+        path.mkdir(parents=True, exist_ok=True)
+        return config, path, False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("under torchrun pass --run-dir DIR, so that every rank writes to the same run directory")
+    return config, new_run_dir(Path(out) / job, desc), False
+
+
+def _cmd_train(args) -> None:
+    from generator.config import load_config
+
+    cls, fn = _train_jobs()[args.job]
+    config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
+    cfg = load_config(cls, config, args.set)
+    result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vmarket", description="Virtual Market: disentangled person generation for re-ID data augmentation.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -74,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size", default="128x64", help="expected image size HEIGHTxWIDTH (default 128x64)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_check)
+
+    t = sub.add_parser("train", help="train a stage: stage1 (reconstruction), pose (pose autoencoder), stage2 (mappings)")
+    t.add_argument("job", choices=["stage1", "pose", "stage2"], help="what to train")
+    t.add_argument("-c", "--config", default=None, help="YAML config (e.g. configs/demo/stage1.yaml)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=500")
+    t.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue a killed run: the given run directory, or the latest run of this config")
+    t.add_argument("--run-dir", default=None, help="run directory (default: outputs/JOB/NNNNN-CONFIG)")
+    t.add_argument("--out", default="outputs", help="parent of the run directories")
+    t.add_argument("--factor", default=None, choices=["fg", "bg", "pose", "all"], help="stage2 only: which mapping to train")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
     return p
 
 

@@ -97,9 +97,50 @@ class PersonDataset(torch.utils.data.Dataset):
             "index": index,
         }
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index) -> dict:
+        if isinstance(index, tuple):  # (index, flip) from StepBatchSampler
+            return self.item(int(index[0]), bool(index[1]))
         flip = self.flip_prob > 0 and bool(torch.rand(()) < self.flip_prob)
         return self.item(index, flip)
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """The batches of training steps ``start..end`` as lists of (index, flip), a pure function of (seed, step).
+
+    The data order does not depend on how a run was interrupted, which is what
+    makes a resumed run bit-identical to an uninterrupted one. Under DDP each
+    rank takes its slice of the global batch.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, flip_prob: float, start: int, end: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.seed, self.flip_prob = n, batch, seed, flip_prob
+        self.start, self.end, self.rank, self.world = start, end, rank, world
+        self._perm_cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perm_cache:
+            self._perm_cache = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))}
+        return self._perm_cache[epoch]
+
+    def batch_at(self, step: int) -> list[tuple[int, bool]]:
+        g = self.batch * self.world
+        pos = step * g
+        idx = []
+        while len(idx) < g:
+            epoch, off = divmod(pos, self.n)
+            take = min(g - len(idx), self.n - off)
+            idx.extend(self._perm(epoch)[off:off + take].tolist())
+            pos += take
+        flips = torch.rand(g, generator=torch.Generator().manual_seed(self.seed * 7919 + step + 1)) < self.flip_prob
+        lo = self.rank * self.batch
+        return [(i, bool(f)) for i, f in zip(idx[lo:lo + self.batch], flips[lo:lo + self.batch].tolist())]
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            yield self.batch_at(step)
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
 
 
 def market_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, int] = (128, 64),

@@ -17,6 +17,16 @@ def sim_root(tmp_path_factory):
     return root, summary
 
 
+@pytest.fixture(scope="session")
+def sim_small(tmp_path_factory):
+    """A 64x32 SimMarket for tiny training runs."""
+    from generator.simmarket import simulate
+
+    root = tmp_path_factory.mktemp("sim64") / "market1501"
+    simulate(root, 16, seed=5, size=(64, 32), progress=False)
+    return root
+
+
 def run_cli(*args, cwd=None):
     """Run `vmarket` in a subprocess; returns (exit code, stdout, stderr)."""
     p = subprocess.run([sys.executable, "-m", "augment.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)

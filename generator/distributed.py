@@ -1,0 +1,78 @@
+"""Devices and multi-process training: CPU by default, CUDA with bf16 autocast and
+channels_last when present, DDP through ``torchrun`` (gloo on CPU, nccl on CUDA)."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int
+    world_size: int
+    amp: bool  # bf16 autocast
+    channels_last: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.amp:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def to_device(self, batch: dict) -> dict:
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                v = v.to(self.device, non_blocking=True)
+                if self.channels_last and v.dim() == 4:
+                    v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+        return out
+
+
+def setup_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool = True) -> Runtime:
+    """Pick the device and join the process group when launched by torchrun (RANK / WORLD_SIZE set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    on_gpu = dev.type == "cuda"
+    return Runtime(dev, rank, world, amp == "bf16" and on_gpu, channels_last and on_gpu)
+
+
+def wrap_ddp(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    if rt.world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def barrier(rt: Runtime) -> None:
+    if rt.world_size > 1:
+        dist.barrier()
+
+
+def cleanup(rt: Runtime) -> None:
+    if rt.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,243 @@
+"""Stage-I networks (Sec. 3.1): the stem, foreground / background encoders, the U-Net decoder
+and the DCGAN discriminator; plus the pose autoencoder of the pose branch.
+
+Shapes follow the official Market-1501 setting (128x64 images, 224-D foreground
+= 7 ROIs x 32-D, 128-D background, 18 pose maps); widths and depths are arguments.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+FG_ROIS = 7
+
+
+def _act():
+    return nn.ReLU(inplace=True)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with a skip connection."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class ConvEncoder(nn.Module):
+    """``levels`` residual blocks with stride-2 convs between, widths ch, 2ch, ..., levels*ch; then FC -> ``out_dim``."""
+
+    def __init__(self, in_ch: int, ch: int, levels: int, in_size: tuple[int, int], out_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, ch, 3, padding=1)]
+        h, w = in_size
+        for i in range(levels):
+            width = ch * (i + 1)
+            layers.append(ResBlock(width))
+            if i < levels - 1:
+                layers += [nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), _act()]
+                h, w = (h + 1) // 2, (w + 1) // 2
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(ch * levels * h * w, out_dim)
+
+    def forward(self, x):
+        return self.fc(self.body(x).flatten(1))
+
+
+def crop_rois(feat: torch.Tensor, boxes: torch.Tensor, size: int, method: str = "roi_align", sampling_ratio: int = 1):
+    """(B, C, H, W) features, (B, R, 4) boxes (y1, x1, y2, x2 px) -> (B*R, C, size, size) crops."""
+    b, r, _ = boxes.shape
+    if method == "roi_align":
+        idx = torch.arange(b, device=feat.device, dtype=feat.dtype).repeat_interleave(r)[:, None]
+        xyxy = boxes.reshape(-1, 4)[:, [1, 0, 3, 2]].to(feat.dtype)
+        return roi_align(feat, torch.cat([idx, xyxy], 1), (size, size), spatial_scale=1.0,
+                         sampling_ratio=sampling_ratio, aligned=True)
+    if method == "grid_sample":  # bilinear crop through an affine grid: cheaper backward on CPU
+        h, w = feat.shape[-2:]
+        y1, x1, y2, x2 = boxes.reshape(-1, 4).to(feat.dtype).unbind(1)
+        theta = torch.zeros(b * r, 2, 3, device=feat.device, dtype=feat.dtype)
+        theta[:, 0, 0] = (x2 - x1) / w
+        theta[:, 0, 2] = (x1 + x2) / w - 1
+        theta[:, 1, 1] = (y2 - y1) / h
+        theta[:, 1, 2] = (y1 + y2) / h - 1
+        grid = F.affine_grid(theta, (b * r, feat.shape[1], size, size), align_corners=False)
+        src = feat.repeat_interleave(r, dim=0)
+        return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    raise ValueError(f"unknown ROI crop method {method!r}")
+
+
+class UNetDecoder(nn.Module):
+    """Appearance (fg + bg embedding) and 18 pose maps -> RGB in [-1, 1].
+
+    ``injection="tile"``: the appearance vector is tiled over H x W and concatenated
+    with the pose maps, as in the paper. ``"linear"``: the same first convolution
+    split in two, the appearance part applied as one per-pixel linear term (equal
+    away from the image border, far cheaper).
+    """
+
+    def __init__(self, app_dim: int, pose_ch: int, ch: int, levels: int, size: tuple[int, int], bottleneck: int,
+                 injection: str = "tile"):
+        super().__init__()
+        self.injection = injection
+        if injection == "tile":
+            self.inp = nn.Conv2d(app_dim + pose_ch, ch, 3, padding=1)
+        elif injection == "linear":
+            self.inp = nn.Conv2d(pose_ch, ch, 3, padding=1)
+            self.app = nn.Linear(app_dim, ch)
+        else:
+            raise ValueError(f"unknown appearance injection {injection!r}")
+        self.down_blocks, self.downs = nn.ModuleList(), nn.ModuleList()
+        h, w = size
+        for i in range(levels):
+            width = ch * (i + 1)
+            self.down_blocks.append(ResBlock(width))
+            if i < levels - 1:
+                self.downs.append(nn.Sequential(nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), _act()))
+                h, w = (h + 1) // 2, (w + 1) // 2
+        self.low = (ch * levels, h, w)
+        self.to_z = nn.Linear(ch * levels * h * w, bottleneck)
+        self.from_z = nn.Linear(bottleneck, ch * levels * h * w)
+        self.up_blocks, self.ups = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(levels)):
+            width = ch * (i + 1)
+            # skip: concatenate the encoder features of this level, then fuse back to ``width``
+            self.up_blocks.append(nn.Sequential(nn.Conv2d(2 * width, width, 1), ResBlock(width)))
+            if i > 0:
+                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                              nn.Conv2d(width, ch * i, 3, padding=1), _act()))
+        self.out = nn.Conv2d(ch, 3, 3, padding=1)
+
+    def forward(self, appearance: torch.Tensor, pose_maps: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = pose_maps.shape
+        if self.injection == "tile":
+            tiled = appearance[:, :, None, None].expand(-1, -1, h, w)
+            x = self.inp(torch.cat([tiled, pose_maps], 1))
+        else:
+            x = self.inp(pose_maps) + self.app(appearance)[:, :, None, None]
+        skips = []
+        for i, block in enumerate(self.down_blocks):
+            x = block(x)
+            skips.append(x)
+            if i < len(self.downs):
+                x = self.downs[i](x)
+        z = self.to_z(x.flatten(1))
+        x = self.from_z(z).view(b, *self.low) + x  # the FC bottleneck, added to the lowest features
+        for j, block in enumerate(self.up_blocks):
+            skip = skips[len(skips) - 1 - j]
+            x = block(torch.cat([x[..., :skip.shape[-2], :skip.shape[-1]], skip], 1))
+            if j < len(self.ups):
+                x = self.ups[j](x)
+        return torch.tanh(self.out(F.relu(x)))
+
+
+class DisentangledGenerator(nn.Module):
+    """Stage-I: image + pose -> (fg 224-D, bg 128-D) embeddings; (fg, bg, pose maps) -> image."""
+
+    def __init__(self, size=(128, 64), channels: int = 128, enc_levels: int = 5, dec_levels: int = 5,
+                 roi_size: int = 48, fg_dim: int = 32 * FG_ROIS, bg_dim: int = 128, bottleneck: int = 64,
+                 fg_encoder: str = "bodyroi7", roi_crop: str = "roi_align", roi_sampling_ratio: int = 1,
+                 injection: str = "tile", pose_ch: int = 18):
+        super().__init__()
+        self.size, self.fg_dim, self.bg_dim = tuple(size), fg_dim, bg_dim
+        self.fg_encoder_kind, self.roi_size = fg_encoder, roi_size
+        self.roi_crop, self.roi_sampling_ratio = roi_crop, roi_sampling_ratio
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), ResBlock(channels))
+        if fg_encoder == "bodyroi7":
+            if fg_dim % FG_ROIS:
+                raise ValueError(f"fg_dim {fg_dim} must be a multiple of {FG_ROIS} ROIs")
+            self.fg_encoder = ConvEncoder(channels, channels, enc_levels, (roi_size, roi_size), fg_dim // FG_ROIS)
+        elif fg_encoder == "wholebody":
+            self.fg_encoder = ConvEncoder(channels, channels, enc_levels, self.size, fg_dim)
+        else:
+            raise ValueError(f"unknown foreground encoder {fg_encoder!r}; use bodyroi7 or wholebody")
+        self.bg_encoder = ConvEncoder(channels, channels, enc_levels, self.size, bg_dim)
+        self.decoder = UNetDecoder(fg_dim + bg_dim, pose_ch, channels, dec_levels, self.size, bottleneck, injection)
+
+    def encode(self, image, pose_mask, roi_boxes, roi_visible):
+        """(B,3,H,W) image in [-1,1], (B,1,H,W) mask, (B,7,4) boxes, (B,7) visibility -> fg (B,224), bg (B,128)."""
+        feat = self.stem(image)
+        fg_feat, bg_feat = feat * pose_mask, feat * (1 - pose_mask)
+        if self.fg_encoder_kind == "bodyroi7":
+            crops = crop_rois(fg_feat, roi_boxes, self.roi_size, self.roi_crop, self.roi_sampling_ratio)
+            fg = self.fg_encoder(crops).view(image.shape[0], FG_ROIS, -1) * roi_visible[:, :, None].to(feat.dtype)
+            fg = fg.flatten(1)
+        else:
+            fg = self.fg_encoder(fg_feat)
+        return fg, self.bg_encoder(bg_feat)
+
+    def decode(self, fg, bg, pose_maps):
+        return self.decoder(torch.cat([fg, bg], 1), pose_maps)
+
+    def forward(self, image, pose_mask, roi_boxes, roi_visible, pose_maps):
+        fg, bg = self.encode(image, pose_mask, roi_boxes, roi_visible)
+        return self.decode(fg, bg, pose_maps), fg, bg
+
+
+class DCGANDiscriminator(nn.Module):
+    """4 x (5x5 stride-2 conv), widths ch..8ch, BN after the first, LeakyReLU 0.2, then one logit."""
+
+    def __init__(self, size=(128, 64), ch: int = 64, in_ch: int = 3):
+        super().__init__()
+        layers, c_in = [], in_ch
+        h, w = size
+        for i in range(4):
+            c_out = ch * 2 ** i
+            layers.append(nn.Conv2d(c_in, c_out, 5, stride=2, padding=2))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            c_in, h, w = c_out, (h + 1) // 2, (w + 1) // 2
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in * h * w, 1)
+
+    def forward(self, x):
+        return self.fc(self.body(x).flatten(1)).squeeze(1)
+
+
+class ResFC(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x):
+        return x + self.fc2(F.relu(self.fc1(F.relu(x))))
+
+
+def fc_stack(in_dim: int, width: int, blocks: int, out_dim: int) -> nn.Sequential:
+    """FC -> ``blocks`` residual FC blocks -> FC; the shape of the pose AE halves and of the stage-II mappings."""
+    return nn.Sequential(nn.Linear(in_dim, width), *[ResFC(width) for _ in range(blocks)], nn.ReLU(), nn.Linear(width, out_dim))
+
+
+class PoseAutoencoder(nn.Module):
+    """54-D keypoint vector <-> 32-D pose embedding (Sec. 3.1, pose branch).
+
+    The decoder outputs 36 coordinates (linear) and 18 visibilities (sigmoid,
+    binarised in the forward pass with a straight-through gradient).
+    """
+
+    def __init__(self, joints: int = 18, emb_dim: int = 32, width: int = 512, blocks: int = 4):
+        super().__init__()
+        self.joints, self.emb_dim = joints, emb_dim
+        self.encoder = fc_stack(joints * 3, width, blocks, emb_dim)
+        self.decoder = fc_stack(emb_dim, width, blocks, joints * 3)
+
+    def encode(self, pose_vector):
+        return self.encoder(pose_vector)
+
+    def decode(self, emb, hard: bool = True):
+        out = self.decoder(emb).view(-1, self.joints, 3)
+        coords = out[..., :2]
+        vis = torch.sigmoid(out[..., 2])
+        if hard:
+            vis = vis + ((vis > 0.5).to(vis.dtype) - vis).detach()  # straight-through binarisation
+        return torch.cat([coords, vis[..., None]], -1).flatten(1)  # (B, 54) as the input vector
+
+    def forward(self, pose_vector):
+        emb = self.encode(pose_vector)
+        return self.decode(emb), emb

@@ -1,0 +1,107 @@
+"""Run directories, atomic checkpoints and logs (the EDM / stylegan habit of self-describing runs).
+
+A run lives in ``outputs/<job>/<NNNNN>-<desc>/`` and holds ``config.yaml``,
+``log.txt``, ``metrics.jsonl``, PNG grids, ``snapshot.pt`` (weights + config,
+for inference) and ``state.pt`` (optimisers, step, RNG, for exact resume).
+Every file is written to a temp name and renamed, so a kill never leaves a
+truncated checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator.errors import UserError
+
+
+def new_run_dir(parent: str | os.PathLike, desc: str) -> Path:
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    ids = [int(m.group(1)) for p in parent.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    run = parent / f"{max(ids, default=-1) + 1:05d}-{desc}"
+    run.mkdir()
+    return run
+
+
+def latest_run_dir(parent: str | os.PathLike, desc: str) -> Path | None:
+    parent = Path(parent)
+    if not parent.is_dir():
+        return None
+    runs = sorted(p for p in parent.iterdir() if re.match(rf"^\d{{5}}-{re.escape(desc)}$", p.name) and (p / "state.pt").exists())
+    return runs[-1] if runs else None
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint missing; train the stage first or point at a run directory that has it")
+    # our checkpoints hold tensors, dicts, lists and numbers only, so weights_only loading works
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}); delete it and retrain") from None
+
+
+def rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
+        "python": torch.from_numpy(np.frombuffer(json.dumps(random.getstate()).encode(), dtype=np.uint8).copy()),
+    }
+
+
+def _np_state():
+    s = np.random.get_state()
+    return [s[0], s[1].tolist(), s[2], s[3], s[4]]
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    s = json.loads(bytes(state["numpy"].numpy()).decode())
+    np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
+    p = json.loads(bytes(state["python"].numpy()).decode())
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+class RunLog:
+    """Appends human lines to ``log.txt`` and JSON records to ``metrics.jsonl``."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.t0 = time.time()
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            with open(self.run_dir / "log.txt", "a") as f:
+                f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}\n")
+
+    def metrics(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop metric records written after the state being resumed (they will be redone)."""
+        path = self.run_dir / "metrics.jsonl"
+        if self.enabled and path.exists():
+            keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
+            atomic_write_text(path, "".join(l + "\n" for l in keep))

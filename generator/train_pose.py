@@ -1,0 +1,140 @@
+"""Pose autoencoder training (Sec. 3.1, pose branch): 54-D keypoint vector <-> 32-D embedding, 20 x MSE.
+
+The pose AE trains on keypoints alone (no images), so it is quick on a CPU.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator.config import DataConfig, prepare_data, save_config, to_dict
+from generator.data import keypoint_file
+from generator.distributed import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
+from generator.errors import UserError
+from generator.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
+from generator.market import scan_market
+from generator.networks import PoseAutoencoder
+from generator.pose import flip_rcv
+from generator.runs import RunLog, atomic_save, load_checkpoint, rng_state, set_rng_state
+
+
+@dataclass
+class PoseModelConfig:
+    emb_dim: int = 32  # pose embedding
+    width: int = 512  # FC width
+    blocks: int = 4  # residual FC blocks in each half
+
+
+@dataclass
+class PoseTrainConfig:
+    steps: int = 120000
+    batch: int = 16
+    lr: float = 2e-5
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_halve_every: int = 50000
+    mse_weight: float = 20.0  # weight of the reconstruction MSE
+    min_visible: int = 4  # skip poses with fewer visible joints (detector failures)
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 200
+    snapshot_every: int = 5000
+
+
+@dataclass
+class PoseConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: PoseModelConfig = field(default_factory=PoseModelConfig)
+    train: PoseTrainConfig = field(default_factory=PoseTrainConfig)
+
+
+def build_pose_ae(m: PoseModelConfig) -> PoseAutoencoder:
+    return PoseAutoencoder(emb_dim=m.emb_dim, width=m.width, blocks=m.blocks)
+
+
+def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = True) -> torch.Tensor:
+    """(N, 54) pose vectors of the split images (and their mirror images when ``flip``)."""
+    names = {r.name for r in scan_market(root, tuple(splits))}
+    rows = []
+    for src in sorted({keypoint_file(root, s) for s in splits}):
+        for name, yx in read_keypoints_csv(src).items():
+            if name in names:
+                rcv = yx_to_rcv(yx)
+                if rcv[:, 2].sum() >= min_visible:
+                    rows.append(rcv)
+                    if flip:
+                        rows.append(flip_rcv(rcv, size[1]))
+    if not rows:
+        raise UserError(f"{root}: no pose with at least {min_visible} visible joints in {', '.join(splits)}; check the keypoint files")
+    return torch.from_numpy(rcv_to_pose_vector(np.stack(rows), *size))
+
+
+def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    t = cfg.train
+    rt = setup_runtime(t.device, "none", False)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, enabled=rt.is_main)
+    if rt.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        prepare_data(cfg.data, progress)
+    barrier(rt)
+    size = tuple(cfg.data.size)
+    data = pose_vectors(Path(cfg.data.root), cfg.data.splits, size, t.min_visible).to(rt.device)
+    torch.manual_seed(t.seed)
+    model = build_pose_ae(cfg.model).to(rt.device)
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    start = 0
+    if resume and (run_dir / "state.pt").exists():
+        state = load_checkpoint(run_dir / "state.pt")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        log.truncate_after(start)
+    md = wrap_ddp(model, rt)
+    end = t.steps if stop_after is None else min(t.steps, stop_after)
+    log.line(f"pose AE: {len(data)} poses from {cfg.data.root}, device {rt.device}, world {rt.world_size}")
+    from tqdm import tqdm
+
+    bar = tqdm(total=end, initial=start, desc="pose AE", unit="step", disable=not (progress and rt.is_main), mininterval=1.0)
+    acc, n, t_last = 0.0, 0, time.time()
+    for step in range(start, end):
+        g = torch.Generator().manual_seed(t.seed * 7919 + step)  # the batch is a pure function of the step
+        idx = torch.randint(len(data), (t.batch * rt.world_size,), generator=g)[rt.rank * t.batch:(rt.rank + 1) * t.batch]
+        x = data[idx.to(rt.device)]
+        for group in opt.param_groups:
+            group["lr"] = t.lr * 0.5 ** (step // t.lr_halve_every)
+        recon, _ = md(x)
+        loss = t.mse_weight * ((recon - x) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        acc, n = acc + float(loss.detach()), n + 1
+        bar.update(1)
+        done = step + 1
+        if done % t.log_every == 0 or done == end:
+            with torch.no_grad():
+                r, _ = model(data[:2048])
+                vis_acc = float(((r.view(-1, 18, 3)[..., 2] > 0.5) == (data[:2048].view(-1, 18, 3)[..., 2] > 0.5)).float().mean())
+                vis = data[:2048].view(-1, 18, 3)[..., 2] > 0.5
+                err = (r.view(-1, 18, 3)[..., :2] - data[:2048].view(-1, 18, 3)[..., :2]).abs()
+                px = float((err * torch.tensor([size[0] / 2, size[1] / 2], device=err.device))[vis].norm(dim=-1).mean())
+            rec = {"step": done, "loss": round(acc / n, 6), "visibility_acc": round(vis_acc, 4), "joint_err_px": round(px, 3),
+                   "steps_per_s": round(n / max(time.time() - t_last, 1e-9), 1)}
+            log.metrics(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", px=f"{px:.2f}")
+            acc, n, t_last = 0.0, 0, time.time()
+        if rt.is_main and (done % t.snapshot_every == 0 or done == end):
+            m = unwrap(model)
+            atomic_save({"kind": "pose", "config": to_dict(cfg), "step": done, "model": m.state_dict()}, run_dir / "snapshot.pt")
+            atomic_save({"kind": "pose", "step": done, "model": m.state_dict(), "opt": opt.state_dict(), "rng": rng_state()},
+                        run_dir / "state.pt")
+    bar.close()
+    barrier(rt)
+    cleanup(rt)
+    return {"step": end, "run_dir": str(run_dir), "model": model}

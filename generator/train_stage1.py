@@ -1,0 +1,213 @@
+"""Stage-I training (Sec. 3.1): disentangled reconstruction with 20 x L1 + DCGAN adversarial loss.
+
+``train(cfg, run_dir)`` is the one entry point; the CLI makes the run directory.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from generator.config import DataConfig, prepare_data, save_config, to_dict
+from generator.data import StepBatchSampler, market_dataset
+from generator.distributed import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
+from generator.errors import UserError
+from generator.networks import DCGANDiscriminator, DisentangledGenerator
+from generator.runs import RunLog, atomic_save, load_checkpoint, rng_state, set_rng_state
+
+
+@dataclass
+class Stage1ModelConfig:
+    channels: int = 128  # stem width; encoder / decoder levels are channels x 1..levels
+    enc_levels: int = 5  # residual levels of the fg / bg encoders
+    dec_levels: int = 5  # levels of the U-Net decoder
+    roi_size: int = 48  # side of each body-ROI crop
+    fg_dim: int = 224  # foreground embedding: 7 ROIs x 32
+    bg_dim: int = 128  # background embedding
+    bottleneck: int = 64  # FC bottleneck of the U-Net
+    fg_encoder: str = "bodyroi7"  # bodyroi7 | wholebody
+    roi_crop: str = "roi_align"  # roi_align | grid_sample
+    roi_sampling_ratio: int = 1  # roi_align samples per bin side (1 is enough at 48x48)
+    injection: str = "tile"  # appearance into the decoder: tile (paper) | linear (same away from borders, cheaper)
+    disc_channels: int = 64  # DCGAN discriminator width
+
+
+@dataclass
+class Stage1TrainConfig:
+    steps: int = 120000  # generator steps
+    batch: int = 16  # images per step (per process under DDP)
+    lr: float = 2e-5  # Adam learning rate of G and D
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_halve_every: int = 50000  # halve the learning rate every this many steps
+    warmup_steps: int = 0  # linear learning-rate warm-up
+    l1_weight: float = 20.0  # weight of the L1 reconstruction loss
+    adv_weight: float = 1.0  # weight of the generator's adversarial loss
+    l1_only_steps: int = 0  # steps of pure L1 before the adversarial term starts
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "bf16"  # bf16 autocast on CUDA | none
+    channels_last: bool = True  # on CUDA
+    log_every: int = 50  # steps between metric records
+    sample_every: int = 1000  # steps between PNG grids
+    snapshot_every: int = 1000  # steps between snapshot + state
+    grid_size: int = 8  # people in each sample grid
+
+
+@dataclass
+class Stage1Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Stage1ModelConfig = field(default_factory=Stage1ModelConfig)
+    train: Stage1TrainConfig = field(default_factory=Stage1TrainConfig)
+
+
+def build_generator(m: Stage1ModelConfig, size) -> DisentangledGenerator:
+    return DisentangledGenerator(size=tuple(size), channels=m.channels, enc_levels=m.enc_levels, dec_levels=m.dec_levels,
+                                 roi_size=m.roi_size, fg_dim=m.fg_dim, bg_dim=m.bg_dim, bottleneck=m.bottleneck,
+                                 fg_encoder=m.fg_encoder, roi_crop=m.roi_crop, roi_sampling_ratio=m.roi_sampling_ratio,
+                                 injection=m.injection)
+
+
+def learning_rate(t: Stage1TrainConfig, step: int) -> float:
+    lr = t.lr * 0.5 ** (step // t.lr_halve_every)
+    if t.warmup_steps > 0:
+        lr *= min(1.0, (step + 1) / t.warmup_steps)
+    return lr
+
+
+def swap_grid(G, batch: dict) -> torch.Tensor:
+    """Rows: input | reconstruction | fg swap | bg swap | pose swap; the donor of each swap is the next person."""
+    with torch.no_grad():
+        fg, bg = G.encode(batch["image"], batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"])
+        pm = batch["pose_maps"]
+        nxt = lambda x: x.roll(1, 0)  # noqa: E731
+        rows = [batch["image"], G.decode(fg, bg, pm), G.decode(nxt(fg), bg, pm), G.decode(fg, nxt(bg), pm),
+                G.decode(fg, bg, nxt(pm))]
+    return torch.cat([r.float().cpu() for r in rows], 0)
+
+
+def save_grid(images: torch.Tensor, nrow: int, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    save_image(images.clamp(-1, 1) * 0.5 + 0.5, tmp, nrow=nrow, padding=1)
+    tmp.replace(path)
+
+
+def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train stage I; write grids, snapshot and state to ``run_dir``. ``stop_after``: stop early at that step (tests)."""
+    t, m = cfg.train, cfg.model
+    rt = setup_runtime(t.device, t.amp, t.channels_last)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, enabled=rt.is_main)
+    if rt.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        root = prepare_data(cfg.data, progress)
+    barrier(rt)
+    root = Path(cfg.data.root)
+    size = tuple(cfg.data.size)
+    ds = market_dataset(root, tuple(cfg.data.splits), size=size, heatmap_radius=cfg.data.heatmap_radius,
+                        mask_radius=cfg.data.mask_radius)
+    if len(ds) < t.batch:
+        raise UserError(f"{root}: {len(ds)} training images, fewer than a batch of {t.batch}; lower train.batch")
+
+    torch.manual_seed(t.seed)
+    G = build_generator(m, size).to(rt.device)
+    D = DCGANDiscriminator(size, m.disc_channels).to(rt.device)
+    if rt.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    start = 0
+    if resume and (run_dir / "state.pt").exists():
+        state = load_checkpoint(run_dir / "state.pt")
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        log.truncate_after(start)
+        log.line(f"resumed at step {start}")
+    Gd, Dd = wrap_ddp(G, rt), wrap_ddp(D, rt)
+
+    end = t.steps if stop_after is None else min(t.steps, stop_after)
+    sampler = StepBatchSampler(len(ds), t.batch, t.seed, cfg.data.flip, start, end, rt.rank, rt.world_size)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.data.workers,
+                                         persistent_workers=False, pin_memory=rt.device.type == "cuda")
+    grid_batch = rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in range(min(t.grid_size, len(ds)))]))
+    if rt.is_main:
+        log.line(f"stage1: {len(ds)} images from {root}, G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params, "
+                 f"D {sum(p.numel() for p in D.parameters()) / 1e6:.1f}M, device {rt.device}, world {rt.world_size}")
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=end, initial=start, desc="stage1", unit="step", disable=not (progress and rt.is_main), mininterval=1.0)
+    stats, t_last, n_img, step = {}, time.time(), 0, start
+    for step, batch in enumerate(loader, start=start):
+        batch = rt.to_device(batch)
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(t, step)
+        real = batch["image"]
+        use_adv = step >= t.l1_only_steps and t.adv_weight > 0
+        # generator step, discriminator frozen (pix2pix order)
+        D.requires_grad_(False)
+        with rt.autocast():
+            fake, _, _ = Gd(real, batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"], batch["pose_maps"])
+            l1 = (fake.float() - real).abs().mean()
+            g_adv = F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(len(real), device=rt.device)) if use_adv else torch.zeros((), device=rt.device)
+            loss_g = t.l1_weight * l1 + t.adv_weight * g_adv
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        # discriminator step on the same fakes
+        D.requires_grad_(True)
+        d_loss = torch.zeros((), device=rt.device)
+        if use_adv:
+            with rt.autocast():
+                logits = Dd(torch.cat([real, fake.detach()], 0)).float()
+                target = torch.cat([torch.ones(len(real)), torch.zeros(len(real))]).to(rt.device)
+                d_loss = F.binary_cross_entropy_with_logits(logits, target)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        n_img += len(real) * rt.world_size
+        done = step + 1
+        for k, v in (("l1", l1), ("g_adv", g_adv), ("d_loss", d_loss)):
+            stats[k] = stats.get(k, 0.0) + float(v.detach())  # note: a CPU-GPU sync point, once per step
+        stats["n"] = stats.get("n", 0) + 1
+        bar.update(1)
+        if done % t.log_every == 0 or done == end:
+            ips = n_img / max(time.time() - t_last, 1e-9)
+            rec = {"step": done, "lr": learning_rate(t, step), "images_per_s": round(ips, 2),
+                   **{k: round(stats[k] / stats["n"], 5) for k in ("l1", "g_adv", "d_loss")}}
+            log.metrics(rec)
+            bar.set_postfix(l1=f"{rec['l1']:.4f}", d=f"{rec['d_loss']:.3f}", ips=f"{ips:.1f}")
+            stats, t_last, n_img = {}, time.time(), 0
+        if rt.is_main and (done % t.sample_every == 0 or done == end):
+            G.eval()
+            save_grid(swap_grid(G, grid_batch), len(grid_batch["image"]), run_dir / f"grid-{done:07d}.png")
+            G.train()
+        if done % t.snapshot_every == 0 or done == end:
+            save_checkpoints(run_dir, cfg, G, D, opt_g, opt_d, done, rt.is_main)
+    bar.close()
+    final = {"step": end, "run_dir": str(run_dir), "G": G, "D": D}
+    if rt.is_main:
+        log.line(f"stage1 finished at step {end}")
+    barrier(rt)
+    cleanup(rt)
+    return final
+
+
+def save_checkpoints(run_dir: Path, cfg: Stage1Config, G, D, opt_g, opt_d, step: int, is_main: bool) -> None:
+    if not is_main:
+        return
+    G, D = unwrap(G), unwrap(D)
+    atomic_save({"kind": "stage1", "config": to_dict(cfg), "step": step, "G": G.state_dict()}, run_dir / "snapshot.pt")
+    atomic_save({"kind": "stage1", "step": step, "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "rng": rng_state()}, run_dir / "state.pt")

@@ -1,0 +1,146 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from generator.data import market_dataset
+from generator.networks import DisentangledGenerator, PoseAutoencoder
+from generator.train_pose import train as train_pose
+from generator.train_stage1 import build_generator, train
+from tiny import tiny_pose, tiny_stage1
+
+
+def _batch(root, n=4):
+    ds = market_dataset(root, ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
+    return torch.utils.data.default_collate([ds.item(i) for i in range(n)])
+
+
+def test_official_embedding_sizes():
+    torch.manual_seed(0)
+    G = DisentangledGenerator(size=(128, 64), channels=8, enc_levels=2, dec_levels=2, roi_size=12)
+    b = 2
+    img = torch.randn(b, 3, 128, 64)
+    boxes = torch.tensor([[10.0, 5.0, 60.0, 40.0]]).repeat(b, 7, 1)
+    out, fg, bg = G(img, torch.ones(b, 1, 128, 64), boxes, torch.ones(b, 7), torch.zeros(b, 18, 128, 64))
+    assert fg.shape == (b, 224) and bg.shape == (b, 128) and out.shape == img.shape
+    assert out.abs().max() <= 1
+    pae = PoseAutoencoder()
+    recon, emb = pae(torch.randn(b, 54))
+    assert emb.shape == (b, 32) and recon.shape == (b, 54)
+    assert set(recon.view(b, 18, 3)[..., 2].unique().tolist()) <= {0.0, 1.0}  # binarised visibilities
+    whole = DisentangledGenerator(size=(64, 32), channels=8, enc_levels=2, dec_levels=2, fg_encoder="wholebody")
+    fg, bg = whole.encode(torch.randn(b, 3, 64, 32), torch.ones(b, 1, 64, 32), boxes, torch.ones(b, 7))
+    assert fg.shape == (b, 224) and bg.shape == (b, 128)
+
+
+@pytest.mark.parametrize("crop", ["roi_align", "grid_sample"])
+def test_invisible_roi_gives_zero_vector(sim_small, crop):
+    torch.manual_seed(0)
+    G = build_generator(tiny_stage1(sim_small, **{"model.roi_crop": crop}).model, (64, 32))
+    batch = _batch(sim_small)
+    vis = batch["roi_visible"].clone()
+    vis[0, 3] = 0
+    vis[1, :] = 0
+    fg, _ = G.encode(batch["image"], batch["pose_mask"], batch["roi_boxes"], vis)
+    fg = fg.view(4, 7, 32)
+    assert (fg[0, 3] == 0).all() and (fg[1] == 0).all()
+    assert (fg[0, 0] != 0).any() and (fg[2] != 0).any()
+
+
+def test_straight_through_visibility_has_gradient():
+    pae = PoseAutoencoder(width=32, blocks=1)
+    emb = torch.randn(3, 32, requires_grad=True)
+    pae.decode(emb).view(3, 18, 3)[..., 2].sum().backward()
+    assert emb.grad.abs().sum() > 0
+
+
+def _losses(run_dir):
+    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stage1_losses_fall(sim_small, tmp_path):
+    cfg = tiny_stage1(sim_small, **{"train.steps": 40, "train.l1_only_steps": 20, "train.sample_every": 40})
+    train(cfg, tmp_path, progress=False)
+    recs = _losses(tmp_path)
+    assert recs[-1]["l1"] < 0.8 * recs[0]["l1"]
+    assert recs[-1]["d_loss"] > 0  # the adversarial term ran after the L1 warm-up
+    assert (tmp_path / "grid-0000040.png").exists() and (tmp_path / "snapshot.pt").exists()
+
+
+def test_pose_ae_loss_falls(sim_small, tmp_path):
+    train_pose(tiny_pose(sim_small, **{"train.steps": 60}), tmp_path, progress=False)
+    recs = _losses(tmp_path)
+    assert recs[-1]["loss"] < 0.5 * recs[0]["loss"]
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_stage1_resume_is_bit_identical(sim_small, tmp_path):
+    cfg = tiny_stage1(sim_small, **{"train.steps": 12, "train.snapshot_every": 5, "train.l1_only_steps": 3,
+                                    "data.flip": 0.5})
+    full = train(cfg, tmp_path / "full", progress=False)
+    run = tmp_path / "part"
+    train(cfg, run, progress=False, stop_after=7)  # stops after step 7 and saves its state
+    assert torch.load(run / "state.pt", weights_only=True)["step"] == 7
+    train(cfg, run, resume=True, progress=False)
+    resumed_dir = run
+    resumed = torch.load(resumed_dir / "state.pt", weights_only=True)
+    for k, v in full["G"].state_dict().items():
+        assert torch.equal(v, resumed["G"][k]), k
+    for k, v in full["D"].state_dict().items():
+        assert torch.equal(v, resumed["D"][k]), k
+
+
+def test_stage1_resume_after_kill(sim_small, tmp_path):
+    """A real SIGKILL mid-run; `vmarket train --resume` then finishes with the uninterrupted weights."""
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "augment.cli", "train", "stage1", "--quiet", "--set", f"data.root={sim_small}"]
+    cfg_path = tmp_path / "tiny.yaml"
+    import yaml
+
+    from generator.config import to_dict
+
+    cfg = tiny_stage1(sim_small, **{"train.steps": 30, "train.snapshot_every": 4})
+    cfg_path.write_text(yaml.safe_dump(to_dict(cfg)))
+    ref = tmp_path / "ref"
+    subprocess.run(args[:5] + ["-c", cfg_path, "--run-dir", ref, "--quiet"], check=True, capture_output=True)
+    run = tmp_path / "killed"
+    p = subprocess.Popen(args[:5] + ["-c", cfg_path, "--run-dir", run, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "state.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = torch.load(run / "state.pt", weights_only=True)["step"]
+    assert killed_at < 30
+    subprocess.run(args[:5] + ["--resume", run, "--quiet"], check=True, capture_output=True)
+    a = torch.load(ref / "state.pt", weights_only=True)
+    b = torch.load(run / "state.pt", weights_only=True)
+    assert b["step"] == 30
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated records after the resume
+
+
+def test_ddp_two_gloo_ranks_stay_identical(sim_small, tmp_path):
+    script = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                        str(script), str(sim_small), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    init = torch.load(tmp_path / "init.pt", weights_only=True)
+    assert any(not torch.equal(init[k], w0[k]) for k in init)  # training changed the weights

@@ -1,0 +1,20 @@
+"""Tiny seeded configs for CPU tests (a few seconds per training run)."""
+from generator.config import load_config
+from generator.train_pose import PoseConfig
+from generator.train_stage1 import Stage1Config
+
+
+def tiny_stage1(root, **overrides) -> Stage1Config:
+    sets = [f"data.root={root}", "data.size=[64,32]", "data.workers=0", "data.heatmap_radius=2", "data.mask_radius=4",
+            "model.channels=8", "model.enc_levels=2", "model.dec_levels=2", "model.roi_size=8", "model.bottleneck=16",
+            "model.disc_channels=8", "model.injection=linear", "train.batch=4", "train.lr=1.0e-3", "train.device=cpu",
+            "train.log_every=5", "train.sample_every=1000", "train.snapshot_every=1000", "train.grid_size=4"]
+    sets += [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(Stage1Config, None, sets)
+
+
+def tiny_pose(root, **overrides) -> PoseConfig:
+    sets = [f"data.root={root}", "data.size=[64,32]", "model.width=32", "model.blocks=2", "train.batch=16",
+            "train.lr=1.0e-3", "train.device=cpu", "train.log_every=10", "train.snapshot_every=1000"]
+    sets += [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(PoseConfig, None, sets)
