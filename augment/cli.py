@@ -111,6 +111,28 @@ def _cmd_train(args) -> None:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
 
 
+def _cmd_eval(args) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from generator.evaluate import evaluate
+
+    run = Path(args.run)
+    if not (run / "snapshot.pt").is_file():
+        raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-I run")
+    data = args.data or yaml.safe_load((run / "config.yaml").read_text())["data"]["root"]
+    out = Path(args.out) if args.out else run / "eval"
+    result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
+    r = result["reconstruction"]
+    line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
+    if result["swaps"]:
+        sw = result["swaps"]
+        line += "; swap L1 model / copy-source: " + ", ".join(
+            f"{k} {sw[f'{k}/model/l1']:.1f} / {sw[f'{k}/copy_source/l1']:.1f}" for k in ("pose", "background", "foreground"))
+    print(f"{line} -> {out}/metrics.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vmarket", description="Virtual Market: disentangled person generation for re-ID data augmentation.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -142,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--factor", default=None, choices=["fg", "bg", "pose", "all"], help="stage2 only: which mapping to train")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a trained stage: reconstruction SSIM and counterfactual swap scores")
+    e.add_argument("job", choices=["stage1"], help="what to evaluate")
+    e.add_argument("--run", required=True, help="run directory of the trained stage")
+    e.add_argument("--data", default=None, help="dataset root (default: the run's data.root); held-out = query + gallery")
+    e.add_argument("--pairs", type=int, default=200, help="SimMarket swap pairs to score")
+    e.add_argument("--limit", type=int, default=512, help="held-out images for the reconstruction metrics")
+    e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
+    e.set_defaults(func=_cmd_eval)
     return p
 
 
