@@ -106,7 +106,12 @@ def _cmd_train(args) -> None:
     cls, fn = _train_jobs()[args.job]
     config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
     cfg = load_config(cls, config, args.set)
-    result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet)
+    kwargs = {}
+    if args.factor is not None:
+        if args.job != "stage2":
+            raise UserError("--factor applies to `vmarket train stage2` only")
+        kwargs["factors"] = ["fg", "bg", "pose"] if args.factor == "all" else [args.factor]
+    result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet, **kwargs)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
 
@@ -119,6 +124,16 @@ def _cmd_eval(args) -> None:
     from generator.evaluate import evaluate
 
     run = Path(args.run)
+    if args.job == "stage2":
+        from augment.stage2_report import quality_table, report
+
+        if not (run / "snapshot.pt").is_file():
+            raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
+        out = Path(args.out) if args.out else run / "eval"
+        q = report(run, out)
+        print(quality_table(q), end="")
+        print(f"-> {out}/metrics.md")
+        return
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-I run")
     data = args.data or yaml.safe_load((run / "config.yaml").read_text())["data"]["root"]
@@ -131,6 +146,19 @@ def _cmd_eval(args) -> None:
         line += "; swap L1 model / copy-source: " + ", ".join(
             f"{k} {sw[f'{k}/model/l1']:.1f} / {sw[f'{k}/copy_source/l1']:.1f}" for k in ("pose", "background", "foreground"))
     print(f"{line} -> {out}/metrics.md")
+
+
+def _cmd_sample(args) -> None:
+    from pathlib import Path
+
+    from augment.stage2_report import sample_grids
+
+    run = Path(args.run)
+    if not (run / "snapshot.pt").is_file():
+        raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
+    out = Path(args.out) if args.out else run / "samples"
+    paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
+    print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,13 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a trained stage: reconstruction SSIM and counterfactual swap scores")
-    e.add_argument("job", choices=["stage1"], help="what to evaluate")
+    e.add_argument("job", choices=["stage1", "stage2"], help="what to evaluate")
     e.add_argument("--run", required=True, help="run directory of the trained stage")
     e.add_argument("--data", default=None, help="dataset root (default: the run's data.root); held-out = query + gallery")
     e.add_argument("--pairs", type=int, default=200, help="SimMarket swap pairs to score")
     e.add_argument("--limit", type=int, default=512, help="held-out images for the reconstruction metrics")
     e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
     e.set_defaults(func=_cmd_eval)
+
+    sm = sub.add_parser("sample", help="PNG grids from a stage-II run: sampled people, identities, resampled factors, interpolations")
+    sm.add_argument("--run", required=True, help="run directory of a trained stage-II run")
+    sm.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
+    sm.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same grids")
+    sm.add_argument("--cols", type=int, default=8, help="images per row")
+    sm.add_argument("--rows", type=int, default=4, help="rows (people) per grid")
+    sm.set_defaults(func=_cmd_sample)
     return p
 
 

@@ -18,3 +18,13 @@ def tiny_pose(root, **overrides) -> PoseConfig:
             "train.lr=1.0e-3", "train.device=cpu", "train.log_every=10", "train.snapshot_every=1000"]
     sets += [f"{k}={v}" for k, v in overrides.items()]
     return load_config(PoseConfig, None, sets)
+
+
+def tiny_stage2(stage1_run, pose_run, **overrides):
+    from generator.train_stage2 import Stage2Config
+
+    sets = [f"stage1_run={stage1_run}", f"pose_run={pose_run}", "model.width_fg=32", "model.width_bg=32",
+            "model.width_pose=32", "model.blocks=2", "model.critic_width=32", "train.batch=16", "train.critic_steps=2",
+            "train.lr=1.0e-3", "train.log_every=5", "train.snapshot_every=1000", "train.holdout=0.2"]
+    sets += [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(Stage2Config, None, sets)

@@ -1,0 +1,122 @@
+"""Stage-II report: embedding quality per factor against held-out real embeddings, and the sample grids.
+
+Uses generator (mappings, decoding, Frechet distance, pose plausibility) and
+reid.retrieval (faiss k-NN precision / recall), hence its place in augment.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator.api import DisentangledModel
+from generator.config import from_dict
+from generator.embedding_metrics import frechet_distance, plausible_share
+from generator.runs import atomic_write_text, load_checkpoint
+from generator.train_stage2 import FACTORS, GaussianBaseline, Sampler, Stage2Config, split_holdout
+
+
+def load_stage2(run: Path):
+    snap = load_checkpoint(Path(run) / "snapshot.pt")
+    cfg = from_dict(Stage2Config, snap["config"], str(run))
+    return cfg, Sampler.load(run), DisentangledModel.load(cfg.stage1_run, pose=cfg.pose_run)
+
+
+def embedding_quality(run: Path, n: int = 2000, seed: int = 0) -> dict:
+    from reid.retrieval import knn_precision_recall
+
+    cfg, sampler, model = load_stage2(run)
+    emb = load_checkpoint(Path(run) / "embeddings.pt")
+    train_idx, hold_idx = split_holdout(len(emb["fg"]), cfg.train.holdout, cfg.train.seed)
+    out = {}
+    for f in FACTORS:
+        real_train, real_hold = emb[f][train_idx], emb[f][hold_idx]
+        m = min(n, max(len(real_hold), 200))
+        samples = {"mapping": sampler.sample(f, m, seed).cpu(), "gaussian": GaussianBaseline(real_train).sample(m, seed)}
+        for who, x in samples.items():
+            p, r = knn_precision_recall(real_hold.numpy(), x.numpy(), k=3)
+            rec = {"frechet": frechet_distance(real_hold.numpy(), x.numpy()), "precision": p, "recall": r}
+            if f == "pose":
+                kps = model.keypoints_from_pose(x).cpu().numpy()
+                rec["plausible"] = plausible_share(kps, emb["keypoints"][train_idx].numpy())
+            out[f"{f}/{who}"] = rec
+    real_kps = emb["keypoints"][hold_idx].numpy()
+    out["pose/real_heldout"] = {"plausible": plausible_share(real_kps, emb["keypoints"][train_idx].numpy())}
+    out["heldout"] = int(len(hold_idx))
+    return out
+
+
+def quality_table(q: dict) -> str:
+    lines = [f"Embedding quality against {q['heldout']} held-out real embeddings per factor "
+             "(Frechet distance lower is better; k-NN precision / recall, k=3, higher is better):", "",
+             "| factor | sampler | Frechet | precision | recall | plausible poses |", "| --- | --- | --- | --- | --- | --- |"]
+    for f in FACTORS:
+        for who in ("mapping", "gaussian"):
+            r = q[f"{f}/{who}"]
+            lines.append(f"| {f} | {who} | {r['frechet']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                         f"{r['plausible']:.3f} |" if "plausible" in r else
+                         f"| {f} | {who} | {r['frechet']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | |")
+    lines.append(f"| pose | real held-out | | | | {q['pose/real_heldout']['plausible']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _save(images: list[torch.Tensor], nrow: int, path: Path) -> None:
+    from generator.train_stage1 import save_grid
+
+    save_grid(torch.cat([i.float().cpu() for i in images]), nrow, path)
+
+
+@torch.no_grad()
+def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: int = 4) -> list[Path]:
+    """(a) sampled people, (b) identities: one fg under sampled bg and pose, (c) a real image with each factor
+    resampled, (d) interpolation strips per factor."""
+    from generator.data import market_dataset
+
+    cfg, sampler, model = load_stage2(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = cols * rows
+    paths = []
+    fg, bg, pose = (sampler.sample(f, n, seed + i) for i, f in enumerate(FACTORS))
+    _save([model.decode(fg, bg, pose)], cols, out_dir / "a_sampled_people.png")
+    ids = sampler.sample("fg", rows, seed + 10).repeat_interleave(cols, 0)
+    _save([model.decode(ids, sampler.sample("bg", n, seed + 11), sampler.sample("pose", n, seed + 12))], cols,
+          out_dir / "b_identities.png")
+    import yaml
+
+    root = cfg.data_root or yaml.safe_load((Path(cfg.stage1_run) / "config.yaml").read_text())["data"]["root"]
+    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
+    b = torch.utils.data.default_collate([ds.item(i) for i in range(min(rows, len(ds)))])
+    f = model.encode(b["image"], b["keypoints"])
+    recon = model.render(f)
+    rows_c = []  # per real person, one row per factor: real | reconstruction | that factor resampled
+    for i in range(len(f)):
+        k = cols - 2
+        for j, factor in enumerate(FACTORS):
+            e = {"fg": f.fg[i:i + 1].repeat(k, 1), "bg": f.bg[i:i + 1].repeat(k, 1), "pose": f.keypoints[i:i + 1].repeat(k, 1, 1)}
+            e[factor] = sampler.sample(factor, k, seed + 100 + 10 * i + j)
+            rows_c.append(torch.cat([b["image"][i:i + 1], recon[i:i + 1], model.decode(e["fg"], e["bg"], e["pose"])]))
+    _save(rows_c, cols, out_dir / "c_resampled_factors.png")
+    from generator.api import interpolate
+
+    base_fg, base_bg, base_pose = (sampler.sample(x, 1, seed + 200 + i) for i, x in enumerate(FACTORS))
+    strips = []
+    for i, factor in enumerate(FACTORS):
+        a, z = sampler.sample(factor, 2, seed + 300 + i)
+        path = interpolate(a, z, cols)
+        e = {"fg": base_fg.repeat(cols, 1), "bg": base_bg.repeat(cols, 1), "pose": base_pose.repeat(cols, 1)}
+        e[factor] = path
+        strips.append(model.decode(e["fg"], e["bg"], e["pose"]))
+    _save(strips, cols, out_dir / "d_interpolation.png")
+    paths = sorted(out_dir.glob("[abcd]_*.png"))
+    return paths
+
+
+def report(run: Path, out_dir: Path | None = None, seed: int = 0) -> dict:
+    out_dir = out_dir or Path(run) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    q = embedding_quality(run, seed=seed)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(q, indent=1))
+    atomic_write_text(out_dir / "metrics.md", quality_table(q))
+    return q

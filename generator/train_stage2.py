@@ -1,0 +1,261 @@
+"""Stage II (Sec. 3.2): adversarial mappings Phi_fg, Phi_bg, Phi_pose from Gaussian noise to embeddings.
+
+Stage I and the pose autoencoder are frozen; their encoders turn the training
+images into the real embeddings once, and the mappings train on those. The
+official objective is WGAN with weight clipping 0.01, RMSProp and 5 critic
+steps per mapping step; WGAN-GP is an option.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from generator.config import from_dict, save_config, to_dict
+from generator.errors import UserError
+from generator.networks import fc_stack
+from generator.runs import RunLog, atomic_save, load_checkpoint, rng_state, set_rng_state
+
+FACTORS = ("fg", "bg", "pose")
+
+
+@dataclass
+class Stage2ModelConfig:
+    width_fg: int = 512  # FC width of Phi_fg
+    width_bg: int = 256  # FC width of Phi_bg
+    width_pose: int = 512  # FC width of Phi_pose
+    blocks: int = 4  # residual FC blocks in each mapping
+    critic_width: int = 512  # FC width of each critic (4 FC layers)
+    z_std: float = 0.2  # z ~ N(0, z_std^2), of the embedding's own size
+
+
+@dataclass
+class Stage2TrainConfig:
+    steps: int = 20000  # mapping steps per factor
+    batch: int = 64
+    critic_steps: int = 5  # critic updates per mapping update
+    objective: str = "wgan"  # wgan (weight clipping, RMSProp) | wgan-gp (gradient penalty, Adam)
+    lr: float = 5e-5
+    clip: float = 0.01  # weight clipping of the WGAN critic
+    gp_weight: float = 10.0  # gradient penalty weight of WGAN-GP
+    holdout: float = 0.1  # share of embeddings kept out of training, for the metrics
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 200
+    snapshot_every: int = 2000
+
+
+@dataclass
+class Stage2Config:
+    stage1_run: str = ""  # run directory (or snapshot) of stage I
+    pose_run: str = ""  # run directory (or snapshot) of the pose autoencoder
+    data_root: str = ""  # images to embed (default: stage I's data.root), train split
+    factors: list[str] = field(default_factory=lambda: list(FACTORS))  # which mappings to train
+    model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
+    train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
+
+
+def build_mapping(dim: int, width: int, blocks: int) -> nn.Module:
+    """Phi: FC + ``blocks`` residual FC blocks + FC, noise (B, dim) -> embedding (B, dim)."""
+    return fc_stack(dim, width, blocks, dim)
+
+
+def build_critic(dim: int, width: int) -> nn.Module:
+    """4 FC layers, LeakyReLU 0.2, one unbounded score."""
+    return nn.Sequential(nn.Linear(dim, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2),
+                         nn.Linear(width, width), nn.LeakyReLU(0.2), nn.Linear(width, 1))
+
+
+def _width(m: Stage2ModelConfig, factor: str) -> int:
+    return {"fg": m.width_fg, "bg": m.width_bg, "pose": m.width_pose}[factor]
+
+
+@torch.no_grad()
+def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}."""
+    from tqdm import tqdm
+
+    import yaml
+
+    from generator.api import DisentangledModel
+    from generator.data import market_dataset
+
+    model = DisentangledModel.load(stage1_run, pose=pose_run)
+    root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
+    ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
+    out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
+    for s in tqdm(range(0, len(ds), batch), desc="embedding", unit="batch", disable=not progress):
+        b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])
+        f = model.encode(b["image"], b["keypoints"])
+        for k, v in (("fg", f.fg), ("bg", f.bg), ("pose", f.pose), ("keypoints", f.keypoints), ("pid", b["pid"])):
+            out[k].append(v.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def split_holdout(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = max(1, int(round(n * share)))
+    return perm[k:], perm[:k]
+
+
+def gradient_penalty(critic, real, fake):
+    a = torch.rand(len(real), 1, device=real.device)
+    x = (a * real + (1 - a) * fake).requires_grad_(True)
+    g, = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return ((g.norm(dim=1) - 1) ** 2).mean()
+
+
+def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None,
+          factors: list[str] | None = None) -> dict:
+    t, m = cfg.train, cfg.model
+    factors = factors or cfg.factors
+    for f in factors:
+        if f not in FACTORS:
+            raise UserError(f"factor {f!r}: use fg, bg or pose")
+    if not cfg.stage1_run or not cfg.pose_run:
+        raise UserError("stage2 needs stage1_run and pose_run (run directories of the trained stage I and pose AE)")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    log = RunLog(run_dir)
+    device = torch.device(t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    cache = run_dir / "embeddings.pt"
+    if cache.exists():
+        emb = load_checkpoint(cache)
+    else:
+        emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress)
+        atomic_save(emb, cache)
+    train_idx, hold_idx = split_holdout(len(emb["fg"]), t.holdout, t.seed)
+    torch.manual_seed(t.seed)
+    nets = {f: build_mapping(emb[f].shape[1], _width(m, f), m.blocks).to(device) for f in FACTORS}
+    critics = {f: build_critic(emb[f].shape[1], m.critic_width).to(device) for f in FACTORS}
+
+    def make_opt(params):
+        if t.objective == "wgan":
+            return torch.optim.RMSprop(params, lr=t.lr)
+        if t.objective == "wgan-gp":
+            return torch.optim.Adam(params, lr=t.lr, betas=(0.5, 0.9))
+        raise UserError(f"train.objective {t.objective!r}: use wgan or wgan-gp")
+
+    opt_g = {f: make_opt(nets[f].parameters()) for f in FACTORS}
+    opt_c = {f: make_opt(critics[f].parameters()) for f in FACTORS}
+    steps = {f: 0 for f in FACTORS}
+    if resume and (run_dir / "state.pt").exists():
+        state = load_checkpoint(run_dir / "state.pt")
+        for f in FACTORS:
+            nets[f].load_state_dict(state["nets"][f])
+            critics[f].load_state_dict(state["critics"][f])
+            opt_g[f].load_state_dict(state["opt_g"][f])
+            opt_c[f].load_state_dict(state["opt_c"][f])
+        steps = dict(state["steps"])
+        set_rng_state(state["rng"])
+        log.truncate_after(min(steps[f] for f in factors))
+    from tqdm import tqdm
+
+    end = t.steps if stop_after is None else min(t.steps, stop_after)
+    for f in factors:
+        real_all = emb[f][train_idx].to(device)
+        dim = real_all.shape[1]
+        phi, critic = nets[f], critics[f]
+        bar = tqdm(total=end, initial=steps[f], desc=f"stage2 {f}", unit="step", disable=not progress, mininterval=1.0)
+        t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
+        for step in range(steps[f], end):
+            g = torch.Generator().manual_seed(t.seed * 1_000_003 + FACTORS.index(f) * 100_003 + step)
+            for _ in range(t.critic_steps):
+                real = real_all[torch.randint(len(real_all), (t.batch,), generator=g).to(device)]
+                z = (torch.randn(t.batch, dim, generator=g) * m.z_std).to(device)
+                with torch.no_grad():
+                    fake = phi(z)
+                loss_c = critic(fake).mean() - critic(real).mean()
+                if t.objective == "wgan-gp":
+                    loss_c = loss_c + t.gp_weight * gradient_penalty(critic, real, fake)
+                opt_c[f].zero_grad(set_to_none=True)
+                loss_c.backward()
+                opt_c[f].step()
+                if t.objective == "wgan":
+                    with torch.no_grad():
+                        for p in critic.parameters():
+                            p.clamp_(-t.clip, t.clip)
+            z = (torch.randn(t.batch, dim, generator=g) * m.z_std).to(device)
+            critic.requires_grad_(False)
+            loss_g = -critic(phi(z)).mean()
+            opt_g[f].zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g[f].step()
+            critic.requires_grad_(True)
+            steps[f] = done = step + 1
+            acc["w_dist"] += -float(loss_c.detach()) if t.objective == "wgan" else -float((critic(fake).mean() - critic(real).mean()).detach())
+            acc["n"] += 1
+            bar.update(1)
+            if done % t.log_every == 0 or done == end:
+                rec = {"factor": f, "step": done, "w_dist": round(acc["w_dist"] / acc["n"], 6),
+                       "steps_per_s": round(acc["n"] / max(time.time() - t_last, 1e-9), 1)}
+                log.metrics(rec)
+                bar.set_postfix(w=f"{rec['w_dist']:.4f}")
+                t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
+            if done % t.snapshot_every == 0 or done == end:
+                _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
+        bar.close()
+    _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
+    log.line(f"stage2 finished: steps {steps}")
+    return {"step": min(steps[f] for f in factors), "steps": steps, "run_dir": str(run_dir), "nets": nets, "critics": critics}
+
+
+def _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb):
+    dims = {f: int(emb[f].shape[1]) for f in FACTORS}
+    atomic_save({"kind": "stage2", "config": to_dict(cfg), "steps": steps, "dims": dims,
+                 "nets": {f: n.state_dict() for f, n in nets.items()}}, run_dir / "snapshot.pt")
+    atomic_save({"kind": "stage2", "steps": steps, "nets": {f: n.state_dict() for f, n in nets.items()},
+                 "critics": {f: c.state_dict() for f, c in critics.items()},
+                 "opt_g": {f: o.state_dict() for f, o in opt_g.items()}, "opt_c": {f: o.state_dict() for f, o in opt_c.items()},
+                 "rng": rng_state()}, run_dir / "state.pt")
+
+
+class Sampler:
+    """Sampling embeddings from trained mappings: ``sample(factor, n, seed)``; and the Gaussian baseline."""
+
+    def __init__(self, nets: dict, z_std: float, dims: dict, device="cpu"):
+        self.nets = {f: n.eval().to(device) for f, n in nets.items()}
+        self.z_std, self.dims, self.device = z_std, dims, torch.device(device)
+
+    @classmethod
+    def load(cls, run, device="cpu") -> "Sampler":
+        path = Path(run)
+        snap = load_checkpoint(path / "snapshot.pt" if path.is_dir() else path)
+        cfg = from_dict(Stage2Config, snap["config"], str(path))
+        nets = {}
+        for f in FACTORS:
+            net = build_mapping(snap["dims"][f], _width(cfg.model, f), cfg.model.blocks)
+            net.load_state_dict({k: v.float() for k, v in snap["nets"][f].items()})
+            nets[f] = net
+        return cls(nets, cfg.model.z_std, snap["dims"], device)
+
+    @torch.no_grad()
+    def sample(self, factor: str, n: int, seed: int) -> torch.Tensor:
+        """(n, dim) embeddings of ``factor``; the same seed gives the same samples."""
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, self.dims[factor], generator=g) * self.z_std
+        return self.nets[factor](z.to(self.device))
+
+    @torch.no_grad()
+    def sample_z(self, factor: str, z: torch.Tensor) -> torch.Tensor:
+        return self.nets[factor](z.to(self.device))
+
+
+class GaussianBaseline:
+    """A Gaussian fitted to real embeddings: the baseline a mapping has to beat."""
+
+    def __init__(self, real: torch.Tensor):
+        x = real.double()
+        self.mean = x.mean(0)
+        cov = torch.cov(x.T) + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
+        self.chol = torch.linalg.cholesky(cov)
+
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, len(self.mean), generator=g, dtype=torch.float64)
+        return (self.mean + z @ self.chol.T).float()
