@@ -48,3 +48,141 @@ def builtin_market1501(root: str | os.PathLike, verbose: bool = False, **kwargs)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The current data structure is deprecated")
         return torchreid.reid.data.datasets.image.market1501.Market1501(root=str(root), verbose=verbose, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets: plug-ins through torchreid's register_image_dataset
+
+
+def market_records(root, splits=("train", "query", "gallery")) -> dict[str, list[tuple[str, int, int]]]:
+    """torchreid records ``(path, pid, camid)`` with 0-based cameras, per split; junk is dropped as torchreid does."""
+    from generator.market import scan_market
+
+    out: dict[str, list] = {s: [] for s in splits}
+    for r in scan_market(root, splits):
+        out[r.split].append((r.path, r.pid, r.camid - 1))
+    return out
+
+
+def merge_records(real: list, virtual: list, pid_offset: int | None = None) -> tuple[list, int]:
+    """Real + virtual training records; virtual pids shifted by ``pid_offset`` (default: past the largest real pid),
+    camera ids kept."""
+    if pid_offset is None:
+        pid_offset = max((p for _, p, _ in real), default=0) + 1
+    real_pids = {p for _, p, _ in real}
+    shifted = [(path, pid + pid_offset, cam) for path, pid, cam in virtual]
+    clash = real_pids & {p for _, p, _ in shifted}
+    if clash:
+        raise UserError(f"pid offset {pid_offset} makes virtual ids collide with real ids (e.g. {min(clash)}); use a larger offset")
+    return real + shifted, pid_offset
+
+
+def register_dataset(name: str, train: list, query: list, gallery: list) -> str:
+    """Register ``name`` with torchreid; train pids are relabelled 0..N-1 as torchreid expects."""
+    torchreid = import_torchreid()
+    from torchreid.reid.data.datasets.dataset import ImageDataset
+
+    pid2label = {pid: i for i, pid in enumerate(sorted({p for _, p, _ in train}))}
+    train_l = [(path, pid2label[pid], cam) for path, pid, cam in train]
+
+    class _Dataset(ImageDataset):
+        def __init__(self, root="", **kwargs):
+            super().__init__(train_l, list(query), list(gallery), **kwargs)
+
+    _Dataset.__name__ = f"VirtualMarket_{name}"
+    torchreid.data.register_image_dataset(name, _Dataset)
+    return name
+
+
+def register_market(name: str, root) -> str:
+    """A Market-1501-format root (real, SimMarket or a Virtual Market export) as torchreid dataset ``name``."""
+    rec = market_records(root)
+    return register_dataset(name, rec["train"], rec["query"], rec["gallery"])
+
+
+def register_merged(name: str, real_root, virtual_root, pid_offset: int | None = None) -> tuple[str, int]:
+    """Real training split plus the virtual one (pids offset, cameras kept); real query and gallery."""
+    real = market_records(real_root)
+    virtual = market_records(virtual_root, ("train",))
+    train, offset = merge_records(real["train"], virtual["train"], pid_offset)
+    return register_dataset(name, train, real["query"], real["gallery"]), offset
+
+
+def build_datamanager(source: str, target: str, size=(128, 64), batch: int = 32, workers: int = 2,
+                      sampler: str = "RandomSampler", num_instances: int = 4, use_gpu: bool = False):
+    torchreid = import_torchreid()
+    return torchreid.data.ImageDataManager(
+        root="", sources=source, targets=target, height=size[0], width=size[1], transforms=["random_flip"],
+        batch_size_train=batch, batch_size_test=128, workers=workers, train_sampler=sampler,
+        num_instances=num_instances, use_gpu=use_gpu)
+
+
+# ---------------------------------------------------------------------------------------------
+# models and engines
+
+
+MODELS = {"osnet_x0_25": "CPU default", "osnet_x1_0": "GPU", "resnet50": "GPU"}
+
+
+def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str | None = None):
+    """A torchreid model with ``pretrained=False`` (no download); ``weights``: a local state-dict file to start from."""
+    torchreid = import_torchreid()
+    if name not in torchreid.models.__model_factory:
+        raise UserError(f"model {name!r}: unknown to torchreid; try one of {', '.join(MODELS)}")
+    model = torchreid.models.build_model(name=name, num_classes=num_classes, loss=loss, pretrained=False)
+    if weights:
+        import torch
+
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"{path}: weights file missing; give a local state-dict file (nothing is downloaded)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        own = model.state_dict()
+        usable = {k.removeprefix("module."): v for k, v in state.items()
+                  if k.removeprefix("module.") in own and own[k.removeprefix("module.")].shape == v.shape}
+        model.load_state_dict(usable, strict=False)
+    return model
+
+
+def build_engine(kind: str, datamanager, model, lr: float = 0.0015, epochs: int = 10, use_gpu: bool = False,
+                 margin: float = 0.3):
+    """A torchreid softmax or triplet engine. It always gets a scheduler (torchreid's engines crash on save without one)."""
+    torchreid = import_torchreid()
+    optimizer = torchreid.optim.build_optimizer(model, optim="adam", lr=lr)
+    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="single_step", stepsize=max(1, int(epochs * 0.75)))
+    if kind == "softmax":
+        engine = torchreid.engine.ImageSoftmaxEngine(datamanager, model, optimizer=optimizer, scheduler=scheduler,
+                                                      label_smooth=True, use_gpu=use_gpu)
+    elif kind == "triplet":
+        engine = torchreid.engine.ImageTripletEngine(datamanager, model, optimizer=optimizer, scheduler=scheduler,
+                                                      margin=margin, weight_t=1.0, weight_x=1.0, label_smooth=True,
+                                                      use_gpu=use_gpu)
+    else:
+        raise UserError(f"engine {kind!r}: use softmax or triplet")
+    return engine, optimizer, scheduler
+
+
+def train_one_epoch(engine, epoch: int, max_epoch: int, progress: bool = True) -> None:
+    """One epoch of torchreid's own training step, with a progress bar and without its print-outs."""
+    import contextlib
+    import io
+
+    from tqdm import tqdm
+
+    engine.epoch, engine.max_epoch = epoch, max_epoch
+    loader = engine.train_loader
+
+    class _Bar:
+        def __len__(self):
+            return len(loader)
+
+        def __iter__(self):
+            return iter(tqdm(loader, desc=f"epoch {epoch + 1}/{max_epoch}", unit="batch", disable=not progress, leave=False))
+
+    engine.train_loader = _Bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            engine.train(print_freq=10 ** 9)
+    finally:
+        engine.train_loader = loader

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from reid.torchreid_adapter import market_records, merge_records, register_market, register_merged
+from reid.train import ReidTrainConfig, train_and_evaluate
+
+
+def test_merged_dataset_offsets_and_counts(sim_root, sim_small):
+    real = market_records(sim_root[0])
+    virtual = market_records(sim_small, ("train",))
+    merged, offset = merge_records(real["train"], virtual["train"])
+    assert offset == max(p for _, p, _ in real["train"]) + 1
+    assert len(merged) == len(real["train"]) + len(virtual["train"])
+    real_ids = {p for _, p, _ in real["train"]}
+    virt_ids = {p for _, p, _ in merged[len(real["train"]):]}
+    assert len(real_ids | virt_ids) == len(real_ids) + len({p for _, p, _ in virtual["train"]})
+    assert min(virt_ids) >= offset
+    assert [c for _, _, c in merged[len(real["train"]):]] == [c for _, _, c in virtual["train"]]  # cameras kept
+    with pytest.raises(Exception, match="collide"):
+        merge_records(real["train"], virtual["train"], pid_offset=0)
+    name, off = register_merged("merged_test", sim_root[0], sim_small)
+    from reid.torchreid_adapter import import_torchreid
+
+    ds = import_torchreid().data.datasets.init_image_dataset(name, verbose=False)
+    assert ds.num_train_pids == len(real_ids) + len({p for _, p, _ in virtual["train"]})
+    assert len(ds.query) == len(real["query"]) and len(ds.gallery) == len(real["gallery"])
+
+
+@pytest.mark.slow
+def test_one_epoch_train_and_evaluate(sim_root, tmp_path):
+    name = register_market("sim_e2e", sim_root[0])
+    cfg = ReidTrainConfig(epochs=1, batch=16, workers=0, size=[128, 64])
+    out = train_and_evaluate(name, name, cfg, tmp_path / "run", seed=0, progress=False)
+    assert 0 <= out["rank1"] <= 1 and 0 < out["mAP"] <= 1
+    assert out["num_valid_queries"] == len(market_records(sim_root[0])["query"])
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["rank1"] == out["rank1"]
+    assert (tmp_path / "run" / "state.pt").exists()
