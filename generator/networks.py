@@ -19,7 +19,7 @@ def _act():
 
 
 class ResBlock(nn.Module):
-    """Two 3x3 convolutions with a skip connection."""
+    """Two 3x3 convolutions, each followed by ReLU, added to the input (the official block: no normalisation)."""
 
     def __init__(self, ch: int):
         super().__init__()
@@ -27,15 +27,16 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        return x + F.relu(self.conv2(F.relu(self.conv1(x))))
 
 
 class ConvEncoder(nn.Module):
-    """``levels`` residual blocks with stride-2 convs between, widths ch, 2ch, ..., levels*ch; then FC -> ``out_dim``."""
+    """``levels`` residual blocks at widths ch, 2ch, ..., levels*ch with a stride-2 conv + ReLU between;
+    then flatten and a linear FC to ``out_dim`` (no pooling). Input has ``ch`` channels (the stem's)."""
 
-    def __init__(self, in_ch: int, ch: int, levels: int, in_size: tuple[int, int], out_dim: int):
+    def __init__(self, ch: int, levels: int, in_size: tuple[int, int], out_dim: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_ch, ch, 3, padding=1)]
+        layers: list[nn.Module] = []
         h, w = in_size
         for i in range(levels):
             width = ch * (i + 1)
@@ -73,12 +74,17 @@ def crop_rois(feat: torch.Tensor, boxes: torch.Tensor, size: int, method: str = 
 
 
 class UNetDecoder(nn.Module):
-    """Appearance (fg + bg embedding) and 18 pose maps -> RGB in [-1, 1].
+    """Appearance (fg + bg embedding) and 18 pose maps -> RGB (linear output, images in [-1, 1]).
 
-    ``injection="tile"``: the appearance vector is tiled over H x W and concatenated
-    with the pose maps, as in the paper. ``"linear"``: the same first convolution
-    split in two, the appearance part applied as one per-pixel linear term (equal
-    away from the image border, far cheaper).
+    The official U-Net: conv + ``levels`` residual levels down (skips kept), a linear FC
+    bottleneck (flatten -> ``bottleneck`` -> ch x h x w), then per level: concatenate the
+    skip, a residual block at the concatenated width, nearest x2 upsampling and a 1x1 conv.
+    Pose maps enter as {-1, +1} (background -1), as in the official code.
+
+    ``injection="tile"``: the appearance vector is tiled over H x W and concatenated with the
+    pose maps (the paper). ``"linear"``: the same first convolution split in two, the
+    appearance part applied as one per-pixel linear term (equal away from the image border,
+    far cheaper than convolving 370 channels).
     """
 
     def __init__(self, app_dim: int, pose_ch: int, ch: int, levels: int, size: tuple[int, int], bottleneck: int,
@@ -89,7 +95,7 @@ class UNetDecoder(nn.Module):
             self.inp = nn.Conv2d(app_dim + pose_ch, ch, 3, padding=1)
         elif injection == "linear":
             self.inp = nn.Conv2d(pose_ch, ch, 3, padding=1)
-            self.app = nn.Linear(app_dim, ch)
+            self.app = nn.Linear(app_dim, ch, bias=False)
         else:
             raise ValueError(f"unknown appearance injection {injection!r}")
         self.down_blocks, self.downs = nn.ModuleList(), nn.ModuleList()
@@ -100,40 +106,42 @@ class UNetDecoder(nn.Module):
             if i < levels - 1:
                 self.downs.append(nn.Sequential(nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), _act()))
                 h, w = (h + 1) // 2, (w + 1) // 2
-        self.low = (ch * levels, h, w)
+        self.ch, self.low = ch, (h, w)
         self.to_z = nn.Linear(ch * levels * h * w, bottleneck)
-        self.from_z = nn.Linear(bottleneck, ch * levels * h * w)
+        self.from_z = nn.Linear(bottleneck, ch * h * w)
         self.up_blocks, self.ups = nn.ModuleList(), nn.ModuleList()
+        width = ch  # channels coming out of the bottleneck
         for i in reversed(range(levels)):
-            width = ch * (i + 1)
-            # skip: concatenate the encoder features of this level, then fuse back to ``width``
-            self.up_blocks.append(nn.Sequential(nn.Conv2d(2 * width, width, 1), ResBlock(width)))
+            cat = width + ch * (i + 1)  # plus the skip of this level
+            self.up_blocks.append(ResBlock(cat))
             if i > 0:
-                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                              nn.Conv2d(width, ch * i, 3, padding=1), _act()))
-        self.out = nn.Conv2d(ch, 3, 3, padding=1)
+                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cat, ch * i, 1), _act()))
+                width = ch * i
+            else:
+                width = cat
+        self.out = nn.Conv2d(width, 3, 3, padding=1)
 
     def forward(self, appearance: torch.Tensor, pose_maps: torch.Tensor) -> torch.Tensor:
         b, _, h, w = pose_maps.shape
+        pose_maps = pose_maps * 2 - 1  # {0, 1} -> {-1, +1}
         if self.injection == "tile":
             tiled = appearance[:, :, None, None].expand(-1, -1, h, w)
-            x = self.inp(torch.cat([tiled, pose_maps], 1))
+            x = F.relu(self.inp(torch.cat([tiled.to(pose_maps.dtype), pose_maps], 1)))
         else:
-            x = self.inp(pose_maps) + self.app(appearance)[:, :, None, None]
+            x = F.relu(self.inp(pose_maps) + self.app(appearance).to(pose_maps.dtype)[:, :, None, None])
         skips = []
         for i, block in enumerate(self.down_blocks):
             x = block(x)
             skips.append(x)
             if i < len(self.downs):
                 x = self.downs[i](x)
-        z = self.to_z(x.flatten(1))
-        x = self.from_z(z).view(b, *self.low) + x  # the FC bottleneck, added to the lowest features
+        x = self.from_z(self.to_z(x.flatten(1))).view(b, self.ch, *self.low)
         for j, block in enumerate(self.up_blocks):
             skip = skips[len(skips) - 1 - j]
             x = block(torch.cat([x[..., :skip.shape[-2], :skip.shape[-1]], skip], 1))
             if j < len(self.ups):
                 x = self.ups[j](x)
-        return torch.tanh(self.out(F.relu(x)))
+        return self.out(x)
 
 
 class DisentangledGenerator(nn.Module):
@@ -147,17 +155,18 @@ class DisentangledGenerator(nn.Module):
         self.size, self.fg_dim, self.bg_dim = tuple(size), fg_dim, bg_dim
         self.fg_encoder_kind, self.roi_size = fg_encoder, roi_size
         self.roi_crop, self.roi_sampling_ratio = roi_crop, roi_sampling_ratio
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), ResBlock(channels))
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), _act(), ResBlock(channels))
         if fg_encoder == "bodyroi7":
             if fg_dim % FG_ROIS:
                 raise ValueError(f"fg_dim {fg_dim} must be a multiple of {FG_ROIS} ROIs")
-            self.fg_encoder = ConvEncoder(channels, channels, enc_levels, (roi_size, roi_size), fg_dim // FG_ROIS)
+            self.fg_encoder = ConvEncoder(channels, enc_levels, (roi_size, roi_size), fg_dim // FG_ROIS)
         elif fg_encoder == "wholebody":
-            self.fg_encoder = ConvEncoder(channels, channels, enc_levels, self.size, fg_dim)
+            self.fg_encoder = ConvEncoder(channels, enc_levels, self.size, fg_dim)
         else:
             raise ValueError(f"unknown foreground encoder {fg_encoder!r}; use bodyroi7 or wholebody")
-        self.bg_encoder = ConvEncoder(channels, channels, enc_levels, self.size, bg_dim)
+        self.bg_encoder = ConvEncoder(channels, enc_levels, self.size, bg_dim)
         self.decoder = UNetDecoder(fg_dim + bg_dim, pose_ch, channels, dec_levels, self.size, bottleneck, injection)
+        xavier_init(self)
 
     def encode(self, image, pose_mask, roi_boxes, roi_visible):
         """(B,3,H,W) image in [-1,1], (B,1,H,W) mask, (B,7,4) boxes, (B,7) visibility -> fg (B,224), bg (B,128)."""
@@ -195,48 +204,67 @@ class DCGANDiscriminator(nn.Module):
             c_in, h, w = c_out, (h + 1) // 2, (w + 1) // 2
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in * h * w, 1)
+        for m in self.modules():  # the official DCGAN init: weights of std 0.02, zero biases
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         return self.fc(self.body(x).flatten(1)).squeeze(1)
 
 
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases: TF-slim's defaults, which the official generator used."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class ResFC(nn.Module):
+    """x + LReLU(FC(LReLU(FC(x)))), slope 0.2."""
+
     def __init__(self, width: int):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
 
     def forward(self, x):
-        return x + self.fc2(F.relu(self.fc1(F.relu(x))))
+        return x + F.leaky_relu(self.fc2(F.leaky_relu(self.fc1(x), 0.2)), 0.2)
 
 
-def fc_stack(in_dim: int, width: int, blocks: int, out_dim: int) -> nn.Sequential:
-    """FC -> ``blocks`` residual FC blocks -> FC; the shape of the pose AE halves and of the stage-II mappings."""
-    return nn.Sequential(nn.Linear(in_dim, width), *[ResFC(width) for _ in range(blocks)], nn.ReLU(), nn.Linear(width, out_dim))
+def fc_stack(in_dim: int, width: int, blocks: int, out_dim: int, first_act: bool = True) -> nn.Sequential:
+    """FC (+ LReLU 0.2) -> ``blocks`` residual FC blocks -> linear FC: the pose-AE halves and the stage-II mappings."""
+    head = [nn.Linear(in_dim, width)] + ([nn.LeakyReLU(0.2)] if first_act else [])
+    return nn.Sequential(*head, *[ResFC(width) for _ in range(blocks)], nn.Linear(width, out_dim))
 
 
 class PoseAutoencoder(nn.Module):
     """54-D keypoint vector <-> 32-D pose embedding (Sec. 3.1, pose branch).
 
-    The decoder outputs 36 coordinates (linear) and 18 visibilities (sigmoid,
-    binarised in the forward pass with a straight-through gradient).
+    Encoder: FC 512 + LReLU, 4 residual FC blocks, FC 32. Decoder: FC 512 (no activation),
+    4 residual FC blocks, then two heads: 36 coordinates (linear) and 18 visibilities
+    (sigmoid, rounded in the forward pass with a straight-through gradient).
     """
 
     def __init__(self, joints: int = 18, emb_dim: int = 32, width: int = 512, blocks: int = 4):
         super().__init__()
         self.joints, self.emb_dim = joints, emb_dim
         self.encoder = fc_stack(joints * 3, width, blocks, emb_dim)
-        self.decoder = fc_stack(emb_dim, width, blocks, joints * 3)
+        self.decoder = fc_stack(emb_dim, width, blocks, width, first_act=False)[:-1]  # trunk without its last FC
+        self.coords = nn.Linear(width, joints * 2)
+        self.visibility = nn.Linear(width, joints)
 
     def encode(self, pose_vector):
         return self.encoder(pose_vector)
 
     def decode(self, emb, hard: bool = True):
-        out = self.decoder(emb).view(-1, self.joints, 3)
-        coords = out[..., :2]
-        vis = torch.sigmoid(out[..., 2])
+        h = self.decoder(emb)
+        coords = self.coords(h).view(-1, self.joints, 2)
+        vis = torch.sigmoid(self.visibility(h))
         if hard:
             vis = vis + ((vis > 0.5).to(vis.dtype) - vis).detach()  # straight-through binarisation
-        return torch.cat([coords, vis[..., None]], -1).flatten(1)  # (B, 54) as the input vector
+        return torch.cat([coords, vis[..., None]], -1).flatten(1)  # (B, 54) interleaved like the input
 
     def forward(self, pose_vector):
         emb = self.encode(pose_vector)

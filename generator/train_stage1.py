@@ -169,10 +169,10 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
         D.requires_grad_(True)
         d_loss = torch.zeros((), device=rt.device)
         if use_adv:
-            with rt.autocast():
-                logits = Dd(torch.cat([real, fake.detach()], 0)).float()
-                target = torch.cat([torch.ones(len(real)), torch.zeros(len(real))]).to(rt.device)
-                d_loss = F.binary_cross_entropy_with_logits(logits, target)
+            with rt.autocast():  # real and fake in separate calls: batch-norm statistics per call, as officially
+                ones, zeros = torch.ones(len(real), device=rt.device), torch.zeros(len(real), device=rt.device)
+                d_loss = (F.binary_cross_entropy_with_logits(Dd(real).float(), ones)
+                          + F.binary_cross_entropy_with_logits(Dd(fake.detach()).float(), zeros)) / 2
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()

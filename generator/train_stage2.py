@@ -35,11 +35,11 @@ class Stage2ModelConfig:
 
 @dataclass
 class Stage2TrainConfig:
-    steps: int = 20000  # mapping steps per factor
-    batch: int = 64
+    steps: int = 120000  # mapping steps per factor
+    batch: int = 32
     critic_steps: int = 5  # critic updates per mapping update
     objective: str = "wgan"  # wgan (weight clipping, RMSProp) | wgan-gp (gradient penalty, Adam)
-    lr: float = 5e-5
+    lr: float = 2e-5  # RMSProp (wgan) or Adam (wgan-gp) learning rate
     clip: float = 0.01  # weight clipping of the WGAN critic
     gp_weight: float = 10.0  # gradient penalty weight of WGAN-GP
     holdout: float = 0.1  # share of embeddings kept out of training, for the metrics
@@ -65,9 +65,10 @@ def build_mapping(dim: int, width: int, blocks: int) -> nn.Module:
 
 
 def build_critic(dim: int, width: int) -> nn.Module:
-    """4 FC layers, LeakyReLU 0.2, one unbounded score."""
+    """4 FC layers of ``width`` with LeakyReLU 0.2, then a linear score (no normalisation)."""
     return nn.Sequential(nn.Linear(dim, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2),
-                         nn.Linear(width, width), nn.LeakyReLU(0.2), nn.Linear(width, 1))
+                         nn.Linear(width, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2),
+                         nn.Linear(width, 1))
 
 
 def _width(m: Stage2ModelConfig, factor: str) -> int:

@@ -43,3 +43,47 @@ def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tupl
     precision = float(_within_manifold(fake, real, r_real).mean())
     recall = float(_within_manifold(real, fake, r_fake).mean())
     return precision, recall
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
+    """(k, D) centroids of ``x`` (faiss k-means, seeded)."""
+    faiss = _faiss()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False)
+    km.train(x)
+    return km.centroids.copy()
+
+
+def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(N,) index of the nearest centroid (exact L2)."""
+    faiss = _faiss()
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, idx = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+    return idx[:, 0]
+
+
+class CosineIndex:
+    """Exact cosine-similarity index (faiss inner product on L2-normalised vectors) that grows as items are accepted."""
+
+    def __init__(self, dim: int):
+        faiss = _faiss()
+        self.index = faiss.IndexFlatIP(dim)
+
+    @staticmethod
+    def _norm(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    def add(self, x: np.ndarray) -> None:
+        self.index.add(self._norm(x))
+
+    def nearest_distance(self, x: np.ndarray) -> np.ndarray:
+        """(N,) cosine distance (1 - similarity) to the closest indexed vector; inf when the index is empty."""
+        if self.index.ntotal == 0:
+            return np.full(len(np.atleast_2d(x)), np.inf)
+        sim, _ = self.index.search(self._norm(x), 1)
+        return 1.0 - sim[:, 0]
+
+    def __len__(self) -> int:
+        return self.index.ntotal

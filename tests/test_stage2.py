@@ -25,7 +25,7 @@ def test_mapping_and_critic_shapes():
     phi, critic = build_mapping(224, 64, 4), build_critic(224, 64)
     z = torch.randn(5, 224) * 0.2
     assert phi(z).shape == (5, 224) and critic(phi(z)).shape == (5, 1)
-    assert sum(isinstance(m, torch.nn.Linear) for m in critic) == 4
+    assert [m.out_features for m in critic if isinstance(m, torch.nn.Linear)] == [64, 64, 64, 64, 1]
 
 
 def test_training_steps_and_clipping(stages, tmp_path):

@@ -1,0 +1,391 @@
+"""The Virtual Market builder (Sec. 4): one foreground per identity, many backgrounds and poses.
+
+An identity is one foreground embedding, sampled by Phi_fg (or, in "remix" mode,
+encoded from a real image and perturbed). Each of its images gets a background
+(Phi_bg or a bank of real background embeddings) and a pose (Phi_pose or a bank
+of real training poses). Cameras 1..6 are clusters of background embeddings.
+
+Build order, chosen so that any shard is reproducible on its own:
+1. the *plan* (every identity's embedding after the novelty filter, every
+   image's background, pose and camera) is computed by every process, cheaply
+   and in the same order;
+2. rendering, the expensive part, is split by identity over ``--shard i/n`` or
+   torchrun ranks; each identity is decoded as its own batch, so its pixels do
+   not depend on which process renders it;
+3. each identity's images are written atomically, then a line in the shard's
+   progress file marks it done: a killed build resumes at the first identity
+   not marked, and the last shard to finish writes manifest, keypoints and README.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator.config import from_dict, to_dict
+from generator.errors import UserError
+from generator.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.market import MarketWriter, SPLIT_DIRS, format_name
+from generator.runs import atomic_write_text, load_checkpoint
+
+
+@dataclass
+class BuildConfig:
+    stage2_run: str = ""  # stage-II run directory (its config names the stage-I and pose-AE runs)
+    out: str = "outputs/virtual_market"  # dataset folder (Market-1501 layout)
+    identities: int = 500  # identities to build
+    images_per_id: int = 24  # images kept per identity
+    seed: int = 0  # build seed; identity i uses seeds derived from (seed, i)
+    fg_mode: str = "sample"  # sample (Phi_fg) | remix (encode a real image and perturb it)
+    remix_noise: float = 0.5  # remix: perturbation std, in units of the real fg embeddings' per-dimension std
+    bg_sample_share: float = 0.5  # share of images whose background comes from Phi_bg (the rest: real bank)
+    pose_sample_share: float = 0.0  # share of images whose pose comes from Phi_pose (the rest: real bank; official: 0)
+    cameras: int = 6  # background clusters = camera ids
+    novelty_tau: float = 0.02  # reject an identity whose fg lies within this cosine distance of an accepted or real one
+    max_attempts: int = 50  # novelty attempts per identity before giving up
+    quality_keep: float = 1.0  # keep this share of candidates per identity, best discriminator scores first
+    test_share: float = 0.0  # share of identities for query / gallery (0: everything in bounding_box_train)
+    jpeg_quality: int = 95
+    export_imagefolder: bool = False  # also write imagefolder/<pid>/ (hard links)
+    device: str = "cpu"
+
+
+def config_hash(cfg: BuildConfig) -> str:
+    d = to_dict(cfg)
+    d.pop("device")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/n such as 0/4") from None
+    if not (0 <= i < n):
+        raise UserError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+@dataclass
+class ImagePlan:
+    bg_source: str  # phi_bg | bank
+    bg_key: int  # seed for phi_bg, or index into the real background bank
+    pose_source: str  # phi_pose | bank
+    pose_key: int
+    camera: int  # 1-based
+
+
+@dataclass
+class IdentityPlan:
+    index: int  # 0-based identity slot; pid = index + 1
+    fg: np.ndarray  # (224,)
+    fg_source: str  # phi_fg:<seed> | remix:<real image>
+    attempts: int
+    images: list[ImagePlan] = field(default_factory=list)
+    split: str = "train"
+
+
+class Builder:
+    def __init__(self, cfg: BuildConfig, progress: bool = True):
+        from augment.stage2_report import load_stage2
+
+        self.cfg, self.progress = cfg, progress
+        if cfg.identities < 1 or cfg.identities > 9999:
+            raise UserError(f"identities {cfg.identities}: must be 1..9999 (4-digit Market-1501 pids)")
+        if not 0 < cfg.quality_keep <= 1:
+            raise UserError(f"quality_keep {cfg.quality_keep}: must be in (0, 1]")
+        if cfg.fg_mode not in ("sample", "remix"):
+            raise UserError(f"fg_mode {cfg.fg_mode!r}: use sample or remix")
+        run = Path(cfg.stage2_run)
+        if not (run / "snapshot.pt").is_file():
+            raise UserError(f"{run}: no stage-II snapshot.pt; set stage2_run to a trained stage-II run directory")
+        self.s2cfg, self.sampler, self.model = load_stage2(run)
+        self.emb = load_checkpoint(run / "embeddings.pt")  # the real banks: fg, bg, keypoints, pid
+        self.size = self.model.size
+        self.D = self._load_discriminator()
+        self.candidates = int(np.ceil(cfg.images_per_id / cfg.quality_keep))
+
+    def _load_discriminator(self):
+        from generator.networks import DCGANDiscriminator
+        from generator.train_stage1 import Stage1Config
+
+        state_path = Path(self.s2cfg.stage1_run) / "state.pt"
+        if not state_path.exists():
+            return None
+        snap = load_checkpoint(Path(self.s2cfg.stage1_run) / "snapshot.pt")
+        cfg = from_dict(Stage1Config, snap["config"])
+        D = DCGANDiscriminator(tuple(cfg.data.size), cfg.model.disc_channels)
+        D.load_state_dict({k: v.float() for k, v in load_checkpoint(state_path)["D"].items()})
+        return D.eval()
+
+    # ------------------------------------------------------------------ the plan
+    def plan(self) -> tuple[list[IdentityPlan], dict]:
+        from reid.retrieval import CosineIndex, kmeans, nearest
+
+        cfg = self.cfg
+        bank_bg = self.emb["bg"].numpy()
+        centroids = kmeans(bank_bg, cfg.cameras, seed=cfg.seed)
+        novelty = CosineIndex(self.emb["fg"].shape[1])
+        real_fg = self.emb["fg"].numpy()
+        real_pids = self.emb["pid"].numpy()
+        # one mean embedding per real training identity: a virtual identity must not copy any of them
+        novelty.add(np.stack([real_fg[real_pids == p].mean(0) for p in np.unique(real_pids)]))
+        fg_std = real_fg.std(0)
+        plans, rejected = [], 0
+        for i in range(cfg.identities):
+            for attempt in range(cfg.max_attempts):
+                seed = int(np.random.default_rng([cfg.seed, i, attempt]).integers(1 << 31))
+                if cfg.fg_mode == "sample":
+                    fg = self.sampler.sample("fg", 1, seed)[0].cpu().numpy()
+                    source = f"phi_fg:{seed}"
+                else:
+                    rng = np.random.default_rng(seed)
+                    j = int(rng.integers(len(real_fg)))
+                    fg = (real_fg[j] + rng.normal(0, cfg.remix_noise, real_fg.shape[1]) * fg_std).astype(np.float32)
+                    source = f"remix:{j}"
+                if novelty.nearest_distance(fg[None])[0] >= cfg.novelty_tau:
+                    break
+                rejected += 1
+            else:
+                raise UserError(f"identity {i}: no novel foreground in {cfg.max_attempts} attempts at novelty_tau "
+                                f"{cfg.novelty_tau}; lower novelty_tau or train stage II longer")
+            novelty.add(fg[None])
+            plans.append(IdentityPlan(i, fg, source, attempt + 1))
+        for p in plans:
+            rng = np.random.default_rng([cfg.seed, p.index, 1_000_003])
+            bg_embs = []
+            for j in range(self.candidates):
+                if rng.random() < cfg.bg_sample_share:
+                    bg_src, bg_key = "phi_bg", int(rng.integers(1 << 31))
+                    bg_embs.append(self.sampler.sample("bg", 1, bg_key)[0].cpu().numpy())
+                else:
+                    bg_src, bg_key = "bank", int(rng.integers(len(bank_bg)))
+                    bg_embs.append(bank_bg[bg_key])
+                if rng.random() < cfg.pose_sample_share:
+                    pose_src, pose_key = "phi_pose", int(rng.integers(1 << 31))
+                else:
+                    pose_src, pose_key = "bank", int(rng.integers(len(self.emb["keypoints"])))
+                p.images.append(ImagePlan(bg_src, bg_key, pose_src, pose_key, 0))
+            cams = nearest(np.stack(bg_embs), centroids) + 1
+            if len(set(cams.tolist())) < 2 and cfg.cameras > 1:  # every identity spans at least two cameras
+                other = [k for k in range(len(bank_bg)) if nearest(bank_bg[k:k + 1], centroids)[0] + 1 != cams[0]]
+                k = other[int(rng.integers(len(other)))]
+                p.images[-1].bg_source, p.images[-1].bg_key = "bank", k
+                cams[-1] = nearest(bank_bg[k:k + 1], centroids)[0] + 1
+            for im, c in zip(p.images, cams):
+                im.camera = int(c)
+        n_test = int(round(cfg.identities * cfg.test_share))
+        for p in plans[cfg.identities - n_test:]:
+            p.split = "test"
+        stats = {"novelty_rejected": rejected, "novelty_attempts": rejected + len(plans),
+                 "novelty_rejection_rate": rejected / (rejected + len(plans))}
+        return plans, stats
+
+    # ------------------------------------------------------------------ rendering
+    @torch.no_grad()
+    def render_identity(self, p: IdentityPlan) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """(images HxWx3 uint8, discriminator scores, keypoints (K, 18, 3)) of an identity's candidates."""
+        bgs, kps = [], []
+        for im in p.images:
+            if im.bg_source == "phi_bg":
+                bgs.append(self.sampler.sample("bg", 1, im.bg_key)[0].cpu())
+            else:
+                bgs.append(self.emb["bg"][im.bg_key])
+            if im.pose_source == "phi_pose":
+                kps.append(self.model.keypoints_from_pose(self.sampler.sample("pose", 1, im.pose_key))[0].cpu())
+            else:
+                kps.append(self.emb["keypoints"][im.pose_key])
+        k = len(p.images)
+        fg = torch.from_numpy(p.fg)[None].repeat(k, 1)
+        kp = torch.stack(kps).float()
+        out = self.model.decode(fg, torch.stack(bgs), kp)
+        scores = torch.sigmoid(self.D(out)).cpu().numpy() if self.D is not None else np.zeros(k, np.float32)
+        imgs = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return list(imgs), scores, kp.numpy()
+
+    def select(self, p: IdentityPlan, scores: np.ndarray) -> list[int]:
+        """Indices of the kept candidates: the best scores, still spanning at least two cameras."""
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
+        keep = order[:self.cfg.images_per_id]
+        cams = {p.images[i].camera for i in keep}
+        if len(cams) < 2:
+            extra = next((i for i in order[len(keep):] if p.images[i].camera not in cams), None)
+            if extra is not None:
+                keep[-1] = extra
+        return sorted(keep)
+
+
+def _rows_for_identity(builder: Builder, p: IdentityPlan, keep: list[int], scores, kps) -> list[dict]:
+    rows = []
+    query_cams = set()
+    for rank, j in enumerate(keep):
+        im = p.images[j]
+        split = "train"
+        if p.split == "test":
+            split = "query" if im.camera not in query_cams else "gallery"
+            query_cams.add(im.camera)
+        name = format_name(p.index + 1, im.camera, 1, j + 1, 1)
+        rows.append({"path": f"{SPLIT_DIRS[split]}/{name}", "split": split, "pid": p.index + 1, "camid": im.camera,
+                     "origin": "virtual", "identity": p.index, "fg_source": p.fg_source, "novelty_attempts": p.attempts,
+                     "bg_source": im.bg_source, "bg_key": im.bg_key, "pose_source": im.pose_source, "pose_key": im.pose_key,
+                     "candidate": j, "d_score": float(scores[j]), "keypoints": rcv_to_yx(kps[j]).tolist()})
+    # a test identity needs a gallery image from another camera than each query: keep one per camera in the gallery
+    if p.split == "test":
+        by_cam: dict[int, list[dict]] = {}
+        for r in rows:
+            by_cam.setdefault(r["camid"], []).append(r)
+        for cam, rs in by_cam.items():
+            if len(rs) == 1 and len(by_cam) > 1:
+                continue
+        if len(rows) >= 2 and all(r["split"] == "query" for r in rows):
+            rows[-1]["split"], rows[-1]["path"] = "gallery", rows[-1]["path"].replace("query/", "bounding_box_test/")
+    return rows
+
+
+def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
+    """Build (this shard of) the Virtual Market; returns a summary. Resumes a killed build of the same config."""
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    h = config_hash(cfg)
+    marker = out / "build.json"
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists() or json.loads(marker.read_text()).get("config_hash") != h:
+            raise UserError(f"{out}: not empty and not a build of this config; choose another out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    builder = Builder(cfg, progress)
+    plans, stats = builder.plan()
+    if not marker.exists():
+        atomic_write_text(marker, json.dumps({"config_hash": h, "config": to_dict(cfg)}, indent=1))
+    i, n = shard
+    mine = [p for p in plans if p.index % n == i]
+    parts = out / "parts"
+    parts.mkdir(exist_ok=True)
+    progress_file = parts / f"shard-{i}-of-{n}.jsonl"
+    done = {}
+    if progress_file.exists():
+        for line in progress_file.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: that identity is redone
+            done[rec["identity"]] = rec
+    writer = MarketWriter(out, cfg.jpeg_quality)
+    todo = [p for p in mine if p.index not in done]
+    n_img, t_render = 0, time.perf_counter()
+    for p in tqdm(todo, desc=f"build shard {i}/{n}", unit="id", disable=not progress, mininterval=0.5):
+        imgs, scores, kps = builder.render_identity(p)
+        keep = builder.select(p, scores)
+        rows = _rows_for_identity(builder, p, keep, scores, kps)
+        for r in rows:
+            j = r["candidate"]
+            writer.write(r["split"], r["path"].split("/")[-1], imgs[j])
+        n_img += len(rows)
+        with open(progress_file, "a") as f:  # identity done: its images are all in place
+            f.write(json.dumps({"identity": p.index, "rows": rows}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    render_s = time.perf_counter() - t_render
+    summary = {"shard": f"{i}/{n}", "identities": len(mine), "rendered_now": len(todo), "images_now": n_img,
+               "seconds": time.perf_counter() - t0, "images_per_s": n_img / max(render_s, 1e-9), **stats}
+    if _all_done(out, plans):
+        summary.update(finalize(out, cfg, plans, stats, builder))
+    return summary
+
+
+def _read_parts(out: Path) -> dict[int, dict]:
+    recs = {}
+    for f in sorted((out / "parts").glob("shard-*.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            recs[rec["identity"]] = rec
+    return recs
+
+
+def _all_done(out: Path, plans) -> bool:
+    recs = _read_parts(out)
+    return all(p.index in recs for p in plans)
+
+
+def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder) -> dict:
+    """Manifest (CSV + parquet), keypoint CSVs, optional ImageFolder export and README.txt, from the progress files."""
+    import pandas as pd
+
+    from generator.simmarket import write_manifest
+
+    recs = _read_parts(out)
+    rows = [r for p in plans for r in recs[p.index]["rows"]]
+    kp = {"train": {}, "test": {}}
+    for r in rows:
+        kp["train" if r["split"] == "train" else "test"][r["path"].split("/")[-1]] = np.asarray(r["keypoints"])
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "keypoints"} for r in rows])
+    write_manifest(df, out / "manifest.csv")
+    write_keypoints_csv(out / "market-annotation-train.csv", kp["train"])
+    if kp["test"]:
+        write_keypoints_csv(out / "market-annotation-test.csv", kp["test"])
+    if cfg.export_imagefolder:
+        export_imagefolder(out, df)
+    counts = {s: int((df.split == s).sum()) for s in ("train", "query", "gallery")}
+    s2 = builder.s2cfg
+    hashes = {name: sha256_file(Path(path) / "snapshot.pt") for name, path in
+              (("stage1", s2.stage1_run), ("pose", s2.pose_run), ("stage2", cfg.stage2_run))}
+    cams = df.groupby("pid").camid.nunique()
+    lines = [
+        "Virtual Market dataset, built by virtual-market (vmarket build).",
+        "",
+        f"identities: {cfg.identities}   images: {len(df)}   train: {counts['train']}   query: {counts['query']}   "
+        f"gallery: {counts['gallery']}",
+        f"cameras (background clusters): {sorted(df.camid.unique().tolist())}; every identity in >= {int(cams.min())} cameras",
+        f"build seed: {cfg.seed}; identity i uses seeds derived from (seed, i); fg mode: {cfg.fg_mode}",
+        f"backgrounds from Phi_bg: {(df.bg_source == 'phi_bg').mean():.1%}; poses from Phi_pose: {(df.pose_source == 'phi_pose').mean():.1%}",
+        f"novelty filter: tau {cfg.novelty_tau} (cosine), rejection rate {stats['novelty_rejection_rate']:.1%} "
+        f"({stats['novelty_rejected']} of {stats['novelty_attempts']} attempts)",
+        f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity by discriminator score",
+        "",
+        "checkpoints (sha256 of snapshot.pt):",
+        *[f"  {k}: {v}  ({p})" for (k, v), p in zip(hashes.items(), (s2.stage1_run, s2.pose_run, cfg.stage2_run))],
+        "",
+        "config:",
+        *[f"  {k}: {v}" for k, v in to_dict(cfg).items()],
+        "",
+        "files: bounding_box_train/ query/ bounding_box_test/ (Market-1501 names PPPP_cCs1_FFFFFF_01.jpg),",
+        "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, d_score),",
+        "market-annotation-*.csv (the poses used, name:keypoints_y:keypoints_x).",
+    ]
+    atomic_write_text(out / "README.txt", "\n".join(lines) + "\n")
+    return {"images": len(df), **{f"n_{k}": v for k, v in counts.items()}, "finalized": True}
+
+
+def export_imagefolder(out: Path, df) -> None:
+    """imagefolder/<pid>/<name>.jpg hard links (copies where links are not possible)."""
+    import shutil
+
+    for r in df.itertuples():
+        dst = out / "imagefolder" / f"{r.pid:04d}" / Path(r.path).name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            continue
+        try:
+            os.link(out / r.path, dst)
+        except OSError:
+            shutil.copy2(out / r.path, dst)
