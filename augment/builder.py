@@ -231,30 +231,31 @@ class Builder:
         return sorted(keep)
 
 
-def _rows_for_identity(builder: Builder, p: IdentityPlan, keep: list[int], scores, kps) -> list[dict]:
+def _test_splits(cams: list[int]) -> list[str]:
+    """query / gallery for a test identity's images: one query per camera that has two or more images (one
+    query in all if none has), so every query keeps a gallery match from another camera."""
+    counts = {c: cams.count(c) for c in set(cams)}
+    splits, used = [], set()
+    multi = any(n >= 2 for n in counts.values())
+    for c in cams:
+        if c not in used and (counts[c] >= 2 or (not multi and not used)):
+            splits.append("query")
+            used.add(c)
+        else:
+            splits.append("gallery")
+    return splits
+
+
+def _rows_for_identity(p: IdentityPlan, keep: list[int], scores, kps) -> list[dict]:
+    splits = _test_splits([p.images[j].camera for j in keep]) if p.split == "test" else ["train"] * len(keep)
     rows = []
-    query_cams = set()
-    for rank, j in enumerate(keep):
+    for j, split in zip(keep, splits):
         im = p.images[j]
-        split = "train"
-        if p.split == "test":
-            split = "query" if im.camera not in query_cams else "gallery"
-            query_cams.add(im.camera)
         name = format_name(p.index + 1, im.camera, 1, j + 1, 1)
         rows.append({"path": f"{SPLIT_DIRS[split]}/{name}", "split": split, "pid": p.index + 1, "camid": im.camera,
                      "origin": "virtual", "identity": p.index, "fg_source": p.fg_source, "novelty_attempts": p.attempts,
                      "bg_source": im.bg_source, "bg_key": im.bg_key, "pose_source": im.pose_source, "pose_key": im.pose_key,
                      "candidate": j, "d_score": float(scores[j]), "keypoints": rcv_to_yx(kps[j]).tolist()})
-    # a test identity needs a gallery image from another camera than each query: keep one per camera in the gallery
-    if p.split == "test":
-        by_cam: dict[int, list[dict]] = {}
-        for r in rows:
-            by_cam.setdefault(r["camid"], []).append(r)
-        for cam, rs in by_cam.items():
-            if len(rs) == 1 and len(by_cam) > 1:
-                continue
-        if len(rows) >= 2 and all(r["split"] == "query" for r in rows):
-            rows[-1]["split"], rows[-1]["path"] = "gallery", rows[-1]["path"].replace("query/", "bounding_box_test/")
     return rows
 
 
@@ -281,19 +282,22 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     progress_file = parts / f"shard-{i}-of-{n}.jsonl"
     done = {}
     if progress_file.exists():
+        good = []
         for line in progress_file.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: that identity is redone
             done[rec["identity"]] = rec
+            good.append(line)
+        atomic_write_text(progress_file, "".join(l + "\n" for l in good))  # drop the cut line before appending
     writer = MarketWriter(out, cfg.jpeg_quality)
     todo = [p for p in mine if p.index not in done]
     n_img, t_render = 0, time.perf_counter()
     for p in tqdm(todo, desc=f"build shard {i}/{n}", unit="id", disable=not progress, mininterval=0.5):
         imgs, scores, kps = builder.render_identity(p)
         keep = builder.select(p, scores)
-        rows = _rows_for_identity(builder, p, keep, scores, kps)
+        rows = _rows_for_identity(p, keep, scores, kps)
         for r in rows:
             j = r["candidate"]
             writer.write(r["split"], r["path"].split("/")[-1], imgs[j])

@@ -161,6 +161,22 @@ def _cmd_sample(args) -> None:
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 
 
+def _cmd_build(args) -> None:
+    from augment.builder import BuildConfig, build, parse_shard
+    from generator.config import load_config
+
+    cfg = load_config(BuildConfig, args.config, args.set)
+    s = build(cfg, parse_shard(args.shard), progress=not args.quiet)
+    line = (f"build shard {s['shard']}: {s['identities']} identities ({s['rendered_now']} rendered now, "
+            f"{s['images_now']} images at {s['images_per_s']:.1f} img/s); novelty rejection rate "
+            f"{s['novelty_rejection_rate']:.1%}")
+    if s.get("finalized"):
+        line += f"; dataset complete: {s['images']} images (train {s['n_train']}, query {s['n_query']}, gallery {s['n_gallery']})"
+    else:
+        line += "; waiting for the other shards before writing the manifest"
+    print(f"{line} -> {cfg.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vmarket", description="Virtual Market: disentangled person generation for re-ID data augmentation.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -209,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--cols", type=int, default=8, help="images per row")
     sm.add_argument("--rows", type=int, default=4, help="rows (people) per grid")
     sm.set_defaults(func=_cmd_sample)
+
+    b = sub.add_parser("build", help="build a Virtual Market: N identities x K images, filters, Market-1501 export")
+    b.add_argument("-c", "--config", required=True, help="YAML build config (e.g. configs/demo/build.yaml)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    b.add_argument("--shard", default=None, metavar="I/N", help="build identities i, i+n, ... only (default: torchrun rank / world)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_build)
     return p
 
 

@@ -49,7 +49,7 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
     """(k, D) centroids of ``x`` (faiss k-means, seeded)."""
     faiss = _faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
-    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False)
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False, min_points_per_centroid=1)
     km.train(x)
     return km.centroids.copy()
 

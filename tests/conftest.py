@@ -27,6 +27,21 @@ def sim_small(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_stages(sim_small, tmp_path_factory):
+    """Tiny trained stage I, pose AE and stage II (seconds), for the builder and report tests."""
+    from generator.train_pose import train as train_pose
+    from generator.train_stage1 import train as train_stage1
+    from generator.train_stage2 import train as train_stage2
+    from tiny import tiny_pose, tiny_stage1, tiny_stage2
+
+    d = tmp_path_factory.mktemp("stages")
+    train_stage1(tiny_stage1(sim_small, **{"train.steps": 6, "train.l1_only_steps": 2}), d / "s1", progress=False)
+    train_pose(tiny_pose(sim_small, **{"train.steps": 200}), d / "pose", progress=False)
+    train_stage2(tiny_stage2(d / "s1", d / "pose", **{"train.steps": 20}), d / "s2", progress=False)
+    return d / "s1", d / "pose", d / "s2"
+
+
 def run_cli(*args, cwd=None):
     """Run `vmarket` in a subprocess; returns (exit code, stdout, stderr)."""
     p = subprocess.run([sys.executable, "-m", "augment.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
