@@ -1,0 +1,132 @@
+"""The re-ID ablation: what does a Virtual Market add to real training data?
+
+Settings are training recipes, evaluated on the real test split (query / gallery):
+``real``, ``virtual``, ``real+virtual`` (merged, virtual pids offset, cameras kept)
+and ``virtual->real`` (pre-train on virtual, fine-tune on real); any recipe written
+the same way (stages separated by ``->``, each ``real``, ``virtual`` or ``real+virtual``)
+can be added. Each runs over several seeds; finished runs are reused, so a killed
+ablation resumes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from generator.config import save_config
+from generator.errors import UserError
+from generator.runs import atomic_write_text
+from reid.train import ReidTrainConfig, train_and_evaluate
+
+SOURCES = ("real", "virtual", "real+virtual")
+
+
+@dataclass
+class AblationConfig:
+    real_root: str = ""  # Market-1501-format real data (or SimMarket); its query / gallery are the test set
+    virtual_root: str = ""  # a Virtual Market build (Market-1501 layout)
+    settings: list[str] = field(default_factory=lambda: ["real", "virtual", "real+virtual", "virtual->real"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
+    finetune_epochs: int = 0  # epochs of each later stage of an `A->B` recipe (0: train.epochs)
+    out: str = "outputs/reid/ablation"
+
+
+def parse_setting(text: str) -> list[str]:
+    stages = [s.strip() for s in text.split("->")]
+    for s in stages:
+        if s not in SOURCES:
+            raise UserError(f"setting {text!r}: stage {s!r} is not one of {', '.join(SOURCES)} (stages are joined by '->')")
+    return stages
+
+
+def _slug(setting: str) -> str:
+    return setting.replace("->", "_then_").replace("+", "_plus_")
+
+
+def register_sources(cfg: AblationConfig, needed: set[str]) -> dict[str, str]:
+    """torchreid dataset names for the sources the settings use; all share the real query / gallery."""
+    from reid.torchreid_adapter import market_records, merge_records, register_dataset
+
+    if not cfg.real_root:
+        raise UserError("real_root: set it to a Market-1501-format dataset (its query / gallery are the test set)")
+    real = market_records(cfg.real_root)
+    names = {"real": register_dataset("vm_real", real["train"], real["query"], real["gallery"])}
+    if needed & {"virtual", "real+virtual"}:
+        if not cfg.virtual_root:
+            raise UserError("virtual_root: the settings use virtual data; set it to a Virtual Market build")
+        virtual = market_records(cfg.virtual_root, ("train",))["train"]
+        names["virtual"] = register_dataset("vm_virtual", virtual, real["query"], real["gallery"])
+        merged, _ = merge_records(real["train"], virtual)
+        names["real+virtual"] = register_dataset("vm_real_virtual", merged, real["query"], real["gallery"])
+    return names
+
+
+def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
+    from dataclasses import replace
+
+    recipes = {s: parse_setting(s) for s in cfg.settings}
+    names = register_sources(cfg, {st for r in recipes.values() for st in r})
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    results = []
+    for setting, stages in recipes.items():
+        for seed in cfg.seeds:
+            init = None
+            for k, source in enumerate(stages):
+                run = out / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}"
+                tcfg = cfg.train if k == 0 or not cfg.finetune_epochs else replace(cfg.train, epochs=cfg.finetune_epochs)
+                res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init, progress=progress)
+                init = run / "state.pt"
+            results.append({"setting": setting, "seed": seed, **{k: v for k, v in res.items() if k not in ("source", "target")}})
+            if progress:
+                print(f"{setting} seed {seed}: rank-1 {res['rank1']:.3f}, mAP {res['mAP']:.3f}")
+    write_results(results, out)
+    return results
+
+
+def write_results(results: list[dict], out: Path) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "cmc"} for r in results])
+    tmp = out / ".results.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(out / "results.csv")
+    atomic_write_text(out / "results.md", results_table(df))
+    cmc_plot(results, out / "cmc.png")
+
+
+def results_table(df) -> str:
+    lines = ["| setting | seeds | rank-1 | rank-5 | mAP | mINP |", "| --- | --- | --- | --- | --- | --- |"]
+    for setting, g in df.groupby("setting", sort=False):
+        cell = lambda c: f"{100 * g[c].mean():.1f} ± {100 * g[c].std(ddof=0):.1f}"  # noqa: E731
+        lines.append(f"| {setting} | {len(g)} | {cell('rank1')} | {cell('rank5')} | {cell('mAP')} | {cell('mINP')} |")
+    return "\n".join(lines) + "\n\n(percent, mean ± std over seeds; evaluated on the real query / gallery)\n"
+
+
+def cmc_plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for setting in dict.fromkeys(r["setting"] for r in results):
+        curves = np.array([r["cmc"] for r in results if r["setting"] == setting])
+        ranks = np.arange(1, curves.shape[1] + 1)
+        ax.plot(ranks, 100 * curves.mean(0), marker="o", markersize=3, label=setting)
+        if len(curves) > 1:
+            ax.fill_between(ranks, 100 * curves.min(0), 100 * curves.max(0), alpha=0.15)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_title("CMC on the real test split")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
