@@ -87,7 +87,7 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
 
     root = cfg.data_root or yaml.safe_load((Path(cfg.stage1_run) / "config.yaml").read_text())["data"]["root"]
     ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
-    b = torch.utils.data.default_collate([ds.item(i) for i in range(min(rows, len(ds)))])
+    b = torch.utils.data.default_collate([ds.item(i) for i in np.linspace(0, len(ds) - 1, min(rows, len(ds))).astype(int)])
     f = model.encode(b["image"], b["keypoints"])
     recon = model.render(f)
     rows_c = []  # per real person, one row per factor: real | reconstruction | that factor resampled

@@ -139,7 +139,9 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     sampler = StepBatchSampler(len(ds), t.batch, t.seed, cfg.data.flip, start, end, rt.rank, rt.world_size)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.data.workers,
                                          persistent_workers=False, pin_memory=rt.device.type == "cuda")
-    grid_batch = rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in range(min(t.grid_size, len(ds)))]))
+    # grid people spread over the dataset (names sort by identity), so the swaps mix different people
+    grid_idx = torch.linspace(0, len(ds) - 1, min(t.grid_size, len(ds))).long().tolist()
+    grid_batch = rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in grid_idx]))
     if rt.is_main:
         log.line(f"stage1: {len(ds)} images from {root}, G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params, "
                  f"D {sum(p.numel() for p in D.parameters()) / 1e6:.1f}M, device {rt.device}, world {rt.world_size}")
