@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/vmarket simulate --out outputs/demo/simmarket --ids 200 --seed 0 --overwrite
-	$(VENV)/bin/vmarket check --root outputs/demo/simmarket
+	$(VENV)/bin/vmarket pipeline configs/demo/pipeline.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

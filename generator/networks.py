@@ -55,10 +55,12 @@ def crop_rois(feat: torch.Tensor, boxes: torch.Tensor, size: int, method: str = 
     """(B, C, H, W) features, (B, R, 4) boxes (y1, x1, y2, x2 px) -> (B*R, C, size, size) crops."""
     b, r, _ = boxes.shape
     if method == "roi_align":
-        idx = torch.arange(b, device=feat.device, dtype=feat.dtype).repeat_interleave(r)[:, None]
-        xyxy = boxes.reshape(-1, 4)[:, [1, 0, 3, 2]].to(feat.dtype)
-        return roi_align(feat, torch.cat([idx, xyxy], 1), (size, size), spatial_scale=1.0,
-                         sampling_ratio=sampling_ratio, aligned=True)
+        # boxes in float32 whatever the autocast dtype: batch indices and pixel coordinates must stay exact
+        idx = torch.arange(b, device=feat.device, dtype=torch.float32).repeat_interleave(r)[:, None]
+        xyxy = boxes.reshape(-1, 4)[:, [1, 0, 3, 2]].float()
+        crops = roi_align(feat.float(), torch.cat([idx, xyxy], 1), (size, size), spatial_scale=1.0,
+                          sampling_ratio=sampling_ratio, aligned=True)
+        return crops.to(feat.dtype)
     if method == "grid_sample":  # bilinear crop through an affine grid: cheaper backward on CPU
         h, w = feat.shape[-2:]
         y1, x1, y2, x2 = boxes.reshape(-1, 4).to(feat.dtype).unbind(1)
