@@ -110,11 +110,15 @@ def register_merged(name: str, real_root, virtual_root, pid_offset: int | None =
 
 def build_datamanager(source: str, target: str, size=(128, 64), batch: int = 32, workers: int = 2,
                       sampler: str = "RandomSampler", num_instances: int = 4, use_gpu: bool = False):
+    import contextlib
+    import io
+
     torchreid = import_torchreid()
-    return torchreid.data.ImageDataManager(
-        root="", sources=source, targets=target, height=size[0], width=size[1], transforms=["random_flip"],
-        batch_size_train=batch, batch_size_test=128, workers=workers, train_sampler=sampler,
-        num_instances=num_instances, use_gpu=use_gpu)
+    with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints a dataset summary banner
+        return torchreid.data.ImageDataManager(
+            root="", sources=source, targets=target, height=size[0], width=size[1], transforms=["random_flip"],
+            batch_size_train=batch, batch_size_test=128, workers=workers, train_sampler=sampler,
+            num_instances=num_instances, use_gpu=use_gpu)
 
 
 # ---------------------------------------------------------------------------------------------
