@@ -119,6 +119,9 @@ class Builder:
         self.emb = load_checkpoint(run / "embeddings.pt")  # the real banks: fg, bg, keypoints, pid
         self.size = self.model.size
         self.D = self._load_discriminator()
+        if self.D is None and cfg.quality_keep < 1:
+            raise UserError(f"quality_keep {cfg.quality_keep}: the quality filter needs stage I's trained discriminator, "
+                            f"and {self.s2cfg.stage1_run} trained without the adversarial term; set quality_keep: 1.0")
         self.candidates = int(np.ceil(cfg.images_per_id / cfg.quality_keep))
 
     def _load_discriminator(self):
@@ -130,6 +133,8 @@ class Builder:
             return None
         snap = load_checkpoint(Path(self.s2cfg.stage1_run) / "snapshot.pt")
         cfg = from_dict(Stage1Config, snap["config"])
+        if cfg.train.adv_weight <= 0 or cfg.train.l1_only_steps >= int(snap["step"]):
+            return None  # stage I never trained its discriminator: its scores would mean nothing
         D = DCGANDiscriminator(tuple(cfg.data.size), cfg.model.disc_channels)
         D.load_state_dict({k: v.float() for k, v in load_checkpoint(state_path)["D"].items()})
         return D.eval()
@@ -364,7 +369,8 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder) -> dic
         f"backgrounds from Phi_bg: {(df.bg_source == 'phi_bg').mean():.1%}; poses from Phi_pose: {(df.pose_source == 'phi_pose').mean():.1%}",
         f"novelty filter: tau {cfg.novelty_tau} (cosine), rejection rate {stats['novelty_rejection_rate']:.1%} "
         f"({stats['novelty_rejected']} of {stats['novelty_attempts']} attempts)",
-        f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity by discriminator score",
+        (f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity by discriminator score"
+         if builder.D is not None else "quality filter: off (stage I has no trained discriminator); d_score is 0"),
         "",
         "checkpoints (sha256 of snapshot.pt):",
         *[f"  {k}: {v}  ({p})" for (k, v), p in zip(hashes.items(), (s2.stage1_run, s2.pose_run, cfg.stage2_run))],

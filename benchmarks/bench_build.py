@@ -49,7 +49,7 @@ def main() -> None:
             found = sorted(Path("outputs/stage2").glob("*/snapshot.pt"))
             run = str(found[-1].parent) if found else str(tiny_stages(d))
         cfg = load_config(BuildConfig, None, [f"stage2_run={run}", f"out={d / 'vm'}", f"identities={args.identities}",
-                                              f"images_per_id={args.images_per_id}", "quality_keep=0.8"])
+                                              f"images_per_id={args.images_per_id}", "quality_keep=1.0"])
         t = time.perf_counter()
         s = build(cfg, progress=False)
         total = time.perf_counter() - t

@@ -28,9 +28,10 @@ def test_merged_dataset_offsets_and_counts(sim_root, sim_small):
 
 
 @pytest.mark.slow
-def test_one_epoch_train_and_evaluate(sim_root, tmp_path):
+@pytest.mark.parametrize("loss", ["softmax", "triplet"])
+def test_one_epoch_train_and_evaluate(sim_root, tmp_path, loss):
     name = register_market("sim_e2e", sim_root[0])
-    cfg = ReidTrainConfig(epochs=1, batch=16, workers=0, size=[128, 64])
+    cfg = ReidTrainConfig(epochs=1, batch=16, workers=0, size=[128, 64], loss=loss)
     out = train_and_evaluate(name, name, cfg, tmp_path / "run", seed=0, progress=False)
     assert 0 <= out["rank1"] <= 1 and 0 < out["mAP"] <= 1
     assert out["num_valid_queries"] == len(market_records(sim_root[0])["query"])
