@@ -90,6 +90,10 @@ def register_dataset(name: str, train: list, query: list, gallery: list) -> str:
             super().__init__(train_l, list(query), list(gallery), **kwargs)
 
     _Dataset.__name__ = f"VirtualMarket_{name}"
+    registry = vars(torchreid.reid.data.datasets)["__image_datasets"]
+    if name in registry and not registry[name].__name__.startswith("VirtualMarket_"):
+        raise UserError(f"dataset name {name!r} is one of torchreid's built-in datasets; choose another")
+    registry.pop(name, None)  # re-registering one of ours (a second run in the same process) replaces it
     torchreid.data.register_image_dataset(name, _Dataset)
     return name
 
