@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_build.py
+	$(PY) benchmarks/bench_stage1.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

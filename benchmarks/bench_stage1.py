@@ -1,0 +1,92 @@
+"""Stage-I training throughput on CPU: one real training step (G and D, 20 x L1 + DCGAN) per variant,
+in one process, as ratios to the faithful baseline (roi_align with sampling ratio 2, tiled appearance).
+
+    python benchmarks/bench_stage1.py [--size 64x32] [--channels 32] [--steps 12] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+VARIANTS = {
+    "baseline (roi_align sr=2, tiled appearance)": dict(roi_crop="roi_align", roi_sampling_ratio=2, injection="tile"),
+    "roi_align sr=1": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="tile"),
+    "grid_sample crop": dict(roi_crop="grid_sample", roi_sampling_ratio=1, injection="tile"),
+    "linear appearance term": dict(roi_crop="roi_align", roi_sampling_ratio=2, injection="linear"),
+    "roi_align sr=1 + linear (demo)": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear"),
+    "grid_sample + linear": dict(roi_crop="grid_sample", roi_sampling_ratio=1, injection="linear"),
+}
+
+
+def step_fn(G, D, opt_g, opt_d):
+    def step(b):
+        real = b["image"]
+        D.requires_grad_(False)
+        fake, _, _ = G(real, b["pose_mask"], b["roi_boxes"], b["roi_visible"], b["pose_maps"])
+        loss = 20 * (fake - real).abs().mean() + F.binary_cross_entropy_with_logits(D(fake), torch.ones(len(real)))
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        d = (F.binary_cross_entropy_with_logits(D(real), torch.ones(len(real)))
+             + F.binary_cross_entropy_with_logits(D(fake.detach()), torch.zeros(len(real)))) / 2
+        opt_d.zero_grad()
+        d.backward()
+        opt_d.step()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size", default="64x32")
+    ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--levels", type=int, default=4)
+    ap.add_argument("--roi", type=int, default=24)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--profile", action="store_true", help="print the top operators of the baseline and the fastest variant")
+    args = ap.parse_args()
+    from generator.data import market_dataset
+    from generator.networks import DCGANDiscriminator, DisentangledGenerator
+    from generator.simmarket import simulate
+
+    h, w = (int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d) / "sim"
+        simulate(root, 16, seed=0, size=(h, w), progress=False)
+        ds = market_dataset(root, ("train",), size=(h, w), heatmap_radius=max(2, h // 32), mask_radius=max(4, h // 18))
+        batch = torch.utils.data.default_collate([ds.item(i % len(ds)) for i in range(args.batch)])
+    results = {}
+    for name, v in VARIANTS.items():
+        torch.manual_seed(0)
+        G = DisentangledGenerator((h, w), args.channels, args.levels, args.levels, args.roi, **v)
+        D = DCGANDiscriminator((h, w), args.channels)
+        step = step_fn(G, D, torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999)),
+                       torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999)))
+        for _ in range(2):
+            step(batch)  # warm-up
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            step(batch)
+        results[name] = args.steps * args.batch / (time.perf_counter() - t)
+        if args.profile and name.startswith("baseline") or (args.profile and name == "grid_sample + linear"):
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step(batch)
+            print(f"--- profile of one step: {name}")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    base = results[next(iter(VARIANTS))]
+    print(f"stage-I step, {h}x{w}, {args.channels} channels, {args.levels} levels, ROI {args.roi}, batch {args.batch} "
+          f"(G and D updates), {torch.get_num_threads()} threads:")
+    for name, ips in results.items():
+        print(f"  {name:45s} {ips:7.1f} img/s  {ips / base:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
