@@ -128,11 +128,11 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     bcfg = load_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"] + _overrides(cfg, "build"))
 
     def virtual():
-        if (vm / "manifest.csv").exists():
-            log(f"[build] reusing {vm}")
-            return
+        # always through build(): it skips the identities already written and refuses a folder built
+        # from another config, so a rerun never reuses a stale Virtual Market
         s = build(bcfg, progress=progress)
-        log(f"[build] {s.get('images', 0)} images of {bcfg.identities} identities -> {vm}")
+        verb = "reusing" if s["rendered_now"] == 0 else "built"
+        log(f"[build] {verb} {s.get('images', 0)} images of {bcfg.identities} identities -> {vm}")
 
     stage("build", virtual)
 
