@@ -89,6 +89,7 @@ class ImagePlan:
     pose_source: str  # phi_pose | bank
     pose_key: int
     camera: int  # 1-based
+    bg: np.ndarray | None = None  # (128,) the background embedding itself, resolved once in the plan
 
 
 @dataclass
@@ -102,10 +103,10 @@ class IdentityPlan:
 
 
 class Builder:
-    def __init__(self, cfg: BuildConfig, progress: bool = True):
+    def __init__(self, cfg: BuildConfig):
         from augment.stage2_report import load_stage2
 
-        self.cfg, self.progress = cfg, progress
+        self.cfg = cfg
         if cfg.identities < 1 or cfg.identities > 9999:
             raise UserError(f"identities {cfg.identities}: must be 1..9999 (4-digit Market-1501 pids)")
         if not 0 < cfg.quality_keep <= 1:
@@ -146,6 +147,7 @@ class Builder:
         cfg = self.cfg
         bank_bg = self.emb["bg"].numpy()
         centroids = kmeans(bank_bg, cfg.cameras, seed=cfg.seed)
+        bank_cams = nearest(bank_bg, centroids) + 1  # camera of every real background, once
         novelty = CosineIndex(self.emb["fg"].shape[1])
         real_fg = self.emb["fg"].numpy()
         real_pids = self.emb["pid"].numpy()
@@ -174,25 +176,24 @@ class Builder:
             plans.append(IdentityPlan(i, fg, source, attempt + 1))
         for p in plans:
             rng = np.random.default_rng([cfg.seed, p.index, 1_000_003])
-            bg_embs = []
             for j in range(self.candidates):
                 if rng.random() < cfg.bg_sample_share:
                     bg_src, bg_key = "phi_bg", int(rng.integers(1 << 31))
-                    bg_embs.append(self.sampler.sample("bg", 1, bg_key)[0].cpu().numpy())
+                    bg = self.sampler.sample("bg", 1, bg_key)[0].cpu().numpy()
                 else:
                     bg_src, bg_key = "bank", int(rng.integers(len(bank_bg)))
-                    bg_embs.append(bank_bg[bg_key])
+                    bg = bank_bg[bg_key]
                 if rng.random() < cfg.pose_sample_share:
                     pose_src, pose_key = "phi_pose", int(rng.integers(1 << 31))
                 else:
                     pose_src, pose_key = "bank", int(rng.integers(len(self.emb["keypoints"])))
-                p.images.append(ImagePlan(bg_src, bg_key, pose_src, pose_key, 0))
-            cams = nearest(np.stack(bg_embs), centroids) + 1
+                p.images.append(ImagePlan(bg_src, bg_key, pose_src, pose_key, 0, bg))
+            cams = nearest(np.stack([im.bg for im in p.images]), centroids) + 1
             if len(set(cams.tolist())) < 2 and cfg.cameras > 1:  # every identity spans at least two cameras
-                other = [k for k in range(len(bank_bg)) if nearest(bank_bg[k:k + 1], centroids)[0] + 1 != cams[0]]
-                k = other[int(rng.integers(len(other)))]
-                p.images[-1].bg_source, p.images[-1].bg_key = "bank", k
-                cams[-1] = nearest(bank_bg[k:k + 1], centroids)[0] + 1
+                other = np.flatnonzero(bank_cams != cams[0])
+                k = int(other[int(rng.integers(len(other)))])
+                p.images[-1].bg_source, p.images[-1].bg_key, p.images[-1].bg = "bank", k, bank_bg[k]
+                cams[-1] = bank_cams[k]
             for im, c in zip(p.images, cams):
                 im.camera = int(c)
         n_test = int(round(cfg.identities * cfg.test_share))
@@ -206,12 +207,8 @@ class Builder:
     @torch.no_grad()
     def render_identity(self, p: IdentityPlan) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """(images HxWx3 uint8, discriminator scores, keypoints (K, 18, 3)) of an identity's candidates."""
-        bgs, kps = [], []
+        kps = []
         for im in p.images:
-            if im.bg_source == "phi_bg":
-                bgs.append(self.sampler.sample("bg", 1, im.bg_key)[0].cpu())
-            else:
-                bgs.append(self.emb["bg"][im.bg_key])
             if im.pose_source == "phi_pose":
                 kps.append(self.model.keypoints_from_pose(self.sampler.sample("pose", 1, im.pose_key))[0].cpu())
             else:
@@ -219,7 +216,7 @@ class Builder:
         k = len(p.images)
         fg = torch.from_numpy(p.fg)[None].repeat(k, 1)
         kp = torch.stack(kps).float()
-        out = self.model.decode(fg, torch.stack(bgs), kp)
+        out = self.model.decode(fg, torch.from_numpy(np.stack([im.bg for im in p.images])), kp)
         scores = torch.sigmoid(self.D(out)).cpu().numpy() if self.D is not None else np.zeros(k, np.float32)
         imgs = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return list(imgs), scores, kp.numpy()
@@ -276,7 +273,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
             raise UserError(f"{out}: not empty and not a build of this config; choose another out or delete it")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    builder = Builder(cfg, progress)
+    builder = Builder(cfg)
     plans, stats = builder.plan()
     if not marker.exists():
         atomic_write_text(marker, json.dumps({"config_hash": h, "config": to_dict(cfg)}, indent=1))
@@ -314,8 +311,9 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     render_s = time.perf_counter() - t_render
     summary = {"shard": f"{i}/{n}", "identities": len(mine), "rendered_now": len(todo), "images_now": n_img,
                "seconds": time.perf_counter() - t0, "images_per_s": n_img / max(render_s, 1e-9), **stats}
-    if _all_done(out, plans):
-        summary.update(finalize(out, cfg, plans, stats, builder))
+    recs = _read_parts(out)
+    if all(p.index in recs for p in plans):  # the last shard to finish writes the dataset-level files
+        summary.update(finalize(out, cfg, plans, stats, builder, recs))
     return summary
 
 
@@ -331,18 +329,12 @@ def _read_parts(out: Path) -> dict[int, dict]:
     return recs
 
 
-def _all_done(out: Path, plans) -> bool:
-    recs = _read_parts(out)
-    return all(p.index in recs for p in plans)
-
-
-def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder) -> dict:
+def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: dict[int, dict]) -> dict:
     """Manifest (CSV + parquet), keypoint CSVs, optional ImageFolder export and README.txt, from the progress files."""
     import pandas as pd
 
     from generator.simmarket import write_manifest
 
-    recs = _read_parts(out)
     rows = [r for p in plans for r in recs[p.index]["rows"]]
     kp = {"train": {}, "test": {}}
     for r in rows:

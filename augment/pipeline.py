@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.config import load_config
@@ -54,7 +54,7 @@ def _finished(run: Path, steps: int, key: str = "step") -> bool:
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     from augment.builder import BuildConfig, build
-    from augment.stage2_report import quality_table, report as stage2_report, sample_grids
+    from augment.stage2_report import report as stage2_report, sample_grids
     from generator.evaluate import evaluate
     from generator.simmarket import simulate
     from generator.train_pose import PoseConfig, train as train_pose
@@ -161,7 +161,6 @@ def write_report(out: Path, cfg, s1cfg, pcfg, s2cfg, bcfg, rcfg, times: dict) ->
     interp = _copy(s2_run / "samples" / "d_interpolation.png", figs / "interpolation.png")
     people = _copy(s2_run / "samples" / "a_sampled_people.png", figs / "sampled_people.png")
     cmc = _copy(out / "reid" / "cmc.png", figs / "cmc.png")
-    s1m = json.loads((s1_run / "eval" / "metrics.json").read_text())
     s1_steps = load_checkpoint(s1_run / "state.pt")["step"]
     sim = json.loads((out / "data" / "sim-reid" / "simmarket.json").read_text())
     readme = (vm / "README.txt").read_text().splitlines()

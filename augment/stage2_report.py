@@ -77,7 +77,6 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
     cfg, sampler, model = load_stage2(run)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = cols * rows
-    paths = []
     fg, bg, pose = (sampler.sample(f, n, seed + i) for i, f in enumerate(FACTORS))
     _save([model.decode(fg, bg, pose)], cols, out_dir / "a_sampled_people.png")
     ids = sampler.sample("fg", rows, seed + 10).repeat_interleave(cols, 0)
@@ -109,8 +108,7 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
         e[factor] = path
         strips.append(model.decode(e["fg"], e["bg"], e["pose"]))
     _save(strips, cols, out_dir / "d_interpolation.png")
-    paths = sorted(out_dir.glob("[abcd]_*.png"))
-    return paths
+    return sorted(out_dir.glob("[abcd]_*.png"))
 
 
 def report(run: Path, out_dir: Path | None = None, seed: int = 0) -> dict:

@@ -105,3 +105,29 @@ class RunLog:
         if self.enabled and path.exists():
             keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
             atomic_write_text(path, "".join(l + "\n" for l in keep))
+
+
+def _each(obj, fn):
+    return {k: fn(v) for k, v in obj.items()} if isinstance(obj, dict) else fn(obj)
+
+
+def capture_state(objects: dict, **extra) -> dict:
+    """A resumable state: ``state_dict()`` of every named module / optimiser (or dict of them), the RNGs, ``extra``."""
+    return {**{name: _each(obj, lambda o: o.state_dict()) for name, obj in objects.items()}, "rng": rng_state(), **extra}
+
+
+def restore_state(run_dir: Path, objects: dict) -> dict | None:
+    """Load ``run_dir/state.pt`` into the named objects (the inverse of ``capture_state``) and restore the RNGs;
+    the state, or None when the run has none yet."""
+    path = Path(run_dir) / "state.pt"
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    for name, obj in objects.items():
+        if isinstance(obj, dict):
+            for k, o in obj.items():
+                o.load_state_dict(state[name][k])
+        else:
+            obj.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    return state

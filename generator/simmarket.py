@@ -22,7 +22,7 @@ import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from generator.errors import UserError
 from generator.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.market import SPLIT_DIRS, MarketWriter, format_name
+from generator.pose import COCO18
 
 VERSION = 1
 NUM_CAMERAS = 6
@@ -222,8 +223,6 @@ def sample_pose(rng: np.random.Generator, height: int, width: int, stature: floa
             elb = (sho[0] + _UPPER_ARM * (0.96 + 0.04 * math.cos(arm)), sho[1] + out * 0.03)
             wri = (elb[0] + _FOREARM * (0.95 + 0.05 * math.cos(arm)), elb[1] + out * 0.012)
         j[lr + "kne"], j[lr + "ank"], j[lr + "elb"], j[lr + "wri"] = knee, ank, elb, wri
-    from generator.pose import COCO18
-
     unit = np.array([j[n] for n in COCO18], np.float64)
     unit += rng.normal(0, 0.006, unit.shape)
     lean = rng.normal(0, 0.03)
@@ -344,7 +343,7 @@ def label_map(identity: Identity, pose: Pose, height: int, width: int) -> np.nda
     """(H, W) uint8 part labels of the person (0 = background), painted back to front."""
     im = Image.new("L", (width, height), BG)
     draw = ImageDraw.Draw(im)
-    J = {n: tuple(pose.joints[i]) for i, n in enumerate(__import__("generator.pose", fromlist=["COCO18"]).COCO18)}
+    J = {n: tuple(pose.joints[i]) for i, n in enumerate(COCO18)}
     s, b = pose.scale, identity.build
     view, side = pose.view, pose.view in ("left", "right")
     d = 1.0 if view == "right" else -1.0
@@ -417,8 +416,8 @@ def label_map(identity: Identity, pose: Pose, height: int, width: int) -> np.nda
                 draw.rectangle([neck[1] - 0.07 * s, neck[0] + 0.04 * s, neck[1] + 0.07 * s, neck[0] + 0.25 * s], fill=BAG)
             elif side:
                 x0 = neck[1] - 0.085 * s * b * d
-                draw.rectangle(sorted([x0, x0 - 0.07 * s * d]) and [min(x0, x0 - 0.07 * s * d), neck[0] + 0.04 * s,
-                               max(x0, x0 - 0.07 * s * d), neck[0] + 0.24 * s], fill=BAG)
+                x1 = x0 - 0.07 * s * d
+                draw.rectangle([min(x0, x1), neck[0] + 0.04 * s, max(x0, x1), neck[0] + 0.24 * s], fill=BAG)
 
     def straps():
         if identity.bag == "backpack" and view == "front":

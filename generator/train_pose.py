@@ -19,7 +19,7 @@ from generator.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rc
 from generator.market import scan_market
 from generator.networks import PoseAutoencoder
 from generator.pose import flip_rcv
-from generator.runs import RunLog, atomic_save, load_checkpoint, rng_state, set_rng_state
+from generator.runs import RunLog, atomic_save, capture_state, restore_state
 
 
 @dataclass
@@ -89,11 +89,8 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
     model = build_pose_ae(cfg.model).to(rt.device)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     start = 0
-    if resume and (run_dir / "state.pt").exists():
-        state = load_checkpoint(run_dir / "state.pt")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"])
+    state = restore_state(run_dir, {"model": model, "opt": opt}) if resume else None
+    if state is not None:
         start = int(state["step"])
         log.truncate_after(start)
     md = wrap_ddp(model, rt)
@@ -119,11 +116,12 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
         done = step + 1
         if done % t.log_every == 0 or done == end:
             with torch.no_grad():
-                r, _ = model(data[:2048])
-                vis_acc = float(((r.view(-1, 18, 3)[..., 2] > 0.5) == (data[:2048].view(-1, 18, 3)[..., 2] > 0.5)).float().mean())
-                vis = data[:2048].view(-1, 18, 3)[..., 2] > 0.5
-                err = (r.view(-1, 18, 3)[..., :2] - data[:2048].view(-1, 18, 3)[..., :2]).abs()
-                px = float((err * torch.tensor([size[0] / 2, size[1] / 2], device=err.device))[vis].norm(dim=-1).mean())
+                ref = data[:2048].view(-1, 18, 3)
+                r = model(data[:2048])[0].view(-1, 18, 3)
+                vis = ref[..., 2] > 0.5
+                vis_acc = float(((r[..., 2] > 0.5) == vis).float().mean())
+                err = (r[..., :2] - ref[..., :2]).abs() * torch.tensor([size[0] / 2, size[1] / 2], device=ref.device)
+                px = float(err[vis].norm(dim=-1).mean())  # joint error in pixels, visible joints
             rec = {"step": done, "loss": round(acc / n, 6), "visibility_acc": round(vis_acc, 4), "joint_err_px": round(px, 3),
                    "steps_per_s": round(n / max(time.time() - t_last, 1e-9), 1)}
             log.metrics(rec)
@@ -132,8 +130,7 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
         if rt.is_main and (done % t.snapshot_every == 0 or done == end):
             m = unwrap(model)
             atomic_save({"kind": "pose", "config": to_dict(cfg), "step": done, "model": m.state_dict()}, run_dir / "snapshot.pt")
-            atomic_save({"kind": "pose", "step": done, "model": m.state_dict(), "opt": opt.state_dict(), "rng": rng_state()},
-                        run_dir / "state.pt")
+            atomic_save(capture_state({"model": m, "opt": opt}, kind="pose", step=done), run_dir / "state.pt")
     bar.close()
     barrier(rt)
     cleanup(rt)

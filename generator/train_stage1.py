@@ -16,7 +16,7 @@ from generator.data import StepBatchSampler, market_dataset
 from generator.distributed import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
 from generator.errors import UserError
 from generator.networks import DCGANDiscriminator, DisentangledGenerator
-from generator.runs import RunLog, atomic_save, load_checkpoint, rng_state, set_rng_state
+from generator.runs import RunLog, atomic_save, capture_state, restore_state
 
 
 @dataclass
@@ -123,13 +123,8 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     start = 0
-    if resume and (run_dir / "state.pt").exists():
-        state = load_checkpoint(run_dir / "state.pt")
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        set_rng_state(state["rng"])
+    state = restore_state(run_dir, {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}) if resume else None
+    if state is not None:
         start = int(state["step"])
         log.truncate_after(start)
         log.line(f"resumed at step {start}")
@@ -211,5 +206,5 @@ def save_checkpoints(run_dir: Path, cfg: Stage1Config, G, D, opt_g, opt_d, step:
         return
     G, D = unwrap(G), unwrap(D)
     atomic_save({"kind": "stage1", "config": to_dict(cfg), "step": step, "G": G.state_dict()}, run_dir / "snapshot.pt")
-    atomic_save({"kind": "stage1", "step": step, "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "rng": rng_state()}, run_dir / "state.pt")
+    atomic_save(capture_state({"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}, kind="stage1", step=step),
+                run_dir / "state.pt")

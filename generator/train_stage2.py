@@ -11,14 +11,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from generator.config import from_dict, save_config, to_dict
 from generator.errors import UserError
 from generator.networks import fc_stack
-from generator.runs import RunLog, atomic_save, load_checkpoint, rng_state, set_rng_state
+from generator.runs import RunLog, atomic_save, capture_state, load_checkpoint, restore_state
 
 FACTORS = ("fg", "bg", "pose")
 
@@ -145,15 +144,9 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     opt_g = {f: make_opt(nets[f].parameters()) for f in FACTORS}
     opt_c = {f: make_opt(critics[f].parameters()) for f in FACTORS}
     steps = {f: 0 for f in FACTORS}
-    if resume and (run_dir / "state.pt").exists():
-        state = load_checkpoint(run_dir / "state.pt")
-        for f in FACTORS:
-            nets[f].load_state_dict(state["nets"][f])
-            critics[f].load_state_dict(state["critics"][f])
-            opt_g[f].load_state_dict(state["opt_g"][f])
-            opt_c[f].load_state_dict(state["opt_c"][f])
+    state = restore_state(run_dir, {"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}) if resume else None
+    if state is not None:
         steps = dict(state["steps"])
-        set_rng_state(state["rng"])
         log.truncate_after(min(steps[f] for f in factors))
     from tqdm import tqdm
 
@@ -210,10 +203,8 @@ def _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb):
     dims = {f: int(emb[f].shape[1]) for f in FACTORS}
     atomic_save({"kind": "stage2", "config": to_dict(cfg), "steps": steps, "dims": dims,
                  "nets": {f: n.state_dict() for f, n in nets.items()}}, run_dir / "snapshot.pt")
-    atomic_save({"kind": "stage2", "steps": steps, "nets": {f: n.state_dict() for f, n in nets.items()},
-                 "critics": {f: c.state_dict() for f, c in critics.items()},
-                 "opt_g": {f: o.state_dict() for f, o in opt_g.items()}, "opt_c": {f: o.state_dict() for f, o in opt_c.items()},
-                 "rng": rng_state()}, run_dir / "state.pt")
+    atomic_save(capture_state({"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}, kind="stage2",
+                              steps=steps), run_dir / "state.pt")
 
 
 class Sampler:

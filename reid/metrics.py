@@ -128,19 +128,24 @@ def _as_long(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.long)
 
 
+def _evaluate(distances, n_queries, q_pids, g_pids, q_camids, g_camids, max_rank, chunk) -> RankResult:
+    """Shared driver: ``distances(lo, hi, keep)`` gives the (hi - lo, G') distances of queries lo..hi to the
+    gallery entries ``keep`` (junk dropped)."""
+    q_pid, g_pid, q_cam, g_cam = map(_as_long, (q_pids, g_pids, q_camids, g_camids))
+    keep = g_pid != JUNK_PID
+    index = _GalleryIndex(g_pid[keep], g_cam[keep])
+    out = ([], [], [])
+    for s in range(0, n_queries, chunk):
+        stats = _chunk_stats(distances(s, s + chunk, keep), q_pid[s:s + chunk], q_cam[s:s + chunk], index)
+        for acc, v in zip(out, stats):
+            acc.append(v)
+    return _finish(*out, min(max_rank, int(keep.sum())))
+
+
 def evaluate_distances(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, chunk: int = 256) -> RankResult:
     """CMC / mAP / mINP from a (Q, G) distance matrix (numpy or torch), Market-1501 protocol."""
     d = torch.as_tensor(np.asarray(distmat) if not torch.is_tensor(distmat) else distmat)
-    q_pid, g_pid, q_cam, g_cam = map(_as_long, (q_pids, g_pids, q_camids, g_camids))
-    keep = g_pid != JUNK_PID
-    d, g_pid, g_cam = d[:, keep], g_pid[keep], g_cam[keep]
-    index = _GalleryIndex(g_pid, g_cam)
-    max_rank = min(max_rank, len(g_pid))
-    out = ([], [], [])
-    for s in range(0, len(d), chunk):
-        for acc, v in zip(out, _chunk_stats(d[s:s + chunk], q_pid[s:s + chunk], q_cam[s:s + chunk], index)):
-            acc.append(v)
-    return _finish(*out, max_rank)
+    return _evaluate(lambda lo, hi, keep: d[lo:hi][:, keep], len(d), q_pids, g_pids, q_camids, g_camids, max_rank, chunk)
 
 
 def evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "euclidean", max_rank: int = 50,
@@ -148,14 +153,6 @@ def evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = 
     """The same from features: distances are computed chunk by chunk, never the whole (Q, G) matrix at once."""
     qf, gf = torch.as_tensor(qf).float(), torch.as_tensor(gf).float()
     dist = {"euclidean": squared_euclidean, "cosine": cosine_distance}[metric]
-    q_pid, g_pid, q_cam, g_cam = map(_as_long, (q_pids, g_pids, q_camids, g_camids))
-    keep = g_pid != JUNK_PID
-    gf, g_pid, g_cam = gf[keep].contiguous(), g_pid[keep], g_cam[keep]
-    index = _GalleryIndex(g_pid, g_cam)
-    max_rank = min(max_rank, len(g_pid))
-    out = ([], [], [])
-    for s in range(0, len(qf), chunk):
-        d = dist(qf[s:s + chunk], gf)
-        for acc, v in zip(out, _chunk_stats(d, q_pid[s:s + chunk], q_cam[s:s + chunk], index)):
-            acc.append(v)
-    return _finish(*out, max_rank)
+    g_kept = gf[_as_long(g_pids) != JUNK_PID].contiguous()  # junk dropped once, as the driver drops it
+    return _evaluate(lambda lo, hi, keep: dist(qf[lo:hi], g_kept), len(qf), q_pids, g_pids, q_camids, g_camids,
+                     max_rank, chunk)

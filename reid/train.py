@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generator.runs import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
+from generator.runs import atomic_save, atomic_write_text, capture_state, load_checkpoint, restore_state
 from reid.metrics import RankResult, evaluate_features
 
 
@@ -80,18 +80,12 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
     engine, optimizer, scheduler = build_engine(cfg.loss, dm, model, cfg.lr, cfg.epochs, use_gpu=device.type == "cuda")
-    start = 0
-    if (run_dir / "state.pt").exists():
-        st = load_checkpoint(run_dir / "state.pt")
-        model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        set_rng_state(st["rng"])
-        start = int(st["epoch"])
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    state = restore_state(run_dir, parts)
+    start = int(state["epoch"]) if state is not None else 0
     for epoch in range(start, cfg.epochs):
         train_one_epoch(engine, epoch, cfg.epochs, progress)
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "epoch": epoch + 1, "rng": rng_state()}, run_dir / "state.pt")
+        atomic_save(capture_state(parts, epoch=epoch + 1), run_dir / "state.pt")
     result = evaluate_model(model, dm, target, device)
     out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs, "seed": seed,
            "source": source, "target": target, "train_ids": int(dm.num_train_pids)}

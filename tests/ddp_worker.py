@@ -8,7 +8,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import tiny_stage1  # noqa: E402
 
-from generator.networks import DisentangledGenerator  # noqa: E402,F401
 from generator.train_stage1 import build_generator, train  # noqa: E402
 
 root, out = sys.argv[1], Path(sys.argv[2])
