@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo reference test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/vmarket pipeline configs/demo/pipeline.yaml
+
+# about 2 hours on 2 CPU cores (minutes on a GPU); rerun after a kill to resume
+reference: $(STAMP)
+	$(VENV)/bin/vmarket reference configs/reference/reference.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

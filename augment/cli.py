@@ -187,6 +187,15 @@ def _cmd_reid(args) -> None:
     print(f"-> {cfg.out}/results.csv, results.md, cmc.png")
 
 
+def _cmd_reference(args) -> None:
+    from augment.reference import ReferenceConfig, train_reference
+    from generator.config import load_config
+
+    cfg = load_config(ReferenceConfig, args.config, args.set)
+    out = train_reference(cfg, progress=not args.quiet)
+    print(f"reference models trained -> {out}")
+
+
 def _cmd_pipeline(args) -> None:
     from augment.pipeline import PipelineConfig, run_pipeline
     from generator.config import load_config
@@ -258,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_reid)
+
+    rf = sub.add_parser("reference", help="train, evaluate and ship the SimMarket reference models (what `make reference` runs)")
+    rf.add_argument("config", nargs="?", default="configs/reference/reference.yaml",
+                    help="reference YAML (default configs/reference/reference.yaml)")
+    rf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    rf.add_argument("--quiet", action="store_true", help="no progress bars")
+    rf.set_defaults(func=_cmd_reference)
 
     pl = sub.add_parser("pipeline", help="the whole pipeline on SimMarket, with report.md (what `make demo` runs)")
     pl.add_argument("config", nargs="?", default="configs/demo/pipeline.yaml", help="pipeline YAML (default configs/demo/pipeline.yaml)")

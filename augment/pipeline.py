@@ -30,9 +30,9 @@ class PipelineConfig:
     eval_pairs: int = 200  # counterfactual swap pairs scored after stage I
 
 
-def _overrides(cfg: PipelineConfig, job: str) -> list[str]:
+def _overrides(set_: list[str], job: str) -> list[str]:
     out = []
-    for s in cfg.set:
+    for s in set_:
         if ":" not in s:
             raise UserError(f"set {s!r}: expected JOB:KEY=VALUE such as stage1:train.steps=300")
         j, kv = s.split(":", 1)
@@ -52,40 +52,60 @@ def _finished(run: Path, steps: int, key: str = "step") -> bool:
     return int(done) >= steps
 
 
-def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
-    from augment.builder import BuildConfig, build
-    from augment.stage2_report import report as stage2_report, sample_grids
-    from generator.evaluate import evaluate
-    from generator.simmarket import simulate
-    from generator.train_pose import PoseConfig, train as train_pose
-    from generator.train_stage1 import Stage1Config, train as train_stage1
-    from generator.train_stage2 import Stage2Config, train as train_stage2
-    from reid.ablation import AblationConfig, run_ablation
+class StageTimer:
+    """Wall time per stage, accumulated over reruns in ``out/times.json``."""
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = json.loads((out / "times.json").read_text()) if (out / "times.json").exists() else {}
+    def __init__(self, out: Path):
+        self.path = out / "times.json"
+        self.times: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def stage(name: str, fn):
+    def __call__(self, name: str, fn):
         t = time.perf_counter()
-        fn()
-        times[name] = times.get(name, 0.0) + time.perf_counter() - t
-        atomic_write_text(out / "times.json", json.dumps(times, indent=1))
+        result = fn()
+        self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
+        atomic_write_text(self.path, json.dumps(self.times, indent=1))
+        return result
 
-    gen_root, reid_root = out / "data" / "sim-gen", out / "data" / "sim-reid"
 
-    def data():
-        for root, size in ((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)):
-            if not (root / "simmarket.json").exists():
-                s = simulate(root, cfg.sim_ids, seed=cfg.sim_seed, size=tuple(size), overwrite=True, progress=progress)
-                log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, {s['train_ids']} train ids -> {root}")
+def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print) -> None:
+    """SimMarket at each (root, size), unless it is already there."""
+    from generator.simmarket import simulate
 
-    stage("data", data)
+    for root, size in roots_sizes:
+        if not (root / "simmarket.json").exists():
+            s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress)
+            log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, {s['train_ids']} train ids -> {root}")
 
-    gen = [f"data.root={gen_root}", f"data.size={list(cfg.gen_size)}", "data.simulate_ids=0"]
-    s1cfg = load_config(Stage1Config, cfg.stage1, gen + _overrides(cfg, "stage1"))
-    pcfg = load_config(PoseConfig, cfg.pose, gen + _overrides(cfg, "pose"))
+
+def generator_configs(out: Path, gen_root: Path, size, stage1: str, pose: str, stage2: str, set_: list[str]):
+    """The stage-I, pose-AE and stage-II configs of a pipeline, their data and run paths redirected under ``out``."""
+    from generator.train_pose import PoseConfig
+    from generator.train_stage1 import Stage1Config
+    from generator.train_stage2 import Stage2Config
+
+    gen = [f"data.root={gen_root}", f"data.size={list(size)}", "data.simulate_ids=0"]
+    s1cfg = load_config(Stage1Config, stage1, gen + _overrides(set_, "stage1"))
+    pcfg = load_config(PoseConfig, pose, gen + _overrides(set_, "pose"))
+    s2cfg = load_config(Stage2Config, stage2, [f"stage1_run={out / 'stage1'}", f"pose_run={out / 'pose'}",
+                                               f"data_root={gen_root}"] + _overrides(set_, "stage2"))
+    return s1cfg, pcfg, s2cfg
+
+
+def train_generator(out: Path, gen_root: Path, s1cfg, pcfg, s2cfg, eval_pairs: int, stage: StageTimer,
+                    progress: bool = True, log=print) -> None:
+    """Pose AE, stage I, its evaluation, stage II, its evaluation and sample grids, under ``out``; each resumes
+    after a kill and is skipped when it has finished."""
+    from generator.train_pose import train as train_pose
+    from generator.train_stage1 import train as train_stage1
+    from generator.train_stage2 import train as train_stage2
+
     s1_run, pose_run, s2_run = out / "stage1", out / "pose", out / "stage2"
+
+    def pose():
+        if _finished(pose_run, pcfg.train.steps):
+            log(f"[pose] reusing {pose_run}")
+            return
+        train_pose(pcfg, pose_run, resume=True, progress=progress)
 
     def stage1():
         if _finished(s1_run, s1cfg.train.steps):
@@ -94,38 +114,57 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
         train_stage1(s1cfg, s1_run, resume=True, progress=progress)
         log(f"[stage1] trained {s1cfg.train.steps} steps -> {s1_run}")
 
-    def pose():
-        if _finished(pose_run, pcfg.train.steps):
-            log(f"[pose] reusing {pose_run}")
-            return
-        train_pose(pcfg, pose_run, resume=True, progress=progress)
-
-    stage("pose", pose)
-    stage("stage1", stage1)
-
-    def eval1():
-        if not (s1_run / "eval" / "metrics.json").exists():
-            evaluate(s1_run, gen_root, s1_run / "eval", pairs=cfg.eval_pairs)
-
-    stage("eval_stage1", eval1)
-
-    s2cfg = load_config(Stage2Config, cfg.stage2, [f"stage1_run={s1_run}", f"pose_run={pose_run}", f"data_root={gen_root}"]
-                        + _overrides(cfg, "stage2"))
-
     def stage2():
         if _finished(s2_run, s2cfg.train.steps, key="steps"):
             log(f"[stage2] reusing {s2_run}")
-        else:
-            train_stage2(s2cfg, s2_run, resume=True, progress=progress)
+            return
+        train_stage2(s2cfg, s2_run, resume=True, progress=progress)
+
+    stage("pose", pose)
+    stage("stage1", stage1)
+    evaluate_generator(out, gen_root, eval_pairs, stage, progress, log, train_stage2=stage2)
+
+
+def evaluate_generator(out: Path, gen_root: Path, eval_pairs: int, stage: StageTimer, progress: bool = True,
+                       log=print, train_stage2=None) -> None:
+    """Stage-I evaluation, then (after ``train_stage2`` when given) the stage-II evaluation and sample grids."""
+    from augment.stage2_report import report as stage2_report, sample_grids
+    from generator.evaluate import evaluate
+
+    s1_run, s2_run = out / "stage1", out / "stage2"
+
+    def eval1():
+        if not (s1_run / "eval" / "metrics.json").exists():
+            evaluate(s1_run, gen_root, s1_run / "eval", pairs=eval_pairs)
+
+    def stage2():
+        if train_stage2 is not None:
+            train_stage2()
         if not (s2_run / "eval" / "metrics.json").exists():
             stage2_report(s2_run)
         if not (s2_run / "samples" / "b_identities.png").exists():
             sample_grids(s2_run, s2_run / "samples")
 
+    stage("eval_stage1", eval1)
     stage("stage2", stage2)
 
+
+def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
+    from augment.builder import BuildConfig, build
+    from reid.ablation import AblationConfig, run_ablation
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = StageTimer(out)
+    gen_root, reid_root = out / "data" / "sim-gen", out / "data" / "sim-reid"
+    stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,
+                                        cfg.sim_seed, progress, log))
+    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
+    train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
+    s2_run = out / "stage2"
+
     vm = out / "virtual_market"
-    bcfg = load_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"] + _overrides(cfg, "build"))
+    bcfg = load_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"] + _overrides(cfg.set, "build"))
 
     def virtual():
         # always through build(): it skips the identities already written and refuses a folder built
@@ -137,9 +176,9 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     stage("build", virtual)
 
     rcfg = load_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"virtual_root={vm}", f"out={out / 'reid'}"]
-                       + _overrides(cfg, "reid"))
+                       + _overrides(cfg.set, "reid"))
     stage("reid", lambda: run_ablation(rcfg, progress=progress))
-    report_path = write_report(out, cfg, s1cfg, pcfg, s2cfg, bcfg, rcfg, times)
+    report_path = write_report(out, cfg, s1cfg, pcfg, s2cfg, bcfg, rcfg, stage.times)
     log(f"[report] {report_path}")
     return report_path
 

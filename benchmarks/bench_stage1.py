@@ -20,18 +20,24 @@ VARIANTS = {
     "linear appearance term": dict(roi_crop="roi_align", roi_sampling_ratio=2, injection="linear"),
     "roi_align sr=1 + linear (demo)": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear"),
     "grid_sample + linear": dict(roi_crop="grid_sample", roi_sampling_ratio=1, injection="linear"),
+    "sr=1 + linear + channels_last": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear", channels_last=True),
+    "sr=1 + linear, L1 only (warm-up phase)": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear", adversarial=False),
 }
 
 
-def step_fn(G, D, opt_g, opt_d):
+def step_fn(G, D, opt_g, opt_d, adversarial: bool = True):
     def step(b):
         real = b["image"]
         D.requires_grad_(False)
         fake, _, _ = G(real, b["pose_mask"], b["roi_boxes"], b["roi_visible"], b["pose_maps"])
-        loss = 20 * (fake - real).abs().mean() + F.binary_cross_entropy_with_logits(D(fake), torch.ones(len(real)))
+        loss = 20 * (fake - real).abs().mean()
+        if adversarial:
+            loss = loss + F.binary_cross_entropy_with_logits(D(fake), torch.ones(len(real)))
         opt_g.zero_grad()
         loss.backward()
         opt_g.step()
+        if not adversarial:  # the L1 warm-up trains G alone
+            return
         D.requires_grad_(True)
         d = (F.binary_cross_entropy_with_logits(D(real), torch.ones(len(real)))
              + F.binary_cross_entropy_with_logits(D(fake.detach()), torch.zeros(len(real)))) / 2
@@ -49,6 +55,7 @@ def main() -> None:
     ap.add_argument("--roi", type=int, default=24)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only the matching variants (and the baseline)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of the baseline and the fastest variant")
     args = ap.parse_args()
     from generator.data import market_dataset
@@ -62,23 +69,33 @@ def main() -> None:
         ds = market_dataset(root, ("train",), size=(h, w), heatmap_radius=max(2, h // 32), mask_radius=max(4, h // 18))
         batch = torch.utils.data.default_collate([ds.item(i % len(ds)) for i in range(args.batch)])
     results = {}
-    for name, v in VARIANTS.items():
+    wanted = [s for s in args.only.split(",") if s]
+    for i, (name, v) in enumerate(VARIANTS.items()):
+        if i > 0 and wanted and not any(s in name for s in wanted):
+            continue
+        v = dict(v)
+        channels_last, adversarial = v.pop("channels_last", False), v.pop("adversarial", True)
         torch.manual_seed(0)
         G = DisentangledGenerator((h, w), args.channels, args.levels, args.levels, args.roi, **v)
         D = DCGANDiscriminator((h, w), args.channels)
+        b = batch
+        if channels_last:
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+            b = {k: x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
+                 for k, x in batch.items()}
         step = step_fn(G, D, torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999)),
-                       torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999)))
+                       torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999)), adversarial)
         for _ in range(2):
-            step(batch)  # warm-up
+            step(b)  # warm-up
         t = time.perf_counter()
         for _ in range(args.steps):
-            step(batch)
+            step(b)
         results[name] = args.steps * args.batch / (time.perf_counter() - t)
         if args.profile and name.startswith("baseline") or (args.profile and name == "grid_sample + linear"):
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step(batch)
+                step(b)
             print(f"--- profile of one step: {name}")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     base = results[next(iter(VARIANTS))]

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +52,10 @@ class Stage1TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "bf16"  # bf16 autocast on CUDA | none
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # channels_last memory format (faster on CUDA and on CPU)
     log_every: int = 50  # steps between metric records
+    eval_every: int = 0  # steps between held-out reconstruction SSIM records (0: never)
+    eval_images: int = 128  # held-out (query + gallery) images of that check
     sample_every: int = 1000  # steps between PNG grids
     snapshot_every: int = 1000  # steps between snapshot + state
     grid_size: int = 8  # people in each sample grid
@@ -137,6 +141,7 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     # grid people spread over the dataset (names sort by identity), so the swaps mix different people
     grid_idx = torch.linspace(0, len(ds) - 1, min(t.grid_size, len(ds))).long().tolist()
     grid_batch = rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in grid_idx]))
+    held_out = _held_out_batch(cfg, root, size, rt) if rt.is_main and t.eval_every > 0 else None
     if rt.is_main:
         log.line(f"stage1: {len(ds)} images from {root}, G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params, "
                  f"D {sum(p.numel() for p in D.parameters()) / 1e6:.1f}M, device {rt.device}, world {rt.world_size}")
@@ -186,12 +191,22 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
             log.metrics(rec)
             bar.set_postfix(l1=f"{rec['l1']:.4f}", d=f"{rec['d_loss']:.3f}", ips=f"{ips:.1f}")
             stats, t_last, n_img = {}, time.time(), 0
+        if held_out is not None and (done % t.eval_every == 0 or done == end):
+            G.eval()
+            rec = held_out_ssim(G, held_out)
+            G.train()
+            log.metrics({"step": done, **rec})
+            log.line(f"step {done}: held-out SSIM {rec['eval_ssim']:.4f}, mask-SSIM {rec['eval_mask_ssim']:.4f}")
         if rt.is_main and (done % t.sample_every == 0 or done == end):
             G.eval()
             save_grid(swap_grid(G, grid_batch), len(grid_batch["image"]), run_dir / f"grid-{done:07d}.png")
             G.train()
-        if done % t.snapshot_every == 0 or done == end:
+        if done % t.snapshot_every == 0 or done == end or done == t.l1_only_steps:
             save_checkpoints(run_dir, cfg, G, D, opt_g, opt_d, done, rt.is_main)
+            if rt.is_main and done == t.l1_only_steps < t.steps and t.adv_weight > 0:
+                # the end of the L1 warm-up, kept beside the final model so the adversarial phase can be compared
+                shutil.copyfile(run_dir / "snapshot.pt", run_dir / ".snapshot-l1.pt.tmp")
+                os.replace(run_dir / ".snapshot-l1.pt.tmp", run_dir / "snapshot-l1.pt")
     bar.close()
     final = {"step": end, "run_dir": str(run_dir), "G": G, "D": D}
     if rt.is_main:
@@ -199,6 +214,33 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     barrier(rt)
     cleanup(rt)
     return final
+
+
+def _held_out_batch(cfg: Stage1Config, root: Path, size, rt) -> dict | None:
+    """A fixed batch of held-out (query + gallery) images for the periodic SSIM check; None when there are none."""
+    try:
+        ds = market_dataset(root, ("query", "gallery"), size=size, heatmap_radius=cfg.data.heatmap_radius,
+                            mask_radius=cfg.data.mask_radius)
+    except UserError:
+        return None
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:cfg.train.eval_images].tolist()
+    return rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in idx]))
+
+
+def held_out_ssim(G, batch: dict, chunk: int = 32) -> dict:
+    """Reconstruction SSIM and mask-SSIM of ``batch`` (the measure of the stage-I evaluation)."""
+    from generator.evaluate import mask_ssim, ssim
+
+    ssims, mssims = [], []
+    with torch.no_grad():
+        for s in range(0, len(batch["image"]), chunk):
+            b = {k: v[s:s + chunk] for k, v in batch.items() if torch.is_tensor(v)}
+            rec = (G(b["image"], b["pose_mask"], b["roi_boxes"], b["roi_visible"], b["pose_maps"])[0].float().cpu()
+                   .clamp(-1, 1) + 1) / 2
+            real = (b["image"].float().cpu() + 1) / 2
+            ssims.append(ssim(rec, real))
+            mssims.append(mask_ssim(rec, real, b["pose_mask"].float().cpu()))
+    return {"eval_ssim": round(float(torch.cat(ssims).mean()), 5), "eval_mask_ssim": round(float(torch.cat(mssims).mean()), 5)}
 
 
 def save_checkpoints(run_dir: Path, cfg: Stage1Config, G, D, opt_g, opt_d, step: int, is_main: bool) -> None:
