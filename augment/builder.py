@@ -33,6 +33,7 @@ from generator.errors import UserError
 from generator.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.market import MarketWriter, SPLIT_DIRS, format_name
 from generator.runs import atomic_write_text, load_checkpoint
+from generator.shipped import sha256_file
 
 
 @dataclass
@@ -60,14 +61,6 @@ def config_hash(cfg: BuildConfig) -> str:
     d = to_dict(cfg)
     d.pop("device")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -129,15 +122,19 @@ class Builder:
         from generator.networks import DCGANDiscriminator
         from generator.train_stage1 import Stage1Config
 
-        state_path = Path(self.s2cfg.stage1_run) / "state.pt"
-        if not state_path.exists():
-            return None
         snap = load_checkpoint(Path(self.s2cfg.stage1_run) / "snapshot.pt")
+        state_path = Path(self.s2cfg.stage1_run) / "state.pt"
+        if "D" in snap:  # shipped reference checkpoints carry D in the snapshot
+            d_state = snap["D"]
+        elif state_path.exists():
+            d_state = load_checkpoint(state_path)["D"]
+        else:
+            return None
         cfg = from_dict(Stage1Config, snap["config"])
         if cfg.train.adv_weight <= 0 or cfg.train.l1_only_steps >= int(snap["step"]):
             return None  # stage I never trained its discriminator: its scores would mean nothing
         D = DCGANDiscriminator(tuple(cfg.data.size), cfg.model.disc_channels)
-        D.load_state_dict({k: v.float() for k, v in load_checkpoint(state_path)["D"].items()})
+        D.load_state_dict({k: v.float() for k, v in d_state.items()})
         return D.eval()
 
     # ------------------------------------------------------------------ the plan

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.config import load_config
+from generator.config import from_dict, load_config
 from generator.errors import UserError
 from generator.runs import atomic_write_text, load_checkpoint
 
@@ -28,6 +28,8 @@ class PipelineConfig:
     reid: str = "configs/demo/reid.yaml"
     set: list[str] = field(default_factory=list)  # overrides per job, e.g. "stage1:train.steps=300"
     eval_pairs: int = 200  # counterfactual swap pairs scored after stage I
+    from_scratch: bool = False  # train every generator stage in this run instead of using the reference checkpoints
+    reference: str = ""  # folder of reference checkpoints ('' = those shipped with the package)
 
 
 def _overrides(set_: list[str], job: str) -> list[str]:
@@ -160,7 +162,22 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,
                                         cfg.sim_seed, progress, log))
     s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
-    train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
+    prov = None
+    if cfg.from_scratch:
+        if (out / "reference.json").exists():
+            raise UserError(f"{out}: holds a run made with the reference checkpoints; give --from-scratch another "
+                            "out (--set out=...) or delete the folder")
+        train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
+    else:
+        from generator.shipped import install
+
+        if (out / "stage1" / "state.pt").exists():
+            raise UserError(f"{out}: holds stages trained from scratch; rerun with --from-scratch, or give the "
+                            "reference run another out (--set out=...)")
+        prov = stage("reference", lambda: install(cfg.reference or None, out, gen_root, progress))
+        log(f"[reference] using the reference checkpoints from {cfg.reference or 'the package'} "
+            f"(stage I {prov['steps']['stage1']} steps)")
+        evaluate_generator(out, gen_root, cfg.eval_pairs, stage, progress, log)
     s2_run = out / "stage2"
 
     vm = out / "virtual_market"
@@ -178,7 +195,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     rcfg = load_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"virtual_root={vm}", f"out={out / 'reid'}"]
                        + _overrides(cfg.set, "reid"))
     stage("reid", lambda: run_ablation(rcfg, progress=progress))
-    report_path = write_report(out, cfg, s1cfg, pcfg, s2cfg, bcfg, rcfg, stage.times)
+    report_path = write_report(out, cfg, s1cfg, prov, stage.times)
     log(f"[report] {report_path}")
     return report_path
 
@@ -189,26 +206,45 @@ def _copy(src: Path, dst: Path) -> str:
     return dst.name
 
 
-def write_report(out: Path, cfg, s1cfg, pcfg, s2cfg, bcfg, rcfg, times: dict) -> Path:
+def _models_paragraph(out: Path, cfg: PipelineConfig, s1cfg, prov: dict | None) -> str:
+    from generator.train_stage1 import Stage1Config
+
+    s1 = load_checkpoint(out / "stage1" / "snapshot.pt")
+    m = from_dict(Stage1Config, s1["config"]).model
+    size = f"{s1['config']['data']['size'][0]}x{s1['config']['data']['size'][1]}"
+    if prov is None:
+        return (f"Models: **trained from scratch in this run** (`--from-scratch`) inside the demo budget: stage I "
+                f"{s1['step']} steps at {size}, {m.channels} channels, so the generator is small and briefly trained.")
+    wall = prov["wall_time_s"]
+    data = prov["data"]
+    same = (data["identities"], data["seed"]) == (cfg.sim_ids, cfg.sim_seed)
+    return (f"Models: **the reference checkpoints shipped with the package** ({cfg.reference or 'generator/reference/'}, "
+            f"sha256-verified against its `provenance.json`), trained by `make reference`: stage I {prov['steps']['stage1']} "
+            f"steps at {size}, {m.channels} channels, in {wall.get('stage1', 0) / 60:.0f} min; the pose AE and stage II in "
+            f"{(wall.get('pose', 0) + wall.get('stage2', 0)) / 60:.0f} min (machine: {prov['machine']['processor']}, "
+            f"{prov['machine']['threads']} threads, CUDA {prov['machine']['cuda']}). They were trained on SimMarket seed "
+            f"{data['seed']} with {data['identities']} identities ({data['train_ids']} for training)"
+            + (", the same data as this run's training split." if same else
+               f", not this run's data (seed {cfg.sim_seed}, {cfg.sim_ids} identities).")
+            + " `vmarket pipeline --from-scratch` trains every stage in the run instead.")
+
+
+def write_report(out: Path, cfg, s1cfg, prov: dict | None, times: dict) -> Path:
     """``report.md`` with figures copied beside it; every number is read from a file the run wrote."""
     figs = out / "figures"
     s1_run, s2_run, vm = out / "stage1", out / "stage2", out / "virtual_market"
-    grids = sorted(s1_run.glob("grid-*.png"))
-    recon = _copy(grids[-1], figs / "stage1_grid.png") if grids else None
+    recon = _copy(s1_run / "eval" / "grid.png", figs / "stage1_grid.png")
     swaps = _copy(s1_run / "eval" / "swaps.png", figs / "swaps_vs_truth.png")
     ids = _copy(s2_run / "samples" / "b_identities.png", figs / "sampled_identities.png")
     interp = _copy(s2_run / "samples" / "d_interpolation.png", figs / "interpolation.png")
     people = _copy(s2_run / "samples" / "a_sampled_people.png", figs / "sampled_people.png")
     cmc = _copy(out / "reid" / "cmc.png", figs / "cmc.png")
-    s1_steps = load_checkpoint(s1_run / "state.pt")["step"]
     sim = json.loads((out / "data" / "sim-reid" / "simmarket.json").read_text())
     readme = (vm / "README.txt").read_text().splitlines()
     lines = [
         "# Virtual Market demo report",
         "",
-        "Models: **trained from scratch in this run** inside the demo budget (no reference checkpoints are shipped yet), "
-        f"so the generator is a small, briefly trained model: stage I {s1_steps} steps at "
-        f"{s1cfg.data.size[0]}x{s1cfg.data.size[1]}, {s1cfg.model.channels} channels.",
+        _models_paragraph(out, cfg, s1cfg, prov),
         "",
         f"Data: SimMarket seed {sim['seed']}, {sim['identities']} identities ({sim['train_ids']} train / {sim['test_ids']} test), "
         f"{sim['images']} images at {sim['height']}x{sim['width']} for re-ID, and the same dataset at "
@@ -216,9 +252,10 @@ def write_report(out: Path, cfg, s1cfg, pcfg, s2cfg, bcfg, rcfg, times: dict) ->
         "",
         "## Stage I: reconstructions and factor swaps",
         "",
-        "Rows: input | reconstruction | foreground swap | background swap | pose swap (donor: the next column's person).",
+        "Held-out people. Rows: input | reconstruction | foreground swap | background swap | pose swap "
+        "(donor: the previous column's person).",
         "",
-        f"![stage I grid](figures/{recon})" if recon else "(no grid)",
+        f"![stage I grid](figures/{recon})",
         "",
         "Counterfactual swaps beside SimMarket's true render. Rows: source A | donor B | pose swap | its truth | "
         "background swap | its truth | foreground swap | its truth.",

@@ -48,3 +48,90 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> P
     s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
     train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
     return out
+
+
+def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
+    """``make reference``: train (or resume), evaluate, then ship."""
+    train_reference(cfg, progress, log)
+    return package(cfg, progress, log)
+
+
+def package(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
+    """Ship the trained reference: fp16 checkpoints in ``cfg.package``, evaluated as shipped, ``provenance.json``,
+    and the README figures in ``cfg.figures``."""
+    import json
+    import platform
+    import shutil
+
+    import torch
+
+    from augment.pipeline import StageTimer, evaluate_generator
+    from generator.api import DisentangledModel
+    from generator.evaluate import held_out_people
+    from generator.runs import atomic_save, atomic_write_text, load_checkpoint
+    from generator.shipped import FILES, PROVENANCE, fp16_error, half, install, sha256_file
+
+    out, pkg = Path(cfg.out), Path(cfg.package)
+    gen_root = out / "data" / "sim-gen"
+    s1, pose, s2 = (load_checkpoint(out / r / "snapshot.pt") for r in ("stage1", "pose", "stage2"))
+    d_state = load_checkpoint(out / "stage1" / "state.pt")["D"]
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / PROVENANCE).unlink(missing_ok=True)  # no provenance until every file it describes is in place
+    atomic_save({"kind": "stage1", "config": s1["config"], "step": s1["step"], "G": half(s1["G"]), "D": half(d_state)},
+                pkg / FILES["stage1"])
+    atomic_save({"kind": "pose", "config": pose["config"], "step": pose["step"], "model": half(pose["model"])},
+                pkg / FILES["pose"])
+    atomic_save({"kind": "stage2", "config": s2["config"], "steps": s2["steps"], "dims": s2["dims"],
+                 "nets": {f: half(n) for f, n in s2["nets"].items()}}, pkg / FILES["stage2"])
+    files = {name: {"sha256": sha256_file(pkg / name), "bytes": (pkg / name).stat().st_size, "dtype": "float16"}
+             for name in FILES.values()}
+    # a provisional provenance (files only), so that install() can verify them; the full one is written last
+    atomic_write_text(pkg / PROVENANCE, json.dumps({"files": files}, indent=1))
+
+    # evaluate the checkpoints as shipped (fp16 weights, computed in fp32), in run directories of their own
+    shipped = out / "shipped"
+    if shipped.exists():
+        shutil.rmtree(shipped)
+    install(pkg, shipped, gen_root, progress=progress)
+    evaluate_generator(shipped, gen_root, cfg.eval_pairs, StageTimer(shipped), progress, log)
+    model32 = DisentangledModel.load(out / "stage1")
+    fp16 = fp16_error(model32.G, held_out_people(model32, gen_root))
+
+    stage1_metrics = json.loads((shipped / "stage1" / "eval" / "metrics.json").read_text())
+    stage2_metrics = json.loads((shipped / "stage2" / "eval" / "metrics.json").read_text())
+    sw = stage1_metrics["swaps"]
+    checks = {"reconstruction_ssim_at_least_0.70": stage1_metrics["reconstruction"]["ssim"] >= 0.70}
+    for k in ("pose", "background", "foreground"):
+        checks[f"{k}_swap_l1_below_copy_source"] = sw[f"{k}/model/l1"] < sw[f"{k}/copy_source/l1"]
+    curve = [json.loads(line) for line in (out / "stage1" / "metrics.jsonl").read_text().splitlines() if "eval_ssim" in line]
+    times = json.loads((out / "times.json").read_text())
+    prov = {
+        "command": "make reference  (vmarket reference configs/reference/reference.yaml)",
+        "reference_config": {k: v for k, v in vars(cfg).items()},
+        "configs": {"stage1": s1["config"], "pose": pose["config"], "stage2": s2["config"]},
+        "git_commits": (out / "commits.txt").read_text().split("\n")[:-1],
+        "packaged_at_commit": git_commit(),
+        "data": json.loads((gen_root / "simmarket.json").read_text()),
+        "steps": {"stage1": int(s1["step"]), "pose": int(pose["step"]), "stage2": {k: int(v) for k, v in s2["steps"].items()}},
+        "wall_time_s": {k: round(v, 1) for k, v in times.items()},
+        "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "files": files,
+        "fp16_reconstruction_difference": fp16,
+        "metrics": {"stage1": stage1_metrics, "stage2": stage2_metrics},
+        "held_out_ssim_during_training": curve,
+        "checks": checks,
+    }
+    if cfg.figures:
+        figs = Path(cfg.figures)
+        figs.mkdir(parents=True, exist_ok=True)
+        for src, name in ((shipped / "stage1" / "eval" / "grid.png", "stage1_grid.png"),
+                          (shipped / "stage1" / "eval" / "swaps.png", "swaps_vs_truth.png"),
+                          (shipped / "stage2" / "samples" / "b_identities.png", "sampled_identities.png"),
+                          (shipped / "stage2" / "samples" / "d_interpolation.png", "interpolation.png")):
+            shutil.copyfile(src, figs / name)
+    atomic_write_text(pkg / PROVENANCE, json.dumps(prov, indent=1))
+    total = sum(f["bytes"] for f in files.values())
+    log(f"[package] {len(files)} checkpoints, {total / 2 ** 20:.1f} MiB, fp16 max difference {fp16['max_grey_levels']:.2f} "
+        f"grey levels; SSIM {stage1_metrics['reconstruction']['ssim']:.3f}; checks {checks} -> {pkg}")
+    return prov

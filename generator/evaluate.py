@@ -186,12 +186,26 @@ def metrics_table(recon: dict, swaps: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def held_out_people(model: DisentangledModel, root, n: int = 8) -> dict:
+    """``n`` held-out query images of different people (names sort by identity) as one batch, with the pose
+    inputs of stage I computed from their keypoints."""
+    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
+    idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(int)
+    b = torch.utils.data.default_collate([ds.item(int(i)) for i in idx])
+    maps, mask, boxes, vis = model.pose_inputs(b["keypoints"])
+    return {"image": b["image"].to(model.device), "pose_maps": maps, "pose_mask": mask, "roi_boxes": boxes, "roi_visible": vis}
+
+
 def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int = 512) -> dict:
-    """Write ``metrics.json``, ``metrics.md`` and ``swaps.png`` to ``out_dir``; returns the metrics."""
+    """Write ``metrics.json``, ``metrics.md``, ``grid.png`` (held-out input | reconstruction | fg / bg / pose swap)
+    and ``swaps.png`` (swaps beside the true renders) to ``out_dir``; returns the metrics."""
     from generator.runs import atomic_write_text
+    from generator.train_stage1 import save_grid, swap_grid
 
     model = DisentangledModel.load(stage1_run)
     out_dir.mkdir(parents=True, exist_ok=True)
+    people = held_out_people(model, data_root)
+    save_grid(swap_grid(model.G, people), len(people["image"]), out_dir / "grid.png")
     recon = reconstruction_metrics(model, data_root, limit)
     swaps = None
     if (Path(data_root) / "simmarket.json").exists():

@@ -83,7 +83,7 @@ def learning_rate(t: Stage1TrainConfig, step: int) -> float:
 
 
 def swap_grid(G, batch: dict) -> torch.Tensor:
-    """Rows: input | reconstruction | fg swap | bg swap | pose swap; the donor of each swap is the next person."""
+    """Rows: input | reconstruction | fg swap | bg swap | pose swap; the donor of each swap is the previous person."""
     with torch.no_grad():
         fg, bg = G.encode(batch["image"], batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"])
         pm = batch["pose_maps"]

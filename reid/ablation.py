@@ -5,7 +5,9 @@ Settings are training recipes, evaluated on the real test split (query / gallery
 and ``virtual->real`` (pre-train on virtual, fine-tune on real); any recipe written
 the same way (stages separated by ``->``, each ``real``, ``virtual`` or ``real+virtual``)
 can be added. Each runs over several seeds; finished runs are reused, so a killed
-ablation resumes.
+ablation resumes. With ``matched_steps`` every stage trains as many optimiser steps per
+epoch as one pass over the real training data, so settings with more images do not
+simply train longer.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 from generator.config import save_config
 from generator.errors import UserError
 from generator.runs import atomic_write_text
-from reid.train import ReidTrainConfig, train_and_evaluate
+from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
 SOURCES = ("real", "virtual", "real+virtual")
 
@@ -30,6 +32,7 @@ class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
     finetune_epochs: int = 0  # epochs of each later stage of an `A->B` recipe (0: train.epochs)
+    matched_steps: bool = False  # true: every setting trains as many optimiser steps as train.epochs over the real data (iteration-matched)
     out: str = "outputs/reid/ablation"
 
 
@@ -45,8 +48,9 @@ def _slug(setting: str) -> str:
     return setting.replace("->", "_then_").replace("+", "_plus_")
 
 
-def register_sources(cfg: AblationConfig, needed: set[str]) -> dict[str, str]:
-    """torchreid dataset names for the sources the settings use; all share the real query / gallery."""
+def register_sources(cfg: AblationConfig, needed: set[str]) -> tuple[dict[str, str], list]:
+    """torchreid dataset names for the sources the settings use (all share the real query / gallery), and the
+    real training records."""
     from reid.torchreid_adapter import market_records, merge_records, register_dataset
 
     if not cfg.real_root:
@@ -60,50 +64,69 @@ def register_sources(cfg: AblationConfig, needed: set[str]) -> dict[str, str]:
         names["virtual"] = register_dataset("vm_virtual", virtual, real["query"], real["gallery"])
         merged, _ = merge_records(real["train"], virtual)
         names["real+virtual"] = register_dataset("vm_real_virtual", merged, real["query"], real["gallery"])
-    return names
+    return names, real["train"]
 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     from dataclasses import replace
 
+    from reid.torchreid_adapter import train_batches_per_epoch
+
     recipes = {s: parse_setting(s) for s in cfg.settings}
-    names = register_sources(cfg, {st for r in recipes.values() for st in r})
+    names, real_train = register_sources(cfg, {st for r in recipes.values() for st in r})
+    train = cfg.train
+    if cfg.matched_steps:
+        real_batches = train_batches_per_epoch(real_train, train.batch, train_sampler(train.loss))
+        if real_batches == 0:
+            raise UserError(f"matched_steps: the real training set ({len(real_train)} images) gives no full batch of "
+                            f"train.batch={train.batch}; lower train.batch")
+        train = replace(train, steps_per_epoch=real_batches)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     results = []
     for setting, stages in recipes.items():
         for seed in cfg.seeds:
-            init = None
+            init, steps = None, 0
             for k, source in enumerate(stages):
                 run = out / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}"
-                tcfg = cfg.train if k == 0 or not cfg.finetune_epochs else replace(cfg.train, epochs=cfg.finetune_epochs)
+                tcfg = train if k == 0 or not cfg.finetune_epochs else replace(train, epochs=cfg.finetune_epochs)
                 res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init, progress=progress)
                 init = run / "state.pt"
-            results.append({"setting": setting, "seed": seed, **{k: v for k, v in res.items() if k not in ("source", "target")}})
+                steps = None if steps is None or "steps" not in res else steps + res["steps"]  # None: an older run
+            skip = ("source", "target", "steps")
+            results.append({"setting": setting, "seed": seed, "steps": steps,
+                            **{k: v for k, v in res.items() if k not in skip}})
             if progress:
                 print(f"{setting} seed {seed}: rank-1 {res['rank1']:.3f}, mAP {res['mAP']:.3f}")
-    write_results(results, out)
+    write_results(results, out, matched=cfg.matched_steps)
     return results
 
 
-def write_results(results: list[dict], out: Path) -> None:
+def write_results(results: list[dict], out: Path, matched: bool = False) -> None:
     import pandas as pd
 
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "cmc"} for r in results])
     tmp = out / ".results.csv.tmp"
     df.to_csv(tmp, index=False)
     tmp.replace(out / "results.csv")
-    atomic_write_text(out / "results.md", results_table(df))
+    atomic_write_text(out / "results.md", results_table(df, matched=matched))
     cmc_plot(results, out / "cmc.png")
 
 
-def results_table(df) -> str:
-    lines = ["| setting | seeds | rank-1 | rank-5 | mAP | mINP |", "| --- | --- | --- | --- | --- | --- |"]
+def results_table(df, matched: bool = False) -> str:
+    import pandas as pd
+
+    lines = ["| setting | seeds | steps | rank-1 | rank-5 | mAP | mINP |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for setting, g in df.groupby("setting", sort=False):
         cell = lambda c: f"{100 * g[c].mean():.1f} ± {100 * g[c].std(ddof=0):.1f}"  # noqa: E731
-        lines.append(f"| {setting} | {len(g)} | {cell('rank1')} | {cell('rank5')} | {cell('mAP')} | {cell('mINP')} |")
-    return "\n".join(lines) + "\n\n(percent, mean ± std over seeds; evaluated on the real query / gallery)\n"
+        steps = "/".join(dict.fromkeys("?" if pd.isna(v) else str(int(v)) for v in g["steps"]))  # one unless seeds differ
+        lines.append(f"| {setting} | {len(g)} | {steps} | {cell('rank1')} | {cell('rank5')} | {cell('mAP')} | {cell('mINP')} |")
+    budget = ("iteration-matched: every stage trains as many optimiser steps per epoch as one pass over the real "
+              "training data" if matched else
+              "epoch-matched, not iteration-matched: each setting trains its epochs over its own data")
+    return ("\n".join(lines) + "\n\n(percent, mean ± std over seeds; evaluated on the real query / gallery; steps: "
+            f"optimiser steps over all stages; {budget})\n")
 
 
 def cmc_plot(results: list[dict], path: Path) -> None:

@@ -3,7 +3,8 @@
 Its quirks are handled here: modules live under ``torchreid.reid.*``; it warns
 at import that the Cython ranking is missing; its built-in ``market1501``
 starts a download when ``<root>/market1501`` is missing and parses pid and
-camera with ``([-\\d]+)_c(\\d)`` searched over the *whole path*.
+camera with ``([-\\d]+)_c(\\d)`` searched over the *whole path*; its train loader drops the last partial
+batch, and ``RandomIdentitySampler``'s length is an estimate (an epoch may yield fewer batches).
 """
 from __future__ import annotations
 
@@ -171,8 +172,39 @@ def build_engine(kind: str, datamanager, model, lr: float = 0.0015, epochs: int 
     return engine, optimizer, scheduler
 
 
-def train_one_epoch(engine, epoch: int, max_epoch: int, progress: bool = True) -> None:
-    """One epoch of torchreid's own training step, with a progress bar and without its print-outs."""
+def train_batches_per_epoch(records: list, batch: int, sampler: str = "RandomSampler", num_instances: int = 4) -> int:
+    """``len(train_loader)`` of torchreid's train loader over ``records``: its sampler's length over ``batch``,
+    rounded down, as its DataLoader drops the last partial batch (``drop_last=True``).
+
+    For ``RandomIdentitySampler`` that length is torchreid's own estimate; an epoch may yield a few batches fewer.
+    """
+    import_torchreid()
+    from torchreid.reid.data.sampler import build_train_sampler
+
+    return len(build_train_sampler(records, sampler, batch_size=batch, num_instances=num_instances)) // batch
+
+
+def _cycle(loader, n: int):
+    """``n`` batches of ``loader``, iterating it again (a fresh shuffle) whenever it runs out."""
+    done = 0
+    while True:
+        before = done
+        for batch in loader:
+            yield batch
+            done += 1
+            if done == n:
+                return
+        if done == before:
+            raise UserError(f"the training set yields no batch: it has fewer images than batch={loader.batch_size} "
+                            "(torchreid drops the last partial batch); lower train.batch")
+
+
+def train_one_epoch(engine, epoch: int, max_epoch: int, progress: bool = True, steps: int = 0) -> int:
+    """One epoch of torchreid's own training step, with a progress bar and without its print-outs; the number
+    of batches (optimiser steps) it ran.
+
+    ``steps`` > 0: exactly that many batches, cycling the loader; torchreid's logging reads ``len(train_loader)``.
+    """
     import contextlib
     import io
 
@@ -180,13 +212,19 @@ def train_one_epoch(engine, epoch: int, max_epoch: int, progress: bool = True) -
 
     engine.epoch, engine.max_epoch = epoch, max_epoch
     loader = engine.train_loader
+    seen = 0
 
     class _Bar:
         def __len__(self):
-            return len(loader)
+            return steps or len(loader)
 
         def __iter__(self):
-            return iter(tqdm(loader, desc=f"epoch {epoch + 1}/{max_epoch}", unit="batch", disable=not progress, leave=False))
+            nonlocal seen
+            batches = _cycle(loader, steps) if steps else loader
+            for batch in tqdm(batches, total=len(self), desc=f"epoch {epoch + 1}/{max_epoch}", unit="batch",
+                              disable=not progress, leave=False):
+                seen += 1
+                yield batch
 
     engine.train_loader = _Bar()
     try:
@@ -194,3 +232,4 @@ def train_one_epoch(engine, epoch: int, max_epoch: int, progress: bool = True) -
             engine.train(print_freq=10 ** 9)
     finally:
         engine.train_loader = loader
+    return seen

@@ -1,7 +1,7 @@
 """Train a torchreid baseline on a registered dataset and evaluate it with our fast exact metrics.
 
 Checkpoints follow the project's run-directory rules: ``state.pt`` after every
-epoch (model, optimiser, scheduler, epoch, RNG) for resume; ``result.json`` at the end.
+epoch (model, optimiser, scheduler, epoch, optimiser steps, RNG) for resume; ``result.json`` at the end.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from generator.errors import UserError
 from generator.runs import atomic_save, atomic_write_text, capture_state, load_checkpoint, restore_state
 from reid.metrics import RankResult, evaluate_features
 
@@ -24,6 +25,7 @@ class ReidTrainConfig:
     size: list[int] = None  # image height, width (default 128x64)
     batch: int = 32
     epochs: int = 10
+    steps_per_epoch: int = 0  # batches per epoch; 0: one pass over the training data
     lr: float = 0.0015
     workers: int = 2
     weights: str = ""  # local state-dict file to start from ('' = random init, nothing is downloaded)
@@ -32,6 +34,13 @@ class ReidTrainConfig:
     def __post_init__(self):
         if self.size is None:
             self.size = [128, 64]
+        if self.steps_per_epoch < 0:
+            raise UserError(f"train.steps_per_epoch={self.steps_per_epoch}: use 0 (one pass over the data) or a batch count")
+
+
+def train_sampler(loss: str) -> str:
+    """torchreid's sampler for ``loss``: the triplet loss needs identity-balanced batches (P ids x K images)."""
+    return "RandomIdentitySampler" if loss == "triplet" else "RandomSampler"
 
 
 def seed_everything(seed: int) -> None:
@@ -68,12 +77,14 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "result.json").exists():
-        return json.loads((run_dir / "result.json").read_text())
+        done = json.loads((run_dir / "result.json").read_text())
+        _check_same_steps(run_dir / "result.json", done.get("steps_per_epoch", 0), cfg.steps_per_epoch)
+        return done
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           (cfg.device if cfg.device != "auto" else "cpu"))
     seed_everything(seed)
-    sampler = "RandomIdentitySampler" if cfg.loss == "triplet" else "RandomSampler"
-    dm = build_datamanager(source, target, tuple(cfg.size), cfg.batch, cfg.workers, sampler, use_gpu=device.type == "cuda")
+    dm = build_datamanager(source, target, tuple(cfg.size), cfg.batch, cfg.workers, train_sampler(cfg.loss),
+                           use_gpu=device.type == "cuda")
     model = build_model(cfg.model, dm.num_train_pids, cfg.loss, cfg.weights or None).to(device)
     if init_from is not None:
         state = load_checkpoint(init_from)["model"]
@@ -82,12 +93,26 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     engine, optimizer, scheduler = build_engine(cfg.loss, dm, model, cfg.lr, cfg.epochs, use_gpu=device.type == "cuda")
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     state = restore_state(run_dir, parts)
-    start = int(state["epoch"]) if state is not None else 0
+    start, steps = 0, 0  # epochs done, optimiser steps done
+    if state is not None:
+        _check_same_steps(run_dir / "state.pt", int(state.get("steps_per_epoch", 0)), cfg.steps_per_epoch)
+        start = int(state["epoch"])
+        steps = int(state.get("steps", start * (cfg.steps_per_epoch or len(dm.train_loader))))  # older states lack it
     for epoch in range(start, cfg.epochs):
-        train_one_epoch(engine, epoch, cfg.epochs, progress)
-        atomic_save(capture_state(parts, epoch=epoch + 1), run_dir / "state.pt")
+        steps += train_one_epoch(engine, epoch, cfg.epochs, progress, steps=cfg.steps_per_epoch)
+        atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch),
+                    run_dir / "state.pt")
     result = evaluate_model(model, dm, target, device)
-    out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs, "seed": seed,
+    out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs,
+           "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed,
            "source": source, "target": target, "train_ids": int(dm.num_train_pids)}
     atomic_write_text(run_dir / "result.json", json.dumps(out, indent=1))
     return out
+
+
+def _check_same_steps(path: Path, done: int, asked: int) -> None:
+    # a finished or half-done run is reused as is, so one trained to another step budget would silently
+    # break an iteration-matched comparison
+    if done != asked:
+        raise UserError(f"{path}: trained with steps_per_epoch={done}, the config asks for {asked}; "
+                        "delete that run folder or write to another out")

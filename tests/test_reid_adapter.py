@@ -37,3 +37,33 @@ def test_one_epoch_train_and_evaluate(sim_root, tmp_path, loss):
     assert out["num_valid_queries"] == len(market_records(sim_root[0])["query"])
     assert json.loads((tmp_path / "run" / "result.json").read_text())["rank1"] == out["rank1"]
     assert (tmp_path / "run" / "state.pt").exists()
+
+
+@pytest.mark.parametrize("loss", ["softmax", "triplet"])
+def test_steps_per_epoch_caps_and_extends_an_epoch(sim_small, loss):
+    import torch
+
+    from reid.torchreid_adapter import build_datamanager, build_engine, build_model, train_batches_per_epoch, train_one_epoch
+    from reid.train import train_sampler
+
+    torch.manual_seed(0)
+    name = register_market("sim_steps", sim_small)
+    train = market_records(sim_small)["train"]
+    dm = build_datamanager(name, name, (64, 32), batch=8, workers=0, sampler=train_sampler(loss))
+    natural = len(dm.train_loader)
+    assert natural == train_batches_per_epoch(train, 8, train_sampler(loss))
+    if loss == "softmax":
+        assert natural == len(train) // 8  # torchreid drops the last partial batch
+    model = build_model("osnet_x0_25", dm.num_train_pids, loss)
+    engine, optimizer, _ = build_engine(loss, dm, model)
+    optimiser_steps = []
+    optimizer.register_step_post_hook(lambda *_: optimiser_steps.append(1))
+    # 0: one pass (the identity sampler's pass may fall a little short of its estimated length)
+    for steps in (0, 2, natural + 3):
+        optimiser_steps.clear()
+        ran = train_one_epoch(engine, 0, 1, progress=False, steps=steps)
+        assert ran == len(optimiser_steps)
+        if steps:
+            assert ran == steps and engine.num_batches == steps  # torchreid's logging reads len(train_loader)
+        else:
+            assert ran == natural if loss == "softmax" else 0 < ran <= natural

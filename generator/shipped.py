@@ -1,0 +1,121 @@
+"""The reference checkpoints shipped with the package (``generator/reference/``), trained on SimMarket by
+``make reference``: stage I (G and D), the pose autoencoder and the stage-II mappings, in fp16, with
+``provenance.json`` (command, configs, commit, steps, wall time, sha256 of each file, metrics).
+
+``install(reference_dir, out, data_root)`` verifies every file against its sha256 and writes ordinary run
+directories (``out/stage1``, ``out/pose``, ``out/stage2``) that the evaluation, the sampler and the builder
+read like any trained run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from generator.config import save_config
+from generator.errors import UserError
+from generator.runs import atomic_save, load_checkpoint
+
+FILES = {"stage1": "stage1.pt", "pose": "pose.pt", "stage2": "stage2.pt"}
+PROVENANCE = "provenance.json"
+
+
+def default_dir() -> Path:
+    """The reference checkpoints installed with the package."""
+    return Path(__file__).resolve().parent / "reference"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance(reference_dir: str | os.PathLike | None = None) -> dict:
+    """``provenance.json`` of a reference folder, after checking each checkpoint against its sha256."""
+    ref = Path(reference_dir) if reference_dir else default_dir()
+    path = ref / PROVENANCE
+    if not path.is_file():
+        raise UserError(f"{path}: no reference checkpoints here; run `make reference` to train them, "
+                        "or pass --from-scratch to train every stage in this run")
+    prov = json.loads(path.read_text())
+    for name in FILES.values():
+        f = ref / name
+        if not f.is_file():
+            raise UserError(f"{f}: missing; reinstall the package or rerun `make reference`")
+        want = prov["files"][name]["sha256"]
+        if sha256_file(f) != want:
+            raise UserError(f"{f}: sha256 differs from {path} (a changed or partial file); reinstall the package "
+                            "or rerun `make reference`")
+    return prov
+
+
+def half(state: dict) -> dict:
+    """A state dict with floating-point tensors in fp16 (integer buffers such as BN counters untouched)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _install_one(src: Path, dst_dir: Path, edit) -> dict:
+    snap = load_checkpoint(src)
+    edit(snap["config"])
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save(snap, dst_dir / "snapshot.pt")
+    return snap
+
+
+def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, data_root: str | os.PathLike,
+            progress: bool = True) -> dict:
+    """Write ``out/{stage1,pose,stage2}`` run directories from the verified reference checkpoints, with their data
+    paths pointing at ``data_root``, and stage II's real embedding banks computed on that data. Returns the provenance.
+
+    Skipped when ``out`` already holds them from the same checkpoints (``out/reference.json``)."""
+    from generator.train_pose import PoseConfig
+    from generator.train_stage1 import Stage1Config
+    from generator.train_stage2 import Stage2Config, real_embeddings
+    from generator.config import from_dict
+
+    ref = Path(reference_dir) if reference_dir else default_dir()
+    prov = provenance(ref)
+    out, data_root = Path(out), Path(data_root)
+    stamp = out / "reference.json"
+    marker = {"reference": str(ref), "sha256": {n: prov["files"][n]["sha256"] for n in FILES.values()},
+              "data_root": str(data_root)}
+    if stamp.is_file() and json.loads(stamp.read_text()) == marker and (out / "stage2" / "embeddings.pt").is_file():
+        return prov
+    s1_run, pose_run, s2_run = out / "stage1", out / "pose", out / "stage2"
+
+    def data_here(c):
+        c["data"]["root"] = str(data_root)
+        c["data"]["simulate_ids"] = 0
+
+    def runs_here(c):
+        c.update(stage1_run=str(s1_run), pose_run=str(pose_run), data_root=str(data_root))
+
+    for name, run, edit, cls in (("stage1", s1_run, data_here, Stage1Config), ("pose", pose_run, data_here, PoseConfig),
+                                 ("stage2", s2_run, runs_here, Stage2Config)):
+        snap = _install_one(ref / FILES[name], run, edit)
+        save_config(from_dict(cls, snap["config"], str(ref / FILES[name])), run / "config.yaml")
+    emb = real_embeddings(s1_run, pose_run, data_root, progress=progress)
+    atomic_save(emb, s2_run / "embeddings.pt")
+    tmp = stamp.with_name(f".{stamp.name}.tmp")
+    tmp.write_text(json.dumps(marker, indent=1))
+    tmp.replace(stamp)
+    return prov
+
+
+def fp16_error(G32: torch.nn.Module, batch: dict) -> dict:
+    """How far fp16 weights move stage I's reconstructions: max and mean |difference| in grey levels (0..255)."""
+    import copy
+
+    G16 = copy.deepcopy(G32)
+    G16.load_state_dict({k: v.float() for k, v in half(G32.state_dict()).items()})
+    args = (batch["image"], batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"], batch["pose_maps"])
+    with torch.no_grad():
+        a, b = G32.eval()(*args)[0].clamp(-1, 1), G16.eval()(*args)[0].clamp(-1, 1)
+    d = (a - b).abs() * 127.5
+    return {"max_grey_levels": round(float(d.max()), 4), "mean_grey_levels": round(float(d.mean()), 5)}
