@@ -62,7 +62,12 @@ def test_reference_job_trains_packages_and_reuses(tmp_path):
     rc, stdout, err = run_cli(*args)
     assert rc == 0, err[-3000:]
     prov = provenance(pkg)
-    assert prov["steps"] == {"stage1": 8, "pose": 50, "stage2": {"fg": 10, "bg": 10, "pose": 10}}
+    # the end of the L1 warm-up ships (ship_stage1), without a discriminator it never trained with, and stage II
+    # learnt that model's embeddings
+    assert prov["steps"] == {"stage1": 4, "pose": 50, "stage2": {"fg": 10, "bg": 10, "pose": 10}}
+    assert prov["stage1_shipped"] == {"snapshot": "snapshot-l1.pt", "with_discriminator": False}
+    assert prov["configs"]["stage2"]["stage1_run"].endswith("snapshot-l1.pt")
+    assert "D" not in torch.load(pkg / FILES["stage1"], map_location="cpu", weights_only=True)
     assert [r["step"] for r in prov["held_out_ssim_during_training"]] == [4, 8]
     for name in FILES.values():
         assert prov["files"][name]["sha256"] == sha256_file(pkg / name)
