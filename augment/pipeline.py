@@ -220,7 +220,8 @@ def _models_paragraph(out: Path, cfg: PipelineConfig, s1cfg, prov: dict | None) 
     same = (data["identities"], data["seed"]) == (cfg.sim_ids, cfg.sim_seed)
     return (f"Models: **the reference checkpoints shipped with the package** ({cfg.reference or 'generator/reference/'}, "
             f"sha256-verified against its `provenance.json`), trained by `make reference`: stage I {prov['steps']['stage1']} "
-            f"steps at {size}, {m.channels} channels, in {wall.get('stage1', 0) / 60:.0f} min; the pose AE and stage II in "
+            f"steps at {size}, {m.channels} channels ({prov.get('stage1_shipped', {}).get('snapshot', 'snapshot.pt')} of the "
+            f"{s1['config']['train']['steps']}-step run that took {wall.get('stage1', 0) / 60:.0f} min); the pose AE and stage II in "
             f"{(wall.get('pose', 0) + wall.get('stage2', 0)) / 60:.0f} min (machine: {prov['machine']['processor']}, "
             f"{prov['machine']['threads']} threads, CUDA {prov['machine']['cuda']}). They were trained on SimMarket seed "
             f"{data['seed']} with {data['identities']} identities ({data['train_ids']} for training)"
