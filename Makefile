@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_build.py
 	$(PY) benchmarks/bench_stage1.py
+	$(PY) benchmarks/bench_reid.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -28,6 +28,7 @@ class ReidTrainConfig:
     steps_per_epoch: int = 0  # batches per epoch; 0: one pass over the training data
     lr: float = 0.0015
     workers: int = 2
+    channels_last: bool = True  # NHWC weights: 1.27x faster osnet_x0_25 steps on 2 CPU cores (benchmarks/bench_reid.py)
     weights: str = ""  # local state-dict file to start from ('' = random init, nothing is downloaded)
     device: str = "auto"
 
@@ -86,6 +87,8 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     dm = build_datamanager(source, target, tuple(cfg.size), cfg.batch, cfg.workers, train_sampler(cfg.loss),
                            use_gpu=device.type == "cuda")
     model = build_model(cfg.model, dm.num_train_pids, cfg.loss, cfg.weights or None).to(device)
+    if cfg.channels_last:  # convolutions follow the weights' memory format; inputs can stay NCHW
+        model = model.to(memory_format=torch.channels_last)
     if init_from is not None:
         state = load_checkpoint(init_from)["model"]
         own = model.state_dict()
