@@ -28,7 +28,7 @@ class ReidTrainConfig:
     steps_per_epoch: int = 0  # batches per epoch; 0: one pass over the training data
     lr: float = 0.0015
     workers: int = 2
-    channels_last: bool = True  # NHWC weights: 1.27x faster osnet_x0_25 steps on 2 CPU cores (benchmarks/bench_reid.py)
+    channels_last: bool = True  # NHWC weights: 1.40x faster osnet_x0_25 steps on 2 CPU cores (benchmarks/bench_reid.py)
     weights: str = ""  # local state-dict file to start from ('' = random init, nothing is downloaded)
     device: str = "auto"
 

@@ -26,6 +26,9 @@ def test_ssim_properties():
     b[:, :, 8:] = 0  # differences outside the region do not count
     sc = region_scores(b, a, region)
     assert torch.allclose(sc["l1"], torch.zeros(3)) and torch.allclose(sc["colour"], torch.zeros(3), atol=1e-4)
+    # the SSIM of a region and of its complement make up the whole-image SSIM, weighted by area
+    inside, outside = region_scores(noisy, a, region)["ssim"], region_scores(noisy, a, ~region)["ssim"]
+    assert torch.allclose(0.25 * inside + 0.75 * outside, ssim(noisy, a), atol=1e-5)  # 8 of 32 rows
 
 
 def test_api_round_trip_and_swaps(sim_small, tmp_path):
@@ -63,4 +66,7 @@ def test_eval_cli_writes_table(sim_small, tmp_path):
     for k in ("pose", "background", "foreground"):
         assert np.isfinite(m["swaps"][f"{k}/model/l1"]) and m["swaps"][f"{k}/copy_source/l1"] > 0
     assert "copy the source" in (tmp_path / "s1" / "eval" / "metrics.md").read_text()
+    r = m["reconstruction"]
+    assert r["images"] == 16 and all(-1 <= r[k] <= 1 for k in ("ssim", "person_ssim", "background_ssim"))
+    assert "inside the person / outside" in (tmp_path / "s1" / "eval" / "metrics.md").read_text()
     assert (tmp_path / "s1" / "eval" / "swaps.png").exists()
