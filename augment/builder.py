@@ -21,19 +21,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from augment.stage2_report import load_stage2
 from generator.config import from_dict, to_dict
+from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.data.manifest import write_manifest
+from generator.data.market import SPLIT_DIRS, MarketWriter, format_name
 from generator.errors import UserError
-from generator.keypoints import rcv_to_yx, write_keypoints_csv
-from generator.market import MarketWriter, SPLIT_DIRS, format_name
-from generator.runs import atomic_write_text, load_checkpoint
+from generator.io import atomic_write_text, load_checkpoint, progress_bar
+from generator.models.stage1 import DCGANDiscriminator
 from generator.shipped import sha256_file
+from generator.training.stage1 import Stage1Config
+from reid.retrieval import CosineIndex, kmeans, nearest
 
 
 @dataclass
@@ -54,13 +61,10 @@ class BuildConfig:
     test_share: float = 0.0  # share of identities for query / gallery (0: everything in bounding_box_train)
     jpeg_quality: int = 95
     export_imagefolder: bool = False  # also write imagefolder/<pid>/ (hard links)
-    device: str = "cpu"
 
 
 def config_hash(cfg: BuildConfig) -> str:
-    d = to_dict(cfg)
-    d.pop("device")
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -97,8 +101,6 @@ class IdentityPlan:
 
 class Builder:
     def __init__(self, cfg: BuildConfig):
-        from augment.stage2_report import load_stage2
-
         self.cfg = cfg
         if cfg.identities < 1 or cfg.identities > 9999:
             raise UserError(f"identities {cfg.identities}: must be 1..9999 (4-digit Market-1501 pids)")
@@ -119,9 +121,6 @@ class Builder:
         self.candidates = int(np.ceil(cfg.images_per_id / cfg.quality_keep))
 
     def _load_discriminator(self):
-        from generator.networks import DCGANDiscriminator
-        from generator.train_stage1 import Stage1Config
-
         snap = load_checkpoint(Path(self.s2cfg.stage1_run) / "snapshot.pt")
         state_path = Path(self.s2cfg.stage1_run) / "state.pt"
         if "D" in snap:  # shipped reference checkpoints carry D in the snapshot
@@ -139,8 +138,6 @@ class Builder:
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> tuple[list[IdentityPlan], dict]:
-        from reid.retrieval import CosineIndex, kmeans, nearest
-
         cfg = self.cfg
         bank_bg = self.emb["bg"].numpy()
         centroids = kmeans(bank_bg, cfg.cameras, seed=cfg.seed)
@@ -260,8 +257,6 @@ def _rows_for_identity(p: IdentityPlan, keep: list[int], scores, kps) -> list[di
 
 def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
     """Build (this shard of) the Virtual Market; returns a summary. Resumes a killed build of the same config."""
-    from tqdm import tqdm
-
     out = Path(cfg.out)
     h = config_hash(cfg)
     marker = out / "build.json"
@@ -293,7 +288,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     writer = MarketWriter(out, cfg.jpeg_quality)
     todo = [p for p in mine if p.index not in done]
     n_img, t_render = 0, time.perf_counter()
-    for p in tqdm(todo, desc=f"build shard {i}/{n}", unit="id", disable=not progress, mininterval=0.5):
+    for p in progress_bar(todo, desc=f"build shard {i}/{n}", unit="id", enabled=progress, mininterval=0.5):
         imgs, scores, kps = builder.render_identity(p)
         keep = builder.select(p, scores)
         rows = _rows_for_identity(p, keep, scores, kps)
@@ -328,10 +323,6 @@ def _read_parts(out: Path) -> dict[int, dict]:
 
 def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: dict[int, dict]) -> dict:
     """Manifest (CSV + parquet), keypoint CSVs, optional ImageFolder export and README.txt, from the progress files."""
-    import pandas as pd
-
-    from generator.simmarket import write_manifest
-
     rows = [r for p in plans for r in recs[p.index]["rows"]]
     kp = {"train": {}, "test": {}}
     for r in rows:
@@ -377,8 +368,6 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
 
 def export_imagefolder(out: Path, df) -> None:
     """imagefolder/<pid>/<name>.jpg hard links (copies where links are not possible)."""
-    import shutil
-
     for r in df.itertuples():
         dst = out / "imagefolder" / f"{r.pid:04d}" / Path(r.path).name
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,26 @@ Errors a user can fix (``UserError``) print as one line and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections import Counter
+from pathlib import Path
 
+import yaml
+
+from augment.builder import BuildConfig, build, parse_shard
+from augment.pipeline import PipelineConfig, run_pipeline
+from augment.reference import ReferenceConfig, run_reference
+from augment.stage2_report import quality_table, report, sample_grids
+from generator.config import load_config
+from generator.data.dataset import load_image, market_dataset
 from generator.errors import UserError
+from generator.eval.stage1_report import evaluate
+from generator.io import progress_bar
+from generator.simmarket.dataset import parse_size, simulate
+from generator.training import pose_ae, stage1, stage2
+from generator.training.runs import latest_run_dir, new_run_dir
+from reid.ablation import AblationConfig, run_ablation
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,8 +36,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_simulate(args) -> None:
-    from generator.simmarket import parse_size, simulate
-
     size = parse_size(args.size)
     s = simulate(args.out, args.ids, seed=args.seed, size=size, overwrite=args.overwrite, progress=not args.quiet)
     print(
@@ -32,17 +47,10 @@ def _cmd_simulate(args) -> None:
 
 
 def _cmd_check(args) -> None:
-    from collections import Counter
-
-    from tqdm import tqdm
-
-    from generator.data import load_image, market_dataset
-    from generator.simmarket import parse_size
-
     size = parse_size(args.size)
     splits = ("train", "query", "gallery")
     ds = market_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True)
-    for r in tqdm(ds.records, desc="checking images", unit="img", disable=args.quiet, mininterval=0.5):
+    for r in progress_bar(ds.records, desc="checking images", unit="img", enabled=not args.quiet, mininterval=0.5):
         load_image(r.path, size)
     by_split = Counter(r.split for r in ds.records)
     ids = {s: len({r.pid for r in ds.records if r.split == s and r.pid > 0}) for s in splits}
@@ -55,27 +63,13 @@ def _cmd_check(args) -> None:
     )
 
 
-def _train_jobs() -> dict:
-    """job name -> (config class, train function); a plain dict, the user picks one by name."""
-    from generator import train_pose, train_stage1
-
-    jobs = {"stage1": (train_stage1.Stage1Config, train_stage1.train), "pose": (train_pose.PoseConfig, train_pose.train)}
-    try:
-        from generator import train_stage2
-
-        jobs["stage2"] = (train_stage2.Stage2Config, train_stage2.train)
-    except ImportError:
-        pass
-    return jobs
+# job name -> (config class, train function); a plain dict, the user picks one by name
+TRAIN_JOBS = {"stage1": (stage1.Stage1Config, stage1.train), "pose": (pose_ae.PoseConfig, pose_ae.train),
+              "stage2": (stage2.Stage2Config, stage2.train)}
 
 
 def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: str):
     """(config path, run directory, resuming?) for a training command."""
-    import os
-    from pathlib import Path
-
-    from generator.runs import latest_run_dir, new_run_dir
-
     desc = Path(config).stem if config else "default"
     if resume not in (None, False):
         if resume is True:
@@ -101,9 +95,7 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
 
 
 def _cmd_train(args) -> None:
-    from generator.config import load_config
-
-    cls, fn = _train_jobs()[args.job]
+    cls, fn = TRAIN_JOBS[args.job]
     config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
     cfg = load_config(cls, config, args.set)
     kwargs = {}
@@ -112,21 +104,13 @@ def _cmd_train(args) -> None:
             raise UserError("--factor applies to `vmarket train stage2` only")
         kwargs["factors"] = ["fg", "bg", "pose"] if args.factor == "all" else [args.factor]
     result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet, **kwargs)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
 
 
 def _cmd_eval(args) -> None:
-    from pathlib import Path
-
-    import yaml
-
-    from generator.evaluate import evaluate
-
     run = Path(args.run)
     if args.job == "stage2":
-        from augment.stage2_report import quality_table, report
-
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
         out = Path(args.out) if args.out else run / "eval"
@@ -149,10 +133,6 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_sample(args) -> None:
-    from pathlib import Path
-
-    from augment.stage2_report import sample_grids
-
     run = Path(args.run)
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
@@ -162,9 +142,6 @@ def _cmd_sample(args) -> None:
 
 
 def _cmd_build(args) -> None:
-    from augment.builder import BuildConfig, build, parse_shard
-    from generator.config import load_config
-
     cfg = load_config(BuildConfig, args.config, args.set)
     s = build(cfg, parse_shard(args.shard), progress=not args.quiet)
     line = (f"build shard {s['shard']}: {s['identities']} identities ({s['rendered_now']} rendered now, "
@@ -178,19 +155,13 @@ def _cmd_build(args) -> None:
 
 
 def _cmd_reid(args) -> None:
-    from generator.config import load_config
-    from reid.ablation import AblationConfig, run_ablation
-
     cfg = load_config(AblationConfig, args.config, args.set)
     run_ablation(cfg, progress=not args.quiet)
-    print((__import__("pathlib").Path(cfg.out) / "results.md").read_text(), end="")
+    print((Path(cfg.out) / "results.md").read_text(), end="")
     print(f"-> {cfg.out}/results.csv, results.md, cmc.png")
 
 
 def _cmd_reference(args) -> None:
-    from augment.reference import ReferenceConfig, run_reference
-    from generator.config import load_config
-
     cfg = load_config(ReferenceConfig, args.config, args.set)
     prov = run_reference(cfg, progress=not args.quiet)
     s1 = prov["metrics"]["stage1"]["reconstruction"]
@@ -199,9 +170,6 @@ def _cmd_reference(args) -> None:
 
 
 def _cmd_pipeline(args) -> None:
-    from augment.pipeline import PipelineConfig, run_pipeline
-    from generator.config import load_config
-
     cfg = load_config(PipelineConfig, args.config, args.set + (["from_scratch=true"] if args.from_scratch else []))
     path = run_pipeline(cfg, progress=not args.quiet)
     print(f"pipeline finished -> {path}")

@@ -9,9 +9,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from augment.builder import BuildConfig, build
+from augment.stage2_report import report as stage2_report
+from augment.stage2_report import sample_grids
 from generator.config import from_dict, load_config
 from generator.errors import UserError
-from generator.runs import atomic_write_text, load_checkpoint
+from generator.eval.stage1_report import evaluate
+from generator.io import atomic_write_text, load_checkpoint
+from generator.shipped import install
+from generator.simmarket.dataset import simulate
+from generator.training.pose_ae import PoseConfig
+from generator.training.pose_ae import train as train_pose
+from generator.training.stage1 import Stage1Config
+from generator.training.stage1 import train as train_stage1
+from generator.training.stage2 import Stage2Config
+from generator.training.stage2 import train as train_stage2
+from reid.ablation import AblationConfig, run_ablation
 
 
 @dataclass
@@ -71,8 +84,6 @@ class StageTimer:
 
 def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print) -> None:
     """SimMarket at each (root, size), unless it is already there."""
-    from generator.simmarket import simulate
-
     for root, size in roots_sizes:
         if not (root / "simmarket.json").exists():
             s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress)
@@ -81,10 +92,6 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
 
 def generator_configs(out: Path, gen_root: Path, size, stage1: str, pose: str, stage2: str, set_: list[str]):
     """The stage-I, pose-AE and stage-II configs of a pipeline, their data and run paths redirected under ``out``."""
-    from generator.train_pose import PoseConfig
-    from generator.train_stage1 import Stage1Config
-    from generator.train_stage2 import Stage2Config
-
     gen = [f"data.root={gen_root}", f"data.size={list(size)}", "data.simulate_ids=0"]
     s1cfg = load_config(Stage1Config, stage1, gen + _overrides(set_, "stage1"))
     pcfg = load_config(PoseConfig, pose, gen + _overrides(set_, "pose"))
@@ -97,10 +104,6 @@ def train_generator(out: Path, gen_root: Path, s1cfg, pcfg, s2cfg, eval_pairs: i
                     progress: bool = True, log=print) -> None:
     """Pose AE, stage I, its evaluation, stage II, its evaluation and sample grids, under ``out``; each resumes
     after a kill and is skipped when it has finished."""
-    from generator.train_pose import train as train_pose
-    from generator.train_stage1 import train as train_stage1
-    from generator.train_stage2 import train as train_stage2
-
     s1_run, pose_run, s2_run = out / "stage1", out / "pose", out / "stage2"
 
     def pose():
@@ -130,9 +133,6 @@ def train_generator(out: Path, gen_root: Path, s1cfg, pcfg, s2cfg, eval_pairs: i
 def evaluate_generator(out: Path, gen_root: Path, eval_pairs: int, stage: StageTimer, progress: bool = True,
                        log=print, train_stage2=None) -> None:
     """Stage-I evaluation, then (after ``train_stage2`` when given) the stage-II evaluation and sample grids."""
-    from augment.stage2_report import report as stage2_report, sample_grids
-    from generator.evaluate import evaluate
-
     s1_run, s2_run = out / "stage1", out / "stage2"
 
     def eval1():
@@ -152,9 +152,6 @@ def evaluate_generator(out: Path, gen_root: Path, eval_pairs: int, stage: StageT
 
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
-    from augment.builder import BuildConfig, build
-    from reid.ablation import AblationConfig, run_ablation
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
@@ -169,8 +166,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
                             "out (--set out=...) or delete the folder")
         train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
     else:
-        from generator.shipped import install
-
         if (out / "stage1" / "state.pt").exists():
             raise UserError(f"{out}: holds stages trained from scratch; rerun with --from-scratch, or give the "
                             "reference run another out (--set out=...)")
@@ -207,8 +202,6 @@ def _copy(src: Path, dst: Path) -> str:
 
 
 def _models_paragraph(out: Path, cfg: PipelineConfig, s1cfg, prov: dict | None) -> str:
-    from generator.train_stage1 import Stage1Config
-
     s1 = load_checkpoint(out / "stage1" / "snapshot.pt")
     m = from_dict(Stage1Config, s1["config"]).model
     size = f"{s1['config']['data']['size'][0]}x{s1['config']['data']['size'][1]}"

@@ -3,12 +3,22 @@ evaluate them, and ship them as package data (fp16 weights, sha256, provenance) 
 """
 from __future__ import annotations
 
+import json
+import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from augment.pipeline import StageTimer, generator_configs, simulate_data, train_generator
+import torch
+
+from augment.pipeline import StageTimer, evaluate_generator, generator_configs, simulate_data, train_generator
+from generator.api import DisentangledModel
+from generator.errors import UserError
+from generator.eval.stage1_report import held_out_people
+from generator.io import atomic_save, atomic_write_text, load_checkpoint
+from generator.shipped import FILES, PROVENANCE, fp16_error, half, install, sha256_file
 
 
 @dataclass
@@ -56,8 +66,6 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> P
 
 
 def shipped_stage1(cfg: ReferenceConfig, check: bool = True) -> Path:
-    from generator.errors import UserError
-
     path = Path(cfg.out) / "stage1" / cfg.ship_stage1
     if check and not path.is_file():
         raise UserError(f"{path}: missing; ship_stage1 names a snapshot of the stage-I run (snapshot-l1.pt exists only "
@@ -71,21 +79,26 @@ def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> dic
     return package(cfg, progress, log)
 
 
+def repo_relative(obj, root: Path | None = None):
+    """``obj`` (a JSON-like dict / list / str) with every string that is an absolute path inside ``root`` made
+    relative to it. ``root`` defaults to the working directory, the repository root where ``make reference`` runs,
+    so that a provenance file names paths in the repository, not on the machine that trained it."""
+    root = Path.cwd() if root is None else Path(root)
+    if isinstance(obj, dict):
+        return {k: repo_relative(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [repo_relative(v, root) for v in obj]
+    if isinstance(obj, str) and Path(obj).is_absolute():
+        try:
+            return Path(obj).relative_to(root).as_posix()
+        except ValueError:  # outside the repository (e.g. a temporary directory): kept absolute
+            return obj
+    return obj
+
+
 def package(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
     """Ship the trained reference: fp16 checkpoints in ``cfg.package``, evaluated as shipped, ``provenance.json``,
     and the README figures in ``cfg.figures``."""
-    import json
-    import platform
-    import shutil
-
-    import torch
-
-    from augment.pipeline import StageTimer, evaluate_generator
-    from generator.api import DisentangledModel
-    from generator.evaluate import held_out_people
-    from generator.runs import atomic_save, atomic_write_text, load_checkpoint
-    from generator.shipped import FILES, PROVENANCE, fp16_error, half, install, sha256_file
-
     out, pkg = Path(cfg.out), Path(cfg.package)
     gen_root = out / "data" / "sim-gen"
     s1 = load_checkpoint(shipped_stage1(cfg))
@@ -122,18 +135,20 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
     checks = {"reconstruction_ssim_at_least_0.70": stage1_metrics["reconstruction"]["ssim"] >= 0.70}
     for k in ("pose", "background", "foreground"):
         checks[f"{k}_swap_l1_below_copy_source"] = sw[f"{k}/model/l1"] < sw[f"{k}/copy_source/l1"]
-    curve = [json.loads(line) for line in (out / "stage1" / "metrics.jsonl").read_text().splitlines() if "eval_ssim" in line]
+    log_lines = (out / "stage1" / "metrics.jsonl").read_text().splitlines()
+    curve = [json.loads(line) for line in log_lines if "eval_ssim" in line]
     times = json.loads((out / "times.json").read_text())
     prov = {
         "command": "make reference  (vmarket reference configs/reference/reference.yaml)",
-        "reference_config": {k: v for k, v in vars(cfg).items()},
-        "configs": {"stage1": s1["config"], "pose": pose["config"], "stage2": s2["config"]},
+        "reference_config": repo_relative(dict(vars(cfg))),
+        "configs": repo_relative({"stage1": s1["config"], "pose": pose["config"], "stage2": s2["config"]}),
         "git_commits": (out / "commits.txt").read_text().split("\n")[:-1],
         "packaged_at_commit": git_commit(),
         "data": json.loads((gen_root / "simmarket.json").read_text()),
         "stage1_shipped": {"snapshot": cfg.ship_stage1, "with_discriminator": "D" in shipped1},
         "training_run_final_stage1_metrics": json.loads((out / "stage1" / "eval" / "metrics.json").read_text()),
-        "steps": {"stage1": int(s1["step"]), "pose": int(pose["step"]), "stage2": {k: int(v) for k, v in s2["steps"].items()}},
+        "steps": {"stage1": int(s1["step"]), "pose": int(pose["step"]),
+                  "stage2": {k: int(v) for k, v in s2["steps"].items()}},
         "wall_time_s": {k: round(v, 1) for k, v in times.items()},
         "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
@@ -153,6 +168,7 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
             shutil.copyfile(src, figs / name)
     atomic_write_text(pkg / PROVENANCE, json.dumps(prov, indent=1))
     total = sum(f["bytes"] for f in files.values())
-    log(f"[package] {len(files)} checkpoints, {total / 2 ** 20:.1f} MiB, fp16 max difference {fp16['max_grey_levels']:.2f} "
-        f"grey levels; SSIM {stage1_metrics['reconstruction']['ssim']:.3f}; checks {checks} -> {pkg}")
+    log(f"[package] {len(files)} checkpoints, {total / 2 ** 20:.1f} MiB, "
+        f"fp16 max difference {fp16['max_grey_levels']:.2f} grey levels; "
+        f"SSIM {stage1_metrics['reconstruction']['ssim']:.3f}; checks {checks} -> {pkg}")
     return prov

@@ -10,12 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from generator.api import DisentangledModel
+from generator.api import DisentangledModel, Sampler, interpolate
 from generator.config import from_dict
-from generator.embedding_metrics import frechet_distance, plausible_share
-from generator.runs import atomic_write_text, load_checkpoint
-from generator.train_stage2 import FACTORS, GaussianBaseline, Sampler, Stage2Config, split_holdout
+from generator.data.dataset import market_dataset
+from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
+from generator.eval.grids import save_grid
+from generator.io import atomic_write_text, load_checkpoint
+from generator.models.stage2 import FACTORS
+from generator.training.stage2 import Stage2Config, split_holdout
+from reid.retrieval import knn_precision_recall
 
 
 def load_stage2(run: Path):
@@ -25,8 +30,6 @@ def load_stage2(run: Path):
 
 
 def embedding_quality(run: Path, n: int = 2000, seed: int = 0) -> dict:
-    from reid.retrieval import knn_precision_recall
-
     cfg, sampler, model = load_stage2(run)
     emb = load_checkpoint(Path(run) / "embeddings.pt")
     train_idx, hold_idx = split_holdout(len(emb["fg"]), cfg.train.holdout, cfg.train.seed)
@@ -63,8 +66,6 @@ def quality_table(q: dict) -> str:
 
 
 def _save(images: list[torch.Tensor], nrow: int, path: Path) -> None:
-    from generator.train_stage1 import save_grid
-
     save_grid(torch.cat([i.float().cpu() for i in images]), nrow, path)
 
 
@@ -72,8 +73,6 @@ def _save(images: list[torch.Tensor], nrow: int, path: Path) -> None:
 def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: int = 4) -> list[Path]:
     """(a) sampled people, (b) identities: one fg under sampled bg and pose, (c) a real image with each factor
     resampled, (d) interpolation strips per factor."""
-    from generator.data import market_dataset
-
     cfg, sampler, model = load_stage2(run)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = cols * rows
@@ -82,7 +81,6 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
     ids = sampler.sample("fg", rows, seed + 10).repeat_interleave(cols, 0)
     _save([model.decode(ids, sampler.sample("bg", n, seed + 11), sampler.sample("pose", n, seed + 12))], cols,
           out_dir / "b_identities.png")
-    import yaml
 
     root = cfg.data_root or yaml.safe_load((Path(cfg.stage1_run) / "config.yaml").read_text())["data"]["root"]
     ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
@@ -97,7 +95,6 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
             e[factor] = sampler.sample(factor, k, seed + 100 + 10 * i + j)
             rows_c.append(torch.cat([b["image"][i:i + 1], recon[i:i + 1], model.decode(e["fg"], e["bg"], e["pose"])]))
     _save(rows_c, cols, out_dir / "c_resampled_factors.png")
-    from generator.api import interpolate
 
     base_fg, base_bg, base_pose = (sampler.sample(x, 1, seed + 200 + i) for i, x in enumerate(FACTORS))
     strips = []

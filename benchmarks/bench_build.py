@@ -21,10 +21,10 @@ def tiny_stages(d: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from tiny import tiny_pose, tiny_stage1, tiny_stage2
 
-    from generator.simmarket import simulate
-    from generator.train_pose import train as train_pose
-    from generator.train_stage1 import train as train_stage1
-    from generator.train_stage2 import train as train_stage2
+    from generator.simmarket.dataset import simulate
+    from generator.training.pose_ae import train as train_pose
+    from generator.training.stage1 import train as train_stage1
+    from generator.training.stage2 import train as train_stage2
 
     simulate(d / "sim", 16, seed=5, size=(64, 32), progress=False)
     train_stage1(tiny_stage1(d / "sim", **{"train.steps": 4}), d / "s1", progress=False)

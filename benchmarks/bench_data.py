@@ -22,7 +22,9 @@ from PIL import Image
 
 
 def bench_simmarket(tmp: Path, ids: int) -> Path:
-    from generator.simmarket import World, make_identities, plan_dataset, render_spec, simulate
+    from generator.simmarket.dataset import plan_dataset, render_spec, simulate
+    from generator.simmarket.identity import make_identities
+    from generator.simmarket.world import World
 
     world = World(0, 128, 64)
     identities = make_identities(0, ids)
@@ -47,7 +49,7 @@ def bench_simmarket(tmp: Path, ids: int) -> Path:
 
 
 def bench_loader(root: Path, batches: int) -> None:
-    from generator.data import load_image, market_dataset
+    from generator.data.dataset import load_image, market_dataset
 
     ds = market_dataset(root, ("train",))
     n = min(len(ds), batches * 16)

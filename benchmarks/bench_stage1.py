@@ -58,9 +58,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated substrings: run only the matching variants (and the baseline)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of the baseline and the fastest variant")
     args = ap.parse_args()
-    from generator.data import market_dataset
-    from generator.networks import DCGANDiscriminator, DisentangledGenerator
-    from generator.simmarket import simulate
+    from generator.data.dataset import market_dataset
+    from generator.models.stage1 import DCGANDiscriminator, DisentangledGenerator
+    from generator.simmarket.dataset import simulate
 
     h, w = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as d:

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from generator.api import DisentangledModel
-from generator.data import market_dataset
-from generator.evaluate import _gaussian_window, reconstruction_metrics, ssim
+from generator.data.dataset import market_dataset
+from generator.eval.image_metrics import _gaussian_window, ssim
+from generator.eval.stage1_report import reconstruction_metrics
 from generator.shipped import FILES, default_dir, provenance
-from generator.simmarket import simulate
+from generator.simmarket.dataset import simulate
 
 
 def blur_ssims(root, splits, size, images: int, sigmas=(1.0, 1.5)) -> list[float]:

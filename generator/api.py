@@ -3,6 +3,8 @@
 ``DisentangledModel.load(stage1_run, pose_run=None)`` gives ``encode(images, keypoints)``
 -> :class:`Factors` (fg, bg, pose) and ``decode(fg, bg, pose)``, plus helpers that
 swap a factor between two batches and interpolate between two embeddings.
+``Sampler.load(stage2_run)`` samples embeddings from the stage-II mappings, and
+``real_embeddings`` encodes a training split into the real embedding banks.
 """
 from __future__ import annotations
 
@@ -12,11 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from generator.config import from_dict
-from generator.keypoints import pose_vector_to_rcv, rcv_to_pose_vector
+from generator.config import DataConfig, from_dict
+from generator.data.dataset import market_dataset
+from generator.data.keypoints import pose_vector_to_rcv, rcv_to_pose_vector
+from generator.io import load_checkpoint, progress_bar
+from generator.models.pose_ae import PoseModelConfig, build_pose_ae
+from generator.models.stage1 import Stage1ModelConfig, build_generator
+from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_mapping, mapping_width
 from generator.pose import body_rois, pose_heatmaps, pose_mask
-from generator.runs import load_checkpoint
 
 
 @dataclass
@@ -45,20 +52,20 @@ class DisentangledModel:
     @classmethod
     def load(cls, stage1: str | os.PathLike, pose: str | os.PathLike | None = None, device: str = "cpu") -> "DisentangledModel":
         """From a stage-I run directory or snapshot file, and optionally a pose-AE run."""
-        from generator.train_stage1 import Stage1Config, build_generator
-
-        snap = load_checkpoint(_snapshot_path(stage1))
-        cfg = from_dict(Stage1Config, snap["config"], str(_snapshot_path(stage1)))
-        G = build_generator(cfg.model, cfg.data.size)
+        where = str(_snapshot_path(stage1))
+        snap = load_checkpoint(where)
+        # only the model and data sections are needed for inference; the training section stays with the run
+        model_cfg = from_dict(Stage1ModelConfig, snap["config"]["model"], f"{where}: model")
+        data = from_dict(DataConfig, snap["config"]["data"], f"{where}: data")
+        G = build_generator(model_cfg, data.size)
         G.load_state_dict({k: v.float() for k, v in snap["G"].items()})
         pose_ae = None
         if pose is not None:
-            from generator.train_pose import PoseConfig, build_pose_ae
-
-            psnap = load_checkpoint(_snapshot_path(pose))
-            pose_ae = build_pose_ae(from_dict(PoseConfig, psnap["config"], str(_snapshot_path(pose))).model)
+            pwhere = str(_snapshot_path(pose))
+            psnap = load_checkpoint(pwhere)
+            pose_ae = build_pose_ae(from_dict(PoseModelConfig, psnap["config"]["model"], f"{pwhere}: model"))
             pose_ae.load_state_dict({k: v.float() for k, v in psnap["model"].items()})
-        return cls(G, cfg.data.size, cfg.data.heatmap_radius, cfg.data.mask_radius, pose_ae, device)
+        return cls(G, data.size, data.heatmap_radius, data.mask_radius, pose_ae, device)
 
     # pose geometry on a batch of keypoints
     def pose_inputs(self, keypoints: torch.Tensor):
@@ -116,3 +123,49 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     """(steps, *a.shape) linear interpolation from embedding ``a`` to ``b`` (both ends included)."""
     t = torch.linspace(0, 1, steps, device=a.device).view(-1, *([1] * a.dim()))
     return (1 - t) * a[None] + t * b[None]
+
+
+class Sampler:
+    """Sampling embeddings from trained stage-II mappings: ``sample(factor, n, seed)``."""
+
+    def __init__(self, nets: dict, z_std: float, dims: dict, device="cpu"):
+        self.nets = {f: n.eval().to(device) for f, n in nets.items()}
+        self.z_std, self.dims, self.device = z_std, dims, torch.device(device)
+
+    @classmethod
+    def load(cls, run, device="cpu") -> "Sampler":
+        where = str(_snapshot_path(run))
+        snap = load_checkpoint(where)
+        m = from_dict(Stage2ModelConfig, snap["config"]["model"], f"{where}: model")
+        nets = {}
+        for f in FACTORS:
+            net = build_mapping(snap["dims"][f], mapping_width(m, f), m.blocks)
+            net.load_state_dict({k: v.float() for k, v in snap["nets"][f].items()})
+            nets[f] = net
+        return cls(nets, m.z_std, snap["dims"], device)
+
+    @torch.no_grad()
+    def sample(self, factor: str, n: int, seed: int) -> torch.Tensor:
+        """(n, dim) embeddings of ``factor``; the same seed gives the same samples."""
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, self.dims[factor], generator=g) * self.z_std
+        return self.nets[factor](z.to(self.device))
+
+    @torch.no_grad()
+    def sample_z(self, factor: str, z: torch.Tensor) -> torch.Tensor:
+        return self.nets[factor](z.to(self.device))
+
+
+@torch.no_grad()
+def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}."""
+    model = DisentangledModel.load(stage1_run, pose=pose_run)
+    root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
+    ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
+    out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
+    for s in progress_bar(range(0, len(ds), batch), desc="embedding", unit="batch", enabled=progress, mininterval=0.1):
+        b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])
+        f = model.encode(b["image"], b["keypoints"])
+        for k, v in (("fg", f.fg), ("bg", f.bg), ("pose", f.pose), ("keypoints", f.keypoints), ("pid", b["pid"])):
+            out[k].append(v.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from generator.errors import UserError
+from generator.io import atomic_write_text
 
 
 def _type_name(tp) -> str:
@@ -115,9 +116,7 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
 
 
 def save_config(cfg, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 @dataclasses.dataclass
@@ -132,12 +131,3 @@ class DataConfig:
     heatmap_radius: int = 4  # disk radius of the 18 pose maps
     mask_radius: int = 7  # disk radius of the coarse pose mask
 
-
-def prepare_data(data: DataConfig, progress: bool = True) -> Path:
-    """The dataset root, simulating SimMarket first when the config asks for it and it is missing."""
-    root = Path(data.root)
-    if not root.exists() and data.simulate_ids > 0:
-        from generator.simmarket import simulate
-
-        simulate(root, data.simulate_ids, seed=data.simulate_seed, size=tuple(data.size), progress=progress)
-    return root

@@ -8,6 +8,7 @@ read like any trained run.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -15,9 +16,13 @@ from pathlib import Path
 
 import torch
 
-from generator.config import save_config
+from generator.api import real_embeddings
+from generator.config import from_dict, save_config
 from generator.errors import UserError
-from generator.runs import atomic_save, load_checkpoint
+from generator.io import atomic_save, atomic_write_json, load_checkpoint
+from generator.training.pose_ae import PoseConfig
+from generator.training.stage1 import Stage1Config
+from generator.training.stage2 import Stage2Config
 
 FILES = {"stage1": "stage1.pt", "pose": "pose.pt", "stage2": "stage2.pt"}
 PROVENANCE = "provenance.json"
@@ -74,11 +79,6 @@ def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, dat
     paths pointing at ``data_root``, and stage II's real embedding banks computed on that data. Returns the provenance.
 
     Skipped when ``out`` already holds them from the same checkpoints (``out/reference.json``)."""
-    from generator.train_pose import PoseConfig
-    from generator.train_stage1 import Stage1Config
-    from generator.train_stage2 import Stage2Config, real_embeddings
-    from generator.config import from_dict
-
     ref = Path(reference_dir) if reference_dir else default_dir()
     prov = provenance(ref)
     out, data_root = Path(out), Path(data_root)
@@ -102,16 +102,12 @@ def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, dat
         save_config(from_dict(cls, snap["config"], str(ref / FILES[name])), run / "config.yaml")
     emb = real_embeddings(s1_run, pose_run, data_root, progress=progress)
     atomic_save(emb, s2_run / "embeddings.pt")
-    tmp = stamp.with_name(f".{stamp.name}.tmp")
-    tmp.write_text(json.dumps(marker, indent=1))
-    tmp.replace(stamp)
+    atomic_write_json(stamp, marker)
     return prov
 
 
 def fp16_error(G32: torch.nn.Module, batch: dict) -> dict:
     """How far fp16 weights move stage I's reconstructions: max and mean |difference| in grey levels (0..255)."""
-    import copy
-
     G16 = copy.deepcopy(G32)
     G16.load_state_dict({k: v.float() for k, v in half(G32.state_dict()).items()})
     args = (batch["image"], batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"], batch["pose_maps"])

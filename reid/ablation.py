@@ -11,14 +11,16 @@ simply train longer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from generator.config import save_config
 from generator.errors import UserError
-from generator.runs import atomic_write_text
+from generator.io import atomic_path, atomic_write_text
+from reid.torchreid_adapter import market_records, merge_records, register_dataset, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
 SOURCES = ("real", "virtual", "real+virtual")
@@ -51,8 +53,6 @@ def _slug(setting: str) -> str:
 def register_sources(cfg: AblationConfig, needed: set[str]) -> tuple[dict[str, str], list]:
     """torchreid dataset names for the sources the settings use (all share the real query / gallery), and the
     real training records."""
-    from reid.torchreid_adapter import market_records, merge_records, register_dataset
-
     if not cfg.real_root:
         raise UserError("real_root: set it to a Market-1501-format dataset (its query / gallery are the test set)")
     real = market_records(cfg.real_root)
@@ -68,10 +68,6 @@ def register_sources(cfg: AblationConfig, needed: set[str]) -> tuple[dict[str, s
 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
-    from dataclasses import replace
-
-    from reid.torchreid_adapter import train_batches_per_epoch
-
     recipes = {s: parse_setting(s) for s in cfg.settings}
     names, real_train = register_sources(cfg, {st for r in recipes.values() for st in r})
     train = cfg.train
@@ -93,7 +89,7 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
                 tcfg = train if k == 0 or not cfg.finetune_epochs else replace(train, epochs=cfg.finetune_epochs)
                 res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init, progress=progress)
                 init = run / "state.pt"
-                steps = None if steps is None or "steps" not in res else steps + res["steps"]  # None: an older run
+                steps += res["steps"]
             skip = ("source", "target", "steps")
             results.append({"setting": setting, "seed": seed, "steps": steps,
                             **{k: v for k, v in res.items() if k not in skip}})
@@ -104,23 +100,18 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
 
 
 def write_results(results: list[dict], out: Path, matched: bool = False) -> None:
-    import pandas as pd
-
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "cmc"} for r in results])
-    tmp = out / ".results.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(out / "results.csv")
+    with atomic_path(out / "results.csv") as tmp:
+        df.to_csv(tmp, index=False)
     atomic_write_text(out / "results.md", results_table(df, matched=matched))
     cmc_plot(results, out / "cmc.png")
 
 
 def results_table(df, matched: bool = False) -> str:
-    import pandas as pd
-
     lines = ["| setting | seeds | steps | rank-1 | rank-5 | mAP | mINP |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for setting, g in df.groupby("setting", sort=False):
         cell = lambda c: f"{100 * g[c].mean():.1f} ± {100 * g[c].std(ddof=0):.1f}"  # noqa: E731
-        steps = "/".join(dict.fromkeys("?" if pd.isna(v) else str(int(v)) for v in g["steps"]))  # one unless seeds differ
+        steps = "/".join(dict.fromkeys(str(int(v)) for v in g["steps"]))  # one unless seeds differ
         lines.append(f"| {setting} | {len(g)} | {steps} | {cell('rank1')} | {cell('rank5')} | {cell('mAP')} | {cell('mINP')} |")
     budget = ("iteration-matched: every stage trains as many optimiser steps per epoch as one pass over the real "
               "training data" if matched else
@@ -148,7 +139,6 @@ def cmc_plot(results: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)

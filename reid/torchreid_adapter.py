@@ -8,12 +8,18 @@ batch, and ``RandomIdentitySampler``'s length is an estimate (an epoch may yield
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import warnings
 from pathlib import Path
 
+import torch
+
+from generator.data.market import scan_market
 from generator.errors import UserError
+from generator.io import progress_bar
 
 _TORCHREID_NAME_RE = re.compile(r"([-\d]+)_c(\d)")
 
@@ -57,8 +63,6 @@ def builtin_market1501(root: str | os.PathLike, verbose: bool = False, **kwargs)
 
 def market_records(root, splits=("train", "query", "gallery")) -> dict[str, list[tuple[str, int, int]]]:
     """torchreid records ``(path, pid, camid)`` with 0-based cameras, per split; junk is dropped as torchreid does."""
-    from generator.market import scan_market
-
     out: dict[str, list] = {s: [] for s in splits}
     for r in scan_market(root, splits):
         out[r.split].append((r.path, r.pid, r.camid - 1))
@@ -115,9 +119,6 @@ def register_merged(name: str, real_root, virtual_root, pid_offset: int | None =
 
 def build_datamanager(source: str, target: str, size=(128, 64), batch: int = 32, workers: int = 2,
                       sampler: str = "RandomSampler", num_instances: int = 4, use_gpu: bool = False):
-    import contextlib
-    import io
-
     torchreid = import_torchreid()
     with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints a dataset summary banner
         return torchreid.data.ImageDataManager(
@@ -140,8 +141,6 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str
         raise UserError(f"model {name!r}: unknown to torchreid; try one of {', '.join(MODELS)}")
     model = torchreid.models.build_model(name=name, num_classes=num_classes, loss=loss, pretrained=False)
     if weights:
-        import torch
-
         path = Path(weights)
         if not path.is_file():
             raise UserError(f"{path}: weights file missing; give a local state-dict file (nothing is downloaded)")
@@ -205,11 +204,6 @@ def train_one_epoch(engine, epoch: int, max_epoch: int, progress: bool = True, s
 
     ``steps`` > 0: exactly that many batches, cycling the loader; torchreid's logging reads ``len(train_loader)``.
     """
-    import contextlib
-    import io
-
-    from tqdm import tqdm
-
     engine.epoch, engine.max_epoch = epoch, max_epoch
     loader = engine.train_loader
     seen = 0
@@ -221,8 +215,8 @@ def train_one_epoch(engine, epoch: int, max_epoch: int, progress: bool = True, s
         def __iter__(self):
             nonlocal seen
             batches = _cycle(loader, steps) if steps else loader
-            for batch in tqdm(batches, total=len(self), desc=f"epoch {epoch + 1}/{max_epoch}", unit="batch",
-                              disable=not progress, leave=False):
+            for batch in progress_bar(batches, total=len(self), desc=f"epoch {epoch + 1}/{max_epoch}", unit="batch",
+                                     enabled=progress, leave=False, mininterval=0.1):
                 seen += 1
                 yield batch
 

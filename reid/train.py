@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from generator.errors import UserError
-from generator.runs import atomic_save, atomic_write_text, capture_state, load_checkpoint, restore_state
+from generator.io import atomic_save, atomic_write_text, load_checkpoint
+from generator.training.runs import capture_state, restore_state
 from reid.metrics import RankResult, evaluate_features
+from reid.torchreid_adapter import build_datamanager, build_engine, build_model, train_one_epoch
 
 
 @dataclass
@@ -73,13 +75,11 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
 
     ``init_from``: a ``state.pt`` whose backbone weights start this run (virtual pre-training -> real fine-tuning).
     """
-    from reid.torchreid_adapter import build_datamanager, build_engine, build_model, train_one_epoch
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "result.json").exists():
         done = json.loads((run_dir / "result.json").read_text())
-        _check_same_steps(run_dir / "result.json", done.get("steps_per_epoch", 0), cfg.steps_per_epoch)
+        _check_same_steps(run_dir / "result.json", done["steps_per_epoch"], cfg.steps_per_epoch)
         return done
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           (cfg.device if cfg.device != "auto" else "cpu"))
@@ -98,9 +98,8 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     state = restore_state(run_dir, parts)
     start, steps = 0, 0  # epochs done, optimiser steps done
     if state is not None:
-        _check_same_steps(run_dir / "state.pt", int(state.get("steps_per_epoch", 0)), cfg.steps_per_epoch)
-        start = int(state["epoch"])
-        steps = int(state.get("steps", start * (cfg.steps_per_epoch or len(dm.train_loader))))  # older states lack it
+        _check_same_steps(run_dir / "state.pt", int(state["steps_per_epoch"]), cfg.steps_per_epoch)
+        start, steps = int(state["epoch"]), int(state["steps"])
     for epoch in range(start, cfg.epochs):
         steps += train_one_epoch(engine, epoch, cfg.epochs, progress, steps=cfg.steps_per_epoch)
         atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch),

@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture(scope="session")
 def sim_root(tmp_path_factory):
     """A small SimMarket dataset at <tmp>/market1501 (the name torchreid's market1501 expects)."""
-    from generator.simmarket import simulate
+    from generator.simmarket.dataset import simulate
 
     root = tmp_path_factory.mktemp("sim") / "market1501"
     summary = simulate(root, 24, seed=3, progress=False)
@@ -20,7 +20,7 @@ def sim_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sim_small(tmp_path_factory):
     """A 64x32 SimMarket for tiny training runs."""
-    from generator.simmarket import simulate
+    from generator.simmarket.dataset import simulate
 
     root = tmp_path_factory.mktemp("sim64") / "market1501"
     simulate(root, 16, seed=5, size=(64, 32), progress=False)
@@ -30,10 +30,11 @@ def sim_small(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_stages(sim_small, tmp_path_factory):
     """Tiny trained stage I, pose AE and stage II (seconds), for the builder and report tests."""
-    from generator.train_pose import train as train_pose
-    from generator.train_stage1 import train as train_stage1
-    from generator.train_stage2 import train as train_stage2
     from tiny import tiny_pose, tiny_stage1, tiny_stage2
+
+    from generator.training.pose_ae import train as train_pose
+    from generator.training.stage1 import train as train_stage1
+    from generator.training.stage2 import train as train_stage2
 
     d = tmp_path_factory.mktemp("stages")
     train_stage1(tiny_stage1(sim_small, **{"train.steps": 6, "train.l1_only_steps": 2}), d / "s1", progress=False)

@@ -8,7 +8,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import tiny_stage1  # noqa: E402
 
-from generator.train_stage1 import build_generator, train  # noqa: E402
+from generator.models.stage1 import build_generator
+from generator.training.stage1 import train
 
 root, out = sys.argv[1], Path(sys.argv[2])
 rank = int(os.environ["RANK"])

@@ -2,14 +2,14 @@ import json
 
 import numpy as np
 import torch
-
 from conftest import run_cli
-from generator.api import DisentangledModel, interpolate, swap
-from generator.data import market_dataset
-from generator.evaluate import region_scores, ssim
-from generator.train_pose import train as train_pose
-from generator.train_stage1 import train
 from tiny import tiny_pose, tiny_stage1
+
+from generator.api import DisentangledModel, interpolate, swap
+from generator.data.dataset import market_dataset
+from generator.eval.image_metrics import region_scores, ssim
+from generator.training.pose_ae import train as train_pose
+from generator.training.stage1 import train
 
 
 def test_ssim_properties():

@@ -1,12 +1,11 @@
 import hashlib
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from augment.builder import Builder, BuildConfig, build
 from conftest import run_cli
+
+from augment.builder import BuildConfig, Builder, build
 from generator.config import load_config
 from generator.errors import UserError
 

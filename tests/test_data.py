@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from generator.data import market_dataset
+from generator.data.dataset import market_dataset
 from generator.pose import FLIP_PERM
 
 

@@ -1,9 +1,15 @@
 import numpy as np
 import pytest
 
+from generator.data.keypoints import (
+    pose_vector_to_rcv,
+    rcv_to_pose_vector,
+    rcv_to_yx,
+    read_keypoints_csv,
+    write_keypoints_csv,
+    yx_to_rcv,
+)
 from generator.errors import UserError
-from generator.keypoints import (pose_vector_to_rcv, rcv_to_pose_vector, rcv_to_yx, read_keypoints_csv,
-                                 write_keypoints_csv, yx_to_rcv)
 
 # two rows in the published Market-1501 annotation format, typed by hand
 PUBLISHED = (

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from generator.data.market import MarketWriter, format_name, parse_name, resolve_root, scan_market
 from generator.errors import UserError
-from generator.market import MarketWriter, format_name, parse_name, resolve_root, scan_market
 
 
 def test_name_round_trip():

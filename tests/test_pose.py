@@ -1,7 +1,16 @@
 import numpy as np
 
-from generator.pose import (BODY_ROI_JOINTS, COCO18, FLIP_PERM, LIMBS, body_rois, flip_rcv, limb_points, pose_heatmaps,
-                            pose_mask)
+from generator.pose import (
+    BODY_ROI_JOINTS,
+    COCO18,
+    FLIP_PERM,
+    LIMBS,
+    body_rois,
+    flip_rcv,
+    limb_points,
+    pose_heatmaps,
+    pose_mask,
+)
 
 H, W = 128, 64
 

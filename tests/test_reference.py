@@ -4,18 +4,17 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from generator.errors import UserError
 from generator.shipped import FILES, PROVENANCE, default_dir, provenance, sha256_file
 
 
 def test_shipped_checkpoints_match_provenance_and_decode(tmp_path):
-    from generator.api import DisentangledModel
-    from generator.data import market_dataset
-    from generator.evaluate import ssim
-    from generator.simmarket import simulate
-    from generator.train_stage2 import Sampler
+    from generator.api import DisentangledModel, Sampler
+    from generator.data.dataset import market_dataset
+    from generator.eval.image_metrics import ssim
+    from generator.simmarket.dataset import simulate
 
     ref = default_dir()
     prov = provenance(ref)  # raises unless every file matches its sha256

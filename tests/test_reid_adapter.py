@@ -43,7 +43,13 @@ def test_one_epoch_train_and_evaluate(sim_root, tmp_path, loss):
 def test_steps_per_epoch_caps_and_extends_an_epoch(sim_small, loss):
     import torch
 
-    from reid.torchreid_adapter import build_datamanager, build_engine, build_model, train_batches_per_epoch, train_one_epoch
+    from reid.torchreid_adapter import (
+        build_datamanager,
+        build_engine,
+        build_model,
+        train_batches_per_epoch,
+        train_one_epoch,
+    )
     from reid.train import train_sampler
 
     torch.manual_seed(0)

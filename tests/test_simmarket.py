@@ -4,10 +4,10 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from generator.data import load_image
-from generator.keypoints import read_keypoints_csv, yx_to_rcv
-from generator.market import scan_market
-from generator.simmarket import SimMarket, simulate
+from generator.data.dataset import load_image
+from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
+from generator.data.market import scan_market
+from generator.simmarket.dataset import SimMarket, simulate
 
 
 def _digest(root):

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from generator.data import market_dataset
-from generator.networks import DisentangledGenerator, PoseAutoencoder
-from generator.train_pose import train as train_pose
-from generator.train_stage1 import build_generator, train
 from tiny import tiny_pose, tiny_stage1
+
+from generator.data.dataset import market_dataset
+from generator.models.pose_ae import PoseAutoencoder
+from generator.models.stage1 import DisentangledGenerator, build_generator
+from generator.training.pose_ae import train as train_pose
+from generator.training.stage1 import train
 
 
 def _batch(root, n=4):

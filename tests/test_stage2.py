@@ -3,14 +3,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
-from generator.embedding_metrics import frechet_distance, plausible_share
-from generator.train_pose import train as train_pose
-from generator.train_stage1 import train as train_stage1
-from generator.train_stage2 import GaussianBaseline, Sampler, build_critic, build_mapping, train
-from reid.retrieval import knn_precision_recall
 from tiny import tiny_pose, tiny_stage1, tiny_stage2
+
+from generator.api import Sampler
+from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
+from generator.models.stage2 import build_critic, build_mapping
+from generator.training.pose_ae import train as train_pose
+from generator.training.stage1 import train as train_stage1
+from generator.training.stage2 import train
+from reid.retrieval import knn_precision_recall
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Tiny seeded configs for CPU tests (a few seconds per training run)."""
 from generator.config import load_config
-from generator.train_pose import PoseConfig
-from generator.train_stage1 import Stage1Config
+from generator.training.pose_ae import PoseConfig
+from generator.training.stage1 import Stage1Config
 
 
 def tiny_stage1(root, **overrides) -> Stage1Config:
@@ -21,7 +21,7 @@ def tiny_pose(root, **overrides) -> PoseConfig:
 
 
 def tiny_stage2(stage1_run, pose_run, **overrides):
-    from generator.train_stage2 import Stage2Config
+    from generator.training.stage2 import Stage2Config
 
     sets = [f"stage1_run={stage1_run}", f"pose_run={pose_run}", "model.width_fg=32", "model.width_bg=32",
             "model.width_pose=32", "model.blocks=2", "model.critic_width=32", "train.batch=16", "train.critic_steps=2",

@@ -11,22 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generator.config import DataConfig, prepare_data, save_config, to_dict
-from generator.data import keypoint_file
-from generator.distributed import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
+from generator.config import DataConfig, save_config, to_dict
+from generator.data.dataset import keypoint_file
+from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
+from generator.data.market import scan_market
 from generator.errors import UserError
-from generator.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
-from generator.market import scan_market
-from generator.networks import PoseAutoencoder
+from generator.io import atomic_save, progress_bar
+from generator.models.pose_ae import PoseModelConfig, build_pose_ae
 from generator.pose import flip_rcv
-from generator.runs import RunLog, atomic_save, capture_state, restore_state
-
-
-@dataclass
-class PoseModelConfig:
-    emb_dim: int = 32  # pose embedding
-    width: int = 512  # FC width
-    blocks: int = 4  # residual FC blocks in each half
+from generator.training.runs import RunLog, capture_state, prepare_data, restore_state
+from generator.training.runtime import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
 
 
 @dataclass
@@ -50,10 +44,6 @@ class PoseConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: PoseModelConfig = field(default_factory=PoseModelConfig)
     train: PoseTrainConfig = field(default_factory=PoseTrainConfig)
-
-
-def build_pose_ae(m: PoseModelConfig) -> PoseAutoencoder:
-    return PoseAutoencoder(emb_dim=m.emb_dim, width=m.width, blocks=m.blocks)
 
 
 def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = True) -> torch.Tensor:
@@ -96,9 +86,7 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
     md = wrap_ddp(model, rt)
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     log.line(f"pose AE: {len(data)} poses from {cfg.data.root}, device {rt.device}, world {rt.world_size}")
-    from tqdm import tqdm
-
-    bar = tqdm(total=end, initial=start, desc="pose AE", unit="step", disable=not (progress and rt.is_main), mininterval=1.0)
+    bar = progress_bar(total=end, initial=start, desc="pose AE", unit="step", enabled=progress and rt.is_main)
     acc, n, t_last = 0.0, 0, time.time()
     for step in range(start, end):
         g = torch.Generator().manual_seed(t.seed * 7919 + step)  # the batch is a pure function of the step

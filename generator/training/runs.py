@@ -1,10 +1,10 @@
-"""Run directories, atomic checkpoints and logs (the EDM / stylegan habit of self-describing runs).
+"""Run directories, resumable states and logs (the EDM / stylegan habit of self-describing runs).
 
 A run lives in ``outputs/<job>/<NNNNN>-<desc>/`` and holds ``config.yaml``,
 ``log.txt``, ``metrics.jsonl``, PNG grids, ``snapshot.pt`` (weights + config,
 for inference) and ``state.pt`` (optimisers, step, RNG, for exact resume).
-Every file is written to a temp name and renamed, so a kill never leaves a
-truncated checkpoint.
+Every file is written through ``generator.io``'s atomic helpers, so a kill never
+leaves a truncated checkpoint.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generator.errors import UserError
+from generator.config import DataConfig
+from generator.io import atomic_write_text, load_checkpoint
+from generator.simmarket.dataset import simulate
 
 
 def new_run_dir(parent: str | os.PathLike, desc: str) -> Path:
@@ -36,29 +38,6 @@ def latest_run_dir(parent: str | os.PathLike, desc: str) -> Path | None:
         return None
     runs = sorted(p for p in parent.iterdir() if re.match(rf"^\d{{5}}-{re.escape(desc)}$", p.name) and (p / "state.pt").exists())
     return runs[-1] if runs else None
-
-
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint missing; train the stage first or point at a run directory that has it")
-    # our checkpoints hold tensors, dicts, lists and numbers only, so weights_only loading works
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}); delete it and retrain") from None
 
 
 def rng_state() -> dict:
@@ -131,3 +110,11 @@ def restore_state(run_dir: Path, objects: dict) -> dict | None:
             obj.load_state_dict(state[name])
     set_rng_state(state["rng"])
     return state
+
+
+def prepare_data(data: DataConfig, progress: bool = True) -> Path:
+    """The dataset root, simulating SimMarket first when the config asks for it and it is missing."""
+    root = Path(data.root)
+    if not root.exists() and data.simulate_ids > 0:
+        simulate(root, data.simulate_ids, seed=data.simulate_seed, size=tuple(data.size), progress=progress)
+    return root

@@ -1,33 +1,37 @@
-"""Stage-I networks (Sec. 3.1): the stem, foreground / background encoders, the U-Net decoder
-and the DCGAN discriminator; plus the pose autoencoder of the pose branch.
+"""Stage-I networks (Sec. 3.1): the stem, foreground / background encoders, the U-Net decoder and the DCGAN
+discriminator, with their model config and factory.
 
-Shapes follow the official Market-1501 setting (128x64 images, 224-D foreground
-= 7 ROIs x 32-D, 128-D background, 18 pose maps); widths and depths are arguments.
+Shapes follow the official Market-1501 setting (128x64 images, 224-D foreground = 7 ROIs x 32-D, 128-D
+background, 18 pose maps); widths and depths are arguments.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from generator.models.layers import ResBlock, activation, xavier_init
+
 FG_ROIS = 7
 
 
-def _act():
-    return nn.ReLU(inplace=True)
-
-
-class ResBlock(nn.Module):
-    """Two 3x3 convolutions, each followed by ReLU, added to the input (the official block: no normalisation)."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x):
-        return x + F.relu(self.conv2(F.relu(self.conv1(x))))
+@dataclass
+class Stage1ModelConfig:
+    channels: int = 128  # stem width; encoder / decoder levels are channels x 1..levels
+    enc_levels: int = 5  # residual levels of the fg / bg encoders
+    dec_levels: int = 5  # levels of the U-Net decoder
+    roi_size: int = 48  # side of each body-ROI crop
+    fg_dim: int = 224  # foreground embedding: 7 ROIs x 32
+    bg_dim: int = 128  # background embedding
+    bottleneck: int = 64  # FC bottleneck of the U-Net
+    fg_encoder: str = "bodyroi7"  # bodyroi7 | wholebody
+    roi_crop: str = "roi_align"  # roi_align | grid_sample
+    roi_sampling_ratio: int = 1  # roi_align samples per bin side (1 is enough at 48x48)
+    injection: str = "tile"  # appearance into the decoder: tile (paper) | linear (same away from borders, cheaper)
+    disc_channels: int = 64  # DCGAN discriminator width
 
 
 class ConvEncoder(nn.Module):
@@ -42,7 +46,7 @@ class ConvEncoder(nn.Module):
             width = ch * (i + 1)
             layers.append(ResBlock(width))
             if i < levels - 1:
-                layers += [nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), _act()]
+                layers += [nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), activation()]
                 h, w = (h + 1) // 2, (w + 1) // 2
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(ch * levels * h * w, out_dim)
@@ -106,7 +110,7 @@ class UNetDecoder(nn.Module):
             width = ch * (i + 1)
             self.down_blocks.append(ResBlock(width))
             if i < levels - 1:
-                self.downs.append(nn.Sequential(nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), _act()))
+                self.downs.append(nn.Sequential(nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), activation()))
                 h, w = (h + 1) // 2, (w + 1) // 2
         self.ch, self.low = ch, (h, w)
         self.to_z = nn.Linear(ch * levels * h * w, bottleneck)
@@ -117,7 +121,7 @@ class UNetDecoder(nn.Module):
             cat = width + ch * (i + 1)  # plus the skip of this level
             self.up_blocks.append(ResBlock(cat))
             if i > 0:
-                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cat, ch * i, 1), _act()))
+                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cat, ch * i, 1), activation()))
                 width = ch * i
             else:
                 width = cat
@@ -157,7 +161,7 @@ class DisentangledGenerator(nn.Module):
         self.size, self.fg_dim, self.bg_dim = tuple(size), fg_dim, bg_dim
         self.fg_encoder_kind, self.roi_size = fg_encoder, roi_size
         self.roi_crop, self.roi_sampling_ratio = roi_crop, roi_sampling_ratio
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), _act(), ResBlock(channels))
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), activation(), ResBlock(channels))
         if fg_encoder == "bodyroi7":
             if fg_dim % FG_ROIS:
                 raise ValueError(f"fg_dim {fg_dim} must be a multiple of {FG_ROIS} ROIs")
@@ -215,59 +219,8 @@ class DCGANDiscriminator(nn.Module):
         return self.fc(self.body(x).flatten(1)).squeeze(1)
 
 
-def xavier_init(module: nn.Module) -> None:
-    """Xavier-uniform weights and zero biases: TF-slim's defaults, which the official generator used."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-class ResFC(nn.Module):
-    """x + LReLU(FC(LReLU(FC(x)))), slope 0.2."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
-
-    def forward(self, x):
-        return x + F.leaky_relu(self.fc2(F.leaky_relu(self.fc1(x), 0.2)), 0.2)
-
-
-def fc_stack(in_dim: int, width: int, blocks: int, out_dim: int, first_act: bool = True) -> nn.Sequential:
-    """FC (+ LReLU 0.2) -> ``blocks`` residual FC blocks -> linear FC: the pose-AE halves and the stage-II mappings."""
-    head = [nn.Linear(in_dim, width)] + ([nn.LeakyReLU(0.2)] if first_act else [])
-    return nn.Sequential(*head, *[ResFC(width) for _ in range(blocks)], nn.Linear(width, out_dim))
-
-
-class PoseAutoencoder(nn.Module):
-    """54-D keypoint vector <-> 32-D pose embedding (Sec. 3.1, pose branch).
-
-    Encoder: FC 512 + LReLU, 4 residual FC blocks, FC 32. Decoder: FC 512 (no activation),
-    4 residual FC blocks, then two heads: 36 coordinates (linear) and 18 visibilities
-    (sigmoid, rounded in the forward pass with a straight-through gradient).
-    """
-
-    def __init__(self, joints: int = 18, emb_dim: int = 32, width: int = 512, blocks: int = 4):
-        super().__init__()
-        self.joints, self.emb_dim = joints, emb_dim
-        self.encoder = fc_stack(joints * 3, width, blocks, emb_dim)
-        self.decoder = fc_stack(emb_dim, width, blocks, width, first_act=False)[:-1]  # trunk without its last FC
-        self.coords = nn.Linear(width, joints * 2)
-        self.visibility = nn.Linear(width, joints)
-
-    def encode(self, pose_vector):
-        return self.encoder(pose_vector)
-
-    def decode(self, emb, hard: bool = True):
-        h = self.decoder(emb)
-        coords = self.coords(h).view(-1, self.joints, 2)
-        vis = torch.sigmoid(self.visibility(h))
-        if hard:
-            vis = vis + ((vis > 0.5).to(vis.dtype) - vis).detach()  # straight-through binarisation
-        return torch.cat([coords, vis[..., None]], -1).flatten(1)  # (B, 54) interleaved like the input
-
-    def forward(self, pose_vector):
-        emb = self.encode(pose_vector)
-        return self.decode(emb), emb
+def build_generator(m: Stage1ModelConfig, size) -> DisentangledGenerator:
+    return DisentangledGenerator(size=tuple(size), channels=m.channels, enc_levels=m.enc_levels, dec_levels=m.dec_levels,
+                                 roi_size=m.roi_size, fg_dim=m.fg_dim, bg_dim=m.bg_dim, bottleneck=m.bottleneck,
+                                 fg_encoder=m.fg_encoder, roi_crop=m.roi_crop, roi_sampling_ratio=m.roi_sampling_ratio,
+                                 injection=m.injection)

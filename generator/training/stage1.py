@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -13,28 +12,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from generator.config import DataConfig, prepare_data, save_config, to_dict
-from generator.data import StepBatchSampler, market_dataset
-from generator.distributed import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
+from generator.config import DataConfig, save_config, to_dict
+from generator.data.dataset import StepBatchSampler, market_dataset
 from generator.errors import UserError
-from generator.networks import DCGANDiscriminator, DisentangledGenerator
-from generator.runs import RunLog, atomic_save, capture_state, restore_state
-
-
-@dataclass
-class Stage1ModelConfig:
-    channels: int = 128  # stem width; encoder / decoder levels are channels x 1..levels
-    enc_levels: int = 5  # residual levels of the fg / bg encoders
-    dec_levels: int = 5  # levels of the U-Net decoder
-    roi_size: int = 48  # side of each body-ROI crop
-    fg_dim: int = 224  # foreground embedding: 7 ROIs x 32
-    bg_dim: int = 128  # background embedding
-    bottleneck: int = 64  # FC bottleneck of the U-Net
-    fg_encoder: str = "bodyroi7"  # bodyroi7 | wholebody
-    roi_crop: str = "roi_align"  # roi_align | grid_sample
-    roi_sampling_ratio: int = 1  # roi_align samples per bin side (1 is enough at 48x48)
-    injection: str = "tile"  # appearance into the decoder: tile (paper) | linear (same away from borders, cheaper)
-    disc_channels: int = 64  # DCGAN discriminator width
+from generator.eval.grids import save_grid, swap_grid
+from generator.eval.stage1_report import held_out_batch, held_out_ssim
+from generator.io import atomic_path, atomic_save, progress_bar
+from generator.models.stage1 import DCGANDiscriminator, Stage1ModelConfig, build_generator
+from generator.training.runs import RunLog, capture_state, prepare_data, restore_state
+from generator.training.runtime import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
 
 
 @dataclass
@@ -68,37 +54,11 @@ class Stage1Config:
     train: Stage1TrainConfig = field(default_factory=Stage1TrainConfig)
 
 
-def build_generator(m: Stage1ModelConfig, size) -> DisentangledGenerator:
-    return DisentangledGenerator(size=tuple(size), channels=m.channels, enc_levels=m.enc_levels, dec_levels=m.dec_levels,
-                                 roi_size=m.roi_size, fg_dim=m.fg_dim, bg_dim=m.bg_dim, bottleneck=m.bottleneck,
-                                 fg_encoder=m.fg_encoder, roi_crop=m.roi_crop, roi_sampling_ratio=m.roi_sampling_ratio,
-                                 injection=m.injection)
-
-
 def learning_rate(t: Stage1TrainConfig, step: int) -> float:
     lr = t.lr * 0.5 ** (step // t.lr_halve_every)
     if t.warmup_steps > 0:
         lr *= min(1.0, (step + 1) / t.warmup_steps)
     return lr
-
-
-def swap_grid(G, batch: dict) -> torch.Tensor:
-    """Rows: input | reconstruction | fg swap | bg swap | pose swap; the donor of each swap is the previous person."""
-    with torch.no_grad():
-        fg, bg = G.encode(batch["image"], batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"])
-        pm = batch["pose_maps"]
-        nxt = lambda x: x.roll(1, 0)  # noqa: E731
-        rows = [batch["image"], G.decode(fg, bg, pm), G.decode(nxt(fg), bg, pm), G.decode(fg, nxt(bg), pm),
-                G.decode(fg, bg, nxt(pm))]
-    return torch.cat([r.float().cpu() for r in rows], 0)
-
-
-def save_grid(images: torch.Tensor, nrow: int, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    save_image(images.clamp(-1, 1) * 0.5 + 0.5, tmp, nrow=nrow, padding=1)
-    tmp.replace(path)
 
 
 def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
@@ -141,14 +101,15 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     # grid people spread over the dataset (names sort by identity), so the swaps mix different people
     grid_idx = torch.linspace(0, len(ds) - 1, min(t.grid_size, len(ds))).long().tolist()
     grid_batch = rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in grid_idx]))
-    held_out = _held_out_batch(cfg, root, size, rt) if rt.is_main and t.eval_every > 0 else None
+    held_out = None
+    if rt.is_main and t.eval_every > 0:
+        held_out = held_out_batch(root, size, cfg.data.heatmap_radius, cfg.data.mask_radius, t.eval_images)
+        held_out = rt.to_device(held_out) if held_out is not None else None
     if rt.is_main:
         log.line(f"stage1: {len(ds)} images from {root}, G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params, "
                  f"D {sum(p.numel() for p in D.parameters()) / 1e6:.1f}M, device {rt.device}, world {rt.world_size}")
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=end, initial=start, desc="stage1", unit="step", disable=not (progress and rt.is_main), mininterval=1.0)
+    bar = progress_bar(total=end, initial=start, desc="stage1", unit="step", enabled=progress and rt.is_main)
     stats, t_last, n_img, step = {}, time.time(), 0, start
     for step, batch in enumerate(loader, start=start):
         batch = rt.to_device(batch)
@@ -205,8 +166,8 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
             save_checkpoints(run_dir, cfg, G, D, opt_g, opt_d, done, rt.is_main)
             if rt.is_main and done == t.l1_only_steps < t.steps and t.adv_weight > 0:
                 # the end of the L1 warm-up, kept beside the final model so the adversarial phase can be compared
-                shutil.copyfile(run_dir / "snapshot.pt", run_dir / ".snapshot-l1.pt.tmp")
-                os.replace(run_dir / ".snapshot-l1.pt.tmp", run_dir / "snapshot-l1.pt")
+                with atomic_path(run_dir / "snapshot-l1.pt") as tmp:
+                    shutil.copyfile(run_dir / "snapshot.pt", tmp)
     bar.close()
     final = {"step": end, "run_dir": str(run_dir), "G": G, "D": D}
     if rt.is_main:
@@ -214,33 +175,6 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     barrier(rt)
     cleanup(rt)
     return final
-
-
-def _held_out_batch(cfg: Stage1Config, root: Path, size, rt) -> dict | None:
-    """A fixed batch of held-out (query + gallery) images for the periodic SSIM check; None when there are none."""
-    try:
-        ds = market_dataset(root, ("query", "gallery"), size=size, heatmap_radius=cfg.data.heatmap_radius,
-                            mask_radius=cfg.data.mask_radius)
-    except UserError:
-        return None
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:cfg.train.eval_images].tolist()
-    return rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in idx]))
-
-
-def held_out_ssim(G, batch: dict, chunk: int = 32) -> dict:
-    """Reconstruction SSIM and mask-SSIM of ``batch`` (the measure of the stage-I evaluation)."""
-    from generator.evaluate import mask_ssim, ssim
-
-    ssims, mssims = [], []
-    with torch.no_grad():
-        for s in range(0, len(batch["image"]), chunk):
-            b = {k: v[s:s + chunk] for k, v in batch.items() if torch.is_tensor(v)}
-            rec = (G(b["image"], b["pose_mask"], b["roi_boxes"], b["roi_visible"], b["pose_maps"])[0].float().cpu()
-                   .clamp(-1, 1) + 1) / 2
-            real = (b["image"].float().cpu() + 1) / 2
-            ssims.append(ssim(rec, real))
-            mssims.append(mask_ssim(rec, real, b["pose_mask"].float().cpu()))
-    return {"eval_ssim": round(float(torch.cat(ssims).mean()), 5), "eval_mask_ssim": round(float(torch.cat(mssims).mean()), 5)}
 
 
 def save_checkpoints(run_dir: Path, cfg: Stage1Config, G, D, opt_g, opt_d, step: int, is_main: bool) -> None:

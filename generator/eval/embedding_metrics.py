@@ -1,10 +1,12 @@
-"""Embedding-quality measures for stage II (Sec. 3.2): Frechet distance and pose plausibility.
+"""Embedding-quality measures for stage II (Sec. 3.2): Frechet distance, pose plausibility and
+the Gaussian baseline a mapping has to beat.
 
 (k-NN precision / recall needs faiss and lives in ``reid.retrieval``.)
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import linalg
 
 # limbs whose lengths, relative to the torso (neck to mid-hip), describe a plausible body
@@ -47,3 +49,18 @@ def plausible_share(sampled: np.ndarray, real: np.ndarray, low: float = 0.0, hig
     inside = np.where(measurable, (r_s >= lo) & (r_s <= hi), True)
     has_torso = measurable.any(1)
     return float((inside.all(1) & has_torso).mean())
+
+
+class GaussianBaseline:
+    """A Gaussian fitted to real embeddings: the baseline a mapping has to beat."""
+
+    def __init__(self, real: torch.Tensor):
+        x = real.double()
+        self.mean = x.mean(0)
+        cov = torch.cov(x.T) + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
+        self.chol = torch.linalg.cholesky(cov)
+
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, len(self.mean), generator=g, dtype=torch.float64)
+        return (self.mean + z @ self.chol.T).float()

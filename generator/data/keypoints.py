@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import UserError
+from generator.io import atomic_write_text
 
 NUM_JOINTS = 18
 HEADER = "name:keypoints_y:keypoints_x"
@@ -78,9 +79,7 @@ def write_keypoints_csv(path: str | os.PathLike, keypoints: dict[str, np.ndarray
     """Write ``{name: (18, 2) (y, x)}`` as a keypoint CSV, atomically (temp file, then rename)."""
     path = Path(path)
     lines = [HEADER] + [format_keypoints_row(n, yx) for n, yx in keypoints.items()]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def yx_to_rcv(yx: np.ndarray) -> np.ndarray:

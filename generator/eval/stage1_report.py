@@ -12,59 +12,20 @@ baseline (return the source image unchanged):
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy import ndimage
 
 from generator.api import DisentangledModel
-from generator.data import market_dataset
-
-
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = (g / g.sum()).float()
-    return g[:, None] * g[None, :]
-
-
-def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-pixel SSIM (Wang et al. 2004; 11x11 Gaussian, sigma 1.5) of (B, 3, H, W) images in [0, 1], averaged over channels."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    w = _gaussian_window().to(a)[None, None].repeat(a.shape[1], 1, 1, 1)
-    pad = w.shape[-1] // 2
-    conv = lambda x: F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), w, groups=a.shape[1])  # noqa: E731
-    mu_a, mu_b = conv(a), conv(b)
-    s_aa, s_bb, s_ab = conv(a * a) - mu_a ** 2, conv(b * b) - mu_b ** 2, conv(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
-    return s.mean(1)  # (B, H, W)
-
-
-def ssim(a, b) -> torch.Tensor:
-    return ssim_map(a, b).flatten(1).mean(1)
-
-
-def mask_ssim(a, b, mask) -> torch.Tensor:
-    """SSIM of the images with the background blacked out (the PG2 convention); mask (B, 1, H, W)."""
-    return ssim(a * mask, b * mask)
-
-
-def region_scores(gen: torch.Tensor, truth: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image L1 (grey levels 0..255), colour error (distance of mean RGB, 0..255) and SSIM inside ``region`` (B, H, W)."""
-    r = region.float()[:, None]
-    n = r.flatten(1).sum(1).clamp(min=1)
-    l1 = ((gen - truth).abs() * r).flatten(1).sum(1) / (3 * n) * 255
-    mean_g = (gen * r).flatten(2).sum(2) / n[:, None]
-    mean_t = (truth * r).flatten(2).sum(2) / n[:, None]
-    colour = (mean_g - mean_t).norm(dim=1) * 255
-    region_ssim = (ssim_map(gen, truth) * region.float()).flatten(1).sum(1) / n
-    return {"l1": l1, "colour": colour, "ssim": region_ssim}
-
-
-def _to01(x: torch.Tensor) -> torch.Tensor:
-    return (x.float().cpu().clamp(-1, 1) + 1) / 2
+from generator.data.dataset import load_image, market_dataset
+from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
+from generator.errors import UserError
+from generator.eval.grids import save_grid, swap_grid
+from generator.eval.image_metrics import mask_ssim, region_scores, ssim, to01
+from generator.io import atomic_write_json, atomic_write_text
+from generator.simmarket.dataset import SimMarket
 
 
 def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, batch: int = 32,
@@ -77,8 +38,8 @@ def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, bat
     for s in range(0, len(idx), batch):
         b = torch.utils.data.default_collate([ds.item(int(i)) for i in idx[s:s + batch]])
         f = model.encode(b["image"], b["keypoints"])
-        rec = _to01(model.render(f))
-        real = _to01(b["image"])
+        rec = to01(model.render(f))
+        real = to01(b["image"])
         person = b["pose_mask"][:, 0] > 0.5
         acc["ssim"].append(ssim(rec, real))
         acc["mask_ssim"].append(mask_ssim(rec, real, b["pose_mask"]))
@@ -105,12 +66,6 @@ def swap_pairs(sim, n_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, batch: int = 32, grid_path: Path | None = None) -> dict:
-    from scipy import ndimage
-
-    from generator.data import load_image
-    from generator.keypoints import read_keypoints_csv, yx_to_rcv
-    from generator.simmarket import SimMarket
-
     sim = SimMarket(root)
     if (sim.meta["height"], sim.meta["width"]) != tuple(model.size):
         raise ValueError(f"SimMarket at {root} is {sim.meta['height']}x{sim.meta['width']}, the model {model.size}")
@@ -147,9 +102,9 @@ def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, b
             "background": ~(person_a | pmask["background"]),
             "foreground": pmask["foreground"],
         }
-        src = _to01(img_a)
+        src = to01(img_a)
         for k in ("pose", "background", "foreground"):
-            g, tr, reg = _to01(gen[k]), truth[k], regions[k]
+            g, tr, reg = to01(gen[k]), truth[k], regions[k]
             for who, img in (("model", g), ("copy_source", src)):
                 sc = region_scores(img, tr, reg)
                 sc["whole_ssim"] = ssim(img, tr)
@@ -158,13 +113,11 @@ def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, b
                     acc.setdefault(f"{k}/{who}/{name}", []).append(v)
         if grid_rows is None:
             n = min(8, len(chunk))
-            grid_rows = [src[:n], _to01(img_b)[:n]] + [x for k in ("pose", "background", "foreground")
-                                                      for x in (_to01(gen[k])[:n], truth[k][:n])]
+            grid_rows = [src[:n], to01(img_b)[:n]] + [x for k in ("pose", "background", "foreground")
+                                                      for x in (to01(gen[k])[:n], truth[k][:n])]
     metrics = {k: float(torch.cat(v).mean()) for k, v in acc.items()}
     metrics["pairs"] = len(pairs)
     if grid_path is not None and grid_rows is not None:
-        from generator.train_stage1 import save_grid
-
         save_grid(torch.cat(grid_rows) * 2 - 1, len(grid_rows[0]), grid_path)
     return metrics
 
@@ -176,9 +129,8 @@ def metrics_table(recon: dict, swaps: dict | None) -> str:
     lines = ["| metric | model |", "| --- | --- |",
              f"| reconstruction SSIM ({recon['images']} held-out images) | {recon['ssim']:.3f} |",
              f"| reconstruction mask-SSIM | {recon['mask_ssim']:.3f} |"]
-    if "person_ssim" in recon:  # metrics written before the region split lack it
-        lines += [f"| reconstruction SSIM inside the person / outside | {recon['person_ssim']:.3f} / "
-                  f"{recon['background_ssim']:.3f} |"]
+    lines += [f"| reconstruction SSIM inside the person / outside | {recon['person_ssim']:.3f} / "
+              f"{recon['background_ssim']:.3f} |"]
     lines.append("")
     if swaps:
         lines += [f"Counterfactual swaps on {swaps['pairs']} held-out SimMarket pairs, scored against the true render "
@@ -206,12 +158,35 @@ def held_out_people(model: DisentangledModel, root, n: int = 8) -> dict:
     return {"image": b["image"].to(model.device), "pose_maps": maps, "pose_mask": mask, "roi_boxes": boxes, "roi_visible": vis}
 
 
+def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: int) -> dict | None:
+    """A fixed batch of ``n`` held-out (query + gallery) images for the periodic SSIM check during training;
+    None when there are none."""
+    try:
+        ds = market_dataset(root, ("query", "gallery"), size=size, heatmap_radius=heatmap_radius,
+                            mask_radius=mask_radius)
+    except UserError:
+        return None
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].tolist()
+    return torch.utils.data.default_collate([ds.item(i) for i in idx])
+
+
+def held_out_ssim(G, batch: dict, chunk: int = 32) -> dict:
+    """Reconstruction SSIM and mask-SSIM of ``batch`` (the measure of the stage-I evaluation)."""
+    ssims, mssims = [], []
+    with torch.no_grad():
+        for s in range(0, len(batch["image"]), chunk):
+            b = {k: v[s:s + chunk] for k, v in batch.items() if torch.is_tensor(v)}
+            rec = (G(b["image"], b["pose_mask"], b["roi_boxes"], b["roi_visible"], b["pose_maps"])[0].float().cpu()
+                   .clamp(-1, 1) + 1) / 2
+            real = (b["image"].float().cpu() + 1) / 2
+            ssims.append(ssim(rec, real))
+            mssims.append(mask_ssim(rec, real, b["pose_mask"].float().cpu()))
+    return {"eval_ssim": round(float(torch.cat(ssims).mean()), 5), "eval_mask_ssim": round(float(torch.cat(mssims).mean()), 5)}
+
+
 def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int = 512) -> dict:
     """Write ``metrics.json``, ``metrics.md``, ``grid.png`` (held-out input | reconstruction | fg / bg / pose swap)
     and ``swaps.png`` (swaps beside the true renders) to ``out_dir``; returns the metrics."""
-    from generator.runs import atomic_write_text
-    from generator.train_stage1 import save_grid, swap_grid
-
     model = DisentangledModel.load(stage1_run)
     out_dir.mkdir(parents=True, exist_ok=True)
     people = held_out_people(model, data_root)
@@ -221,6 +196,6 @@ def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int 
     if (Path(data_root) / "simmarket.json").exists():
         swaps = counterfactual_metrics(model, data_root, pairs, grid_path=out_dir / "swaps.png")
     result = {"reconstruction": recon, "swaps": swaps}
-    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1))
+    atomic_write_json(out_dir / "metrics.json", result)
     atomic_write_text(out_dir / "metrics.md", metrics_table(recon, swaps))
     return result

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import UserError
+from generator.io import atomic_save_image
 
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 MARKET_SUBDIR = "Market-1501-v15.09.15"
@@ -125,14 +126,7 @@ class MarketWriter:
 
     def write(self, split: str, name: str, image) -> Path:
         """Write ``image`` (a PIL image or HxWx3 uint8 array) as ``split/name``."""
-        from PIL import Image
-        import numpy as np
-
         parse_name(name)
-        if isinstance(image, np.ndarray):
-            image = Image.fromarray(image)
         path = self.path_for(split, name)
-        tmp = path.with_name(f".{name}.tmp")
-        image.save(tmp, format="JPEG", quality=self.jpeg_quality)
-        os.replace(tmp, path)
+        atomic_save_image(image, path, quality=self.jpeg_quality)
         return path

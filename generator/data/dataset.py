@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
+from generator.data.market import Record, resolve_root, scan_market
 from generator.errors import UserError
-from generator.keypoints import read_keypoints_csv, rcv_to_pose_vector, yx_to_rcv
-from generator.market import Record, resolve_root, scan_market
 from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask
 
 # keypoint files, as pose-transfer work on Market-1501 names them: train split / query + gallery
@@ -70,7 +70,6 @@ class PersonDataset(torch.utils.data.Dataset):
                     f"{r.path}: no keypoint row in {keypoint_source}; add one (use -1 for undetected joints) or remove the image"
                 )
             self.rcv.append(yx_to_rcv(yx))
-        self.pids = sorted({r.pid for r in records})
 
     def __len__(self) -> int:
         return len(self.records)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
@@ -39,18 +40,22 @@ class Runtime:
         return out
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device every job runs on: ``auto`` is CUDA when present, else the CPU; ``cpu`` / ``cuda`` as named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool = True) -> Runtime:
     """Pick the device and join the process group when launched by torchrun (RANK / WORLD_SIZE set)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    dev = resolve_device(device)
+    if dev.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
-    else:
-        dev = torch.device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     on_gpu = dev.type == "cuda"
@@ -60,9 +65,7 @@ def setup_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool =
 def wrap_ddp(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     if rt.world_size == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    return DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

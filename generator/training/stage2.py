@@ -12,24 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-from generator.config import from_dict, save_config, to_dict
+from generator.api import real_embeddings
+from generator.config import save_config, to_dict
 from generator.errors import UserError
-from generator.networks import fc_stack
-from generator.runs import RunLog, atomic_save, capture_state, load_checkpoint, restore_state
-
-FACTORS = ("fg", "bg", "pose")
-
-
-@dataclass
-class Stage2ModelConfig:
-    width_fg: int = 512  # FC width of Phi_fg
-    width_bg: int = 256  # FC width of Phi_bg
-    width_pose: int = 512  # FC width of Phi_pose
-    blocks: int = 4  # residual FC blocks in each mapping
-    critic_width: int = 512  # FC width of each critic (4 FC layers)
-    z_std: float = 0.2  # z ~ N(0, z_std^2), of the embedding's own size
+from generator.io import atomic_save, load_checkpoint, progress_bar
+from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_critic, build_mapping, mapping_width
+from generator.training.runs import RunLog, capture_state, restore_state
+from generator.training.runtime import resolve_device
 
 
 @dataclass
@@ -58,44 +48,6 @@ class Stage2Config:
     train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
 
 
-def build_mapping(dim: int, width: int, blocks: int) -> nn.Module:
-    """Phi: FC + ``blocks`` residual FC blocks + FC, noise (B, dim) -> embedding (B, dim)."""
-    return fc_stack(dim, width, blocks, dim)
-
-
-def build_critic(dim: int, width: int) -> nn.Module:
-    """4 FC layers of ``width`` with LeakyReLU 0.2, then a linear score (no normalisation)."""
-    return nn.Sequential(nn.Linear(dim, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2),
-                         nn.Linear(width, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2),
-                         nn.Linear(width, 1))
-
-
-def _width(m: Stage2ModelConfig, factor: str) -> int:
-    return {"fg": m.width_fg, "bg": m.width_bg, "pose": m.width_pose}[factor]
-
-
-@torch.no_grad()
-def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}."""
-    from tqdm import tqdm
-
-    import yaml
-
-    from generator.api import DisentangledModel
-    from generator.data import market_dataset
-
-    model = DisentangledModel.load(stage1_run, pose=pose_run)
-    root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
-    ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
-    out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
-    for s in tqdm(range(0, len(ds), batch), desc="embedding", unit="batch", disable=not progress):
-        b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])
-        f = model.encode(b["image"], b["keypoints"])
-        for k, v in (("fg", f.fg), ("bg", f.bg), ("pose", f.pose), ("keypoints", f.keypoints), ("pid", b["pid"])):
-            out[k].append(v.cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
 def split_holdout(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     k = max(1, int(round(n * share)))
@@ -122,7 +74,7 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir)
-    device = torch.device(t.device if t.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(t.device)
     cache = run_dir / "embeddings.pt"
     if cache.exists():
         emb = load_checkpoint(cache)
@@ -131,7 +83,7 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
         atomic_save(emb, cache)
     train_idx, hold_idx = split_holdout(len(emb["fg"]), t.holdout, t.seed)
     torch.manual_seed(t.seed)
-    nets = {f: build_mapping(emb[f].shape[1], _width(m, f), m.blocks).to(device) for f in FACTORS}
+    nets = {f: build_mapping(emb[f].shape[1], mapping_width(m, f), m.blocks).to(device) for f in FACTORS}
     critics = {f: build_critic(emb[f].shape[1], m.critic_width).to(device) for f in FACTORS}
 
     def make_opt(params):
@@ -148,14 +100,12 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     if state is not None:
         steps = dict(state["steps"])
         log.truncate_after(min(steps[f] for f in factors))
-    from tqdm import tqdm
-
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     for f in factors:
         real_all = emb[f][train_idx].to(device)
         dim = real_all.shape[1]
         phi, critic = nets[f], critics[f]
-        bar = tqdm(total=end, initial=steps[f], desc=f"stage2 {f}", unit="step", disable=not progress, mininterval=1.0)
+        bar = progress_bar(total=end, initial=steps[f], desc=f"stage2 {f}", unit="step", enabled=progress)
         t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
         for step in range(steps[f], end):
             g = torch.Generator().manual_seed(t.seed * 1_000_003 + FACTORS.index(f) * 100_003 + step)
@@ -205,49 +155,3 @@ def _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb):
                  "nets": {f: n.state_dict() for f, n in nets.items()}}, run_dir / "snapshot.pt")
     atomic_save(capture_state({"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}, kind="stage2",
                               steps=steps), run_dir / "state.pt")
-
-
-class Sampler:
-    """Sampling embeddings from trained mappings: ``sample(factor, n, seed)``; and the Gaussian baseline."""
-
-    def __init__(self, nets: dict, z_std: float, dims: dict, device="cpu"):
-        self.nets = {f: n.eval().to(device) for f, n in nets.items()}
-        self.z_std, self.dims, self.device = z_std, dims, torch.device(device)
-
-    @classmethod
-    def load(cls, run, device="cpu") -> "Sampler":
-        path = Path(run)
-        snap = load_checkpoint(path / "snapshot.pt" if path.is_dir() else path)
-        cfg = from_dict(Stage2Config, snap["config"], str(path))
-        nets = {}
-        for f in FACTORS:
-            net = build_mapping(snap["dims"][f], _width(cfg.model, f), cfg.model.blocks)
-            net.load_state_dict({k: v.float() for k, v in snap["nets"][f].items()})
-            nets[f] = net
-        return cls(nets, cfg.model.z_std, snap["dims"], device)
-
-    @torch.no_grad()
-    def sample(self, factor: str, n: int, seed: int) -> torch.Tensor:
-        """(n, dim) embeddings of ``factor``; the same seed gives the same samples."""
-        g = torch.Generator().manual_seed(int(seed))
-        z = torch.randn(n, self.dims[factor], generator=g) * self.z_std
-        return self.nets[factor](z.to(self.device))
-
-    @torch.no_grad()
-    def sample_z(self, factor: str, z: torch.Tensor) -> torch.Tensor:
-        return self.nets[factor](z.to(self.device))
-
-
-class GaussianBaseline:
-    """A Gaussian fitted to real embeddings: the baseline a mapping has to beat."""
-
-    def __init__(self, real: torch.Tensor):
-        x = real.double()
-        self.mean = x.mean(0)
-        cov = torch.cov(x.T) + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
-        self.chol = torch.linalg.cholesky(cov)
-
-    def sample(self, n: int, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(int(seed))
-        z = torch.randn(n, len(self.mean), generator=g, dtype=torch.float64)
-        return (self.mean + z @ self.chol.T).float()

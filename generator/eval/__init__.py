@@ -1,0 +1,1 @@
+"""Evaluation: image and embedding metrics, PNG grids, and the stage-I / stage-II reports."""

@@ -1,0 +1,267 @@
+"""SimMarket datasets on disk: the Market-1501 plan of tracklets, splits, distractors and junk; writing the
+dataset; and :class:`SimMarket`, which reads one back and re-renders any combination of its factors.
+
+The dataset on disk holds the Market-1501 splits, the keypoint CSVs, a manifest with one row per image,
+``simmarket.json`` (seed and size, from which the world of backgrounds and lighting is rebuilt),
+``identities.json`` and ``poses.npz``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.data.manifest import write_manifest
+from generator.data.market import SPLIT_DIRS, MarketWriter, format_name
+from generator.errors import UserError
+from generator.io import progress_bar
+from generator.simmarket.body import VIEWS, Pose, sample_pose
+from generator.simmarket.identity import Identity, keyed_rng, make_identities
+from generator.simmarket.render import Render, render
+from generator.simmarket.world import NUM_CAMERAS, Background, World
+
+VERSION = 1
+
+
+@dataclass
+class ImageSpec:
+    split: str
+    pid: int
+    camid: int
+    seq: int
+    frame: int
+    box: int
+    identity: int  # index into identities, -1 for a distractor without a person
+    pose: Pose | None
+    background: Background
+    noise_key: int
+    truncated: bool = False
+
+    @property
+    def name(self) -> str:
+        return format_name(self.pid, self.camid, self.seq, self.frame, self.box)
+
+
+def plan_dataset(world: World, identities: list[Identity], seed: int, train_share: float = 0.5,
+                 distractor_share: float = 0.05, junk_share: float = 0.03) -> list[ImageSpec]:
+    """Every image of the dataset as an ImageSpec, following the Market-1501 protocol.
+
+    Identities are split into train and test; every identity is seen by 2-6 cameras in
+    tracklets of 2-5 frames. For test identities, one image per camera goes to the
+    query and the rest to the gallery, so each query has a cross-camera match.
+    The gallery also gets distractors (pid 0000) and junk (pid -1).
+    """
+    n = len(identities)
+    rng = keyed_rng(seed, 4)
+    order = rng.permutation(n)
+    n_train = max(1, int(round(n * train_share)))
+    train_idx = set(order[:n_train].tolist())
+    pids = {i: i + 1 for i in range(n)}  # pids 1..n, interleaved between the splits as in Market
+    frame_counter = {c: int(rng.integers(0, 1000)) for c in range(1, NUM_CAMERAS + 1)}
+    specs: list[ImageSpec] = []
+    h, w = world.height, world.width
+    for i in range(n):
+        irng = keyed_rng(seed, 5, i)
+        k = int(irng.choice([2, 3, 4, 5, 6], p=[0.3, 0.3, 0.2, 0.12, 0.08]))
+        cams = sorted(irng.choice(NUM_CAMERAS, size=k, replace=False) + 1)
+        images = []
+        for cam in cams:
+            length = int(irng.integers(2, 6))
+            view = str(irng.choice(VIEWS, p=[0.3, 0.3, 0.2, 0.2]))
+            phase = float(irng.uniform(0, 2 * math.pi))
+            bg = world.sample_background(irng, int(cam))
+            seq = int(irng.integers(1, 7))
+            for t in range(length):
+                frame_counter[cam] += int(irng.integers(5, 40))
+                prng = keyed_rng(seed, 6, i, int(cam), t)
+                pose = sample_pose(prng, h, w, identities[i].height, view=view, phase=phase + 0.9 * t)
+                tbg = Background(bg.camera, bg.variant, int(np.clip(bg.offset + irng.integers(-3, 4), 0, world.margin)))
+                images.append(ImageSpec("", pids[i], int(cam), seq, frame_counter[cam], 1, i, pose, tbg,
+                                        int(irng.integers(1 << 30))))
+        if i in train_idx:
+            for im in images:
+                im.split = "train"
+        else:
+            for cam in cams:
+                mine = [im for im in images if im.camid == cam]
+                q = int(irng.integers(len(mine)))
+                for j, im in enumerate(mine):
+                    im.split = "query" if j == q else "gallery"
+        specs.extend(images)
+    n_gallery = sum(s.split == "gallery" for s in specs)
+    test_ids = [i for i in range(n) if i not in train_idx]
+    for kind, share in (("distractor", distractor_share), ("junk", junk_share)):
+        for t in range(int(round(n_gallery * share))):
+            drng = keyed_rng(seed, 9 if kind == "distractor" else 10, t)
+            cam = int(drng.integers(1, NUM_CAMERAS + 1))
+            frame_counter[cam] += int(drng.integers(5, 40))
+            bg = world.sample_background(drng, cam)
+            ident = int(drng.choice(test_ids)) if test_ids else 0
+            pose = sample_pose(drng, h, w, identities[ident].height, occlusion_p=0.0, truncation_p=0.0)
+            if kind == "distractor":  # a false detection: background, at most a sliver of someone at the edge
+                if drng.random() < 0.5:
+                    pose = None
+                else:
+                    pose.joints[:, 1] += drng.choice([-1, 1]) * w * 0.75
+            else:  # junk: a badly cropped detection showing a small part of a person
+                pose.joints[:, 0] += drng.choice([-1, 1]) * h * drng.uniform(0.45, 0.6)
+            if pose is not None:
+                inside = (pose.joints[:, 0] >= 0) & (pose.joints[:, 0] <= h - 1) & (pose.joints[:, 1] >= 0) & (pose.joints[:, 1] <= w - 1)
+                pose.visible &= inside
+            pid = 0 if kind == "distractor" else -1
+            specs.append(ImageSpec("gallery", pid, cam, int(drng.integers(1, 7)), frame_counter[cam], 1,
+                                   ident if pose is not None else -1, pose, bg, int(drng.integers(1 << 30)), True))
+    # a frame may hold several detections: number the boxes within (camera, seq, frame)
+    seen: dict[tuple, int] = {}
+    for sp in specs:
+        key = (sp.camid, sp.seq, sp.frame)
+        seen[key] = seen.get(key, 0) + 1
+        sp.box = seen[key]
+    return specs
+
+
+def render_spec(world: World, identities: list[Identity], spec: ImageSpec) -> Render:
+    if spec.pose is None:
+        img = world.background_image(spec.background)
+        cam = world.cameras[spec.background.camera]
+        img = np.clip(img * (cam.gain * cam.tint) + cam.offset, 0, 255).astype(np.uint8)
+        return Render(img, np.zeros(img.shape[:2], bool), np.zeros((18, 3), np.float32), np.zeros(img.shape[:2], np.uint8))
+    return render(world, identities[spec.identity], spec.pose, spec.background, noise_key=spec.noise_key)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size {text!r}: expected HEIGHTxWIDTH such as 128x64") from None
+    if h < 32 or w < 16 or h > 1024 or w > 512:
+        raise UserError(f"--size {text!r}: height must be 32..1024 and width 16..512 (Market-1501 is 128x64)")
+    return h, w
+
+
+def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, int] = (128, 64),
+             overwrite: bool = False, progress: bool = True) -> dict:
+    """Write a SimMarket dataset to ``out``; returns the summary counts.
+
+    The dataset is built in a temp folder next to ``out`` and renamed into
+    place at the end, so a killed run leaves no half-written dataset.
+    """
+    out = Path(out)
+    if ids < 2:
+        raise UserError(f"--ids {ids}: SimMarket needs at least 2 identities (one train, one test)")
+    if ids > 1501:
+        raise UserError(f"--ids {ids}: at most 1501 identities fit Market-1501's 4-digit ids as torchreid reads them")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
+    t0 = time.perf_counter()
+    h, w = size
+    world = World(seed, h, w)
+    identities = make_identities(seed, ids)
+    specs = plan_dataset(world, identities, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")  # a leftover of a killed run is replaced
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    writer = MarketWriter(tmp)
+    rows, keypoints = [], {"train": {}, "test": {}}
+    joints = np.zeros((len(specs), 18, 2), np.float32)
+    visible = np.zeros((len(specs), 18), bool)
+    occluders = np.full((len(specs), 4), np.nan, np.float32)
+    scales = np.zeros(len(specs), np.float32)
+    # file creation is slow on some disks and releases the GIL: write in background threads
+    pool = ThreadPoolExecutor(max_workers=2)
+    pending: deque = deque()
+    for k, sp in enumerate(progress_bar(specs, desc="SimMarket", unit="img", enabled=progress, mininterval=0.5)):
+        r = render_spec(world, identities, sp)
+        pending.append(pool.submit(writer.write, sp.split, sp.name, r.image))
+        if len(pending) > 64:
+            pending.popleft().result()
+        keypoints["train" if sp.split == "train" else "test"][sp.name] = rcv_to_yx(r.rcv)
+        if sp.pose is not None:
+            joints[k], visible[k], scales[k] = sp.pose.joints, sp.pose.visible, sp.pose.scale
+            if sp.pose.occluder is not None:
+                occluders[k] = sp.pose.occluder
+        rows.append({
+            "path": f"{SPLIT_DIRS[sp.split]}/{sp.name}", "split": sp.split, "pid": sp.pid, "camid": sp.camid,
+            "origin": "sim", "identity": sp.identity, "group": identities[sp.identity].group if sp.identity >= 0 else -1,
+            "view": sp.pose.view if sp.pose is not None else "none", "pose_index": k,
+            "occluder_colour": json.dumps(list(sp.pose.occluder_colour)) if sp.pose is not None else "",
+            "bg_camera": sp.background.camera, "bg_variant": sp.background.variant, "bg_offset": sp.background.offset,
+            "noise_key": sp.noise_key, "occluded": bool(sp.pose is not None and sp.pose.occluder is not None),
+            "truncated": bool(sp.truncated or (sp.pose is not None and (sp.pose.joints[:, 0].min() < 0 or sp.pose.joints[:, 0].max() > h - 1))),
+            "visible_joints": int(r.rcv[:, 2].sum()),
+        })
+    for f in pending:
+        f.result()
+    pool.shutdown()
+    manifest = pd.DataFrame(rows)
+    write_manifest(manifest, tmp / "manifest.csv")
+    write_keypoints_csv(tmp / "market-annotation-train.csv", keypoints["train"])
+    write_keypoints_csv(tmp / "market-annotation-test.csv", keypoints["test"])
+    np.savez_compressed(tmp / "poses.npz", joints=joints, visible=visible, occluder=occluders, scale=scales)
+    (tmp / "identities.json").write_text(json.dumps([asdict(i) for i in identities], indent=1))
+    counts = {s: int((manifest.split == s).sum()) for s in ("train", "query", "gallery")}
+    summary = {
+        "version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
+        "train_ids": int(manifest[manifest.split == "train"].pid.nunique()),
+        "test_ids": int(manifest[manifest.split == "query"].pid.nunique()),
+        "images": len(manifest), **counts,
+        "distractors": int((manifest.pid == 0).sum()), "junk": int((manifest.pid == -1).sum()),
+    }
+    (tmp / "simmarket.json").write_text(json.dumps(summary, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    summary["seconds"] = time.perf_counter() - t0
+    return summary
+
+
+class SimMarket:
+    """A SimMarket dataset on disk, able to re-render any (identity, pose, background) combination."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        meta = self.root / "simmarket.json"
+        if not meta.is_file():
+            raise UserError(f"{meta}: missing; {self.root} is not a SimMarket dataset (make one with `vmarket simulate`)")
+        self.meta = json.loads(meta.read_text())
+        self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"])
+        self.identities = [Identity(**d) for d in json.loads((self.root / "identities.json").read_text())]
+        self.manifest = pd.read_csv(self.root / "manifest.csv")
+        poses = np.load(self.root / "poses.npz")
+        self._joints, self._visible = poses["joints"], poses["visible"]
+        self._occluder, self._scale = poses["occluder"], poses["scale"]
+        self._row = {p.split("/")[-1]: i for i, p in enumerate(self.manifest.path)}
+
+    def row(self, name: str) -> int:
+        return self._row[os.path.basename(name)]
+
+    def identity(self, name: str) -> Identity:
+        return self.identities[int(self.manifest.identity.iloc[self.row(name)])]
+
+    def pose(self, name: str) -> Pose:
+        i = self.row(name)
+        m = self.manifest.iloc[i]
+        occ = self._occluder[i]
+        colour = tuple(json.loads(m.occluder_colour)) if isinstance(m.occluder_colour, str) and m.occluder_colour else (90, 90, 90)
+        return Pose(self._joints[i].copy(), self._visible[i].copy(), str(m.view), float(self._scale[i]),
+                    None if np.isnan(occ).any() else tuple(float(v) for v in occ), colour)
+
+    def background(self, name: str) -> Background:
+        m = self.manifest.iloc[self.row(name)]
+        return Background(int(m.bg_camera), int(m.bg_variant), int(m.bg_offset))
+
+    def render(self, identity_of: str, pose_of: str, background_of: str) -> Render:
+        """Identity of image ``identity_of`` in the pose of ``pose_of`` on the background of ``background_of``."""
+        nk = int(self.manifest.noise_key.iloc[self.row(background_of)])
+        return render(self.world, self.identity(identity_of), self.pose(pose_of), self.background(background_of), noise_key=nk)

@@ -1,0 +1,2 @@
+"""Training: run directories and resume (``runs.py``), devices and DDP (``runtime.py``), and one training loop
+per stage (``stage1.py``, ``pose_ae.py``, ``stage2.py``)."""
