@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo reference test test-fast bench clean
+.PHONY: setup demo reference test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,9 @@ demo: $(STAMP)
 # about 2 hours on 2 CPU cores (minutes on a GPU); rerun after a kill to resume
 reference: $(STAMP)
 	$(VENV)/bin/vmarket reference configs/reference/reference.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

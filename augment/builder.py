@@ -116,8 +116,9 @@ class Builder:
         self.size = self.model.size
         self.D = self._load_discriminator()
         if self.D is None and cfg.quality_keep < 1:
-            raise UserError(f"quality_keep {cfg.quality_keep}: the quality filter needs stage I's trained discriminator, "
-                            f"and {self.s2cfg.stage1_run} trained without the adversarial term; set quality_keep: 1.0")
+            raise UserError(f"quality_keep {cfg.quality_keep}: the quality filter needs stage I's trained "
+                            f"discriminator, and {self.s2cfg.stage1_run} trained without the adversarial term; "
+                            f"set quality_keep: 1.0")
         self.candidates = int(np.ceil(cfg.images_per_id / cfg.quality_keep))
 
     def _load_discriminator(self):
@@ -170,7 +171,7 @@ class Builder:
             plans.append(IdentityPlan(i, fg, source, attempt + 1))
         for p in plans:
             rng = np.random.default_rng([cfg.seed, p.index, 1_000_003])
-            for j in range(self.candidates):
+            for _ in range(self.candidates):
                 if rng.random() < cfg.bg_sample_share:
                     bg_src, bg_key = "phi_bg", int(rng.integers(1 << 31))
                     bg = self.sampler.sample("bg", 1, bg_key)[0].cpu().numpy()
@@ -188,7 +189,7 @@ class Builder:
                 k = int(other[int(rng.integers(len(other)))])
                 p.images[-1].bg_source, p.images[-1].bg_key, p.images[-1].bg = "bank", k, bank_bg[k]
                 cams[-1] = bank_cams[k]
-            for im, c in zip(p.images, cams):
+            for im, c in zip(p.images, cams, strict=True):
                 im.camera = int(c)
         n_test = int(round(cfg.identities * cfg.test_share))
         for p in plans[cfg.identities - n_test:]:
@@ -245,12 +246,13 @@ def _test_splits(cams: list[int]) -> list[str]:
 def _rows_for_identity(p: IdentityPlan, keep: list[int], scores, kps) -> list[dict]:
     splits = _test_splits([p.images[j].camera for j in keep]) if p.split == "test" else ["train"] * len(keep)
     rows = []
-    for j, split in zip(keep, splits):
+    for j, split in zip(keep, splits, strict=True):
         im = p.images[j]
         name = format_name(p.index + 1, im.camera, 1, j + 1, 1)
         rows.append({"path": f"{SPLIT_DIRS[split]}/{name}", "split": split, "pid": p.index + 1, "camid": im.camera,
                      "origin": "virtual", "identity": p.index, "fg_source": p.fg_source, "novelty_attempts": p.attempts,
-                     "bg_source": im.bg_source, "bg_key": im.bg_key, "pose_source": im.pose_source, "pose_key": im.pose_key,
+                     "bg_source": im.bg_source, "bg_key": im.bg_key, "pose_source": im.pose_source,
+                     "pose_key": im.pose_key,
                      "candidate": j, "d_score": float(scores[j]), "keypoints": rcv_to_yx(kps[j]).tolist()})
     return rows
 
@@ -284,7 +286,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
                 continue  # a line cut by a kill: that identity is redone
             done[rec["identity"]] = rec
             good.append(line)
-        atomic_write_text(progress_file, "".join(l + "\n" for l in good))  # drop the cut line before appending
+        atomic_write_text(progress_file, "".join(line + "\n" for line in good))  # drop the cut line before appending
     writer = MarketWriter(out, cfg.jpeg_quality)
     todo = [p for p in mine if p.index not in done]
     n_img, t_render = 0, time.perf_counter()
@@ -344,16 +346,20 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
         "",
         f"identities: {cfg.identities}   images: {len(df)}   train: {counts['train']}   query: {counts['query']}   "
         f"gallery: {counts['gallery']}",
-        f"cameras (background clusters): {sorted(df.camid.unique().tolist())}; every identity in >= {int(cams.min())} cameras",
+        f"cameras (background clusters): {sorted(df.camid.unique().tolist())}; "
+        f"every identity in >= {int(cams.min())} cameras",
         f"build seed: {cfg.seed}; identity i uses seeds derived from (seed, i); fg mode: {cfg.fg_mode}",
-        f"backgrounds from Phi_bg: {(df.bg_source == 'phi_bg').mean():.1%}; poses from Phi_pose: {(df.pose_source == 'phi_pose').mean():.1%}",
+        f"backgrounds from Phi_bg: {(df.bg_source == 'phi_bg').mean():.1%}; "
+        f"poses from Phi_pose: {(df.pose_source == 'phi_pose').mean():.1%}",
         f"novelty filter: tau {cfg.novelty_tau} (cosine), rejection rate {stats['novelty_rejection_rate']:.1%} "
         f"({stats['novelty_rejected']} of {stats['novelty_attempts']} attempts)",
-        (f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity by discriminator score"
+        (f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity "
+         f"by discriminator score"
          if builder.D is not None else "quality filter: off (stage I has no trained discriminator); d_score is 0"),
         "",
         "checkpoints (sha256 of snapshot.pt):",
-        *[f"  {k}: {v}  ({p})" for (k, v), p in zip(hashes.items(), (s2.stage1_run, s2.pose_run, cfg.stage2_run))],
+        *[f"  {k}: {v}  ({p})"
+          for (k, v), p in zip(hashes.items(), (s2.stage1_run, s2.pose_run, cfg.stage2_run), strict=True)],
         "",
         "config:",
         *[f"  {k}: {v}" for k, v in to_dict(cfg).items()],

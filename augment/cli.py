@@ -39,7 +39,8 @@ def _cmd_simulate(args) -> None:
     size = parse_size(args.size)
     s = simulate(args.out, args.ids, seed=args.seed, size=size, overwrite=args.overwrite, progress=not args.quiet)
     print(
-        f"SimMarket: {s['identities']} identities ({s['train_ids']} train / {s['test_ids']} test), {s['images']} images "
+        f"SimMarket: {s['identities']} identities ({s['train_ids']} train / {s['test_ids']} test), "
+        f"{s['images']} images "
         f"(train {s['train']}, query {s['query']}, gallery {s['gallery']} incl. {s['distractors']} distractors and "
         f"{s['junk']} junk) at {s['height']}x{s['width']} in {s['seconds']:.1f} s "
         f"({s['images'] / s['seconds']:.0f} img/s) -> {args.out}"
@@ -75,18 +76,21 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
         if resume is True:
             found = Path(run_dir) if run_dir else latest_run_dir(Path(out) / job, desc)
             if found is None:
-                raise UserError(f"{Path(out) / job}: no run of {desc!r} with a state.pt to resume; drop --resume to start one")
+                raise UserError(f"{Path(out) / job}: no run of {desc!r} with a state.pt to resume; "
+                                f"drop --resume to start one")
         else:
             found = Path(resume)
         if not (found / "state.pt").exists() and not (found / "config.yaml").exists():
-            raise UserError(f"{found}: not a run directory (no config.yaml / state.pt); pass the folder of a run to --resume")
+            raise UserError(f"{found}: not a run directory (no config.yaml / state.pt); "
+                            f"pass the folder of a run to --resume")
         return (config or str(found / "config.yaml")), found, True
     if config is None:
         raise UserError(f"vmarket train {job}: pass -c CONFIG (e.g. configs/demo/{job}.yaml)")
     if run_dir:
         path = Path(run_dir)
         if path.exists() and any(path.iterdir()):
-            raise UserError(f"{path}: run directory exists and is not empty; pass --resume to continue it or choose another")
+            raise UserError(f"{path}: run directory exists and is not empty; "
+                            f"pass --resume to continue it or choose another")
         path.mkdir(parents=True, exist_ok=True)
         return config, path, False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -128,7 +132,8 @@ def _cmd_eval(args) -> None:
     if result["swaps"]:
         sw = result["swaps"]
         line += "; swap L1 model / copy-source: " + ", ".join(
-            f"{k} {sw[f'{k}/model/l1']:.1f} / {sw[f'{k}/copy_source/l1']:.1f}" for k in ("pose", "background", "foreground"))
+            f"{k} {sw[f'{k}/model/l1']:.1f} / {sw[f'{k}/copy_source/l1']:.1f}"
+            for k in ("pose", "background", "foreground"))
     print(f"{line} -> {out}/metrics.md")
 
 
@@ -148,7 +153,8 @@ def _cmd_build(args) -> None:
             f"{s['images_now']} images at {s['images_per_s']:.1f} img/s); novelty rejection rate "
             f"{s['novelty_rejection_rate']:.1%}")
     if s.get("finalized"):
-        line += f"; dataset complete: {s['images']} images (train {s['n_train']}, query {s['n_query']}, gallery {s['n_gallery']})"
+        line += (f"; dataset complete: {s['images']} images (train {s['n_train']}, query {s['n_query']}, "
+                 f"gallery {s['n_gallery']})")
     else:
         line += "; waiting for the other shards before writing the manifest"
     print(f"{line} -> {cfg.out}")
@@ -176,7 +182,8 @@ def _cmd_pipeline(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vmarket", description="Virtual Market: disentangled person generation for re-ID data augmentation.")
+    p = _Parser(prog="vmarket",
+                description="Virtual Market: disentangled person generation for re-ID data augmentation.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="write a SimMarket dataset (Market-1501 layout, keypoints, manifest)")
@@ -190,33 +197,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate a Market-1501-format dataset: names, keypoints, images")
     c.add_argument("--root", required=True, help="dataset root (holding bounding_box_train/ or Market-1501-v15.09.15/)")
-    c.add_argument("--keypoints", default=None, help="keypoint CSV for all splits (default: market-annotation-*.csv in the root)")
+    c.add_argument("--keypoints", default=None,
+                   help="keypoint CSV for all splits (default: market-annotation-*.csv in the root)")
     c.add_argument("--size", default="128x64", help="expected image size HEIGHTxWIDTH (default 128x64)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_check)
 
-    t = sub.add_parser("train", help="train a stage: stage1 (reconstruction), pose (pose autoencoder), stage2 (mappings)")
+    t = sub.add_parser("train",
+                       help="train a stage: stage1 (reconstruction), pose (pose autoencoder), stage2 (mappings)")
     t.add_argument("job", choices=["stage1", "pose", "stage2"], help="what to train")
     t.add_argument("-c", "--config", default=None, help="YAML config (e.g. configs/demo/stage1.yaml)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.steps=500")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.steps=500")
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue a killed run: the given run directory, or the latest run of this config")
     t.add_argument("--run-dir", default=None, help="run directory (default: outputs/JOB/NNNNN-CONFIG)")
     t.add_argument("--out", default="outputs", help="parent of the run directories")
-    t.add_argument("--factor", default=None, choices=["fg", "bg", "pose", "all"], help="stage2 only: which mapping to train")
+    t.add_argument("--factor", default=None, choices=["fg", "bg", "pose", "all"],
+                   help="stage2 only: which mapping to train")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a trained stage: reconstruction SSIM and counterfactual swap scores")
     e.add_argument("job", choices=["stage1", "stage2"], help="what to evaluate")
     e.add_argument("--run", required=True, help="run directory of the trained stage")
-    e.add_argument("--data", default=None, help="dataset root (default: the run's data.root); held-out = query + gallery")
+    e.add_argument("--data", default=None,
+                   help="dataset root (default: the run's data.root); held-out = query + gallery")
     e.add_argument("--pairs", type=int, default=200, help="SimMarket swap pairs to score")
     e.add_argument("--limit", type=int, default=512, help="held-out images for the reconstruction metrics")
     e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
     e.set_defaults(func=_cmd_eval)
 
-    sm = sub.add_parser("sample", help="PNG grids from a stage-II run: sampled people, identities, resampled factors, interpolations")
+    sm = sub.add_parser("sample",
+                        help="PNG grids from a stage-II run: sampled people, identities, resampled factors, "
+                             "interpolations")
     sm.add_argument("--run", required=True, help="run directory of a trained stage-II run")
     sm.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     sm.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same grids")
@@ -227,18 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a Virtual Market: N identities x K images, filters, Market-1501 export")
     b.add_argument("-c", "--config", required=True, help="YAML build config (e.g. configs/demo/build.yaml)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    b.add_argument("--shard", default=None, metavar="I/N", help="build identities i, i+n, ... only (default: torchrun rank / world)")
+    b.add_argument("--shard", default=None, metavar="I/N",
+                   help="build identities i, i+n, ... only (default: torchrun rank / world)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_build)
 
     r = sub.add_parser("reid", help="re-ID baselines with torchreid: `vmarket reid ablate -c CONFIG`")
-    r.add_argument("action", choices=["ablate"], help="ablate: real / virtual / real+virtual / virtual->real over seeds")
+    r.add_argument("action", choices=["ablate"],
+                   help="ablate: real / virtual / real+virtual / virtual->real over seeds")
     r.add_argument("-c", "--config", required=True, help="YAML ablation config (e.g. configs/demo/reid.yaml)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_reid)
 
-    rf = sub.add_parser("reference", help="train, evaluate and ship the SimMarket reference models (what `make reference` runs)")
+    rf = sub.add_parser("reference",
+                        help="train, evaluate and ship the SimMarket reference models (what `make reference` runs)")
     rf.add_argument("config", nargs="?", default="configs/reference/reference.yaml",
                     help="reference YAML (default configs/reference/reference.yaml)")
     rf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
@@ -246,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     rf.set_defaults(func=_cmd_reference)
 
     pl = sub.add_parser("pipeline", help="the whole pipeline on SimMarket, with report.md (what `make demo` runs)")
-    pl.add_argument("config", nargs="?", default="configs/demo/pipeline.yaml", help="pipeline YAML (default configs/demo/pipeline.yaml)")
+    pl.add_argument("config", nargs="?", default="configs/demo/pipeline.yaml",
+                    help="pipeline YAML (default configs/demo/pipeline.yaml)")
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     pl.add_argument("--from-scratch", action="store_true",
                     help="train stage I, the pose AE and stage II in this run (inside the demo budget) instead of "

@@ -4,15 +4,15 @@ and ``report.md``. Each stage is resumable, and a rerun reuses the stages that f
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from augment.builder import BuildConfig, build
+from augment.report import write_report
 from augment.stage2_report import report as stage2_report
 from augment.stage2_report import sample_grids
-from generator.config import from_dict, load_config
+from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
 from generator.io import atomic_write_text, load_checkpoint
@@ -87,7 +87,8 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
     for root, size in roots_sizes:
         if not (root / "simmarket.json").exists():
             s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress)
-            log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, {s['train_ids']} train ids -> {root}")
+            log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, "
+                f"{s['train_ids']} train ids -> {root}")
 
 
 def generator_configs(out: Path, gen_root: Path, size, stage1: str, pose: str, stage2: str, set_: list[str]):
@@ -190,104 +191,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     rcfg = load_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"virtual_root={vm}", f"out={out / 'reid'}"]
                        + _overrides(cfg.set, "reid"))
     stage("reid", lambda: run_ablation(rcfg, progress=progress))
-    report_path = write_report(out, cfg, s1cfg, prov, stage.times)
+    report_path = write_report(out, cfg, prov, stage.times)
     log(f"[report] {report_path}")
     return report_path
-
-
-def _copy(src: Path, dst: Path) -> str:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dst)
-    return dst.name
-
-
-def _models_paragraph(out: Path, cfg: PipelineConfig, s1cfg, prov: dict | None) -> str:
-    s1 = load_checkpoint(out / "stage1" / "snapshot.pt")
-    m = from_dict(Stage1Config, s1["config"]).model
-    size = f"{s1['config']['data']['size'][0]}x{s1['config']['data']['size'][1]}"
-    if prov is None:
-        return (f"Models: **trained from scratch in this run** (`--from-scratch`) inside the demo budget: stage I "
-                f"{s1['step']} steps at {size}, {m.channels} channels, so the generator is small and briefly trained.")
-    wall = prov["wall_time_s"]
-    data = prov["data"]
-    same = (data["identities"], data["seed"]) == (cfg.sim_ids, cfg.sim_seed)
-    return (f"Models: **the reference checkpoints shipped with the package** ({cfg.reference or 'generator/reference/'}, "
-            f"sha256-verified against its `provenance.json`), trained by `make reference`: stage I {prov['steps']['stage1']} "
-            f"steps at {size}, {m.channels} channels ({prov.get('stage1_shipped', {}).get('snapshot', 'snapshot.pt')} of the "
-            f"{s1['config']['train']['steps']}-step run that took {wall.get('stage1', 0) / 60:.0f} min); the pose AE and stage II in "
-            f"{(wall.get('pose', 0) + wall.get('stage2', 0)) / 60:.0f} min (machine: {prov['machine']['processor']}, "
-            f"{prov['machine']['threads']} threads, CUDA {prov['machine']['cuda']}). They were trained on SimMarket seed "
-            f"{data['seed']} with {data['identities']} identities ({data['train_ids']} for training)"
-            + (", the same data as this run's training split." if same else
-               f", not this run's data (seed {cfg.sim_seed}, {cfg.sim_ids} identities).")
-            + " `vmarket pipeline --from-scratch` trains every stage in the run instead.")
-
-
-def write_report(out: Path, cfg, s1cfg, prov: dict | None, times: dict) -> Path:
-    """``report.md`` with figures copied beside it; every number is read from a file the run wrote."""
-    figs = out / "figures"
-    s1_run, s2_run, vm = out / "stage1", out / "stage2", out / "virtual_market"
-    recon = _copy(s1_run / "eval" / "grid.png", figs / "stage1_grid.png")
-    swaps = _copy(s1_run / "eval" / "swaps.png", figs / "swaps_vs_truth.png")
-    ids = _copy(s2_run / "samples" / "b_identities.png", figs / "sampled_identities.png")
-    interp = _copy(s2_run / "samples" / "d_interpolation.png", figs / "interpolation.png")
-    people = _copy(s2_run / "samples" / "a_sampled_people.png", figs / "sampled_people.png")
-    cmc = _copy(out / "reid" / "cmc.png", figs / "cmc.png")
-    sim = json.loads((out / "data" / "sim-reid" / "simmarket.json").read_text())
-    readme = (vm / "README.txt").read_text().splitlines()
-    lines = [
-        "# Virtual Market demo report",
-        "",
-        _models_paragraph(out, cfg, s1cfg, prov),
-        "",
-        f"Data: SimMarket seed {sim['seed']}, {sim['identities']} identities ({sim['train_ids']} train / {sim['test_ids']} test), "
-        f"{sim['images']} images at {sim['height']}x{sim['width']} for re-ID, and the same dataset at "
-        f"{cfg.gen_size[0]}x{cfg.gen_size[1]} for the generator.",
-        "",
-        "## Stage I: reconstructions and factor swaps",
-        "",
-        "Held-out people. Rows: input | reconstruction | foreground swap | background swap | pose swap "
-        "(donor: the previous column's person).",
-        "",
-        f"![stage I grid](figures/{recon})",
-        "",
-        "Counterfactual swaps beside SimMarket's true render. Rows: source A | donor B | pose swap | its truth | "
-        "background swap | its truth | foreground swap | its truth.",
-        "",
-        f"![swaps vs truth](figures/{swaps})",
-        "",
-        (s1_run / "eval" / "metrics.md").read_text(),
-        "## Stage II: sampling",
-        "",
-        "Fully sampled people:",
-        "",
-        f"![sampled people](figures/{people})",
-        "",
-        "Sampled identities (one sampled foreground per row, sampled backgrounds and poses):",
-        "",
-        f"![sampled identities](figures/{ids})",
-        "",
-        "Interpolation strips (rows: foreground, background, pose):",
-        "",
-        f"![interpolation](figures/{interp})",
-        "",
-        (s2_run / "eval" / "metrics.md").read_text(),
-        "## The Virtual Market",
-        "",
-        *[f"    {l}" for l in readme[:9]],
-        "",
-        "## Re-ID ablation (evaluated on SimMarket's real test split)",
-        "",
-        (out / "reid" / "results.md").read_text(),
-        f"![CMC](figures/{cmc})",
-        "",
-        "## Time per stage (seconds, this machine)",
-        "",
-        "| stage | seconds |",
-        "| --- | --- |",
-        *[f"| {k} | {v:.0f} |" for k, v in times.items()],
-        "",
-    ]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path

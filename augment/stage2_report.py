@@ -37,7 +37,8 @@ def embedding_quality(run: Path, n: int = 2000, seed: int = 0) -> dict:
     for f in FACTORS:
         real_train, real_hold = emb[f][train_idx], emb[f][hold_idx]
         m = min(n, max(len(real_hold), 200))
-        samples = {"mapping": sampler.sample(f, m, seed).cpu(), "gaussian": GaussianBaseline(real_train).sample(m, seed)}
+        samples = {"mapping": sampler.sample(f, m, seed).cpu(),
+                   "gaussian": GaussianBaseline(real_train).sample(m, seed)}
         for who, x in samples.items():
             p, r = knn_precision_recall(real_hold.numpy(), x.numpy(), k=3)
             rec = {"frechet": frechet_distance(real_hold.numpy(), x.numpy()), "precision": p, "recall": r}
@@ -54,7 +55,8 @@ def embedding_quality(run: Path, n: int = 2000, seed: int = 0) -> dict:
 def quality_table(q: dict) -> str:
     lines = [f"Embedding quality against {q['heldout']} held-out real embeddings per factor "
              "(Frechet distance lower is better; k-NN precision / recall, k=3, higher is better):", "",
-             "| factor | sampler | Frechet | precision | recall | plausible poses |", "| --- | --- | --- | --- | --- | --- |"]
+             "| factor | sampler | Frechet | precision | recall | plausible poses |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for f in FACTORS:
         for who in ("mapping", "gaussian"):
             r = q[f"{f}/{who}"]
@@ -83,15 +85,18 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
           out_dir / "b_identities.png")
 
     root = cfg.data_root or yaml.safe_load((Path(cfg.stage1_run) / "config.yaml").read_text())["data"]["root"]
-    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
-    b = torch.utils.data.default_collate([ds.item(i) for i in np.linspace(0, len(ds) - 1, min(rows, len(ds))).astype(int)])
+    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
+                        mask_radius=model.mask_radius)
+    b = torch.utils.data.default_collate([ds.item(i)
+                                          for i in np.linspace(0, len(ds) - 1, min(rows, len(ds))).astype(int)])
     f = model.encode(b["image"], b["keypoints"])
     recon = model.render(f)
     rows_c = []  # per real person, one row per factor: real | reconstruction | that factor resampled
     for i in range(len(f)):
         k = cols - 2
         for j, factor in enumerate(FACTORS):
-            e = {"fg": f.fg[i:i + 1].repeat(k, 1), "bg": f.bg[i:i + 1].repeat(k, 1), "pose": f.keypoints[i:i + 1].repeat(k, 1, 1)}
+            e = {"fg": f.fg[i:i + 1].repeat(k, 1), "bg": f.bg[i:i + 1].repeat(k, 1),
+                 "pose": f.keypoints[i:i + 1].repeat(k, 1, 1)}
             e[factor] = sampler.sample(factor, k, seed + 100 + 10 * i + j)
             rows_c.append(torch.cat([b["image"][i:i + 1], recon[i:i + 1], model.decode(e["fg"], e["bg"], e["pose"])]))
     _save(rows_c, cols, out_dir / "c_resampled_factors.png")

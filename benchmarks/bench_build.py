@@ -59,10 +59,12 @@ def main() -> None:
             Image.fromarray(im).save(io.BytesIO(), format="JPEG", quality=cfg.jpeg_quality)
         jpeg = time.perf_counter() - t
         h, w = imgs[0].shape[:2]
-        print(f"Virtual Market build ({run}, {h}x{w}, {len(imgs)} images kept of {s['identities'] * int(np.ceil(cfg.images_per_id / cfg.quality_keep))} rendered):")
+        print(f"Virtual Market build ({run}, {h}x{w}, {len(imgs)} images kept of "
+              f"{s['identities'] * int(np.ceil(cfg.images_per_id / cfg.quality_keep))} rendered):")
         print(f"  build, rendering loop     : {s['images_per_s']:8.1f} img/s kept (render + D score + JPEG write)")
         print(f"  build, end to end         : {len(imgs) / total:8.1f} img/s (model loading and the plan included)")
-        print(f"  JPEG encoding only (bound): {len(imgs) / jpeg:8.1f} img/s  -> build reaches {s['images_per_s'] / (len(imgs) / jpeg):.1%} of it")
+        print(f"  JPEG encoding only (bound): {len(imgs) / jpeg:8.1f} img/s  "
+              f"-> build reaches {s['images_per_s'] / (len(imgs) / jpeg):.1%} of it")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ def market_like(q: int, g: int, dim: int, ids: int, seed: int = 0):
     centres = rng.normal(size=(ids + 1, dim)).astype(np.float32)
     q_pids = rng.integers(1, ids + 1, q)
     q_cams = rng.integers(1, 7, q)
-    g_pids = np.concatenate([rng.integers(1, ids + 1, g - g // 6), np.full(g // 12, 0), np.full(g - (g - g // 6) - g // 12, -1)])
+    g_pids = np.concatenate([rng.integers(1, ids + 1, g - g // 6), np.full(g // 12, 0),
+                             np.full(g - (g - g // 6) - g // 12, -1)])
     g_cams = rng.integers(1, 7, g)
     qf = centres[q_pids] + 2.2 * rng.normal(size=(q, dim)).astype(np.float32)
     gf = centres[np.maximum(g_pids, 0)] + 2.2 * rng.normal(size=(g, dim)).astype(np.float32)
@@ -45,10 +46,12 @@ def main() -> None:
     distmat = squared_euclidean(torch.from_numpy(qf), torch.from_numpy(gf)).numpy()
     keep = gp != -1  # torchreid's loaders drop junk before evaluation
     t = time.perf_counter()
-    cmc, mAP = evaluate_rank(distmat[:, keep], qp, gp[keep], qc, gc[keep], max_rank=50, use_metric_cuhk03=False, use_cython=False)
+    cmc, mAP = evaluate_rank(distmat[:, keep], qp, gp[keep], qc, gc[keep], max_rank=50, use_metric_cuhk03=False,
+                             use_cython=False)
     ref_s = time.perf_counter() - t
     assert abs(mAP - ours.mAP) < 1e-5 and np.abs(cmc - ours.cmc).max() < 1e-5, "results differ"
-    print(f"evaluation at {args.queries} x {args.gallery}, {args.dim}-D (rank-1 {ours.cmc[0]:.3f}, mAP {ours.mAP:.3f}):")
+    print(f"evaluation at {args.queries} x {args.gallery}, {args.dim}-D "
+          f"(rank-1 {ours.cmc[0]:.3f}, mAP {ours.mAP:.3f}):")
     print(f"  torchreid evaluate_rank (python, distances given): {ref_s:7.2f} s")
     print(f"  ours, distances included                         : {ours_s:7.2f} s")
     print(f"  speed-up: {ref_s / ours_s:.1f}x")

@@ -20,8 +20,10 @@ VARIANTS = {
     "linear appearance term": dict(roi_crop="roi_align", roi_sampling_ratio=2, injection="linear"),
     "roi_align sr=1 + linear (demo)": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear"),
     "grid_sample + linear": dict(roi_crop="grid_sample", roi_sampling_ratio=1, injection="linear"),
-    "sr=1 + linear + channels_last": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear", channels_last=True),
-    "sr=1 + linear, L1 only (warm-up phase)": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear", adversarial=False),
+    "sr=1 + linear + channels_last": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear",
+                                          channels_last=True),
+    "sr=1 + linear, L1 only (warm-up phase)": dict(roi_crop="roi_align", roi_sampling_ratio=1, injection="linear",
+                                                   adversarial=False),
 }
 
 
@@ -55,8 +57,10 @@ def main() -> None:
     ap.add_argument("--roi", type=int, default=24)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--only", default="", help="comma-separated substrings: run only the matching variants (and the baseline)")
-    ap.add_argument("--profile", action="store_true", help="print the top operators of the baseline and the fastest variant")
+    ap.add_argument("--only", default="",
+                    help="comma-separated substrings: run only the matching variants (and the baseline)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print the top operators of the baseline and the fastest variant")
     args = ap.parse_args()
     from generator.data.dataset import market_dataset
     from generator.models.stage1 import DCGANDiscriminator, DisentangledGenerator

@@ -50,7 +50,8 @@ class DisentangledModel:
         self.device = torch.device(device)
 
     @classmethod
-    def load(cls, stage1: str | os.PathLike, pose: str | os.PathLike | None = None, device: str = "cpu") -> "DisentangledModel":
+    def load(cls, stage1: str | os.PathLike, pose: str | os.PathLike | None = None,
+             device: str = "cpu") -> "DisentangledModel":
         """From a stage-I run directory or snapshot file, and optionally a pose-AE run."""
         where = str(_snapshot_path(stage1))
         snap = load_checkpoint(where)
@@ -157,11 +158,13 @@ class Sampler:
 
 
 @torch.no_grad()
-def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64, progress: bool = True) -> dict[str, torch.Tensor]:
+def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
+                    progress: bool = True) -> dict[str, torch.Tensor]:
     """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}."""
     model = DisentangledModel.load(stage1_run, pose=pose_run)
     root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
-    ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
+    ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius,
+                        mask_radius=model.mask_radius)
     out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
     for s in progress_bar(range(0, len(ds), batch), desc="embedding", unit="batch", enabled=progress, mininterval=0.1):
         b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])

@@ -90,7 +90,8 @@ def limb_points(rcv: np.ndarray, radius: int) -> np.ndarray:
 
 
 def pose_mask(rcv: np.ndarray, height: int, width: int, radius: int = 7, closing: int = 5) -> np.ndarray:
-    """(H, W) float32 coarse body mask: disks of ``radius`` along the 23 limbs, then a ``closing`` x ``closing`` closing."""
+    """(H, W) float32 coarse body mask: disks of ``radius`` along the 23 limbs, then a ``closing`` x ``closing``
+    closing."""
     pts = limb_points(rcv, radius)
     size = 2 * radius + 1
     # a canvas with a disk's width of margin on every side; a disk centred at (r, c) covers

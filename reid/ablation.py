@@ -34,7 +34,8 @@ class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
     finetune_epochs: int = 0  # epochs of each later stage of an `A->B` recipe (0: train.epochs)
-    matched_steps: bool = False  # true: every setting trains as many optimiser steps as train.epochs over the real data (iteration-matched)
+    # true: every setting trains as many optimiser steps as train.epochs over the real data (iteration-matched)
+    matched_steps: bool = False
     out: str = "outputs/reid/ablation"
 
 
@@ -42,7 +43,8 @@ def parse_setting(text: str) -> list[str]:
     stages = [s.strip() for s in text.split("->")]
     for s in stages:
         if s not in SOURCES:
-            raise UserError(f"setting {text!r}: stage {s!r} is not one of {', '.join(SOURCES)} (stages are joined by '->')")
+            raise UserError(f"setting {text!r}: stage {s!r} is not one of {', '.join(SOURCES)} "
+                            f"(stages are joined by '->')")
     return stages
 
 
@@ -87,7 +89,8 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
             for k, source in enumerate(stages):
                 run = out / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}"
                 tcfg = train if k == 0 or not cfg.finetune_epochs else replace(train, epochs=cfg.finetune_epochs)
-                res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init, progress=progress)
+                res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init,
+                                         progress=progress)
                 init = run / "state.pt"
                 steps += res["steps"]
             skip = ("source", "target", "steps")
@@ -107,12 +110,18 @@ def write_results(results: list[dict], out: Path, matched: bool = False) -> None
     cmc_plot(results, out / "cmc.png")
 
 
+def _cell(g, column: str) -> str:
+    """``mean ± std`` over the seeds of one setting's ``column``, in percent."""
+    return f"{100 * g[column].mean():.1f} ± {100 * g[column].std(ddof=0):.1f}"
+
+
 def results_table(df, matched: bool = False) -> str:
-    lines = ["| setting | seeds | steps | rank-1 | rank-5 | mAP | mINP |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| setting | seeds | steps | rank-1 | rank-5 | mAP | mINP |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for setting, g in df.groupby("setting", sort=False):
-        cell = lambda c: f"{100 * g[c].mean():.1f} ± {100 * g[c].std(ddof=0):.1f}"  # noqa: E731
         steps = "/".join(dict.fromkeys(str(int(v)) for v in g["steps"]))  # one unless seeds differ
-        lines.append(f"| {setting} | {len(g)} | {steps} | {cell('rank1')} | {cell('rank5')} | {cell('mAP')} | {cell('mINP')} |")
+        lines.append(f"| {setting} | {len(g)} | {steps} | {_cell(g, 'rank1')} | {_cell(g, 'rank5')} | "
+                     f"{_cell(g, 'mAP')} | {_cell(g, 'mINP')} |")
     budget = ("iteration-matched: every stage trains as many optimiser steps per epoch as one pass over the real "
               "training data" if matched else
               "epoch-matched, not iteration-matched: each setting trains its epochs over its own data")

@@ -92,7 +92,8 @@ def _chunk_stats(d, q_pid, q_cam, index: _GalleryIndex):
     span = float(max(d.abs().max(), 1.0))
     off = 2.0 ** (int(np.ceil(np.log2(span))) + 2)
     base = torch.arange(n, dtype=torch.float64)[:, None] * off
-    bounds = torch.where(torch.isinf(pos_d), torch.full_like(pos_d, span), pos_d).double() + base  # pads sit past the row
+    # pads sit past the row
+    bounds = torch.where(torch.isinf(pos_d), torch.full_like(pos_d, span), pos_d).double() + base
     local = torch.bucketize(vals + rows.double() * off, bounds.view(-1), right=False) - rows * pmax
     counts = torch.bincount(rows * (pmax + 1) + local, minlength=n * (pmax + 1)).view(n, pmax + 1)
     at_most = counts[:, :pmax].cumsum(1)  # entries with d <= p_k: negatives, dropped ones and positives 1..k
@@ -137,7 +138,7 @@ def _evaluate(distances, n_queries, q_pids, g_pids, q_camids, g_camids, max_rank
     out = ([], [], [])
     for s in range(0, n_queries, chunk):
         stats = _chunk_stats(distances(s, s + chunk, keep), q_pid[s:s + chunk], q_cam[s:s + chunk], index)
-        for acc, v in zip(out, stats):
+        for acc, v in zip(out, stats, strict=True):
             acc.append(v)
     return _finish(*out, min(max_rank, int(keep.sum())))
 
@@ -145,7 +146,8 @@ def _evaluate(distances, n_queries, q_pids, g_pids, q_camids, g_camids, max_rank
 def evaluate_distances(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, chunk: int = 256) -> RankResult:
     """CMC / mAP / mINP from a (Q, G) distance matrix (numpy or torch), Market-1501 protocol."""
     d = torch.as_tensor(np.asarray(distmat) if not torch.is_tensor(distmat) else distmat)
-    return _evaluate(lambda lo, hi, keep: d[lo:hi][:, keep], len(d), q_pids, g_pids, q_camids, g_camids, max_rank, chunk)
+    return _evaluate(lambda lo, hi, keep: d[lo:hi][:, keep], len(d), q_pids, g_pids, q_camids, g_camids, max_rank,
+                     chunk)
 
 
 def evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "euclidean", max_rank: int = 50,

@@ -78,7 +78,8 @@ def merge_records(real: list, virtual: list, pid_offset: int | None = None) -> t
     shifted = [(path, pid + pid_offset, cam) for path, pid, cam in virtual]
     clash = real_pids & {p for _, p, _ in shifted}
     if clash:
-        raise UserError(f"pid offset {pid_offset} makes virtual ids collide with real ids (e.g. {min(clash)}); use a larger offset")
+        raise UserError(f"pid offset {pid_offset} makes virtual ids collide with real ids (e.g. {min(clash)}); "
+                        f"use a larger offset")
     return real + shifted, pid_offset
 
 
@@ -155,10 +156,12 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str
 
 def build_engine(kind: str, datamanager, model, lr: float = 0.0015, epochs: int = 10, use_gpu: bool = False,
                  margin: float = 0.3):
-    """A torchreid softmax or triplet engine. It always gets a scheduler (torchreid's engines crash on save without one)."""
+    """A torchreid softmax or triplet engine. It always gets a scheduler (torchreid's engines crash on save
+    without one)."""
     torchreid = import_torchreid()
     optimizer = torchreid.optim.build_optimizer(model, optim="adam", lr=lr)
-    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="single_step", stepsize=max(1, int(epochs * 0.75)))
+    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="single_step",
+                                                   stepsize=max(1, int(epochs * 0.75)))
     if kind == "softmax":
         engine = torchreid.engine.ImageSoftmaxEngine(datamanager, model, optimizer=optimizer, scheduler=scheduler,
                                                       label_smooth=True, use_gpu=use_gpu)

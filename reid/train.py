@@ -38,7 +38,8 @@ class ReidTrainConfig:
         if self.size is None:
             self.size = [128, 64]
         if self.steps_per_epoch < 0:
-            raise UserError(f"train.steps_per_epoch={self.steps_per_epoch}: use 0 (one pass over the data) or a batch count")
+            raise UserError(f"train.steps_per_epoch={self.steps_per_epoch}: use 0 (one pass over the data) "
+                            f"or a batch count")
 
 
 def train_sampler(loss: str) -> str:

@@ -3,13 +3,10 @@ import json
 import numpy as np
 import torch
 from conftest import run_cli
-from tiny import tiny_pose, tiny_stage1
 
 from generator.api import DisentangledModel, interpolate, swap
 from generator.data.dataset import market_dataset
 from generator.eval.image_metrics import region_scores, ssim
-from generator.training.pose_ae import train as train_pose
-from generator.training.stage1 import train
 
 
 def test_ssim_properties():
@@ -31,10 +28,9 @@ def test_ssim_properties():
     assert torch.allclose(0.25 * inside + 0.75 * outside, ssim(noisy, a), atol=1e-5)  # 8 of 32 rows
 
 
-def test_api_round_trip_and_swaps(sim_small, tmp_path):
-    train(tiny_stage1(sim_small, **{"train.steps": 4}), tmp_path / "s1", progress=False)
-    train_pose(tiny_pose(sim_small, **{"train.steps": 4}), tmp_path / "pose", progress=False)
-    model = DisentangledModel.load(tmp_path / "s1", pose=tmp_path / "pose")
+def test_api_round_trip_and_swaps(sim_small, tiny_stages):
+    s1, pose, _ = tiny_stages
+    model = DisentangledModel.load(s1, pose=pose)
     ds = market_dataset(sim_small, ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
     b = torch.utils.data.default_collate([ds.item(i) for i in range(3)])
     f = model.encode(b["image"], b["keypoints"])
@@ -57,16 +53,17 @@ def test_api_round_trip_and_swaps(sim_small, tmp_path):
     assert path.shape == (5, 224) and torch.allclose(path[0], f.fg[0]) and torch.allclose(path[-1], g.fg[0])
 
 
-def test_eval_cli_writes_table(sim_small, tmp_path):
-    train(tiny_stage1(sim_small, **{"train.steps": 4}), tmp_path / "s1", progress=False)
-    rc, out, err = run_cli("eval", "stage1", "--run", tmp_path / "s1", "--pairs", 12, "--limit", 16)
+def test_eval_cli_writes_table(tiny_stages, tmp_path):
+    out = tmp_path / "eval"  # not the default RUN/eval: the trained stages are shared by other tests
+    rc, stdout, err = run_cli("eval", "stage1", "--run", tiny_stages[0], "--pairs", 12, "--limit", 16, "--out", out)
     assert rc == 0, err
-    m = json.loads((tmp_path / "s1" / "eval" / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text())
     assert m["swaps"]["pairs"] == 12
     for k in ("pose", "background", "foreground"):
         assert np.isfinite(m["swaps"][f"{k}/model/l1"]) and m["swaps"][f"{k}/copy_source/l1"] > 0
-    assert "copy the source" in (tmp_path / "s1" / "eval" / "metrics.md").read_text()
+    assert "copy the source" in (out / "metrics.md").read_text()
     r = m["reconstruction"]
     assert r["images"] == 16 and all(-1 <= r[k] <= 1 for k in ("ssim", "person_ssim", "background_ssim"))
-    assert "inside the person / outside" in (tmp_path / "s1" / "eval" / "metrics.md").read_text()
-    assert (tmp_path / "s1" / "eval" / "swaps.png").exists()
+    assert "inside the person / outside" in (out / "metrics.md").read_text()
+    assert (out / "swaps.png").exists()
+    assert not (tiny_stages[0] / "eval").exists()

@@ -37,7 +37,8 @@ def test_same_seed_is_byte_identical(tiny_stages, tmp_path):
     build(_cfg(s2, tmp_path / "c", seed=2), progress=False)
     assert _content(tmp_path / "c") != ca
     m = pd.read_csv(tmp_path / "a" / "manifest.csv")
-    assert set(m.columns) >= {"path", "pid", "camid", "fg_source", "bg_source", "bg_key", "pose_source", "pose_key", "d_score"}
+    assert set(m.columns) >= {"path", "pid", "camid", "fg_source", "bg_source", "bg_key", "pose_source", "pose_key",
+                              "d_score"}
     assert (m.groupby("pid").camid.nunique() >= 2).all()  # every identity spans at least two cameras
     assert (m.groupby("pid").size() == 4).all()
     assert (tmp_path / "a" / "manifest.parquet").exists()

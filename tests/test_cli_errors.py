@@ -87,7 +87,8 @@ def test_simulate_refuses_non_empty_out(tmp_path):
 
 
 def test_simulate_cli(tmp_path):
-    rc, out, err = run_cli("simulate", "--out", tmp_path / "s", "--ids", "6", "--seed", "1", "--size", "64x32", "--quiet")
+    rc, out, err = run_cli("simulate", "--out", tmp_path / "s", "--ids", "6", "--seed", "1", "--size", "64x32",
+                           "--quiet")
     assert rc == 0, err
     assert "6 identities" in out and "img/s" in out
     assert Image.open(next((tmp_path / "s" / "bounding_box_train").glob("*.jpg"))).size == (32, 64)

@@ -6,7 +6,8 @@ from generator.errors import UserError
 
 
 def test_name_round_trip():
-    for name in ["0002_c1s1_000451_03.jpg", "-1_c3s2_012345_01.jpg", "0000_c6s4_999999_99.jpg", "1501_c2s3_000001_00.jpg"]:
+    for name in ["0002_c1s1_000451_03.jpg", "-1_c3s2_012345_01.jpg", "0000_c6s4_999999_99.jpg",
+                 "1501_c2s3_000001_00.jpg"]:
         parsed = parse_name(name)
         assert parsed.format() == name
     assert parse_name("-1_c3s2_012345_01.jpg").pid == -1
@@ -41,7 +42,8 @@ def _tiny(root):
 def test_scan_root_and_inner_folder(tmp_path):
     _tiny(tmp_path / "a")
     recs = scan_market(tmp_path / "a")
-    assert [(r.split, r.pid, r.camid) for r in recs] == [("train", 1, 1), ("query", 2, 2), ("gallery", 0, 4), ("gallery", 2, 3)]
+    assert [(r.split, r.pid, r.camid) for r in recs] == [("train", 1, 1), ("query", 2, 2), ("gallery", 0, 4),
+                                                         ("gallery", 2, 3)]
     assert len(scan_market(tmp_path / "a", keep_junk=True)) == 5
     _tiny(tmp_path / "b" / "Market-1501-v15.09.15")
     assert resolve_root(tmp_path / "b").name == "Market-1501-v15.09.15"

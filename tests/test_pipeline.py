@@ -7,8 +7,8 @@ from conftest import run_cli
 
 @pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path):
-    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={tmp_path / 'demo'}", "--quiet",
-                           cwd=None)
+    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={tmp_path / 'demo'}",
+                           "--quiet", cwd=None)
     assert rc == 0, err[-3000:]
     demo = tmp_path / "demo"
     report = (demo / "report.md").read_text()
@@ -32,7 +32,8 @@ def test_pipeline_end_to_end(tmp_path):
 def test_pipeline_with_reference_checkpoints(tmp_path):
     """The default: the shipped reference models, nothing trained but the re-ID baselines."""
     demo = tmp_path / "demo"
-    args = ("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set", "from_scratch=false", "--quiet")
+    args = ("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set", "from_scratch=false",
+            "--quiet")
     rc, out, err = run_cli(*args)
     assert rc == 0, err[-3000:]
     assert not (demo / "stage1" / "state.pt").exists()  # installed, not trained

@@ -27,7 +27,7 @@ def standing_pose():
 
 def test_limbs_are_the_23_of_the_official_mask():
     assert len(LIMBS) == 23
-    assert len({tuple(sorted(l)) for l in LIMBS.tolist()}) == 23
+    assert len({tuple(sorted(limb)) for limb in LIMBS.tolist()}) == 23
     assert sorted(FLIP_PERM.tolist()) == list(range(18))
 
 
@@ -74,7 +74,8 @@ def test_rois_follow_index_sets():
     assert boxes.shape == (7, 4) and vis.tolist() == [1] * 7
     for k, joints in enumerate(BODY_ROI_JOINTS):
         pts = rcv[list(joints), :2]
-        want = [max(pts[:, 0].min() - 6, 0), max(pts[:, 1].min() - 6, 0), min(pts[:, 0].max() + 6, H - 1), min(pts[:, 1].max() + 6, W - 1)]
+        want = [max(pts[:, 0].min() - 6, 0), max(pts[:, 1].min() - 6, 0), min(pts[:, 0].max() + 6, H - 1),
+                min(pts[:, 1].max() + 6, W - 1)]
         assert np.allclose(boxes[k], want)
     # left arm with only the elbow: a single joint gets +/-10 px; a part with no joint gets visibility 0
     rcv2 = rcv.copy()

@@ -1,4 +1,5 @@
-"""Our evaluation equals torchreid's evaluate_rank on the same distances (torchreid never sees junk: its loaders drop it)."""
+"""Our evaluation equals torchreid's evaluate_rank on the same distances (torchreid never sees junk: its loaders
+drop it)."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,8 @@ def _torchreid_rank(d, qp, gp, qc, gc, max_rank=50):
     from torchreid.reid.metrics.rank import evaluate_rank
 
     keep = gp != -1
-    return evaluate_rank(d[:, keep], qp, gp[keep], qc, gc[keep], max_rank=max_rank, use_metric_cuhk03=False, use_cython=False)
+    return evaluate_rank(d[:, keep], qp, gp[keep], qc, gc[keep], max_rank=max_rank, use_metric_cuhk03=False,
+                         use_cython=False)
 
 
 def _random_case(seed, q=120, g=700, ids=40):

@@ -23,6 +23,7 @@ def test_deterministic_for_a_seed(tmp_path):
     b = simulate(tmp_path / "b", 8, seed=11, progress=False)
     c = simulate(tmp_path / "c", 8, seed=12, progress=False)
     assert a["images"] == b["images"]
+    assert c["seed"] == 12 and c["identities"] == a["identities"]  # another seed: a dataset of the same size
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
     assert not list(tmp_path.glob(".*partial*"))
@@ -59,7 +60,8 @@ def test_annotations_and_manifest(sim_root):
     assert len(m) == summary["images"]
     assert set(m.view) >= {"front", "back", "left", "right"}
     assert m.occluded.any() and m.truncated.any()
-    kp = {**read_keypoints_csv(root / "market-annotation-train.csv"), **read_keypoints_csv(root / "market-annotation-test.csv")}
+    kp = {**read_keypoints_csv(root / "market-annotation-train.csv"),
+          **read_keypoints_csv(root / "market-annotation-test.csv")}
     assert set(kp) == {p.split("/")[-1] for p in m.path}
     vis = np.array([yx_to_rcv(kp[p.split("/")[-1]])[:, 2].sum() for p in m.path])
     assert (vis == m.visible_joints).all()
@@ -85,7 +87,8 @@ def test_counterfactual_render(sim_root):
     assert np.allclose(moved.rcv, sim.pose(b).rcv())
     from scipy import ndimage
 
-    outside = ~ndimage.binary_dilation((same.labels > 0) | (moved.labels > 0), iterations=3)  # the camera blur spreads edges
+    # the camera blur spreads edges
+    outside = ~ndimage.binary_dilation((same.labels > 0) | (moved.labels > 0), iterations=3)
     assert np.abs(moved.image.astype(int) - same.image.astype(int))[outside].mean() < 1e-6
     # background of B: the person is unchanged where it is visible in both
     bg = sim.render(a, a, b)

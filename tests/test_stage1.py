@@ -59,7 +59,7 @@ def test_straight_through_visibility_has_gradient():
 
 
 def _losses(run_dir):
-    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_stage1_losses_fall(sim_small, tmp_path):
@@ -113,7 +113,8 @@ def test_stage1_resume_after_kill(sim_small, tmp_path):
     ref = tmp_path / "ref"
     subprocess.run(args[:5] + ["-c", cfg_path, "--run-dir", ref, "--quiet"], check=True, capture_output=True)
     run = tmp_path / "killed"
-    p = subprocess.Popen(args[:5] + ["-c", cfg_path, "--run-dir", run, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(args[:5] + ["-c", cfg_path, "--run-dir", run, "--quiet"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "state.pt").exists():
         time.sleep(0.05)
@@ -127,7 +128,7 @@ def test_stage1_resume_after_kill(sim_small, tmp_path):
     b = torch.load(run / "state.pt", weights_only=True)
     assert b["step"] == 30
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
-    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # no duplicated records after the resume
 
 
@@ -135,7 +136,8 @@ def test_ddp_two_gloo_ranks_stay_identical(sim_small, tmp_path):
     script = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                        str(script), str(sim_small), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+                        str(script), str(sim_small), str(tmp_path)], capture_output=True, text=True, env=env,
+                       timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)

@@ -1,26 +1,29 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 from conftest import run_cli
-from tiny import tiny_pose, tiny_stage1, tiny_stage2
+from tiny import tiny_stage2
 
 from generator.api import Sampler
 from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
-from generator.models.stage2 import build_critic, build_mapping
-from generator.training.pose_ae import train as train_pose
-from generator.training.stage1 import train as train_stage1
+from generator.io import load_checkpoint
+from generator.models.stage2 import FACTORS, build_critic, build_mapping, mapping_width
 from generator.training.stage2 import train
 from reid.retrieval import knn_precision_recall
 
 
-@pytest.fixture(scope="module")
-def stages(sim_small, tmp_path_factory):
-    d = tmp_path_factory.mktemp("stages")
-    train_stage1(tiny_stage1(sim_small, **{"train.steps": 4}), d / "s1", progress=False)
-    train_pose(tiny_pose(sim_small, **{"train.steps": 200}), d / "pose", progress=False)
-    return d / "s1", d / "pose"
+def initial_critics(cfg, dims: dict[str, int]) -> dict[str, torch.nn.Module]:
+    """The critics train() starts from, rebuilt with its RNG use: seed, the three mappings, then the three critics."""
+    torch.manual_seed(cfg.train.seed)
+    for f in FACTORS:
+        build_mapping(dims[f], mapping_width(cfg.model, f), cfg.model.blocks)
+    return {f: build_critic(dims[f], cfg.model.critic_width) for f in FACTORS}
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_mapping_and_critic_shapes():
@@ -30,25 +33,39 @@ def test_mapping_and_critic_shapes():
     assert [m.out_features for m in critic if isinstance(m, torch.nn.Linear)] == [64, 64, 64, 64, 1]
 
 
-def test_training_steps_and_clipping(stages, tmp_path):
-    s1, pose = stages
+def test_training_steps_and_clipping(tiny_stages, tmp_path):
+    s1, pose, _ = tiny_stages
     cfg = tiny_stage2(s1, pose, **{"train.steps": 1})
-    torch.manual_seed(cfg.train.seed)
-    result = train(cfg, tmp_path / "one", progress=False, factors=["fg"])
+    run = tmp_path / "one"  # the three runs share run/embeddings.pt, which train() computes once
+    untrained = train(cfg, run, progress=False, factors=["fg"], stop_after=0)["critics"]
+    dims = load_checkpoint(run / "snapshot.pt")["dims"]
+    initial = initial_critics(cfg, dims)
+    for f in FACTORS:
+        assert same_weights(initial[f], untrained[f]), f  # the reproduction is where training starts
+    result = train(cfg, run, progress=False, factors=["fg"])
+    for f in ("bg", "pose"):
+        assert same_weights(initial[f], result["critics"][f]), f  # factors not trained keep their initial critic
     critic = result["critics"]["fg"]
-    torch.manual_seed(cfg.train.seed)
-    fresh = build_critic(224, 32)
-    assert any(not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), critic.state_dict().values()))
     for p in critic.parameters():
         assert p.abs().max() <= cfg.train.clip + 1e-12  # weight clipping keeps the critic inside +/- c
-    gp = train(tiny_stage2(s1, pose, **{"train.steps": 2, "train.objective": "wgan-gp"}), tmp_path / "gp", progress=False, factors=["bg"])
+    # clipping alone moves the initial weights (they start beyond c), so compare with the clipped initial critic:
+    # with lr=0 the critic is exactly that, and one real step moves it away
+    clipped = initial_critics(cfg, dims)["fg"]
+    with torch.no_grad():
+        for p in clipped.parameters():
+            p.clamp_(-cfg.train.clip, cfg.train.clip)
+    assert not same_weights(clipped, initial["fg"])
+    frozen = train(tiny_stage2(s1, pose, **{"train.steps": 1, "train.lr": 0.0}), run, progress=False, factors=["fg"])
+    assert same_weights(clipped, frozen["critics"]["fg"])
+    assert not same_weights(clipped, critic)
+    gp = train(tiny_stage2(s1, pose, **{"train.steps": 2, "train.objective": "wgan-gp"}), tmp_path / "gp",
+               progress=False, factors=["bg"])
     assert any(p.abs().max() > 0.01 for p in gp["critics"]["bg"].parameters())  # no clipping under WGAN-GP
 
 
-def test_sampling_is_seeded_and_poses_decode(stages, tmp_path):
-    s1, pose = stages
-    train(tiny_stage2(s1, pose, **{"train.steps": 20}), tmp_path / "run", progress=False)
-    sampler = Sampler.load(tmp_path / "run")
+def test_sampling_is_seeded_and_poses_decode(tiny_stages):
+    s1, pose, s2 = tiny_stages
+    sampler = Sampler.load(s2)
     for f, dim in (("fg", 224), ("bg", 128), ("pose", 32)):
         a, b = sampler.sample(f, 6, seed=3), sampler.sample(f, 6, seed=3)
         assert a.shape == (6, dim) and torch.equal(a, b)
@@ -62,17 +79,17 @@ def test_sampling_is_seeded_and_poses_decode(stages, tmp_path):
     inside = (kps[..., 0] >= 0) & (kps[..., 0] <= 63) & (kps[..., 1] >= 0) & (kps[..., 1] <= 31)
     assert (inside | ~vis).all()  # every joint is inside the image or marked invisible
     assert (kps[~vis][:, :2] == 0).all()
-    assert model.decode(sampler.sample("fg", 4, 0), sampler.sample("bg", 4, 0), sampler.sample("pose", 4, 0)).shape == (4, 3, 64, 32)
+    people = model.decode(sampler.sample("fg", 4, 0), sampler.sample("bg", 4, 0), sampler.sample("pose", 4, 0))
+    assert people.shape == (4, 3, 64, 32)
 
 
-def test_stage2_resume_is_bit_identical(stages, tmp_path):
-    s1, pose = stages
+def test_stage2_resume_is_bit_identical(tiny_stages, tmp_path):
+    s1, pose, _ = tiny_stages
     cfg = tiny_stage2(s1, pose, **{"train.steps": 8})
     full = train(cfg, tmp_path / "full", progress=False, factors=["fg"])
     train(cfg, tmp_path / "part", progress=False, factors=["fg"], stop_after=3)
     resumed = train(cfg, tmp_path / "part", resume=True, progress=False, factors=["fg"])
-    for a, b in zip(full["nets"]["fg"].state_dict().values(), resumed["nets"]["fg"].state_dict().values()):
-        assert torch.equal(a, b)
+    assert same_weights(full["nets"]["fg"], resumed["nets"]["fg"])
 
 
 def test_metrics_on_known_distributions():
@@ -102,15 +119,16 @@ def test_plausible_share():
     assert plausible_share(broken, real) < 0.1
 
 
-def test_stage2_cli_eval_and_sample(stages, tmp_path):
-    s1, pose = stages
+def test_stage2_cli_eval_and_sample(tiny_stages, tmp_path):
+    s1, pose, _ = tiny_stages
     import yaml
 
     from generator.config import to_dict
 
     cfg = tiny_stage2(s1, pose, **{"train.steps": 10})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
-    rc, out, err = run_cli("train", "stage2", "-c", tmp_path / "c.yaml", "--run-dir", tmp_path / "run", "--factor", "all", "--quiet")
+    rc, out, err = run_cli("train", "stage2", "-c", tmp_path / "c.yaml", "--run-dir", tmp_path / "run",
+                           "--factor", "all", "--quiet")
     assert rc == 0, err
     rc, out, err = run_cli("eval", "stage2", "--run", tmp_path / "run")
     assert rc == 0, err

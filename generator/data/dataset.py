@@ -67,7 +67,8 @@ class PersonDataset(torch.utils.data.Dataset):
             yx = keypoints.get(r.name)
             if yx is None:
                 raise UserError(
-                    f"{r.path}: no keypoint row in {keypoint_source}; add one (use -1 for undetected joints) or remove the image"
+                    f"{r.path}: no keypoint row in {keypoint_source}; "
+                    f"add one (use -1 for undetected joints) or remove the image"
                 )
             self.rcv.append(yx_to_rcv(yx))
 
@@ -84,8 +85,10 @@ class PersonDataset(torch.utils.data.Dataset):
             rcv = flip_rcv(rcv, w)
         boxes, roi_vis = body_rois(rcv, h, w)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0),  # (3, H, W)
-            "pose_maps": torch.from_numpy(pose_heatmaps(rcv, h, w, self.heatmap_radius, self.heatmap_mode)),  # (18, H, W)
+            # (3, H, W)
+            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0),
+            # (18, H, W)
+            "pose_maps": torch.from_numpy(pose_heatmaps(rcv, h, w, self.heatmap_radius, self.heatmap_mode)),
             "pose_mask": torch.from_numpy(pose_mask(rcv, h, w, self.mask_radius))[None],  # (1, H, W)
             "roi_boxes": torch.from_numpy(boxes),  # (7, 4) y1, x1, y2, x2 px
             "roi_visible": torch.from_numpy(roi_vis),  # (7,)
@@ -111,14 +114,16 @@ class StepBatchSampler(torch.utils.data.Sampler):
     rank takes its slice of the global batch.
     """
 
-    def __init__(self, n: int, batch: int, seed: int, flip_prob: float, start: int, end: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch: int, seed: int, flip_prob: float, start: int, end: int, rank: int = 0,
+                 world: int = 1):
         self.n, self.batch, self.seed, self.flip_prob = n, batch, seed, flip_prob
         self.start, self.end, self.rank, self.world = start, end, rank, world
         self._perm_cache: dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perm_cache:
-            self._perm_cache = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))}
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+            self._perm_cache = {epoch: perm}
         return self._perm_cache[epoch]
 
     def batch_at(self, step: int) -> list[tuple[int, bool]]:
@@ -132,7 +137,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
             pos += take
         flips = torch.rand(g, generator=torch.Generator().manual_seed(self.seed * 7919 + step + 1)) < self.flip_prob
         lo = self.rank * self.batch
-        return [(i, bool(f)) for i, f in zip(idx[lo:lo + self.batch], flips[lo:lo + self.batch].tolist())]
+        return [(i, bool(f)) for i, f in zip(idx[lo:lo + self.batch], flips[lo:lo + self.batch].tolist(), strict=True)]
 
     def __iter__(self):
         for step in range(self.start, self.end):

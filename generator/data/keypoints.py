@@ -31,7 +31,8 @@ def _parse_list(text: str, path, lineno: int) -> list[int]:
         values = None
     if not isinstance(values, list) or len(values) != NUM_JOINTS or not all(isinstance(v, int) for v in values):
         raise UserError(
-            f"{path}:{lineno}: expected a list of {NUM_JOINTS} integers such as [12, 20, ..., -1], got {text.strip()[:60]!r}; "
+            f"{path}:{lineno}: expected a list of {NUM_JOINTS} integers such as [12, 20, ..., -1], "
+            f"got {text.strip()[:60]!r}; "
             "fix the row (use -1 for a missing joint)"
         )
     return values
@@ -56,7 +57,8 @@ def read_keypoints_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
             continue
         parts = line.split(":")
         if len(parts) != 3:
-            raise UserError(f"{path}:{lineno}: expected 'name: [y...]: [x...]', got {line[:60]!r}; fix or remove the row")
+            raise UserError(f"{path}:{lineno}: expected 'name: [y...]: [x...]', got {line[:60]!r}; "
+                            f"fix or remove the row")
         name = parts[0].strip()
         ys = _parse_list(parts[1], path, lineno)
         xs = _parse_list(parts[2], path, lineno)

@@ -103,7 +103,8 @@ def scan_market(root: str | os.PathLike, splits=("train", "query", "gallery"), k
             if parsed.pid == JUNK_PID and not keep_junk:
                 continue
             if split == "train" and parsed.pid in (JUNK_PID, DISTRACTOR_PID):
-                raise UserError(f"{folder / name}: junk or distractor image in the training split; move it to bounding_box_test/ or remove it")
+                raise UserError(f"{folder / name}: junk or distractor image in the training split; "
+                                f"move it to bounding_box_test/ or remove it")
             records.append(Record(str((folder / name).resolve()), parsed.pid, parsed.camid, split))
     return records
 

@@ -41,8 +41,8 @@ def limb_ratios(keypoints: np.ndarray) -> np.ndarray:
 
 
 def plausible_share(sampled: np.ndarray, real: np.ndarray, low: float = 0.0, high: float = 100.0) -> float:
-    """Share of sampled poses whose every measurable limb ratio lies inside the real range (percentiles ``low``-``high``),
-    and that show a torso at all."""
+    """Share of sampled poses whose every measurable limb ratio lies inside the real range
+    (percentiles ``low``-``high``), and that show a torso at all."""
     r_real, r_s = limb_ratios(real), limb_ratios(sampled)
     lo, hi = np.nanpercentile(r_real, low, axis=0), np.nanpercentile(r_real, high, axis=0)
     measurable = ~np.isnan(r_s)

@@ -13,7 +13,8 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-pixel SSIM (Wang et al. 2004; 11x11 Gaussian, sigma 1.5) of (B, 3, H, W) images in [0, 1], averaged over channels."""
+    """Per-pixel SSIM (Wang et al. 2004; 11x11 Gaussian, sigma 1.5) of (B, 3, H, W) images in [0, 1],
+    averaged over channels."""
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     w = _gaussian_window().to(a)[None, None].repeat(a.shape[1], 1, 1, 1)
     pad = w.shape[-1] // 2
@@ -34,7 +35,8 @@ def mask_ssim(a, b, mask) -> torch.Tensor:
 
 
 def region_scores(gen: torch.Tensor, truth: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image L1 (grey levels 0..255), colour error (distance of mean RGB, 0..255) and SSIM inside ``region`` (B, H, W)."""
+    """Per-image L1 (grey levels 0..255), colour error (distance of mean RGB, 0..255) and SSIM inside
+    ``region`` (B, H, W)."""
     r = region.float()[:, None]
     n = r.flatten(1).sum(1).clamp(min=1)
     l1 = ((gen - truth).abs() * r).flatten(1).sum(1) / (3 * n) * 255

@@ -32,7 +32,8 @@ def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, bat
                            splits: tuple[str, ...] = ("query", "gallery")) -> dict:
     """SSIM of reconstructions of ``limit`` images of ``splits`` (default: held-out), whole, inside the pose mask
     (person) and outside it (background), and mask-SSIM."""
-    ds = market_dataset(root, splits, size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
+    ds = market_dataset(root, splits, size=model.size, heatmap_radius=model.heatmap_radius,
+                        mask_radius=model.mask_radius)
     idx = np.random.default_rng(0).permutation(len(ds))[:limit]
     acc: dict[str, list] = {"ssim": [], "mask_ssim": [], "person_ssim": [], "background_ssim": []}
     for s in range(0, len(idx), batch):
@@ -65,19 +66,25 @@ def swap_pairs(sim, n_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
     return pairs
 
 
-def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, batch: int = 32, grid_path: Path | None = None) -> dict:
+def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, batch: int = 32,
+                           grid_path: Path | None = None) -> dict:
     sim = SimMarket(root)
     if (sim.meta["height"], sim.meta["width"]) != tuple(model.size):
         raise ValueError(f"SimMarket at {root} is {sim.meta['height']}x{sim.meta['width']}, the model {model.size}")
     kp = read_keypoints_csv(Path(root) / "market-annotation-test.csv")
     pairs = swap_pairs(sim, n_pairs)
-    t = lambda a: torch.from_numpy(np.stack(a))  # noqa: E731
+
+    def t(a):
+        return torch.from_numpy(np.stack(a))
+
+    def load(names):
+        images = t([load_image(str(Path(root) / sim.manifest.path[sim.row(n)])) for n in names])
+        return images.permute(0, 3, 1, 2).float() / 127.5 - 1
+
     acc: dict[str, list] = {}
     grid_rows = None
     for s in range(0, len(pairs), batch):
         chunk = pairs[s:s + batch]
-        load = lambda names: t([load_image(str(Path(root) / sim.manifest.path[sim.row(n)]))
-                                for n in names]).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
         A, B = [a for a, _ in chunk], [b for _, b in chunk]
         img_a, img_b = load(A), load(B)
         kp_a = t([yx_to_rcv(kp[n]) for n in A]).float()
@@ -96,7 +103,8 @@ def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, b
             renders["foreground"].append(sim.render(b, a, a))
         truth = {k: t([r.image for r in v]).permute(0, 3, 1, 2).float() / 255 for k, v in renders.items()}
         pmask = {k: t([r.person_mask for r in v]) for k, v in renders.items()}
-        person_a = torch.from_numpy(np.stack([ndimage.binary_dilation(m, iterations=1) for m in pmask["source"].numpy()]))
+        person_a = torch.from_numpy(np.stack([ndimage.binary_dilation(m, iterations=1)
+                                              for m in pmask["source"].numpy()]))
         regions = {
             "pose": pmask["source"] | pmask["pose"],
             "background": ~(person_a | pmask["background"]),
@@ -108,7 +116,8 @@ def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, b
             for who, img in (("model", g), ("copy_source", src)):
                 sc = region_scores(img, tr, reg)
                 sc["whole_ssim"] = ssim(img, tr)
-                sc["mask_ssim"] = mask_ssim(img, tr, reg[:, None].float()) if k != "background" else mask_ssim(img, tr, (~reg)[:, None].float())
+                sc["mask_ssim"] = (mask_ssim(img, tr, reg[:, None].float()) if k != "background"
+                                   else mask_ssim(img, tr, (~reg)[:, None].float()))
                 for name, v in sc.items():
                     acc.setdefault(f"{k}/{who}/{name}", []).append(v)
         if grid_rows is None:
@@ -142,7 +151,8 @@ def metrics_table(recon: dict, swaps: dict | None) -> str:
                     continue
                 mv, bv = swaps[f"{k}/model/{name}"], swaps[f"{k}/copy_source/{name}"]
                 better = (mv < bv) if name in ("l1", "colour") else (mv > bv)
-                where = REGION[k] if name in ("l1", "colour", "ssim") else ("whole image" if name == "whole_ssim" else "masked image")
+                where = (REGION[k] if name in ("l1", "colour", "ssim")
+                         else ("whole image" if name == "whole_ssim" else "masked image"))
                 lines.append(f"| {k} | {where} | {name} | {mv:.3f}{' *' if better else ''} | {bv:.3f} |")
         lines += ["", "`*`: the model beats copying the source."]
     return "\n".join(lines) + "\n"
@@ -151,11 +161,13 @@ def metrics_table(recon: dict, swaps: dict | None) -> str:
 def held_out_people(model: DisentangledModel, root, n: int = 8) -> dict:
     """``n`` held-out query images of different people (names sort by identity) as one batch, with the pose
     inputs of stage I computed from their keypoints."""
-    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius, mask_radius=model.mask_radius)
+    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
+                        mask_radius=model.mask_radius)
     idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(int)
     b = torch.utils.data.default_collate([ds.item(int(i)) for i in idx])
     maps, mask, boxes, vis = model.pose_inputs(b["keypoints"])
-    return {"image": b["image"].to(model.device), "pose_maps": maps, "pose_mask": mask, "roi_boxes": boxes, "roi_visible": vis}
+    return {"image": b["image"].to(model.device), "pose_maps": maps, "pose_mask": mask, "roi_boxes": boxes,
+            "roi_visible": vis}
 
 
 def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: int) -> dict | None:
@@ -181,7 +193,8 @@ def held_out_ssim(G, batch: dict, chunk: int = 32) -> dict:
             real = (b["image"].float().cpu() + 1) / 2
             ssims.append(ssim(rec, real))
             mssims.append(mask_ssim(rec, real, b["pose_mask"].float().cpu()))
-    return {"eval_ssim": round(float(torch.cat(ssims).mean()), 5), "eval_mask_ssim": round(float(torch.cat(mssims).mean()), 5)}
+    return {"eval_ssim": round(float(torch.cat(ssims).mean()), 5),
+            "eval_mask_ssim": round(float(torch.cat(mssims).mean()), 5)}
 
 
 def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int = 512) -> dict:

@@ -121,7 +121,8 @@ class UNetDecoder(nn.Module):
             cat = width + ch * (i + 1)  # plus the skip of this level
             self.up_blocks.append(ResBlock(cat))
             if i > 0:
-                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cat, ch * i, 1), activation()))
+                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cat, ch * i, 1),
+                                              activation()))
                 width = ch * i
             else:
                 width = cat
@@ -220,7 +221,7 @@ class DCGANDiscriminator(nn.Module):
 
 
 def build_generator(m: Stage1ModelConfig, size) -> DisentangledGenerator:
-    return DisentangledGenerator(size=tuple(size), channels=m.channels, enc_levels=m.enc_levels, dec_levels=m.dec_levels,
-                                 roi_size=m.roi_size, fg_dim=m.fg_dim, bg_dim=m.bg_dim, bottleneck=m.bottleneck,
-                                 fg_encoder=m.fg_encoder, roi_crop=m.roi_crop, roi_sampling_ratio=m.roi_sampling_ratio,
-                                 injection=m.injection)
+    return DisentangledGenerator(size=tuple(size), channels=m.channels, enc_levels=m.enc_levels,
+                                 dec_levels=m.dec_levels, roi_size=m.roi_size, fg_dim=m.fg_dim, bg_dim=m.bg_dim,
+                                 bottleneck=m.bottleneck, fg_encoder=m.fg_encoder, roi_crop=m.roi_crop,
+                                 roi_sampling_ratio=m.roi_sampling_ratio, injection=m.injection)

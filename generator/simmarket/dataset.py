@@ -116,7 +116,8 @@ def plan_dataset(world: World, identities: list[Identity], seed: int, train_shar
             else:  # junk: a badly cropped detection showing a small part of a person
                 pose.joints[:, 0] += drng.choice([-1, 1]) * h * drng.uniform(0.45, 0.6)
             if pose is not None:
-                inside = (pose.joints[:, 0] >= 0) & (pose.joints[:, 0] <= h - 1) & (pose.joints[:, 1] >= 0) & (pose.joints[:, 1] <= w - 1)
+                inside = ((pose.joints[:, 0] >= 0) & (pose.joints[:, 0] <= h - 1) & (pose.joints[:, 1] >= 0)
+                          & (pose.joints[:, 1] <= w - 1))
                 pose.visible &= inside
             pid = 0 if kind == "distractor" else -1
             specs.append(ImageSpec("gallery", pid, cam, int(drng.integers(1, 7)), frame_counter[cam], 1,
@@ -135,7 +136,8 @@ def render_spec(world: World, identities: list[Identity], spec: ImageSpec) -> Re
         img = world.background_image(spec.background)
         cam = world.cameras[spec.background.camera]
         img = np.clip(img * (cam.gain * cam.tint) + cam.offset, 0, 255).astype(np.uint8)
-        return Render(img, np.zeros(img.shape[:2], bool), np.zeros((18, 3), np.float32), np.zeros(img.shape[:2], np.uint8))
+        return Render(img, np.zeros(img.shape[:2], bool), np.zeros((18, 3), np.float32),
+                      np.zeros(img.shape[:2], np.uint8))
     return render(world, identities[spec.identity], spec.pose, spec.background, noise_key=spec.noise_key)
 
 
@@ -193,12 +195,14 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
                 occluders[k] = sp.pose.occluder
         rows.append({
             "path": f"{SPLIT_DIRS[sp.split]}/{sp.name}", "split": sp.split, "pid": sp.pid, "camid": sp.camid,
-            "origin": "sim", "identity": sp.identity, "group": identities[sp.identity].group if sp.identity >= 0 else -1,
+            "origin": "sim", "identity": sp.identity,
+            "group": identities[sp.identity].group if sp.identity >= 0 else -1,
             "view": sp.pose.view if sp.pose is not None else "none", "pose_index": k,
             "occluder_colour": json.dumps(list(sp.pose.occluder_colour)) if sp.pose is not None else "",
             "bg_camera": sp.background.camera, "bg_variant": sp.background.variant, "bg_offset": sp.background.offset,
             "noise_key": sp.noise_key, "occluded": bool(sp.pose is not None and sp.pose.occluder is not None),
-            "truncated": bool(sp.truncated or (sp.pose is not None and (sp.pose.joints[:, 0].min() < 0 or sp.pose.joints[:, 0].max() > h - 1))),
+            "truncated": bool(sp.truncated or (sp.pose is not None and (sp.pose.joints[:, 0].min() < 0
+                                                                        or sp.pose.joints[:, 0].max() > h - 1))),
             "visible_joints": int(r.rcv[:, 2].sum()),
         })
     for f in pending:
@@ -233,7 +237,8 @@ class SimMarket:
         self.root = Path(root)
         meta = self.root / "simmarket.json"
         if not meta.is_file():
-            raise UserError(f"{meta}: missing; {self.root} is not a SimMarket dataset (make one with `vmarket simulate`)")
+            raise UserError(f"{meta}: missing; {self.root} is not a SimMarket dataset "
+                            f"(make one with `vmarket simulate`)")
         self.meta = json.loads(meta.read_text())
         self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"])
         self.identities = [Identity(**d) for d in json.loads((self.root / "identities.json").read_text())]
@@ -253,7 +258,8 @@ class SimMarket:
         i = self.row(name)
         m = self.manifest.iloc[i]
         occ = self._occluder[i]
-        colour = tuple(json.loads(m.occluder_colour)) if isinstance(m.occluder_colour, str) and m.occluder_colour else (90, 90, 90)
+        colour = (tuple(json.loads(m.occluder_colour)) if isinstance(m.occluder_colour, str) and m.occluder_colour
+                  else (90, 90, 90))
         return Pose(self._joints[i].copy(), self._visible[i].copy(), str(m.view), float(self._scale[i]),
                     None if np.isnan(occ).any() else tuple(float(v) for v in occ), colour)
 
@@ -264,4 +270,5 @@ class SimMarket:
     def render(self, identity_of: str, pose_of: str, background_of: str) -> Render:
         """Identity of image ``identity_of`` in the pose of ``pose_of`` on the background of ``background_of``."""
         nk = int(self.manifest.noise_key.iloc[self.row(background_of)])
-        return render(self.world, self.identity(identity_of), self.pose(pose_of), self.background(background_of), noise_key=nk)
+        return render(self.world, self.identity(identity_of), self.pose(pose_of), self.background(background_of),
+                      noise_key=nk)

@@ -26,7 +26,8 @@ _CLOTHES_W = np.array([9, 6, 6, 5, 4, 6, 4, 3, 2, 3, 3, 2, 2, 2, 2, 1, 2, 2], dt
 
 _SKIN = np.array([[240, 200, 170], [225, 180, 145], [195, 150, 110], [150, 105, 75], [100, 70, 50]], np.float32)
 
-_HAIR = np.array([[20, 18, 15], [55, 35, 20], [100, 70, 40], [200, 170, 100], [150, 150, 150], [120, 40, 20]], np.float32)
+_HAIR = np.array([[20, 18, 15], [55, 35, 20], [100, 70, 40], [200, 170, 100], [150, 150, 150], [120, 40, 20]],
+                 np.float32)
 
 _HAIR_W = np.array([8, 6, 3, 2, 1, 1], dtype=np.float64)
 
@@ -113,7 +114,8 @@ def lookalike(base: Identity, rng: np.random.Generator, index: int, group: int) 
              height=float(np.clip(base.height + rng.normal(0, 0.02), 0.9, 1.04)))
     for c in ("top", "bottom", "skin", "hair"):
         d[c] = [int(v) for v in np.clip(np.asarray(d[c]) + rng.normal(0, 6, 3), 0, 255)]
-    changes = rng.choice(["pattern", "shoes", "bag", "hair", "sleeves", "hat"], size=int(rng.integers(1, 3)), replace=False)
+    changes = rng.choice(["pattern", "shoes", "bag", "hair", "sleeves", "hat"], size=int(rng.integers(1, 3)),
+                         replace=False)
     for ch in changes:
         if ch == "pattern":
             d["top_pattern"] = str(rng.choice(["front_logo", "back_print", "solid", "hstripes"]))

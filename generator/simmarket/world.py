@@ -77,7 +77,8 @@ class World:
             blob = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
             img[blob] = np.clip(base * rng.uniform(0.5, 1.3) + rng.normal(0, 30, 3), 0, 255)
         lowres = rng.normal(0, 10, (h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
-        texture = np.asarray(Image.fromarray(((lowres + 128).clip(0, 255)).astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32) - 128
+        texture = np.asarray(Image.fromarray(((lowres + 128).clip(0, 255)).astype(np.uint8))
+                             .resize((w, h), Image.BILINEAR), np.float32) - 128
         return np.clip(img + texture, 0, 255).astype(np.float32)
 
     def sample_background(self, rng: np.random.Generator, camera: int) -> Background:

@@ -59,11 +59,13 @@ def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = Tr
                     if flip:
                         rows.append(flip_rcv(rcv, size[1]))
     if not rows:
-        raise UserError(f"{root}: no pose with at least {min_visible} visible joints in {', '.join(splits)}; check the keypoint files")
+        raise UserError(f"{root}: no pose with at least {min_visible} visible joints in {', '.join(splits)}; "
+                        f"check the keypoint files")
     return torch.from_numpy(rcv_to_pose_vector(np.stack(rows), *size))
 
 
-def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> dict:
     t = cfg.train
     rt = setup_runtime(t.device, "none", False)
     run_dir = Path(run_dir)
@@ -90,7 +92,8 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
     acc, n, t_last = 0.0, 0, time.time()
     for step in range(start, end):
         g = torch.Generator().manual_seed(t.seed * 7919 + step)  # the batch is a pure function of the step
-        idx = torch.randint(len(data), (t.batch * rt.world_size,), generator=g)[rt.rank * t.batch:(rt.rank + 1) * t.batch]
+        idx = torch.randint(len(data), (t.batch * rt.world_size,),
+                            generator=g)[rt.rank * t.batch:(rt.rank + 1) * t.batch]
         x = data[idx.to(rt.device)]
         for group in opt.param_groups:
             group["lr"] = t.lr * 0.5 ** (step // t.lr_halve_every)
@@ -110,14 +113,16 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
                 vis_acc = float(((r[..., 2] > 0.5) == vis).float().mean())
                 err = (r[..., :2] - ref[..., :2]).abs() * torch.tensor([size[0] / 2, size[1] / 2], device=ref.device)
                 px = float(err[vis].norm(dim=-1).mean())  # joint error in pixels, visible joints
-            rec = {"step": done, "loss": round(acc / n, 6), "visibility_acc": round(vis_acc, 4), "joint_err_px": round(px, 3),
+            rec = {"step": done, "loss": round(acc / n, 6), "visibility_acc": round(vis_acc, 4),
+                   "joint_err_px": round(px, 3),
                    "steps_per_s": round(n / max(time.time() - t_last, 1e-9), 1)}
             log.metrics(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", px=f"{px:.2f}")
             acc, n, t_last = 0.0, 0, time.time()
         if rt.is_main and (done % t.snapshot_every == 0 or done == end):
             m = unwrap(model)
-            atomic_save({"kind": "pose", "config": to_dict(cfg), "step": done, "model": m.state_dict()}, run_dir / "snapshot.pt")
+            atomic_save({"kind": "pose", "config": to_dict(cfg), "step": done, "model": m.state_dict()},
+                        run_dir / "snapshot.pt")
             atomic_save(capture_state({"model": m, "opt": opt}, kind="pose", step=done), run_dir / "state.pt")
     bar.close()
     barrier(rt)

@@ -36,7 +36,8 @@ def latest_run_dir(parent: str | os.PathLike, desc: str) -> Path | None:
     parent = Path(parent)
     if not parent.is_dir():
         return None
-    runs = sorted(p for p in parent.iterdir() if re.match(rf"^\d{{5}}-{re.escape(desc)}$", p.name) and (p / "state.pt").exists())
+    runs = sorted(p for p in parent.iterdir()
+                  if re.match(rf"^\d{{5}}-{re.escape(desc)}$", p.name) and (p / "state.pt").exists())
     return runs[-1] if runs else None
 
 
@@ -82,8 +83,9 @@ class RunLog:
         """On resume: drop metric records written after the state being resumed (they will be redone)."""
         path = self.run_dir / "metrics.jsonl"
         if self.enabled and path.exists():
-            keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
-            atomic_write_text(path, "".join(l + "\n" for l in keep))
+            keep = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= step]
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _each(obj, fn):
@@ -92,7 +94,8 @@ def _each(obj, fn):
 
 def capture_state(objects: dict, **extra) -> dict:
     """A resumable state: ``state_dict()`` of every named module / optimiser (or dict of them), the RNGs, ``extra``."""
-    return {**{name: _each(obj, lambda o: o.state_dict()) for name, obj in objects.items()}, "rng": rng_state(), **extra}
+    return {**{name: _each(obj, lambda o: o.state_dict()) for name, obj in objects.items()}, "rng": rng_state(),
+            **extra}
 
 
 def restore_state(run_dir: Path, objects: dict) -> dict | None:

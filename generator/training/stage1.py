@@ -61,8 +61,10 @@ def learning_rate(t: Stage1TrainConfig, step: int) -> float:
     return lr
 
 
-def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train stage I; write grids, snapshot and state to ``run_dir``. ``stop_after``: stop early at that step (tests)."""
+def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> dict:
+    """Train stage I; write grids, snapshot and state to ``run_dir``.
+    ``stop_after``: stop early at that step (tests)."""
     t, m = cfg.train, cfg.model
     rt = setup_runtime(t.device, t.amp, t.channels_last)
     run_dir = Path(run_dir)
@@ -123,7 +125,8 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
         with rt.autocast():
             fake, _, _ = Gd(real, batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"], batch["pose_maps"])
             l1 = (fake.float() - real).abs().mean()
-            g_adv = F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(len(real), device=rt.device)) if use_adv else torch.zeros((), device=rt.device)
+            g_adv = (F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(len(real), device=rt.device))
+                     if use_adv else torch.zeros((), device=rt.device))
             loss_g = t.l1_weight * l1 + t.adv_weight * g_adv
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

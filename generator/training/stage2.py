@@ -96,7 +96,8 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     opt_g = {f: make_opt(nets[f].parameters()) for f in FACTORS}
     opt_c = {f: make_opt(critics[f].parameters()) for f in FACTORS}
     steps = {f: 0 for f in FACTORS}
-    state = restore_state(run_dir, {"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}) if resume else None
+    state = (restore_state(run_dir, {"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c})
+             if resume else None)
     if state is not None:
         steps = dict(state["steps"])
         log.truncate_after(min(steps[f] for f in factors))
@@ -132,7 +133,8 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
             opt_g[f].step()
             critic.requires_grad_(True)
             steps[f] = done = step + 1
-            acc["w_dist"] += -float(loss_c.detach()) if t.objective == "wgan" else -float((critic(fake).mean() - critic(real).mean()).detach())
+            acc["w_dist"] += (-float(loss_c.detach()) if t.objective == "wgan"
+                              else -float((critic(fake).mean() - critic(real).mean()).detach()))
             acc["n"] += 1
             bar.update(1)
             if done % t.log_every == 0 or done == end:
@@ -146,7 +148,8 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
         bar.close()
     _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
     log.line(f"stage2 finished: steps {steps}")
-    return {"step": min(steps[f] for f in factors), "steps": steps, "run_dir": str(run_dir), "nets": nets, "critics": critics}
+    return {"step": min(steps[f] for f in factors), "steps": steps, "run_dir": str(run_dir), "nets": nets,
+            "critics": critics}
 
 
 def _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb):
