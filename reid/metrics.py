@@ -1,13 +1,21 @@
 """Re-ID evaluation under the Market-1501 single-query protocol: CMC, mAP and mINP, exact and fast.
 
 For each query, gallery entries with the query's pid *and* camera are dropped,
-and so are junk entries (pid -1); distractors (pid 0) stay. A query with no
-valid match is skipped, as torchreid does. The results equal
-``torchreid.metrics.evaluate_rank`` on the same distances (tested to 1e-6),
-without sorting the gallery: each positive's rank is the number of valid
-negatives closer than it, counted with one ``searchsorted`` of the gallery
-distances into the query's few sorted positive distances, O(G log P) per
-query instead of O(G log G).
+and so are junk entries (pid -1), as the official Market-1501 protocol does;
+distractors (pid 0) stay. A query with no valid match is skipped, as torchreid does.
+
+Junk: torchreid's ``evaluate_rank`` itself counts pid -1 as an ordinary negative;
+only its dataset classes drop junk images before evaluation. So the results equal
+``evaluate_rank`` on the same distances once junk has been removed from the gallery
+(tested to 1e-6), and differ from ``evaluate_rank`` on a gallery that still holds junk.
+
+Ties: entries at equal distance are ranked in gallery order, which is what a stable
+sort of each row gives (``np.argsort(kind="stable")``). A negative tied with a
+positive ranks ahead of it only when it comes first in the gallery.
+
+No gallery is sorted: each positive's rank is the number of valid entries ahead of
+it, counted with one ``bucketize`` of the gallery distances into the query's few
+sorted positive distances, O(G log P) per query instead of O(G log G).
 """
 from __future__ import annotations
 
@@ -49,9 +57,9 @@ class _GalleryIndex:
     """Gallery entries grouped by pid, so a query's same-pid entries are a small gather, not a scan."""
 
     def __init__(self, g_pid: torch.Tensor, g_cam: torch.Tensor):
-        self.order = torch.argsort(g_pid, stable=True)
+        self.order = torch.argsort(g_pid, stable=True)  # within a pid, gallery order
         self.sorted_pid = g_pid[self.order]
-        self.g_cam = g_cam
+        self.g_pid, self.g_cam = g_pid, g_cam
 
     def same_pid(self, q_pid: torch.Tensor):
         """(n, M) gallery indices with the query's pid (padded with 0) and a (n, M) validity mask."""
@@ -81,7 +89,10 @@ def _chunk_stats(d, q_pid, q_cam, index: _GalleryIndex):
         nan = torch.full((n,), float("nan"), dtype=torch.float64)
         return torch.zeros(n, dtype=torch.long), nan, nan
     inf = torch.tensor(float("inf"), dtype=d.dtype)
-    pos_d = torch.where(is_pos, d_same, inf).sort(1).values[:, :pmax].contiguous()  # (n, pmax), inf-padded
+    # positives in ranking order: by distance, ties in gallery order (idx ascends within a pid; the sort is stable)
+    pos_sorted = torch.where(is_pos, d_same, inf).sort(dim=1, stable=True)
+    pos_d = pos_sorted.values[:, :pmax].contiguous()  # (n, pmax), inf-padded
+    pos_idx = idx.gather(1, pos_sorted.indices[:, :pmax])  # (n, pmax) gallery index of each positive
     # only entries no farther than the query's hardest positive can precede a positive: select them
     # (one dense compare), then bucket them among the row's positives with one 1-D bucketize, rows kept
     # apart by an offset of 2^k > the distance range (exact in float64 for float32 distances)
@@ -94,12 +105,17 @@ def _chunk_stats(d, q_pid, q_cam, index: _GalleryIndex):
     base = torch.arange(n, dtype=torch.float64)[:, None] * off
     # pads sit past the row
     bounds = torch.where(torch.isinf(pos_d), torch.full_like(pos_d, span), pos_d).double() + base
-    local = torch.bucketize(vals + rows.double() * off, bounds.view(-1), right=False) - rows * pmax
-    counts = torch.bincount(rows * (pmax + 1) + local, minlength=n * (pmax + 1)).view(n, pmax + 1)
-    at_most = counts[:, :pmax].cumsum(1)  # entries with d <= p_k: negatives, dropped ones and positives 1..k
+    keys, flat = vals + rows.double() * off, bounds.view(-1)
+    below = torch.bucketize(keys, flat, right=False) - rows * pmax  # positives strictly closer than the entry
+    upto = torch.bucketize(keys, flat, right=True) - rows * pmax  # positives no farther than the entry
+    counts = torch.bincount(rows * (pmax + 1) + upto, minlength=n * (pmax + 1)).view(n, pmax + 1)
+    closer = counts[:, :pmax].cumsum(1)  # (n, pmax) entries with d < p_k: negatives, dropped ones, positives
     inv_d = torch.where(is_inv, d_same, inf)
-    dropped = (inv_d[:, None, :] <= pos_d[:, :, None]).sum(2)  # (n, pmax) dropped entries with d <= p_k
-    rank = at_most - dropped  # 1-based rank of the k-th positive among valid entries
+    dropped = (inv_d[:, None, :] < pos_d[:, :, None]).sum(2)  # (n, pmax) dropped entries with d < p_k
+    # entries at exactly p_k rank ahead of positive k when they come first in the gallery (a stable sort)
+    tied = _tied_ahead(rows, cols, below, upto, P, pos_idx, index.g_pid[cols] == q_pid[rows],
+                       index.g_cam[cols] == q_cam[rows], n, pmax)
+    rank = closer - dropped + tied + 1  # 1-based rank of the k-th positive among valid entries
     k = torch.arange(1, pmax + 1)
     valid_k = k[None] <= P[:, None]
     Pf = P.clamp(min=1).double()
@@ -111,6 +127,27 @@ def _chunk_stats(d, q_pid, q_cam, index: _GalleryIndex):
     inp = torch.where(has, inp, torch.full_like(inp, float("nan")))
     first = torch.where(has, rank[:, 0], torch.zeros_like(rank[:, 0]))
     return first, ap, inp
+
+
+def _tied_ahead(rows, cols, below, upto, P, pos_idx, same_pid, same_cam, n: int, pmax: int) -> torch.Tensor:
+    """(n, pmax) count of valid entries at exactly the k-th positive's distance that precede it in the gallery.
+
+    ``below`` / ``upto``: for each selected entry, how many of its row's positives are closer than it / no
+    farther, so it ties with positives ``below .. upto - 1``. Ties are rare with real features: the loop runs
+    over the widest tie, usually once or not at all.
+    """
+    tied = torch.zeros(n, pmax, dtype=torch.long)
+    sel = (upto > below).nonzero(as_tuple=True)[0]
+    sel = sel[~(same_pid[sel] & same_cam[sel])]  # dropped entries never rank
+    if len(sel) == 0:
+        return tied
+    r, c, lo, hi = rows[sel], cols[sel], below[sel], torch.minimum(upto[sel], P[rows[sel]])
+    for t in range(int((hi - lo).max())):
+        k = lo + t
+        ok = k < hi
+        ahead = ok & (c < pos_idx[r, k.clamp(max=pmax - 1)])
+        tied.index_put_((r[ahead], k[ahead]), torch.ones(int(ahead.sum()), dtype=torch.long), accumulate=True)
+    return tied
 
 
 def _finish(firsts, aps, inps, max_rank) -> RankResult:

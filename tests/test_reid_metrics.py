@@ -76,3 +76,52 @@ def test_features_path_and_chunking_agree():
     assert np.allclose(a.cmc, b.cmc) and a.mINP == pytest.approx(b.mINP, abs=1e-6)
     cmc, mAP = _torchreid_rank(d, qp, gp, qc, gc)
     assert abs(b.mAP - mAP) < 1e-5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ties_rank_in_gallery_order_like_a_stable_sort(seed):
+    d, qp, gp, qc, gc = _random_case(seed)
+    d = np.floor(d * 6).astype(np.float64)  # six distinct distances: ties everywhere, positives tied at the top
+    keep = gp != -1
+    ours = evaluate_distances(d, qp, gp, qc, gc, max_rank=50)
+    # the referee: torchreid on distances made distinct in gallery order (what a stable sort does with ties)
+    order = np.cumsum(keep) - 1  # position of each entry in the gallery once junk is gone
+    cmc, mAP = _torchreid_rank(d + order[None] * 1e-9, qp, gp, qc, gc)
+    assert abs(ours.mAP - mAP) < 1e-6
+    assert np.abs(ours.cmc - cmc).max() < 1e-6
+    # and against a direct stable sort of each row
+    first, aps = [], []
+    for i in range(len(qp)):
+        g = np.flatnonzero(keep & ~((gp == qp[i]) & (gc == qc[i])))
+        ranked = g[np.argsort(d[i, g], kind="stable")]
+        hits = np.flatnonzero(gp[ranked] == qp[i]) + 1
+        if len(hits):
+            first.append(hits[0])
+            aps.append(np.mean(np.arange(1, len(hits) + 1) / hits))
+    assert abs(ours.mAP - np.mean(aps)) < 1e-9
+    assert abs(ours.cmc[0] - np.mean(np.array(first) == 1)) < 1e-9
+
+
+def test_tied_positive_and_negative_by_hand():
+    # query pid 1 cam 1; gallery: negative, positive, positive, all at distance 1; a stable sort keeps that order
+    gp, gc = np.array([5, 1, 1]), np.array([2, 2, 3])
+    r = evaluate_distances(np.array([[1.0, 1.0, 1.0]]), [1], gp, [1], gc, max_rank=3)
+    assert r.cmc.tolist() == [0.0, 1.0, 1.0]  # first match at rank 2, not behind the tie
+    assert r.mAP == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # the positive first in the gallery: rank 1 and 3 (the tied negative sits between them)
+    r = evaluate_distances(np.array([[1.0, 1.0, 1.0]]), [1], np.array([1, 5, 1]), [1], gc, max_rank=3)
+    assert r.mAP == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_junk_is_dropped_here_but_a_negative_for_evaluate_rank():
+    d, qp, gp, qc, gc = _random_case(7)
+    junk = gp == -1
+    d[:, junk] = 0.0  # junk closest to every query: it would push every match down if it counted
+    ours = evaluate_distances(d, qp, gp, qc, gc)
+    cmc_clean, map_clean = _torchreid_rank(d, qp, gp, qc, gc)  # junk removed before evaluate_rank, as its loaders do
+    assert abs(ours.mAP - map_clean) < 1e-6
+    import_torchreid()
+    from torchreid.reid.metrics.rank import evaluate_rank
+
+    cmc_raw, map_raw = evaluate_rank(d, qp, gp, qc, gc, max_rank=50, use_metric_cuhk03=False, use_cython=False)
+    assert map_raw < 0.9 * ours.mAP  # evaluate_rank alone counts junk as negatives, ahead of every match

@@ -12,6 +12,7 @@ from generator.data.dataset import market_dataset
 from generator.models.pose_ae import PoseAutoencoder
 from generator.models.stage1 import DisentangledGenerator, build_generator
 from generator.training.pose_ae import train as train_pose
+from generator.training.runs import rng_state, set_rng_state
 from generator.training.stage1 import train
 
 
@@ -146,3 +147,13 @@ def test_ddp_two_gloo_ranks_stay_identical(sim_small, tmp_path):
         assert torch.equal(w0[k], w1[k]), k
     init = torch.load(tmp_path / "init.pt", weights_only=True)
     assert any(not torch.equal(init[k], w0[k]) for k in init)  # training changed the weights
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_rng_state_restores_cuda():
+    state = rng_state()
+    a = torch.rand(4, device="cuda")
+    torch.rand(100, device="cuda")  # move on
+    set_rng_state(state)
+    assert torch.equal(a, torch.rand(4, device="cuda"))

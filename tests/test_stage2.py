@@ -92,6 +92,27 @@ def test_stage2_resume_is_bit_identical(tiny_stages, tmp_path):
     assert same_weights(full["nets"]["fg"], resumed["nets"]["fg"])
 
 
+def _records(run):
+    """metrics.jsonl without its wall-clock field."""
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in recs]
+
+
+def test_stage2_resume_after_a_finished_factor_keeps_its_log(tiny_stages, tmp_path):
+    """Killed after Phi_fg finished and before Phi_bg began: the resumed run equals an uninterrupted one, and
+    Phi_fg's log survives the resume (it used to be cut at the smallest step over all factors, 0)."""
+    s1, pose, _ = tiny_stages
+    cfg = tiny_stage2(s1, pose, **{"train.steps": 6, "train.log_every": 2, "train.snapshot_every": 2})
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(cfg, tmp_path / "part", progress=False, factors=["fg"])  # state: fg 6, bg 0, pose 0
+    resumed = train(cfg, tmp_path / "part", resume=True, progress=False)
+    assert resumed["steps"] == {"fg": 6, "bg": 6, "pose": 6}
+    for f in ("fg", "bg", "pose"):
+        assert same_weights(full["nets"][f], resumed["nets"][f])
+    assert _records(tmp_path / "part") == _records(tmp_path / "full")
+    assert [r["step"] for r in _records(tmp_path / "part") if r["factor"] == "fg"] == [2, 4, 6]
+
+
 def test_metrics_on_known_distributions():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(400, 8))

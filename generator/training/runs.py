@@ -42,11 +42,15 @@ def latest_run_dir(parent: str | os.PathLike, desc: str) -> Path | None:
 
 
 def rng_state() -> dict:
-    return {
+    """Every RNG a training step may draw from: torch (CPU, and each CUDA device when present), numpy, Python."""
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
         "python": torch.from_numpy(np.frombuffer(json.dumps(random.getstate()).encode(), dtype=np.uint8).copy()),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _np_state():
@@ -60,6 +64,10 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
     p = json.loads(bytes(state["python"].numpy()).decode())
     random.setstate((p[0], tuple(p[1]), p[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        # a state saved with more devices than this process sees restores the devices it has
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 class RunLog:
@@ -79,13 +87,24 @@ class RunLog:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop metric records written after the state being resumed (they will be redone)."""
+    def truncate_after(self, step: int | dict[str, int]) -> None:
+        """On resume: drop metric records written after the state being resumed (they will be redone).
+
+        ``step``: the step resumed from, or ``{factor: step}`` for logs whose records carry a ``factor`` (stage II
+        trains its mappings one after another, so each factor resumes from its own step).
+        """
         path = self.run_dir / "metrics.jsonl"
-        if self.enabled and path.exists():
-            keep = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= step]
-            atomic_write_text(path, "".join(line + "\n" for line in keep))
+        if not (self.enabled and path.exists()):
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            upto = step.get(rec.get("factor"), 0) if isinstance(step, dict) else step
+            if rec.get("step", 0) <= upto:
+                keep.append(line)
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _each(obj, fn):

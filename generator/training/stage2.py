@@ -100,7 +100,7 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
              if resume else None)
     if state is not None:
         steps = dict(state["steps"])
-        log.truncate_after(min(steps[f] for f in factors))
+        log.truncate_after(steps)
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     for f in factors:
         real_all = emb[f][train_idx].to(device)
