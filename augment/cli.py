@@ -18,6 +18,7 @@ from augment.reference import ReferenceConfig, run_reference
 from augment.stage2_report import quality_table, report, sample_grids
 from generator.config import load_config
 from generator.data.dataset import load_image, market_dataset
+from generator.data.market import scan_market
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
 from generator.io import progress_bar
@@ -50,9 +51,12 @@ def _cmd_simulate(args) -> None:
 def _cmd_check(args) -> None:
     size = parse_size(args.size)
     splits = ("train", "query", "gallery")
-    ds = market_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True)
-    for r in progress_bar(ds.records, desc="checking images", unit="img", enabled=not args.quiet, mininterval=0.5):
+    # names, then image contents, then keypoints: the first error named is the file's own defect, not the
+    # keypoint row a broken or stray file never had
+    records = scan_market(args.root, splits, keep_junk=True)
+    for r in progress_bar(records, desc="checking images", unit="img", enabled=not args.quiet, mininterval=0.5):
         load_image(r.path, size)
+    ds = market_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True)
     by_split = Counter(r.split for r in ds.records)
     ids = {s: len({r.pid for r in ds.records if r.split == s and r.pid > 0}) for s in splits}
     cams = sorted({r.camid for r in ds.records})

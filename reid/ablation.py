@@ -52,17 +52,17 @@ def _slug(setting: str) -> str:
     return setting.replace("->", "_then_").replace("+", "_plus_")
 
 
-def register_sources(cfg: AblationConfig, needed: set[str]) -> tuple[dict[str, str], list]:
+def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = False) -> tuple[dict[str, str], list]:
     """torchreid dataset names for the sources the settings use (all share the real query / gallery), and the
     real training records."""
     if not cfg.real_root:
         raise UserError("real_root: set it to a Market-1501-format dataset (its query / gallery are the test set)")
-    real = market_records(cfg.real_root)
+    real = market_records(cfg.real_root, progress=progress)
     names = {"real": register_dataset("vm_real", real["train"], real["query"], real["gallery"])}
     if needed & {"virtual", "real+virtual"}:
         if not cfg.virtual_root:
             raise UserError("virtual_root: the settings use virtual data; set it to a Virtual Market build")
-        virtual = market_records(cfg.virtual_root, ("train",))["train"]
+        virtual = market_records(cfg.virtual_root, ("train",), progress=progress)["train"]
         names["virtual"] = register_dataset("vm_virtual", virtual, real["query"], real["gallery"])
         merged, _ = merge_records(real["train"], virtual)
         names["real+virtual"] = register_dataset("vm_real_virtual", merged, real["query"], real["gallery"])
@@ -71,7 +71,7 @@ def register_sources(cfg: AblationConfig, needed: set[str]) -> tuple[dict[str, s
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     recipes = {s: parse_setting(s) for s in cfg.settings}
-    names, real_train = register_sources(cfg, {st for r in recipes.values() for st in r})
+    names, real_train = register_sources(cfg, {st for r in recipes.values() for st in r}, progress)
     train = cfg.train
     if cfg.matched_steps:
         real_batches = train_batches_per_epoch(real_train, train.batch, train_sampler(train.loss))

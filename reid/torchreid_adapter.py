@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from generator.data.dataset import load_image
 from generator.data.market import scan_market
 from generator.errors import UserError
 from generator.io import progress_bar
@@ -61,10 +62,18 @@ def builtin_market1501(root: str | os.PathLike, verbose: bool = False, **kwargs)
 # datasets: plug-ins through torchreid's register_image_dataset
 
 
-def market_records(root, splits=("train", "query", "gallery")) -> dict[str, list[tuple[str, int, int]]]:
-    """torchreid records ``(path, pid, camid)`` with 0-based cameras, per split; junk is dropped as torchreid does."""
+def market_records(root, splits=("train", "query", "gallery"), progress: bool = False
+                   ) -> dict[str, list[tuple[str, int, int]]]:
+    """torchreid records ``(path, pid, camid)`` with 0-based cameras, per split; junk is dropped as torchreid does.
+
+    Every image is decoded once first: torchreid's ``read_image`` retries an unreadable file forever, so a
+    truncated JPEG or a stray non-image would hang training; here it is a UserError naming the file.
+    """
+    records = scan_market(root, splits)
+    for r in progress_bar(records, desc=f"checking {Path(root).name}", unit="img", enabled=progress, mininterval=0.5):
+        load_image(r.path)
     out: dict[str, list] = {s: [] for s in splits}
-    for r in scan_market(root, splits):
+    for r in records:
         out[r.split].append((r.path, r.pid, r.camid - 1))
     return out
 

@@ -43,6 +43,9 @@ def parse_name(name: str) -> MarketName:
             "(e.g. 0002_c1s1_000451_03.jpg, pid -1 for junk, 0000 for distractors); rename or remove the file"
         )
     pid, cam, seq, frame, box = m.groups()
+    if cam == "0":
+        raise UserError(f"{name}: camera 0 in the name; Market-1501 cameras are numbered from 1 (c1 to c9): "
+                        "renumber the cameras or remove the file")
     return MarketName(int(pid), int(cam), int(seq), int(frame), int(box))
 
 
