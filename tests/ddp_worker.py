@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# torchrun starts this file alone: tests/ is put on sys.path first
 from tiny import tiny_stage1  # noqa: E402
 
 from generator.models.stage1 import build_generator

@@ -14,6 +14,7 @@ def swap_grid(G, batch: dict) -> torch.Tensor:
     with torch.no_grad():
         fg, bg = G.encode(batch["image"], batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"])
         pm = batch["pose_maps"]
+        # the donor of each swap is the previous person in the batch (a one-line lambda, E731 allowed)
         nxt = lambda x: x.roll(1, 0)  # noqa: E731
         rows = [batch["image"], G.decode(fg, bg, pm), G.decode(nxt(fg), bg, pm), G.decode(fg, nxt(bg), pm),
                 G.decode(fg, bg, nxt(pm))]

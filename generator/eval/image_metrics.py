@@ -18,6 +18,7 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     w = _gaussian_window().to(a)[None, None].repeat(a.shape[1], 1, 1, 1)
     pad = w.shape[-1] // 2
+    # the Gaussian blur of every SSIM moment, one line inline (E731 allowed)
     conv = lambda x: F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), w, groups=a.shape[1])  # noqa: E731
     mu_a, mu_b = conv(a), conv(b)
     s_aa, s_bb, s_ab = conv(a * a) - mu_a ** 2, conv(b * b) - mu_b ** 2, conv(a * b) - mu_a * mu_b
