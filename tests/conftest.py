@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -43,7 +44,29 @@ def tiny_stages(sim_small, tmp_path_factory):
     return d / "s1", d / "pose", d / "s2"
 
 
-def run_cli(*args, cwd=None):
-    """Run `vmarket` in a subprocess; returns (exit code, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-m", "augment.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+@pytest.fixture
+def copy(sim_root, tmp_path):
+    """A writable copy of the small SimMarket, for tests that plant bad files in it."""
+    root, _ = sim_root
+    dst = tmp_path / "data"
+    shutil.copytree(root, dst)
+    return dst
+
+
+def run_cli(*args, cwd=None, timeout=None):
+    """Run `vmarket` in a subprocess; returns (exit code, stdout, stderr). ``timeout``: seconds before the test
+    fails instead of hanging."""
+    p = subprocess.run([sys.executable, "-m", "augment.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                       timeout=timeout)
     return p.returncode, p.stdout, p.stderr
+
+
+def one_line_error(rc, out, err, *needles):
+    """Assert the CLI refused with exit code 2 and one line (no traceback) holding every needle; that line."""
+    assert rc == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]

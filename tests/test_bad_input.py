@@ -5,35 +5,15 @@ before torchreid sees it; every subprocess here runs under a timeout so that a r
 hanging the suite.
 """
 import shutil
-import subprocess
-import sys
 
 import pytest
+from conftest import one_line_error, run_cli
 
 TIMEOUT_S = 240  # the refusal takes seconds; a hang would run until killed
 
 
-@pytest.fixture
-def copy(sim_root, tmp_path):
-    root, _ = sim_root
-    dst = tmp_path / "data"
-    shutil.copytree(root, dst)
-    return dst
-
-
 def _run(*args):
-    p = subprocess.run([sys.executable, "-m", "augment.cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=TIMEOUT_S)
-    return p.returncode, p.stdout, p.stderr
-
-
-def _one_line_error(rc, out, err, *needles):
-    assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+    return run_cli(*args, timeout=TIMEOUT_S)
 
 
 def _zero_byte(folder):
@@ -58,7 +38,7 @@ def _truncated_jpeg(folder):
 @pytest.mark.parametrize("make", [_zero_byte, _text_as_jpeg, _truncated_jpeg])
 def test_check_names_the_broken_image_not_its_keypoint_row(copy, make):
     bad = make(copy / "bounding_box_train")  # a stray file: no keypoint row either
-    line = _one_line_error(*_run("check", "--root", copy, "--quiet"), str(bad), "unreadable image")
+    line = one_line_error(*_run("check", "--root", copy, "--quiet"), str(bad), "unreadable image")
     assert "keypoint" not in line
 
 
@@ -66,9 +46,9 @@ def test_camera_zero_is_refused_by_check_and_reid(copy, tmp_path):
     src = sorted((copy / "bounding_box_train").glob("*.jpg"))[0]
     bad = copy / "bounding_box_train" / f"{src.name[:6]}0{src.name[7:]}"  # PPPP_c0s...
     shutil.copy(src, bad)
-    _one_line_error(*_run("check", "--root", copy, "--quiet"), str(bad), "camera 0")
+    one_line_error(*_run("check", "--root", copy, "--quiet"), str(bad), "camera 0")
     cfg = _reid_config(tmp_path, copy)
-    _one_line_error(*_run("reid", "ablate", "-c", cfg, "--quiet"), str(bad), "camera 0")
+    one_line_error(*_run("reid", "ablate", "-c", cfg, "--quiet"), str(bad), "camera 0")
 
 
 def _reid_config(tmp_path, real_root):
@@ -81,6 +61,6 @@ def _reid_config(tmp_path, real_root):
 @pytest.mark.parametrize("make, split", [(_text_as_jpeg, "bounding_box_train"), (_truncated_jpeg, "bounding_box_test")])
 def test_reid_ablate_refuses_an_unreadable_image_instead_of_hanging(copy, tmp_path, make, split):
     bad = make(copy / split)
-    _one_line_error(*_run("reid", "ablate", "-c", _reid_config(tmp_path, copy), "--quiet"), str(bad),
+    one_line_error(*_run("reid", "ablate", "-c", _reid_config(tmp_path, copy), "--quiet"), str(bad),
                     "unreadable image")
     assert not (tmp_path / "reid" / "results.csv").exists()

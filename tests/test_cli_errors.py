@@ -3,26 +3,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import one_line_error, run_cli
 from PIL import Image
-
-
-@pytest.fixture
-def copy(sim_root, tmp_path):
-    root, _ = sim_root
-    dst = tmp_path / "data"
-    shutil.copytree(root, dst)
-    return dst
-
-
-def _one_line_error(rc, out, err, *needles):
-    assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def test_check_passes_on_good_data(copy):
@@ -34,7 +16,7 @@ def test_check_passes_on_good_data(copy):
 def test_malformed_name(copy):
     bad = copy / "bounding_box_train" / "person_7.jpg"
     shutil.copy(next((copy / "bounding_box_train").glob("*.jpg")), bad)
-    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(bad), "PPPP_cCsS_FFFFFF_BB")
+    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(bad), "PPPP_cCsS_FFFFFF_BB")
 
 
 def test_missing_keypoint_row(copy):
@@ -42,26 +24,26 @@ def test_missing_keypoint_row(copy):
     lines = csv.read_text().splitlines()
     dropped = lines.pop(3).split(":")[0]
     csv.write_text("\n".join(lines) + "\n")
-    line = _one_line_error(*run_cli("check", "--root", copy, "--quiet"), dropped, "no keypoint row", str(csv))
+    line = one_line_error(*run_cli("check", "--root", copy, "--quiet"), dropped, "no keypoint row", str(csv))
     assert "-1" in line  # says how to fix: -1 for undetected joints
 
 
 def test_unreadable_image(copy):
     victim = sorted((copy / "query").glob("*.jpg"))[0]
     victim.write_bytes(b"not a jpeg at all")
-    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "unreadable")
+    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "unreadable")
 
 
 def test_wrong_size_image(copy):
     victim = sorted((copy / "bounding_box_test").glob("*.jpg"))[0]
     Image.fromarray(np.zeros((100, 50, 3), np.uint8)).save(victim)
-    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "100x50", "128x64")
+    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "100x50", "128x64")
 
 
 def test_empty_split(copy):
     for f in (copy / "query").glob("*.jpg"):
         f.unlink()
-    _one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(copy / "query"), "empty split")
+    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(copy / "query"), "empty split")
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -73,7 +55,7 @@ def test_empty_split(copy):
 ])
 def test_bad_options_write_nothing(tmp_path, args, needle):
     args = [str(tmp_path / "out") if a == "X" else a for a in args]
-    _one_line_error(*run_cli(*args, cwd=tmp_path), needle)
+    one_line_error(*run_cli(*args, cwd=tmp_path), needle)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".*"))
 
@@ -82,7 +64,7 @@ def test_simulate_refuses_non_empty_out(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    _one_line_error(*run_cli("simulate", "--out", out, "--ids", "4", "--quiet"), str(out), "--overwrite")
+    one_line_error(*run_cli("simulate", "--out", out, "--ids", "4", "--quiet"), str(out), "--overwrite")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
