@@ -25,13 +25,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from augment.stage2_report import load_stage2
-from generator.config import from_dict, to_dict
+from generator.config import ConfigValueError, from_dict, to_dict
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, MarketWriter, format_name
@@ -42,6 +43,10 @@ from generator.shipped import sha256_file
 from generator.training.stage1 import Stage1Config
 from reid.retrieval import CosineIndex, kmeans, nearest
 
+MAX_CAMERAS = 9  # Market-1501 names: one camera digit, c1..c9
+MAX_PIDS = 9999  # Market-1501 names: four pid digits
+TORCHREID_MARKET_PIDS = 1501  # torchreid's built-in market1501 asserts 0 <= pid <= 1501 (and camera <= 6)
+
 
 @dataclass
 class BuildConfig:
@@ -50,17 +55,47 @@ class BuildConfig:
     identities: int = 500  # identities to build
     images_per_id: int = 24  # images kept per identity
     seed: int = 0  # build seed; identity i uses seeds derived from (seed, i)
-    fg_mode: str = "sample"  # sample (Phi_fg) | remix (encode a real image and perturb it)
+    fg_mode: Literal["sample", "remix"] = "sample"  # sample (Phi_fg) | remix (encode a real image and perturb it)
     remix_noise: float = 0.5  # remix: perturbation std, in units of the real fg embeddings' per-dimension std
     bg_sample_share: float = 0.5  # share of images whose background comes from Phi_bg (the rest: real bank)
     pose_sample_share: float = 0.0  # share of images whose pose comes from Phi_pose (the rest: real bank; official: 0)
-    cameras: int = 6  # background clusters = camera ids
+    cameras: int = 6  # background clusters = camera ids, 1..9 (one digit in Market-1501 names)
     novelty_tau: float = 0.02  # reject an identity whose fg lies within this cosine distance of an accepted or real one
     max_attempts: int = 50  # novelty attempts per identity before giving up
     quality_keep: float = 1.0  # keep this share of candidates per identity, best discriminator scores first
     test_share: float = 0.0  # share of identities for query / gallery (0: everything in bounding_box_train)
     jpeg_quality: int = 95
-    export_imagefolder: bool = False  # also write imagefolder/<pid>/ (hard links)
+    export_imagefolder: bool = False  # also write imagefolder/<pid>/ (hard links); needed above 1501 identities
+
+    def __post_init__(self):
+        """Range checks, at config load time (before anything is written)."""
+        if not 1 <= self.cameras <= MAX_CAMERAS:
+            raise ConfigValueError("cameras", f"{self.cameras} is outside 1..{MAX_CAMERAS} (Market-1501 names hold "
+                                              f"one camera digit, c1..c9); use 1..{MAX_CAMERAS}")
+        if self.identities < 1:
+            raise ConfigValueError("identities", f"{self.identities} is less than 1; build at least 1 identity")
+        if self.identities > MAX_PIDS:
+            raise ConfigValueError("identities", f"{self.identities} is more than {MAX_PIDS} (4-digit Market-1501 "
+                                                 f"pids); split it into several builds (another seed and out each)")
+        if self.identities > TORCHREID_MARKET_PIDS and not self.export_imagefolder:
+            raise ConfigValueError(
+                "identities", f"{self.identities} is more than the {TORCHREID_MARKET_PIDS} a Market-1501 folder holds "
+                              f"(torchreid's market1501 asserts pid <= {TORCHREID_MARKET_PIDS}); set "
+                              f"export_imagefolder: true for imagefolder/<pid>/ + manifest.csv (up to {MAX_PIDS}), or "
+                              f"split into builds of <= {TORCHREID_MARKET_PIDS} identities (another seed and out each)")
+        if self.images_per_id < 1:
+            raise ConfigValueError("images_per_id",
+                                   f"{self.images_per_id} is less than 1; keep at least 1 image per identity")
+        if not 0 < self.quality_keep <= 1:
+            raise ConfigValueError("quality_keep", f"{self.quality_keep} is outside (0, 1]; 1.0 keeps every candidate")
+        if self.max_attempts < 1:
+            raise ConfigValueError("max_attempts",
+                                   f"{self.max_attempts} is less than 1; allow at least 1 novelty attempt")
+        for name in ("bg_sample_share", "pose_sample_share", "test_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigValueError(name, f"{getattr(self, name)} is outside [0, 1]; it is a share")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigValueError("jpeg_quality", f"{self.jpeg_quality} is outside 1..100")
 
 
 def config_hash(cfg: BuildConfig) -> str:
@@ -101,13 +136,7 @@ class IdentityPlan:
 
 class Builder:
     def __init__(self, cfg: BuildConfig):
-        self.cfg = cfg
-        if cfg.identities < 1 or cfg.identities > 9999:
-            raise UserError(f"identities {cfg.identities}: must be 1..9999 (4-digit Market-1501 pids)")
-        if not 0 < cfg.quality_keep <= 1:
-            raise UserError(f"quality_keep {cfg.quality_keep}: must be in (0, 1]")
-        if cfg.fg_mode not in ("sample", "remix"):
-            raise UserError(f"fg_mode {cfg.fg_mode!r}: use sample or remix")
+        self.cfg = cfg  # ranges and choices were checked when the config loaded (BuildConfig.__post_init__)
         run = Path(cfg.stage2_run)
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no stage-II snapshot.pt; set stage2_run to a trained stage-II run directory")
@@ -265,10 +294,10 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     if out.exists() and any(out.iterdir()):
         if not marker.exists() or json.loads(marker.read_text()).get("config_hash") != h:
             raise UserError(f"{out}: not empty and not a build of this config; choose another out or delete it")
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    builder = Builder(cfg)
+    builder = Builder(cfg)  # a missing stage-II run or an impossible novelty filter is refused before out exists
     plans, stats = builder.plan()
+    out.mkdir(parents=True, exist_ok=True)
     if not marker.exists():
         atomic_write_text(marker, json.dumps({"config_hash": h, "config": to_dict(cfg)}, indent=1))
     i, n = shard
@@ -368,6 +397,10 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
         "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, d_score),",
         "market-annotation-*.csv (the poses used, name:keypoints_y:keypoints_x).",
     ]
+    if cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6:
+        lines.append(f"torchreid's built-in market1501 asserts pid <= {TORCHREID_MARKET_PIDS} and camera <= 6, so it "
+                     "cannot load this folder: use reid.torchreid_adapter.register_market"
+                     + (" or imagefolder/." if cfg.export_imagefolder else "."))
     atomic_write_text(out / "README.txt", "\n".join(lines) + "\n")
     return {"images": len(df), **{f"n_{k}": v for k, v in counts.items()}, "finalized": True}
 

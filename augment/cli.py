@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -14,14 +16,13 @@ import yaml
 
 from augment.builder import BuildConfig, build, parse_shard
 from augment.pipeline import PipelineConfig, run_pipeline
-from augment.reference import ReferenceConfig, run_reference
+from augment.reference import ReferenceConfig, rescore, run_reference
 from augment.stage2_report import quality_table, report, sample_grids
 from generator.config import load_config
-from generator.data.dataset import load_image, market_dataset
+from generator.data.dataset import check_images, market_dataset
 from generator.data.market import scan_market
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
-from generator.io import progress_bar
 from generator.simmarket.dataset import parse_size, simulate
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir
@@ -53,10 +54,9 @@ def _cmd_check(args) -> None:
     splits = ("train", "query", "gallery")
     # names, then image contents, then keypoints: the first error named is the file's own defect, not the
     # keypoint row a broken or stray file never had
-    records = scan_market(args.root, splits, keep_junk=True)
-    for r in progress_bar(records, desc="checking images", unit="img", enabled=not args.quiet, mininterval=0.5):
-        load_image(r.path, size)
-    ds = market_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True)
+    check_images(scan_market(args.root, splits, keep_junk=True), size, progress=not args.quiet)
+    ds = market_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True,
+                        skip_missing_keypoints=args.skip_missing_keypoints)
     by_split = Counter(r.split for r in ds.records)
     ids = {s: len({r.pid for r in ds.records if r.split == s and r.pid > 0}) for s in splits}
     cams = sorted({r.camid for r in ds.records})
@@ -64,7 +64,11 @@ def _cmd_check(args) -> None:
     print(
         f"ok: {len(ds)} images at {size[0]}x{size[1]} (train {by_split['train']} / {ids['train']} ids, "
         f"query {by_split['query']} / {ids['query']} ids, gallery {by_split['gallery']}), cameras {cams}, "
-        f"{missing / (18 * len(ds)):.1%} joints missing -> {args.root}"
+        f"{missing / (18 * len(ds)):.1%} joints missing"
+        + (f"; without a keypoint row: {ds.skipped_unlabelled} junk / distractor images (never trained on)"
+           if ds.skipped_unlabelled else "")
+        + (f", {ds.skipped_missing} person images (left out: --skip-missing-keypoints)" if ds.skipped_missing else "")
+        + f" -> {args.root}"
     )
 
 
@@ -104,14 +108,29 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
 
 def _cmd_train(args) -> None:
     cls, fn = TRAIN_JOBS[args.job]
+    if args.skip_missing_keypoints:
+        if args.job != "stage1":
+            raise UserError("--skip-missing-keypoints applies to `vmarket train stage1` (the pose AE reads keypoint "
+                            "rows only, and stage II follows its stage I's data config)")
+        args.set = [*args.set, "data.skip_missing_keypoints=true"]
+    # a bad config or --set is refused before resolve_run creates the run directory
+    cfg = load_config(cls, args.config, args.set) if args.config else None
     config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
-    cfg = load_config(cls, config, args.set)
+    if cfg is None:  # resuming from the run's own config.yaml
+        cfg = load_config(cls, config, args.set)
     kwargs = {}
     if args.factor is not None:
         if args.job != "stage2":
             raise UserError("--factor applies to `vmarket train stage2` only")
         kwargs["factors"] = ["fg", "bg", "pose"] if args.factor == "all" else [args.factor]
-    result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet, **kwargs)
+    try:
+        result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet, **kwargs)
+    except UserError:
+        # refused before it trained anything (bad data, a batch larger than the data): the run directory this
+        # command created holds no checkpoint, so it goes, and the same command can run again once fixed
+        if not resuming and not any(Path(run_dir).rglob("*.pt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
 
@@ -173,6 +192,10 @@ def _cmd_reid(args) -> None:
 
 def _cmd_reference(args) -> None:
     cfg = load_config(ReferenceConfig, args.config, args.set)
+    if args.rescore:
+        with tempfile.TemporaryDirectory() as work:
+            rescore(cfg.package, work, progress=not args.quiet)
+        return
     prov = run_reference(cfg, progress=not args.quiet)
     s1 = prov["metrics"]["stage1"]["reconstruction"]
     print(f"reference models shipped -> {cfg.package} (held-out SSIM {s1['ssim']:.3f}; checks: "
@@ -204,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keypoints", default=None,
                    help="keypoint CSV for all splits (default: market-annotation-*.csv in the root)")
     c.add_argument("--size", default="128x64", help="expected image size HEIGHTxWIDTH (default 128x64)")
+    c.add_argument("--skip-missing-keypoints", action="store_true",
+                   help="count person images without a keypoint row instead of refusing the dataset")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_check)
 
@@ -219,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="outputs", help="parent of the run directories")
     t.add_argument("--factor", default=None, choices=["fg", "bg", "pose", "all"],
                    help="stage2 only: which mapping to train")
+    t.add_argument("--skip-missing-keypoints", action="store_true",
+                   help="stage1: leave out training images without a keypoint row (counted in the run log) "
+                        "instead of refusing the dataset; same as --set data.skip_missing_keypoints=true")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
 
@@ -263,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("config", nargs="?", default="configs/reference/reference.yaml",
                     help="reference YAML (default configs/reference/reference.yaml)")
     rf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    rf.add_argument("--rescore", action="store_true",
+                    help="score the shipped stage I (`package`) again under the current metric definitions and "
+                         "record it in its provenance.json; trains nothing")
     rf.add_argument("--quiet", action="store_true", help="no progress bars")
     rf.set_defaults(func=_cmd_reference)
 

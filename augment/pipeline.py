@@ -32,8 +32,8 @@ class PipelineConfig:
     out: str = "outputs/demo"  # everything the pipeline writes goes under this folder
     sim_ids: int = 200  # SimMarket identities (half train, half test)
     sim_seed: int = 0
-    gen_size: list[int] = field(default_factory=lambda: [64, 32])  # resolution the generator trains at
-    reid_size: list[int] = field(default_factory=lambda: [128, 64])  # resolution of the real re-ID data
+    gen_size: tuple[int, int] = (64, 32)  # resolution the generator trains at
+    reid_size: tuple[int, int] = (128, 64)  # resolution of the real re-ID data
     stage1: str = "configs/demo/stage1.yaml"  # job configs; their data and run paths are redirected under `out`
     pose: str = "configs/demo/pose.yaml"
     stage2: str = "configs/demo/stage2.yaml"
@@ -56,6 +56,12 @@ def _overrides(set_: list[str], job: str) -> list[str]:
         if j == job:
             out.append(kv)
     return out
+
+
+def _job_config(cls, path: str, fixed: list[str], set_: list[str], job: str):
+    """A job config with the pipeline's own overrides (``fixed``) and the user's ``JOB:KEY=VALUE`` entries of
+    ``set``; an error names the entry as the user wrote it."""
+    return load_config(cls, path, fixed + _overrides(set_, job), set_name=lambda t: f"set {f'{job}:{t}'!r}")
 
 
 def _finished(run: Path, steps: int, key: str = "step") -> bool:
@@ -94,10 +100,10 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
 def generator_configs(out: Path, gen_root: Path, size, stage1: str, pose: str, stage2: str, set_: list[str]):
     """The stage-I, pose-AE and stage-II configs of a pipeline, their data and run paths redirected under ``out``."""
     gen = [f"data.root={gen_root}", f"data.size={list(size)}", "data.simulate_ids=0"]
-    s1cfg = load_config(Stage1Config, stage1, gen + _overrides(set_, "stage1"))
-    pcfg = load_config(PoseConfig, pose, gen + _overrides(set_, "pose"))
-    s2cfg = load_config(Stage2Config, stage2, [f"stage1_run={out / 'stage1'}", f"pose_run={out / 'pose'}",
-                                               f"data_root={gen_root}"] + _overrides(set_, "stage2"))
+    s1cfg = _job_config(Stage1Config, stage1, gen, set_, "stage1")
+    pcfg = _job_config(PoseConfig, pose, gen, set_, "pose")
+    s2cfg = _job_config(Stage2Config, stage2, [f"stage1_run={out / 'stage1'}", f"pose_run={out / 'pose'}",
+                                               f"data_root={gen_root}"], set_, "stage2")
     return s1cfg, pcfg, s2cfg
 
 
@@ -154,12 +160,18 @@ def evaluate_generator(out: Path, gen_root: Path, eval_pairs: int, stage: StageT
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     out = Path(cfg.out)
+    gen_root, reid_root = out / "data" / "sim-gen", out / "data" / "sim-reid"
+    s2_run, vm = out / "stage2", out / "virtual_market"
+    # every job config (and every JOB:KEY=VALUE in `set`) is loaded before anything is written: a bad key fails now,
+    # not after an hour of training
+    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
+    bcfg = _job_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"], cfg.set, "build")
+    rcfg = _job_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"virtual_root={vm}",
+                                                  f"out={out / 'reid'}"], cfg.set, "reid")
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
-    gen_root, reid_root = out / "data" / "sim-gen", out / "data" / "sim-reid"
     stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,
                                         cfg.sim_seed, progress, log))
-    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
     prov = None
     if cfg.from_scratch:
         if (out / "reference.json").exists():
@@ -174,10 +186,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
         log(f"[reference] using the reference checkpoints from {cfg.reference or 'the package'} "
             f"(stage I {prov['steps']['stage1']} steps)")
         evaluate_generator(out, gen_root, cfg.eval_pairs, stage, progress, log)
-    s2_run = out / "stage2"
-
-    vm = out / "virtual_market"
-    bcfg = load_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"] + _overrides(cfg.set, "build"))
 
     def virtual():
         # always through build(): it skips the identities already written and refuses a folder built
@@ -188,8 +196,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
 
     stage("build", virtual)
 
-    rcfg = load_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"virtual_root={vm}", f"out={out / 'reid'}"]
-                       + _overrides(cfg.set, "reid"))
     stage("reid", lambda: run_ablation(rcfg, progress=progress))
     report_path = write_report(out, cfg, prov, stage.times)
     log(f"[report] {report_path}")

@@ -16,9 +16,10 @@ import torch
 from augment.pipeline import StageTimer, evaluate_generator, generator_configs, simulate_data, train_generator
 from generator.api import DisentangledModel
 from generator.errors import UserError
-from generator.eval.stage1_report import held_out_people
+from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate, held_out_people
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
-from generator.shipped import FILES, PROVENANCE, fp16_error, half, install, sha256_file
+from generator.shipped import FILES, PROVENANCE, fp16_error, half, install, provenance, sha256_file
+from generator.simmarket.dataset import simulate
 
 
 @dataclass
@@ -52,14 +53,15 @@ def git_commit() -> str:
 def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> Path:
     """Train and evaluate every stage under ``cfg.out``; resumable, finished stages are reused."""
     out = Path(cfg.out)
+    gen_root = out / "data" / "sim-gen"
+    # every job config is loaded (and a bad one refused) before anything is written
+    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
-    gen_root = out / "data" / "sim-gen"
     commits = out / "commits.txt"  # the code each (re)start ran, for the provenance
     with open(commits, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {git_commit()}\n")
     stage("data", lambda: simulate_data(((gen_root, cfg.gen_size),), cfg.sim_ids, cfg.sim_seed, progress, log))
-    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
     s2cfg.stage1_run = str(shipped_stage1(cfg, check=False))  # stage II learns the embeddings of the stage I that ships
     train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
     return out
@@ -71,6 +73,49 @@ def shipped_stage1(cfg: ReferenceConfig, check: bool = True) -> Path:
         raise UserError(f"{path}: missing; ship_stage1 names a snapshot of the stage-I run (snapshot-l1.pt exists only "
                         "when the config trains an L1 warm-up before the adversarial term), e.g. snapshot.pt")
     return path
+
+
+def reference_checks(stage1_metrics: dict) -> dict[str, bool]:
+    """The acceptance checks of the shipped stage I, from its evaluation (``generator.eval.stage1_report.evaluate``)."""
+    sw = stage1_metrics["swaps"]
+    checks = {"reconstruction_ssim_at_least_0.70": stage1_metrics["reconstruction"]["ssim"] >= 0.70}
+    for k in ("pose", "background", "foreground"):
+        checks[f"{k}_swap_l1_below_copy_source"] = sw[f"{k}/model/l1"] < sw[f"{k}/copy_source/l1"]
+    return checks
+
+
+def rescore(package_dir: str | Path, work: str | Path, progress: bool = True, log=print) -> dict:
+    """Score the shipped stage I again under the current metric definitions (``METRICS_VERSION``), on the
+    SimMarket its provenance names (rebuilt from its seed), and record the result in ``provenance.json``: the
+    new metrics and checks replace ``metrics.stage1`` and ``checks``, and the ones they replace are kept under
+    ``superseded_metrics``. The checkpoints, and so their sha256, do not change."""
+    pkg = Path(package_dir)
+    prov = provenance(pkg)
+    old = prov["metrics"]["stage1"]
+    if old["reconstruction"].get("metrics_version") == METRICS_VERSION:
+        log(f"[rescore] {pkg / PROVENANCE} already holds metrics version {METRICS_VERSION}; nothing to do")
+        return prov
+    data = prov["data"]
+    root = Path(work) / "data" / "sim-gen"
+    if not (root / "simmarket.json").exists():
+        simulate(root, data["identities"], seed=data["seed"], size=(data["height"], data["width"]), progress=progress)
+    new = evaluate(pkg / FILES["stage1"], root, Path(work) / "eval", pairs=prov["reference_config"]["eval_pairs"],
+                   limit=old["reconstruction"]["images"])
+    superseded = prov.get("superseded_metrics", [])
+    superseded.append({"metrics_version": old["reconstruction"].get("metrics_version", 1),
+                       "definition": METRIC_DEFINITIONS[old["reconstruction"].get("metrics_version", 1)],
+                       "stage1": old, "checks": prov["checks"]})
+    prov["superseded_metrics"] = superseded
+    prov["metrics"]["stage1"] = new
+    prov["checks"] = reference_checks(new)
+    prov["rescored"] = {"command": "vmarket reference --rescore", "metrics_version": METRICS_VERSION,
+                        "definition": METRIC_DEFINITIONS[METRICS_VERSION], "at_commit": git_commit(),
+                        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine()}
+    atomic_write_text(pkg / PROVENANCE, json.dumps(prov, indent=1))
+    r = new["reconstruction"]
+    log(f"[rescore] SSIM {old['reconstruction']['ssim']:.3f} -> {r['ssim']:.3f}, mask-SSIM "
+        f"{old['reconstruction']['mask_ssim']:.3f} -> {r['mask_ssim']:.3f}; checks {prov['checks']} -> {pkg}")
+    return prov
 
 
 def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
@@ -131,10 +176,7 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
 
     stage1_metrics = json.loads((shipped / "stage1" / "eval" / "metrics.json").read_text())
     stage2_metrics = json.loads((shipped / "stage2" / "eval" / "metrics.json").read_text())
-    sw = stage1_metrics["swaps"]
-    checks = {"reconstruction_ssim_at_least_0.70": stage1_metrics["reconstruction"]["ssim"] >= 0.70}
-    for k in ("pose", "background", "foreground"):
-        checks[f"{k}_swap_l1_below_copy_source"] = sw[f"{k}/model/l1"] < sw[f"{k}/copy_source/l1"]
+    checks = reference_checks(stage1_metrics)
     log_lines = (out / "stage1" / "metrics.jsonl").read_text().splitlines()
     curve = [json.loads(line) for line in log_lines if "eval_ssim" in line]
     times = json.loads((out / "times.json").read_text())

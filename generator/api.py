@@ -48,6 +48,7 @@ class DisentangledModel:
         self.pose_ae = pose_ae.eval().to(device) if pose_ae is not None else None
         self.size, self.heatmap_radius, self.mask_radius = tuple(size), heatmap_radius, mask_radius
         self.device = torch.device(device)
+        self.data = DataConfig(size=list(size), heatmap_radius=heatmap_radius, mask_radius=mask_radius)
 
     @classmethod
     def load(cls, stage1: str | os.PathLike, pose: str | os.PathLike | None = None,
@@ -66,7 +67,9 @@ class DisentangledModel:
             psnap = load_checkpoint(pwhere)
             pose_ae = build_pose_ae(from_dict(PoseModelConfig, psnap["config"]["model"], f"{pwhere}: model"))
             pose_ae.load_state_dict({k: v.float() for k, v in psnap["model"].items()})
-        return cls(G, data.size, data.heatmap_radius, data.mask_radius, pose_ae, device)
+        model = cls(G, data.size, data.heatmap_radius, data.mask_radius, pose_ae, device)
+        model.data = data  # the data section the model trained with
+        return model
 
     # pose geometry on a batch of keypoints
     def pose_inputs(self, keypoints: torch.Tensor):
@@ -165,7 +168,7 @@ def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
     model = DisentangledModel.load(stage1_run, pose=pose_run)
     root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
     ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius,
-                        mask_radius=model.mask_radius)
+                        mask_radius=model.mask_radius, skip_missing_keypoints=model.data.skip_missing_keypoints)
     out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
     for s in progress_bar(range(0, len(ds), batch), desc="embedding", unit="batch", enabled=progress, mininterval=0.1):
         b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])

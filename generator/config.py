@@ -1,13 +1,16 @@
 """Typed job configs: dataclasses with defaults, loaded from YAML, overridden with ``--set a.b=v``.
 
-An unknown key, a wrong type or a malformed override is a UserError naming the
-file and the key. The resolved config is saved in the run directory and in
-every checkpoint, so a run can be rebuilt from its own files.
+An unknown key, a wrong type, a list of the wrong length, a value outside its choices (``typing.Literal``)
+or a malformed override is a UserError naming the file (or the ``--set``) and the key, raised while the
+config loads, before a job writes anything. Checks that span fields or ranges live in a config's
+``__post_init__``, which raises ``ConfigValueError`` with the field's name. The resolved config is saved in
+the run directory and in every checkpoint (tuples as lists), so a run can be rebuilt from its own files.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from pathlib import Path
 
@@ -17,18 +20,53 @@ from generator.errors import UserError
 from generator.io import atomic_write_text
 
 
+class ConfigValueError(UserError):
+    """A field's value is outside what the job accepts: raised by a config's ``__post_init__`` with the field's
+    name (``key``) and what to do (``reason``); ``from_dict`` adds the file and the section."""
+
+    def __init__(self, key: str, reason: str, where: str | None = None):
+        super().__init__(f"{where}: {key}: {reason}" if where else f"{key}: {reason}")
+        self.key, self.reason, self.where = key, reason, where
+
+
 def _type_name(tp) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value, tp, where: str):
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples."""
+def _at(where: str, key: str) -> str:
+    return f"{where}: {key}" if key else where
+
+
+def _join(key: str, name) -> str:
+    return f"{key}.{name}" if key else str(name)
+
+
+def _example(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _coerce(value, tp, where: str, key: str = "", example=None):
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples (a fixed-length
+    ``tuple[int, int]`` needs exactly that many items), ``Literal[...]`` lists its choices. ``where`` names the
+    file or the override, ``key`` the dotted key inside it; ``example`` (the default) shows a valid value."""
+    at = _at(where, key)
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin is typing.Union:
+            raise UserError(f"{at}: expected a section (a mapping of {tp.__name__} fields), got {value!r}")
+        return _from_dict(tp, value, where, key)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if not any(type(value) is type(c) and value == c for c in choices):
+            raise UserError(f"{at}: {value!r} is not a valid choice; use one of {', '.join(map(str, choices))}")
+        return value
+    if origin is typing.Union or origin is types.UnionType:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
@@ -36,15 +74,27 @@ def _coerce(value, tp, where: str):
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, where)
+                return _coerce(value, a, where, key, example)
             except UserError:
                 pass
-        raise UserError(f"{where}: {value!r} is not one of {', '.join(_type_name(a) for a in args)}")
-    if origin in (list, tuple):
+        raise UserError(f"{at}: {value!r} is not one of {', '.join(_type_name(a) for a in args)}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{at}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [args[0]] * len(value)
+        else:
+            items = list(args)
+            if len(value) != len(items):
+                hint = f" such as {list(example)}" if isinstance(example, (list, tuple)) else ""
+                raise UserError(f"{at}: expected a list of {len(items)} values{hint}, got {value!r}")
+        return tuple(_coerce(v, a, where, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, items, strict=True)))
+    if origin is list:
         (item,) = typing.get_args(tp)[:1] or (typing.Any,)
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+            raise UserError(f"{at}: expected a list, got {value!r}")
+        return [_coerce(v, item, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is typing.Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -55,42 +105,94 @@ def _coerce(value, tp, where: str):
         except ValueError:
             pass
     if tp is bool and not isinstance(value, bool):
-        raise UserError(f"{where}: expected true or false, got {value!r}")
+        raise UserError(f"{at}: expected true or false, got {value!r}")
     if tp in (int, float) and isinstance(value, bool):
-        raise UserError(f"{where}: expected a number, got {value!r}")
+        raise UserError(f"{at}: expected a number, got {value!r}")
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise UserError(f"{at}: expected {_type_name(tp)}, got {value!r}")
     return value
 
 
-def from_dict(cls, data: dict, where: str = "config"):
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
+def _unknown(where: str, section: str, name, fields) -> UserError:
+    inside = f" in {section}" if section else ""
+    return UserError(f"{where}: unknown key {_join(section, name)!r}; "
+                     f"valid keys{inside} are {', '.join(sorted(fields))}")
+
+
+def _from_dict(cls, data: dict, where: str, key: str):
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+        raise _unknown(where, key, unknown[0], fields)
+    kwargs = {k: _coerce(v, hints[k], where, _join(key, k), _example(fields[k])) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as e:
+        raise ConfigValueError(_join(key, e.key), e.reason, where) from None
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """Build dataclass ``cls`` from ``data``; unknown keys, wrong types and values outside their choices are errors
+    naming ``where`` (the file) and the key."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+    return _from_dict(cls, data, where, "")
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain YAML / JSON / checkpoint data: tuples become lists, as they were written."""
+    return _plain(dataclasses.asdict(cfg))
 
 
-def parse_override(text: str) -> tuple[list[str], object]:
+def _set_name(text: str) -> str:
+    return f"--set {text!r}"
+
+
+def parse_override(text: str, name: str | None = None) -> tuple[list[str], object]:
+    """``a.b=v`` -> (["a", "b"], v parsed as YAML); ``name`` is how errors call the override (``--set 'a.b=v'``)."""
+    name = name or _set_name(text)
     if "=" not in text:
-        raise UserError(f"--set {text!r}: expected KEY=VALUE such as train.steps=1000")
+        raise UserError(f"{name}: expected KEY=VALUE such as train.steps=1000")
     key, raw = text.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise UserError(f"{name}: {key.strip()!r} is not a key; expected KEY=VALUE such as train.steps=1000")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return keys, value
 
 
-def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str] = ()):
-    """Load ``cls`` from a YAML file (or its defaults when ``path`` is None) and apply ``--set`` overrides."""
+def _override_type(cls, keys: list[str], name: str):
+    """The annotation (and default) of the field that the override ``name``, split into ``keys``, assigns to;
+    unknown paths are errors."""
+    tp = cls
+    for i, k in enumerate(keys):
+        section = ".".join(keys[:i])
+        if not dataclasses.is_dataclass(tp):
+            raise UserError(f"{name}: {section!r} is a value, not a section; set it as {section}=VALUE")
+        fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
+        if k not in fields:
+            raise _unknown(name, section, k, fields)
+        tp = typing.get_type_hints(tp)[k]
+    return tp, _example(fields[keys[-1]])
+
+
+def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str] = (), set_name=_set_name):
+    """Load ``cls`` from a YAML file (or its defaults when ``path`` is None) and apply ``--set`` overrides.
+
+    Every error (file, key, type, choice, range) is raised here, before the job writes anything. ``set_name(text)``
+    is how an error names an override (default ``--set 'text'``)."""
     data: dict = {}
     where = "config"
     if path is not None:
@@ -104,15 +206,25 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
             raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
         if not isinstance(data, dict):
             raise UserError(f"{path}: a config must be a mapping of sections such as 'train:'")
+    set_by = {}  # dotted key -> the name of the override that gave it its value
     for text in overrides:
-        keys, value = parse_override(text)
+        name = set_name(text)
+        keys, value = parse_override(text, name)
+        tp, example = _override_type(cls, keys, name)
+        _coerce(value, tp, name, ".".join(keys), example)  # named by its override, not by the file
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise UserError(f"--set {text!r}: {k!r} is not a section")
+                raise UserError(f"{name}: {k!r} is not a section in {where}; fix the file")
         node[keys[-1]] = value
-    return from_dict(cls, data, where)
+        set_by[".".join(keys)] = name
+    try:
+        return from_dict(cls, data, where)
+    except ConfigValueError as e:
+        if e.key in set_by:
+            raise UserError(f"{set_by[e.key]}: {e.key}: {e.reason}") from None
+        raise
 
 
 def save_config(cfg, path: Path) -> None:
@@ -124,10 +236,14 @@ class DataConfig:
     root: str = "outputs/data/simmarket"  # Market-1501-format root (real, or SimMarket)
     simulate_ids: int = 0  # > 0: write a SimMarket with this many identities at `root` when it is missing
     simulate_seed: int = 0  # seed of that SimMarket
-    size: list[int] = dataclasses.field(default_factory=lambda: [128, 64])  # image height, width
-    splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])  # splits to train on
+    size: tuple[int, int] = (128, 64)  # image height, width
+    splits: list[typing.Literal["train", "query", "gallery"]] = dataclasses.field(
+        default_factory=lambda: ["train"])  # splits to train on
     flip: float = 0.5  # horizontal flip probability (left and right joints swap)
     workers: int = 2  # DataLoader worker processes
     heatmap_radius: int = 4  # disk radius of the 18 pose maps
     mask_radius: int = 7  # disk radius of the coarse pose mask
+    # leave out person images that have no keypoint row (the run log counts them) instead of refusing the dataset;
+    # junk and distractor images without a row are always left out, they are never trained on
+    skip_missing_keypoints: bool = False
 

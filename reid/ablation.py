@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from generator.config import save_config
+from generator.config import ConfigValueError, save_config
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
 from reid.torchreid_adapter import market_records, merge_records, register_dataset, train_batches_per_epoch
@@ -37,6 +37,14 @@ class AblationConfig:
     # true: every setting trains as many optimiser steps as train.epochs over the real data (iteration-matched)
     matched_steps: bool = False
     out: str = "outputs/reid/ablation"
+
+    def __post_init__(self):
+        """Every setting is a recipe of known sources, checked when the config loads."""
+        for s in self.settings:
+            bad = next((st for st in (t.strip() for t in s.split("->")) if st not in SOURCES), None)
+            if bad is not None:
+                raise ConfigValueError("settings", f"{s!r}: stage {bad!r} is not one of {', '.join(SOURCES)} "
+                                                   f"(stages are joined by '->', e.g. virtual->real)")
 
 
 def parse_setting(text: str) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from generator.data.dataset import load_image
+from generator.data.dataset import check_images
 from generator.data.market import scan_market
 from generator.errors import UserError
 from generator.io import progress_bar
@@ -70,8 +70,7 @@ def market_records(root, splits=("train", "query", "gallery"), progress: bool = 
     truncated JPEG or a stray non-image would hang training; here it is a UserError naming the file.
     """
     records = scan_market(root, splits)
-    for r in progress_bar(records, desc=f"checking {Path(root).name}", unit="img", enabled=progress, mininterval=0.5):
-        load_image(r.path)
+    check_images(records, progress=progress, desc=f"checking {Path(root).name}")
     out: dict[str, list] = {s: [] for s in splits}
     for r in records:
         out[r.split].append((r.path, r.pid, r.camid - 1))

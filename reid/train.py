@@ -9,6 +9,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ from reid.torchreid_adapter import build_datamanager, build_engine, build_model,
 @dataclass
 class ReidTrainConfig:
     model: str = "osnet_x0_25"  # torchreid model name (osnet_x0_25 on CPU; resnet50 / osnet_x1_0 on GPU)
-    loss: str = "softmax"  # softmax | triplet
-    size: list[int] = None  # image height, width (default 128x64)
+    loss: Literal["softmax", "triplet"] = "softmax"
+    size: tuple[int, int] = (128, 64)  # image height, width
     batch: int = 32
     epochs: int = 10
     steps_per_epoch: int = 0  # batches per epoch; 0: one pass over the training data

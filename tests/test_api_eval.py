@@ -1,12 +1,14 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import run_cli
+from skimage.metrics import structural_similarity
 
 from generator.api import DisentangledModel, interpolate, swap
 from generator.data.dataset import market_dataset
-from generator.eval.image_metrics import region_scores, ssim
+from generator.eval.image_metrics import mask_ssim, nan_mean, region_scores, ssim
 
 
 def test_ssim_properties():
@@ -18,14 +20,51 @@ def test_ssim_properties():
     # a per-image metric does not depend on the batch it is computed in
     assert torch.allclose(ssim(a[:1], noisy[:1]), ssim(a, noisy)[:1], atol=1e-6)
     region = torch.zeros(3, 32, 16, dtype=torch.bool)
-    region[:, :8] = True
+    region[:, :13] = True
     b = a.clone()
-    b[:, :, 8:] = 0  # differences outside the region do not count
+    b[:, :, 13:] = 0  # differences outside the region do not count
     sc = region_scores(b, a, region)
     assert torch.allclose(sc["l1"], torch.zeros(3)) and torch.allclose(sc["colour"], torch.zeros(3), atol=1e-4)
-    # the SSIM of a region and of its complement make up the whole-image SSIM, weighted by area
+    # the SSIM of a region and of its complement make up the whole-image SSIM, weighted by their areas inside the
+    # valid part of the map (rows 5..26): 8 of its 22 rows are inside the region
     inside, outside = region_scores(noisy, a, region)["ssim"], region_scores(noisy, a, ~region)["ssim"]
-    assert torch.allclose(0.25 * inside + 0.75 * outside, ssim(noisy, a), atol=1e-5)  # 8 of 32 rows
+    assert torch.allclose(8 / 22 * inside + 14 / 22 * outside, ssim(noisy, a), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(64, 32), (128, 64), (11, 11)])
+def test_ssim_matches_scikit_image(size):
+    """The library definition: scikit-image's Gaussian SSIM (window 11, sigma 1.5, population covariance) with the
+    border cropped, on images in [0, 1] with data_range 1, which equals scoring uint8 images with data_range 255 as
+    the PG2 and Ma et al. evaluations do. (SSIM's luminance term is not shift-invariant, so [-1, 1] with data_range
+    2 is a different number.)"""
+    g = torch.Generator().manual_seed(size[0])
+    a = torch.rand(4, 3, *size, generator=g)
+    cases = [(a, (a + s * torch.randn(a.shape, generator=g)).clamp(0, 1)) for s in (0.02, 0.2, 1.0)]
+    cases.append((a, torch.nn.functional.avg_pool2d(a, 3, 1, 1)))  # blur, the generator's typical error
+    cases.append((a, torch.zeros_like(a)))
+    for x, y in cases:
+        ours = ssim(x, y)
+        for i in range(len(x)):
+            ref = structural_similarity(x[i].double().numpy(), y[i].double().numpy(), gaussian_weights=True,
+                                        sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0)
+            assert abs(float(ours[i]) - ref) < 1e-4, (size, i, float(ours[i]), ref)
+
+
+def test_images_without_a_person_are_left_out_of_person_metrics():
+    """An empty mask (a distractor, no person) scores NaN in mask-SSIM and person-region SSIM instead of 1.0 and 0,
+    and nan_mean averages over the rest and counts it."""
+    torch.manual_seed(0)
+    a = torch.rand(3, 3, 64, 32)
+    b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    mask = torch.zeros(3, 1, 64, 32)
+    mask[:2, :, 10:50, 8:24] = 1
+    ms = mask_ssim(a, b, mask)
+    assert torch.isfinite(ms[:2]).all() and torch.isnan(ms[2])
+    person = region_scores(a, b, mask[:, 0] > 0.5)["ssim"]
+    assert torch.isfinite(person[:2]).all() and torch.isnan(person[2])
+    mean, left_out = nan_mean(ms)
+    assert left_out == 1 and mean == pytest.approx(float(ms[:2].mean()))
+    assert nan_mean(torch.tensor([float("nan")]))[1] == 1
 
 
 def test_api_round_trip_and_swaps(sim_small, tiny_stages):

@@ -6,8 +6,15 @@ hanging the suite.
 """
 import shutil
 
+import numpy as np
 import pytest
 from conftest import one_line_error, run_cli
+from PIL import Image
+from tiny import tiny_stage1
+from torch._utils import ExceptionWrapper
+
+from generator.config import save_config
+from generator.errors import UserError
 
 TIMEOUT_S = 240  # the refusal takes seconds; a hang would run until killed
 
@@ -16,51 +23,186 @@ def _run(*args):
     return run_cli(*args, timeout=TIMEOUT_S)
 
 
-def _zero_byte(folder):
-    bad = folder / "0001_c1s1_999999_01.jpg"
-    bad.write_bytes(b"")
-    return bad
+def _stray(root, name="0001_c1s1_999999_01.jpg"):
+    """A new file in the training folder: it has no keypoint row either, so a check that looks at keypoints first
+    would name the wrong defect."""
+    return root / "bounding_box_train" / name
 
 
-def _text_as_jpeg(folder):
-    bad = folder / "0001_c1s1_999998_01.jpg"
-    bad.write_text("not an image\n")
-    return bad
+def _first(root, split="bounding_box_train"):
+    return sorted((root / split).glob("*.jpg"))[0]
 
 
-def _truncated_jpeg(folder):
-    src = sorted(folder.glob("*.jpg"))[0]
-    bad = folder / "0001_c2s1_999997_01.jpg"
-    bad.write_bytes(src.read_bytes()[:300])
-    return bad
+def malformed_name(root):
+    bad = _stray(root, "person_7.jpg")
+    shutil.copy(_first(root), bad)
+    return [str(bad), "PPPP_cCsS_FFFFFF_BB"]
 
 
-@pytest.mark.parametrize("make", [_zero_byte, _text_as_jpeg, _truncated_jpeg])
-def test_check_names_the_broken_image_not_its_keypoint_row(copy, make):
-    bad = make(copy / "bounding_box_train")  # a stray file: no keypoint row either
-    line = one_line_error(*_run("check", "--root", copy, "--quiet"), str(bad), "unreadable image")
-    assert "keypoint" not in line
-
-
-def test_camera_zero_is_refused_by_check_and_reid(copy, tmp_path):
-    src = sorted((copy / "bounding_box_train").glob("*.jpg"))[0]
-    bad = copy / "bounding_box_train" / f"{src.name[:6]}0{src.name[7:]}"  # PPPP_c0s...
+def camera_zero(root):
+    src = _first(root)
+    bad = _stray(root, f"{src.name[:6]}0{src.name[7:]}")  # PPPP_c0s...
     shutil.copy(src, bad)
-    one_line_error(*_run("check", "--root", copy, "--quiet"), str(bad), "camera 0")
-    cfg = _reid_config(tmp_path, copy)
-    one_line_error(*_run("reid", "ablate", "-c", cfg, "--quiet"), str(bad), "camera 0")
+    return [str(bad), "camera 0"]
 
 
-def _reid_config(tmp_path, real_root):
+def zero_byte_image(root):
+    _stray(root).write_bytes(b"")
+    return [str(_stray(root)), "unreadable image"]
+
+
+def text_named_jpg(root):
+    _stray(root).write_text("not an image\n")
+    return [str(_stray(root)), "unreadable image"]
+
+
+def truncated_jpeg(root):
+    _stray(root).write_bytes(_first(root).read_bytes()[:300])
+    return [str(_stray(root)), "unreadable image"]
+
+
+def wrong_image_size(root):
+    victim = _first(root)
+    Image.fromarray(np.zeros((100, 50, 3), np.uint8)).save(victim)
+    return [str(victim), "100x50", "128x64"]
+
+
+def missing_keypoint_row(root):
+    csv = root / "market-annotation-train.csv"
+    lines = csv.read_text().splitlines()
+    dropped = lines.pop(3).split(":")[0]
+    csv.write_text("\n".join(lines) + "\n")
+    return [dropped, "no keypoint row", "-1", "--skip-missing-keypoints"]
+
+
+def missing_keypoint_file(root):
+    (root / "market-annotation-train.csv").unlink()
+    return ["market-annotation-train.csv", "keypoint file missing"]
+
+
+def malformed_keypoint_row(root):
+    csv = root / "market-annotation-train.csv"
+    lines = csv.read_text().splitlines()
+    lines[2] = lines[2].split(":")[0] + ": [1, 2]"
+    csv.write_text("\n".join(lines) + "\n")
+    return [f"{csv}:3", "expected"]
+
+
+def empty_split(root):
+    for f in (root / "bounding_box_train").glob("*.jpg"):
+        f.unlink()
+    return [str(root / "bounding_box_train"), "empty split"]
+
+
+def missing_split_folder(root):
+    shutil.rmtree(root / "query")
+    return [str(root / "query"), "missing split folder"]
+
+
+# defect -> the commands that read what it breaks (a re-ID model reads no keypoints and resizes every image)
+DEFECTS = {
+    malformed_name: ("check", "train", "reid"),
+    camera_zero: ("check", "train", "reid"),
+    zero_byte_image: ("check", "train", "reid"),
+    text_named_jpg: ("check", "train", "reid"),
+    truncated_jpeg: ("check", "train", "reid"),
+    wrong_image_size: ("check", "train"),
+    missing_keypoint_row: ("check", "train"),
+    missing_keypoint_file: ("check", "train"),
+    malformed_keypoint_row: ("check", "train"),
+    empty_split: ("check", "train", "reid"),
+    missing_split_folder: ("check", "reid"),  # stage I trains on the train split alone
+}
+
+
+def _command(command, root, tmp_path):
+    """The CLI arguments of ``command`` on the dataset ``root``, and the folder it would write to."""
+    out = tmp_path / "out"
+    if command == "check":
+        return ["check", "--root", root, "--quiet"], out
+    if command == "train":
+        cfg = tmp_path / "stage1.yaml"
+        save_config(tiny_stage1(root, **{"data.size": "[128,64]", "train.steps": 1}), cfg)
+        return ["train", "stage1", "-c", cfg, "--run-dir", out, "--quiet"], out
+    return ["reid", "ablate", "-c", _reid_config(tmp_path, root, out), "--quiet"], out
+
+
+@pytest.mark.parametrize("defect, command", [(d, c) for d, cs in DEFECTS.items() for c in cs],
+                         ids=lambda x: getattr(x, "__name__", x))
+def test_every_data_command_refuses_bad_data_in_one_line(copy, tmp_path, defect, command):
+    """For each defect and each command that reads the data: exit 2, one line naming the file (the defect itself,
+    not a keypoint row a stray file never had) and the fix, no traceback, no hang, nothing written."""
+    needles = defect(copy)
+    args, out = _command(command, copy, tmp_path)
+    line = one_line_error(*_run(*args), *needles)
+    if "keypoint" not in defect.__name__:
+        assert "keypoint" not in line
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), sorted(out.rglob("*"))
+
+
+def _reid_config(tmp_path, real_root, out=None):
     cfg = tmp_path / "reid.yaml"
-    cfg.write_text(f"real_root: {real_root}\nsettings: [real]\nseeds: [0]\nout: {tmp_path / 'reid'}\n"
+    cfg.write_text(f"real_root: {real_root}\nsettings: [real]\nseeds: [0]\nout: {out or tmp_path / 'reid'}\n"
                    "train: {epochs: 1, batch: 8, workers: 0}\n")
     return cfg
 
 
-@pytest.mark.parametrize("make, split", [(_text_as_jpeg, "bounding_box_train"), (_truncated_jpeg, "bounding_box_test")])
-def test_reid_ablate_refuses_an_unreadable_image_instead_of_hanging(copy, tmp_path, make, split):
-    bad = make(copy / split)
-    one_line_error(*_run("reid", "ablate", "-c", _reid_config(tmp_path, copy), "--quiet"), str(bad),
-                    "unreadable image")
-    assert not (tmp_path / "reid" / "results.csv").exists()
+def _drop_rows(csv, keep):
+    """Remove the keypoint rows whose image name fails ``keep``; the names removed."""
+    lines = csv.read_text().splitlines()
+    kept = [ln for ln in lines if ":" not in ln or ln.startswith("name:") or keep(ln.split(":")[0])]
+    csv.write_text("\n".join(kept) + "\n")
+    return [ln.split(":")[0] for ln in lines if ln not in kept]
+
+
+def test_junk_and_distractors_need_no_keypoint_row(copy):
+    """Junk (-1) and distractor (0000) images are never trained on: without a row the dataset still checks."""
+    dropped = _drop_rows(copy / "market-annotation-test.csv", lambda n: not n.startswith(("-1_", "0000_")))
+    assert any(n.startswith("-1_") for n in dropped) and any(n.startswith("0000_") for n in dropped)
+    rc, out, err = _run("check", "--root", copy, "--quiet")
+    assert rc == 0, err
+    assert f"without a keypoint row: {len(dropped)} junk / distractor images" in out
+
+
+def test_skip_missing_keypoints_leaves_person_images_out_and_logs_the_count(tmp_path, sim_small):
+    data = tmp_path / "data"
+    shutil.copytree(sim_small, data)
+    dropped = _drop_rows(data / "market-annotation-train.csv", lambda n: not n.startswith(("0001_", "0002_")))
+    assert len(dropped) >= 2
+    # refused by default, naming the image and the way out
+    one_line_error(*_run("check", "--root", data, "--size", "64x32", "--quiet"), "no keypoint row",
+                   "--skip-missing-keypoints")
+    rc, out, err = _run("check", "--root", data, "--size", "64x32", "--quiet", "--skip-missing-keypoints")
+    assert rc == 0 and f"{len(dropped)} person images (left out" in out, err
+    cfg, run = tmp_path / "stage1.yaml", tmp_path / "run"
+    save_config(tiny_stage1(data, **{"train.steps": 2}), cfg)
+    one_line_error(*_run("train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"), "no keypoint row")
+    assert not run.exists()  # nothing half-written: the refused run leaves no run directory
+    rc, out, err = _run("train", "stage1", "-c", cfg, "--run-dir", run, "--quiet", "--skip-missing-keypoints")
+    assert rc == 0, err[-3000:]
+    assert f"data: {len(dropped)} training images without a keypoint row left out" in (run / "log.txt").read_text()
+    assert "skip_missing_keypoints: true" in (run / "config.yaml").read_text()
+
+
+def test_train_stage1_refuses_a_broken_image_before_it_writes_anything(tmp_path, sim_small):
+    """Stage I decodes every training image before it starts: a broken file is named at once, not when a
+    DataLoader worker first loads it (or never, when no step samples it), and no run directory is left."""
+    data = tmp_path / "data"
+    shutil.copytree(sim_small, data)
+    victim = sorted((data / "bounding_box_train").glob("*.jpg"))[1]
+    victim.write_bytes(victim.read_bytes()[:200])  # it keeps its keypoint row
+    cfg, run = tmp_path / "stage1.yaml", tmp_path / "run"
+    save_config(tiny_stage1(data, **{"train.steps": 1, "data.workers": 1}), cfg)
+    one_line_error(*_run("train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"), str(victim), "unreadable image")
+    assert not run.exists()
+
+
+def test_user_error_from_a_dataloader_worker_keeps_its_one_line_message():
+    """torch re-creates a worker's exception from its formatted traceback; UserError keeps the original message."""
+    try:
+        raise UserError("/data/x.jpg: unreadable image (OSError); replace or remove the file")
+    except UserError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(UserError) as e:
+        wrapped.reraise()
+    assert str(e.value) == "/data/x.jpg: unreadable image (OSError); replace or remove the file"

@@ -133,3 +133,14 @@ def test_novelty_filter_rejects_planted_duplicate(tiny_stages, tmp_path):
     fg = np.stack([p.fg for p in plans])
     cos = fg @ fg.T / np.linalg.norm(fg, axis=1)[:, None] / np.linalg.norm(fg, axis=1)[None]
     assert (1 - cos[np.triu_indices(len(fg), 1)]).min() >= 0.01
+
+
+def test_missing_stage2_run_writes_nothing(tmp_path, capsys):
+    from conftest import one_line_error
+
+    from augment.cli import main
+
+    rc = main(["build", "-c", "/dev/null", "--set", f"stage2_run={tmp_path / 'nope'}",
+               "--set", f"out={tmp_path / 'vm'}", "--quiet"])
+    one_line_error(rc, *capsys.readouterr(), "snapshot.pt", "stage2_run")
+    assert not (tmp_path / "vm").exists()  # refused before the output folder is made

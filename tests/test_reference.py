@@ -1,4 +1,5 @@
 """The shipped reference checkpoints (generator/reference/) and the `vmarket reference` job that makes them."""
+import copy
 import json
 import shutil
 
@@ -6,22 +7,14 @@ import pytest
 import torch
 from conftest import run_cli
 
+from augment.reference import reference_checks
 from generator.api import DisentangledModel, Sampler
 from generator.data.dataset import market_dataset
 from generator.errors import UserError
 from generator.eval.image_metrics import ssim
-from generator.eval.stage1_report import evaluate
+from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate
 from generator.shipped import FILES, PROVENANCE, default_dir, provenance, sha256_file
 from generator.simmarket.dataset import simulate
-
-
-def expected_checks(stage1_metrics: dict) -> dict[str, bool]:
-    """The provenance's checks, recomputed from the stage-I metrics it records (the comparison each name states)."""
-    sw = stage1_metrics["swaps"]
-    checks = {"reconstruction_ssim_at_least_0.70": stage1_metrics["reconstruction"]["ssim"] >= 0.70}
-    for k in ("pose", "background", "foreground"):
-        checks[f"{k}_swap_l1_below_copy_source"] = sw[f"{k}/model/l1"] < sw[f"{k}/copy_source/l1"]
-    return checks
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def test_shipped_checkpoints_match_provenance_and_decode(reference_data):
     assert prov["steps"]["stage1"] == snap["step"]
     for key in ("command", "configs", "git_commits", "wall_time_s", "metrics", "checks"):
         assert key in prov, key
-    assert prov["checks"] == expected_checks(prov["metrics"]["stage1"])
+    assert prov["checks"] == reference_checks(prov["metrics"]["stage1"])
 
     # decode held-out people of the data the reference was trained on
     model = DisentangledModel.load(ref / FILES["stage1"], pose=ref / FILES["pose"])
@@ -76,7 +69,37 @@ def test_shipped_stage1_rescores_to_its_provenance(reference_data, tmp_path):
     for part in ("reconstruction", "swaps"):
         for k, v in recorded[part].items():  # the keys the provenance has; later evaluations add more
             assert m[part][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (part, k)
-    assert expected_checks(m) == prov["checks"]
+    assert reference_checks(m) == prov["checks"]
+
+
+def test_rescore_records_new_metrics_and_keeps_the_superseded(tmp_path):
+    """`vmarket reference --rescore` on a package whose provenance holds version-1 metrics (no metrics_version):
+    the new metrics and checks replace them, the old ones are kept, the checkpoints are untouched; a second
+    rescore does nothing. Scored on 16 images and 8 pairs here, to keep the test short."""
+    pkg = tmp_path / "pkg"
+    shutil.copytree(default_dir(), pkg)
+    prov = provenance(pkg)
+    old = copy.deepcopy(prov["superseded_metrics"][0]["stage1"]) if "superseded_metrics" in prov else None
+    old = old or copy.deepcopy(prov["metrics"]["stage1"])
+    old["reconstruction"]["images"] = 16
+    for part in ("reconstruction", "swaps"):
+        old[part].pop("metrics_version", None)
+    prov = {k: v for k, v in prov.items() if k not in ("superseded_metrics", "rescored")}
+    prov["metrics"]["stage1"], prov["reference_config"]["eval_pairs"] = old, 8
+    (pkg / PROVENANCE).write_text(json.dumps(prov))
+    before = {n: sha256_file(pkg / n) for n in FILES.values()}
+    rc, out, err = run_cli("reference", "--set", f"package={pkg}", "--rescore", "--quiet")
+    assert rc == 0, err[-3000:]
+    new = provenance(pkg)
+    assert {n: sha256_file(pkg / n) for n in FILES.values()} == before
+    recon, swaps = new["metrics"]["stage1"]["reconstruction"], new["metrics"]["stage1"]["swaps"]
+    assert recon["metrics_version"] == METRICS_VERSION and recon["images"] == 16 and swaps["pairs"] == 8
+    assert new["superseded_metrics"] == [{"metrics_version": 1, "definition": METRIC_DEFINITIONS[1], "stage1": old,
+                                         "checks": prov["checks"]}]
+    assert new["checks"] == reference_checks(new["metrics"]["stage1"])
+    assert new["rescored"]["metrics_version"] == METRICS_VERSION
+    rc, out, err = run_cli("reference", "--set", f"package={pkg}", "--rescore", "--quiet")
+    assert rc == 0 and "nothing to do" in out + err and provenance(pkg) == new
 
 
 def test_changed_checkpoint_is_refused(tmp_path):
@@ -112,7 +135,7 @@ def test_reference_job_trains_packages_and_reuses(tmp_path):
     # the metrics are those of the checkpoints as shipped (fp16), evaluated in their own run directories
     assert prov["metrics"]["stage1"] == json.loads((out / "shipped" / "stage1" / "eval" / "metrics.json").read_text())
     assert prov["fp16_reconstruction_difference"]["max_grey_levels"] < 5
-    assert prov["checks"] == expected_checks(prov["metrics"]["stage1"])
+    assert prov["checks"] == reference_checks(prov["metrics"]["stage1"])
     assert (out / "stage1" / "snapshot-l1.pt").exists()  # the end of the L1 warm-up is kept
     for fig in ("stage1_grid.png", "swaps_vs_truth.png", "sampled_identities.png", "interpolation.png"):
         assert (figs / fig).stat().st_size > 0

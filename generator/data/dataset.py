@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
 from generator.data.market import Record, resolve_root, scan_market
 from generator.errors import UserError
+from generator.io import progress_bar
 from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask
 
 # keypoint files, as pose-transfer work on Market-1501 names them: train split / query + gallery
@@ -50,27 +51,48 @@ def load_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
     return img
 
 
+def check_images(records: list[Record], size: tuple[int, int] | None = None, progress: bool = False,
+                 desc: str = "checking images") -> None:
+    """Decode every image once (UserError naming the first unreadable or wrong-sized file), so that a job refuses
+    bad data before it writes anything, not when a worker first loads the file hours into training."""
+    for r in progress_bar(records, desc=desc, unit="img", enabled=progress, mininterval=0.5):
+        load_image(r.path, size)
+
+
 class PersonDataset(torch.utils.data.Dataset):
     """Records with keypoints -> training items; a flip mirrors the image and swaps left and right joints."""
 
     def __init__(self, records: list[Record], keypoints: dict[str, np.ndarray], size: tuple[int, int] = (128, 64),
                  flip_prob: float = 0.0, heatmap_radius: int = 4, heatmap_mode: str = "disk", mask_radius: int = 7,
-                 keypoint_source: str = "the keypoint CSV"):
+                 keypoint_source: str = "the keypoint CSV", skip_missing_keypoints: bool = False):
+        """Images without a keypoint row: junk (pid -1) and distractors (pid 0), never trained on, are left out
+        (counted in ``skipped_unlabelled``); a person image is refused, or with ``skip_missing_keypoints`` left
+        out and counted in ``skipped_missing``."""
         if not records:
             raise UserError("no images to load: the split is empty; check the dataset root")
-        self.records = records
         self.size = tuple(size)
         self.flip_prob = flip_prob
         self.heatmap_radius, self.heatmap_mode, self.mask_radius = heatmap_radius, heatmap_mode, mask_radius
-        self.rcv = []
+        self.records, self.rcv = [], []
+        self.skipped_unlabelled = self.skipped_missing = 0
         for r in records:
             yx = keypoints.get(r.name)
             if yx is None:
+                if r.pid <= 0:
+                    self.skipped_unlabelled += 1
+                    continue
+                if skip_missing_keypoints:
+                    self.skipped_missing += 1
+                    continue
                 raise UserError(
-                    f"{r.path}: no keypoint row in {keypoint_source}; "
-                    f"add one (use -1 for undetected joints) or remove the image"
+                    f"{r.path}: no keypoint row in {keypoint_source}; add one (use -1 for undetected joints), "
+                    "remove the image, or pass --skip-missing-keypoints to leave such images out"
                 )
+            self.records.append(r)
             self.rcv.append(yx_to_rcv(yx))
+        if not self.records:
+            raise UserError(f"none of the {len(records)} images has a row in {keypoint_source}; "
+                            "check that the keypoint CSV belongs to this dataset")
 
     def __len__(self) -> int:
         return len(self.records)

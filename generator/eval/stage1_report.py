@@ -23,15 +23,24 @@ from generator.data.dataset import load_image, market_dataset
 from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
-from generator.eval.image_metrics import mask_ssim, region_scores, ssim, to01
+from generator.eval.image_metrics import mask_ssim, nan_mean, region_scores, ssim, to01
 from generator.io import atomic_write_json, atomic_write_text
 from generator.simmarket.dataset import SimMarket
+
+METRIC_DEFINITIONS = {
+    1: "SSIM averaged over the whole map, its 5-pixel border reflect-padded; images without a person scored "
+       "(mask-SSIM 1, person-region SSIM 0)",
+    2: "SSIM over the valid part of the map, border cropped (scikit-image / torchmetrics, Gaussian window 11, "
+       "sigma 1.5); images without a person left out of mask-SSIM and person-region SSIM, and counted",
+}
+METRICS_VERSION = 2  # metrics.json files without a version are version 1
 
 
 def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, batch: int = 32,
                            splits: tuple[str, ...] = ("query", "gallery")) -> dict:
     """SSIM of reconstructions of ``limit`` images of ``splits`` (default: held-out), whole, inside the pose mask
-    (person) and outside it (background), and mask-SSIM."""
+    (person) and outside it (background), and mask-SSIM. Images without a person (an empty pose mask: distractors,
+    or keypoints all undetected) are left out of mask-SSIM and person SSIM; ``without_person`` counts them."""
     ds = market_dataset(root, splits, size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius)
     idx = np.random.default_rng(0).permutation(len(ds))[:limit]
@@ -46,7 +55,12 @@ def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, bat
         acc["mask_ssim"].append(mask_ssim(rec, real, b["pose_mask"]))
         acc["person_ssim"].append(region_scores(rec, real, person)["ssim"])
         acc["background_ssim"].append(region_scores(rec, real, ~person)["ssim"])
-    return {"images": int(len(idx))} | {k: float(torch.cat(v).mean()) for k, v in acc.items()}
+    out = {"images": int(len(idx)), "metrics_version": METRICS_VERSION}
+    for k, v in acc.items():
+        out[k], left_out = nan_mean(torch.cat(v))
+        if k == "mask_ssim":
+            out["without_person"] = left_out
+    return out
 
 
 def swap_pairs(sim, n_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -124,8 +138,9 @@ def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, b
             n = min(8, len(chunk))
             grid_rows = [src[:n], to01(img_b)[:n]] + [x for k in ("pose", "background", "foreground")
                                                       for x in (to01(gen[k])[:n], truth[k][:n])]
-    metrics = {k: float(torch.cat(v).mean()) for k, v in acc.items()}
+    metrics = {k: nan_mean(torch.cat(v))[0] for k, v in acc.items()}
     metrics["pairs"] = len(pairs)
+    metrics["metrics_version"] = METRICS_VERSION
     if grid_path is not None and grid_rows is not None:
         save_grid(torch.cat(grid_rows) * 2 - 1, len(grid_rows[0]), grid_path)
     return metrics
@@ -134,11 +149,16 @@ def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, b
 REGION = {"pose": "inside the true person masks", "background": "outside the person", "foreground": "inside the person"}
 
 
+def _left_out(recon: dict) -> str:
+    n = recon.get("without_person", 0)
+    return f" ({n} images without a person left out of the person scores)" if n else ""
+
+
 def metrics_table(recon: dict, swaps: dict | None) -> str:
     lines = ["| metric | model |", "| --- | --- |",
              f"| reconstruction SSIM ({recon['images']} held-out images) | {recon['ssim']:.3f} |",
-             f"| reconstruction mask-SSIM | {recon['mask_ssim']:.3f} |"]
-    lines += [f"| reconstruction SSIM inside the person / outside | {recon['person_ssim']:.3f} / "
+             f"| reconstruction mask-SSIM{_left_out(recon)} | {recon['mask_ssim']:.3f} |"]
+    lines += [f"| reconstruction SSIM inside the person / outside{_left_out(recon)} | {recon['person_ssim']:.3f} / "
               f"{recon['background_ssim']:.3f} |"]
     lines.append("")
     if swaps:
@@ -183,7 +203,8 @@ def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: i
 
 
 def held_out_ssim(G, batch: dict, chunk: int = 32) -> dict:
-    """Reconstruction SSIM and mask-SSIM of ``batch`` (the measure of the stage-I evaluation)."""
+    """Reconstruction SSIM and mask-SSIM of ``batch`` (the measure of the stage-I evaluation; images without a
+    person are left out of mask-SSIM and counted in ``eval_without_person``)."""
     ssims, mssims = [], []
     with torch.no_grad():
         for s in range(0, len(batch["image"]), chunk):
@@ -193,8 +214,9 @@ def held_out_ssim(G, batch: dict, chunk: int = 32) -> dict:
             real = (b["image"].float().cpu() + 1) / 2
             ssims.append(ssim(rec, real))
             mssims.append(mask_ssim(rec, real, b["pose_mask"].float().cpu()))
-    return {"eval_ssim": round(float(torch.cat(ssims).mean()), 5),
-            "eval_mask_ssim": round(float(torch.cat(mssims).mean()), 5)}
+    mask_mean, left_out = nan_mean(torch.cat(mssims))
+    return {"eval_ssim": round(float(torch.cat(ssims).mean()), 5), "eval_mask_ssim": round(mask_mean, 5),
+            "eval_without_person": left_out, "metrics_version": METRICS_VERSION}
 
 
 def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int = 512) -> dict:

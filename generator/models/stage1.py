@@ -7,6 +7,7 @@ background, 18 pose maps); widths and depths are arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -27,10 +28,11 @@ class Stage1ModelConfig:
     fg_dim: int = 224  # foreground embedding: 7 ROIs x 32
     bg_dim: int = 128  # background embedding
     bottleneck: int = 64  # FC bottleneck of the U-Net
-    fg_encoder: str = "bodyroi7"  # bodyroi7 | wholebody
-    roi_crop: str = "roi_align"  # roi_align | grid_sample
+    fg_encoder: Literal["bodyroi7", "wholebody"] = "bodyroi7"
+    roi_crop: Literal["roi_align", "grid_sample"] = "roi_align"
     roi_sampling_ratio: int = 1  # roi_align samples per bin side (1 is enough at 48x48)
-    injection: str = "tile"  # appearance into the decoder: tile (paper) | linear (same away from borders, cheaper)
+    # appearance into the decoder: tile (paper) | linear (same away from borders, cheaper)
+    injection: Literal["tile", "linear"] = "tile"
     disc_channels: int = 64  # DCGAN discriminator width
 
 

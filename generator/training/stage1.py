@@ -8,12 +8,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from generator.config import DataConfig, save_config, to_dict
-from generator.data.dataset import StepBatchSampler, market_dataset
+from generator.data.dataset import StepBatchSampler, check_images, market_dataset
+from generator.data.market import scan_market
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
 from generator.eval.stage1_report import held_out_batch, held_out_ssim
@@ -37,7 +39,7 @@ class Stage1TrainConfig:
     l1_only_steps: int = 0  # steps of pure L1 before the adversarial term starts
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "bf16"  # bf16 autocast on CUDA | none
+    amp: Literal["bf16", "none"] = "bf16"  # bf16 autocast on CUDA | none (fp32)
     channels_last: bool = True  # channels_last memory format (faster on CUDA and on CPU)
     log_every: int = 50  # steps between metric records
     eval_every: int = 0  # steps between held-out reconstruction SSIM records (0: never)
@@ -76,8 +78,13 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     barrier(rt)
     root = Path(cfg.data.root)
     size = tuple(cfg.data.size)
+    # every image decoded first: a broken file is named for what it is, before its missing keypoint row
+    check_images(scan_market(root, tuple(cfg.data.splits)), size, progress=progress and rt.is_main)
     ds = market_dataset(root, tuple(cfg.data.splits), size=size, heatmap_radius=cfg.data.heatmap_radius,
-                        mask_radius=cfg.data.mask_radius)
+                        mask_radius=cfg.data.mask_radius, skip_missing_keypoints=cfg.data.skip_missing_keypoints)
+    if ds.skipped_missing:
+        log.line(f"data: {ds.skipped_missing} training images without a keypoint row left out "
+                 "(data.skip_missing_keypoints)")
     if len(ds) < t.batch:
         raise UserError(f"{root}: {len(ds)} training images, fewer than a batch of {t.batch}; lower train.batch")
 
@@ -160,7 +167,9 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
             rec = held_out_ssim(G, held_out)
             G.train()
             log.metrics({"step": done, **rec})
-            log.line(f"step {done}: held-out SSIM {rec['eval_ssim']:.4f}, mask-SSIM {rec['eval_mask_ssim']:.4f}")
+            log.line(f"step {done}: held-out SSIM {rec['eval_ssim']:.4f}, mask-SSIM {rec['eval_mask_ssim']:.4f}"
+                     + (f" ({rec['eval_without_person']} images without a person left out)"
+                        if rec["eval_without_person"] else ""))
         if rt.is_main and (done % t.sample_every == 0 or done == end):
             G.eval()
             save_grid(swap_grid(G, grid_batch), len(grid_batch["image"]), run_dir / f"grid-{done:07d}.png")

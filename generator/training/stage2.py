@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -27,7 +28,7 @@ class Stage2TrainConfig:
     steps: int = 120000  # mapping steps per factor
     batch: int = 32
     critic_steps: int = 5  # critic updates per mapping update
-    objective: str = "wgan"  # wgan (weight clipping, RMSProp) | wgan-gp (gradient penalty, Adam)
+    objective: Literal["wgan", "wgan-gp"] = "wgan"  # wgan (weight clipping, RMSProp) | wgan-gp (gradient penalty, Adam)
     lr: float = 2e-5  # RMSProp (wgan) or Adam (wgan-gp) learning rate
     clip: float = 0.01  # weight clipping of the WGAN critic
     gp_weight: float = 10.0  # gradient penalty weight of WGAN-GP
@@ -43,7 +44,7 @@ class Stage2Config:
     stage1_run: str = ""  # run directory (or snapshot) of stage I
     pose_run: str = ""  # run directory (or snapshot) of the pose autoencoder
     data_root: str = ""  # images to embed (default: stage I's data.root), train split
-    factors: list[str] = field(default_factory=lambda: list(FACTORS))  # which mappings to train
+    factors: list[Literal["fg", "bg", "pose"]] = field(default_factory=lambda: list(FACTORS))  # mappings to train
     model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
     train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
 

@@ -1,0 +1,209 @@
+"""A bad config or --set is refused while the config loads: exit code 2, one line naming the key and the fix,
+no traceback, and no run directory or output folder left behind.
+
+Most cases call the CLI's ``main`` in this process (an import of the whole CLI costs 5-10 s per subprocess on
+2 cores); two subprocesses check the same through ``vmarket`` itself.
+"""
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import one_line_error, run_cli
+
+from augment.builder import BuildConfig
+from augment.cli import main
+from generator.config import from_dict, load_config, save_config, to_dict
+from generator.io import load_checkpoint
+from generator.shipped import FILES, default_dir
+from generator.training.pose_ae import PoseConfig
+from generator.training.stage1 import Stage1Config
+from generator.training.stage2 import Stage2Config
+
+REPO = Path(__file__).resolve().parents[1]
+# every job config of a pipeline, by absolute path: the tests run in an empty folder
+PIPELINE_JOBS = {job: str(REPO / "configs" / "demo" / f"{job}.yaml")
+                 for job in ("stage1", "pose", "stage2", "build", "reid")}
+
+
+def _command(cmd: str, config: Path) -> list[str]:
+    """The argv of ``cmd`` (train stage1 | train pose | train stage2 | build | reid | pipeline) on ``config``."""
+    if cmd.startswith("train"):
+        return [*cmd.split(), "-c", str(config), "--quiet"]
+    if cmd == "reid":
+        return ["reid", "ablate", "-c", str(config), "--quiet"]
+    if cmd == "pipeline":
+        return ["pipeline", str(config), "--quiet"]
+    return [cmd, "-c", str(config), "--quiet"]
+
+
+def _write_config(tmp_path: Path, cmd: str, data: dict) -> Path:
+    """``data`` as the config of ``cmd``, writing every output under tmp_path/out (absent unless written)."""
+    data = dict(data)
+    if cmd == "build" or cmd == "reid":
+        data.setdefault("out", str(tmp_path / "out"))
+    if cmd == "pipeline":
+        data = {**PIPELINE_JOBS, "out": str(tmp_path / "out"), **data}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _refused(tmp_path, monkeypatch, capsys, cmd: str, data: dict, sets: list[str], *needles) -> str:
+    """Run ``vmarket cmd`` in-process in the empty tmp_path; assert the one-line refusal and that nothing was
+    written (no outputs/ run directory, no out folder)."""
+    monkeypatch.chdir(tmp_path)
+    config = _write_config(tmp_path, cmd, data)
+    argv = _command(cmd, config) + [a for s in sets for a in ("--set", s)]
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    line = one_line_error(rc, out, err, *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "something was written"
+    return line
+
+
+TRAIN = ["train stage1", "train pose", "train stage2"]
+ALL = TRAIN + ["build", "reid", "pipeline"]
+
+
+# --------------------------------------------------------------------------- unknown keys
+@pytest.mark.parametrize("cmd", ALL)
+def test_unknown_top_level_key(tmp_path, monkeypatch, capsys, cmd):
+    _refused(tmp_path, monkeypatch, capsys, cmd, {"nosuch_key": 1}, [], "bad.yaml", "'nosuch_key'", "valid keys are")
+
+
+@pytest.mark.parametrize("cmd, section", [("train stage1", "train"), ("train pose", "model"), ("train stage2", "train"),
+                                          ("reid", "train")])
+def test_unknown_key_in_section(tmp_path, monkeypatch, capsys, cmd, section):
+    _refused(tmp_path, monkeypatch, capsys, cmd, {section: {"stpes": 5}}, [], "bad.yaml", f"'{section}.stpes'",
+             f"valid keys in {section} are")
+
+
+# --------------------------------------------------------------------------- wrong types and lengths
+@pytest.mark.parametrize("cmd, data, needles", [
+    ("train stage1", {"train": {"steps": "many"}}, ["train.steps", "expected int", "'many'"]),
+    ("train stage1", {"data": {"size": [128]}}, ["data.size", "2 values", "[128, 64]"]),
+    ("train pose", {"data": {"size": [128, 64, 3]}}, ["data.size", "2 values"]),
+    ("train pose", {"data": {"size": "128x64"}}, ["data.size", "expected a list"]),
+    ("train stage2", {"train": {"batch": 1.5}}, ["train.batch", "expected int"]),
+    ("build", {"identities": "lots"}, ["identities", "expected int"]),
+    ("build", {"export_imagefolder": "yes please"}, ["export_imagefolder", "true or false"]),
+    ("reid", {"train": {"size": [128]}}, ["train.size", "2 values"]),
+    ("reid", {"seeds": 3}, ["seeds", "expected a list"]),
+    ("pipeline", {"gen_size": [64]}, ["gen_size", "2 values", "[64, 32]"]),
+])
+def test_wrong_type(tmp_path, monkeypatch, capsys, cmd, data, needles):
+    _refused(tmp_path, monkeypatch, capsys, cmd, data, [], "bad.yaml", *needles)
+
+
+def test_wrong_type_from_set_names_the_set(tmp_path, monkeypatch, capsys):
+    line = _refused(tmp_path, monkeypatch, capsys, "train pose", {}, ["data.size=[128,64,3]"],
+                    "--set 'data.size=[128,64,3]'", "data.size", "2 values")
+    assert "bad.yaml" not in line  # the file is fine; the override is at fault
+
+
+# --------------------------------------------------------------------------- bad --set
+@pytest.mark.parametrize("cmd, sets, needles", [
+    ("train stage1", ["train.steps"], ["--set 'train.steps'", "KEY=VALUE"]),
+    ("train stage1", ["train.nosuch=1"], ["'train.nosuch'", "valid keys in train"]),
+    ("train stage2", ["nosection.x=1"], ["'nosection'", "valid keys are"]),
+    ("train pose", ["train.steps.x=1"], ["'train.steps' is a value, not a section"]),
+    ("train stage1", ["=3"], ["--set '=3'", "KEY=VALUE"]),
+    ("build", ["cameraz=3"], ["'cameraz'", "valid keys are"]),
+    ("reid", ["train.nosuch=1"], ["'train.nosuch'"]),
+    ("pipeline", ["nosuch=1"], ["'nosuch'"]),
+    ("pipeline", ["set=[stage1:train.nosuch=1]"], ["set 'stage1:train.nosuch=1'", "'train.nosuch'"]),
+    ("pipeline", ["set=[stage1train.steps=1]"], ["'stage1train.steps=1'", "JOB:KEY=VALUE"]),
+])
+def test_bad_set(tmp_path, monkeypatch, capsys, cmd, sets, needles):
+    _refused(tmp_path, monkeypatch, capsys, cmd, {}, sets, *needles)
+
+
+# --------------------------------------------------------------------------- choices
+@pytest.mark.parametrize("cmd, data, needles", [
+    ("train stage1", {"train": {"amp": "fp16"}}, ["train.amp", "'fp16'", "bf16, none"]),
+    ("train stage1", {"model": {"injection": "concat"}}, ["model.injection", "tile, linear"]),
+    ("train stage1", {"model": {"fg_encoder": "resnet"}}, ["model.fg_encoder", "bodyroi7, wholebody"]),
+    ("train stage1", {"model": {"roi_crop": "nearest"}}, ["model.roi_crop", "roi_align, grid_sample"]),
+    ("train stage1", {"data": {"splits": ["train", "test"]}}, ["data.splits[1]", "train, query, gallery"]),
+    ("train stage2", {"train": {"objective": "gan"}}, ["train.objective", "wgan, wgan-gp"]),
+    ("train stage2", {"factors": ["fg", "hair"]}, ["factors[1]", "fg, bg, pose"]),
+    ("build", {"fg_mode": "mix"}, ["fg_mode", "sample, remix"]),
+    ("reid", {"train": {"loss": "arcface"}}, ["train.loss", "softmax, triplet"]),
+    ("reid", {"settings": ["real", "virtual->fake"]}, ["settings", "'fake'", "real, virtual, real+virtual"]),
+])
+def test_choice_outside_its_set(tmp_path, monkeypatch, capsys, cmd, data, needles):
+    _refused(tmp_path, monkeypatch, capsys, cmd, data, [], "bad.yaml", *needles)
+
+
+@pytest.mark.parametrize("sets, needles", [
+    (["set=[stage2:train.objective=gan]"], ["set 'stage2:train.objective=gan'", "wgan, wgan-gp"]),
+    (["set=[build:fg_mode=mix]"], ["set 'build:fg_mode=mix'", "sample, remix"]),
+    (["set=[reid:train.loss=arcface]"], ["set 'reid:train.loss=arcface'", "softmax, triplet"]),
+])
+def test_pipeline_job_overrides_are_checked_before_anything_runs(tmp_path, monkeypatch, capsys, sets, needles):
+    _refused(tmp_path, monkeypatch, capsys, "pipeline", {}, sets, *needles)
+
+
+# --------------------------------------------------------------------------- builder ranges
+@pytest.mark.parametrize("data, needles", [
+    ({"cameras": 12}, ["cameras", "12", "1..9"]),
+    ({"cameras": 0}, ["cameras", "1..9"]),
+    ({"identities": 2000}, ["identities", "2000", "1501", "export_imagefolder: true", "split"]),
+    ({"identities": 10000, "export_imagefolder": True}, ["identities", "9999"]),
+    ({"identities": 0}, ["identities", "at least 1"]),
+    ({"identities": -5}, ["identities", "at least 1"]),
+    ({"images_per_id": 0}, ["images_per_id", "at least 1"]),
+    ({"quality_keep": 0}, ["quality_keep", "(0, 1]"]),
+    ({"test_share": 1.5}, ["test_share", "[0, 1]"]),
+])
+def test_build_ranges(tmp_path, monkeypatch, capsys, data, needles):
+    _refused(tmp_path, monkeypatch, capsys, "build", data, [], "bad.yaml", *needles)
+
+
+def test_build_range_from_set_names_the_set(tmp_path, monkeypatch, capsys):
+    _refused(tmp_path, monkeypatch, capsys, "build", {}, ["identities=2000"], "--set 'identities=2000'", "1501")
+
+
+def test_more_than_1501_identities_with_the_imagefolder_export():
+    cfg = load_config(BuildConfig, None, ["identities=2000", "export_imagefolder=true"])
+    assert cfg.identities == 2000
+    assert load_config(BuildConfig, None, ["identities=1501", "cameras=9"]).identities == 1501
+
+
+# --------------------------------------------------------------------------- through `vmarket` itself
+@pytest.mark.parametrize("cmd, data, sets, needles", [
+    ("train stage1", {"train": {"amp": "fp16"}}, [], ["bad.yaml", "train.amp", "bf16, none"]),
+    ("build", {}, ["cameras=12"], ["--set 'cameras=12'", "1..9"]),
+])
+def test_cli_subprocess(tmp_path, cmd, data, sets, needles):
+    config = _write_config(tmp_path, cmd, data)
+    argv = _command(cmd, config) + [a for s in sets for a in ("--set", s)]
+    one_line_error(*run_cli(*argv, cwd=tmp_path, timeout=120), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no outputs/ run directory, no out folder
+
+
+# --------------------------------------------------------------------------- what must keep working
+def _within(stored, now) -> bool:
+    """Every key of ``stored`` is in ``now`` with the same value (recursively, types included: lists stay lists)."""
+    if isinstance(stored, dict):
+        return isinstance(now, dict) and all(k in now and _within(v, now[k]) for k, v in stored.items())
+    return type(stored) is type(now) and stored == now
+
+
+def test_shipped_checkpoint_configs_round_trip():
+    """The shipped checkpoints store their configs as plain dicts with lists; they load under the typed
+    annotations (tuples, Literal) and write back unchanged."""
+    for name, cls in (("stage1", Stage1Config), ("pose", PoseConfig), ("stage2", Stage2Config)):
+        stored = load_checkpoint(default_dir() / FILES[name])["config"]
+        cfg = from_dict(cls, stored, name)
+        assert _within(stored, to_dict(cfg))  # fields added since keep their defaults
+    assert isinstance(cfg.factors, list)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(Stage1Config, None, ["data.size=[64,32]", "train.amp=none", "model.injection=linear"])
+    assert cfg.data.size == (64, 32)
+    assert to_dict(cfg)["data"]["size"] == [64, 32]  # YAML, JSON hashes and checkpoints see a list, as before
+    save_config(cfg, tmp_path / "c.yaml")
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["data"]["size"] == [64, 32]
+    assert load_config(Stage1Config, tmp_path / "c.yaml") == cfg
