@@ -39,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_simulate(args) -> None:
     size = parse_size(args.size)
-    s = simulate(args.out, args.ids, seed=args.seed, size=size, overwrite=args.overwrite, progress=not args.quiet)
+    s = simulate(args.out, args.ids, seed=args.seed, size=size, overwrite=args.overwrite, progress=not args.quiet,
+                 train_cameras=args.train_cameras)
     print(
         f"SimMarket: {s['identities']} identities ({s['train_ids']} train / {s['test_ids']} test), "
         f"{s['images']} images "
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ids", type=int, required=True, help="number of identities, split half train / half test")
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same dataset")
     s.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH (default 128x64)")
+    s.add_argument("--train-cameras", type=int, default=0, metavar="K",
+                   help="limit every training identity to exactly K of the 6 cameras (test identities keep 2-6); "
+                        "default 0: no limit")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)

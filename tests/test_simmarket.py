@@ -99,3 +99,23 @@ def test_counterfactual_render(sim_root):
     for r, c, v in rcv:
         if v:
             assert same.person_mask[max(int(r) - 2, 0):int(r) + 3, max(int(c) - 2, 0):int(c) + 3].any()
+
+
+def test_camera_limited_training_identities(tmp_path):
+    """--train-cameras k: every training identity is seen by exactly k cameras, the test split is unchanged."""
+    full = simulate(tmp_path / "full", 16, seed=4, size=(64, 32), progress=False)
+    limited = simulate(tmp_path / "k2", 16, seed=4, size=(64, 32), progress=False, train_cameras=2)
+    assert limited["train_cameras"] == 2 and "train_cameras" not in full
+    cams = {name: defaultdict(set) for name in ("full", "k2")}
+    for name in cams:
+        for r in scan_market(tmp_path / name, keep_junk=True):
+            cams[name][r.split, r.pid].add(r.camid)
+    train = [pid for split, pid in cams["k2"] if split == "train"]
+    assert len(train) == 8 and all(len(cams["k2"]["train", pid]) == 2 for pid in train)
+    assert any(len(cams["full"]["train", pid]) > 2 for pid in train)  # the limit changed something
+    for split in ("query", "gallery"):  # the test split holds the same images (frame numbers in names may shift)
+        content = {}
+        for name in ("full", "k2"):
+            content[name] = sorted((r.pid, r.camid, hashlib.sha256(open(r.path, "rb").read()).hexdigest())
+                                   for r in scan_market(tmp_path / name, (split,), keep_junk=True))
+        assert content["full"] == content["k2"]

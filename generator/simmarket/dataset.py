@@ -53,13 +53,17 @@ class ImageSpec:
 
 
 def plan_dataset(world: World, identities: list[Identity], seed: int, train_share: float = 0.5,
-                 distractor_share: float = 0.05, junk_share: float = 0.03) -> list[ImageSpec]:
+                 distractor_share: float = 0.05, junk_share: float = 0.03, train_cameras: int = 0) -> list[ImageSpec]:
     """Every image of the dataset as an ImageSpec, following the Market-1501 protocol.
 
     Identities are split into train and test; every identity is seen by 2-6 cameras in
     tracklets of 2-5 frames. For test identities, one image per camera goes to the
     query and the rest to the gallery, so each query has a cross-camera match.
     The gallery also gets distractors (pid 0000) and junk (pid -1).
+
+    ``train_cameras`` k > 0: every training identity is seen by exactly k cameras (a camera-limited
+    regime, where a re-ID model sees few viewpoints per person); test identities keep 2-6. With k = 0 the
+    plan is the same as without the option.
     """
     n = len(identities)
     rng = keyed_rng(seed, 4)
@@ -74,6 +78,8 @@ def plan_dataset(world: World, identities: list[Identity], seed: int, train_shar
         irng = keyed_rng(seed, 5, i)
         k = int(irng.choice([2, 3, 4, 5, 6], p=[0.3, 0.3, 0.2, 0.12, 0.08]))
         cams = sorted(irng.choice(NUM_CAMERAS, size=k, replace=False) + 1)
+        if train_cameras and i in train_idx:
+            cams = sorted(keyed_rng(seed, 11, i).choice(NUM_CAMERAS, size=train_cameras, replace=False) + 1)
         images = []
         for cam in cams:
             length = int(irng.integers(2, 6))
@@ -152,8 +158,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, int] = (128, 64),
-             overwrite: bool = False, progress: bool = True) -> dict:
-    """Write a SimMarket dataset to ``out``; returns the summary counts.
+             overwrite: bool = False, progress: bool = True, train_cameras: int = 0) -> dict:
+    """Write a SimMarket dataset to ``out``; returns the summary counts. ``train_cameras`` k > 0 limits every
+    training identity to exactly k of the 6 cameras (see ``plan_dataset``).
 
     The dataset is built in a temp folder next to ``out`` and renamed into
     place at the end, so a killed run leaves no half-written dataset.
@@ -163,13 +170,15 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         raise UserError(f"--ids {ids}: SimMarket needs at least 2 identities (one train, one test)")
     if ids > 1501:
         raise UserError(f"--ids {ids}: at most 1501 identities fit Market-1501's 4-digit ids as torchreid reads them")
+    if not 0 <= train_cameras <= NUM_CAMERAS:
+        raise UserError(f"--train-cameras {train_cameras}: use 1..{NUM_CAMERAS} (0: every identity keeps 2-6 cameras)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
     t0 = time.perf_counter()
     h, w = size
     world = World(seed, h, w)
     identities = make_identities(seed, ids)
-    specs = plan_dataset(world, identities, seed)
+    specs = plan_dataset(world, identities, seed, train_cameras=train_cameras)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")  # a leftover of a killed run is replaced
     if tmp.exists():
@@ -217,6 +226,7 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     counts = {s: int((manifest.split == s).sum()) for s in ("train", "query", "gallery")}
     summary = {
         "version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
+        **({"train_cameras": train_cameras} if train_cameras else {}),
         "train_ids": int(manifest[manifest.split == "train"].pid.nunique()),
         "test_ids": int(manifest[manifest.split == "query"].pid.nunique()),
         "images": len(manifest), **counts,
