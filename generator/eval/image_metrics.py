@@ -20,11 +20,24 @@ WINDOW, SIGMA = 11, 1.5
 BORDER = WINDOW // 2  # rows and columns on each side where the window leaves the image
 
 
-def _gaussian_window(size: int = WINDOW, sigma: float = SIGMA) -> torch.Tensor:
+def _gaussian(size: int = WINDOW, sigma: float = SIGMA) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = (g / g.sum()).float()
+    return g / g.sum()
+
+
+def _gaussian_window(size: int = WINDOW, sigma: float = SIGMA) -> torch.Tensor:
+    g = _gaussian(size, sigma).float()
     return g[:, None] * g[None, :]
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """The 11x11 Gaussian as two 1-D passes over every channel, valid positions only: (B, C, H - 10, W - 10)."""
+    g = _gaussian().to(x)
+    b, c, h, w = x.shape
+    y = F.conv2d(x.reshape(b * c, 1, h, w), g[None, None, :, None])
+    y = F.conv2d(y, g[None, None, None, :])
+    return y.reshape(b, c, h - WINDOW + 1, w - WINDOW + 1)
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -34,11 +47,8 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"SSIM needs images of at least {WINDOW}x{WINDOW} pixels, got {tuple(a.shape[-2:])}")
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     a, b = a.double(), b.double()  # the moments are differences of near-equal sums: float64 keeps 1e-6 parity
-    w = _gaussian_window().to(a)[None, None].repeat(a.shape[1], 1, 1, 1)
-    # the Gaussian blur of every SSIM moment, one line inline (E731 allowed)
-    conv = lambda x: F.conv2d(x, w, groups=a.shape[1])  # noqa: E731
-    mu_a, mu_b = conv(a), conv(b)
-    s_aa, s_bb, s_ab = conv(a * a) - mu_a ** 2, conv(b * b) - mu_b ** 2, conv(a * b) - mu_a * mu_b
+    mu_a, mu_b = _blur(a), _blur(b)
+    s_aa, s_bb, s_ab = _blur(a * a) - mu_a ** 2, _blur(b * b) - mu_b ** 2, _blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
     return s.mean(1).float()
 
