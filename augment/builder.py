@@ -5,6 +5,13 @@ encoded from a real image and perturbed). Each of its images gets a background
 (Phi_bg or a bank of real background embeddings) and a pose (Phi_pose or a bank
 of real training poses). Cameras 1..6 are clusters of background embeddings.
 
+In "real" mode (the identity-preserving remix of issue 14, after CamStyle and DG-Net) the identities are the
+real training identities themselves: each image takes the foreground embedding of one of the identity's real
+images (or their mean), a background from a camera the identity was never seen in (where one exists) and a
+pose from another image; it keeps the real pid and gets its background's real camera, so that the folder
+merges with the real training data without an offset. Names use sequence 0 (``PPPP_cCs0_...``), which real
+Market-1501 and SimMarket names (s1..s6) never do.
+
 Build order, chosen so that any shard is reproducible on its own:
 1. the *plan* (every identity's embedding after the novelty filter, every
    image's background, pose and camera) is computed by every process, cheaply
@@ -33,9 +40,10 @@ import torch
 
 from augment.stage2_report import load_stage2
 from generator.config import ConfigValueError, from_dict, to_dict
+from generator.data.dataset import market_dataset
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.data.manifest import write_manifest
-from generator.data.market import SPLIT_DIRS, MarketWriter, format_name
+from generator.data.market import SPLIT_DIRS, MarketWriter, Record, format_name, resolve_root
 from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint, progress_bar
 from generator.models.stage1 import DCGANDiscriminator
@@ -52,14 +60,18 @@ TORCHREID_MARKET_PIDS = 1501  # torchreid's built-in market1501 asserts 0 <= pid
 class BuildConfig:
     stage2_run: str = ""  # stage-II run directory (its config names the stage-I and pose-AE runs)
     out: str = "outputs/virtual_market"  # dataset folder (Market-1501 layout)
-    identities: int = 500  # identities to build
+    identities: int = 500  # identities to build (real mode: the first N real training identities by pid; 0: all)
     images_per_id: int = 24  # images kept per identity
     seed: int = 0  # build seed; identity i uses seeds derived from (seed, i)
-    fg_mode: Literal["sample", "remix"] = "sample"  # sample (Phi_fg) | remix (encode a real image and perturb it)
+    # sample (Phi_fg) | remix (encode a real image and perturb it: a new identity) | real (the real training
+    # identities' own foregrounds, real pids, backgrounds from cameras each identity was not seen in)
+    fg_mode: Literal["sample", "remix", "real"] = "sample"
+    real_fg: Literal["image", "mean"] = "image"  # real mode: fg of one real image per output (in turn), or their mean
+    data_root: str = ""  # real mode: the data stage II embedded (default: its data_root, else stage I's data.root)
     remix_noise: float = 0.5  # remix: perturbation std, in units of the real fg embeddings' per-dimension std
     bg_sample_share: float = 0.5  # share of images whose background comes from Phi_bg (the rest: real bank)
     pose_sample_share: float = 0.0  # share of images whose pose comes from Phi_pose (the rest: real bank; official: 0)
-    cameras: int = 6  # background clusters = camera ids, 1..9 (one digit in Market-1501 names)
+    cameras: int = 6  # background clusters = camera ids, 1..9 (one digit in names); real mode: the real cameras
     novelty_tau: float = 0.02  # reject an identity whose fg lies within this cosine distance of an accepted or real one
     max_attempts: int = 50  # novelty attempts per identity before giving up
     quality_keep: float = 1.0  # keep this share of candidates per identity, best discriminator scores first
@@ -72,12 +84,19 @@ class BuildConfig:
         if not 1 <= self.cameras <= MAX_CAMERAS:
             raise ConfigValueError("cameras", f"{self.cameras} is outside 1..{MAX_CAMERAS} (Market-1501 names hold "
                                               f"one camera digit, c1..c9); use 1..{MAX_CAMERAS}")
-        if self.identities < 1:
+        if self.fg_mode == "real":
+            if self.identities < 0:
+                raise ConfigValueError("identities", f"{self.identities} is negative; 0 remixes every real training "
+                                                     f"identity, N > 0 the first N by pid")
+            if self.test_share > 0:
+                raise ConfigValueError("test_share", f"{self.test_share}: real-mode remixes are training images of "
+                                                     f"the real training identities; set test_share: 0")
+        elif self.identities < 1:
             raise ConfigValueError("identities", f"{self.identities} is less than 1; build at least 1 identity")
         if self.identities > MAX_PIDS:
             raise ConfigValueError("identities", f"{self.identities} is more than {MAX_PIDS} (4-digit Market-1501 "
                                                  f"pids); split it into several builds (another seed and out each)")
-        if self.identities > TORCHREID_MARKET_PIDS and not self.export_imagefolder:
+        if self.identities > TORCHREID_MARKET_PIDS and not self.export_imagefolder and self.fg_mode != "real":
             raise ConfigValueError(
                 "identities", f"{self.identities} is more than the {TORCHREID_MARKET_PIDS} a Market-1501 folder holds "
                               f"(torchreid's market1501 asserts pid <= {TORCHREID_MARKET_PIDS}); set "
@@ -122,16 +141,24 @@ class ImagePlan:
     pose_key: int
     camera: int  # 1-based
     bg: np.ndarray | None = None  # (128,) the background embedding itself, resolved once in the plan
+    fg: np.ndarray | None = None  # (224,) real mode: this image's own foreground (None: the identity's)
+    source: str = ""  # real mode: the real image(s) the foreground came from, relative to the data root
+    bg_unseen: bool = False  # real mode: the background's camera is one the identity was never seen in
 
 
 @dataclass
 class IdentityPlan:
-    index: int  # 0-based identity slot; pid = index + 1
+    index: int  # 0-based identity slot; pid = index + 1 (real mode: the real pid)
     fg: np.ndarray  # (224,)
-    fg_source: str  # phi_fg:<seed> | remix:<real image>
+    fg_source: str  # phi_fg:<seed> | remix:<real image> | real_image:<pid> | real_mean:<pid>
     attempts: int
     images: list[ImagePlan] = field(default_factory=list)
     split: str = "train"
+    pid: int = 0  # the pid written (0: index + 1)
+    seq: int = 1  # the sequence digit of the names (real mode: 0, never a real image's)
+
+    def __post_init__(self):
+        self.pid = self.pid or self.index + 1
 
 
 class Builder:
@@ -149,6 +176,28 @@ class Builder:
                             f"discriminator, and {self.s2cfg.stage1_run} trained without the adversarial term; "
                             f"set quality_keep: 1.0")
         self.candidates = int(np.ceil(cfg.images_per_id / cfg.quality_keep))
+        self.records = self._real_records() if cfg.fg_mode == "real" else None
+
+    def _real_records(self) -> list[Record]:
+        """The training records of the real data, in the order of the embedding banks (as real_embeddings read
+        them), so that bank row i is the image records[i]: its name, pid and camera."""
+        root = self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
+        ds = market_dataset(root, ("train",), size=self.size,
+                            skip_missing_keypoints=self.model.data.skip_missing_keypoints)
+        pids = self.emb["pid"].numpy()
+        if len(ds.records) != len(pids) or any(r.pid != p for r, p in zip(ds.records, pids, strict=True)):
+            raise UserError(f"{root}: its training split ({len(ds.records)} images) is not the data of "
+                            f"{self.cfg.stage2_run}/embeddings.pt ({len(pids)} embeddings); set data_root to the "
+                            f"dataset stage II embedded")
+        n_ids = len(np.unique(pids))
+        if self.cfg.identities > n_ids:
+            raise UserError(f"identities {self.cfg.identities}: {root} has {n_ids} training identities; set "
+                            f"identities: 0 to remix all of them, or at most {n_ids}")
+        if n_ids < 2:
+            raise UserError(f"{root}: one training identity; a remix takes its backgrounds from other identities' "
+                            f"images, so it needs at least two")
+        self.data_base = resolve_root(root)
+        return ds.records
 
     def _load_discriminator(self):
         snap = load_checkpoint(Path(self.s2cfg.stage1_run) / "snapshot.pt")
@@ -168,6 +217,8 @@ class Builder:
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> tuple[list[IdentityPlan], dict]:
+        if self.cfg.fg_mode == "real":
+            return self._plan_real()
         cfg = self.cfg
         bank_bg = self.emb["bg"].numpy()
         centroids = kmeans(bank_bg, cfg.cameras, seed=cfg.seed)
@@ -227,6 +278,66 @@ class Builder:
                  "novelty_rejection_rate": rejected / (rejected + len(plans))}
         return plans, stats
 
+    def _plan_real(self) -> tuple[list[IdentityPlan], dict]:
+        """Real mode: one plan per real training identity; every random choice keyed by (seed, pid)."""
+        cfg = self.cfg
+        bank_bg, real_fg = self.emb["bg"].numpy(), self.emb["fg"].numpy()
+        pids = self.emb["pid"].numpy()
+        cams = np.array([r.camid for r in self.records])
+        names = [os.path.relpath(r.path, self.data_base) for r in self.records]
+        cam_ids = np.unique(cams)
+        # a sampled background is labelled with the real camera whose mean background embedding is nearest
+        cam_centroids = np.stack([bank_bg[cams == c].mean(0) for c in cam_ids])
+        ids = np.unique(pids)
+        ids = ids[:cfg.identities] if cfg.identities else ids
+        plans, unseen_total, phi_bg_missed = [], 0, 0
+        for index, pid in enumerate(ids.tolist()):
+            own = np.flatnonzero(pids == pid)
+            seen = np.unique(cams[own])
+            unseen_cams = np.setdiff1d(cam_ids, seen)
+            rng = np.random.default_rng([cfg.seed, pid, 1_000_033])
+            order = rng.permutation(own)  # each output takes the next of the identity's images, in turn
+            mean_fg = real_fg[own].mean(0).astype(np.float32)
+            mean_source = ";".join(names[j] for j in own)  # real_fg mean: every image of the identity
+            p = IdentityPlan(index, mean_fg, f"real_{cfg.real_fg}:{pid}", 1, pid=pid, seq=0)
+            for k in range(self.candidates):
+                src = int(order[k % len(own)])
+                # cameras the identity was never seen in; where it was seen in all, any but the source image's
+                allowed = unseen_cams if len(unseen_cams) else cam_ids[cam_ids != cams[src]]
+                pool = np.flatnonzero(np.isin(cams, allowed) & (pids != pid))
+                if len(pool) == 0:  # a single camera: any other identity's image
+                    pool = np.flatnonzero(pids != pid)
+                bg_src = "bank"
+                if rng.random() < cfg.bg_sample_share:
+                    for _ in range(cfg.max_attempts):
+                        seed = int(rng.integers(1 << 31))
+                        bg = self.sampler.sample("bg", 1, seed)[0].cpu().numpy()
+                        cam = int(cam_ids[nearest(bg[None], cam_centroids)[0]])
+                        if cam in allowed:
+                            bg_src, bg_key = "phi_bg", seed
+                            break
+                    else:
+                        phi_bg_missed += 1
+                if bg_src == "bank":  # a real background (also where no sample landed in an allowed camera)
+                    bg_key = int(pool[int(rng.integers(len(pool)))])
+                    bg, cam = bank_bg[bg_key], int(cams[bg_key])
+                if rng.random() < cfg.pose_sample_share:
+                    pose_src, pose_key = "phi_pose", int(rng.integers(1 << 31))
+                else:  # a real pose of another image
+                    pose_src, pose_key = "bank", int(rng.integers(len(pids) - 1))
+                    pose_key += pose_key >= src
+                p.images.append(ImagePlan(
+                    bg_src, bg_key, pose_src, pose_key, cam, bg,
+                    fg=real_fg[src] if cfg.real_fg == "image" else mean_fg,
+                    source=names[src] if cfg.real_fg == "image" else mean_source,
+                    bg_unseen=cam not in seen))
+                unseen_total += cam not in seen
+            plans.append(p)
+        n = sum(len(p.images) for p in plans)
+        stats = {"novelty_rejected": 0, "novelty_attempts": 0, "novelty_rejection_rate": 0.0,
+                 "bg_unseen_camera_share": unseen_total / max(n, 1), "phi_bg_missed": phi_bg_missed}
+        return plans, stats
+
     # ------------------------------------------------------------------ rendering
     @torch.no_grad()
     def render_identity(self, p: IdentityPlan) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -238,7 +349,7 @@ class Builder:
             else:
                 kps.append(self.emb["keypoints"][im.pose_key])
         k = len(p.images)
-        fg = torch.from_numpy(p.fg)[None].repeat(k, 1)
+        fg = torch.from_numpy(np.stack([p.fg if im.fg is None else im.fg for im in p.images]))
         kp = torch.stack(kps).float()
         out = self.model.decode(fg, torch.from_numpy(np.stack([im.bg for im in p.images])), kp)
         scores = torch.sigmoid(self.D(out)).cpu().numpy() if self.D is not None else np.zeros(k, np.float32)
@@ -277,12 +388,15 @@ def _rows_for_identity(p: IdentityPlan, keep: list[int], scores, kps) -> list[di
     rows = []
     for j, split in zip(keep, splits, strict=True):
         im = p.images[j]
-        name = format_name(p.index + 1, im.camera, 1, j + 1, 1)
-        rows.append({"path": f"{SPLIT_DIRS[split]}/{name}", "split": split, "pid": p.index + 1, "camid": im.camera,
-                     "origin": "virtual", "identity": p.index, "fg_source": p.fg_source, "novelty_attempts": p.attempts,
-                     "bg_source": im.bg_source, "bg_key": im.bg_key, "pose_source": im.pose_source,
-                     "pose_key": im.pose_key,
-                     "candidate": j, "d_score": float(scores[j]), "keypoints": rcv_to_yx(kps[j]).tolist()})
+        name = format_name(p.pid, im.camera, p.seq, j + 1, 1)
+        row = {"path": f"{SPLIT_DIRS[split]}/{name}", "split": split, "pid": p.pid, "camid": im.camera,
+               "origin": "remix" if im.source else "virtual", "identity": p.index, "fg_source": p.fg_source,
+               "novelty_attempts": p.attempts, "bg_source": im.bg_source, "bg_key": im.bg_key,
+               "pose_source": im.pose_source, "pose_key": im.pose_key,
+               "candidate": j, "d_score": float(scores[j]), "keypoints": rcv_to_yx(kps[j]).tolist()}
+        if im.source:  # real mode: which real image(s) the foreground came from, and whether the camera is new
+            row.update(source=im.source, bg_unseen_camera=im.bg_unseen)
+        rows.append(row)
     return rows
 
 
@@ -373,15 +487,23 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
     lines = [
         "Virtual Market dataset, built by virtual-market (vmarket build).",
         "",
-        f"identities: {cfg.identities}   images: {len(df)}   train: {counts['train']}   query: {counts['query']}   "
+        f"identities: {len(plans)}   images: {len(df)}   train: {counts['train']}   query: {counts['query']}   "
         f"gallery: {counts['gallery']}",
-        f"cameras (background clusters): {sorted(df.camid.unique().tolist())}; "
-        f"every identity in >= {int(cams.min())} cameras",
-        f"build seed: {cfg.seed}; identity i uses seeds derived from (seed, i); fg mode: {cfg.fg_mode}",
-        f"backgrounds from Phi_bg: {(df.bg_source == 'phi_bg').mean():.1%}; "
+        *([f"cameras (the real data's, of each background): {sorted(df.camid.unique().tolist())}; backgrounds "
+           f"from a camera the identity was never seen in: {df.bg_unseen_camera.mean():.1%}",
+           f"build seed: {cfg.seed}; identity seeds derived from (seed, pid); fg mode: real ({cfg.real_fg}): "
+           f"real training identities, real pids, names PPPP_cCs0_... (column source: the real image)"]
+          if cfg.fg_mode == "real" else
+          [f"cameras (background clusters): {sorted(df.camid.unique().tolist())}; "
+           f"every identity in >= {int(cams.min())} cameras",
+           f"build seed: {cfg.seed}; identity i uses seeds derived from (seed, i); fg mode: {cfg.fg_mode}"]),
+        f"backgrounds from Phi_bg: {(df.bg_source == 'phi_bg').mean():.1%}"
+        + (f" ({stats['phi_bg_missed']} Phi_bg draws found no sample of an allowed camera in {cfg.max_attempts} "
+           f"tries and took a real background)" if stats.get("phi_bg_missed") else "") + "; "
         f"poses from Phi_pose: {(df.pose_source == 'phi_pose').mean():.1%}",
-        f"novelty filter: tau {cfg.novelty_tau} (cosine), rejection rate {stats['novelty_rejection_rate']:.1%} "
-        f"({stats['novelty_rejected']} of {stats['novelty_attempts']} attempts)",
+        (f"novelty filter: tau {cfg.novelty_tau} (cosine), rejection rate {stats['novelty_rejection_rate']:.1%} "
+         f"({stats['novelty_rejected']} of {stats['novelty_attempts']} attempts)"
+         if cfg.fg_mode != "real" else "novelty filter: off (real identities)"),
         (f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity "
          f"by discriminator score"
          if builder.D is not None else "quality filter: off (stage I has no trained discriminator); d_score is 0"),
@@ -397,7 +519,7 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
         "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, d_score),",
         "market-annotation-*.csv (the poses used, name:keypoints_y:keypoints_x).",
     ]
-    if cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6:
+    if cfg.fg_mode != "real" and (cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6):
         lines.append(f"torchreid's built-in market1501 asserts pid <= {TORCHREID_MARKET_PIDS} and camera <= 6, so it "
                      "cannot load this folder: use reid.torchreid_adapter.register_market"
                      + (" or imagefolder/." if cfg.export_imagefolder else "."))

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from augment.builder import BuildConfig, build, parse_shard
+from augment.cutpaste import PLATES, cut_paste
 from augment.pipeline import PipelineConfig, run_pipeline
 from augment.reference import ReferenceConfig, rescore, run_reference
 from augment.stage2_report import quality_table, report, sample_grids
@@ -174,14 +175,29 @@ def _cmd_build(args) -> None:
     cfg = load_config(BuildConfig, args.config, args.set)
     s = build(cfg, parse_shard(args.shard), progress=not args.quiet)
     line = (f"build shard {s['shard']}: {s['identities']} identities ({s['rendered_now']} rendered now, "
-            f"{s['images_now']} images at {s['images_per_s']:.1f} img/s); novelty rejection rate "
-            f"{s['novelty_rejection_rate']:.1%}")
+            f"{s['images_now']} images at {s['images_per_s']:.1f} img/s); "
+            + (f"backgrounds from cameras the identity was never seen in {s['bg_unseen_camera_share']:.1%}"
+               if "bg_unseen_camera_share" in s else f"novelty rejection rate {s['novelty_rejection_rate']:.1%}"))
     if s.get("finalized"):
         line += (f"; dataset complete: {s['images']} images (train {s['n_train']}, query {s['n_query']}, "
                  f"gallery {s['n_gallery']})")
     else:
         line += "; waiting for the other shards before writing the manifest"
     print(f"{line} -> {cfg.out}")
+
+
+def _cmd_cutpaste(args) -> None:
+    s = cut_paste(args.root, args.out, per_image=args.per_image, seed=args.seed, size=parse_size(args.size),
+                  mask_radius=args.mask_radius, blur=args.blur, plates=args.plates, stage1_run=args.stage1_run,
+                  keypoints_csv=args.keypoints, skip_missing_keypoints=args.skip_missing_keypoints,
+                  jpeg_quality=args.jpeg_quality, device=args.device, progress=not args.quiet)
+    what = "cutpaste" if s["plates"] == "image" else "cutpaste (hybrid: generated plates)"
+    if s.get("already_complete"):
+        print(f"{what}: already complete, {s['images']} images -> {args.out}")
+        return
+    print(f"{what}: {s['images']} images ({s['sources']} source images, {s['identities']} identities; "
+          f"{s['written_now']} written now at {s['images_per_s']:.0f} img/s); donor from a camera the identity never "
+          f"appears in: {s['donor_camera_unseen']:.1%} -> {args.out}")
 
 
 def _cmd_reid(args) -> None:
@@ -281,6 +297,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build identities i, i+n, ... only (default: torchrun rank / world)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_build)
+
+    cp = sub.add_parser("cutpaste",
+                        help="cut-and-paste baseline (no generator): every real training person, cut out by a soft "
+                             "pose mask, pasted into another camera's image (or a generated background plate)")
+    cp.add_argument("--root", required=True, help="Market-1501-format dataset with keypoints (its training split)")
+    cp.add_argument("--out", required=True, help="output folder (Market-1501 layout; must not exist or be empty)")
+    cp.add_argument("--per-image", type=int, default=1, help="pasted images per real training image (default 1)")
+    cp.add_argument("--seed", type=int, default=0, help="donor seed; the same seed gives the same dataset")
+    cp.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH of the dataset (default 128x64)")
+    cp.add_argument("--keypoints", default=None,
+                    help="keypoint CSV of the training split (default: market-annotation-train.csv in the root)")
+    cp.add_argument("--mask-radius", type=int, default=7, help="disk radius (px) of the pose mask (default 7)")
+    cp.add_argument("--blur", type=float, default=2.0, help="Gaussian blur std (px) of the mask edge (default 2)")
+    cp.add_argument("--plates", choices=PLATES, default="image",
+                    help="background: the donor image (default), or a person-free plate stage I decodes from the "
+                         "donor's background embedding (generator; needs --stage1-run)")
+    cp.add_argument("--stage1-run", default=None,
+                    help="--plates generator: stage-I run directory or snapshot (e.g. generator/reference/stage1.pt)")
+    cp.add_argument("--device", default="cpu", help="device of the plate generator (default cpu)")
+    cp.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
+    cp.add_argument("--skip-missing-keypoints", action="store_true",
+                    help="leave out training images without a keypoint row instead of refusing the dataset")
+    cp.add_argument("--quiet", action="store_true", help="no progress bar")
+    cp.set_defaults(func=_cmd_cutpaste)
 
     r = sub.add_parser("reid", help="re-ID baselines with torchreid: `vmarket reid ablate -c CONFIG`")
     r.add_argument("action", choices=["ablate"],

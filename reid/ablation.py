@@ -3,11 +3,18 @@
 Settings are training recipes, evaluated on the real test split (query / gallery):
 ``real``, ``virtual``, ``real+virtual`` (merged, virtual pids offset, cameras kept)
 and ``virtual->real`` (pre-train on virtual, fine-tune on real); any recipe written
-the same way (stages separated by ``->``, each ``real``, ``virtual`` or ``real+virtual``)
-can be added. Each runs over several seeds; finished runs are reused, so a killed
-ablation resumes. With ``matched_steps`` every stage trains as many optimiser steps per
-epoch as one pass over the real training data, so settings with more images do not
-simply train longer.
+the same way (stages separated by ``->``, each one of ``SOURCES``) can be added. Each
+runs over several seeds; finished runs are reused, so a killed ablation resumes. With
+``matched_steps`` every stage trains as many optimiser steps per epoch as one pass over
+the real training data, so settings with more images do not simply train longer.
+
+Generated images under control (``reid.mixed``): ``real+remix`` (remixes of the real
+identities from ``remix_root``, carrying the real pids), ``real+new`` (the new identities
+of ``virtual_root``) and ``real+remix+new`` (both) train on the real batches of the
+real-only run, each with ``virtual_share`` of generated images appended, labelled by
+``virtual_label``. Their epochs are the real data's, so they are iteration-matched to
+``real`` with or without ``matched_steps``; ``virtual_share: 0`` is the real-only run, bit
+for bit (a control). ``real+virtual`` stays the pooled one-hot merge it always was.
 """
 from __future__ import annotations
 
@@ -20,31 +27,47 @@ import pandas as pd
 from generator.config import ConfigValueError, save_config
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
+from reid.mixed import LabelTreatment, Mix, generated_pool
 from reid.torchreid_adapter import market_records, merge_records, register_dataset, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
-SOURCES = ("real", "virtual", "real+virtual")
+MIXED = ("real+remix", "real+new", "real+remix+new")  # real batches with generated images appended (reid.mixed)
+SOURCES = ("real", "virtual", "real+virtual", *MIXED)
 
 
 @dataclass
 class AblationConfig:
     real_root: str = ""  # Market-1501-format real data (or SimMarket); its query / gallery are the test set
     virtual_root: str = ""  # a Virtual Market build (Market-1501 layout)
+    remix_root: str = ""  # a build of remixes of the real training identities (fg_mode: real), with their real pids
     settings: list[str] = field(default_factory=lambda: ["real", "virtual", "real+virtual", "virtual->real"])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
     finetune_epochs: int = 0  # epochs of each later stage of an `A->B` recipe (0: train.epochs)
     # true: every setting trains as many optimiser steps as train.epochs over the real data (iteration-matched)
     matched_steps: bool = False
+    # real+remix / real+new / real+remix+new: the generated share of every batch, in [0, 1) (0: the real-only run)
+    virtual_share: float = 0.25
+    virtual_label: LabelTreatment = "onehot"  # generated images' targets: onehot, smooth (virtual_epsilon) or lsro
+    virtual_epsilon: float = 0.1  # label smoothing of virtual_label: smooth
+    virtual_triplet: bool = False  # with train.loss: triplet, remixes join the triplet term (new identities never)
     out: str = "outputs/reid/ablation"
 
     def __post_init__(self):
-        """Every setting is a recipe of known sources, checked when the config loads."""
+        """Every setting is a recipe of known sources, and the generated-image fields are in range; checked when
+        the config loads."""
         for s in self.settings:
             bad = next((st for st in (t.strip() for t in s.split("->")) if st not in SOURCES), None)
             if bad is not None:
                 raise ConfigValueError("settings", f"{s!r}: stage {bad!r} is not one of {', '.join(SOURCES)} "
                                                    f"(stages are joined by '->', e.g. virtual->real)")
+        if not 0 <= self.virtual_share < 1:
+            raise ConfigValueError("virtual_share", f"{self.virtual_share}: use a share of the batch in [0, 1)")
+        if not 0 <= self.virtual_epsilon <= 1:
+            raise ConfigValueError("virtual_epsilon", f"{self.virtual_epsilon}: use a smoothing in [0, 1]")
+        if self.virtual_triplet and self.train.loss != "triplet":
+            raise ConfigValueError("virtual_triplet", "needs train.loss: triplet (the softmax loss has no triplet "
+                                                      "term)")
 
 
 def parse_setting(text: str) -> list[str]:
@@ -60,26 +83,40 @@ def _slug(setting: str) -> str:
     return setting.replace("->", "_then_").replace("+", "_plus_")
 
 
-def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = False) -> tuple[dict[str, str], list]:
-    """torchreid dataset names for the sources the settings use (all share the real query / gallery), and the
-    real training records."""
+def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = False
+                     ) -> tuple[dict[str, str], dict[str, Mix], list]:
+    """torchreid dataset names for the sources the settings use (all share the real query / gallery), the
+    generated images of each mixed source (trained on the real dataset), and the real training records."""
     if not cfg.real_root:
         raise UserError("real_root: set it to a Market-1501-format dataset (its query / gallery are the test set)")
     real = market_records(cfg.real_root, progress=progress)
     names = {"real": register_dataset("vm_real", real["train"], real["query"], real["gallery"])}
-    if needed & {"virtual", "real+virtual"}:
+    virtual = remix = []
+    if needed & {"virtual", "real+virtual", "real+new", "real+remix+new"}:
         if not cfg.virtual_root:
             raise UserError("virtual_root: the settings use virtual data; set it to a Virtual Market build")
         virtual = market_records(cfg.virtual_root, ("train",), progress=progress)["train"]
+    if needed & {"virtual", "real+virtual"}:
         names["virtual"] = register_dataset("vm_virtual", virtual, real["query"], real["gallery"])
         merged, _ = merge_records(real["train"], virtual)
         names["real+virtual"] = register_dataset("vm_real_virtual", merged, real["query"], real["gallery"])
-    return names, real["train"]
+    if needed & {"real+remix", "real+remix+new"}:
+        if not cfg.remix_root:
+            raise UserError("remix_root: the settings use remixes of the real identities; set it to a build made "
+                            "with fg_mode: real")
+        remix = market_records(cfg.remix_root, ("train",), progress=progress)["train"]
+    mixes = {}
+    for source in needed & set(MIXED):
+        pool = generated_pool(real["train"], remix if "remix" in source else [], virtual if "new" in source else [],
+                              cfg.virtual_label)
+        mixes[source] = Mix(pool, cfg.virtual_share, cfg.virtual_label, cfg.virtual_epsilon, cfg.virtual_triplet)
+        names[source] = names["real"]
+    return names, mixes, real["train"]
 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     recipes = {s: parse_setting(s) for s in cfg.settings}
-    names, real_train = register_sources(cfg, {st for r in recipes.values() for st in r}, progress)
+    names, mixes, real_train = register_sources(cfg, {st for r in recipes.values() for st in r}, progress)
     train = cfg.train
     if cfg.matched_steps:
         real_batches = train_batches_per_epoch(real_train, train.batch, train_sampler(train.loss))
@@ -98,12 +135,12 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
                 run = out / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}"
                 tcfg = train if k == 0 or not cfg.finetune_epochs else replace(train, epochs=cfg.finetune_epochs)
                 res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init,
-                                         progress=progress)
+                                         progress=progress, mix=mixes.get(source))
                 init = run / "state.pt"
                 steps += res["steps"]
-            skip = ("source", "target", "steps")
+            skip = ("source", "target", "steps", "mix")
             results.append({"setting": setting, "seed": seed, "steps": steps,
-                            **{k: v for k, v in res.items() if k not in skip}})
+                            **{k: v for k, v in res.items() if k not in skip}, **(res.get("mix") or {})})
             if progress:
                 print(f"{setting} seed {seed}: rank-1 {res['rank1']:.3f}, mAP {res['mAP']:.3f}")
     write_results(results, out, matched=cfg.matched_steps)
@@ -133,8 +170,16 @@ def results_table(df, matched: bool = False) -> str:
     budget = ("iteration-matched: every stage trains as many optimiser steps per epoch as one pass over the real "
               "training data" if matched else
               "epoch-matched, not iteration-matched: each setting trains its epochs over its own data")
+    mixed = ""
+    if "generated_per_batch" in df:  # settings with generated images appended to the real batches (reid.mixed)
+        for setting, g in df[df["generated_per_batch"].notna()].groupby("setting", sort=False):
+            r = g.iloc[0]
+            label = f"smooth eps {r.virtual_epsilon:g}" if r.virtual_label == "smooth" else r.virtual_label
+            mixed += (f"; {setting}: {int(r.generated_per_batch)} generated images appended to every real batch "
+                      f"(share {r.virtual_share:g}), labels {label}"
+                      + (", remixes in the triplet term" if r.virtual_triplet else ""))
     return ("\n".join(lines) + "\n\n(percent, mean ± std over seeds; evaluated on the real query / gallery; steps: "
-            f"optimiser steps over all stages; {budget})\n")
+            f"optimiser steps over all stages; {budget}{mixed})\n")
 
 
 def cmc_plot(results: list[dict], path: Path) -> None:

@@ -5,6 +5,9 @@ at import that the Cython ranking is missing; its built-in ``market1501``
 starts a download when ``<root>/market1501`` is missing and parses pid and
 camera with ``([-\\d]+)_c(\\d)`` searched over the *whole path*; its train loader drops the last partial
 batch, and ``RandomIdentitySampler``'s length is an estimate (an epoch may yield fewer batches).
+
+Generated images join real ones (``reid.mixed``) through the one engine subclass here: torchreid's softmax or
+triplet engine whose training step reads soft targets and a triplet mask from ``reid.mixed.MixedLoader`` batches.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from generator.data.dataset import check_images
 from generator.data.market import scan_market
 from generator.errors import UserError
 from generator.io import progress_bar
+from reid.mixed import soft_cross_entropy, train_labels
 
 _TORCHREID_NAME_RE = re.compile(r"([-\d]+)_c(\d)")
 
@@ -96,7 +100,7 @@ def register_dataset(name: str, train: list, query: list, gallery: list) -> str:
     torchreid = import_torchreid()
     from torchreid.reid.data.datasets.dataset import ImageDataset
 
-    pid2label = {pid: i for i, pid in enumerate(sorted({p for _, p, _ in train}))}
+    pid2label = train_labels(train)
     train_l = [(path, pid2label[pid], cam) for path, pid, cam in train]
 
     class _Dataset(ImageDataset):
@@ -163,23 +167,69 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str
 
 
 def build_engine(kind: str, datamanager, model, lr: float = 0.0015, epochs: int = 10, use_gpu: bool = False,
-                 margin: float = 0.3):
+                 margin: float = 0.3, mixed_loader=None):
     """A torchreid softmax or triplet engine. It always gets a scheduler (torchreid's engines crash on save
-    without one)."""
+    without one).
+
+    ``mixed_loader``: a ``reid.mixed.MixedLoader``; the engine then trains on its batches (real + generated) with
+    ``reid.mixed``'s soft-target cross-entropy over every row and torchreid's triplet term over the rows marked
+    ``in_triplet``. On batches with no generated image that step is torchreid's own, bit for bit.
+    """
     torchreid = import_torchreid()
     optimizer = torchreid.optim.build_optimizer(model, optim="adam", lr=lr)
     scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="single_step",
                                                    stepsize=max(1, int(epochs * 0.75)))
-    if kind == "softmax":
-        engine = torchreid.engine.ImageSoftmaxEngine(datamanager, model, optimizer=optimizer, scheduler=scheduler,
-                                                      label_smooth=True, use_gpu=use_gpu)
-    elif kind == "triplet":
-        engine = torchreid.engine.ImageTripletEngine(datamanager, model, optimizer=optimizer, scheduler=scheduler,
-                                                      margin=margin, weight_t=1.0, weight_x=1.0, label_smooth=True,
-                                                      use_gpu=use_gpu)
-    else:
+    if kind not in ("softmax", "triplet"):
         raise UserError(f"engine {kind!r}: use softmax or triplet")
+    if kind == "softmax":
+        base = torchreid.engine.ImageSoftmaxEngine
+        args = {"label_smooth": True}
+    else:
+        base = torchreid.engine.ImageTripletEngine
+        args = {"margin": margin, "weight_t": 1.0, "weight_x": 1.0, "label_smooth": True}
+    if mixed_loader is not None:
+        base = _mixed_engine(base, triplet=kind == "triplet")
+    engine = base(datamanager, model, optimizer=optimizer, scheduler=scheduler, use_gpu=use_gpu, **args)
+    if mixed_loader is not None:
+        engine.train_loader = mixed_loader
     return engine, optimizer, scheduler
+
+
+def _mixed_engine(base, triplet: bool):
+    """``base`` (torchreid's softmax or triplet engine) with a training step over ``MixedLoader`` batches."""
+
+    class MixedEngine(base):
+        def forward_backward(self, data):
+            imgs, pids, targets, in_triplet = data["img"], data["pid"], data["target"], data["in_triplet"]
+            every_row = bool(in_triplet.all())
+            if self.use_gpu:
+                imgs, pids, targets, in_triplet = imgs.cuda(), pids.cuda(), targets.cuda(), in_triplet.cuda()
+            outputs = self.model(imgs)
+            if not triplet:
+                loss = self.compute_loss(soft_cross_entropy, outputs, targets)
+            else:  # torchreid's ImageTripletEngine step, in its order, with the triplet term over in_triplet rows
+                outputs, features = outputs
+                if not every_row:
+                    features, pids = features[in_triplet], pids[in_triplet]
+                loss = 0
+                loss += self.weight_t * self.compute_loss(self.criterion_t, features, pids)
+                loss += self.weight_x * self.compute_loss(soft_cross_entropy, outputs, targets)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            return {"loss": loss.item()}
+
+    return MixedEngine
+
+
+def image_reader(datamanager):
+    """``path -> (3, H, W)`` tensor made as torchreid's test transform makes it (resize, to tensor, normalise),
+    without a random flip: ``reid.mixed`` flips generated images with a generator of its own."""
+    import_torchreid()
+    from torchreid.reid.utils import read_image
+
+    transform = datamanager.transform_te
+    return lambda path: transform(read_image(path))
 
 
 def train_batches_per_epoch(records: list, batch: int, sampler: str = "RandomSampler", num_instances: int = 4) -> int:

@@ -2,6 +2,8 @@
 
 Checkpoints follow the project's run-directory rules: ``state.pt`` after every
 epoch (model, optimiser, scheduler, epoch, optimiser steps, RNG) for resume; ``result.json`` at the end.
+With a ``reid.mixed.Mix``, generated images join every batch of the real training data (``reid.mixed`` explains
+how); the run records its recipe, and a finished or half-done run is never reused for another recipe or budget.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from generator.errors import UserError
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
 from generator.training.runs import capture_state, restore_state
 from reid.metrics import RankResult, evaluate_features
-from reid.torchreid_adapter import build_datamanager, build_engine, build_model, train_one_epoch
+from reid.mixed import Mix, MixedLoader
+from reid.torchreid_adapter import build_datamanager, build_engine, build_model, image_reader, train_one_epoch
 
 
 @dataclass
@@ -72,51 +75,72 @@ def evaluate_model(model, datamanager, target: str, device) -> RankResult:
 
 
 def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: Path, seed: int,
-                       init_from: Path | None = None, progress: bool = True) -> dict:
+                       init_from: Path | None = None, progress: bool = True, mix: Mix | None = None) -> dict:
     """Train on registered dataset ``source``, evaluate on ``target``; resumable per epoch.
 
     ``init_from``: a ``state.pt`` whose backbone weights start this run (virtual pre-training -> real fine-tuning).
+    ``mix``: generated images appended to every batch of ``source`` (its real training data); None: ``source`` alone.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    recipe = mix.summary(cfg.batch) if mix is not None else None
     if (run_dir / "result.json").exists():
         done = json.loads((run_dir / "result.json").read_text())
-        _check_same_steps(run_dir / "result.json", done["steps_per_epoch"], cfg.steps_per_epoch)
+        _check_same_training(run_dir / "result.json", done["steps_per_epoch"], cfg.steps_per_epoch,
+                             done.get("mix"), recipe)
         return done
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           (cfg.device if cfg.device != "auto" else "cpu"))
     seed_everything(seed)
     dm = build_datamanager(source, target, tuple(cfg.size), cfg.batch, cfg.workers, train_sampler(cfg.loss),
                            use_gpu=device.type == "cuda")
-    model = build_model(cfg.model, dm.num_train_pids, cfg.loss, cfg.weights or None).to(device)
+    mixed_loader = None
+    if mix is not None:
+        if mix.pool.num_real != dm.num_train_pids:
+            raise UserError(f"the generated images were labelled against {mix.pool.num_real} real identities, "
+                            f"dataset {source!r} has {dm.num_train_pids}")
+        # draws of its own (never the global RNGs): the real part stays the real-only run's batches
+        mixed_loader = MixedLoader(dm.train_loader, mix, seed, image_reader(dm))
+    num_classes = dm.num_train_pids if mixed_loader is None else mixed_loader.num_classes
+    model = build_model(cfg.model, num_classes, cfg.loss, cfg.weights or None).to(device)
     if cfg.channels_last:  # convolutions follow the weights' memory format; inputs can stay NCHW
         model = model.to(memory_format=torch.channels_last)
     if init_from is not None:
         state = load_checkpoint(init_from)["model"]
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
-    engine, optimizer, scheduler = build_engine(cfg.loss, dm, model, cfg.lr, cfg.epochs, use_gpu=device.type == "cuda")
+    engine, optimizer, scheduler = build_engine(cfg.loss, dm, model, cfg.lr, cfg.epochs, use_gpu=device.type == "cuda",
+                                                mixed_loader=mixed_loader)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     state = restore_state(run_dir, parts)
     start, steps = 0, 0  # epochs done, optimiser steps done
     if state is not None:
-        _check_same_steps(run_dir / "state.pt", int(state["steps_per_epoch"]), cfg.steps_per_epoch)
+        _check_same_training(run_dir / "state.pt", int(state["steps_per_epoch"]), cfg.steps_per_epoch,
+                             state.get("mix"), recipe)
         start, steps = int(state["epoch"]), int(state["steps"])
     for epoch in range(start, cfg.epochs):
+        if mixed_loader is not None:
+            mixed_loader.step = steps  # the generated draws are a function of (seed, step)
         steps += train_one_epoch(engine, epoch, cfg.epochs, progress, steps=cfg.steps_per_epoch)
-        atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch),
+        atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch, mix=recipe),
                     run_dir / "state.pt")
     result = evaluate_model(model, dm, target, device)
     out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs,
            "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed,
            "source": source, "target": target, "train_ids": int(dm.num_train_pids)}
+    if recipe is not None:
+        out["mix"] = recipe
     atomic_write_text(run_dir / "result.json", json.dumps(out, indent=1))
     return out
 
 
-def _check_same_steps(path: Path, done: int, asked: int) -> None:
-    # a finished or half-done run is reused as is, so one trained to another step budget would silently
-    # break an iteration-matched comparison
-    if done != asked:
-        raise UserError(f"{path}: trained with steps_per_epoch={done}, the config asks for {asked}; "
+def _check_same_training(path: Path, done_steps: int, asked_steps: int, done_mix: dict | None,
+                         asked_mix: dict | None) -> None:
+    # a finished or half-done run is reused as is, so one trained to another step budget or with another mix of
+    # generated images would silently break the comparison
+    if done_steps != asked_steps:
+        raise UserError(f"{path}: trained with steps_per_epoch={done_steps}, the config asks for {asked_steps}; "
+                        "delete that run folder or write to another out")
+    if done_mix != asked_mix:
+        raise UserError(f"{path}: trained with generated images {done_mix}, the config asks for {asked_mix}; "
                         "delete that run folder or write to another out")

@@ -1,0 +1,246 @@
+"""Cut-and-paste across cameras (issue 14): the baseline that needs no generator, and the hybrid that uses what the
+generator does best.
+
+Every real training person is cut out by a soft mask (the coarse pose mask of Sec. 3.1 from its keypoints,
+Gaussian-blurred) and pasted, at the re-ID resolution, over the image of a *donor*: a training image from a
+camera where the identity never appears (where there is one; else from another camera than the source's, of
+another identity). The result keeps the real pid and takes the donor's camera, so that a re-ID model cannot use
+the background as a shortcut to the identity.
+
+- ``plates="image"``: the donor image itself is the background (with the donor's own person under the paste).
+- ``plates="generator"``: the background is a *person-free plate* decoded by stage I (Sec. 3.1) from the donor's
+  background embedding with no visible joint: empty pose maps, and the foreground embedding of "no person"
+  (the encoding of the donor with every joint missing, zero for the BodyROI7 encoder). The plate is decoded at
+  the generator's size and upscaled to the re-ID size; background transfer is the generator's strongest skill,
+  and the person keeps its own crisp pixels.
+
+Output: a Market-1501 folder (``bounding_box_train/`` only; names ``PPPP_cCs0_FFFFFF_01.jpg``, sequence 0,
+which real Market-1501 and SimMarket names never use, so the folder merges with the real one), ``manifest.csv``
+naming source and donor per image, the keypoint CSV (the source's pose) and ``README.txt``. It is written in
+``.OUT.partial`` beside ``OUT`` and renamed when complete: a killed run resumes there (every image is a pure
+function of the config), a refused one leaves nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from generator.api import DisentangledModel
+from generator.data.dataset import load_image, market_dataset
+from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.data.manifest import write_manifest
+from generator.data.market import MarketWriter, format_name, resolve_root
+from generator.errors import UserError
+from generator.io import atomic_write_json, atomic_write_text, progress_bar
+from generator.pose import pose_mask
+
+PLATES = ("image", "generator")
+MAX_FRAME = 999999  # Market-1501 names: six frame digits
+CHUNK = 64  # outputs per batch (one generator call for the plates)
+
+
+def soft_person_mask(rcv: np.ndarray, height: int, width: int, radius: int = 7, blur: float = 2.0) -> np.ndarray:
+    """(H, W) float32 alpha in [0, 1]: the coarse pose mask (disks of ``radius`` along the limbs, closed), blurred by
+    a Gaussian of ``blur`` px std, so that the paste has no hard seam."""
+    mask = pose_mask(rcv, height, width, radius)
+    if blur > 0:
+        mask = ndimage.gaussian_filter(mask, blur, mode="constant")
+    return np.clip(mask, 0, 1).astype(np.float32)
+
+
+def paste(person: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: ``alpha`` (H, W) of ``person`` over ``background`` (both (H, W, 3), uint8 or float 0..255)."""
+    a = alpha[..., None].astype(np.float32)
+    out = a * person.astype(np.float32) + (1 - a) * background.astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def choose_donors(pids: np.ndarray, cams: np.ndarray, per_image: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, per_image) donor indices and whether each donor's camera is one its source identity never appears in.
+
+    Donor pools, in order of preference: images of cameras the identity never appears in; images of other
+    identities from another camera than the source's; any image of another identity. Output (i, k) draws with
+    its own generator keyed by (seed, i, k)."""
+    n = len(pids)
+    seen = {int(p): set(cams[pids == p].tolist()) for p in np.unique(pids)}
+    pools: dict[tuple[int, int], tuple[np.ndarray, bool]] = {}
+    donors = np.zeros((n, per_image), np.int64)
+    unseen = np.zeros((n, per_image), bool)
+    for i in range(n):
+        key = (int(pids[i]), int(cams[i]))
+        if key not in pools:
+            fresh = np.flatnonzero(~np.isin(cams, list(seen[key[0]])))
+            other_cam = np.flatnonzero((cams != key[1]) & (pids != key[0]))
+            other_id = np.flatnonzero(pids != key[0])
+            pool = next((p for p in (fresh, other_cam, other_id) if len(p)), None)
+            if pool is None:
+                raise UserError("the training split holds one identity; cut-and-paste takes its backgrounds from "
+                                "other identities' images, so it needs at least two")
+            pools[key] = (pool, len(fresh) > 0)
+        pool, is_fresh = pools[key]
+        for k in range(per_image):
+            donors[i, k] = pool[int(np.random.default_rng([seed, i, k]).integers(len(pool)))]
+            unseen[i, k] = is_fresh
+    return donors, unseen
+
+
+def _scaled(rcv: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Keypoints (..., 18, 3) of an image of size ``src`` moved to size ``dst`` (missing joints stay (0, 0, 0))."""
+    out = np.array(rcv, np.float32, copy=True)
+    out[..., 0] *= dst[0] / src[0]
+    out[..., 1] *= dst[1] / src[1]
+    return out
+
+
+@torch.no_grad()
+def background_plates(model: DisentangledModel, donors: np.ndarray, donor_rcv: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) float 0..255 person-free plates at the donors' size, from (B, H, W, 3) uint8 donor images and
+    their (B, 18, 3) keypoints: stage I encodes each donor's background (its person masked out), and decodes it
+    with the foreground of "no person" and a pose with no visible joint; then the plate is upscaled."""
+    size = tuple(donors.shape[1:3])
+    x = torch.from_numpy(donors).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(model.device)
+    if size != model.size:
+        x = F.interpolate(x, size=model.size, mode="area")  # (B, 3, h, w) at the generator's size
+    kps = torch.from_numpy(_scaled(donor_rcv, size, model.size))
+    none = torch.zeros_like(kps)  # every joint missing: empty pose maps, empty mask, invisible ROIs
+    bg = model.encode(x, kps).bg
+    # with no joint the foreground feature map is masked to zero, so "no person" encodes the same for every image
+    fg_none = model.encode(x[:1], none[:1]).fg.expand(len(x), -1)
+    plate = model.decode(fg_none, bg, none)
+    if size != model.size:
+        plate = F.interpolate(plate, size=size, mode="bilinear", align_corners=False)
+    return ((plate.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 1, seed: int = 0,
+              size: tuple[int, int] = (128, 64), mask_radius: int = 7, blur: float = 2.0, plates: str = "image",
+              stage1_run: str | os.PathLike | None = None, keypoints_csv: str | os.PathLike | None = None,
+              skip_missing_keypoints: bool = False, jpeg_quality: int = 95, device: str = "cpu",
+              progress: bool = True) -> dict:
+    """Write the cut-and-paste (or, with ``plates="generator"``, the hybrid) dataset of ``root``'s training split to
+    ``out``; returns a summary. Every check runs before anything is written."""
+    if per_image < 1:
+        raise UserError(f"--per-image {per_image}: write at least 1 image per source image")
+    if blur < 0 or mask_radius < 1:
+        raise UserError(f"--blur {blur} / --mask-radius {mask_radius}: need blur >= 0 and mask radius >= 1 (px)")
+    if not 1 <= jpeg_quality <= 100:
+        raise UserError(f"--jpeg-quality {jpeg_quality}: use 1..100")
+    if plates not in PLATES:
+        raise UserError(f"--plates {plates!r}: use one of {', '.join(PLATES)}")
+    if (plates == "generator") != (stage1_run is not None):
+        raise UserError("--plates generator needs --stage1-run RUN (a stage-I run directory or snapshot), and "
+                        "--stage1-run applies to --plates generator only")
+    out = Path(out)
+    config = {"root": str(Path(root).resolve()), "per_image": per_image, "seed": seed, "size": list(size),
+              "mask_radius": mask_radius, "blur": blur, "plates": plates,
+              "stage1_run": str(Path(stage1_run).resolve()) if stage1_run is not None else None,
+              "keypoints_csv": str(keypoints_csv) if keypoints_csv is not None else None,
+              "skip_missing_keypoints": skip_missing_keypoints, "jpeg_quality": jpeg_quality}
+    h = _config_hash(config)
+    if out.exists() and any(out.iterdir()):
+        marker = out / "cutpaste.json"
+        if marker.is_file() and json.loads(marker.read_text()).get("config_hash") == h:
+            return {**json.loads(marker.read_text())["summary"], "already_complete": True}
+        raise UserError(f"{out}: not empty; choose another --out or delete it")
+    ds = market_dataset(root, ("train",), size=size, keypoints_csv=keypoints_csv,
+                        skip_missing_keypoints=skip_missing_keypoints)
+    records, rcv = ds.records, np.stack(ds.rcv)
+    n_out = len(records) * per_image
+    if n_out > MAX_FRAME:
+        raise UserError(f"{n_out} images: Market-1501 names number at most {MAX_FRAME} frames; lower --per-image")
+    model = DisentangledModel.load(stage1_run, device=device) if plates == "generator" else None
+    base = resolve_root(root)
+    pids = np.array([r.pid for r in records])
+    cams = np.array([r.camid for r in records])
+    donors, unseen = choose_donors(pids, cams, per_image, seed)
+
+    work = out.parent / f".{out.name}.partial"
+    marker = work / "cutpaste.json"
+    if work.exists() and not (marker.is_file() and json.loads(marker.read_text()).get("config_hash") == h):
+        if marker.is_file():  # an unfinished run of another config: ours to clear
+            shutil.rmtree(work)
+        else:
+            raise UserError(f"{work}: exists and is not an unfinished cut-and-paste; delete it")
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"config_hash": h, "config": config})
+    writer = MarketWriter(work, jpeg_quality)
+    t0 = time.perf_counter()
+    rows, kp, written = [], {}, 0
+    jobs = [(i, k) for i in range(len(records)) for k in range(per_image)]
+    names = [format_name(int(pids[i]), int(cams[donors[i, k]]), 0, n + 1, 1) for n, (i, k) in enumerate(jobs)]
+    bar = progress_bar(total=len(jobs), desc="cutpaste" if plates == "image" else "hybrid", unit="img",
+                       enabled=progress, mininterval=0.5)
+    try:
+        for start in range(0, len(jobs), CHUNK):
+            chunk = range(start, min(start + CHUNK, len(jobs)))
+            todo = [n for n in chunk if not writer.path_for("train", names[n]).exists()]  # resumed: done ones stay
+            if todo:
+                srcs = [jobs[n][0] for n in todo]
+                dons = [int(donors[jobs[n]]) for n in todo]
+                person = [load_image(records[i].path, size) for i in srcs]
+                backs = np.stack([load_image(records[d].path, size) for d in dons])
+                if model is not None:
+                    backs = background_plates(model, backs, rcv[dons])
+                for n, i, img, back in zip(todo, srcs, person, backs, strict=True):
+                    alpha = soft_person_mask(rcv[i], *size, mask_radius, blur)
+                    writer.write("train", names[n], paste(img, alpha, back))
+                written += len(todo)
+            for n in chunk:
+                i, k = jobs[n]
+                d = int(donors[i, k])
+                rows.append({"path": f"bounding_box_train/{names[n]}", "split": "train", "pid": int(pids[i]),
+                             "camid": int(cams[d]), "origin": "cutpaste" if plates == "image" else "hybrid",
+                             "source": os.path.relpath(records[i].path, base), "source_camid": int(cams[i]),
+                             "donor": os.path.relpath(records[d].path, base), "donor_pid": int(pids[d]),
+                             "donor_camid": int(cams[d]), "donor_camera_unseen": bool(unseen[i, k]),
+                             "plate": plates, "copy": k})
+                kp[names[n]] = rcv_to_yx(rcv[i])
+            bar.update(len(chunk))
+    except UserError:
+        shutil.rmtree(work, ignore_errors=True)  # a bad image found mid-way: nothing is left behind
+        raise
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    df = pd.DataFrame(rows)
+    write_manifest(df, work / "manifest.csv")
+    write_keypoints_csv(work / "market-annotation-train.csv", kp)
+    summary = {"images": len(df), "sources": len(records), "identities": int(len(np.unique(pids))),
+               "written_now": written, "seconds": seconds, "images_per_s": written / max(seconds, 1e-9),
+               "donor_camera_unseen": float(df.donor_camera_unseen.mean()), "plates": plates}
+    atomic_write_text(work / "README.txt", "\n".join([
+        f"Cut-and-paste {'over generated background plates (hybrid)' if model is not None else 'baseline'}, "
+        f"written by virtual-market (vmarket cutpaste).",
+        "",
+        f"source: {config['root']} (training split: {len(records)} images, {summary['identities']} identities)",
+        f"images: {len(df)} ({per_image} per source image), real pids, camera = the donor's; names "
+        f"PPPP_cCs0_FFFFFF_01.jpg",
+        f"donor from a camera the identity never appears in: {summary['donor_camera_unseen']:.1%} "
+        f"(else another camera than the source's, of another identity)",
+        f"mask: pose mask radius {mask_radius} px, Gaussian blur std {blur} px; seed {seed}",
+        *([f"plates: stage I {config['stage1_run']} at {model.size[0]}x{model.size[1]}, decoded from the donor's "
+           f"background embedding with no visible joint, upscaled to {size[0]}x{size[1]}"] if model is not None
+          else []),
+        "",
+        "files: bounding_box_train/, manifest.csv (source, donor and their cameras per image), "
+        "market-annotation-train.csv (the source's pose), cutpaste.json (config).",
+    ]) + "\n")
+    atomic_write_json(marker, {"config_hash": h, "config": config, "summary": summary})
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    os.replace(work, out)
+    return summary

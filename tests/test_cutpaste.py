@@ -1,0 +1,161 @@
+"""Cut-and-paste across cameras (issue 14): the no-generator baseline and the hybrid over generated plates."""
+import hashlib
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import one_line_error
+from PIL import Image
+
+from augment import cutpaste as C
+from augment.cli import main
+from generator.api import DisentangledModel
+from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
+from generator.data.market import parse_name, scan_market
+from generator.errors import UserError
+from generator.simmarket.dataset import simulate
+
+
+@pytest.fixture(scope="module")
+def sim2(tmp_path_factory):
+    """A 128x64 SimMarket whose training identities are each seen by exactly 2 of the 6 cameras."""
+    root = tmp_path_factory.mktemp("sim2") / "market1501"
+    simulate(root, 12, seed=7, train_cameras=2, progress=False)
+    return root
+
+
+def _img(path):
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.float32)
+
+
+def _content(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in (".jpg", ".csv")}
+
+
+def test_soft_mask_and_paste():
+    rcv = np.zeros((18, 3), np.float32)
+    rcv[[1, 8, 11, 9, 12], :] = [[30, 32, 1], [70, 28, 1], [70, 36, 1], [100, 28, 1], [100, 36, 1]]
+    alpha = C.soft_person_mask(rcv, 128, 64, radius=7, blur=2.0)
+    assert alpha.shape == (128, 64) and alpha.min() == 0 and alpha.max() == pytest.approx(1, abs=1e-5)
+    soft = (alpha > 0.01) & (alpha < 0.99)
+    assert soft.sum() > 50  # a blurred edge, not a hard cut
+    assert alpha[70, 32] > 0.999 and alpha[5, 5] == 0
+    person, back = np.full((128, 64, 3), 200, np.uint8), np.full((128, 64, 3), 10, np.uint8)
+    out = C.paste(person, alpha, back)
+    assert (out[alpha > 0.999] == 200).all() and (out[alpha == 0] == 10).all()
+    edge = out[soft][:, 0]
+    assert ((edge > 10) & (edge < 200)).any()
+    assert C.soft_person_mask(np.zeros((18, 3)), 128, 64).max() == 0  # no joint: nothing is cut
+
+
+def test_donors_come_from_cameras_the_identity_never_appears_in():
+    pids = np.array([1, 1, 2, 2, 3, 3])
+    cams = np.array([1, 2, 2, 3, 1, 3])
+    donors, unseen = C.choose_donors(pids, cams, 4, seed=0)
+    for i in range(len(pids)):
+        seen = set(cams[pids == pids[i]])
+        assert all(cams[d] not in seen for d in donors[i]) and unseen[i].all()
+    # identity 1 seen in every camera: another camera than the source's, of another identity
+    pids, cams = np.array([1, 1, 1, 2, 3]), np.array([1, 2, 3, 1, 3])
+    donors, unseen = C.choose_donors(pids, cams, 3, seed=0)
+    for i in range(3):
+        assert not unseen[i].any()
+        assert all(cams[d] != cams[i] and pids[d] != 1 for d in donors[i])
+    with pytest.raises(UserError, match="one identity"):
+        C.choose_donors(np.array([4, 4]), np.array([1, 2]), 1, seed=0)
+
+
+def test_cutpaste_labels_cameras_and_pixels(sim2, tmp_path):
+    out = tmp_path / "cp"
+    s = C.cut_paste(sim2, out, per_image=2, seed=1, progress=False)
+    real = scan_market(sim2, ("train",))
+    seen = {}
+    for r in real:
+        seen.setdefault(r.pid, set()).add(r.camid)
+    assert all(len(c) == 2 for c in seen.values())
+    m = pd.read_csv(out / "manifest.csv")
+    assert s["images"] == len(m) == 2 * len(real) and len(list((out / "bounding_box_train").glob("*.jpg"))) == len(m)
+    assert (m.groupby("source").size() == 2).all() and (m.origin == "cutpaste").all()
+    kps = read_keypoints_csv(sim2 / "market-annotation-train.csv")
+    out_kps = read_keypoints_csv(out / "market-annotation-train.csv")
+    inside_err, outside_err = [], []
+    for row in m.itertuples():
+        src, donor = parse_name(row.source), parse_name(row.donor)
+        name = parse_name(row.path)
+        assert row.pid == src.pid == name.pid and name.seq == 0  # the real label
+        assert row.camid == donor.camid == name.camid  # the donor's camera ...
+        assert row.camid not in seen[row.pid] and row.donor_camera_unseen  # ... one the identity never appears in
+        assert donor.pid != row.pid
+        yx = kps[row.source.split("/")[-1]]
+        assert (out_kps[row.path.split("/")[-1]] == yx).all()  # the pose is the source's
+        alpha = C.soft_person_mask(yx_to_rcv(yx), 128, 64)
+        img, a, b = _img(out / row.path), _img(sim2 / row.source), _img(sim2 / row.donor)
+        inside_err.append(np.abs(img - a)[alpha > 0.999].mean())
+        outside_err.append(np.abs(img - b)[alpha < 0.001].mean())
+        assert np.abs(img - b)[alpha > 0.999].mean() > 3 * inside_err[-1]
+    assert max(inside_err) < 4 and max(outside_err) < 4  # JPEG error only
+    assert "cutpaste.json" in {p.name for p in out.iterdir()} and not (tmp_path / ".cp.partial").exists()
+
+
+def test_cutpaste_is_atomic_and_resumes(sim2, tmp_path, monkeypatch, capsys):
+    C.cut_paste(sim2, tmp_path / "ref", seed=2, progress=False)
+    calls = {"n": 0}
+    real_write = C.MarketWriter.write
+
+    def dying(self, split, name, image):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt  # killed mid-way
+        return real_write(self, split, name, image)
+
+    monkeypatch.setattr(C.MarketWriter, "write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        C.cut_paste(sim2, tmp_path / "out", seed=2, progress=False)
+    assert not (tmp_path / "out").exists() and (tmp_path / ".out.partial").is_dir()  # nothing under the real name
+    monkeypatch.setattr(C.MarketWriter, "write", real_write)
+    s = C.cut_paste(sim2, tmp_path / "out", seed=2, progress=False)
+    assert 0 < s["written_now"] < s["images"]  # resumed: the images already written stay
+    assert _content(tmp_path / "out") == _content(tmp_path / "ref")
+    assert C.cut_paste(sim2, tmp_path / "out", seed=2, progress=False)["already_complete"]
+    rc = main(["cutpaste", "--root", str(sim2), "--out", str(tmp_path / "out"), "--seed", "3", "--quiet"])
+    one_line_error(rc, *capsys.readouterr(), "not empty")
+
+
+def test_cutpaste_refuses_bad_input_and_writes_nothing(sim2, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(sim2, data)
+    bad = sorted((data / "bounding_box_train").glob("*.jpg"))[-1]
+    bad.write_bytes(b"not a jpeg")
+    rc = main(["cutpaste", "--root", str(data), "--out", str(tmp_path / "cp"), "--quiet"])
+    one_line_error(rc, *capsys.readouterr(), bad.name)
+    assert not (tmp_path / "cp").exists() and not (tmp_path / ".cp.partial").exists()
+    rc = main(["cutpaste", "--root", str(sim2), "--out", str(tmp_path / "cp"), "--plates", "generator", "--quiet"])
+    one_line_error(rc, *capsys.readouterr(), "--stage1-run")
+    rc = main(["cutpaste", "--root", str(sim2), "--out", str(tmp_path / "cp"), "--size", "64x32", "--quiet"])
+    one_line_error(rc, *capsys.readouterr(), "64x32")
+    assert not (tmp_path / "cp").exists()
+
+
+def test_hybrid_pastes_the_person_over_a_generated_plate(sim2, tiny_stages, tmp_path):
+    stage1 = tiny_stages[0]
+    s = C.cut_paste(sim2, tmp_path / "hy", seed=1, plates="generator", stage1_run=stage1, progress=False)
+    m = pd.read_csv(tmp_path / "hy" / "manifest.csv")
+    assert s["images"] == len(m) and (m.origin == "hybrid").all() and (m.plate == "generator").all()
+    assert (m.camid == m.donor_camid).all() and m.donor_camera_unseen.all()
+    model = DisentangledModel.load(stage1)  # 64x32: the plates are decoded there and upscaled to 128x64
+    kps = read_keypoints_csv(sim2 / "market-annotation-train.csv")
+    rows = m.head(6)
+    donors = np.stack([_img(sim2 / d).astype(np.uint8) for d in rows.donor])
+    donor_rcv = np.stack([yx_to_rcv(kps[d.split("/")[-1]]) for d in rows.donor])
+    plates = C.background_plates(model, donors, donor_rcv)
+    assert plates.shape == (6, 128, 64, 3)
+    # one plate alone is the same plate: it depends on its donor only
+    assert np.allclose(C.background_plates(model, donors[2:3], donor_rcv[2:3])[0], plates[2], atol=1e-3)
+    for row, plate, donor in zip(rows.itertuples(), plates, donors, strict=True):
+        alpha = C.soft_person_mask(yx_to_rcv(kps[row.source.split("/")[-1]]), 128, 64)
+        img = _img(tmp_path / "hy" / row.path)
+        assert np.abs(img - plate)[alpha < 0.001].mean() < 4  # outside the person: the plate ...
+        assert np.abs(img - donor)[alpha < 0.001].mean() > 8  # ... not the donor image
+        assert np.abs(img - _img(sim2 / row.source))[alpha > 0.999].mean() < 4  # inside: the real person

@@ -1,0 +1,262 @@
+"""Generated images joining real ones in re-ID training (reid.mixed): label treatments, batch composition, the
+triplet mask, and s = 0 training bit for bit as the real-only run. Tiny SimMarket, osnet_x0_25 at 64x32."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import one_line_error
+
+import reid.train
+from augment.cli import main
+from generator.errors import UserError
+from generator.io import load_checkpoint
+from reid.ablation import AblationConfig, run_ablation
+from reid.mixed import Mix, MixedLoader, generated_per_batch, generated_pool, soft_cross_entropy, soft_targets
+from reid.torchreid_adapter import (
+    build_datamanager,
+    build_engine,
+    build_model,
+    image_reader,
+    import_torchreid,
+    market_records,
+    register_dataset,
+    train_one_epoch,
+)
+from reid.train import ReidTrainConfig, seed_everything, train_and_evaluate, train_sampler
+
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def sources(sim_small, sim_root):
+    """Real training records (sim_small), remixes (a copy of the real train split: same pids) and new identities
+    (sim_root's training identities), and the registered real dataset."""
+    real = market_records(sim_small)
+    name = register_dataset("mixed_real", real["train"], real["query"], real["gallery"])
+    new = market_records(sim_root[0], ("train",))["train"]
+    return real["train"], real["train"], new, name
+
+
+def _loader(name: str, loss: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_datamanager(name, name, (64, 32), batch=BATCH, workers=0, sampler=train_sampler(loss))
+
+
+def test_generated_per_batch():
+    assert generated_per_batch(8, 0.0) == 0
+    assert generated_per_batch(8, 0.25) == 3  # 8 / 11 real, 3 / 11 = 27 % generated
+    assert generated_per_batch(32, 0.25) == 11
+    assert generated_per_batch(32, 0.5) == 32
+    with pytest.raises(UserError, match="virtual_share"):
+        generated_per_batch(8, 1.0)
+
+
+def test_label_treatments(sources):
+    real, remix, new, _ = sources
+    num_real = len({p for _, p, _ in real})
+    labels = torch.tensor([0, 3, num_real - 1])
+    # LSRO: uniform over the real classes, no class added
+    lsro = generated_pool(real, [], new, "lsro")
+    assert lsro.num_classes == num_real and (lsro.labels == -1).all()
+    t = soft_targets(labels, torch.from_numpy(lsro.labels[:4]), lsro.num_classes, num_real, "lsro")
+    assert t.shape == (3 + 4, num_real)
+    assert torch.allclose(t[3:], torch.full((4, num_real), 1 / num_real))
+    # one-hot / smooth new identities: a class each past the real ones
+    onehot = generated_pool(real, [], new, "onehot")
+    num_new = len({p for _, p, _ in new})
+    assert onehot.num_classes == num_real + num_new and onehot.labels.min() == num_real
+    eps, gen = 0.2, torch.from_numpy(onehot.labels[:5])
+    t = soft_targets(labels, gen, onehot.num_classes, num_real, "smooth", eps)
+    c = onehot.num_classes
+    assert torch.allclose(t[3:].gather(1, gen[:, None]), torch.full((5, 1), 1 - eps + eps / c))
+    assert torch.allclose(t[3:].sum(1), torch.ones(5))
+    assert torch.allclose(t[3:].min(1).values, torch.full((5,), eps / c))
+    t = soft_targets(labels, gen, c, num_real, "onehot")
+    assert torch.equal(t[3:], torch.nn.functional.one_hot(gen, c).float())
+    # real rows keep torchreid's smoothed cross-entropy, bit for bit
+    logits = torch.randn(3, c)
+    criterion = import_torchreid().losses.CrossEntropyLoss(num_classes=c, use_gpu=False, label_smooth=True)
+    ours = soft_cross_entropy(logits, soft_targets(labels, torch.empty(0, dtype=torch.long), c, num_real))
+    assert torch.equal(ours, criterion(logits, labels))
+
+
+def test_remixes_carry_their_source_pid_into_the_real_class(sources):
+    real, remix, new, name = sources
+    pool = generated_pool(real, remix, [], "onehot")
+    assert pool.num_classes == pool.num_real  # no class added
+    ds = import_torchreid().data.datasets.init_image_dataset(name, verbose=False)
+    torchreid_label = {path: label for path, label, *_ in ds.train}
+    assert pool.remix.all() and [int(k) for k in pool.labels] == [torchreid_label[p] for p in pool.paths]
+    stranger = [(remix[0][0], 9999, 0)]
+    with pytest.raises(UserError, match="no real training identity"):
+        generated_pool(real, stranger, [], "onehot")
+
+
+@pytest.mark.parametrize("loss, triplet", [("softmax", False), ("triplet", True)])
+def test_batch_composition(sources, loss, triplet):
+    real, remix, new, name = sources
+    dm = _loader(name, loss)
+    seed_everything(1)  # torch: RandomSampler and flips; python and numpy: RandomIdentitySampler
+    real_only = list(dm.train_loader)
+    pool = generated_pool(real, remix, new, "onehot")
+    mixed = MixedLoader(dm.train_loader, Mix(pool, 0.25, triplet=triplet), seed=0, load_image=image_reader(dm))
+    seed_everything(1)
+    batches = list(mixed)
+    assert len(batches) == len(real_only) == len(mixed) and mixed.step == len(batches)
+    g = generated_per_batch(BATCH, 0.25)
+    remixes_drawn = 0
+    for r, b in zip(real_only, batches, strict=True):
+        img, paths, pids = r["img"], r["impath"], r["pid"]
+        assert len(b["img"]) == len(b["pid"]) == len(b["target"]) == len(b["in_triplet"]) == BATCH + g
+        # the real part is the real-only run's batch: same images, same flips, same order
+        assert torch.equal(b["img"][:BATCH], img) and b["impath"][:BATCH] == list(paths)
+        assert torch.equal(b["pid"][:BATCH], pids)
+        generated = b["impath"][BATCH:]
+        assert set(generated) <= set(pool.paths)
+        is_remix = torch.tensor([pool.remix[pool.paths.index(p)] for p in generated])
+        remixes_drawn += int(is_remix.sum())
+        assert b["in_triplet"][:BATCH].all()
+        assert torch.equal(b["in_triplet"][BATCH:], is_remix & triplet)  # new identities never
+        if triplet:  # the remixes are of identities in the real part: they have real positives
+            assert set(b["pid"][BATCH:][is_remix].tolist()) <= set(pids.tolist())
+    assert remixes_drawn and remixes_drawn < g * len(batches)  # both kinds were drawn
+    # the generated draws are a function of (seed, step): a resumed run draws the same
+    mixed.step = 1
+    again = mixed.combine(real_only[1])
+    assert again["impath"][BATCH:] == batches[1]["impath"][BATCH:]
+    assert torch.equal(again["img"][BATCH:], batches[1]["img"][BATCH:])
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_triplet_term_leaves_generated_images_out_unless_asked(sources, asked):
+    real, remix, new, name = sources
+    dm = _loader(name, "triplet")
+    pool = generated_pool(real, remix, new, "lsro")
+    mixed = MixedLoader(dm.train_loader, Mix(pool, 0.5, "lsro", triplet=asked), seed=0, load_image=image_reader(dm))
+    model = build_model("osnet_x0_25", mixed.num_classes, "triplet")
+    engine, _, _ = build_engine("triplet", dm, model, mixed_loader=mixed)
+    seen, criterion_t = [], engine.criterion_t
+    engine.criterion_t = lambda features, pids: seen.append(pids.clone()) or criterion_t(features, pids)
+    batches = []
+    mixed.combine = (lambda combine: lambda real: batches.append(combine(real)) or batches[-1])(mixed.combine)
+    train_one_epoch(engine, 0, 1, progress=False, steps=2)
+    for pids, b in zip(seen, batches, strict=True):
+        remix_rows = [pool.remix[pool.paths.index(p)] for p in b["impath"][BATCH:]]
+        assert len(pids) == BATCH + (sum(remix_rows) if asked else 0)
+        assert (pids >= 0).all()  # no LSRO image (class -1) in the triplet term
+    assert any(len(p) > BATCH for p in seen) == asked
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "state.pt")["model"]
+
+
+def _inputs_of_training(monkeypatch):
+    """Every training batch the model is given, recorded through a forward pre-hook."""
+    seen, build = [], reid.train.build_model
+
+    def hooked(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].clone()) if m.training else None)
+        return model
+
+    monkeypatch.setattr(reid.train, "build_model", hooked)
+    return seen
+
+
+@pytest.mark.parametrize("loss", ["softmax", "triplet"])
+def test_share_zero_is_real_only_bit_for_bit(sim_small, tmp_path, monkeypatch, loss):
+    seen = _inputs_of_training(monkeypatch)
+    train = ReidTrainConfig(epochs=2, steps_per_epoch=2, batch=BATCH, workers=0, size=[64, 32], device="cpu",
+                            loss=loss)
+    cfg = AblationConfig(real_root=str(sim_small), remix_root=str(sim_small), settings=["real", "real+remix"],
+                         seeds=[0], train=train, virtual_share=0.0, virtual_label="smooth",
+                         out=str(tmp_path / "abl"))
+    real, mixed = run_ablation(cfg, progress=False)
+    assert len(seen) == 2 * 4 and all(torch.equal(a, b) for a, b in zip(seen[:4], seen[4:], strict=True))
+    for key in ("rank1", "rank5", "mAP", "mINP", "cmc", "steps"):
+        assert real[key] == mixed[key], key
+    assert mixed["generated_per_batch"] == 0 and mixed["virtual_share"] == 0
+    runs = tmp_path / "abl"
+    a, b = _weights(runs / "real/seed0/stage0-real"), _weights(runs / "real_plus_remix/seed0/stage0-real_plus_remix")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    done = json.loads((runs / "real_plus_remix/seed0/stage0-real_plus_remix/result.json").read_text())
+    assert done["mix"]["virtual_share"] == 0 and done["rank1"] == real["rank1"]
+    # a finished run is never reused for another recipe
+    cfg.virtual_share = 0.25
+    with pytest.raises(UserError, match="generated images"):
+        run_ablation(cfg, progress=False)
+
+
+def test_mixed_run_keeps_the_real_batches_and_resumes_exactly(sources, sim_small, tmp_path, monkeypatch):
+    """At s = 0.25 the real part of every step is the real-only run's batch; a run killed after an epoch resumes
+    to the same weights."""
+    real, remix, new, name = sources
+    seen = _inputs_of_training(monkeypatch)
+    cfg = ReidTrainConfig(epochs=2, steps_per_epoch=2, batch=BATCH, workers=0, size=[64, 32], device="cpu")
+    train_and_evaluate(name, name, cfg, tmp_path / "real", seed=0, progress=False)
+    real_batches = list(seen)
+    mix = Mix(generated_pool(real, remix, new, "lsro"), 0.25, "lsro")
+    seen.clear()
+    out = train_and_evaluate(name, name, cfg, tmp_path / "mixed", seed=0, progress=False, mix=mix)
+    g = generated_per_batch(BATCH, 0.25)
+    assert out["mix"]["generated_per_batch"] == g and out["train_ids"] == mix.pool.num_real
+    assert [len(x) for x in seen] == [BATCH + g] * 4
+    assert all(torch.equal(x[:BATCH], r) for x, r in zip(seen, real_batches, strict=True))
+    # killed after the first epoch, then resumed
+    epochs, once = [], reid.train.train_one_epoch
+
+    def killed_in_epoch_two(*args, **kwargs):
+        if epochs:
+            raise KeyboardInterrupt
+        epochs.append(1)
+        return once(*args, **kwargs)
+
+    monkeypatch.setattr(reid.train, "train_one_epoch", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(name, name, cfg, tmp_path / "resumed", seed=0, progress=False, mix=mix)
+    monkeypatch.setattr(reid.train, "train_one_epoch", once)
+    resumed = train_and_evaluate(name, name, cfg, tmp_path / "resumed", seed=0, progress=False, mix=mix)
+    a, b = _weights(tmp_path / "mixed"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed["rank1"] == out["rank1"]
+
+
+@pytest.mark.parametrize("data, needles", [
+    ({"virtual_share": 1.0}, ("virtual_share", "[0, 1)")),
+    ({"virtual_label": "soft"}, ("virtual_label", "lsro")),
+    ({"virtual_epsilon": 1.5}, ("virtual_epsilon",)),
+    ({"virtual_triplet": True}, ("virtual_triplet", "train.loss: triplet")),
+    ({"settings": ["real+remixes"]}, ("real+remix",)),
+])
+def test_config_refused_in_one_line(tmp_path, monkeypatch, capsys, data, needles):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"real_root": "nowhere", "out": str(tmp_path / "out"), **data}))
+    rc = main(["reid", "ablate", "-c", str(config), "--quiet"])
+    one_line_error(rc, *capsys.readouterr(), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_mixed_settings_need_their_roots(sim_small, tmp_path):
+    cfg = AblationConfig(real_root=str(sim_small), settings=["real+remix"], out=str(tmp_path / "abl"))
+    with pytest.raises(UserError, match="remix_root"):
+        run_ablation(cfg, progress=False)
+    cfg.settings = ["real+new"]
+    with pytest.raises(UserError, match="virtual_root"):
+        run_ablation(cfg, progress=False)
+
+
+def test_pool_draws_cover_the_pool_before_repeating(sources):
+    real, remix, new, _ = sources
+    pool = generated_pool(real, remix, new, "lsro")
+    mix = Mix(pool, 0.5)
+
+    class _Real:
+        batch_size = BATCH
+
+    loader = MixedLoader(_Real(), mix, seed=3, load_image=None)
+    n = len(pool.paths)
+    drawn = np.concatenate([loader.draws(step)[0] for step in range(n // BATCH)])
+    assert len(set(drawn.tolist())) == len(drawn)  # one shuffled pass: no image twice
