@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid.metrics import evaluate_distances, evaluate_features, squared_euclidean
+from reid.metrics import cosine_distance, evaluate_distances, evaluate_features, squared_euclidean
 from reid.torchreid_adapter import import_torchreid
 
 
@@ -125,3 +125,104 @@ def test_junk_is_dropped_here_but_a_negative_for_evaluate_rank():
 
     cmc_raw, map_raw = evaluate_rank(d, qp, gp, qc, gc, max_rank=50, use_metric_cuhk03=False, use_cython=False)
     assert map_raw < 0.9 * ours.mAP  # evaluate_rank alone counts junk as negatives, ahead of every match
+
+
+def _stable_sort_referee(d, qp, gp, qc, gc, max_rank=50):
+    """CMC, mAP and mINP by brute force: each row sorted whole (a stable sort: ties in gallery order)."""
+    keep = gp != -1
+    d, gp, gc = d[:, keep], gp[keep], gc[keep]
+    first, aps, inps = [], [], []
+    for i in range(len(qp)):
+        g = np.flatnonzero(~((gp == qp[i]) & (gc == qc[i])))
+        ranked = g[np.argsort(d[i, g], kind="stable")]
+        hits = np.flatnonzero(gp[ranked] == qp[i]) + 1
+        if len(hits):
+            first.append(hits[0])
+            aps.append(np.mean(np.arange(1, len(hits) + 1) / hits))
+            inps.append(len(hits) / hits[-1])
+    cmc = (np.array(first)[:, None] <= np.arange(1, min(max_rank, keep.sum()) + 1)[None]).mean(0)
+    return cmc, np.mean(aps), np.mean(inps)
+
+
+def _hard_case(seed, q=300, g=2000, ids=6, dim=8, noise=3.0):
+    """Few identities (a hundred or more matches per query), a weak signal: matches at every depth of the ranking."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(ids + 1, dim)).astype(np.float32)
+    qp, qc = rng.integers(1, ids + 1, q), rng.integers(1, 7, q)
+    gp = rng.choice(np.r_[np.arange(1, ids + 1), [0, -1]], g)
+    gc = rng.integers(1, 7, g)
+    qf = centres[qp] + noise * rng.normal(size=(q, dim)).astype(np.float32)
+    gf = centres[np.maximum(gp, 0)] + noise * rng.normal(size=(g, dim)).astype(np.float32)
+    return qf, gf, qp, gp, qc, gc
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hard_case_many_matches_deep_in_the_ranking(seed):
+    qf, gf, qp, gp, qc, gc = _hard_case(seed)
+    d = squared_euclidean(torch.from_numpy(qf), torch.from_numpy(gf)).numpy()
+    ours = evaluate_distances(d, qp, gp, qc, gc)
+    cmc, mAP, mINP = _stable_sort_referee(d, qp, gp, qc, gc)
+    assert ours.mAP < 0.5 and ours.mINP < 0.3  # really a hard case
+    assert abs(ours.mAP - mAP) < 1e-9 and abs(ours.mINP - mINP) < 1e-9 and np.abs(ours.cmc - cmc).max() < 1e-9
+    tr_cmc, tr_mAP = _torchreid_rank(d, qp, gp, qc, gc)
+    assert abs(ours.mAP - tr_mAP) < 1e-6 and np.abs(ours.cmc - tr_cmc).max() < 1e-6
+    feats = evaluate_features(qf, gf, qp, gp, qc, gc)  # same distances up to the BLAS's rounding
+    assert abs(feats.mAP - mAP) < 1e-6 and np.abs(feats.cmc - cmc).max() < 1e-6
+
+
+@pytest.mark.parametrize("levels", [3, 12, 400])
+def test_ties_at_every_depth_match_a_stable_sort(levels):
+    # integer distances: matches tied with each other, with negatives before and after them in the gallery,
+    # with dropped entries (same id and camera), and the hardest match tied as well
+    qf, gf, qp, gp, qc, gc = _hard_case(3, q=120, g=900)
+    d = squared_euclidean(torch.from_numpy(qf), torch.from_numpy(gf)).numpy()
+    d = np.floor((d - d.min()) / (d.max() - d.min()) * levels)
+    ours = evaluate_distances(d, qp, gp, qc, gc)
+    cmc, mAP, mINP = _stable_sort_referee(d, qp, gp, qc, gc)
+    assert abs(ours.mAP - mAP) < 1e-9 and abs(ours.mINP - mINP) < 1e-9 and np.abs(ours.cmc - cmc).max() < 1e-9
+    same = evaluate_distances(d.astype(np.float32), qp, gp, qc, gc)  # float32 rows take the same path
+    assert same.mAP == ours.mAP and same.mINP == ours.mINP
+
+
+def test_dropped_and_junk_entries_never_count_even_when_tied():
+    # query pid 1 cam 1; every entry at distance 1: junk, a same-camera match (dropped), a negative, a match,
+    # a dropped entry again, a match. Valid ranking in gallery order: negative, match (2), match (3)
+    gp = np.array([-1, 1, 5, 1, 1, 1])
+    gc = np.array([2, 1, 2, 2, 1, 3])
+    r = evaluate_distances(np.ones((1, 6)), [1], gp, [1], gc, max_rank=3)
+    assert r.cmc.tolist() == [0.0, 1.0, 1.0]
+    assert r.mAP == pytest.approx((1 / 2 + 2 / 3) / 2) and r.mINP == pytest.approx(2 / 3)
+    # dropped and junk entries closer than everything change nothing
+    d = np.array([[0.0, 0.0, 1.0, 2.0, 0.0, 3.0]])
+    r = evaluate_distances(d, [1], gp, [1], gc, max_rank=3)
+    assert r.cmc.tolist() == [0.0, 1.0, 1.0] and r.mAP == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_blocks_rows_and_threads_do_not_change_results():
+    # more queries than one group of rows (128), blocks that do not divide the queries, the next block
+    # prepared in a second thread (torch threads > 1) or not
+    qf, gf, qp, gp, qc, gc = _hard_case(4, q=333, g=700)
+    d = squared_euclidean(torch.from_numpy(qf), torch.from_numpy(gf)).numpy()
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for chunk in (1, 7, 128, 130, 1000):
+                results.append(evaluate_distances(d, qp, gp, qc, gc, chunk=chunk))
+            results.append(evaluate_distances(torch.from_numpy(d), qp, gp, qc, gc, chunk=50))
+            feats = evaluate_features(qf, gf, qp, gp, qc, gc, chunk=50)
+            assert abs(feats.mAP - results[0].mAP) < 1e-6 and np.abs(feats.cmc - results[0].cmc).max() < 1e-6
+    finally:
+        torch.set_num_threads(threads)
+    for r in results[1:]:
+        assert r.mAP == results[0].mAP and r.mINP == results[0].mINP and np.array_equal(r.cmc, results[0].cmc)
+    assert results[0].num_valid == len(qp)
+
+
+def test_cosine_features_path():
+    qf, gf, qp, gp, qc, gc = _hard_case(5, q=100, g=600, dim=16)
+    d = cosine_distance(torch.from_numpy(qf), torch.from_numpy(gf)).numpy()
+    a = evaluate_features(qf, gf, qp, gp, qc, gc, metric="cosine", chunk=33)
+    cmc, mAP, mINP = _stable_sort_referee(d, qp, gp, qc, gc)
+    assert abs(a.mAP - mAP) < 1e-6 and abs(a.mINP - mINP) < 1e-6 and np.abs(a.cmc - cmc).max() < 1e-6
