@@ -18,8 +18,16 @@ from generator.api import DisentangledModel
 from generator.errors import UserError
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate, held_out_people
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
-from generator.shipped import FILES, PROVENANCE, fp16_error, half, install, provenance, sha256_file
-from generator.simmarket.dataset import simulate
+from generator.shipped import (
+    FILES,
+    PROVENANCE,
+    fp16_error,
+    half,
+    install,
+    provenance,
+    sha256_file,
+    simulate_reference_data,
+)
 
 
 @dataclass
@@ -95,10 +103,9 @@ def rescore(package_dir: str | Path, work: str | Path, progress: bool = True, lo
     if old["reconstruction"].get("metrics_version") == METRICS_VERSION:
         log(f"[rescore] {pkg / PROVENANCE} already holds metrics version {METRICS_VERSION}; nothing to do")
         return prov
-    data = prov["data"]
     root = Path(work) / "data" / "sim-gen"
     if not (root / "simmarket.json").exists():
-        simulate(root, data["identities"], seed=data["seed"], size=(data["height"], data["width"]), progress=progress)
+        simulate_reference_data(root, pkg, progress)
     new = evaluate(pkg / FILES["stage1"], root, Path(work) / "eval", pairs=prov["reference_config"]["eval_pairs"],
                    limit=old["reconstruction"]["images"])
     superseded = prov.get("superseded_metrics", [])

@@ -18,8 +18,7 @@ from generator.api import DisentangledModel
 from generator.data.dataset import market_dataset
 from generator.eval.image_metrics import _gaussian_window, ssim
 from generator.eval.stage1_report import reconstruction_metrics
-from generator.shipped import FILES, default_dir, provenance
-from generator.simmarket.dataset import simulate
+from generator.shipped import FILES, default_dir, simulate_reference_data
 
 
 def blur_ssims(root, splits, size, images: int, sigmas=(1.0, 1.5)) -> list[float]:
@@ -39,12 +38,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=512)
     args = ap.parse_args()
     ref = default_dir()
-    data = provenance(ref)["data"]
     model = DisentangledModel.load(ref / FILES["stage1"])
     print("| images | n | SSIM whole | inside the person | outside | input blurred, sigma 1 | sigma 1.5 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
-        simulate(tmp, data["identities"], seed=data["seed"], size=(data["height"], data["width"]), progress=False)
+        simulate_reference_data(tmp, ref)
         for name, splits in (("training images (train split)", ("train",)),
                              ("held-out images (query + gallery)", ("query", "gallery"))):
             r = reconstruction_metrics(model, tmp, args.images, splits=splits)

@@ -20,6 +20,7 @@ from generator.api import real_embeddings
 from generator.config import from_dict, save_config
 from generator.errors import UserError
 from generator.io import atomic_save, atomic_write_json, load_checkpoint
+from generator.simmarket.dataset import simulate
 from generator.training.pose_ae import PoseConfig
 from generator.training.stage1 import Stage1Config
 from generator.training.stage2 import Stage2Config
@@ -58,6 +59,14 @@ def provenance(reference_dir: str | os.PathLike | None = None) -> dict:
             raise UserError(f"{f}: sha256 differs from {path} (a changed or partial file); reinstall the package "
                             "or rerun `make reference`")
     return prov
+
+
+def simulate_reference_data(root: str | os.PathLike, reference_dir: str | os.PathLike | None = None,
+                            progress: bool = False) -> dict:
+    """Write the SimMarket the reference was trained and evaluated on (deterministic per seed) to ``root``."""
+    data = provenance(reference_dir)["data"]
+    return simulate(root, data["identities"], seed=data["seed"], size=(data["height"], data["width"]),
+                    progress=progress)
 
 
 def half(state: dict) -> dict:

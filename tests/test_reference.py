@@ -13,16 +13,14 @@ from generator.data.dataset import market_dataset
 from generator.errors import UserError
 from generator.eval.image_metrics import ssim
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate
-from generator.shipped import FILES, PROVENANCE, default_dir, provenance, sha256_file
-from generator.simmarket.dataset import simulate
+from generator.shipped import FILES, PROVENANCE, default_dir, provenance, sha256_file, simulate_reference_data
 
 
 @pytest.fixture(scope="module")
 def reference_data(tmp_path_factory):
     """The SimMarket the reference was trained and evaluated on (SimMarket is deterministic per seed)."""
-    data = provenance(default_dir())["data"]
     root = tmp_path_factory.mktemp("reference") / "sim"
-    simulate(root, data["identities"], seed=data["seed"], size=(data["height"], data["width"]), progress=False)
+    simulate_reference_data(root)
     return root
 
 
