@@ -184,7 +184,7 @@ class MixedLoader:
     the training loop sets it at the start of every epoch (a resumed run continues from its state's count).
     """
 
-    def __init__(self, real_loader, mix: Mix, seed: int, load_image: Callable[[str], torch.Tensor]):
+    def __init__(self, real_loader, mix: Mix, seed: int, load_image: Callable[[str, int], torch.Tensor]):
         self.real_loader, self.mix, self.load_image = real_loader, mix, load_image
         self.batch_size = real_loader.batch_size
         self.per_batch = generated_per_batch(self.batch_size, mix.share)
@@ -215,7 +215,9 @@ class MixedLoader:
                                 torch.from_numpy(pool.remix[index] & self.mix.triplet)])
         if not len(index):
             return {**real, "target": targets, "in_triplet": in_triplet}
-        images = [self.load_image(pool.paths[i]) for i in index]  # (3, H, W) each
+        # (3, H, W) each; the key seeds the image's random train transforms: a function of (seed, step, slot)
+        keys = np.random.default_rng([self.draws.seed, 2, self.step - 1]).integers(2 ** 62, size=len(index))
+        images = [self.load_image(pool.paths[i], int(k)) for i, k in zip(index, keys, strict=True)]
         images = torch.stack([im.flip(-1) if f else im for im, f in zip(images, flip, strict=True)])
         return {**real, "img": torch.cat([real["img"], images]), "pid": torch.cat([labels, generated_labels]),
                 "impath": list(real["impath"]) + [pool.paths[i] for i in index], "target": targets,

@@ -130,12 +130,17 @@ def register_merged(name: str, real_root, virtual_root, pid_offset: int | None =
     return register_dataset(name, train, real["query"], real["gallery"]), offset
 
 
+# torchreid's train-time transforms (``build_transforms``), in the order it applies them
+TRANSFORMS = ("random_flip", "random_crop", "random_patch", "color_jitter", "random_erase")
+
+
 def build_datamanager(source: str, target: str, size=(128, 64), batch: int = 32, workers: int = 2,
-                      sampler: str = "RandomSampler", num_instances: int = 4, use_gpu: bool = False):
+                      sampler: str = "RandomSampler", num_instances: int = 4, use_gpu: bool = False,
+                      transforms: tuple[str, ...] = ("random_flip",)):
     torchreid = import_torchreid()
     with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints a dataset summary banner
         return torchreid.data.ImageDataManager(
-            root="", sources=source, targets=target, height=size[0], width=size[1], transforms=["random_flip"],
+            root="", sources=source, targets=target, height=size[0], width=size[1], transforms=list(transforms),
             batch_size_train=batch, batch_size_test=128, workers=workers, train_sampler=sampler,
             num_instances=num_instances, use_gpu=use_gpu)
 
@@ -222,14 +227,37 @@ def _mixed_engine(base, triplet: bool):
     return MixedEngine
 
 
-def image_reader(datamanager):
-    """``path -> (3, H, W)`` tensor made as torchreid's test transform makes it (resize, to tensor, normalise),
-    without a random flip: ``reid.mixed`` flips generated images with a generator of its own."""
+def image_reader(datamanager, transforms: tuple[str, ...] = ()):
+    """``(path, key) -> (3, H, W)`` tensor for a generated training image: torchreid's train transforms
+    ``transforms`` except the flip (``reid.mixed`` flips generated images with a generator of its own), then resize,
+    to tensor and normalise as its test transform does. The random transforms draw from RNGs seeded by ``key``
+    inside a fork of the global ones, so the real part of the batch (whose sampler and flips use the global RNGs)
+    is untouched and a resumed run reads the same images; with none asked for, ``key`` is unused."""
     import_torchreid()
+    import random
+
+    from torchreid.reid.data.transforms import build_transforms
     from torchreid.reid.utils import read_image
 
-    transform = datamanager.transform_te
-    return lambda path: transform(read_image(path))
+    randomised = [t for t in transforms if t != "random_flip"]
+    if not randomised:
+        transform = datamanager.transform_te
+        return lambda path, key=0: transform(read_image(path))
+    with contextlib.redirect_stdout(io.StringIO()):  # torchreid prints the transforms it builds
+        transform, _ = build_transforms(datamanager.height, datamanager.width, transforms=randomised)
+
+    def read(path: str, key: int = 0) -> torch.Tensor:
+        image = read_image(path)
+        state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key)
+                random.seed(key)
+                return transform(image)
+        finally:
+            random.setstate(state)
+
+    return read
 
 
 def train_batches_per_epoch(records: list, batch: int, sampler: str = "RandomSampler", num_instances: int = 4) -> int:

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
+from generator.config import ConfigValueError
 from generator.errors import UserError
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
 from generator.training.runs import capture_state, restore_state
 from reid.metrics import RankResult, evaluate_features
 from reid.mixed import Mix, MixedLoader
-from reid.torchreid_adapter import build_datamanager, build_engine, build_model, image_reader, train_one_epoch
+from reid.torchreid_adapter import (
+    TRANSFORMS,
+    build_datamanager,
+    build_engine,
+    build_model,
+    image_reader,
+    train_one_epoch,
+)
 
 
 @dataclass
@@ -33,7 +41,11 @@ class ReidTrainConfig:
     epochs: int = 10
     steps_per_epoch: int = 0  # batches per epoch; 0: one pass over the training data
     lr: float = 0.0015
+    # torchreid's train-time transforms: random_flip, random_crop, random_patch, color_jitter, random_erase
+    # (generated images get the same ones, the flip excepted, from RNGs of their own; reid.mixed)
+    transforms: list[str] = field(default_factory=lambda: ["random_flip"])
     workers: int = 2
+    eval_every: int = 0  # > 0: also evaluate after every that many epochs (the learning curve; RNGs untouched)
     channels_last: bool = True  # NHWC weights: 1.40x faster osnet_x0_25 steps on 2 CPU cores (benchmarks/bench_reid.py)
     weights: str = ""  # local state-dict file to start from ('' = random init, nothing is downloaded)
     device: str = "auto"
@@ -41,6 +53,13 @@ class ReidTrainConfig:
     def __post_init__(self):
         if self.size is None:
             self.size = [128, 64]
+        unknown = [t for t in self.transforms if t not in TRANSFORMS]
+        if unknown:
+            raise ConfigValueError("train.transforms", f"{unknown[0]!r} is not one of torchreid's train transforms "
+                                                       f"({', '.join(TRANSFORMS)})")
+        if self.eval_every < 0:
+            raise ConfigValueError("train.eval_every", f"{self.eval_every}: use 0 (evaluate at the end only) or a "
+                                                       "number of epochs")
         if self.steps_per_epoch < 0:
             raise UserError(f"train.steps_per_epoch={self.steps_per_epoch}: use 0 (one pass over the data) "
                             f"or a batch count")
@@ -87,20 +106,20 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     if (run_dir / "result.json").exists():
         done = json.loads((run_dir / "result.json").read_text())
         _check_same_training(run_dir / "result.json", done["steps_per_epoch"], cfg.steps_per_epoch,
-                             done.get("mix"), recipe)
+                             done.get("mix"), recipe, done.get("transforms", ["random_flip"]), cfg.transforms)
         return done
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           (cfg.device if cfg.device != "auto" else "cpu"))
     seed_everything(seed)
     dm = build_datamanager(source, target, tuple(cfg.size), cfg.batch, cfg.workers, train_sampler(cfg.loss),
-                           use_gpu=device.type == "cuda")
+                           use_gpu=device.type == "cuda", transforms=tuple(cfg.transforms))
     mixed_loader = None
     if mix is not None:
         if mix.pool.num_real != dm.num_train_pids:
             raise UserError(f"the generated images were labelled against {mix.pool.num_real} real identities, "
                             f"dataset {source!r} has {dm.num_train_pids}")
         # draws of its own (never the global RNGs): the real part stays the real-only run's batches
-        mixed_loader = MixedLoader(dm.train_loader, mix, seed, image_reader(dm))
+        mixed_loader = MixedLoader(dm.train_loader, mix, seed, image_reader(dm, tuple(cfg.transforms)))
     num_classes = dm.num_train_pids if mixed_loader is None else mixed_loader.num_classes
     model = build_model(cfg.model, num_classes, cfg.loss, cfg.weights or None).to(device)
     if cfg.channels_last:  # convolutions follow the weights' memory format; inputs can stay NCHW
@@ -113,29 +132,47 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
                                                 mixed_loader=mixed_loader)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     state = restore_state(run_dir, parts)
-    start, steps = 0, 0  # epochs done, optimiser steps done
+    start, steps, curve = 0, 0, []  # epochs done, optimiser steps done, (epoch, steps, rank-1, mAP) so far
     if state is not None:
         _check_same_training(run_dir / "state.pt", int(state["steps_per_epoch"]), cfg.steps_per_epoch,
-                             state.get("mix"), recipe)
-        start, steps = int(state["epoch"]), int(state["steps"])
+                             state.get("mix"), recipe, state.get("transforms", ["random_flip"]), cfg.transforms)
+        start, steps, curve = int(state["epoch"]), int(state["steps"]), list(state.get("curve", []))
     for epoch in range(start, cfg.epochs):
         if mixed_loader is not None:
             mixed_loader.step = steps  # the generated draws are a function of (seed, step)
         steps += train_one_epoch(engine, epoch, cfg.epochs, progress, steps=cfg.steps_per_epoch)
-        atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch, mix=recipe),
+        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
+            curve.append(_curve_point(model, dm, target, device, epoch + 1, steps))
+        atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch, mix=recipe,
+                                  transforms=list(cfg.transforms), curve=curve),
                     run_dir / "state.pt")
     result = evaluate_model(model, dm, target, device)
     out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs,
-           "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed,
+           "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed, "transforms": list(cfg.transforms),
            "source": source, "target": target, "train_ids": int(dm.num_train_pids)}
     if recipe is not None:
         out["mix"] = recipe
+    if cfg.eval_every:
+        out["curve"] = curve + [{"epoch": cfg.epochs, "steps": steps, "rank1": out["rank1"], "mAP": out["mAP"]}]
     atomic_write_text(run_dir / "result.json", json.dumps(out, indent=1))
     return out
 
 
+def _curve_point(model, dm, target: str, device, epoch: int, steps: int) -> dict:
+    """A mid-training evaluation that leaves every RNG (python, numpy, torch) and the train mode as they were, so
+    the run trains exactly as it would without it."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        r = evaluate_model(model, dm, target, device)
+    random.setstate(py)
+    np.random.set_state(npy)
+    model.train()
+    return {"epoch": epoch, "steps": steps, "rank1": float(r.cmc[0]), "mAP": float(r.mAP)}
+
+
 def _check_same_training(path: Path, done_steps: int, asked_steps: int, done_mix: dict | None,
-                         asked_mix: dict | None) -> None:
+                         asked_mix: dict | None, done_transforms: list[str] = ("random_flip",),
+                         asked_transforms: list[str] = ("random_flip",)) -> None:
     # a finished or half-done run is reused as is, so one trained to another step budget or with another mix of
     # generated images would silently break the comparison
     if done_steps != asked_steps:
@@ -144,3 +181,6 @@ def _check_same_training(path: Path, done_steps: int, asked_steps: int, done_mix
     if done_mix != asked_mix:
         raise UserError(f"{path}: trained with generated images {done_mix}, the config asks for {asked_mix}; "
                         "delete that run folder or write to another out")
+    if list(done_transforms) != list(asked_transforms):
+        raise UserError(f"{path}: trained with train.transforms {list(done_transforms)}, the config asks for "
+                        f"{list(asked_transforms)}; delete that run folder or write to another out")

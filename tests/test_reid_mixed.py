@@ -260,3 +260,53 @@ def test_pool_draws_cover_the_pool_before_repeating(sources):
     n = len(pool.paths)
     drawn = np.concatenate([loader.draws(step)[0] for step in range(n // BATCH)])
     assert len(set(drawn.tolist())) == len(drawn)  # one shuffled pass: no image twice
+
+
+def test_generated_images_get_the_train_transforms_without_touching_the_real_part(sources):
+    """Generated images get the configured random transforms (the flip excepted) from RNGs seeded by their key:
+    the same key reads the same tensor, another key another one, and the global RNGs (the real part's sampler and
+    flips) do not move."""
+    real, remix, _, name = sources
+    dm = _loader(name, "softmax")
+    path = remix[0][0]
+    plain = image_reader(dm)(path, 7)
+    assert torch.equal(plain, image_reader(dm, ("random_flip",))(path, 123))  # the flip is reid.mixed's own
+    read = image_reader(dm, ("random_flip", "random_crop", "color_jitter", "random_erase"))
+    torch.manual_seed(5)
+    import random
+    random.seed(5)
+    before = (torch.get_rng_state(), random.getstate())
+    a, b = read(path, 1), read(path, 1)
+    others = [read(path, k) for k in range(2, 8)]
+    assert torch.equal(a, b) and a.shape == plain.shape
+    assert any(not torch.equal(a, o) for o in others) and not torch.equal(a, plain)
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+
+
+def test_train_transforms_are_checked_and_recorded(sources, tmp_path):
+    _, _, _, name = sources
+    with pytest.raises(UserError, match="train.transforms.*'random_rotate'.*random_erase"):
+        ReidTrainConfig(transforms=["random_flip", "random_rotate"])
+    cfg = ReidTrainConfig(size=(64, 32), batch=BATCH, epochs=1, steps_per_epoch=2, workers=0,
+                          transforms=["random_flip", "random_erase"])
+    res = train_and_evaluate(name, name, cfg, tmp_path / "run", seed=0, progress=False)
+    assert res["transforms"] == ["random_flip", "random_erase"]
+    # a finished run is never reused for other transforms
+    with pytest.raises(UserError, match="train.transforms"):
+        train_and_evaluate(name, name, ReidTrainConfig(size=(64, 32), batch=BATCH, epochs=1, steps_per_epoch=2,
+                                                       workers=0), tmp_path / "run", seed=0, progress=False)
+
+
+def test_learning_curve_leaves_training_unchanged(sources, tmp_path):
+    """eval_every records rank-1 / mAP along the way without moving any RNG: the run ends with the same weights
+    and metrics as the run without it."""
+    _, _, _, name = sources
+    base = dict(size=(64, 32), batch=BATCH, epochs=3, steps_per_epoch=2, workers=0)
+    plain = train_and_evaluate(name, name, ReidTrainConfig(**base), tmp_path / "plain", seed=0, progress=False)
+    curve = train_and_evaluate(name, name, ReidTrainConfig(**base, eval_every=1), tmp_path / "curve", seed=0,
+                               progress=False)
+    assert [p["epoch"] for p in curve["curve"]] == [1, 2, 3] and [p["steps"] for p in curve["curve"]] == [2, 4, 6]
+    assert curve["curve"][-1]["rank1"] == curve["rank1"] == plain["rank1"] and curve["mAP"] == plain["mAP"]
+    a = load_checkpoint(tmp_path / "plain" / "state.pt")["model"]
+    b = load_checkpoint(tmp_path / "curve" / "state.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
