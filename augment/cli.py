@@ -28,6 +28,7 @@ from generator.simmarket.dataset import parse_size, simulate
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir
 from reid.ablation import AblationConfig, run_ablation
+from reid.consistency import filter_generated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -200,6 +201,12 @@ def _cmd_cutpaste(args) -> None:
           f"appears in: {s['donor_camera_unseen']:.1%} -> {args.out}")
 
 
+def _cmd_filter(args) -> None:
+    s = filter_generated(args.model, args.real_root, args.generated, args.out, model=args.model_name,
+                         size=parse_size(args.size), new_tau=args.new_tau, progress=not args.quiet, device=args.device)
+    print(f"filter: {s['images']} images ({s['remix_images']} of real identities, {s['new_images']} new), kept "
+          f"{s['kept']}, rejection rate {s['rejection_rate']:.1%} over {s['identities']} identities -> {args.out}")
+
 def _cmd_reid(args) -> None:
     cfg = load_config(AblationConfig, args.config, args.set)
     run_ablation(cfg, progress=not args.quiet)
@@ -321,6 +328,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave out training images without a keypoint row instead of refusing the dataset")
     cp.add_argument("--quiet", action="store_true", help="no progress bar")
     cp.set_defaults(func=_cmd_cutpaste)
+
+    fl = sub.add_parser("filter",
+                        help="identity-consistency filter: drop generated training images a re-ID model trained on "
+                             "the real data places nearer another identity (or, for a new identity, too near a real "
+                             "one)")
+    fl.add_argument("--model", required=True, help="state.pt of a re-ID run trained on --real-root (vmarket reid)")
+    fl.add_argument("--real-root", required=True, help="the real Market-1501-format dataset the model trained on")
+    fl.add_argument("--generated", required=True, help="generated dataset (Market-1501 layout; its training split)")
+    fl.add_argument("--out", required=True, help="output folder (Market-1501 layout; must not exist or be empty)")
+    fl.add_argument("--model-name", default="osnet_x0_25", help="torchreid model of the run (default osnet_x0_25)")
+    fl.add_argument("--size", default="128x64", help="re-ID input size HEIGHTxWIDTH of the run (default 128x64)")
+    fl.add_argument("--new-tau", type=float, default=0.9,
+                    help="drop a new identity's image whose cosine to a real identity's centroid is this or more "
+                         "(default 0.9)")
+    fl.add_argument("--device", default="auto", help="device of the re-ID model (default: cuda if available)")
+    fl.add_argument("--quiet", action="store_true", help="no progress bars")
+    fl.set_defaults(func=_cmd_filter)
 
     r = sub.add_parser("reid", help="re-ID baselines with torchreid: `vmarket reid ablate -c CONFIG`")
     r.add_argument("action", choices=["ablate"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import random
 import re
 import warnings
 from pathlib import Path
@@ -234,8 +235,6 @@ def image_reader(datamanager, transforms: tuple[str, ...] = ()):
     inside a fork of the global ones, so the real part of the batch (whose sampler and flips use the global RNGs)
     is untouched and a resumed run reads the same images; with none asked for, ``key`` is unused."""
     import_torchreid()
-    import random
-
     from torchreid.reid.data.transforms import build_transforms
     from torchreid.reid.utils import read_image
 

@@ -1,0 +1,292 @@
+"""The identity-consistency filter: a re-ID model trained on the real data vets the generated training images.
+
+A generated image only helps re-ID training when it shows the identity it is labelled with. A remix that drifted
+towards another person, or a "new" identity that is really a copy of a real one, teaches the model a wrong label.
+So every generated image is scored by a re-ID model trained on the real training split (the ``state.pt`` of a
+``vmarket reid ablate`` run, e.g. its ``real`` setting), against the identity centroids of the real training
+images (the L2-normalised mean of their L2-normalised features):
+
+- an image of a *real* identity (a remix: ``fg_mode: real`` builds, cut-and-paste) is kept iff the cosine-nearest
+  real centroid is its own identity's;
+- an image of a *new* identity (a Virtual Market identity) is dropped when it falls too near a real identity:
+  its cosine similarity to some real centroid is ``new_tau`` or more.
+
+Which images are remixes: the generated folder's ``manifest.csv`` says so per image (``origin`` ``virtual`` is a
+new identity; ``remix``, ``cutpaste`` and ``hybrid`` carry a real pid). Without a manifest an image is a remix iff
+its pid is a real training pid (new-identity builds number their pids 1..N, so they need their manifest).
+
+The output is a Market-1501 folder of the kept images (hard links where possible), usable wherever the generated
+folder was (``reid.ablation``'s ``virtual_root`` / ``remix_root``), with the manifest and keypoint rows of the
+kept images, ``filter_report.csv`` (the rejection rate per generated identity), ``filter_rejected.csv`` (each
+dropped image and why) and ``filter_summary.json``. It is written in ``.OUT.partial`` beside ``OUT`` and renamed
+when complete, so a killed or refused run leaves nothing under ``OUT``.
+
+``consistency_keep`` is plain torch and numpy; torchreid is reached through ``reid.torchreid_adapter`` only.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+
+from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
+from generator.data.manifest import write_manifest
+from generator.data.market import SPLIT_DIRS, resolve_root
+from generator.errors import UserError
+from generator.io import atomic_write_json, load_checkpoint, progress_bar
+from reid.torchreid_adapter import build_model, market_records
+
+BATCH = 128  # images per forward pass (torchreid's test batch)
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # torchreid's default normalisation
+REAL_ORIGINS = ("remix", "cutpaste", "hybrid")  # manifest origins of generated images that carry a real pid
+NEW_ORIGIN = "virtual"  # manifest origin of a new (Virtual Market) identity
+_PARTIAL_MARKER = ".vmarket-filter"  # marks a .OUT.partial folder as an unfinished filter run (ours to clear)
+
+
+def identity_centroids(features: torch.Tensor, pids: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    """(sorted unique pids (K,), (K, D) centroids): per pid, the L2-normalised mean of the L2-normalised features."""
+    pids = np.asarray(pids)
+    if len(features) != len(pids):
+        raise ValueError(f"{len(features)} features but {len(pids)} pids")
+    if len(pids) == 0:
+        raise ValueError("no features to make centroids of")
+    unique, inverse = np.unique(pids, return_inverse=True)
+    f = F.normalize(features.float(), dim=1)
+    sums = torch.zeros(len(unique), f.shape[1], dtype=f.dtype).index_add_(0, torch.from_numpy(inverse).long(), f)
+    return unique, F.normalize(sums, dim=1)
+
+
+def consistency_keep(gen_feats: torch.Tensor, gen_pids: np.ndarray, real_feats: torch.Tensor, real_pids: np.ndarray,
+                     new_tau: float, is_new: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) bool keep and (N,) str reasons ('' where kept) for N generated images.
+
+    An image of a real pid is kept iff the cosine-nearest real centroid is its own (a tie with another keeps it);
+    else its reason is ``nearer pid X (cos a vs own b)``. An image of a new identity is dropped iff its largest
+    cosine similarity to a real centroid is ``new_tau`` or more: ``near real pid X (cos a)``. ``is_new``: which
+    images are new identities (default: those whose pid is no real pid).
+    """
+    gen_pids = np.asarray(gen_pids)
+    if len(gen_feats) != len(gen_pids):
+        raise ValueError(f"{len(gen_feats)} generated features but {len(gen_pids)} pids")
+    n = len(gen_pids)
+    keep, reasons = np.ones(n, bool), np.full(n, "", dtype=object)
+    if n == 0:
+        return keep, reasons.astype(str)
+    ids, centroids = identity_centroids(real_feats, real_pids)
+    column = {int(p): k for k, p in enumerate(ids)}
+    if is_new is None:
+        is_new = np.array([int(p) not in column for p in gen_pids], bool)
+    is_new = np.asarray(is_new, bool)
+    missing = sorted({int(p) for p, new in zip(gen_pids, is_new, strict=True) if not new and int(p) not in column})
+    if missing:
+        raise ValueError(f"pids {missing[:5]} are marked real identities but have no real features")
+    sim = F.normalize(gen_feats.float(), dim=1) @ centroids.T  # (N, K) cosine similarities
+    rows = torch.arange(n)
+    best_sim, best = sim.max(1)  # the nearest real centroid
+    own = torch.tensor([column.get(int(p), 0) for p in gen_pids], dtype=torch.long)
+    own_sim = sim[rows, own]
+    others = sim.clone()
+    others[rows, own] = -float("inf")
+    other_sim, other = others.max(1)  # the nearest real centroid of another identity
+    new_t = torch.from_numpy(is_new)
+    drop = torch.where(new_t, best_sim >= new_tau, other_sim > own_sim).numpy()
+    for i in np.flatnonzero(drop):
+        keep[i] = False
+        if is_new[i]:
+            reasons[i] = f"near real pid {int(ids[best[i]])} (cos {float(best_sim[i]):.3f})"
+        else:
+            reasons[i] = (f"nearer pid {int(ids[other[i]])} "
+                          f"(cos {float(other_sim[i]):.3f} vs own {float(own_sim[i]):.3f})")
+    return keep, reasons.astype(str)
+
+
+def eval_transform(size: tuple[int, int]) -> T.Compose:
+    """torchreid's test transform (``build_transforms``' ``transform_te``): resize to ``size`` (H, W), to a tensor
+    in [0, 1], ImageNet normalisation."""
+    return T.Compose([T.Resize(tuple(size)), T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+
+
+def load_reid_model(state_path: str | os.PathLike, model: str = "osnet_x0_25") -> torch.nn.Module:
+    """The re-ID model of a training run's ``state.pt`` (``reid.train``), in eval mode on the CPU; its class count
+    is read from the classifier's weights."""
+    state = load_checkpoint(state_path)
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise UserError(f"{state_path}: holds no re-ID model state; pass the state.pt of a `vmarket reid` training run")
+    weights = {k.removeprefix("module."): v for k, v in weights.items()}
+    if "classifier.weight" not in weights:
+        raise UserError(f"{state_path}: the model state has no classifier.weight; pass the state.pt of a "
+                        f"`vmarket reid` training run")
+    net = build_model(model, int(weights["classifier.weight"].shape[0]), "softmax")
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError:
+        raise UserError(f"{state_path}: does not fit model {model!r}; pass the model the run trained "
+                        f"(train.model of its config.yaml) with --model-name") from None
+    return net.eval()
+
+
+@torch.no_grad()
+def extract_image_features(model: torch.nn.Module, paths: list[str], size: tuple[int, int], device="cpu",
+                           progress: bool = True, desc: str = "features") -> torch.Tensor:
+    """(N, D) float features of the images at ``paths`` in eval mode, batches of ``BATCH``, torchreid's test
+    preprocessing (``eval_transform``)."""
+    model.eval()
+    transform = eval_transform(size)
+    feats = []
+    starts = range(0, len(paths), BATCH)
+    for start in progress_bar(starts, total=len(starts), desc=desc, unit="batch", enabled=progress, leave=False):
+        batch = []
+        for p in paths[start:start + BATCH]:
+            with Image.open(p) as im:
+                batch.append(transform(im.convert("RGB")))
+        feats.append(model(torch.stack(batch).to(device)).float().cpu())
+    return torch.cat(feats) if feats else torch.empty(0, 0)
+
+
+def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids: set[int]) -> np.ndarray:
+    """(N,) bool: which generated training records ``(path, pid, camid)`` are new identities, from the folder's
+    ``manifest.csv`` where it names the image (``origin``), else by the pid (a pid of no real identity)."""
+    manifest = resolve_root(generated_root) / "manifest.csv"
+    origin: dict[str, str] = {}
+    if manifest.is_file():
+        df = pd.read_csv(manifest)
+        if {"path", "origin"} <= set(df.columns):
+            origin = {Path(p).name: str(o) for p, o in zip(df["path"], df["origin"], strict=True)}
+    out = np.zeros(len(records), bool)
+    for i, (path, pid, _) in enumerate(records):
+        o = origin.get(Path(path).name)
+        if o == NEW_ORIGIN:
+            out[i] = True
+        elif o in REAL_ORIGINS and pid not in real_pids:
+            raise UserError(f"{path}: a {o} of pid {pid}, which is no real training identity of the re-ID data; "
+                            f"pass the --real-root the generated images were made from")
+        else:
+            out[i] = pid not in real_pids
+    return out
+
+
+def _link(src: str, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed: a copy
+        shutil.copy2(src, dst)
+
+
+def _work_dir(out: Path) -> Path:
+    """``.OUT.partial`` beside ``out``, empty; a leftover of an unfinished filter run is cleared."""
+    work = out.parent / f".{out.name}.partial"
+    if work.exists():
+        if not (work / _PARTIAL_MARKER).is_file():
+            raise UserError(f"{work}: exists and is not an unfinished consistency filter; delete it")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / _PARTIAL_MARKER).write_text("unfinished vmarket filter output\n")
+    return work
+
+
+def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike,
+                     generated_root: str | os.PathLike, out: str | os.PathLike, model: str = "osnet_x0_25",
+                     size: tuple[int, int] = (128, 64), new_tau: float = 0.9, progress: bool = True,
+                     device: str = "auto") -> dict:
+    """Score ``generated_root``'s training images with the re-ID model of ``state_path`` (trained on
+    ``real_root``'s training split) and write the consistent ones to ``out`` (Market-1501 layout); the summary.
+    Every check runs before anything is written."""
+    out, state_path = Path(out), Path(state_path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
+    if state_path.is_dir():
+        state_path = state_path / "state.pt"
+    if not state_path.is_file():
+        raise UserError(f"{state_path}: re-ID model state missing; pass the state.pt of a `vmarket reid` training run "
+                        f"on the real data (e.g. <out>/real/seed0/stage0-real/state.pt)")
+    if not -1 <= new_tau <= 1:
+        raise UserError(f"--new-tau {new_tau}: a cosine similarity, use a value in [-1, 1]")
+    if len(size) != 2 or min(size) < 1:
+        raise UserError(f"--size {size}: expected (height, width) in pixels")
+    real = market_records(real_root, ("train",), progress=progress)["train"]
+    gen = market_records(generated_root, ("train",), progress=progress)["train"]
+    real_pids = np.array([p for _, p, _ in real])
+    gen_pids = np.array([p for _, p, _ in gen])
+    is_new = generated_is_new(gen, generated_root, set(real_pids.tolist()))
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       (device if device != "auto" else "cpu"))
+    net = load_reid_model(state_path, model).to(dev)
+    real_feats = extract_image_features(net, [r[0] for r in real], size, dev, progress, "real features")
+    gen_feats = extract_image_features(net, [r[0] for r in gen], size, dev, progress, "generated features")
+    keep, reasons = consistency_keep(gen_feats, gen_pids, real_feats, real_pids, new_tau, is_new)
+
+    kinds = np.where(is_new, "new", "remix")
+    decisions = pd.DataFrame({"name": [Path(r[0]).name for r in gen], "pid": gen_pids, "kind": kinds, "kept": keep,
+                              "reason": reasons})
+    report = (decisions.groupby(["kind", "pid"], sort=True)
+              .agg(generated=("kept", "size"), kept=("kept", "sum")).reset_index())
+    report["rejected"] = report["generated"] - report["kept"]
+    report["rejection_rate"] = report["rejected"] / report["generated"]
+    report = report[["pid", "kind", "generated", "kept", "rejected", "rejection_rate"]]
+    n, kept = len(gen), int(keep.sum())
+    summary = {
+        "images": n, "kept": kept, "rejected": n - kept, "rejection_rate": (n - kept) / n,
+        "identities": len(report), "identities_emptied": int((report["kept"] == 0).sum()),
+        "remix_images": int((~is_new).sum()), "remix_kept": int(keep[~is_new].sum()),
+        "new_images": int(is_new.sum()), "new_kept": int(keep[is_new].sum()),
+        "new_tau": new_tau, "model_state": str(state_path.resolve()), "model": model, "size": list(size),
+        "real_root": str(Path(real_root).resolve()), "real_images": len(real),
+        "real_identities": int(len(np.unique(real_pids))), "generated_root": str(Path(generated_root).resolve()),
+        "out": str(out),
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = _work_dir(out)
+    try:
+        for d in SPLIT_DIRS.values():  # train-only, as the builder and cut-and-paste write it
+            (work / d).mkdir()
+        train_dir = work / SPLIT_DIRS["train"]
+        for (path, _, _), k in zip(gen, keep, strict=True):
+            if k:
+                _link(path, train_dir / Path(path).name)
+        base = resolve_root(generated_root)
+        kept_names = set(decisions.loc[decisions.kept, "name"])
+        if (base / "manifest.csv").is_file():
+            df = pd.read_csv(base / "manifest.csv")
+            if "path" in df.columns:
+                rows = df["path"].map(lambda p: str(p).startswith(SPLIT_DIRS["train"] + "/")
+                                      and Path(p).name in kept_names)
+                write_manifest(df[rows].reset_index(drop=True), work / "manifest.csv")
+        if (base / "market-annotation-train.csv").is_file():
+            kps = read_keypoints_csv(base / "market-annotation-train.csv")
+            write_keypoints_csv(work / "market-annotation-train.csv",
+                                {k: v for k, v in kps.items() if k in kept_names})
+        report.to_csv(work / "filter_report.csv", index=False)
+        decisions.loc[~decisions.kept, ["name", "pid", "kind", "reason"]].to_csv(work / "filter_rejected.csv",
+                                                                                 index=False)
+        atomic_write_json(work / "filter_summary.json", summary)
+        (work / "README.txt").write_text("\n".join([
+            "Identity-consistency filter of a generated training set, written by virtual-market (vmarket filter).",
+            "",
+            f"generated: {summary['generated_root']} ({n} training images; {summary['remix_images']} of real "
+            f"identities, {summary['new_images']} of new ones)",
+            f"re-ID model: {summary['model_state']} ({model} at {size[0]}x{size[1]}), centroids of {len(real)} real "
+            f"training images of {summary['real_root']}",
+            f"kept: {kept} ({1 - summary['rejection_rate']:.1%}); a real identity's image is kept iff its nearest real "
+            f"centroid is its own, a new identity's iff its cosine to every real centroid is below {new_tau}",
+            "",
+            "files: bounding_box_train/ (kept images, same names), manifest.csv and market-annotation-train.csv "
+            "(their rows, where the generated folder has them), filter_report.csv (per identity), "
+            "filter_rejected.csv (per dropped image, with the reason), filter_summary.json.",
+        ]) + "\n")
+        (work / _PARTIAL_MARKER).unlink()
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return summary
