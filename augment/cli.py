@@ -14,10 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from augment import reference_reid
 from augment.builder import BuildConfig, build, parse_shard
 from augment.cutpaste import PLATES, cut_paste
 from augment.pipeline import PipelineConfig, run_pipeline
 from augment.reference import ReferenceConfig, rescore, run_reference
+from augment.reference_reid import ReidReferenceConfig
 from augment.stage2_report import quality_table, report, sample_grids
 from generator.config import load_config
 from generator.data.dataset import check_images, market_dataset
@@ -207,6 +209,17 @@ def _cmd_filter(args) -> None:
     print(f"filter: {s['images']} images ({s['remix_images']} of real identities, {s['new_images']} new), kept "
           f"{s['kept']}, rejection rate {s['rejection_rate']:.1%} over {s['identities']} identities -> {args.out}")
 
+
+def _cmd_reference_reid(args) -> None:
+    cfg = load_config(ReidReferenceConfig, args.config, args.set)
+    if not args.package_only:
+        reference_reid.run(cfg, progress=not args.quiet)
+    print((Path(cfg.out) / "ablation.md").read_text(), end="")
+    print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
+    if args.package or args.package_only:
+        reference_reid.package(cfg)
+
+
 def _cmd_reid(args) -> None:
     cfg = load_config(AblationConfig, args.config, args.set)
     run_ablation(cfg, progress=not args.quiet)
@@ -364,6 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "record it in its provenance.json; trains nothing")
     rf.add_argument("--quiet", action="store_true", help="no progress bars")
     rf.set_defaults(func=_cmd_reference)
+
+    rr = sub.add_parser("reference-reid",
+                        help="the reference re-ID ablation: every recipe (generator, cut-and-paste, standard "
+                             "transforms) x data regime x seed on SimMarket (what `make reference-reid` runs)")
+    rr.add_argument("config", nargs="?", default="configs/reference/reid.yaml",
+                    help="ablation YAML (default configs/reference/reid.yaml)")
+    rr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    rr.add_argument("--package", action="store_true",
+                    help="then copy the table, rows and provenance to reid/reference/ and the figures to docs/")
+    rr.add_argument("--package-only", action="store_true", help="only package what the ablation has so far")
+    rr.add_argument("--quiet", action="store_true", help="no progress bars")
+    rr.set_defaults(func=_cmd_reference_reid)
 
     pl = sub.add_parser("pipeline", help="the whole pipeline on SimMarket, with report.md (what `make demo` runs)")
     pl.add_argument("config", nargs="?", default="configs/demo/pipeline.yaml",

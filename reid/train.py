@@ -106,7 +106,8 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     if (run_dir / "result.json").exists():
         done = json.loads((run_dir / "result.json").read_text())
         _check_same_training(run_dir / "result.json", done["steps_per_epoch"], cfg.steps_per_epoch,
-                             done.get("mix"), recipe, done.get("transforms", ["random_flip"]), cfg.transforms)
+                             done.get("mix"), recipe, done.get("transforms", ["random_flip"]), cfg.transforms,
+                             done.get("epochs", cfg.epochs), cfg.epochs)
         return done
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           (cfg.device if cfg.device != "auto" else "cpu"))
@@ -135,7 +136,8 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     start, steps, curve = 0, 0, []  # epochs done, optimiser steps done, (epoch, steps, rank-1, mAP) so far
     if state is not None:
         _check_same_training(run_dir / "state.pt", int(state["steps_per_epoch"]), cfg.steps_per_epoch,
-                             state.get("mix"), recipe, state.get("transforms", ["random_flip"]), cfg.transforms)
+                             state.get("mix"), recipe, state.get("transforms", ["random_flip"]), cfg.transforms,
+                             state.get("epochs", cfg.epochs), cfg.epochs)
         start, steps, curve = int(state["epoch"]), int(state["steps"]), list(state.get("curve", []))
     for epoch in range(start, cfg.epochs):
         if mixed_loader is not None:
@@ -144,7 +146,7 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
         if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
             curve.append(_curve_point(model, dm, target, device, epoch + 1, steps))
         atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch, mix=recipe,
-                                  transforms=list(cfg.transforms), curve=curve),
+                                  transforms=list(cfg.transforms), curve=curve, epochs=cfg.epochs),
                     run_dir / "state.pt")
     result = evaluate_model(model, dm, target, device)
     out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs,
@@ -172,7 +174,8 @@ def _curve_point(model, dm, target: str, device, epoch: int, steps: int) -> dict
 
 def _check_same_training(path: Path, done_steps: int, asked_steps: int, done_mix: dict | None,
                          asked_mix: dict | None, done_transforms: list[str] = ("random_flip",),
-                         asked_transforms: list[str] = ("random_flip",)) -> None:
+                         asked_transforms: list[str] = ("random_flip",), done_epochs: int = 0,
+                         asked_epochs: int = 0) -> None:
     # a finished or half-done run is reused as is, so one trained to another step budget or with another mix of
     # generated images would silently break the comparison
     if done_steps != asked_steps:
@@ -180,6 +183,9 @@ def _check_same_training(path: Path, done_steps: int, asked_steps: int, done_mix
                         "delete that run folder or write to another out")
     if done_mix != asked_mix:
         raise UserError(f"{path}: trained with generated images {done_mix}, the config asks for {asked_mix}; "
+                        "delete that run folder or write to another out")
+    if done_epochs != asked_epochs:  # the learning-rate schedule depends on the total too
+        raise UserError(f"{path}: trained for train.epochs={done_epochs}, the config asks for {asked_epochs}; "
                         "delete that run folder or write to another out")
     if list(done_transforms) != list(asked_transforms):
         raise UserError(f"{path}: trained with train.transforms {list(done_transforms)}, the config asks for "

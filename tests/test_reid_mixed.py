@@ -310,3 +310,11 @@ def test_learning_curve_leaves_training_unchanged(sources, tmp_path):
     a = load_checkpoint(tmp_path / "plain" / "state.pt")["model"]
     b = load_checkpoint(tmp_path / "curve" / "state.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_is_never_reused_for_another_epoch_count(sources, tmp_path):
+    _, _, _, name = sources
+    base = dict(size=(64, 32), batch=BATCH, steps_per_epoch=1, workers=0)
+    train_and_evaluate(name, name, ReidTrainConfig(**base, epochs=1), tmp_path / "run", seed=0, progress=False)
+    with pytest.raises(UserError, match="train.epochs=1, the config asks for 2"):
+        train_and_evaluate(name, name, ReidTrainConfig(**base, epochs=2), tmp_path / "run", seed=0, progress=False)

@@ -1,0 +1,314 @@
+"""The reference re-ID ablation (``make reference-reid``): does the generator make re-ID better, and does it beat
+the recipes that need no generator?
+
+For each data regime (full camera coverage, and every training identity limited to k cameras) it simulates
+SimMarket, installs the shipped reference generator on that data, makes the generated sources the recipes use
+(generator remixes of the real identities, new identities, the cut-and-paste baseline and the hybrid of real
+people over generated background plates, each optionally passed through the identity-consistency filter), and
+trains every recipe over the same seeds at the same real-sample budget (iteration-matched: generated images are
+appended to the real-only run's batches, ``reid.mixed``). Runs go seed by seed, so a partial ablation already
+holds complete paired comparisons; every run resumes after a kill and finished ones are reused.
+
+Outputs: ``out/ablation.csv`` (one row per recipe x regime x seed), ``out/ablation.md`` (mean ± std, and the
+paired difference to ``real`` and to ``cutpaste`` with its standard error), ``out/cmc.png`` and ``out/curve.png``
+(real-only's learning curve: where it plateaus), ``out/provenance.json``; ``--package`` copies them to
+``reid/reference/`` and the figures to ``docs/``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from augment.builder import BuildConfig, build
+from augment.cutpaste import cut_paste
+from augment.reference import git_commit, repo_relative
+from generator.config import ConfigValueError, save_config, to_dict
+from generator.errors import UserError
+from generator.io import atomic_path, atomic_write_text
+from generator.shipped import install
+from generator.simmarket.dataset import simulate
+from reid.ablation import AblationConfig, run_ablation
+from reid.consistency import filter_generated
+from reid.train import ReidTrainConfig
+
+SOURCES = ("", "cutpaste", "hybrid", "remix", "new", "hybrid+new")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Regime:
+    name: str = "full"
+    train_cameras: int = 0  # SimMarket --train-cameras: 0 keeps every camera, k limits each training identity to k
+
+
+@dataclass
+class Recipe:
+    name: str = "real"  # the row's setting in ablation.csv
+    setting: str = "real"  # the ablation setting (reid.ablation): real, real+remix, real+new, real+remix+new, A->B
+    source: str = ""  # generated images: cutpaste | hybrid | remix | new | hybrid+new ('' for real-only)
+    share: float = 0.25  # generated share of every batch
+    label: Literal["onehot", "smooth", "lsro"] = "smooth"
+    epsilon: float = 0.1
+    filter: bool = False  # the identity-consistency filter (reid.consistency) on the generated images
+    transforms: list[str] | None = None  # None: train.transforms
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ConfigValueError("recipes", f"{self.name}: source {self.source!r} is not one of "
+                                              f"{', '.join(repr(s) for s in SOURCES)}")
+
+
+@dataclass
+class ReidReferenceConfig:
+    out: str = "outputs/reference/reid"
+    sim_ids: int = 200  # SimMarket identities (half train, half test), the data the reference generator trained on
+    sim_seed: int = 0
+    regimes: list[Regime] = field(default_factory=lambda: [Regime("full", 0), Regime("cameras2", 2)])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
+    finetune_epochs: int = 0  # virtual->real: epochs of the fine-tuning stage (0: train.epochs)
+    curve_every: int = 2  # the real-only recipe evaluates every that many epochs (its plateau)
+    remix_images_per_id: int = 12  # generator remixes per real training identity
+    new_identities: int = 300  # new identities (Phi_fg samples) and their images each
+    new_images_per_id: int = 16
+    filter_new_tau: float = 0.9  # the filter drops a new-identity image this near (cosine) a real identity
+    recipes: list[Recipe] = field(default_factory=lambda: [Recipe()])
+    reference: str = ""  # generator checkpoints ('' = those shipped with the package)
+
+    def __post_init__(self):
+        names = [r.name for r in self.recipes]
+        if len(set(names)) != len(names):
+            raise ConfigValueError("recipes", f"recipe names repeat: {names}")
+        for need in ("real", "cutpaste"):
+            if need not in names:
+                raise ConfigValueError("recipes", f"no recipe named {need!r}: the table compares every recipe "
+                                                  f"with it")
+        if len({r.name for r in self.regimes}) != len(self.regimes):
+            raise ConfigValueError("regimes", "regime names repeat")
+
+
+class Sources:
+    """The data of one regime, made on first use: SimMarket, the installed generator and each generated source."""
+
+    def __init__(self, cfg: ReidReferenceConfig, regime: Regime, progress: bool, log):
+        self.cfg, self.regime, self.progress, self.log = cfg, regime, progress, log
+        self.dir = Path(cfg.out) / regime.name
+        self.sim = self.dir / "sim"
+        self.gen = self.dir / "generator"
+
+    def real(self) -> Path:
+        if not (self.sim / "simmarket.json").exists():
+            s = simulate(self.sim, self.cfg.sim_ids, seed=self.cfg.sim_seed, size=tuple(self.cfg.train.size),
+                         overwrite=True, progress=self.progress, train_cameras=self.regime.train_cameras)
+            self.log(f"[{self.regime.name}] SimMarket: {s['images']} images, {s['train_ids']} train ids")
+        return self.sim
+
+    def generator(self) -> Path:
+        install(self.cfg.reference or None, self.gen, self.real(), self.progress)
+        return self.gen
+
+    def generated(self, source: str) -> Path:
+        out = self.dir / "sources" / source
+        if source == "cutpaste":
+            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), progress=self.progress)
+        elif source == "hybrid":
+            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), plates="generator",
+                      stage1_run=self.generator() / "stage1", progress=self.progress)
+        elif source in ("remix", "new"):
+            real = source == "remix"
+            bcfg = BuildConfig(stage2_run=str(self.generator() / "stage2"), out=str(out),
+                               identities=0 if real else self.cfg.new_identities,
+                               images_per_id=self.cfg.remix_images_per_id if real else self.cfg.new_images_per_id,
+                               fg_mode="real" if real else "sample", bg_sample_share=0.0 if real else 0.5,
+                               quality_keep=1.0, seed=self.cfg.sim_seed)
+            build(bcfg, progress=self.progress)
+        else:
+            raise UserError(f"source {source!r}: not one of cutpaste, hybrid, remix, new")
+        return out
+
+    def filtered(self, source: str, model_state: Path, seed: int) -> Path:
+        """``source`` through the identity-consistency filter of the real-only model of ``seed``."""
+        out = self.dir / "sources" / f"{source}-filtered-seed{seed}"
+        if not out.exists():
+            s = filter_generated(model_state, self.real(), self.generated(source), out, self.cfg.train.model,
+                                 tuple(self.cfg.train.size), new_tau=self.cfg.filter_new_tau, progress=self.progress)
+            self.log(f"[{self.regime.name}] filter on {source}: {s}")
+        return out
+
+
+def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, src: Sources, seed: int) -> AblationConfig:
+    train = replace(cfg.train, transforms=list(recipe.transforms or cfg.train.transforms),
+                    eval_every=cfg.curve_every if recipe.name == "real" else 0)
+    roots = {"real_root": str(src.real())}
+    parts = recipe.source.split("+") if recipe.source else []
+    for part in parts:
+        if recipe.filter:
+            state = Path(cfg.out) / src.regime.name / "runs" / "real" / "real" / f"seed{seed}" / "stage0-real"
+            path = src.filtered(part, state / "state.pt", seed)
+        else:
+            path = src.generated(part)
+        roots["virtual_root" if part == "new" else "remix_root"] = str(path)
+    return AblationConfig(**roots, settings=[recipe.setting], seeds=[seed], train=train,
+                          finetune_epochs=cfg.finetune_epochs, matched_steps=True, virtual_share=recipe.share,
+                          virtual_label=recipe.label, virtual_epsilon=recipe.epsilon,
+                          out=str(Path(cfg.out) / src.regime.name / "runs" / recipe.name))
+
+
+def run(cfg: ReidReferenceConfig, progress: bool = True, log=print) -> pd.DataFrame:
+    """Every recipe x regime x seed, seed by seed (resumable); returns the rows and writes the outputs."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    times_path = out / "times.json"
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    sources = {r.name: Sources(cfg, r, progress, log) for r in cfg.regimes}
+    # the filter scores with the real-only model of the same seed, so real runs first within each seed
+    recipes = sorted(cfg.recipes, key=lambda r: r.name != "real")
+    rows = []
+    for seed in cfg.seeds:
+        for regime in cfg.regimes:
+            for recipe in recipes:
+                t = time.perf_counter()
+                acfg = _ablation_config(cfg, recipe, sources[regime.name], seed)
+                (res,) = run_ablation(acfg, progress=False)
+                key = f"{regime.name}/{recipe.name}/seed{seed}"
+                if key not in times:
+                    times[key] = round(time.perf_counter() - t, 1)
+                    atomic_write_text(times_path, json.dumps(times, indent=1))
+                rows.append({"setting": recipe.name, "regime": regime.name, "seed": seed, "recipe": recipe.setting,
+                             "source": recipe.source, "share": recipe.share if recipe.source else 0.0,
+                             "label": recipe.label if recipe.source else "", "filter": recipe.filter,
+                             "transforms": "+".join(acfg.train.transforms), "steps": res["steps"],
+                             **{k: res[k] for k in ("rank1", "rank5", "mAP", "mINP")},
+                             "cmc": res["cmc"], "curve": res.get("curve")})
+                log(f"[{regime.name}] {recipe.name} seed {seed}: rank-1 {100 * res['rank1']:.1f}, "
+                    f"mAP {100 * res['mAP']:.1f}")
+            write_outputs(cfg, rows, times)
+    return pd.DataFrame(rows)
+
+
+def paired(df: pd.DataFrame, regime: str, setting: str, against: str, metric: str) -> tuple[float, float, int]:
+    """Mean and standard error of ``setting - against`` over the seeds both have in ``regime``; and that count."""
+    a = df[(df.regime == regime) & (df.setting == setting)].set_index("seed")[metric]
+    b = df[(df.regime == regime) & (df.setting == against)].set_index("seed")[metric]
+    d = (a - b).dropna()
+    if len(d) == 0:
+        return float("nan"), float("nan"), 0
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se, len(d)
+
+
+def summary_table(df: pd.DataFrame) -> str:
+    lines = ["| regime | setting | seeds | rank-1 | mAP | mINP | rank-1 vs real | mAP vs real | rank-1 vs cutpaste "
+             "| mAP vs cutpaste |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def cell(g, m):
+        return f"{100 * g[m].mean():.1f} ± {100 * g[m].std(ddof=0):.1f}"
+
+    def diff(regime, setting, against, m):
+        if setting == against:
+            return ""
+        mean, se, n = paired(df, regime, setting, against, m)
+        return "" if n == 0 else f"{100 * mean:+.1f} ± {100 * se:.1f}"
+
+    for regime in dict.fromkeys(df.regime):
+        for setting, g in df[df.regime == regime].groupby("setting", sort=False):
+            lines.append(f"| {regime} | {setting} | {len(g)} | {cell(g, 'rank1')} | {cell(g, 'mAP')} | "
+                         f"{cell(g, 'mINP')} | {diff(regime, setting, 'real', 'rank1')} | "
+                         f"{diff(regime, setting, 'real', 'mAP')} | {diff(regime, setting, 'cutpaste', 'rank1')} | "
+                         f"{diff(regime, setting, 'cutpaste', 'mAP')} |")
+    return ("\n".join(lines) + "\n\n(percent; mean ± std over seeds; differences are paired by seed, mean ± standard "
+            "error; evaluated on the real query / gallery of each regime)\n")
+
+
+def plateau(df: pd.DataFrame, regime: str) -> dict:
+    """real-only's mean learning curve over seeds in ``regime``, and the first epoch whose rank-1 is within one
+    standard error (at least 1 point) of the curve's best: where rank-1 stops rising."""
+    curves = [c for c in df[(df.regime == regime) & (df.setting == "real")]["curve"] if c]
+    if not curves:
+        return {}
+    epochs = [p["epoch"] for p in curves[0]]
+    r1 = np.array([[p["rank1"] for p in c] for c in curves if [p["epoch"] for p in c] == epochs])
+    mean = r1.mean(0)
+    se = r1.std(0, ddof=1) / np.sqrt(len(r1)) if len(r1) > 1 else np.zeros_like(mean)
+    best = int(mean.argmax())
+    stop = next(i for i in range(len(mean)) if mean[i] >= mean[best] - max(se[best], 0.01))
+    return {"epochs": epochs, "rank1_mean": [round(float(v), 4) for v in mean], "seeds": len(r1),
+            "best_epoch": epochs[best], "plateau_epoch": epochs[stop]}
+
+
+def _figures(df: pd.DataFrame, cfg: ReidReferenceConfig, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = list(dict.fromkeys(df.regime))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes), 3.8), dpi=120, squeeze=False)
+    for ax, regime in zip(axes[0], regimes, strict=True):
+        for setting, g in df[df.regime == regime].groupby("setting", sort=False):
+            cmc = 100 * np.array(list(g["cmc"])).mean(0)
+            ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", markersize=2.5, label=f"{setting} ({len(g)})")
+        ax.set(xlabel="rank", ylabel="matching rate (%)", title=f"CMC, {regime}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "cmc.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for regime in regimes:
+        p = plateau(df, regime)
+        if p:
+            ax.plot(p["epochs"], [100 * v for v in p["rank1_mean"]], marker="o", markersize=3,
+                    label=f"{regime} (plateau at epoch {p['plateau_epoch']})")
+    ax.set(xlabel="epoch", ylabel="rank-1 (%)", title="real only: learning curve (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out / "curve.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> None:
+    out = Path(cfg.out)
+    df = pd.DataFrame(rows)
+    with atomic_path(out / "ablation.csv") as tmp:
+        df.drop(columns=["cmc", "curve"]).to_csv(tmp, index=False, float_format="%.6f")
+    atomic_write_text(out / "ablation.md", summary_table(df))
+    _figures(df, cfg, out)
+    filters = {}
+    for p in sorted(out.glob("*/sources/*-filtered-seed*/filter_summary.json")):
+        filters[f"{p.parent.parent.parent.name}/{p.parent.name}"] = json.loads(p.read_text())
+    prov = {"command": "vmarket reference-reid -c configs/reference/reid.yaml (make reference-reid)",
+            "config": repo_relative(to_dict(cfg)), "commit": git_commit(), "torch": torch.__version__,
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+            "date": time.strftime("%Y-%m-%d"), "runs": len(df), "wall_s": round(sum(times.values()), 1),
+            "wall_s_per_run": times, "plateau": {r.name: plateau(df, r.name) for r in cfg.regimes},
+            "filters": filters}
+    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, default=str))
+
+
+def package(cfg: ReidReferenceConfig, log=print) -> None:
+    """Copy the ablation's table, rows and provenance to ``reid/reference/`` and its figures to ``docs/``."""
+    out = Path(cfg.out)
+    if not (out / "ablation.csv").exists():
+        raise UserError(f"{out}: no ablation.csv yet; run `vmarket reference-reid` first")
+    dest = REPO / "reid" / "reference"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("ablation.csv", "ablation.md", "provenance.json"):
+        shutil.copyfile(out / name, dest / name)
+    for name, doc in (("cmc.png", "reid_reference_cmc.png"), ("curve.png", "reid_reference_curve.png")):
+        shutil.copyfile(out / name, REPO / "docs" / doc)
+    log(f"packaged {out} -> {dest} and docs/")

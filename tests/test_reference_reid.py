@@ -1,0 +1,65 @@
+"""The reference re-ID ablation's bookkeeping: its config checks, paired differences with standard errors, the
+plateau of real-only's learning curve, and the table. (The runs themselves are reid.ablation's, tested there.)"""
+import numpy as np
+import pandas as pd
+import pytest
+
+from augment.reference_reid import Recipe, ReidReferenceConfig, paired, plateau, summary_table
+from generator.config import load_config
+from generator.errors import UserError
+
+
+def _rows():
+    rows = []
+    for seed in range(5):
+        for setting, r1 in (("real", 0.30), ("cutpaste", 0.45), ("hybrid", 0.44)):
+            r1 = r1 + 0.01 * seed + (0.002 * seed if setting == "hybrid" else 0.0)
+            rows.append({"setting": setting, "regime": "full", "seed": seed, "rank1": r1, "mAP": r1 - 0.05,
+                         "mINP": r1 - 0.2, "cmc": [r1, r1 + 0.1], "curve": None})
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_and_standard_error():
+    df = _rows()
+    mean, se, n = paired(df, "full", "hybrid", "real", "rank1")
+    d = np.array([0.14 + 0.002 * s for s in range(5)])
+    assert n == 5 and mean == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / np.sqrt(5))
+    # only the seeds both have are paired
+    mean, se, n = paired(df[~((df.setting == "real") & (df.seed == 4))], "full", "hybrid", "real", "rank1")
+    assert n == 4 and mean == pytest.approx(d[:4].mean())
+    assert paired(df, "cameras2", "hybrid", "real", "rank1")[2] == 0
+
+
+def test_summary_table_reports_both_comparisons():
+    table = summary_table(_rows())
+    line = next(r for r in table.splitlines() if "| hybrid |" in r)
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[:3] == ["full", "hybrid", "5"]
+    assert cells[6] == "+14.4 ± 0.1" and cells[8] == "-0.6 ± 0.1"  # rank-1 vs real, vs cutpaste
+    real = [c.strip() for c in next(r for r in table.splitlines() if "| real |" in r).split("|")[1:-1]]
+    assert real[6] == "" and real[8] != ""
+
+
+def test_plateau_is_where_rank1_stops_rising():
+    curve = [0.10, 0.25, 0.33, 0.36, 0.365, 0.362]
+    rows = [{"setting": "real", "regime": "full", "seed": s,
+             "curve": [{"epoch": 4 * (i + 1), "rank1": v + 0.01 * ((s + i) % 3 - 1)} for i, v in enumerate(curve)]}
+            for s in range(5)]
+    p = plateau(pd.DataFrame(rows), "full")
+    assert p["seeds"] == 5 and p["epochs"] == [4, 8, 12, 16, 20, 24]
+    assert p["best_epoch"] == 20 and p["plateau_epoch"] == 16
+    assert plateau(pd.DataFrame(rows), "cameras2") == {}
+
+
+def test_config_checks(tmp_path):
+    with pytest.raises(UserError, match="no recipe named 'cutpaste'"):
+        ReidReferenceConfig(recipes=[Recipe("real")])
+    with pytest.raises(UserError, match="recipe names repeat"):
+        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste"), Recipe("real")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recipes:\n  - {name: real}\n  - {name: cutpaste, source: paste}\n")
+    with pytest.raises(UserError, match="source 'paste' is not one of"):
+        load_config(ReidReferenceConfig, bad)
+    cfg = load_config(ReidReferenceConfig, "configs/reference/reid.yaml")
+    assert len(cfg.seeds) >= 5 and {r.name for r in cfg.regimes} == {"full", "cameras2"}
+    assert {"real", "cutpaste", "hybrid"} <= {r.name for r in cfg.recipes}
