@@ -213,7 +213,7 @@ def _cmd_filter(args) -> None:
 def _cmd_reference_reid(args) -> None:
     cfg = load_config(ReidReferenceConfig, args.config, args.set)
     if not args.package_only:
-        reference_reid.run(cfg, progress=not args.quiet)
+        reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n])
     print((Path(cfg.out) / "ablation.md").read_text(), end="")
     print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
     if args.package or args.package_only:
@@ -387,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--package", action="store_true",
                     help="then copy the table, rows and provenance to reid/reference/ and the figures to docs/")
     rr.add_argument("--package-only", action="store_true", help="only package what the ablation has so far")
+    rr.add_argument("--only", default="", metavar="NAME,NAME",
+                    help="run these recipes only this time (real always runs); a later full run reuses them")
     rr.add_argument("--quiet", action="store_true", help="no progress bars")
     rr.set_defaults(func=_cmd_reference_reid)
 

@@ -163,8 +163,9 @@ def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, src: Sources, see
                           out=str(Path(cfg.out) / src.regime.name / "runs" / recipe.name))
 
 
-def run(cfg: ReidReferenceConfig, progress: bool = True, log=print) -> pd.DataFrame:
-    """Every recipe x regime x seed, seed by seed (resumable); returns the rows and writes the outputs."""
+def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[str] | None = None) -> pd.DataFrame:
+    """Every recipe x regime x seed, seed by seed (resumable); returns the rows and writes the outputs.
+    ``only``: these recipes alone this time (``real`` always runs first: the filter and the table need it)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -172,7 +173,13 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print) -> pd.DataFr
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     sources = {r.name: Sources(cfg, r, progress, log) for r in cfg.regimes}
     # the filter scores with the real-only model of the same seed, so real runs first within each seed
-    recipes = sorted(cfg.recipes, key=lambda r: r.name != "real")
+    if only:
+        unknown = sorted(set(only) - {r.name for r in cfg.recipes})
+        if unknown:
+            raise UserError(f"--only {','.join(only)}: no recipe named {unknown[0]!r}; the config's recipes are "
+                            f"{', '.join(r.name for r in cfg.recipes)}")
+    recipes = [r for r in cfg.recipes if not only or r.name in only or r.name == "real"]
+    recipes = sorted(recipes, key=lambda r: r.name != "real")
     rows = []
     for seed in cfg.seeds:
         for regime in cfg.regimes:
@@ -218,7 +225,9 @@ def summary_table(df: pd.DataFrame) -> str:
         if setting == against:
             return ""
         mean, se, n = paired(df, regime, setting, against, m)
-        return "" if n == 0 else f"{100 * mean:+.1f} ± {100 * se:.1f}"
+        if n == 0:
+            return ""
+        return f"{100 * mean:+.1f} ± {100 * se:.1f}" if n > 1 else f"{100 * mean:+.1f} (1 seed)"
 
     for regime in dict.fromkeys(df.regime):
         for setting, g in df[df.regime == regime].groupby("setting", sort=False):
