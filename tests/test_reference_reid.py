@@ -63,3 +63,58 @@ def test_config_checks(tmp_path):
     cfg = load_config(ReidReferenceConfig, "configs/reference/reid.yaml")
     assert len(cfg.seeds) >= 5 and {r.name for r in cfg.regimes} == {"full", "cameras2"}
     assert {"real", "cutpaste", "hybrid"} <= {r.name for r in cfg.recipes}
+
+
+@pytest.mark.slow
+def test_reference_reid_end_to_end(tmp_path, monkeypatch):
+    """A tiny reference ablation through the CLI: a camera-limited SimMarket, the shipped generator installed on
+    it, the cut-and-paste baseline and the filtered hybrid, 2 seeds; then a rerun reuses every run, and --package
+    ships the outputs (into a temporary repository root)."""
+    import json
+
+    from conftest import run_cli
+
+    import augment.reference_reid as rr
+
+    cfg = tmp_path / "reid.yaml"
+    cfg.write_text(f"""out: {tmp_path / 'out'}
+sim_ids: 16
+regimes: [{{name: c2, train_cameras: 2}}]
+seeds: [0, 1]
+curve_every: 1
+train: {{model: osnet_x0_25, size: [64, 32], batch: 8, epochs: 2, workers: 0}}
+recipes:
+  - {{name: real}}
+  - {{name: cutpaste, setting: real+remix, source: cutpaste, share: 0.25, label: smooth}}
+  - {{name: hybrid-filtered, setting: real+remix, source: hybrid, share: 0.25, label: smooth, filter: true}}
+""")
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=900)
+    assert rc == 0, err[-2000:]
+    df = pd.read_csv(tmp_path / "out" / "ablation.csv")
+    assert len(df) == 6 and set(df.setting) == {"real", "cutpaste", "hybrid-filtered"} and set(df.regime) == {"c2"}
+    assert {"setting", "regime", "seed", "rank1", "mAP", "mINP"} <= set(df.columns)
+    assert (df.steps == df.steps.iloc[0]).all()  # iteration-matched: the same optimiser steps for every recipe
+    sim = tmp_path / "out" / "c2" / "sim"
+    cams = {}
+    for p in (sim / "bounding_box_train").glob("*.jpg"):
+        cams.setdefault(p.name[:4], set()).add(p.name[6])
+    assert cams and all(len(c) == 2 for c in cams.values())
+    for seed in (0, 1):
+        summary = json.loads((tmp_path / "out" / "c2" / "sources" / f"hybrid-filtered-seed{seed}" /
+                              "filter_summary.json").read_text())
+        assert summary["model_state"].endswith(f"seed{seed}/stage0-real/state.pt")
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["runs"] == 6 and prov["plateau"]["c2"]["epochs"] == [1, 2] and len(prov["filters"]) == 2
+    assert "cutpaste" in (tmp_path / "out" / "ablation.md").read_text()
+    before = (tmp_path / "out" / "ablation.csv").read_text()
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--only", "cutpaste", timeout=300)
+    assert rc == 0 and "| c2 | cutpaste | 2 |" in out, err[-2000:]
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--only", "nothing", timeout=120)
+    assert rc == 2 and "no recipe named 'nothing'" in err
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)  # every run reused
+    assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before
+    (tmp_path / "repo" / "docs").mkdir(parents=True)
+    monkeypatch.setattr(rr, "REPO", tmp_path / "repo")
+    rr.package(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)
+    assert (tmp_path / "repo" / "reid" / "reference" / "ablation.csv").read_text() == before
+    assert (tmp_path / "repo" / "docs" / "reid_reference_cmc.png").stat().st_size > 0
