@@ -78,6 +78,8 @@ class BuildConfig:
     test_share: float = 0.0  # share of identities for query / gallery (0: everything in bounding_box_train)
     jpeg_quality: int = 95
     export_imagefolder: bool = False  # also write imagefolder/<pid>/ (hard links); needed above 1501 identities
+    # also write msmt17/MSMT17_V1/ (MSMT17's list layout, hard links): torchreid's msmt17 loads it, any pid count
+    export_msmt17: bool = False
 
     def __post_init__(self):
         """Range checks, at config load time (before anything is written)."""
@@ -96,10 +98,12 @@ class BuildConfig:
         if self.identities > MAX_PIDS:
             raise ConfigValueError("identities", f"{self.identities} is more than {MAX_PIDS} (4-digit Market-1501 "
                                                  f"pids); split it into several builds (another seed and out each)")
-        if self.identities > TORCHREID_MARKET_PIDS and not self.export_imagefolder and self.fg_mode != "real":
+        if (self.identities > TORCHREID_MARKET_PIDS and not (self.export_imagefolder or self.export_msmt17)
+                and self.fg_mode != "real"):
             raise ConfigValueError(
                 "identities", f"{self.identities} is more than the {TORCHREID_MARKET_PIDS} a Market-1501 folder holds "
                               f"(torchreid's market1501 asserts pid <= {TORCHREID_MARKET_PIDS}); set "
+                              f"export_msmt17: true for MSMT17's list layout, which torchreid loads, or "
                               f"export_imagefolder: true for imagefolder/<pid>/ + manifest.csv (up to {MAX_PIDS}), or "
                               f"split into builds of <= {TORCHREID_MARKET_PIDS} identities (another seed and out each)")
         if self.images_per_id < 1:
@@ -479,6 +483,8 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
         write_keypoints_csv(out / "market-annotation-test.csv", kp["test"])
     if cfg.export_imagefolder:
         export_imagefolder(out, df)
+    if cfg.export_msmt17:
+        export_msmt17(out, df)
     counts = {s: int((df.split == s).sum()) for s in ("train", "query", "gallery")}
     s2 = builder.s2cfg
     hashes = {name: sha256_file(Path(path) / "snapshot.pt") for name, path in
@@ -523,8 +529,83 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
         lines.append(f"torchreid's built-in market1501 asserts pid <= {TORCHREID_MARKET_PIDS} and camera <= 6, so it "
                      "cannot load this folder: use reid.torchreid_adapter.register_market"
                      + (" or imagefolder/." if cfg.export_imagefolder else "."))
+    if cfg.export_msmt17:
+        lines += ["", MSMT17_README.format(images=len(df))]
     atomic_write_text(out / "README.txt", "\n".join(lines) + "\n")
     return {"images": len(df), **{f"n_{k}": v for k, v in counts.items()}, "finalized": True}
+
+
+MSMT17_README = """msmt17/MSMT17_V1/: the same {images} images in MSMT17's list layout (hard links), which torchreid and
+fast-reid read for any number of identities. Names PPPP_KKK_CC_vm_FFFF_0.jpg (CC: the camera, 1-based);
+list_*.txt lines are "PPPP/NAME.jpg LABEL", labels 0..N-1 per list group (train, test). torchreid's own msmt17
+dataset (root THIS_FOLDER, sources "msmt17") reads it when the build has a test split (test_share > 0). For
+any build, register it under a name of its own (a training-only build has no test split, and torchreid wants a
+non-empty one, so one training image stands in; evaluate on your real dataset as the target; PyPI's torchreid
+0.2.5 spells the import torchreid.reid.data):
+
+    import os.path as osp
+    import torchreid
+    from torchreid.data import ImageDataset
+
+    class VirtualMarket(ImageDataset):
+        def __init__(self, root="", **kwargs):
+            d = osp.join(root, "msmt17", "MSMT17_V1")
+            def read(lst, sub):
+                return [(osp.join(d, sub, p), int(lab), int(p.split("_")[2]) - 1)
+                        for p, lab in (line.split() for line in open(osp.join(d, lst)))]
+            train, query, gallery = (read("list_train.txt", "train"), read("list_query.txt", "test"),
+                                     read("list_gallery.txt", "test"))
+            super().__init__(train, query or train[:1], gallery or train[:1], **kwargs)
+
+    torchreid.data.register_image_dataset("virtual_market", VirtualMarket)
+    datamanager = torchreid.data.ImageDataManager(root="THIS_FOLDER", sources="virtual_market", targets="market1501")
+
+fast-reid: the same class body, subclassing fastreid.data.datasets.bases.ImageDataset and registered with
+@DATASET_REGISTRY.register() (fastreid.data.datasets), then DATASETS.NAMES ("VirtualMarket",)."""
+
+
+def msmt17_records(df) -> dict[str, list[tuple[str, int, int]]]:
+    """``{"train" | "query" | "gallery": [(relative path in MSMT17_V1/, label, camera 1-based)]}`` for the rows of a
+    build manifest: labels 0..N-1 over the sorted pids of train, and separately of query + gallery (as MSMT17's
+    lists number them); file names carry the camera in field 2, which is where torchreid reads it."""
+    out = {}
+    for splits, folder in ((("train",), "train"), (("query", "gallery"), "test")):
+        part = df[df.split.isin(splits)]
+        labels = {pid: i for i, pid in enumerate(sorted(part.pid.unique()))}
+        count: dict[int, int] = {}
+        for r in part.itertuples():
+            k = count[r.pid] = count.get(r.pid, -1) + 1
+            name = f"{r.pid:04d}_{k:03d}_{r.camid:02d}_vm_{k:04d}_0.jpg"
+            out.setdefault(r.split, []).append((f"{folder}/{r.pid:04d}/{name}", labels[r.pid], int(r.camid)))
+    return out
+
+
+def export_msmt17(out: Path, df) -> None:
+    """msmt17/MSMT17_V1/{train,test}/<pid>/<name>.jpg hard links (copies where links are not possible) and
+    list_{train,val,query,gallery}.txt (val empty), written in a temp folder and renamed into place."""
+    final = out / "msmt17"
+    tmp = out / ".msmt17.partial"
+    if final.exists():
+        return
+    shutil.rmtree(tmp, ignore_errors=True)
+    recs = msmt17_records(df)
+    sources = dict(zip(df.index, df.path, strict=True))
+    lists = {"train": [], "val": [], "query": [], "gallery": []}
+    rows = {s: df.index[df.split == s] for s in ("train", "query", "gallery")}
+    for split, items in recs.items():
+        for idx, (rel, label, _) in zip(rows[split], items, strict=True):
+            dst = tmp / "MSMT17_V1" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(out / sources[idx], dst)
+            except OSError:
+                shutil.copy2(out / sources[idx], dst)
+            lists[split].append(f"{rel.split('/', 1)[1]} {label}")
+    for name, lines in lists.items():
+        (tmp / "MSMT17_V1" / f"list_{name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
+    (tmp / "MSMT17_V1" / "test").mkdir(parents=True, exist_ok=True)
+    (tmp / "MSMT17_V1" / "train").mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
 
 
 def export_imagefolder(out: Path, df) -> None:

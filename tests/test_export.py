@@ -1,0 +1,100 @@
+"""Builds of more than 1501 identities: the MSMT17 list-layout export loads in torchreid (its msmt17 dataset, and
+under a name of its own through register_image_dataset, exactly as the export's README.txt says), and the
+ablation trains on the build."""
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from augment.builder import MSMT17_README, BuildConfig, export_msmt17, msmt17_records
+from generator.config import load_config
+from reid.torchreid_adapter import import_torchreid
+
+IDS = 2000
+
+
+@pytest.fixture(scope="module")
+def big_build(tmp_path_factory):
+    """A Market-layout build folder of 2,000 identities x 2 tiny images (what the builder writes), + its manifest."""
+    out = tmp_path_factory.mktemp("big") / "vm"
+    (out / "bounding_box_train").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for pid in range(1, IDS + 1):
+        colour = rng.integers(0, 255, 3)
+        for k, cam in enumerate((1 + pid % 6, 1 + (pid + 3) % 6)):
+            name = f"{pid:04d}_c{cam}s1_{2 * pid + k:06d}_01.jpg"
+            Image.fromarray(np.broadcast_to(colour, (16, 8, 3)).astype(np.uint8)).save(out / "bounding_box_train" /
+                                                                                        name)
+            rows.append({"path": f"bounding_box_train/{name}", "split": "train", "pid": pid, "camid": cam})
+    return out, pd.DataFrame(rows)
+
+
+def test_msmt17_records_number_labels_per_group():
+    df = pd.DataFrame({"path": ["a", "b", "c", "d", "e"], "split": ["train", "train", "train", "query", "gallery"],
+                       "pid": [7, 3, 7, 9, 9], "camid": [1, 2, 6, 3, 4]})
+    recs = msmt17_records(df)
+    assert recs["train"] == [("train/0007/0007_000_01_vm_0000_0.jpg", 1, 1),
+                             ("train/0003/0003_000_02_vm_0000_0.jpg", 0, 2),
+                             ("train/0007/0007_001_06_vm_0001_0.jpg", 1, 6)]
+    assert recs["query"] == [("test/0009/0009_000_03_vm_0000_0.jpg", 0, 3)]
+    assert recs["gallery"] == [("test/0009/0009_001_04_vm_0001_0.jpg", 0, 4)]
+
+
+def test_2000_identities_load_in_torchreid(big_build):
+    out, df = big_build
+    export_msmt17(out, df)
+    assert not (out / ".msmt17.partial").exists()
+    import_torchreid()
+    from torchreid.reid.data.datasets.image.msmt17 import MSMT17
+
+    (out / "msmt17" / "MSMT17_V1" / "list_query.txt").write_text("0001/0001_000_02_vm_0000_0.jpg 0\n")
+    (out / "msmt17" / "MSMT17_V1" / "list_gallery.txt").write_text("0001/0001_001_05_vm_0001_0.jpg 0\n")
+    for name in ("0001_000_02_vm_0000_0.jpg", "0001_001_05_vm_0001_0.jpg"):  # a test split, as test_share > 0 has
+        (out / "msmt17" / "MSMT17_V1" / "test" / "0001").mkdir(parents=True, exist_ok=True)
+        (out / "msmt17" / "MSMT17_V1" / "test" / "0001" / name).write_bytes(
+            (out / "msmt17" / "MSMT17_V1" / "train" / "0001" / name).read_bytes())
+    ds = MSMT17(root=str(out), verbose=False)
+    assert len(ds.train) == 2 * IDS and ds.num_train_pids == IDS
+    assert {c for _, _, c, _ in ds.train} == set(range(6))  # 0-based, as torchreid's msmt17 reads them
+    # the first identity's images, by label and camera, are the build's pid 1 in cameras 2 and 5
+    first = sorted((p, c) for p, pid, c, _ in ds.train if pid == 0)
+    assert [c for _, c in first] == [1, 4] and all("/0001/0001_" in p for p, _ in first)
+    for name in ("list_query.txt", "list_gallery.txt"):
+        (out / "msmt17" / "MSMT17_V1" / name).write_text("")  # back to the training-only build's export
+
+
+def test_readme_snippet_registers_a_training_only_build(big_build):
+    """The README's register_image_dataset code, run as written (torchreid 0.2.5 keeps its modules under
+    torchreid.reid)."""
+    out, df = big_build
+    export_msmt17(out, df)
+    code = MSMT17_README.split("torchreid.reid.data):\n")[1].split("fast-reid:")[0]
+    code = "\n".join(line[4:] for line in code.splitlines())
+    code = code.replace("from torchreid.data import", "from torchreid.reid.data import")
+    code = code.replace("THIS_FOLDER", str(out)).partition("datamanager =")[0]
+    torchreid = import_torchreid()
+    exec(code, {})
+    ds = torchreid.data.datasets.init_image_dataset("virtual_market", root=str(out), mode="train", verbose=False)
+    assert len(ds.train) == 2 * IDS and ds.num_train_pids == IDS and len(ds.query) == 1
+
+
+def test_the_ablation_trains_on_a_2000_identity_build(big_build, sim_small, tmp_path):
+    from conftest import run_cli
+
+    out, _ = big_build
+    cfg = tmp_path / "reid.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "real_root": str(sim_small), "virtual_root": str(out), "settings": ["virtual"], "seeds": [0],
+        "train": {"size": [64, 32], "batch": 8, "epochs": 1, "steps_per_epoch": 2, "workers": 0},
+        "out": str(tmp_path / "runs")}))
+    rc, stdout, err = run_cli("reid", "ablate", "-c", cfg, "--quiet", timeout=600)
+    assert rc == 0, err[-2000:]
+    res = pd.read_csv(tmp_path / "runs" / "results.csv")
+    assert list(res.setting) == ["virtual"] and int(res.train_ids.iloc[0]) == IDS
+
+
+def test_build_config_accepts_2000_identities_with_the_msmt17_export():
+    cfg = load_config(BuildConfig, None, ["identities=2000", "export_msmt17=true"])
+    assert cfg.export_msmt17 and cfg.identities == 2000
