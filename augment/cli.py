@@ -23,10 +23,11 @@ from augment.reference_reid import ReidReferenceConfig
 from augment.stage2_report import quality_table, report, sample_grids
 from generator.config import load_config
 from generator.data.dataset import check_images, market_dataset
-from generator.data.market import scan_market
+from generator.data.estimate import ESTIMATORS, make_estimator, plan_keypoints, write_keypoints
+from generator.data.layouts import DATASET_NAMES, FORMATS, detect_format, scan_dataset
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
-from generator.simmarket.dataset import parse_size, simulate
+from generator.simmarket.dataset import LAYOUTS, parse_size, simulate
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir
 from reid.ablation import AblationConfig, run_ablation
@@ -44,13 +45,14 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_simulate(args) -> None:
     size = parse_size(args.size)
     s = simulate(args.out, args.ids, seed=args.seed, size=size, overwrite=args.overwrite, progress=not args.quiet,
-                 train_cameras=args.train_cameras)
+                 train_cameras=args.train_cameras, layout=args.layout)
     print(
         f"SimMarket: {s['identities']} identities ({s['train_ids']} train / {s['test_ids']} test), "
         f"{s['images']} images "
         f"(train {s['train']}, query {s['query']}, gallery {s['gallery']} incl. {s['distractors']} distractors and "
         f"{s['junk']} junk) at {s['height']}x{s['width']} in {s['seconds']:.1f} s "
-        f"({s['images'] / s['seconds']:.0f} img/s) -> {args.out}"
+        f"({s['images'] / s['seconds']:.0f} img/s)"
+        + (f" in the {args.layout} layout" if args.layout != "market1501" else "") + f" -> {args.out}"
     )
 
 
@@ -59,11 +61,13 @@ def _cmd_check(args) -> None:
     splits = ("train", "query", "gallery")
     # names, then image contents, then keypoints: the first error named is the file's own defect, not the
     # keypoint row a broken or stray file never had
-    check_images(scan_market(args.root, splits, keep_junk=True), size, progress=not args.quiet)
+    fmt = args.format if args.format != "auto" else detect_format(args.root)
+    check_images(scan_dataset(args.root, splits, keep_junk=True, fmt=fmt, fmt_key="--format"), size,
+                 progress=not args.quiet)
     ds = market_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True,
-                        skip_missing_keypoints=args.skip_missing_keypoints)
+                        skip_missing_keypoints=args.skip_missing_keypoints, fmt=fmt, fmt_key="--format")
     by_split = Counter(r.split for r in ds.records)
-    ids = {s: len({r.pid for r in ds.records if r.split == s and r.pid > 0}) for s in splits}
+    ids = {s: len({r.pid for r in ds.records if r.split == s and r.is_person}) for s in splits}
     cams = sorted({r.camid for r in ds.records})
     missing = sum(int((rcv[:, 2] == 0).sum()) for rcv in ds.rcv)
     print(
@@ -73,7 +77,7 @@ def _cmd_check(args) -> None:
         + (f"; without a keypoint row: {ds.skipped_unlabelled} junk / distractor images (never trained on)"
            if ds.skipped_unlabelled else "")
         + (f", {ds.skipped_missing} person images (left out: --skip-missing-keypoints)" if ds.skipped_missing else "")
-        + f" -> {args.root}"
+        + f" -> {args.root} ({DATASET_NAMES[fmt]})"
     )
 
 
@@ -258,12 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-cameras", type=int, default=0, metavar="K",
                    help="limit every training identity to exactly K of the 6 cameras (test identities keep 2-6); "
                         "default 0: no limit")
+    s.add_argument("--layout", choices=LAYOUTS, default="market1501",
+                   help="write the dataset in this dataset's layout: market1501 (default), duke (DukeMTMC-reID), "
+                        "msmt17 (list files), cuhk03 (new-protocol .mat files); the same images and identities")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
 
-    c = sub.add_parser("check", help="validate a Market-1501-format dataset: names, keypoints, images")
-    c.add_argument("--root", required=True, help="dataset root (holding bounding_box_train/ or Market-1501-v15.09.15/)")
+    c = sub.add_parser("check", help="validate a re-ID dataset (Market-1501, DukeMTMC-reID, MSMT17, CUHK03): names, "
+                                     "keypoints, images")
+    c.add_argument("--root", required=True, help="dataset root (holding bounding_box_train/ or Market-1501-v15.09.15/, "
+                                                 "DukeMTMC-reID/, MSMT17_V1/, cuhk03/, ...)")
+    c.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                   help="dataset layout (default auto: detected from the folder)")
     c.add_argument("--keypoints", default=None,
                    help="keypoint CSV for all splits (default: market-annotation-*.csv in the root)")
     c.add_argument("--size", default="128x64", help="expected image size HEIGHTxWIDTH (default 128x64)")
@@ -401,7 +412,35 @@ def build_parser() -> argparse.ArgumentParser:
                          "using the shipped reference checkpoints")
     pl.add_argument("--quiet", action="store_true", help="no progress bars")
     pl.set_defaults(func=_cmd_pipeline)
+
+    kp = sub.add_parser("keypoints",
+                        help="estimate the 18 COCO keypoints of every image of a Market-1501-format dataset and write "
+                             "the keypoint CSVs (resumes after a kill)")
+    kp.add_argument("--root", required=True, help="Market-1501-format dataset (bounding_box_train/, query/, ...)")
+    kp.add_argument("--out", default=None, metavar="CSV",
+                    help="one CSV for all splits (default: market-annotation-train.csv and market-annotation-test.csv "
+                         "beside the split folders)")
+    kp.add_argument("--estimator", choices=ESTIMATORS, default="mediapipe",
+                    help="mediapipe (default; offline, pip install 'virtual-market[pose]') or keypointrcnn "
+                         "(torchvision Keypoint R-CNN, more accurate, batched on a GPU; needs its weights)")
+    kp.add_argument("--weights", default=None, metavar="FILE",
+                    help="keypointrcnn weights (default: torchvision's cache, TORCH_HOME/hub/checkpoints)")
+    kp.add_argument("--batch", type=int, default=16, help="images per estimator call and checkpoint (default 16)")
+    kp.add_argument("--device", default="auto", help="keypointrcnn device (default: cuda if available)")
+    kp.add_argument("--overwrite", action="store_true", help="replace existing keypoint CSVs")
+    kp.add_argument("--quiet", action="store_true", help="no progress bar")
+    kp.set_defaults(func=_cmd_keypoints)
     return p
+
+
+def _cmd_keypoints(args) -> None:
+    plan_keypoints(args.root, args.out, args.overwrite)  # a bad dataset or --out is refused before a model loads
+    estimator = make_estimator(args.estimator, args.weights, device=args.device)
+    s = write_keypoints(args.root, estimator, out=args.out, batch=args.batch, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    print(f"keypoints ({args.estimator}): {s['images']} images ({s['estimated_now']} estimated now at "
+          f"{s['images_per_s']:.1f} img/s), {s['joints_found']:.1%} joints detected, no person in {s['no_person']} "
+          f"-> {', '.join(s['outputs'])}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,8 +38,9 @@ from scipy import ndimage
 from generator.api import DisentangledModel
 from generator.data.dataset import load_image, market_dataset
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.data.layouts import resolve_layout
 from generator.data.manifest import write_manifest
-from generator.data.market import MarketWriter, format_name, resolve_root
+from generator.data.market import MarketWriter, format_name
 from generator.errors import UserError
 from generator.io import atomic_write_json, atomic_write_text, progress_bar
 from generator.pose import pose_mask
@@ -163,9 +164,13 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     if n_out > MAX_FRAME:
         raise UserError(f"{n_out} images: Market-1501 names number at most {MAX_FRAME} frames; lower --per-image")
     model = DisentangledModel.load(stage1_run, device=device) if plates == "generator" else None
-    base = resolve_root(root)
+    base = resolve_layout(root).base
     pids = np.array([r.pid for r in records])
     cams = np.array([r.camid for r in records])
+    if pids.min() < 1 or cams.max() > 9:  # e.g. MSMT17: identities from 0, 15 cameras
+        raise UserError(f"{root}: pids from {pids.min()} and cameras up to {cams.max()}, which Market-1501 names "
+                        "(pids from 0001, cameras c1 to c9) cannot carry; cut-and-paste writes Market-1501, so it "
+                        "takes Market-1501, DukeMTMC-reID or CUHK03 data")
     donors, unseen = choose_donors(pids, cams, per_image, seed)
 
     work = out.parent / f".{out.name}.partial"

@@ -167,8 +167,10 @@ def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
     """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}."""
     model = DisentangledModel.load(stage1_run, pose=pose_run)
     root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
+    fmt = "auto" if data_root else model.data.format  # another root: its own layout, detected
     ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius,
-                        mask_radius=model.mask_radius, skip_missing_keypoints=model.data.skip_missing_keypoints)
+                        mask_radius=model.mask_radius, skip_missing_keypoints=model.data.skip_missing_keypoints,
+                        fmt=fmt)
     out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
     for s in progress_bar(range(0, len(ds), batch), desc="embedding", unit="batch", enabled=progress, mininterval=0.1):
         b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])

@@ -231,9 +231,14 @@ def save_config(cfg, path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+# re-ID dataset layouts a data root may hold (generator.data.layouts reads them); auto: detected from the folder
+DataFormat = typing.Literal["auto", "market1501", "duke", "msmt17", "cuhk03_detected", "cuhk03_labeled"]
+
+
 @dataclasses.dataclass
 class DataConfig:
-    root: str = "outputs/data/simmarket"  # Market-1501-format root (real, or SimMarket)
+    root: str = "outputs/data/simmarket"  # dataset root: Market-1501, DukeMTMC-reID, MSMT17, CUHK03, or SimMarket
+    format: DataFormat = "auto"  # layout of `root` (generator.data.layouts); auto: detected from its contents
     simulate_ids: int = 0  # > 0: write a SimMarket with this many identities at `root` when it is missing
     simulate_seed: int = 0  # seed of that SimMarket
     size: tuple[int, int] = (128, 64)  # image height, width

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from generator.config import ConfigValueError, save_config
+from generator.config import ConfigValueError, DataFormat, save_config
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
 from reid.mixed import LabelTreatment, Mix, generated_pool
@@ -37,7 +37,8 @@ SOURCES = ("real", "virtual", "real+virtual", *MIXED)
 
 @dataclass
 class AblationConfig:
-    real_root: str = ""  # Market-1501-format real data (or SimMarket); its query / gallery are the test set
+    real_root: str = ""  # real data (Market-1501, Duke, MSMT17, CUHK03 or SimMarket); its query / gallery: the test set
+    real_format: DataFormat = "auto"  # layout of real_root (generator.data.layouts); auto: detected from its contents
     virtual_root: str = ""  # a Virtual Market build (Market-1501 layout)
     remix_root: str = ""  # a build of remixes of the real training identities (fg_mode: real), with their real pids
     settings: list[str] = field(default_factory=lambda: ["real", "virtual", "real+virtual", "virtual->real"])
@@ -88,8 +89,9 @@ def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = Fal
     """torchreid dataset names for the sources the settings use (all share the real query / gallery), the
     generated images of each mixed source (trained on the real dataset), and the real training records."""
     if not cfg.real_root:
-        raise UserError("real_root: set it to a Market-1501-format dataset (its query / gallery are the test set)")
-    real = market_records(cfg.real_root, progress=progress)
+        raise UserError("real_root: set it to a re-ID dataset (Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or a "
+                        "SimMarket; its query / gallery are the test set)")
+    real = market_records(cfg.real_root, progress=progress, fmt=cfg.real_format, fmt_key="real_format")
     names = {"real": register_dataset("vm_real", real["train"], real["query"], real["gallery"])}
     virtual = remix = []
     if needed & {"virtual", "real+virtual", "real+new", "real+remix+new"}:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from generator.data.dataset import check_images
-from generator.data.market import scan_market
+from generator.data.layouts import scan_dataset
 from generator.errors import UserError
 from generator.io import progress_bar
 from reid.mixed import soft_cross_entropy, train_labels
@@ -67,14 +67,17 @@ def builtin_market1501(root: str | os.PathLike, verbose: bool = False, **kwargs)
 # datasets: plug-ins through torchreid's register_image_dataset
 
 
-def market_records(root, splits=("train", "query", "gallery"), progress: bool = False
-                   ) -> dict[str, list[tuple[str, int, int]]]:
-    """torchreid records ``(path, pid, camid)`` with 0-based cameras, per split; junk is dropped as torchreid does.
+def market_records(root, splits=("train", "query", "gallery"), progress: bool = False, fmt: str = "auto",
+                   fmt_key: str = "format") -> dict[str, list[tuple[str, int, int]]]:
+    """torchreid records ``(path, pid, camid)`` with 0-based cameras, per split, of a dataset in layout ``fmt``
+    (auto: detected; Market-1501, DukeMTMC-reID, MSMT17 or CUHK03, generator.data.layouts): what torchreid's own
+    dataset class of that layout gives, training pids not yet relabelled; Market-1501 junk is dropped as torchreid
+    does. ``fmt_key`` names the format option in errors.
 
     Every image is decoded once first: torchreid's ``read_image`` retries an unreadable file forever, so a
     truncated JPEG or a stray non-image would hang training; here it is a UserError naming the file.
     """
-    records = scan_market(root, splits)
+    records = scan_dataset(root, splits, fmt=fmt, fmt_key=fmt_key)
     check_images(records, progress=progress, desc=f"checking {Path(root).name}")
     out: dict[str, list] = {s: [] for s in splits}
     for r in records:

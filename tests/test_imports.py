@@ -25,7 +25,7 @@ LAYERS = [
     ("augment",),
 ]
 # heavy dependencies that stay optional at import time: imported where they are used
-LAZY = ("torchreid", "faiss", "matplotlib")
+LAZY = ("torchreid", "faiss", "matplotlib", "mediapipe")
 
 
 def layer_of(module: str) -> int:

@@ -1,4 +1,5 @@
-"""The person dataset the networks train on (Sec. 3.1 inputs), for real Market-1501 and SimMarket alike.
+"""The person dataset the networks train on (Sec. 3.1 inputs), for real data (Market-1501, DukeMTMC-reID, MSMT17,
+CUHK03: generator.data.layouts) and SimMarket alike.
 
 Each item holds the image in [-1, 1], the 18 pose maps, the coarse pose mask,
 the 7 body-ROI boxes with their visibilities, the 54-D pose vector, pid and camid.
@@ -13,26 +14,17 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
-from generator.data.market import Record, resolve_root, scan_market
+from generator.data.layouts import (  # KEYPOINT_FILES, keypoint_file: moved to layouts, still importable from here
+    KEYPOINT_FILES,  # noqa: F401
+    keypoint_file,  # noqa: F401
+    layout_keypoint_file,
+    read_layout,
+    resolve_layout,
+)
+from generator.data.market import Record
 from generator.errors import UserError
 from generator.io import progress_bar
 from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask
-
-# keypoint files, as pose-transfer work on Market-1501 names them: train split / query + gallery
-KEYPOINT_FILES = {"train": "market-annotation-train.csv", "query": "market-annotation-test.csv",
-                  "gallery": "market-annotation-test.csv"}
-
-
-def keypoint_file(root: str | os.PathLike, split: str) -> Path:
-    """Where the keypoint CSV of ``split`` lives: beside the split folders, or in the root above them."""
-    base = resolve_root(root)
-    for folder in (base, Path(root)):
-        if (folder / KEYPOINT_FILES[split]).is_file():
-            return folder / KEYPOINT_FILES[split]
-    raise UserError(
-        f"{base / KEYPOINT_FILES[split]}: keypoint file missing; put the 18-joint CSV (name:keypoints_y:keypoints_x) "
-        "there or pass its path"
-    )
 
 
 def load_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -65,7 +57,10 @@ class PersonDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[Record], keypoints: dict[str, np.ndarray], size: tuple[int, int] = (128, 64),
                  flip_prob: float = 0.0, heatmap_radius: int = 4, heatmap_mode: str = "disk", mask_radius: int = 7,
                  keypoint_source: str = "the keypoint CSV", skip_missing_keypoints: bool = False):
-        """Images without a keypoint row: junk (pid -1) and distractors (pid 0), never trained on, are left out
+        """``keypoints``: ``{image path or keypoint name (Record.keypoint_name): (18, 2) (y, x)}``, a path entry
+        first (``market_dataset`` keys rows by path, so that same-named rows of two splits' CSVs never mix).
+
+        Images without a keypoint row: junk (pid -1) and distractors (pid 0), never trained on, are left out
         (counted in ``skipped_unlabelled``); a person image is refused, or with ``skip_missing_keypoints`` left
         out and counted in ``skipped_missing``."""
         if not records:
@@ -76,9 +71,11 @@ class PersonDataset(torch.utils.data.Dataset):
         self.records, self.rcv = [], []
         self.skipped_unlabelled = self.skipped_missing = 0
         for r in records:
-            yx = keypoints.get(r.name)
+            yx = keypoints.get(r.path)
             if yx is None:
-                if r.pid <= 0:
+                yx = keypoints.get(r.keypoint_name)
+            if yx is None:
+                if not r.is_person:
                     self.skipped_unlabelled += 1
                     continue
                 if skip_missing_keypoints:
@@ -170,14 +167,21 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
 
 def market_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, int] = (128, 64),
-                   keypoints_csv: str | os.PathLike | None = None, keep_junk: bool = False, **kwargs) -> PersonDataset:
-    """A PersonDataset over the given splits of a Market-1501-format root (real or SimMarket)."""
-    records = scan_market(root, splits, keep_junk=keep_junk)
+                   keypoints_csv: str | os.PathLike | None = None, keep_junk: bool = False, fmt: str = "auto",
+                   fmt_key: str = "format", **kwargs) -> PersonDataset:
+    """A PersonDataset over the given splits of a re-ID dataset root (real or SimMarket) in layout ``fmt`` (auto:
+    detected; generator.data.layouts). Keypoints: each split's CSV of the layout, or ``keypoints_csv`` for all."""
+    layout = resolve_layout(root, fmt, fmt_key)
+    records = read_layout(layout, splits, keep_junk=keep_junk)
     if keypoints_csv is not None:
-        sources = [Path(keypoints_csv)]
+        source_of = {s: Path(keypoints_csv) for s in splits}
     else:
-        sources = sorted({keypoint_file(root, s) for s in splits})
+        source_of = {s: layout_keypoint_file(layout, s) for s in splits}
+    sources = sorted(set(source_of.values()))
+    tables = {src: read_keypoints_csv(src) for src in sources}
     keypoints: dict[str, np.ndarray] = {}
-    for src in sources:
-        keypoints.update(read_keypoints_csv(src))
+    for r in records:  # each image's row from its own split's CSV
+        yx = tables[source_of[r.split]].get(r.keypoint_name)
+        if yx is not None:
+            keypoints[r.path] = yx
     return PersonDataset(records, keypoints, size, keypoint_source=" or ".join(str(s) for s in sources), **kwargs)

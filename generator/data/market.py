@@ -62,12 +62,25 @@ def format_name(pid: int, camid: int, seq: int, frame: int, box: int) -> str:
 class Record:
     path: str  # absolute path of the image
     pid: int
-    camid: int  # 1-based
+    camid: int  # 1-based, as the file name numbers the camera
     split: str  # train | query | gallery
+    key: str = ""  # the image's row name in the keypoint CSV when it is not the file name (MSMT17: see layouts)
+    layout: str = "market1501"  # the dataset layout it was read from (generator.data.layouts)
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
+
+    @property
+    def keypoint_name(self) -> str:
+        """The name of the image's row in the keypoint CSV: the file name, but for MSMT17 (generator.data.layouts)."""
+        return self.key or self.name
+
+    @property
+    def is_person(self) -> bool:
+        """An identity's image: not junk (pid -1) nor a distractor (pid 0000 in Market-1501 and DukeMTMC-reID
+        names); MSMT17 numbers its identities from 0, so there pid 0 is a person."""
+        return self.pid > 0 or (self.pid == 0 and self.layout == "msmt17")
 
 
 def resolve_root(root: str | os.PathLike) -> Path:
@@ -92,23 +105,34 @@ def scan_market(root: str | os.PathLike, splits=("train", "query", "gallery"), k
     Every ``.jpg`` must have a valid name; junk images (pid -1) are dropped
     unless ``keep_junk``. Each requested split must exist and hold at least one image.
     """
-    base = resolve_root(root)
+    return scan_split_folders(resolve_root(root), splits, lambda p: _pid_cam(parse_name(p)), keep_junk,
+                              "market1501", "Market-1501")
+
+
+def _pid_cam(name: MarketName) -> tuple[int, int]:
+    return name.pid, name.camid
+
+
+def scan_split_folders(base: Path, splits, parse, keep_junk: bool, layout: str, dataset: str) -> list[Record]:
+    """Records of the split folders (bounding_box_train/, query/, bounding_box_test/) under ``base``, the layout
+    Market-1501 and DukeMTMC-reID share; ``parse(path) -> (pid, camid)`` reads (and validates) a file name,
+    ``dataset`` names the dataset in errors."""
     records: list[Record] = []
     for split in splits:
         folder = base / SPLIT_DIRS[split]
         if not folder.is_dir():
-            raise UserError(f"{folder}: missing split folder; a Market-1501 root needs {SPLIT_DIRS[split]}/")
+            raise UserError(f"{folder}: missing split folder; a {dataset} root needs {SPLIT_DIRS[split]}/")
         names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg", ".png")))
         if not names:
             raise UserError(f"{folder}: empty split, no images found; fill it or point at the right root")
         for name in names:
-            parsed = parse_name(str(folder / name))
-            if parsed.pid == JUNK_PID and not keep_junk:
+            pid, camid = parse(str(folder / name))
+            if pid == JUNK_PID and not keep_junk:
                 continue
-            if split == "train" and parsed.pid in (JUNK_PID, DISTRACTOR_PID):
+            if split == "train" and pid in (JUNK_PID, DISTRACTOR_PID):
                 raise UserError(f"{folder / name}: junk or distractor image in the training split; "
                                 f"move it to bounding_box_test/ or remove it")
-            records.append(Record(str((folder / name).resolve()), parsed.pid, parsed.camid, split))
+            records.append(Record(str((folder / name).resolve()), pid, camid, split, layout=layout))
     return records
 
 

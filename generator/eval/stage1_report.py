@@ -21,6 +21,7 @@ from scipy import ndimage
 from generator.api import DisentangledModel
 from generator.data.dataset import load_image, market_dataset
 from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
+from generator.data.layouts import keypoint_file
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
 from generator.eval.image_metrics import mask_ssim, nan_mean, region_scores, ssim, to01
@@ -85,7 +86,8 @@ def counterfactual_metrics(model: DisentangledModel, root, n_pairs: int = 200, b
     sim = SimMarket(root)
     if (sim.meta["height"], sim.meta["width"]) != tuple(model.size):
         raise ValueError(f"SimMarket at {root} is {sim.meta['height']}x{sim.meta['width']}, the model {model.size}")
-    kp = read_keypoints_csv(Path(root) / "market-annotation-test.csv")
+    # rows by file name: SimMarket's names are unique in every layout it writes (an MSMT17 row names a sub-path)
+    kp = {Path(k).name: v for k, v in read_keypoints_csv(keypoint_file(root, "query")).items()}
     pairs = swap_pairs(sim, n_pairs)
 
     def t(a):
@@ -190,12 +192,13 @@ def held_out_people(model: DisentangledModel, root, n: int = 8) -> dict:
             "roi_visible": vis}
 
 
-def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: int) -> dict | None:
+def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: int, fmt: str = "auto",
+                   fmt_key: str = "format") -> dict | None:
     """A fixed batch of ``n`` held-out (query + gallery) images for the periodic SSIM check during training;
-    None when there are none."""
+    None when there are none. ``fmt``: the dataset layout (generator.data.layouts)."""
     try:
         ds = market_dataset(root, ("query", "gallery"), size=size, heatmap_radius=heatmap_radius,
-                            mask_radius=mask_radius)
+                            mask_radius=mask_radius, fmt=fmt, fmt_key=fmt_key)
     except UserError:
         return None
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].tolist()

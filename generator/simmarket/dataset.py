@@ -3,7 +3,11 @@ dataset; and :class:`SimMarket`, which reads one back and re-renders any combina
 
 The dataset on disk holds the Market-1501 splits, the keypoint CSVs, a manifest with one row per image,
 ``simmarket.json`` (seed and size, from which the world of backgrounds and lighting is rebuilt),
-``identities.json`` and ``poses.npz``.
+``identities.json`` and ``poses.npz``. It can also be written in the layout of DukeMTMC-reID, MSMT17 or CUHK03
+(new protocol) instead (``layout``; generator.data.layouts reads them): the same identities, images and splits,
+renamed and placed as that dataset does, with its list or index files, and the keypoint CSVs named and placed as
+that layout's reader looks them up. Those datasets have no junk and no distractor images, so these layouts leave
+SimMarket's out.
 """
 from __future__ import annotations
 
@@ -19,12 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.io import savemat
 
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.data.layouts import (
+    CUHK03_VARIANTS,
+    KEYPOINT_FILES,
+    MSMT17_LISTS,
+    MSMT17_VERSIONS,
+    cuhk03_image_dir,
+    cuhk03_mat_name,
+)
 from generator.data.manifest import write_manifest
-from generator.data.market import SPLIT_DIRS, MarketWriter, format_name
+from generator.data.market import SPLIT_DIRS, format_name
 from generator.errors import UserError
-from generator.io import progress_bar
+from generator.io import atomic_save_image, progress_bar
 from generator.simmarket.body import VIEWS, Pose, sample_pose
 from generator.simmarket.identity import Identity, keyed_rng, make_identities
 from generator.simmarket.render import Render, render
@@ -137,6 +150,98 @@ def plan_dataset(world: World, identities: list[Identity], seed: int, train_shar
     return specs
 
 
+LAYOUTS = ("market1501", "duke", "msmt17", "cuhk03")  # how `simulate` can write the dataset (generator.data.layouts)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where a planned image goes in a layout, and what that layout calls it."""
+    path: str  # relative to the dataset folder
+    key: str  # its row name in the keypoint CSV
+    pid: int  # the pid the layout gives it
+    camid: int  # 1-based camera (CUHK03: the view)
+
+
+def place_specs(specs: list[ImageSpec], layout: str) -> list[Placed]:
+    """Paths and names of every image of the plan in ``layout``.
+
+    duke: ``bounding_box_*/PPPP_cC_fFFFFFFF.jpg`` (SimMarket's 6 cameras among Duke's 8). msmt17: ``train/`` and
+    ``test/`` with a folder per identity, pids relabelled from 0 within train and within test as MSMT17 numbers them,
+    names ``PPPP_III_CC_0303morning_FFFF_B.jpg``. cuhk03: ``images_detected/CP_PPP_V_NN.png`` (camera pair, the
+    person's number in it, view, image), an identity's cameras split into two views (the first half of them view 1),
+    pids kept as the labels.
+    """
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    out: list[Placed] = []
+    if layout == "market1501":
+        return [Placed(f"{SPLIT_DIRS[sp.split]}/{sp.name}", sp.name, sp.pid, sp.camid) for sp in specs]
+    if layout == "duke":
+        for sp in specs:
+            name = f"{sp.pid:04d}_c{sp.camid}_f{sp.frame:07d}.jpg"
+            out.append(Placed(f"{SPLIT_DIRS[sp.split]}/{name}", name, sp.pid, sp.camid))
+    elif layout == "msmt17":
+        train_dir, test_dir = MSMT17_VERSIONS["MSMT17_V1"]
+        relabel = {part: {pid: k for k, pid in enumerate(sorted({sp.pid for sp in specs
+                                                                    if (sp.split == "train") == (part == "train")}))}
+                   for part in ("train", "test")}
+        counter: dict[tuple[str, int], int] = {}
+        for sp in specs:
+            part = "train" if sp.split == "train" else "test"
+            pid = relabel[part][sp.pid]
+            index = counter[part, pid] = counter.get((part, pid), -1) + 1
+            key = f"{pid:04d}/{pid:04d}_{index:03d}_{sp.camid:02d}_0303morning_{sp.frame:04d}_{sp.box - 1}.jpg"
+            out.append(Placed(f"{train_dir if part == 'train' else test_dir}/{key}", key, pid, sp.camid))
+    else:
+        cams: dict[int, list[int]] = {}
+        for sp in specs:
+            cams.setdefault(sp.pid, [])
+            if sp.camid not in cams[sp.pid]:
+                cams[sp.pid].append(sp.camid)
+        person = {pid: i for i, pid in enumerate(sorted(cams))}
+        counter = {}
+        folder = cuhk03_image_dir("cuhk03_detected")
+        for sp in specs:
+            own = sorted(cams[sp.pid])
+            view = 1 if own.index(sp.camid) < (len(own) + 1) // 2 else 2
+            counter[sp.pid] = counter.get(sp.pid, 0) + 1
+            if counter[sp.pid] > 99:
+                raise UserError(f"identity {sp.pid}: over 99 images, more than CUHK03 names number; use another layout")
+            i = person[sp.pid]
+            name = f"{i % 5 + 1}_{i // 5 + 1:03d}_{view}_{counter[sp.pid]:02d}.png"
+            out.append(Placed(f"{folder}/{name}", name, sp.pid, view))
+    if len({p.path for p in out}) != len(out):
+        raise UserError(f"--layout {layout}: two images would get the same name; use another --seed")
+    return out
+
+
+def write_layout_index(root: Path, specs: list[ImageSpec], placed: list[Placed], layout: str) -> None:
+    """The list or index files of ``layout`` for the images ``placed``: MSMT17's list_*.txt (list_val.txt empty:
+    no validation images), CUHK03's new-protocol .mat files of both variants (the labelled images a copy of the
+    detected ones)."""
+    if layout == "msmt17":
+        for split, name in MSMT17_LISTS.items():
+            lines = [f"{p.key} {p.pid}\n" for sp, p in zip(specs, placed, strict=True) if sp.split == split]
+            (root / name).write_text("".join(lines))
+        (root / "list_val.txt").write_text("")
+    elif layout == "cuhk03":
+        filelist = np.empty((len(placed), 1), dtype=object)
+        filelist[:, 0] = [p.key for p in placed]
+        index = {split: np.array([[k + 1] for k, sp in enumerate(specs) if sp.split == split], dtype=np.int32)
+                 for split in ("train", "query", "gallery")}
+        config = {"filelist": filelist, "labels": np.array([[p.pid] for p in placed], dtype=np.int32),
+                  "camId": np.array([[p.camid] for p in placed], dtype=np.int32),
+                  **{f"{split}_idx": idx for split, idx in index.items()}}
+        for fmt in CUHK03_VARIANTS:
+            savemat(str(root / cuhk03_mat_name(fmt)), config)
+        shutil.copytree(root / cuhk03_image_dir("cuhk03_detected"), root / cuhk03_image_dir("cuhk03_labeled"))
+
+
+def _write_image(path: Path, image, jpeg_quality: int = 95) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_image(image, path, **({"quality": jpeg_quality} if path.suffix == ".jpg" else {}))
+
+
 def render_spec(world: World, identities: list[Identity], spec: ImageSpec) -> Render:
     if spec.pose is None:
         img = world.background_image(spec.background)
@@ -158,9 +263,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, int] = (128, 64),
-             overwrite: bool = False, progress: bool = True, train_cameras: int = 0) -> dict:
+             overwrite: bool = False, progress: bool = True, train_cameras: int = 0,
+             layout: str = "market1501") -> dict:
     """Write a SimMarket dataset to ``out``; returns the summary counts. ``train_cameras`` k > 0 limits every
-    training identity to exactly k of the 6 cameras (see ``plan_dataset``).
+    training identity to exactly k of the 6 cameras (see ``plan_dataset``). ``layout``: market1501, or duke,
+    msmt17, cuhk03 (see ``place_specs``; ``out`` is then the dataset folder of that layout).
 
     The dataset is built in a temp folder next to ``out`` and renamed into
     place at the end, so a killed run leaves no half-written dataset.
@@ -179,11 +286,16 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     world = World(seed, h, w)
     identities = make_identities(seed, ids)
     specs = plan_dataset(world, identities, seed, train_cameras=train_cameras)
+    if layout != "market1501":  # none of the other datasets has junk or distractor images
+        specs = [sp for sp in specs if sp.pid > 0]
+    placed = place_specs(specs, layout)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")  # a leftover of a killed run is replaced
     if tmp.exists():
         shutil.rmtree(tmp)
-    writer = MarketWriter(tmp)
+    for folder in ([SPLIT_DIRS[s] for s in ("train", "query", "gallery")] if layout in ("market1501", "duke")
+                   else []):
+        (tmp / folder).mkdir(parents=True, exist_ok=True)  # every split folder, even one left empty
     rows, keypoints = [], {"train": {}, "test": {}}
     joints = np.zeros((len(specs), 18, 2), np.float32)
     visible = np.zeros((len(specs), 18), bool)
@@ -192,18 +304,19 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     # file creation is slow on some disks and releases the GIL: write in background threads
     pool = ThreadPoolExecutor(max_workers=2)
     pending: deque = deque()
-    for k, sp in enumerate(progress_bar(specs, desc="SimMarket", unit="img", enabled=progress, mininterval=0.5)):
+    for k, (sp, pl) in enumerate(progress_bar(list(zip(specs, placed, strict=True)), desc="SimMarket", unit="img",
+                                              enabled=progress, mininterval=0.5)):
         r = render_spec(world, identities, sp)
-        pending.append(pool.submit(writer.write, sp.split, sp.name, r.image))
+        pending.append(pool.submit(_write_image, tmp / pl.path, r.image))
         if len(pending) > 64:
             pending.popleft().result()
-        keypoints["train" if sp.split == "train" else "test"][sp.name] = rcv_to_yx(r.rcv)
+        keypoints["train" if sp.split == "train" else "test"][pl.key] = rcv_to_yx(r.rcv)
         if sp.pose is not None:
             joints[k], visible[k], scales[k] = sp.pose.joints, sp.pose.visible, sp.pose.scale
             if sp.pose.occluder is not None:
                 occluders[k] = sp.pose.occluder
         rows.append({
-            "path": f"{SPLIT_DIRS[sp.split]}/{sp.name}", "split": sp.split, "pid": sp.pid, "camid": sp.camid,
+            "path": pl.path, "split": sp.split, "pid": pl.pid, "camid": pl.camid,
             "origin": "sim", "identity": sp.identity,
             "group": identities[sp.identity].group if sp.identity >= 0 else -1,
             "view": sp.pose.view if sp.pose is not None else "none", "pose_index": k,
@@ -219,18 +332,23 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     pool.shutdown()
     manifest = pd.DataFrame(rows)
     write_manifest(manifest, tmp / "manifest.csv")
-    write_keypoints_csv(tmp / "market-annotation-train.csv", keypoints["train"])
-    write_keypoints_csv(tmp / "market-annotation-test.csv", keypoints["test"])
+    write_layout_index(tmp, specs, placed, layout)
+    # keypoint CSVs where the layout's reader looks first (generator.data.layouts.keypoint_dirs)
+    kp_dirs = [tmp / cuhk03_image_dir(f) for f in CUHK03_VARIANTS] if layout == "cuhk03" else [tmp]
+    for folder in kp_dirs:
+        write_keypoints_csv(folder / KEYPOINT_FILES["train"], keypoints["train"])
+        write_keypoints_csv(folder / KEYPOINT_FILES["query"], keypoints["test"])
     np.savez_compressed(tmp / "poses.npz", joints=joints, visible=visible, occluder=occluders, scale=scales)
     (tmp / "identities.json").write_text(json.dumps([asdict(i) for i in identities], indent=1))
     counts = {s: int((manifest.split == s).sum()) for s in ("train", "query", "gallery")}
     summary = {
         "version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
         **({"train_cameras": train_cameras} if train_cameras else {}),
+        **({"layout": layout} if layout != "market1501" else {}),
         "train_ids": int(manifest[manifest.split == "train"].pid.nunique()),
         "test_ids": int(manifest[manifest.split == "query"].pid.nunique()),
         "images": len(manifest), **counts,
-        "distractors": int((manifest.pid == 0).sum()), "junk": int((manifest.pid == -1).sum()),
+        "distractors": sum(sp.pid == 0 for sp in specs), "junk": sum(sp.pid == -1 for sp in specs),
     }
     (tmp / "simmarket.json").write_text(json.dumps(summary, indent=1))
     if out.exists():

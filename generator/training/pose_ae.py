@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from generator.config import DataConfig, save_config, to_dict
-from generator.data.dataset import keypoint_file
 from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
-from generator.data.market import scan_market
+from generator.data.layouts import layout_keypoint_file, read_layout, resolve_layout
 from generator.errors import UserError
 from generator.io import atomic_save, progress_bar
 from generator.models.pose_ae import PoseModelConfig, build_pose_ae
@@ -46,11 +45,15 @@ class PoseConfig:
     train: PoseTrainConfig = field(default_factory=PoseTrainConfig)
 
 
-def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = True) -> torch.Tensor:
-    """(N, 54) pose vectors of the split images (and their mirror images when ``flip``)."""
-    names = {r.name for r in scan_market(root, tuple(splits))}
+def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = True, fmt: str = "auto") -> torch.Tensor:
+    """(N, 54) pose vectors of the split images (and their mirror images when ``flip``); ``fmt``: the dataset
+    layout (generator.data.layouts)."""
+    layout = resolve_layout(root, fmt, "data.format")
+    records = read_layout(layout, tuple(splits))
+    source_of = {s: layout_keypoint_file(layout, s) for s in splits}
     rows = []
-    for src in sorted({keypoint_file(root, s) for s in splits}):
+    for src in sorted(set(source_of.values())):
+        names = {r.keypoint_name for r in records if source_of[r.split] == src}  # the rows of this CSV's splits
         for name, yx in read_keypoints_csv(src).items():
             if name in names:
                 rcv = yx_to_rcv(yx)
@@ -76,7 +79,7 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
         prepare_data(cfg.data, progress)
     barrier(rt)
     size = tuple(cfg.data.size)
-    data = pose_vectors(Path(cfg.data.root), cfg.data.splits, size, t.min_visible).to(rt.device)
+    data = pose_vectors(Path(cfg.data.root), cfg.data.splits, size, t.min_visible, fmt=cfg.data.format).to(rt.device)
     torch.manual_seed(t.seed)
     model = build_pose_ae(cfg.model).to(rt.device)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))

@@ -135,8 +135,11 @@ def restore_state(run_dir: Path, objects: dict) -> dict | None:
 
 
 def prepare_data(data: DataConfig, progress: bool = True) -> Path:
-    """The dataset root, simulating SimMarket first when the config asks for it and it is missing."""
+    """The dataset root, simulating SimMarket first when the config asks for it and it is missing (in the layout
+    data.format names; Market-1501 for auto)."""
     root = Path(data.root)
     if not root.exists() and data.simulate_ids > 0:
-        simulate(root, data.simulate_ids, seed=data.simulate_seed, size=tuple(data.size), progress=progress)
+        layout = "market1501" if data.format == "auto" else data.format.split("_")[0]  # cuhk03_labeled: cuhk03
+        simulate(root, data.simulate_ids, seed=data.simulate_seed, size=tuple(data.size), progress=progress,
+                 layout=layout)
     return root

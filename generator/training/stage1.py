@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from generator.config import DataConfig, save_config, to_dict
 from generator.data.dataset import StepBatchSampler, check_images, market_dataset
-from generator.data.market import scan_market
+from generator.data.layouts import scan_dataset
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
 from generator.eval.stage1_report import held_out_batch, held_out_ssim
@@ -79,9 +79,12 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     root = Path(cfg.data.root)
     size = tuple(cfg.data.size)
     # every image decoded first: a broken file is named for what it is, before its missing keypoint row
-    check_images(scan_market(root, tuple(cfg.data.splits)), size, progress=progress and rt.is_main)
+    layout = {"fmt": cfg.data.format, "fmt_key": "data.format"}  # the dataset layout, and how errors name it
+    check_images(scan_dataset(root, tuple(cfg.data.splits), fmt=cfg.data.format, fmt_key="data.format"), size,
+                 progress=progress and rt.is_main)
     ds = market_dataset(root, tuple(cfg.data.splits), size=size, heatmap_radius=cfg.data.heatmap_radius,
-                        mask_radius=cfg.data.mask_radius, skip_missing_keypoints=cfg.data.skip_missing_keypoints)
+                        mask_radius=cfg.data.mask_radius, skip_missing_keypoints=cfg.data.skip_missing_keypoints,
+                        **layout)
     if ds.skipped_missing:
         log.line(f"data: {ds.skipped_missing} training images without a keypoint row left out "
                  "(data.skip_missing_keypoints)")
@@ -112,7 +115,7 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     grid_batch = rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in grid_idx]))
     held_out = None
     if rt.is_main and t.eval_every > 0:
-        held_out = held_out_batch(root, size, cfg.data.heatmap_radius, cfg.data.mask_radius, t.eval_images)
+        held_out = held_out_batch(root, size, cfg.data.heatmap_radius, cfg.data.mask_radius, t.eval_images, **layout)
         held_out = rt.to_device(held_out) if held_out is not None else None
     if rt.is_main:
         log.line(f"stage1: {len(ds)} images from {root}, G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params, "

@@ -1,0 +1,347 @@
+"""Re-ID dataset layouts: Market-1501, DukeMTMC-reID, MSMT17 and CUHK03 (new protocol), detected and read.
+
+Each reader follows the file conventions of torchreid's own dataset class (``torchreid.reid.data.datasets.image``),
+so that the records ``(path, pid, camid - 1)`` that ``reid.torchreid_adapter.market_records`` makes of ours equal
+that class's records (its training pids before it relabels them 0..N-1):
+
+- ``market1501``: ``bounding_box_train/``, ``query/``, ``bounding_box_test/`` in the root or in
+  ``Market-1501-v15.09.15/``; names ``PPPP_cCsS_FFFFFF_BB.jpg``; junk (pid -1) dropped (``generator.data.market``).
+- ``duke``: the same split folders in the root or in ``DukeMTMC-reID/``; names ``PPPP_cC_fFFFFFFF.jpg``
+  (``0001_c2_f0046182.jpg``), cameras 1..8.
+- ``msmt17``: ``MSMT17_V1/`` (images in ``train/``, ``test/``) or ``MSMT17_V2/`` (``mask_train_v2/``,
+  ``mask_test_v2/``), or those folders in the root itself, with ``list_train.txt``, ``list_query.txt`` and
+  ``list_gallery.txt``: lines ``RELATIVE/PATH.jpg PID``, the path relative to the train (or test) image folder;
+  the camera is the path's third ``_`` field (``0000/0000_000_01_0303morning_0015_0.jpg``: camera 1). Pids are
+  taken as listed (numbered from 0, query / gallery apart from train). The training split is ``list_train.txt``
+  alone, as in torchreid's default (``list_val.txt`` joins it there only with ``combineall``); ``list_val.txt``
+  is not read.
+- ``cuhk03_detected`` / ``cuhk03_labeled``: the new protocol (Zhong et al., CVPR 2017):
+  ``cuhk03_new_protocol_config_detected.mat`` (or ``_labeled.mat``) whose ``train_idx``, ``query_idx`` and
+  ``gallery_idx`` index (1-based) its ``filelist`` and ``labels``, and the images in ``images_detected/`` (or
+  ``images_labeled/``), as torchreid extracts them from ``cuhk03_release/cuhk-03.mat``; in the root or in
+  ``cuhk03/``. The camera is the view, the name's third field (``1_001_2_06.png``: view 2). ``auto`` picks the
+  detected boxes when both are there (torchreid's default); choose ``cuhk03_labeled`` explicitly.
+
+Records keep the camera 1-based as the names number it (torchreid subtracts 1), the pids as the dataset numbers
+them, and, within a split, the order of the folder listing (sorted) or of the list / index file.
+
+Keypoint CSVs (``market-annotation-train.csv`` for the training split, ``market-annotation-test.csv`` for query
+and gallery; ``name:keypoints_y:keypoints_x``) name each image the way the dataset's own index names it
+(``Record.keypoint_name``): the file name for Market-1501, DukeMTMC-reID and CUHK03, and for MSMT17 the list-file
+entry, the path relative to the split's image folder (``0000/0000_000_01_0303morning_0015_0.jpg``), since train
+and test each number their identities from 0000. The CSVs sit beside the split folders or list files (the dataset
+folder) or in the root above it; CUHK03's sit in the image folder of its variant
+(``images_detected/market-annotation-train.csv``), because the detected and labelled crops share file names but
+not keypoints.
+"""
+from __future__ import annotations
+
+import os
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.io import loadmat
+
+from generator.config import DataFormat
+from generator.data.market import MARKET_SUBDIR, SPLIT_DIRS, Record, resolve_root, scan_market, scan_split_folders
+from generator.errors import UserError
+
+FORMATS = tuple(f for f in typing.get_args(DataFormat) if f != "auto")  # the layouts `auto` chooses between
+DATASET_NAMES = {"market1501": "Market-1501", "duke": "DukeMTMC-reID", "msmt17": "MSMT17",
+                 "cuhk03_detected": "CUHK03 (detected)", "cuhk03_labeled": "CUHK03 (labelled)"}
+DUKE_SUBDIR = "DukeMTMC-reID"
+DUKE_CAMERAS = 8
+# MSMT17 version folder -> its (train, test) image folders, as torchreid's MSMT17 names them
+MSMT17_VERSIONS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
+MSMT17_LISTS = {"train": "list_train.txt", "query": "list_query.txt", "gallery": "list_gallery.txt"}
+CUHK03_SUBDIR = "cuhk03"
+CUHK03_VARIANTS = {"cuhk03_detected": "detected", "cuhk03_labeled": "labeled"}
+# keypoint files, as pose-transfer work on Market-1501 names them: train split / query + gallery
+KEYPOINT_FILES = {"train": "market-annotation-train.csv", "query": "market-annotation-test.csv",
+                  "gallery": "market-annotation-test.csv"}
+
+_DUKE_RE = re.compile(r"^(-1|\d{4})_c(\d)_f(\d+)\.jpg$")
+_MARKET_LIKE_RE = re.compile(r"^(-1|\d{4})_c\d+s\d+_\d+_\d+\.")
+_WHAT_AUTO_LOOKS_FOR = ("Market-1501 or DukeMTMC-reID split folders (bounding_box_train/, query/, bounding_box_test/), "
+                        "MSMT17 lists (list_train.txt, or MSMT17_V1/ or MSMT17_V2/) or CUHK03 new-protocol files "
+                        "(cuhk03_new_protocol_config_detected.mat, or cuhk03/)")
+
+
+def cuhk03_mat_name(fmt: str) -> str:
+    return f"cuhk03_new_protocol_config_{CUHK03_VARIANTS[fmt]}.mat"
+
+
+def cuhk03_image_dir(fmt: str) -> str:
+    return f"images_{CUHK03_VARIANTS[fmt]}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    format: str  # one of FORMATS (never auto)
+    base: Path  # the dataset folder: split folders, list files or .mat files
+    root: Path  # the folder the user named
+
+
+def _folder(root) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; pass the dataset root (holding {_WHAT_AUTO_LOOKS_FOR})")
+    return root
+
+
+def _msmt17_base(root: Path) -> Path | None:
+    for version in MSMT17_VERSIONS:
+        if (root / version).is_dir():
+            return root / version
+    return root if (root / MSMT17_LISTS["train"]).is_file() else None
+
+
+def _cuhk03_base(root: Path, fmt: str | None = None) -> Path | None:
+    """The folder holding the new-protocol .mat of ``fmt`` (either variant when None): ``root`` or ``root/cuhk03``."""
+    mats = [cuhk03_mat_name(fmt)] if fmt else [cuhk03_mat_name(f) for f in CUHK03_VARIANTS]
+    for folder in (root, root / CUHK03_SUBDIR):
+        if any((folder / m).is_file() for m in mats):
+            return folder
+    return None
+
+
+def _split_folder_format(folder: Path) -> str:
+    """duke or market1501, from the image names of a split folder (Market's names if neither fits)."""
+    names = os.listdir(folder)
+    duke = sum(bool(_DUKE_RE.match(n)) for n in names)
+    market = sum(bool(_MARKET_LIKE_RE.match(n)) for n in names)
+    return "duke" if duke > market else "market1501"
+
+
+def detect_format(root) -> str:
+    """The layout of the dataset at ``root`` (one of FORMATS), from its folders, list / index files and names."""
+    root = _folder(root)
+    cuhk = _cuhk03_base(root)
+    if cuhk is not None:
+        return "cuhk03_detected" if (cuhk / cuhk03_mat_name("cuhk03_detected")).is_file() else "cuhk03_labeled"
+    if _msmt17_base(root) is not None:
+        return "msmt17"
+    if (root / DUKE_SUBDIR).is_dir():
+        return "duke"
+    if (root / MARKET_SUBDIR).is_dir():
+        return "market1501"
+    for d in SPLIT_DIRS.values():
+        if (root / d).is_dir() and any(n.lower().endswith((".jpg", ".jpeg", ".png")) for n in os.listdir(root / d)):
+            return _split_folder_format(root / d)
+    if any((root / d).is_dir() for d in SPLIT_DIRS.values()):
+        return "market1501"  # empty split folders: the Market reader names what is missing
+    raise UserError(f"{root}: no re-ID dataset found; expected {_WHAT_AUTO_LOOKS_FOR}: pass the dataset root, "
+                    f"or set the format ({', '.join(FORMATS)})")
+
+
+def _family(fmt: str) -> str:
+    return "cuhk03" if fmt.startswith("cuhk03") else fmt
+
+
+def _setting(key: str, value: str) -> str:
+    """How the user writes the format option: ``data.format: duke`` in a config, ``--format duke`` on a command line."""
+    return f"{key} {value}" if key.startswith("--") else f"{key}: {value}"
+
+
+def resolve_layout(root, fmt: str = "auto", fmt_key: str = "format") -> Layout:
+    """The layout of ``root``: detected (``fmt`` auto) or as ``fmt`` says, refused when the folder plainly holds
+    another layout. ``fmt_key`` is how errors name the format option (``data.format``, ``real_format``)."""
+    if fmt != "auto" and fmt not in FORMATS:
+        raise UserError(f"{fmt_key}: {fmt!r} is not a dataset format; use one of auto, {', '.join(FORMATS)}")
+    root = _folder(root)
+    if fmt == "auto":
+        fmt = detect_format(root)
+    else:
+        try:
+            found = detect_format(root)
+        except UserError:  # nothing recognisable: the reader of `fmt` names what is missing
+            found = None
+        if found is not None and _family(found) != _family(fmt):
+            raise UserError(f"{root}: holds {DATASET_NAMES[found]}, not {DATASET_NAMES[fmt]} "
+                            f"({_setting(fmt_key, fmt)}); set {_setting(fmt_key, found)}, or auto to detect it")
+    return Layout(fmt, _base(root, fmt), root)
+
+
+def _base(root: Path, fmt: str) -> Path:
+    if fmt == "market1501":
+        return resolve_root(root)
+    if fmt == "duke":
+        if (root / DUKE_SUBDIR).is_dir():
+            return root / DUKE_SUBDIR
+        if any((root / d).is_dir() for d in SPLIT_DIRS.values()):
+            return root
+        raise UserError(f"{root}: holds neither bounding_box_train/, query/, bounding_box_test/ nor {DUKE_SUBDIR}/; "
+                        "pass the DukeMTMC-reID root folder")
+    if fmt == "msmt17":
+        base = _msmt17_base(root)
+        if base is None:
+            raise UserError(f"{root}: holds neither MSMT17_V1/, MSMT17_V2/ nor list_train.txt; pass the MSMT17 root "
+                            "folder")
+        return base
+    base = _cuhk03_base(root, fmt)
+    if base is None:
+        raise UserError(f"{root}: no {cuhk03_mat_name(fmt)} here or in {CUHK03_SUBDIR}/; put CUHK03's new-protocol "
+                        f"file there" + (" (or set the format to cuhk03_detected)" if fmt == "cuhk03_labeled" else
+                                         " (or set the format to cuhk03_labeled)"))
+    return base
+
+
+def scan_dataset(root, splits=("train", "query", "gallery"), keep_junk: bool = False, fmt: str = "auto",
+                 fmt_key: str = "format") -> list[Record]:
+    """Validated records of ``splits`` of the dataset at ``root`` in layout ``fmt`` (auto: detected); a split
+    that is missing or empty, an unreadable index, a bad name or an image the index names but the folder lacks
+    is a UserError naming the file. ``keep_junk``: Market-1501 / DukeMTMC-reID images of pid -1 are kept."""
+    return read_layout(resolve_layout(root, fmt, fmt_key), splits, keep_junk)
+
+
+def read_layout(layout: Layout, splits=("train", "query", "gallery"), keep_junk: bool = False) -> list[Record]:
+    if layout.format == "market1501":
+        return scan_market(layout.root, splits, keep_junk=keep_junk)
+    if layout.format == "duke":
+        return scan_split_folders(layout.base, splits, parse_duke_name, keep_junk, "duke", "DukeMTMC-reID")
+    if layout.format == "msmt17":
+        return _scan_msmt17(layout.base, splits)
+    return _scan_cuhk03(layout.base, layout.format, splits)
+
+
+def parse_duke_name(path: str) -> tuple[int, int]:
+    """(pid, camid) of a DukeMTMC-reID image name ``PPPP_cC_fFFFFFFF.jpg``; UserError on anything else."""
+    m = _DUKE_RE.match(os.path.basename(path))
+    if m is None:
+        raise UserError(f"{path}: not a DukeMTMC-reID image name; expected PPPP_cC_fFFFFFFF.jpg (e.g. "
+                        "0001_c2_f0046182.jpg); rename or remove the file")
+    pid, cam = int(m.group(1)), int(m.group(2))
+    if not 1 <= cam <= DUKE_CAMERAS:
+        raise UserError(f"{path}: camera {cam} in the name; DukeMTMC-reID cameras are c1 to c{DUKE_CAMERAS}: "
+                        "renumber the cameras or remove the file")
+    return pid, cam
+
+
+def msmt17_image_dirs(base: Path) -> tuple[Path, Path]:
+    """(train, test) image folders of an MSMT17 dataset folder: by its version name, else whichever pair exists."""
+    pairs = [MSMT17_VERSIONS[base.name]] if base.name in MSMT17_VERSIONS else list(MSMT17_VERSIONS.values())
+    for train, test in pairs:
+        if (base / train).is_dir() or (base / test).is_dir():
+            return base / train, base / test
+    return base / pairs[0][0], base / pairs[0][1]
+
+
+def _camera_field(rel: str) -> int | None:
+    """The 1-based camera of an MSMT17 / CUHK03 name: its third ``_`` field, as torchreid reads it."""
+    fields = rel.split("_")
+    return int(fields[2]) if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) >= 1 else None
+
+
+def _scan_msmt17(base: Path, splits) -> list[Record]:
+    train_dir, test_dir = msmt17_image_dirs(base)
+    records: list[Record] = []
+    for split in splits:
+        image_dir = train_dir if split == "train" else test_dir
+        list_path = base / MSMT17_LISTS[split]
+        if not image_dir.is_dir():
+            raise UserError(f"{image_dir}: missing image folder; MSMT17 keeps the images of {list_path.name} in "
+                            f"{image_dir.name}/ beside it")
+        try:
+            lines = list_path.read_text().splitlines()
+        except OSError as e:
+            raise UserError(f"{list_path}: cannot read the MSMT17 list ({e.strerror}); an MSMT17 folder needs "
+                            f"{', '.join(MSMT17_LISTS.values())}") from None
+        resolved = image_dir.resolve()
+        before = len(records)
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise UserError(f"{list_path}:{lineno}: expected 'RELATIVE/PATH.jpg PID' such as "
+                                f"'0000/0000_000_01_0303morning_0015_0.jpg 0', got {line[:60]!r}; fix or remove the "
+                                "line")
+            rel, pid = parts[0], int(parts[1])
+            cam = _camera_field(rel)
+            if cam is None:
+                raise UserError(f"{list_path}:{lineno}: {rel}: no camera in the name; MSMT17 names carry it as the "
+                                "third '_' field, from 01 (0000_000_01_0303morning_0015_0.jpg); fix the line")
+            if not (image_dir / rel).is_file():
+                raise UserError(f"{list_path}:{lineno}: {image_dir / rel}: missing image; restore it or remove the "
+                                "line")
+            records.append(Record(str(resolved / rel), pid, cam, split, key=rel, layout="msmt17"))
+        if len(records) == before:
+            raise UserError(f"{list_path}: empty list, no images; fill it or point at the right root")
+    return records
+
+
+def _scan_cuhk03(base: Path, fmt: str, splits) -> list[Record]:
+    mat_path = base / cuhk03_mat_name(fmt)
+    image_dir = base / cuhk03_image_dir(fmt)
+    if not image_dir.is_dir():
+        raise UserError(f"{image_dir}: missing image folder; the CUHK03 new protocol reads its images from "
+                        f"{image_dir.name}/ beside {mat_path.name} (torchreid extracts them there from "
+                        "cuhk03_release/cuhk-03.mat)")
+    try:
+        mat = loadmat(str(mat_path))
+    except (OSError, ValueError, TypeError, NotImplementedError) as e:
+        raise UserError(f"{mat_path}: unreadable .mat file ({type(e).__name__}); replace it with CUHK03's "
+                        "new-protocol file") from None
+    fields = ("train_idx", "query_idx", "gallery_idx", "labels", "filelist")
+    missing = [f for f in fields if f not in mat]
+    if missing:
+        raise UserError(f"{mat_path}: no {missing[0]!r}; a CUHK03 new-protocol file holds {', '.join(fields)}")
+    filelist, labels = mat["filelist"].flatten(), mat["labels"].flatten()
+    if len(filelist) != len(labels):
+        raise UserError(f"{mat_path}: {len(filelist)} files but {len(labels)} labels; replace it with CUHK03's "
+                        "new-protocol file")
+    resolved = image_dir.resolve()
+    records: list[Record] = []
+    for split in splits:
+        idxs = mat[f"{split}_idx"].flatten()
+        if len(idxs) == 0:
+            raise UserError(f"{mat_path}: {split}_idx is empty; an empty split (check the file)")
+        for idx in idxs:
+            i = int(idx) - 1  # 1-based in the file
+            if not 0 <= i < len(filelist):
+                raise UserError(f"{mat_path}: {split}_idx holds {int(idx)}, outside filelist's 1..{len(filelist)}; "
+                                "replace it with CUHK03's new-protocol file")
+            name = str(np.asarray(filelist[i]).ravel()[0])
+            cam = _camera_field(name)
+            if cam is None:
+                raise UserError(f"{mat_path}: filelist entry {name!r} has no view; CUHK03 names carry it as the "
+                                "third '_' field (1_001_2_06.png: view 2); fix the file")
+            if not (image_dir / name).is_file():
+                raise UserError(f"{image_dir / name}: missing image ({mat_path.name} lists it); restore it, or "
+                                "extract the images again")
+            records.append(Record(str(resolved / name), int(labels[i]), cam, split, layout=fmt))
+    return records
+
+
+def keypoint_dirs(layout: Layout) -> list[Path]:
+    """Where the keypoint CSVs of ``layout`` may sit, the first being where writers put them."""
+    if layout.format in CUHK03_VARIANTS:
+        return [layout.base / cuhk03_image_dir(layout.format)]
+    return list(dict.fromkeys([layout.base, layout.root]))
+
+
+def keypoint_path(root, split: str, fmt: str = "auto", fmt_key: str = "format") -> Path:
+    """Where the keypoint CSV of ``split`` belongs (for a writer): beside the split folders, list files or (CUHK03)
+    in the variant's image folder."""
+    return keypoint_dirs(resolve_layout(root, fmt, fmt_key))[0] / KEYPOINT_FILES[split]
+
+
+def layout_keypoint_file(layout: Layout, split: str) -> Path:
+    """The keypoint CSV of ``split`` that exists (see ``keypoint_dirs``); UserError naming where it belongs."""
+    dirs = keypoint_dirs(layout)
+    for folder in dirs:
+        if (folder / KEYPOINT_FILES[split]).is_file():
+            return folder / KEYPOINT_FILES[split]
+    raise UserError(
+        f"{dirs[0] / KEYPOINT_FILES[split]}: keypoint file missing; put the 18-joint CSV "
+        "(name:keypoints_y:keypoints_x) there or pass its path"
+    )
+
+
+def keypoint_file(root, split: str, fmt: str = "auto", fmt_key: str = "format") -> Path:
+    """The keypoint CSV of ``split`` for the dataset at ``root``: beside the split folders (the dataset folder) or
+    in the root above them; CUHK03: in the variant's image folder."""
+    return layout_keypoint_file(resolve_layout(root, fmt, fmt_key), split)

@@ -1,0 +1,217 @@
+"""`vmarket keypoints`: the joint conversions, the resumable CSV writer, and the estimators' refusals."""
+import numpy as np
+import pytest
+import torch
+from conftest import one_line_error
+from torchvision.models.detection import keypointrcnn_resnet50_fpn
+
+from augment.cli import main
+from generator.data import estimate
+from generator.data.estimate import (
+    KEYPOINTRCNN_WEIGHTS,
+    KeypointRCNNEstimator,
+    coco17_to_rcv,
+    load_keypointrcnn,
+    mediapipe33_to_rcv,
+    write_keypoints,
+)
+from generator.data.keypoints import rcv_to_yx, read_keypoints_csv, yx_to_rcv
+from generator.data.market import scan_market
+from generator.errors import UserError
+
+
+def test_coco17_to_18():
+    xy = np.zeros((17, 2))
+    scores = np.full(17, 5.0)
+    xy[0] = (20.5, 10.5)  # nose at pixel (row 10, col 20): torchvision's frame is shifted by half a pixel
+    xy[5] = (40.5, 30.5)  # left shoulder
+    xy[6] = (20.5, 31.5)  # right shoulder
+    xy[1] = (25.5, 8.5)  # left eye, score below the threshold
+    scores[1] = 1.0
+    xy[9] = (70.5, 50.5)  # left wrist, outside the 128x64 image
+    xy[16] = (10.5, 127.4)  # right ankle on the last row
+    yx = rcv_to_yx(coco17_to_rcv(xy, scores, 128, 64, threshold=2.0))
+    assert yx.shape == (18, 2)
+    assert yx[0].tolist() == [10, 20]
+    assert yx[5].tolist() == [30, 40] and yx[2].tolist() == [31, 20]  # Lsho, Rsho
+    assert yx[1].tolist() == [30, 30]  # neck: the shoulders' midpoint (30.5, 30) rounded half to even
+    assert yx[14].tolist() == [-1, -1]  # Leye below the threshold
+    assert yx[7].tolist() == [-1, -1]  # Lwri outside the image
+    assert yx[10].tolist() == [127, 10]  # Rank
+    # one shoulder missing: no neck
+    scores[6] = 0.0
+    yx = rcv_to_yx(coco17_to_rcv(xy, scores, 128, 64, threshold=2.0))
+    assert yx[1].tolist() == [-1, -1] and yx[2].tolist() == [-1, -1] and yx[5].tolist() == [30, 40]
+
+
+def test_coco17_to_18_batched_and_missing_as_zero():
+    xy = np.random.default_rng(0).uniform(0, 60, (3, 17, 2))
+    scores = np.random.default_rng(1).uniform(0, 4, (3, 17))
+    rcv = coco17_to_rcv(xy, scores, 128, 64)
+    assert rcv.shape == (3, 18, 3)
+    for i in range(3):
+        assert np.array_equal(rcv[i], coco17_to_rcv(xy[i], scores[i], 128, 64))
+    missing = rcv[..., 2] == 0
+    assert (rcv[missing] == 0).all()  # the project's (0, 0, 0) for a missing joint
+    assert np.array_equal(yx_to_rcv(rcv_to_yx(rcv)), rcv)  # whole pixels: the CSV round trip is exact
+
+
+def test_mediapipe33_to_18():
+    lm = np.zeros((33, 3))
+    lm[:, 2] = 0.9
+    h, w = 128, 64
+
+    def at(row, col):  # normalised (x, y) of a pixel centre
+        return ((col + 0.5) / w, (row + 0.5) / h)
+
+    lm[0, :2] = at(12, 32)  # nose
+    lm[2, :2] = at(10, 34)  # left eye
+    lm[5, :2] = at(10, 30)  # right eye
+    lm[7, :2] = at(11, 38)  # left ear
+    lm[8, :2] = at(11, 26)  # right ear
+    lm[11, :2] = at(30, 44)  # left shoulder
+    lm[12, :2] = at(30, 20)  # right shoulder
+    lm[15, :2] = at(60, 50)  # left wrist
+    lm[15, 2] = 0.2  # ... not visible
+    lm[23, :2] = at(64, 40)  # left hip
+    lm[24, :2] = at(64, 24)  # right hip
+    lm[28, :2] = (0.5, 1.2)  # right ankle below the image
+    yx = rcv_to_yx(mediapipe33_to_rcv(lm, h, w))
+    assert yx[0].tolist() == [12, 32]
+    assert yx[1].tolist() == [30, 32]  # neck
+    assert yx[2].tolist() == [30, 20] and yx[5].tolist() == [30, 44]  # Rsho, Lsho
+    assert yx[14].tolist() == [10, 34] and yx[15].tolist() == [10, 30]  # Leye, Reye
+    assert yx[16].tolist() == [11, 38] and yx[17].tolist() == [11, 26]  # Lear, Rear
+    assert yx[8].tolist() == [64, 24] and yx[11].tolist() == [64, 40]  # Rhip, Lhip
+    assert yx[7].tolist() == [-1, -1]  # Lwri: visibility below 0.5
+    assert yx[10].tolist() == [-1, -1]  # Rank: outside the image
+    assert rcv_to_yx(mediapipe33_to_rcv(lm, h, w, threshold=0.1))[7].tolist() == [60, 50]
+
+
+class FakeEstimator:
+    """Deterministic poses from the image content; optionally dies after ``die_after`` calls (a kill)."""
+
+    name = "fake"
+
+    def __init__(self, die_after: int | None = None):
+        self.calls, self.images, self.die_after = 0, 0, die_after
+
+    def __call__(self, images):
+        if self.die_after is not None and self.calls >= self.die_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.images += len(images)
+        out = np.zeros((len(images), 18, 3), np.float32)
+        for i, im in enumerate(images):
+            m = int(im.mean())
+            out[i, :, 0] = (np.arange(18) * 7 + m) % im.shape[0]
+            out[i, :, 1] = (np.arange(18) * 3 + m) % im.shape[1]
+            out[i, :, 2] = (np.arange(18) + m) % 5 != 0
+        out[..., :2] *= out[..., 2:]
+        return out
+
+
+def test_resume_after_kill_equals_uninterrupted_run(copy, tmp_path):
+    records = scan_market(copy, keep_junk=True)
+    full = tmp_path / "full.csv"
+    s = write_keypoints(copy, FakeEstimator(), out=full, batch=7, progress=False)
+    assert s["images"] == len(records) and s["estimated_now"] == len(records)
+
+    killed = tmp_path / "killed.csv"
+    with pytest.raises(KeyboardInterrupt):
+        write_keypoints(copy, FakeEstimator(die_after=3), out=killed, batch=7, progress=False)
+    partial = tmp_path / ".killed.csv.partial"
+    assert not killed.exists() and partial.exists()  # nothing under the final name
+    with open(partial, "a") as f:
+        f.write("0001_c1s1_000000_00.jpg: [1, 2")  # a row torn by the kill
+    again = FakeEstimator()
+    s = write_keypoints(copy, again, out=killed, batch=7, progress=False)
+    assert s["done_before"] == 21 and again.images == len(records) - 21
+    assert killed.read_bytes() == full.read_bytes()
+    assert not partial.exists()
+    rows = read_keypoints_csv(full)
+    assert list(rows) == [r.name for r in records]  # every image, junk included, in scan order
+
+
+def test_default_files_pass_check_and_refuse_overwrite(copy, capsys):
+    for f in ("market-annotation-train.csv", "market-annotation-test.csv"):
+        (copy / f).unlink()
+    s = write_keypoints(copy, FakeEstimator(), batch=16, progress=False)
+    assert sorted(s["outputs"]) == [str(copy / "market-annotation-test.csv"), str(copy / "market-annotation-train.csv")]
+    train = read_keypoints_csv(copy / "market-annotation-train.csv")
+    assert set(train) == {r.name for r in scan_market(copy, ("train",))}
+    assert main(["check", "--root", str(copy), "--quiet"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("ok: ")
+    with pytest.raises(UserError, match="exists; pass --overwrite"):
+        write_keypoints(copy, FakeEstimator(), progress=False)
+    write_keypoints(copy, FakeEstimator(), overwrite=True, progress=False)
+
+
+def test_partial_of_another_estimator_is_refused(copy, tmp_path):
+    target = tmp_path / "k.csv"
+    with pytest.raises(KeyboardInterrupt):
+        write_keypoints(copy, FakeEstimator(die_after=1), out=target, batch=4, progress=False)
+    other = FakeEstimator()
+    other.name = "other"
+    with pytest.raises(UserError, match="--estimator fake"):
+        write_keypoints(copy, other, out=target, progress=False)
+
+
+def test_cli_keypoints_summary(copy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("augment.cli.make_estimator", lambda name, weights, device: FakeEstimator())
+    assert main(["keypoints", "--root", str(copy), "--out", str(tmp_path / "k.csv"), "--batch", "5",
+                 "--quiet"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("keypoints (mediapipe): ") and "joints detected" in line and line.endswith("k.csv")
+
+
+def test_keypointrcnn_without_weights_is_one_line(copy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache: nothing to find, nothing fetched
+    rc = main(["keypoints", "--root", str(copy), "--estimator", "keypointrcnn", "--out", str(tmp_path / "k.csv")])
+    line = one_line_error(rc, *capsys.readouterr(), "Keypoint R-CNN weights missing", KEYPOINTRCNN_WEIGHTS.url,
+                          "--weights", str(tmp_path / "torch" / "hub" / "checkpoints"))
+    assert "vmarket keypoints" in line
+    assert not (tmp_path / ".k.csv.partial").exists()
+    rc = main(["keypoints", "--root", str(copy), "--estimator", "keypointrcnn"])  # the dataset's CSVs exist
+    one_line_error(rc, *capsys.readouterr(), "market-annotation-train.csv: exists; pass --overwrite")
+
+
+def test_keypointrcnn_bad_weights_files(tmp_path):
+    with pytest.raises(UserError, match="weights missing"):
+        load_keypointrcnn(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable weights file"):
+        load_keypointrcnn(tmp_path / "junk.pth")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="not Keypoint R-CNN ResNet-50 FPN weights"):
+        load_keypointrcnn(tmp_path / "other.pth")
+
+
+def test_keypointrcnn_estimator_with_a_random_model(sim_root):
+    root, _ = sim_root
+    images = [estimate.load_image(r.path) for r in scan_market(root, ("query",))[:2]]
+    # small and quick: a few proposals and one detection per image
+    model = keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=128, max_size=128,
+                                      box_score_thresh=0.0, rpn_pre_nms_top_n_test=20, rpn_post_nms_top_n_test=5,
+                                      box_detections_per_img=1)
+    rcv = KeypointRCNNEstimator(model=model, device="cpu", threshold=-1e9)(images)
+    assert rcv.shape == (2, 18, 3)
+    vis = rcv[..., 2] > 0
+    assert ((rcv[..., 0] <= 127) & (rcv[..., 1] <= 63) & (rcv[..., :2] >= 0).all(-1))[vis].all()
+    assert (rcv[~vis] == 0).all()
+
+
+def test_mediapipe_on_simmarket(sim_root):
+    pytest.importorskip("mediapipe")
+    root, _ = sim_root
+    recs = [r for r in scan_market(root, ("train",)) if r.pid > 0][:8]
+    truth = read_keypoints_csv(root / "market-annotation-train.csv")
+    est = estimate.MediaPipeEstimator()
+    rcv = est([estimate.load_image(r.path) for r in recs])
+    est.close()
+    found = rcv[..., 2].any(1)
+    assert found.sum() >= 4
+    gt = np.stack([yx_to_rcv(truth[r.name]) for r in recs])
+    both = (rcv[..., 2] > 0) & (gt[..., 2] > 0)
+    err = np.linalg.norm(rcv[..., :2] - gt[..., :2], axis=-1)[both]
+    assert np.median(err) < 8  # pixels, at 128x64
