@@ -42,8 +42,9 @@ from augment.stage2_report import load_stage2
 from generator.config import ConfigValueError, from_dict, to_dict
 from generator.data.dataset import market_dataset
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.data.layouts import resolve_layout
 from generator.data.manifest import write_manifest
-from generator.data.market import SPLIT_DIRS, MarketWriter, Record, format_name, resolve_root
+from generator.data.market import SPLIT_DIRS, MarketWriter, Record, format_name
 from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint, progress_bar
 from generator.models.stage1 import DCGANDiscriminator
@@ -186,7 +187,8 @@ class Builder:
         """The training records of the real data, in the order of the embedding banks (as real_embeddings read
         them), so that bank row i is the image records[i]: its name, pid and camera."""
         root = self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
-        ds = market_dataset(root, ("train",), size=self.size,
+        fmt = self.model.data.format
+        ds = market_dataset(root, ("train",), size=self.size, fmt=fmt,
                             skip_missing_keypoints=self.model.data.skip_missing_keypoints)
         pids = self.emb["pid"].numpy()
         if len(ds.records) != len(pids) or any(r.pid != p for r, p in zip(ds.records, pids, strict=True)):
@@ -200,7 +202,7 @@ class Builder:
         if n_ids < 2:
             raise UserError(f"{root}: one training identity; a remix takes its backgrounds from other identities' "
                             f"images, so it needs at least two")
-        self.data_base = resolve_root(root)
+        self.data_base = resolve_layout(root, fmt).base
         return ds.records
 
     def _load_discriminator(self):
