@@ -1,12 +1,14 @@
 """Files and the terminal: atomic writes, checkpoint loading and progress bars, one helper per habit.
 
-Every file the project writes goes to a temp name beside its target (``.NAME.tmp``, which no scan of an image
-folder picks up, since it does not end in ``.jpg``) and is renamed into place when complete, so a kill never
-leaves a truncated file under a valid name.
+Every file the project writes goes to a temp name beside its target (``.NAME.PID.N.tmp``, which no scan of an
+image folder picks up, since it does not end in ``.jpg``, and which no other writer shares, so two processes
+writing the same file never collide) and is renamed into place when complete, so a kill never leaves a
+truncated file under a valid name.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -20,6 +22,7 @@ from tqdm import tqdm
 from generator.errors import UserError
 
 _IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+_TEMP_COUNTER = itertools.count()  # temp names unique within a process; the pid makes them unique across processes
 
 
 @contextlib.contextmanager
@@ -30,7 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ``.tmp``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_COUNTER)}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
