@@ -36,7 +36,7 @@ from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
 from generator.shipped import install
 from generator.simmarket.dataset import simulate
-from reid.ablation import AblationConfig, run_ablation
+from reid.ablation import AblationConfig, run_ablation, save_figure
 from reid.consistency import filter_generated
 from reid.train import ReidTrainConfig
 
@@ -104,20 +104,26 @@ class Sources:
         self.dir = Path(cfg.out) / regime.name
         self.sim = self.dir / "sim"
         self.gen = self.dir / "generator"
+        self.made: set[str] = set()  # what this process has made or verified: checked once, not once per run
 
     def real(self) -> Path:
-        if not (self.sim / "simmarket.json").exists():
+        if "real" not in self.made and not (self.sim / "simmarket.json").exists():
             s = simulate(self.sim, self.cfg.sim_ids, seed=self.cfg.sim_seed, size=tuple(self.cfg.train.size),
                          overwrite=True, progress=self.progress, train_cameras=self.regime.train_cameras)
             self.log(f"[{self.regime.name}] SimMarket: {s['images']} images, {s['train_ids']} train ids")
+        self.made.add("real")
         return self.sim
 
     def generator(self) -> Path:
-        install(self.cfg.reference or None, self.gen, self.real(), self.progress)
+        if "generator" not in self.made:
+            install(self.cfg.reference or None, self.gen, self.real(), self.progress)
+            self.made.add("generator")
         return self.gen
 
     def generated(self, source: str) -> Path:
         out = self.dir / "sources" / source
+        if source in self.made:
+            return out
         if source == "cutpaste":
             cut_paste(self.real(), out, size=tuple(self.cfg.train.size), progress=self.progress)
         elif source == "hybrid":
@@ -133,6 +139,7 @@ class Sources:
             build(bcfg, progress=self.progress)
         else:
             raise UserError(f"source {source!r}: not one of cutpaste, hybrid, remix, new")
+        self.made.add(source)
         return out
 
     def filtered(self, source: str, model_state: Path, seed: int) -> Path:
@@ -255,7 +262,7 @@ def plateau(df: pd.DataFrame, regime: str) -> dict:
             "best_epoch": epochs[best], "plateau_epoch": epochs[stop]}
 
 
-def _figures(df: pd.DataFrame, cfg: ReidReferenceConfig, out: Path) -> None:
+def _figures(df: pd.DataFrame, plateaus: dict[str, dict], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,23 +277,16 @@ def _figures(df: pd.DataFrame, cfg: ReidReferenceConfig, out: Path) -> None:
         ax.set(xlabel="rank", ylabel="matching rate (%)", title=f"CMC, {regime}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out / "cmc.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, out / "cmc.png")
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-    for regime in regimes:
-        p = plateau(df, regime)
+    for regime, p in plateaus.items():
         if p:
             ax.plot(p["epochs"], [100 * v for v in p["rank1_mean"]], marker="o", markersize=3,
                     label=f"{regime} (plateau at epoch {p['plateau_epoch']})")
     ax.set(xlabel="epoch", ylabel="rank-1 (%)", title="real only: learning curve (mean over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out / "curve.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, out / "curve.png")
 
 
 def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> None:
@@ -295,7 +295,8 @@ def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> No
     with atomic_path(out / "ablation.csv") as tmp:
         df.drop(columns=["cmc", "curve"]).to_csv(tmp, index=False, float_format="%.6f")
     atomic_write_text(out / "ablation.md", summary_table(df))
-    _figures(df, cfg, out)
+    plateaus = {r.name: plateau(df, r.name) for r in cfg.regimes}
+    _figures(df, plateaus, out)
     filters = {}
     for p in sorted(out.glob("*/sources/*-filtered-seed*/filter_summary.json")):
         filters[f"{p.parent.parent.parent.name}/{p.parent.name}"] = json.loads(p.read_text())
@@ -304,7 +305,7 @@ def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> No
             "machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "date": time.strftime("%Y-%m-%d"), "runs": len(df), "wall_s": round(sum(times.values()), 1),
-            "wall_s_per_run": times, "plateau": {r.name: plateau(df, r.name) for r in cfg.regimes},
+            "wall_s_per_run": times, "plateau": plateaus,
             "filters": filters}
     atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, default=str))
 

@@ -202,6 +202,13 @@ def cmc_plot(results: list[dict], path: Path) -> None:
     ax.set_title("CMC on the real test split")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """``fig`` laid out and written to ``path`` as PNG, atomically, then closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
