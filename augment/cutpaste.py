@@ -146,9 +146,10 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
         raise UserError("--plates generator needs --stage1-run RUN (a stage-I run directory or snapshot), and "
                         "--stage1-run applies to --plates generator only")
     out = Path(out)
-    config = {"root": str(Path(root).resolve()), "per_image": per_image, "seed": seed, "size": list(size),
+    # paths as given, as the builder's config hash has them: the same relative paths verify on another machine
+    config = {"root": str(root), "per_image": per_image, "seed": seed, "size": list(size),
               "mask_radius": mask_radius, "blur": blur, "plates": plates,
-              "stage1_run": str(Path(stage1_run).resolve()) if stage1_run is not None else None,
+              "stage1_run": str(stage1_run) if stage1_run is not None else None,
               "keypoints_csv": str(keypoints_csv) if keypoints_csv is not None else None,
               "skip_missing_keypoints": skip_missing_keypoints, "jpeg_quality": jpeg_quality}
     h = _config_hash(config)

@@ -16,7 +16,9 @@ paired difference to ``real`` and to ``cutpaste`` with its standard error), ``ou
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import platform
 import shutil
 import time
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from augment.builder import BuildConfig, build
+from augment.builder import BuildConfig, build, config_hash
 from augment.cutpaste import cut_paste
 from augment.reference import git_commit, repo_relative
 from generator.config import ConfigValueError, save_config, to_dict
@@ -121,26 +123,41 @@ class Sources:
         return self.gen
 
     def generated(self, source: str) -> Path:
+        """The generated source, made unless ``out`` already holds it from the same settings. A complete source is
+        recognised without the generator (paths as given), so a copy of ``out`` verifies on another machine."""
         out = self.dir / "sources" / source
         if source in self.made:
             return out
-        if source == "cutpaste":
-            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), progress=self.progress)
-        elif source == "hybrid":
-            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), plates="generator",
-                      stage1_run=self.generator() / "stage1", progress=self.progress)
+        if source in ("cutpaste", "hybrid"):
+            hybrid = source == "hybrid"
+            if hybrid and not (out / "cutpaste.json").is_file():
+                self.generator()
+            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), plates="generator" if hybrid else "image",
+                      stage1_run=self.gen / "stage1" if hybrid else None, progress=self.progress)
         elif source in ("remix", "new"):
             real = source == "remix"
-            bcfg = BuildConfig(stage2_run=str(self.generator() / "stage2"), out=str(out),
+            bcfg = BuildConfig(stage2_run=str(self.gen / "stage2"), out=str(out),
                                identities=0 if real else self.cfg.new_identities,
                                images_per_id=self.cfg.remix_images_per_id if real else self.cfg.new_images_per_id,
                                fg_mode="real" if real else "sample", bg_sample_share=0.0 if real else 0.5,
                                quality_keep=1.0, seed=self.cfg.sim_seed)
-            build(bcfg, progress=self.progress)
+            marker = out / "build.json"
+            done = (marker.is_file() and (out / "manifest.csv").is_file()
+                    and json.loads(marker.read_text()).get("config_hash") == config_hash(bcfg))
+            if not done:
+                self.generator()
+                build(bcfg, progress=self.progress)
         else:
             raise UserError(f"source {source!r}: not one of cutpaste, hybrid, remix, new")
         self.made.add(source)
         return out
+
+    def prepare(self, recipes: list[Recipe]) -> None:
+        """SimMarket and every unfiltered source that ``recipes`` read, made now (before runs in parallel)."""
+        self.real()
+        for recipe in recipes:
+            for part in recipe.source.split("+") if recipe.source else []:
+                self.generated(part)
 
     def filtered(self, source: str, model_state: Path, seed: int) -> Path:
         """``source`` through the identity-consistency filter of the real-only model of ``seed``."""
@@ -170,44 +187,100 @@ def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, src: Sources, see
                           out=str(Path(cfg.out) / src.regime.name / "runs" / recipe.name))
 
 
-def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[str] | None = None) -> pd.DataFrame:
-    """Every recipe x regime x seed, seed by seed (resumable); returns the rows and writes the outputs.
-    ``only``: these recipes alone this time (``real`` always runs first: the filter and the table need it)."""
+def _row(recipe: Recipe, regime: Regime, seed: int, acfg: AblationConfig, res: dict) -> dict:
+    return {"setting": recipe.name, "regime": regime.name, "seed": seed, "recipe": recipe.setting,
+            "source": recipe.source, "share": recipe.share if recipe.source else 0.0,
+            "label": recipe.label if recipe.source else "", "filter": recipe.filter,
+            "transforms": "+".join(acfg.train.transforms), "steps": res["steps"],
+            **{k: res[k] for k in ("rank1", "rank5", "mAP", "mINP")}, "device": res.get("device", ""),
+            "cmc": res["cmc"], "curve": res.get("curve")}
+
+
+def _one_run(cfg: ReidReferenceConfig, regime: Regime, recipe: Recipe, seed: int, src: Sources) -> tuple[dict, float]:
+    t = time.perf_counter()
+    acfg = _ablation_config(cfg, recipe, src, seed)
+    (res,) = run_ablation(acfg, progress=False)
+    return _row(recipe, regime, seed, acfg, res), time.perf_counter() - t
+
+
+def _worker_run(cfg: ReidReferenceConfig, regime: Regime, recipe: Recipe, seed: int, made: set[str],
+                threads: int) -> tuple[dict, float]:
+    """One run in a worker process; the regime's sources were made by the parent (``made``)."""
+    torch.set_num_threads(threads)
+    src = Sources(cfg, regime, False, lambda msg: print(msg, flush=True))
+    src.made = set(made)
+    return _one_run(cfg, regime, recipe, seed, src)
+
+
+def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[str] | None = None,
+        jobs: int = 1) -> pd.DataFrame:
+    """Every recipe x regime x seed (resumable); returns the rows and writes the outputs.
+    ``only``: these recipes alone this time (``real`` always runs too: the filter and the table need it).
+    ``jobs`` = 1 runs seed by seed, so a partial ablation holds complete paired comparisons. ``jobs`` > 1 makes every
+    source first, then keeps that many runs going in worker processes (one GPU can hold them all), recipe by recipe
+    in the config's order, every seed of one recipe before the next."""
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: use 1 or more")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     times_path = out / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     sources = {r.name: Sources(cfg, r, progress, log) for r in cfg.regimes}
-    # the filter scores with the real-only model of the same seed, so real runs first within each seed
     if only:
         unknown = sorted(set(only) - {r.name for r in cfg.recipes})
         if unknown:
             raise UserError(f"--only {','.join(only)}: no recipe named {unknown[0]!r}; the config's recipes are "
                             f"{', '.join(r.name for r in cfg.recipes)}")
+    # the filter scores with the real-only model of the same seed, so real runs first within each seed
     recipes = [r for r in cfg.recipes if not only or r.name in only or r.name == "real"]
     recipes = sorted(recipes, key=lambda r: r.name != "real")
-    rows = []
-    for seed in cfg.seeds:
-        for regime in cfg.regimes:
-            for recipe in recipes:
-                t = time.perf_counter()
-                acfg = _ablation_config(cfg, recipe, sources[regime.name], seed)
-                (res,) = run_ablation(acfg, progress=False)
-                key = f"{regime.name}/{recipe.name}/seed{seed}"
-                if key not in times:
-                    times[key] = round(time.perf_counter() - t, 1)
-                    atomic_write_text(times_path, json.dumps(times, indent=1))
-                rows.append({"setting": recipe.name, "regime": regime.name, "seed": seed, "recipe": recipe.setting,
-                             "source": recipe.source, "share": recipe.share if recipe.source else 0.0,
-                             "label": recipe.label if recipe.source else "", "filter": recipe.filter,
-                             "transforms": "+".join(acfg.train.transforms), "steps": res["steps"],
-                             **{k: res[k] for k in ("rank1", "rank5", "mAP", "mINP")},
-                             "cmc": res["cmc"], "curve": res.get("curve")})
-                log(f"[{regime.name}] {recipe.name} seed {seed}: rank-1 {100 * res['rank1']:.1f}, "
-                    f"mAP {100 * res['mAP']:.1f}")
-            write_outputs(cfg, rows, times)
-    return pd.DataFrame(rows)
+    results: dict[tuple[int, int, int], dict] = {}  # (seed, regime, recipe) index -> row: the sequential order
+
+    def record(key: tuple[int, int, int], row: dict, seconds: float) -> None:
+        name = f"{row['regime']}/{row['setting']}/seed{row['seed']}"
+        if name not in times:
+            times[name] = round(seconds, 1)
+            atomic_write_text(times_path, json.dumps(times, indent=1))
+        results[key] = row
+        log(f"[{row['regime']}] {row['setting']} seed {row['seed']}: rank-1 {100 * row['rank1']:.1f}, "
+            f"mAP {100 * row['mAP']:.1f}")
+
+    def rows() -> list[dict]:
+        return [results[k] for k in sorted(results)]
+
+    if jobs == 1:
+        for i, seed in enumerate(cfg.seeds):
+            for j, regime in enumerate(cfg.regimes):
+                for k, recipe in enumerate(recipes):
+                    record((i, j, k), *_one_run(cfg, regime, recipe, seed, sources[regime.name]))
+                write_outputs(cfg, rows(), times)
+        return pd.DataFrame(rows())
+
+    for regime in cfg.regimes:
+        sources[regime.name].prepare(recipes)
+    made = {name: set(src.made) for name, src in sources.items()}
+    todo = [(i, j, k) for k in range(len(recipes)) for i in range(len(cfg.seeds)) for j in range(len(cfg.regimes))]
+    threads = max(1, torch.get_num_threads() // jobs)  # the cores this process may use, shared out
+
+    def ready(key: tuple[int, int, int]) -> bool:  # a filtered recipe waits for its seed's real-only model
+        return not recipes[key[2]].filter or (key[0], key[1], 0) in results
+
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        running: dict[concurrent.futures.Future, tuple[int, int, int]] = {}
+        while todo or running:
+            while len(running) < jobs and (key := next((t for t in todo if ready(t)), None)) is not None:
+                todo.remove(key)
+                i, j, k = key
+                regime = cfg.regimes[j]
+                running[pool.submit(_worker_run, cfg, regime, recipes[k], cfg.seeds[i], made[regime.name],
+                                    threads)] = key
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                record(running.pop(future), *future.result())
+            write_outputs(cfg, rows(), times)
+    return pd.DataFrame(rows())
 
 
 def paired(df: pd.DataFrame, regime: str, setting: str, against: str, metric: str) -> tuple[float, float, int]:
@@ -304,6 +377,7 @@ def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> No
             "config": repo_relative(to_dict(cfg)), "commit": git_commit(), "torch": torch.__version__,
             "machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+            "run_devices": df.device.value_counts().to_dict() if len(df) else {},
             "date": time.strftime("%Y-%m-%d"), "runs": len(df), "wall_s": round(sum(times.values()), 1),
             "wall_s_per_run": times, "plateau": plateaus,
             "filters": filters}

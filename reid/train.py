@@ -8,6 +8,7 @@ how); the run records its recipe, and a finished or half-done run is never reuse
 from __future__ import annotations
 
 import json
+import platform
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,13 +152,21 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     result = evaluate_model(model, dm, target, device)
     out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs,
            "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed, "transforms": list(cfg.transforms),
-           "source": source, "target": target, "train_ids": int(dm.num_train_pids)}
+           "source": source, "target": target, "train_ids": int(dm.num_train_pids), "device": device_name(device)}
     if recipe is not None:
         out["mix"] = recipe
     if cfg.eval_every:
         out["curve"] = curve + [{"epoch": cfg.epochs, "steps": steps, "rank1": out["rank1"], "mAP": out["mAP"]}]
     atomic_write_text(run_dir / "result.json", json.dumps(out, indent=1))
     return out
+
+
+def device_name(device: torch.device) -> str:
+    """What trained a run, for its result: the GPU's name, or the CPU's architecture and torch's thread count (CPU
+    results depend on it)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def _curve_point(model, dm, target: str, device, epoch: int, steps: int) -> dict:

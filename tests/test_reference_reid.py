@@ -71,11 +71,14 @@ def test_reference_reid_end_to_end(tmp_path, monkeypatch):
     it, the cut-and-paste baseline and the filtered hybrid, 2 seeds; then a rerun reuses every run, and --package
     ships the outputs (into a temporary repository root)."""
     import json
+    import shutil
 
     from conftest import run_cli
 
     import augment.reference_reid as rr
 
+    # one thread everywhere: a CPU run's numbers depend on its thread count, and --jobs 2 gives each worker 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     cfg = tmp_path / "reid.yaml"
     cfg.write_text(f"""out: {tmp_path / 'out'}
 sim_ids: 16
@@ -113,6 +116,18 @@ recipes:
     assert rc == 2 and "no recipe named 'nothing'" in err
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)  # every run reused
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before
+    # in worker processes, recipe by recipe, the sources reused (recognised without the generator): the same rows
+    shutil.rmtree(tmp_path / "out" / "c2" / "runs")
+    shutil.rmtree(tmp_path / "out" / "c2" / "generator")
+    for p in (tmp_path / "out" / "c2" / "sources").glob("*-filtered-seed*"):
+        shutil.rmtree(p)
+    (tmp_path / "out" / "times.json").unlink()
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "2", timeout=600)
+    assert rc == 0, err[-2000:]
+    assert (tmp_path / "out" / "ablation.csv").read_text() == before
+    assert len(json.loads((tmp_path / "out" / "times.json").read_text())) == 6
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "0", timeout=120)
+    assert rc == 2 and "--jobs 0" in err
     (tmp_path / "repo" / "docs").mkdir(parents=True)
     monkeypatch.setattr(rr, "REPO", tmp_path / "repo")
     rr.package(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)
