@@ -38,7 +38,7 @@ from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
 from generator.shipped import install
 from generator.simmarket.dataset import simulate
-from reid.ablation import AblationConfig, run_ablation, save_figure
+from reid.ablation import AblationConfig, finished_result, run_ablation, save_figure
 from reid.consistency import filter_generated
 from reid.train import ReidTrainConfig
 
@@ -199,7 +199,9 @@ def _row(recipe: Recipe, regime: Regime, seed: int, acfg: AblationConfig, res: d
 def _one_run(cfg: ReidReferenceConfig, regime: Regime, recipe: Recipe, seed: int, src: Sources) -> tuple[dict, float]:
     t = time.perf_counter()
     acfg = _ablation_config(cfg, recipe, src, seed)
-    (res,) = run_ablation(acfg, progress=False)
+    res = finished_result(acfg, recipe.setting, seed)  # a finished run is read, not its data (maybe not here)
+    if res is None:
+        (res,) = run_ablation(acfg, progress=False)
     return _row(recipe, regime, seed, acfg, res), time.perf_counter() - t
 
 
@@ -358,7 +360,8 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], out: Path) -> None:
                     label=f"{regime} (plateau at epoch {p['plateau_epoch']})")
     ax.set(xlabel="epoch", ylabel="rank-1 (%)", title="real only: learning curve (mean over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if any(plateaus.values()):
+        ax.legend(fontsize=8)
     save_figure(fig, out / "curve.png")
 
 

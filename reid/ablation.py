@@ -18,6 +18,7 @@ for bit (a control). ``real+virtual`` stays the pooled one-hot merge it always w
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -140,13 +141,43 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
                                          progress=progress, mix=mixes.get(source))
                 init = run / "state.pt"
                 steps += res["steps"]
-            skip = ("source", "target", "steps", "mix")
-            results.append({"setting": setting, "seed": seed, "steps": steps,
-                            **{k: v for k, v in res.items() if k not in skip}, **(res.get("mix") or {})})
+            results.append(_combined(setting, seed, steps, res))
             if progress:
                 print(f"{setting} seed {seed}: rank-1 {res['rank1']:.3f}, mAP {res['mAP']:.3f}")
     write_results(results, out, matched=cfg.matched_steps)
     return results
+
+
+def _combined(setting: str, seed: int, steps: int, res: dict) -> dict:
+    """One row of run_ablation's results: the last stage's metrics, the optimiser steps of every stage."""
+    skip = ("source", "target", "steps", "mix")
+    return {"setting": setting, "seed": seed, "steps": steps, **{k: v for k, v in res.items() if k not in skip},
+            **(res.get("mix") or {})}
+
+
+def finished_result(cfg: AblationConfig, setting: str, seed: int) -> dict | None:
+    """run_ablation's row for ``setting`` and ``seed`` once every stage has finished, read from the stages'
+    ``result.json`` without reading any data (a run trained on another machine, whose generated images are not
+    here); None while a stage is missing. A run trained otherwise than ``cfg`` asks (epochs, transforms, share,
+    label treatment) is refused, as training refuses to reuse it."""
+    stages = parse_setting(setting)
+    steps, res = 0, {}
+    for k, source in enumerate(stages):
+        path = Path(cfg.out) / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}" / "result.json"
+        if not path.is_file():
+            return None
+        res = json.loads(path.read_text())
+        epochs = cfg.train.epochs if k == 0 or not cfg.finetune_epochs else cfg.finetune_epochs
+        asked = ({"virtual_share": cfg.virtual_share, "virtual_label": cfg.virtual_label,
+                  "virtual_epsilon": cfg.virtual_epsilon} if source in MIXED else None)
+        done = {key: res["mix"][key] for key in asked} if asked and res.get("mix") else res.get("mix")
+        if (res.get("epochs") != epochs or list(res.get("transforms", [])) != list(cfg.train.transforms)
+                or done != asked):
+            raise UserError(f"{path}: trained with epochs={res.get('epochs')}, transforms {res.get('transforms')}, "
+                            f"generated images {done}; the config asks for epochs={epochs}, transforms "
+                            f"{list(cfg.train.transforms)}, {asked}; delete that run folder or write to another out")
+        steps += res["steps"]
+    return _combined(setting, seed, steps, res)
 
 
 def write_results(results: list[dict], out: Path, matched: bool = False) -> None:

@@ -128,6 +128,14 @@ recipes:
     assert len(json.loads((tmp_path / "out" / "times.json").read_text())) == 6
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "0", timeout=120)
     assert rc == 2 and "--jobs 0" in err
+    # finished runs are read without their data (trained elsewhere, the generated images not copied here) ...
+    for p in (tmp_path / "out" / "c2" / "sources").glob("*-filtered-seed*"):
+        shutil.rmtree(p / "bounding_box_train")
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)
+    assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before, err[-2000:]
+    # ... and still refused when trained otherwise than the config asks
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--set", "train.epochs=3", timeout=300)
+    assert rc == 2 and "trained with epochs=2" in err and "epochs=3" in err, err[-2000:]
     (tmp_path / "repo" / "docs").mkdir(parents=True)
     monkeypatch.setattr(rr, "REPO", tmp_path / "repo")
     rr.package(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)
