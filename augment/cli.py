@@ -216,7 +216,9 @@ def _cmd_filter(args) -> None:
 
 def _cmd_reference_reid(args) -> None:
     cfg = load_config(ReidReferenceConfig, args.config, args.set)
-    if not args.package_only:
+    if args.package_only:
+        reference_reid.collect(cfg)
+    else:
         reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs)
     print((Path(cfg.out) / "ablation.md").read_text(), end="")
     print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
@@ -397,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     rr.add_argument("--package", action="store_true",
                     help="then copy the table, rows and provenance to reid/reference/ and the figures to docs/")
-    rr.add_argument("--package-only", action="store_true", help="only package what the ablation has so far")
+    rr.add_argument("--package-only", action="store_true",
+                    help="train nothing: tabulate the runs finished so far and package them")
     rr.add_argument("--only", default="", metavar="NAME,NAME",
                     help="run these recipes only this time (real always runs); a later full run reuses them")
     rr.add_argument("--jobs", type=int, default=1, metavar="N",

@@ -32,6 +32,7 @@ class PipelineConfig:
     out: str = "outputs/demo"  # everything the pipeline writes goes under this folder
     sim_ids: int = 200  # SimMarket identities (half train, half test)
     sim_seed: int = 0
+    sim_train_cameras: int = 0  # each training identity seen by this many cameras (0: all); the test split keeps all
     gen_size: tuple[int, int] = (64, 32)  # resolution the generator trains at
     reid_size: tuple[int, int] = (128, 64)  # resolution of the real re-ID data
     stage1: str = "configs/demo/stage1.yaml"  # job configs; their data and run paths are redirected under `out`
@@ -88,11 +89,12 @@ class StageTimer:
         return result
 
 
-def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print) -> None:
+def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print, train_cameras: int = 0) -> None:
     """SimMarket at each (root, size), unless it is already there."""
     for root, size in roots_sizes:
         if not (root / "simmarket.json").exists():
-            s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress)
+            s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress,
+                         train_cameras=train_cameras)
             log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, "
                 f"{s['train_ids']} train ids -> {root}")
 
@@ -166,12 +168,13 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     # not after an hour of training
     s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
     bcfg = _job_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"], cfg.set, "build")
-    rcfg = _job_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"virtual_root={vm}",
+    generated = "remix_root" if bcfg.fg_mode == "real" else "virtual_root"  # remixes keep the real pids
+    rcfg = _job_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"{generated}={vm}",
                                                   f"out={out / 'reid'}"], cfg.set, "reid")
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
     stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,
-                                        cfg.sim_seed, progress, log))
+                                        cfg.sim_seed, progress, log, cfg.sim_train_cameras))
     prov = None
     if cfg.from_scratch:
         if (out / "reference.json").exists():
@@ -197,6 +200,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     stage("build", virtual)
 
     stage("reid", lambda: run_ablation(rcfg, progress=progress))
-    report_path = write_report(out, cfg, prov, stage.times)
+    report_path = write_report(out, cfg, prov, stage.times, rcfg)
     log(f"[report] {report_path}")
     return report_path

@@ -169,11 +169,13 @@ class Sources:
         return out
 
 
-def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, src: Sources, seed: int) -> AblationConfig:
+def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, src: Sources, seed: int,
+                     data: bool = True) -> AblationConfig:
+    """The run's ablation config; ``data=False`` leaves its data paths out (reading finished results only)."""
     train = replace(cfg.train, transforms=list(recipe.transforms or cfg.train.transforms),
                     eval_every=cfg.curve_every if recipe.name == "real" else 0)
-    roots = {"real_root": str(src.real())}
-    parts = recipe.source.split("+") if recipe.source else []
+    roots = {"real_root": str(src.real())} if data else {}
+    parts = recipe.source.split("+") if recipe.source and data else []
     for part in parts:
         if recipe.filter:
             state = Path(cfg.out) / src.regime.name / "runs" / "real" / "real" / f"seed{seed}" / "stage0-real"
@@ -212,6 +214,29 @@ def _worker_run(cfg: ReidReferenceConfig, regime: Regime, recipe: Recipe, seed: 
     src = Sources(cfg, regime, False, lambda msg: print(msg, flush=True))
     src.made = set(made)
     return _one_run(cfg, regime, recipe, seed, src)
+
+
+def collect(cfg: ReidReferenceConfig, log=print) -> pd.DataFrame:
+    """The table of the runs finished so far, read from their results (nothing trained, no data read); writes the
+    outputs, as ``run`` does."""
+    out = Path(cfg.out)
+    times_path = out / "times.json"
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    recipes = sorted(cfg.recipes, key=lambda r: r.name != "real")
+    rows = []
+    for seed in cfg.seeds:
+        for regime in cfg.regimes:
+            src = Sources(cfg, regime, False, log)
+            for recipe in recipes:
+                acfg = _ablation_config(cfg, recipe, src, seed, data=False)
+                res = finished_result(acfg, recipe.setting, seed)
+                if res is not None:
+                    rows.append(_row(recipe, regime, seed, acfg, res))
+    if not rows:
+        raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
+    write_outputs(cfg, rows, times)
+    log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(cfg.regimes) * len(recipes)}")
+    return pd.DataFrame(rows)
 
 
 def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[str] | None = None,

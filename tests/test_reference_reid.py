@@ -133,6 +133,9 @@ recipes:
         shutil.rmtree(p / "bounding_box_train")
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before, err[-2000:]
+    (tmp_path / "out" / "ablation.csv").unlink()
+    rr.collect(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)  # --package-only: tabulate, train nothing
+    assert (tmp_path / "out" / "ablation.csv").read_text() == before
     # ... and still refused when trained otherwise than the config asks
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--set", "train.epochs=3", timeout=300)
     assert rc == 2 and "trained with epochs=2" in err and "epochs=3" in err, err[-2000:]
