@@ -92,7 +92,16 @@ class StageTimer:
 def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print, train_cameras: int = 0) -> None:
     """SimMarket at each (root, size), unless it is already there."""
     for root, size in roots_sizes:
-        if not (root / "simmarket.json").exists():
+        meta = root / "simmarket.json"
+        if meta.exists():
+            have = json.loads(meta.read_text())
+            asked = {"identities": sim_ids, "seed": sim_seed, "height": size[0], "width": size[1],
+                     "train_cameras": train_cameras}
+            got = {k: have.get(k, 0) for k in asked}
+            if got != asked:
+                raise UserError(f"{root}: SimMarket {got}, the pipeline asks for {asked}; delete {root} (or set "
+                                "another out) to simulate it again")
+        else:
             s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress,
                          train_cameras=train_cameras)
             log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, "

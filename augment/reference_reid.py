@@ -40,7 +40,8 @@ from generator.shipped import install
 from generator.simmarket.dataset import simulate
 from reid.ablation import AblationConfig, finished_result, run_ablation, save_figure
 from reid.consistency import filter_generated
-from reid.train import ReidTrainConfig
+from reid.torchreid_adapter import market_records, train_batches_per_epoch
+from reid.train import ReidTrainConfig, train_sampler
 
 SOURCES = ("", "cutpaste", "hybrid", "remix", "new", "hybrid+new")
 REPO = Path(__file__).resolve().parent.parent
@@ -107,6 +108,7 @@ class Sources:
         self.sim = self.dir / "sim"
         self.gen = self.dir / "generator"
         self.made: set[str] = set()  # what this process has made or verified: checked once, not once per run
+        self._steps: int | None = None
 
     def real(self) -> Path:
         if "real" not in self.made and not (self.sim / "simmarket.json").exists():
@@ -142,7 +144,7 @@ class Sources:
                                fg_mode="real" if real else "sample", bg_sample_share=0.0 if real else 0.5,
                                quality_keep=1.0, seed=self.cfg.sim_seed)
             marker = out / "build.json"
-            done = (marker.is_file() and (out / "manifest.csv").is_file()
+            done = (marker.is_file() and (out / "README.txt").is_file()  # finalize writes README.txt last
                     and json.loads(marker.read_text()).get("config_hash") == config_hash(bcfg))
             if not done:
                 self.generator()
@@ -151,6 +153,13 @@ class Sources:
             raise UserError(f"source {source!r}: not one of cutpaste, hybrid, remix, new")
         self.made.add(source)
         return out
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch of every run of this regime (iteration-matched: one pass over the real data)."""
+        if self._steps is None:
+            real = market_records(self.real(), ("train",))["train"]
+            self._steps = train_batches_per_epoch(real, self.cfg.train.batch, train_sampler(self.cfg.train.loss))
+        return self._steps
 
     def prepare(self, recipes: list[Recipe]) -> None:
         """SimMarket and every unfiltered source that ``recipes`` read, made now (before runs in parallel)."""
@@ -198,12 +207,17 @@ def _row(recipe: Recipe, regime: Regime, seed: int, acfg: AblationConfig, res: d
             "cmc": res["cmc"], "curve": res.get("curve")}
 
 
-def _one_run(cfg: ReidReferenceConfig, regime: Regime, recipe: Recipe, seed: int, src: Sources) -> tuple[dict, float]:
+def _one_run(cfg: ReidReferenceConfig, regime: Regime, recipe: Recipe, seed: int,
+             src: Sources) -> tuple[dict, float | None]:
+    """The run's row, and the seconds it trained (None: finished before, read from its results, its generated data
+    not needed and maybe not on this machine)."""
     t = time.perf_counter()
+    acfg = _ablation_config(cfg, recipe, src, seed, data=False)
+    res = finished_result(acfg, recipe.setting, seed, steps_per_epoch=src.steps_per_epoch())
+    if res is not None:
+        return _row(recipe, regime, seed, acfg, res), None
     acfg = _ablation_config(cfg, recipe, src, seed)
-    res = finished_result(acfg, recipe.setting, seed)  # a finished run is read, not its data (maybe not here)
-    if res is None:
-        (res,) = run_ablation(acfg, progress=False)
+    (res,) = run_ablation(acfg, progress=False)
     return _row(recipe, regime, seed, acfg, res), time.perf_counter() - t
 
 
@@ -264,9 +278,9 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     recipes = sorted(recipes, key=lambda r: r.name != "real")
     results: dict[tuple[int, int, int], dict] = {}  # (seed, regime, recipe) index -> row: the sequential order
 
-    def record(key: tuple[int, int, int], row: dict, seconds: float) -> None:
+    def record(key: tuple[int, int, int], row: dict, seconds: float | None) -> None:
         name = f"{row['regime']}/{row['setting']}/seed{row['seed']}"
-        if name not in times:
+        if seconds is not None:  # trained now (a reused run keeps the time it took)
             times[name] = round(seconds, 1)
             atomic_write_text(times_path, json.dumps(times, indent=1))
         results[key] = row
@@ -290,8 +304,13 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     todo = [(i, j, k) for k in range(len(recipes)) for i in range(len(cfg.seeds)) for j in range(len(cfg.regimes))]
     threads = max(1, torch.get_num_threads() // jobs)  # the cores this process may use, shared out
 
-    def ready(key: tuple[int, int, int]) -> bool:  # a filtered recipe waits for its seed's real-only model
-        return not recipes[key[2]].filter or (key[0], key[1], 0) in results
+    def ready(key: tuple[int, int, int]) -> bool:
+        """A filtered recipe waits for its seed's real-only model, and for any other filtered run of the same seed
+        and regime (two would write one filtered source at once)."""
+        if not recipes[key[2]].filter:
+            return True
+        return (key[0], key[1], 0) in results and not any(
+            recipes[k].filter and (i, j) == key[:2] for i, j, k in running.values())
 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
@@ -304,9 +323,17 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
                 running[pool.submit(_worker_run, cfg, regime, recipes[k], cfg.seeds[i], made[regime.name],
                                     threads)] = key
             done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            failed = None
             for future in done:
-                record(running.pop(future), *future.result())
+                key = running.pop(future)
+                if future.exception() is not None:
+                    failed = failed or future.exception()
+                else:
+                    record(key, *future.result())
             write_outputs(cfg, rows(), times)
+            if failed is not None:  # the finished runs are kept; the queued ones never start
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise failed
     return pd.DataFrame(rows())
 
 
@@ -326,7 +353,7 @@ def summary_table(df: pd.DataFrame) -> str:
              "| mAP vs cutpaste |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def cell(g, m):
-        return f"{100 * g[m].mean():.1f} ± {100 * g[m].std(ddof=0):.1f}"
+        return f"{100 * g[m].mean():.1f} ± {100 * g[m].std(ddof=0):.1f}" if len(g) > 1 else f"{100 * g[m].mean():.1f}"
 
     def diff(regime, setting, against, m):
         if setting == against:
@@ -406,8 +433,9 @@ def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> No
             "machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "run_devices": df.device.value_counts().to_dict() if len(df) else {},
-            "date": time.strftime("%Y-%m-%d"), "runs": len(df), "wall_s": round(sum(times.values()), 1),
-            "wall_s_per_run": times, "plateau": plateaus,
+            "date": time.strftime("%Y-%m-%d"), "runs": len(df),
+            # seconds each run trained, where it trained; under --jobs runs overlap, so the sum is not elapsed time
+            "run_seconds_sum": round(sum(times.values()), 1), "run_seconds": times, "plateau": plateaus,
             "filters": filters}
     atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, default=str))
 

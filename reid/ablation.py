@@ -28,7 +28,7 @@ import pandas as pd
 from generator.config import ConfigValueError, DataFormat, save_config
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
-from reid.mixed import LabelTreatment, Mix, generated_pool
+from reid.mixed import LabelTreatment, Mix, generated_per_batch, generated_pool
 from reid.torchreid_adapter import market_records, merge_records, register_dataset, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
@@ -155,27 +155,41 @@ def _combined(setting: str, seed: int, steps: int, res: dict) -> dict:
             **(res.get("mix") or {})}
 
 
-def finished_result(cfg: AblationConfig, setting: str, seed: int) -> dict | None:
+def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoch: int | None = None) -> dict | None:
     """run_ablation's row for ``setting`` and ``seed`` once every stage has finished, read from the stages'
-    ``result.json`` without reading any data (a run trained on another machine, whose generated images are not
-    here); None while a stage is missing. A run trained otherwise than ``cfg`` asks (epochs, transforms, share,
-    label treatment) is refused, as training refuses to reuse it."""
+    ``result.json`` without reading any generated data (a run trained on another machine, whose generated images are
+    not here); None while a stage is missing. A run trained otherwise than ``cfg`` asks is refused, as training
+    refuses to reuse it: epochs, transforms, the mix (share, labels, generated images per batch, triplet), the
+    training hyper-parameters the result records, and, when given, ``steps_per_epoch`` (it needs the real data)."""
     stages = parse_setting(setting)
     steps, res = 0, {}
+    t = cfg.train
     for k, source in enumerate(stages):
         path = Path(cfg.out) / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}" / "result.json"
         if not path.is_file():
             return None
         res = json.loads(path.read_text())
-        epochs = cfg.train.epochs if k == 0 or not cfg.finetune_epochs else cfg.finetune_epochs
-        asked = ({"virtual_share": cfg.virtual_share, "virtual_label": cfg.virtual_label,
-                  "virtual_epsilon": cfg.virtual_epsilon} if source in MIXED else None)
-        done = {key: res["mix"][key] for key in asked} if asked and res.get("mix") else res.get("mix")
-        if (res.get("epochs") != epochs or list(res.get("transforms", [])) != list(cfg.train.transforms)
-                or done != asked):
-            raise UserError(f"{path}: trained with epochs={res.get('epochs')}, transforms {res.get('transforms')}, "
-                            f"generated images {done}; the config asks for epochs={epochs}, transforms "
-                            f"{list(cfg.train.transforms)}, {asked}; delete that run folder or write to another out")
+        asked = {"epochs": t.epochs if k == 0 or not cfg.finetune_epochs else cfg.finetune_epochs,
+                 "transforms": list(t.transforms), "model": t.model, "loss": t.loss, "lr": t.lr, "batch": t.batch,
+                 "size": list(t.size)}
+        if steps_per_epoch is not None:
+            asked["steps_per_epoch"] = steps_per_epoch
+        done = {key: res.get(key) for key in asked}
+        done["transforms"] = list(res.get("transforms", ["random_flip"]))  # as training reads an older result
+        for key in ("model", "loss", "lr", "batch", "size"):  # results written before these were recorded
+            if key not in res:
+                done[key] = asked[key]
+        if source in MIXED:
+            asked["mix"] = {"virtual_share": cfg.virtual_share, "virtual_label": cfg.virtual_label,
+                            "virtual_epsilon": cfg.virtual_epsilon, "virtual_triplet": cfg.virtual_triplet,
+                            "generated_per_batch": generated_per_batch(t.batch, cfg.virtual_share)}
+            done["mix"] = {key: (res.get("mix") or {}).get(key) for key in asked["mix"]}
+        elif res.get("mix"):
+            asked["mix"], done["mix"] = None, res["mix"]
+        if done != asked:
+            diff = ", ".join(f"{key} {done[key]} (the config: {asked[key]})" for key in asked
+                             if done[key] != asked[key])
+            raise UserError(f"{path}: trained with {diff}; delete that run folder or write to another out")
         steps += res["steps"]
     return _combined(setting, seed, steps, res)
 
@@ -189,7 +203,9 @@ def write_results(results: list[dict], out: Path, matched: bool = False) -> None
 
 
 def _cell(g, column: str) -> str:
-    """``mean ± std`` over the seeds of one setting's ``column``, in percent."""
+    """``mean ± std`` over the seeds of one setting's ``column``, in percent (the value alone for one seed)."""
+    if len(g) == 1:
+        return f"{100 * g[column].mean():.1f}"
     return f"{100 * g[column].mean():.1f} ± {100 * g[column].std(ddof=0):.1f}"
 
 

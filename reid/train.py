@@ -152,7 +152,8 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     result = evaluate_model(model, dm, target, device)
     out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs,
            "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed, "transforms": list(cfg.transforms),
-           "source": source, "target": target, "train_ids": int(dm.num_train_pids), "device": device_name(device)}
+           "source": source, "target": target, "train_ids": int(dm.num_train_pids), "device": device_name(device),
+           "model": cfg.model, "loss": cfg.loss, "lr": cfg.lr, "batch": cfg.batch, "size": list(cfg.size)}
     if recipe is not None:
         out["mix"] = recipe
     if cfg.eval_every:

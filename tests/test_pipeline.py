@@ -48,3 +48,72 @@ def test_pipeline_with_reference_checkpoints(tmp_path):
     # one output folder holds one kind of run: from scratch on top of reference models is refused
     rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--from-scratch")
     assert rc == 2 and "reference checkpoints" in err and err.count("\n") == 1
+
+
+def test_pipeline_refuses_simmarket_of_other_settings(tmp_path):
+    """A data folder from an earlier run with other SimMarket settings is refused, not silently reused."""
+    from augment.pipeline import simulate_data
+    from generator.errors import UserError
+
+    root = tmp_path / "sim"
+    simulate_data(((root, (64, 32)),), 8, 0, progress=False, log=lambda *a: None)
+    simulate_data(((root, (64, 32)),), 8, 0, progress=False, log=lambda *a: None)  # the same: reused
+    with pytest.raises(UserError, match="train_cameras.*delete"):
+        simulate_data(((root, (64, 32)),), 8, 0, progress=False, log=lambda *a: None, train_cameras=2)
+    with pytest.raises(UserError, match="'height': 64"):
+        simulate_data(((root, (128, 64)),), 8, 0, progress=False, log=lambda *a: None)
+
+
+def _fake_reference(ref, diffs):
+    """A reference ablation of 5 seeds: remix-s50 beats real by ``diffs`` rank-1 points (and 1 mAP point)."""
+    import pandas as pd
+
+    rows = []
+    for seed, d in enumerate(diffs):
+        common = {"regime": "cameras2", "seed": seed, "transforms": "random_flip", "filter": False}
+        rows.append({**common, "setting": "real", "recipe": "real", "source": "", "share": 0.0, "label": "",
+                     "rank1": 0.05, "mAP": 0.07})
+        rows.append({**common, "setting": "remix-s50", "recipe": "real+remix", "source": "remix", "share": 0.5,
+                     "label": "smooth", "rank1": 0.05 + d / 100, "mAP": 0.08})
+    ref.mkdir()
+    pd.DataFrame(rows).to_csv(ref / "ablation.csv", index=False)
+    (ref / "ablation.md").write_text("| the reference table |\n")
+    train = {"size": [64, 32], "model": "osnet_x0_25", "loss": "softmax", "epochs": 30, "lr": 0.003, "batch": 32}
+    prov = {"command": "vmarket reference-reid", "runs": 10, "date": "2026-11-26", "run_devices": {"cpu": 10},
+            "config": {"sim_ids": 200, "sim_seed": 0, "train": train,
+                       "regimes": [{"name": "full", "train_cameras": 0}, {"name": "cameras2", "train_cameras": 2}],
+                       "recipes": [{"name": "real"}, {"name": "remix-s50", "source": "remix", "epsilon": 0.1}]}}
+    (ref / "provenance.json").write_text(json.dumps(prov))
+
+
+def test_report_sets_the_demo_beside_the_reference(tmp_path):
+    """The demo's paired difference against the reference's: separated when beyond twice the reference's seed
+    spread, said to be inseparable when within it, and not compared at all when the settings differ."""
+    import pandas as pd
+
+    from augment.pipeline import PipelineConfig
+    from augment.report import reid_section
+    from generator.config import load_config
+    from reid.ablation import AblationConfig
+
+    out, ref = tmp_path / "demo", tmp_path / "ref"
+    (out / "reid").mkdir(parents=True)
+    (out / "reid" / "results.md").write_text("| the demo table |\n")
+    _fake_reference(ref, [10, 12, 14, 11, 13])  # spread: std 1.6 points
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml")
+    rcfg = load_config(AblationConfig, "configs/demo/reid.yaml")
+
+    def section(diff, cfg=cfg):
+        pd.DataFrame([{"setting": "real", "seed": 0, "rank1": 0.04, "mAP": 0.07},
+                      {"setting": "real+remix", "seed": 0, "rank1": 0.04 + diff / 100, "mAP": 0.09}]
+                     ).to_csv(out / "reid" / "results.csv", index=False)
+        return reid_section(out, cfg, rcfg, reference=ref)
+
+    text = section(11.0)
+    assert "+11.0 rank-1" in text and "`remix-s50`" in text and "+12.0 ± 0.7 rank-1" in text
+    assert "separates the two on its own" in text and "| the reference table |" in text
+    assert "| the demo table |" in text
+    assert "cannot separate the two on its own" in section(2.0)
+    other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100"])
+    text = section(11.0, other)
+    assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text
