@@ -155,7 +155,10 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     h = _config_hash(config)
     if out.exists() and any(out.iterdir()):
         marker = out / "cutpaste.json"
-        if marker.is_file() and json.loads(marker.read_text()).get("config_hash") == h:
+        # also the hash of the same settings with resolved paths, as folders made by earlier versions carry
+        resolved = {**config, "root": str(Path(root).resolve()),
+                    "stage1_run": str(Path(stage1_run).resolve()) if stage1_run is not None else None}
+        if marker.is_file() and json.loads(marker.read_text()).get("config_hash") in (h, _config_hash(resolved)):
             return {**json.loads(marker.read_text())["summary"], "already_complete": True}
         raise UserError(f"{out}: not empty; choose another --out or delete it")
     ds = market_dataset(root, ("train",), size=size, keypoints_csv=keypoints_csv,
