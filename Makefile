@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
+# extras installed with the project; CI adds `pose` (MediaPipe, about 1.1 GB) so the keypoint estimator is tested
+EXTRAS ?= dev
 
 .PHONY: setup demo reference reference-reid test test-fast lint bench clean
 
@@ -12,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing virtual-market into $(VENV) (first run takes a few minutes)"
-	$(PIP) install -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e '.[$(EXTRAS)]' 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PY) -W ignore -c "import generator, augment, reid, torch, torchvision, torchreid, faiss"
 	@touch $(STAMP)
 
