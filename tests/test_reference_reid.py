@@ -12,10 +12,11 @@ from generator.errors import UserError
 def _rows():
     rows = []
     for seed in range(5):
-        for setting, r1 in (("real", 0.30), ("cutpaste", 0.45), ("hybrid", 0.44)):
+        for setting, r1 in (("real", 0.30), ("cutpaste", 0.45), ("hybrid", 0.44), ("real-jitter", 0.34)):
             r1 = r1 + 0.01 * seed + (0.002 * seed if setting == "hybrid" else 0.0)
             rows.append({"setting": setting, "regime": "full", "seed": seed, "rank1": r1, "mAP": r1 - 0.05,
-                         "mINP": r1 - 0.2, "cmc": [r1, r1 + 0.1], "curve": None})
+                         "mINP": r1 - 0.2, "cmc": [r1, r1 + 0.1], "curve": None,
+                         "source": "cutpaste" if setting in ("cutpaste", "hybrid") else ""})
     return pd.DataFrame(rows)
 
 
@@ -38,6 +39,8 @@ def test_summary_table_reports_both_comparisons():
     assert cells[6] == "+14.4 ± 0.1" and cells[8] == "-0.6 ± 0.1"  # rank-1 vs real, vs cutpaste
     real = [c.strip() for c in next(r for r in table.splitlines() if "| real |" in r).split("|")[1:-1]]
     assert real[6] == "" and real[8] != ""
+    # against the best real-only setting (real-jitter here, not `real`): hybrid +10.4, real itself -4.0
+    assert cells[10] == "+10.4 ± 0.1" and real[10] == "-4.0 ± 0.0" and "full: `real-jitter`" in table
 
 
 def test_plateau_is_where_rank1_stops_rising():
