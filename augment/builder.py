@@ -406,6 +406,14 @@ def _rows_for_identity(p: IdentityPlan, keep: list[int], scores, kps) -> list[di
     return rows
 
 
+def is_complete(cfg: BuildConfig) -> bool:
+    """Whether ``cfg.out`` holds a finished build of ``cfg`` (its config hash, and README.txt, which ``finalize``
+    writes last); checked without loading any model, so a copied build verifies where its stage-II run is absent."""
+    marker = Path(cfg.out) / "build.json"
+    return (marker.is_file() and (Path(cfg.out) / "README.txt").is_file()
+            and json.loads(marker.read_text()).get("config_hash") == config_hash(cfg))
+
+
 def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
     """Build (this shard of) the Virtual Market; returns a summary. Resumes a killed build of the same config."""
     out = Path(cfg.out)

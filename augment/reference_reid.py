@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from augment.builder import BuildConfig, build, config_hash
+from augment.builder import BuildConfig, build, is_complete
 from augment.cutpaste import cut_paste
 from augment.reference import git_commit, repo_relative
 from generator.config import ConfigValueError, save_config, to_dict
@@ -143,10 +143,7 @@ class Sources:
                                images_per_id=self.cfg.remix_images_per_id if real else self.cfg.new_images_per_id,
                                fg_mode="real" if real else "sample", bg_sample_share=0.0 if real else 0.5,
                                quality_keep=1.0, seed=self.cfg.sim_seed)
-            marker = out / "build.json"
-            done = (marker.is_file() and (out / "README.txt").is_file()  # finalize writes README.txt last
-                    and json.loads(marker.read_text()).get("config_hash") == config_hash(bcfg))
-            if not done:
+            if not is_complete(bcfg):
                 self.generator()
                 build(bcfg, progress=self.progress)
         else:

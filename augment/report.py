@@ -104,15 +104,13 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
             text += (f" The reference ablation's `{ref_name}` is not the same experiment ({'; '.join(differ)}), so "
                      "this run is not set against it; with one seed it cannot tell the two apart on its own.")
         elif ref_name and ref_base:
-            r = ref[(ref.regime == regime) & (ref.setting == ref_name)].set_index("seed")
-            r0 = ref[(ref.regime == regime) & (ref.setting == ref_base)].set_index("seed")
-            rd = {m: 100 * (r[m] - r0[m]).dropna() for m in ("rank1", "mAP")}
-            k = len(rd["rank1"])
-            sd = float(rd["rank1"].std(ddof=1)) if k > 1 else float("nan")
+            from augment.reference_reid import paired  # here: reference_reid imports the pipeline, which imports this
+
+            (r1, r1_se, k), (ap, ap_se, _) = (paired(ref, regime, ref_name, ref_base, m) for m in ("rank1", "mAP"))
+            sd = 100 * r1_se * np.sqrt(k)  # the paired difference's spread from seed to seed
             text += (f" **Reference ablation** (shipped, {k} seeds, regime `{regime}`, setting `{ref_name}` against "
-                     f"`{ref_base}`): {rd['rank1'].mean():+.1f} ± {sd / np.sqrt(k):.1f} rank-1, "
-                     f"{rd['mAP'].mean():+.1f} ± {float(rd['mAP'].std(ddof=1)) / np.sqrt(k):.1f} mAP (mean ± SE); "
-                     f"the difference moves by {sd:.1f} rank-1 points (std) from seed to seed.")
+                     f"`{ref_base}`): {100 * r1:+.1f} ± {100 * r1_se:.1f} rank-1, {100 * ap:+.1f} ± {100 * ap_se:.1f} "
+                     f"mAP (mean ± SE); the difference moves by {sd:.1f} rank-1 points (std) from seed to seed.")
             if n and abs(d["rank1"].mean()) > 2 * sd / np.sqrt(n):
                 text += (f" This run's difference is more than twice that spread (over {seeds}) from zero, so this "
                          "run separates the two on its own.")
