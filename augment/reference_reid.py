@@ -38,7 +38,7 @@ from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
 from generator.shipped import install
 from generator.simmarket.dataset import simulate
-from reid.ablation import AblationConfig, finished_result, run_ablation, save_figure
+from reid.ablation import AblationConfig, finished_result, paired, run_ablation, save_figure
 from reid.consistency import filter_generated
 from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_sampler
@@ -332,17 +332,6 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise failed
     return pd.DataFrame(rows())
-
-
-def paired(df: pd.DataFrame, regime: str, setting: str, against: str, metric: str) -> tuple[float, float, int]:
-    """Mean and standard error of ``setting - against`` over the seeds both have in ``regime``; and that count."""
-    a = df[(df.regime == regime) & (df.setting == setting)].set_index("seed")[metric]
-    b = df[(df.regime == regime) & (df.setting == against)].set_index("seed")[metric]
-    d = (a - b).dropna()
-    if len(d) == 0:
-        return float("nan"), float("nan"), 0
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return float(d.mean()), se, len(d)
 
 
 def best_real_only(df: pd.DataFrame, regime: str) -> str:

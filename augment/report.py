@@ -11,6 +11,7 @@ import pandas as pd
 from generator.config import from_dict
 from generator.io import atomic_write_text, load_checkpoint
 from generator.models.stage1 import Stage1ModelConfig
+from reid.ablation import paired
 
 
 def _copy(src: Path, dst: Path) -> str:
@@ -104,8 +105,6 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
             text += (f" The reference ablation's `{ref_name}` is not the same experiment ({'; '.join(differ)}), so "
                      "this run is not set against it; with one seed it cannot tell the two apart on its own.")
         elif ref_name and ref_base:
-            from augment.reference_reid import paired  # here: reference_reid imports the pipeline, which imports this
-
             (r1, r1_se, k), (ap, ap_se, _) = (paired(ref, regime, ref_name, ref_base, m) for m in ("rank1", "mAP"))
             sd = 100 * r1_se * np.sqrt(k)  # the paired difference's spread from seed to seed
             text += (f" **Reference ablation** (shipped, {k} seeds, regime `{regime}`, setting `{ref_name}` against "

@@ -209,6 +209,17 @@ def _cell(g, column: str) -> str:
     return f"{100 * g[column].mean():.1f} ± {100 * g[column].std(ddof=0):.1f}"
 
 
+def paired(df: pd.DataFrame, regime: str, setting: str, against: str, metric: str) -> tuple[float, float, int]:
+    """Mean and standard error of ``setting - against`` over the seeds both have in ``regime``; and that count."""
+    a = df[(df.regime == regime) & (df.setting == setting)].set_index("seed")[metric]
+    b = df[(df.regime == regime) & (df.setting == against)].set_index("seed")[metric]
+    d = (a - b).dropna()
+    if len(d) == 0:
+        return float("nan"), float("nan"), 0
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se, len(d)
+
+
 def results_table(df, matched: bool = False) -> str:
     lines = ["| setting | seeds | steps | rank-1 | rank-5 | mAP | mINP |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

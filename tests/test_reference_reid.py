@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.reference_reid import Recipe, ReidReferenceConfig, paired, plateau, summary_table
+from augment.reference_reid import Recipe, ReidReferenceConfig, plateau, summary_table
 from generator.config import load_config
 from generator.errors import UserError
+from reid.ablation import paired
 
 
 def _rows():
