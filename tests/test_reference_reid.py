@@ -42,6 +42,10 @@ def test_summary_table_reports_both_comparisons():
     assert real[6] == "" and real[8] != ""
     # against the best real-only setting (real-jitter here, not `real`): hybrid +10.4, real itself -4.0
     assert cells[10] == "+10.4 ± 0.1" and real[10] == "-4.0 ± 0.0" and "full: `real-jitter`" in table
+    # where `real` is the best real-only setting, the table has no separate columns for it
+    table = summary_table(_rows()[lambda d: d.setting != "real-jitter"])
+    assert "best real-only |" not in table.splitlines()[0] and "full: `real`" in table
+    assert all(len(r.split("|")) == 12 for r in table.splitlines()[:5])
 
 
 def test_plateau_is_where_rank1_stops_rising():
@@ -58,6 +62,10 @@ def test_plateau_is_where_rank1_stops_rising():
 def test_config_checks(tmp_path):
     with pytest.raises(UserError, match="no recipe named 'cutpaste'"):
         ReidReferenceConfig(recipes=[Recipe("real")])
+    with pytest.raises(UserError, match="'flip' is not a real-only recipe"):
+        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste")], anchor="flip")
+    with pytest.raises(UserError, match="'cutpaste' is not a real-only recipe"):
+        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste")], anchor="cutpaste")
     with pytest.raises(UserError, match="recipe names repeat"):
         ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste"), Recipe("real")])
     bad = tmp_path / "bad.yaml"
@@ -66,7 +74,10 @@ def test_config_checks(tmp_path):
         load_config(ReidReferenceConfig, bad)
     cfg = load_config(ReidReferenceConfig, "configs/reference/reid.yaml")
     assert len(cfg.seeds) >= 5 and {r.name for r in cfg.regimes} == {"full", "cameras2"}
-    assert {"real", "cutpaste", "hybrid"} <= {r.name for r in cfg.recipes}
+    assert {"real", "cutpaste", "hybrid", cfg.anchor} <= {r.name for r in cfg.recipes}
+    # `real` is real-only with the best standard transforms (flip + colour jitter), the anchor flip alone
+    real = next(r for r in cfg.recipes if r.name == "real")
+    assert not real.source and real.transforms == ["random_flip", "color_jitter"]
 
 
 @pytest.mark.slow
@@ -89,16 +100,19 @@ sim_ids: 16
 regimes: [{{name: c2, train_cameras: 2}}]
 seeds: [0, 1]
 curve_every: 1
+anchor: flip
 train: {{model: osnet_x0_25, size: [64, 32], batch: 8, epochs: 2, workers: 0}}
 recipes:
-  - {{name: real}}
+  - {{name: real, transforms: [random_flip, color_jitter]}}
+  - {{name: flip}}
   - {{name: cutpaste, setting: real+remix, source: cutpaste, share: 0.25, label: smooth}}
   - {{name: hybrid-filtered, setting: real+remix, source: hybrid, share: 0.25, label: smooth, filter: true}}
 """)
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=900)
     assert rc == 0, err[-2000:]
     df = pd.read_csv(tmp_path / "out" / "ablation.csv")
-    assert len(df) == 6 and set(df.setting) == {"real", "cutpaste", "hybrid-filtered"} and set(df.regime) == {"c2"}
+    assert len(df) == 8 and set(df.setting) == {"real", "flip", "cutpaste", "hybrid-filtered"}
+    assert set(df.regime) == {"c2"}
     assert {"setting", "regime", "seed", "rank1", "mAP", "mINP"} <= set(df.columns)
     assert (df.steps == df.steps.iloc[0]).all()  # iteration-matched: the same optimiser steps for every recipe
     sim = tmp_path / "out" / "c2" / "sim"
@@ -109,9 +123,10 @@ recipes:
     for seed in (0, 1):
         summary = json.loads((tmp_path / "out" / "c2" / "sources" / f"hybrid-filtered-seed{seed}" /
                               "filter_summary.json").read_text())
-        assert summary["model_state"].endswith(f"seed{seed}/stage0-real/state.pt")
+        assert summary["model_state"].endswith(f"runs/flip/real/seed{seed}/stage0-real/state.pt")  # the anchor's
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
-    assert prov["runs"] == 6 and prov["plateau"]["c2"]["epochs"] == [1, 2] and len(prov["filters"]) == 2
+    assert prov["runs"] == 8 and len(prov["filters"]) == 2
+    assert prov["plateau"]["c2"]["epochs"] == [1, 2] and prov["plateau"]["c2"]["setting"] == "flip"
     assert "cutpaste" in (tmp_path / "out" / "ablation.md").read_text()
     before = (tmp_path / "out" / "ablation.csv").read_text()
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--only", "cutpaste", timeout=300)
@@ -129,7 +144,7 @@ recipes:
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "2", timeout=600)
     assert rc == 0, err[-2000:]
     assert (tmp_path / "out" / "ablation.csv").read_text() == before
-    assert len(json.loads((tmp_path / "out" / "times.json").read_text())) == 6
+    assert len(json.loads((tmp_path / "out" / "times.json").read_text())) == 8
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "0", timeout=120)
     assert rc == 2 and "--jobs 0" in err
     # finished runs are read without their data (trained elsewhere, the generated images not copied here) ...
