@@ -28,6 +28,7 @@ from generator.data.layouts import DATASET_NAMES, FORMATS, detect_format, scan_d
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
 from generator.simmarket.dataset import LAYOUTS, parse_size, simulate
+from generator.simmarket.world import STYLES
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir
 from reid.ablation import AblationConfig, run_ablation
@@ -45,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_simulate(args) -> None:
     size = parse_size(args.size)
     s = simulate(args.out, args.ids, seed=args.seed, size=size, overwrite=args.overwrite, progress=not args.quiet,
-                 train_cameras=args.train_cameras, layout=args.layout)
+                 train_cameras=args.train_cameras, layout=args.layout, style=args.style)
     print(
         f"SimMarket: {s['identities']} identities ({s['train_ids']} train / {s['test_ids']} test), "
         f"{s['images']} images "
@@ -267,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layout", choices=LAYOUTS, default="market1501",
                    help="write the dataset in this dataset's layout: market1501 (default), duke (DukeMTMC-reID), "
                         "msmt17 (list files), cuhk03 (new-protocol .mat files); the same images and identities")
+    s.add_argument("--style", choices=STYLES, default="flat",
+                   help="how people are drawn: flat (default) or textured (cloth grain, light from above, inked "
+                        "outlines, duller scenes); the same identities, poses and keypoints")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)

@@ -215,3 +215,20 @@ def test_mediapipe_on_simmarket(sim_root):
     both = (rcv[..., 2] > 0) & (gt[..., 2] > 0)
     err = np.linalg.norm(rcv[..., :2] - gt[..., :2], axis=-1)[both]
     assert np.median(err) < 8  # pixels, at 128x64
+
+
+def test_pck_on_hand_written_cases():
+    true = np.zeros((2, 18, 3))
+    true[0, [1, 8, 11, 0, 4], :] = [[20, 30, 1], [60, 25, 1], [60, 35, 1], [10, 30, 1], [50, 10, 1]]  # torso 40 px
+    true[1, [0, 4], :] = [[5, 5, 1], [9, 9, 1]]  # no hips: left out
+    pred = true.copy()
+    pred[0, 0, :2] += [0, 19]  # 19 px off: within 0.5 torso (20 px), not within 0.2 (8 px)
+    pred[0, 4, :2] += [21, 0]  # 21 px off: a miss at 0.5
+    pred[0, 8, 2] = 0  # not found: wrong
+    pred[0, 5] = [30, 30, 1]  # a joint the truth does not have: not counted
+    assert estimate.pck(pred, true, 0.5) == (0.6, 5)  # hits: neck, left hip, nose; misses: right hip, wrist
+    assert estimate.pck(pred, true, 0.2) == (0.4, 5)
+    assert estimate.pck(true, true, 0.01) == (1.0, 5)
+    assert np.isnan(estimate.pck(pred[1:], true[1:])[0])
+    with pytest.raises(ValueError, match="must be"):
+        estimate.pck(pred[:, :17], true[:, :17])

@@ -229,6 +229,26 @@ class KeypointRCNNEstimator:
         return out
 
 
+RHIP, LHIP = 8, 11
+
+
+def pck(pred: np.ndarray, true: np.ndarray, alpha: float = 0.5) -> tuple[float, int]:
+    """PCK@``alpha``, torso-normalised, of ``pred`` against ``true`` ((N, 18, 3) ``rcv`` each): the share of the
+    joints visible in ``true`` that ``pred`` places within ``alpha`` torso lengths of the truth, the torso being the
+    true neck to the midpoint of the true hips. A joint ``pred`` misses counts as wrong; an image whose true neck or
+    hips are not visible is left out. Returns (PCK, joints counted); PCK is nan when nothing is counted."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if pred.shape != true.shape or pred.shape[1:] != (NUM_JOINTS, 3):
+        raise ValueError(f"pck: shapes {pred.shape} and {true.shape}; both must be (N, {NUM_JOINTS}, 3)")
+    has_torso = (true[:, [NECK, RHIP, LHIP], 2] > 0).all(1)
+    torso = np.linalg.norm(true[:, NECK, :2] - (true[:, RHIP, :2] + true[:, LHIP, :2]) / 2, axis=1)
+    counted = (true[..., 2] > 0) & (has_torso & (torso > 0))[:, None]
+    dist = np.linalg.norm(pred[..., :2] - true[..., :2], axis=-1)
+    hit = counted & (pred[..., 2] > 0) & (dist <= alpha * torso[:, None])
+    n = int(counted.sum())
+    return (float(hit.sum() / n) if n else float("nan")), n
+
+
 def make_estimator(name: str, weights: str | os.PathLike | None = None, device: str = "auto") -> Estimator:
     """The estimator ``name`` (one of ESTIMATORS), ready to run."""
     if name == "mediapipe":

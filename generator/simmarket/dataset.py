@@ -41,7 +41,7 @@ from generator.io import atomic_save_image, progress_bar
 from generator.simmarket.body import VIEWS, Pose, sample_pose
 from generator.simmarket.identity import Identity, keyed_rng, make_identities
 from generator.simmarket.render import Render, render
-from generator.simmarket.world import NUM_CAMERAS, Background, World
+from generator.simmarket.world import NUM_CAMERAS, STYLES, Background, World
 
 VERSION = 1
 
@@ -264,10 +264,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, int] = (128, 64),
              overwrite: bool = False, progress: bool = True, train_cameras: int = 0,
-             layout: str = "market1501") -> dict:
+             layout: str = "market1501", style: str = "flat") -> dict:
     """Write a SimMarket dataset to ``out``; returns the summary counts. ``train_cameras`` k > 0 limits every
     training identity to exactly k of the 6 cameras (see ``plan_dataset``). ``layout``: market1501, or duke,
-    msmt17, cuhk03 (see ``place_specs``; ``out`` is then the dataset folder of that layout).
+    msmt17, cuhk03 (see ``place_specs``; ``out`` is then the dataset folder of that layout). ``style``: how people
+    are drawn, flat or textured (``world.STYLES``); the same identities, poses, backgrounds and keypoints either way.
 
     The dataset is built in a temp folder next to ``out`` and renamed into
     place at the end, so a killed run leaves no half-written dataset.
@@ -279,11 +280,13 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         raise UserError(f"--ids {ids}: at most 1501 identities fit Market-1501's 4-digit ids as torchreid reads them")
     if not 0 <= train_cameras <= NUM_CAMERAS:
         raise UserError(f"--train-cameras {train_cameras}: use 1..{NUM_CAMERAS} (0: every identity keeps 2-6 cameras)")
+    if style not in STYLES:
+        raise UserError(f"--style {style}: use one of {', '.join(STYLES)}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
     t0 = time.perf_counter()
     h, w = size
-    world = World(seed, h, w)
+    world = World(seed, h, w, style=style)
     identities = make_identities(seed, ids)
     specs = plan_dataset(world, identities, seed, train_cameras=train_cameras)
     if layout != "market1501":  # none of the other datasets has junk or distractor images
@@ -345,6 +348,7 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         "version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
         **({"train_cameras": train_cameras} if train_cameras else {}),
         **({"layout": layout} if layout != "market1501" else {}),
+        **({"style": style} if style != "flat" else {}),
         "train_ids": int(manifest[manifest.split == "train"].pid.nunique()),
         "test_ids": int(manifest[manifest.split == "query"].pid.nunique()),
         "images": len(manifest), **counts,
@@ -368,7 +372,8 @@ class SimMarket:
             raise UserError(f"{meta}: missing; {self.root} is not a SimMarket dataset "
                             f"(make one with `vmarket simulate`)")
         self.meta = json.loads(meta.read_text())
-        self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"])
+        self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"],
+                           style=self.meta.get("style", "flat"))
         self.identities = [Identity(**d) for d in json.loads((self.root / "identities.json").read_text())]
         self.manifest = pd.read_csv(self.root / "manifest.csv")
         poses = np.load(self.root / "poses.npz")

@@ -10,6 +10,10 @@ from PIL import Image
 from generator.simmarket.identity import keyed_rng
 
 NUM_CAMERAS = 6
+# how people are drawn: "flat" (uniform part colours, soft side shading) or "textured" (cloth grain, light from
+# above, inked part outlines, duller scenes): a second look for testing what is fitted to the first, e.g. a pose
+# estimator's accuracy
+STYLES = ("flat", "textured")
 
 
 @dataclass
@@ -31,10 +35,12 @@ class Camera:
 
 
 class World:
-    """Backgrounds and camera lighting of a SimMarket seed; rebuilt identically from (seed, size)."""
+    """Backgrounds and camera lighting of a SimMarket seed; rebuilt identically from (seed, size, style)."""
 
-    def __init__(self, seed: int, height: int, width: int, variants: int = 4):
-        self.seed, self.height, self.width, self.variants = seed, height, width, variants
+    def __init__(self, seed: int, height: int, width: int, variants: int = 4, style: str = "flat"):
+        if style not in STYLES:
+            raise ValueError(f"style {style!r}: not one of {', '.join(STYLES)}")
+        self.seed, self.height, self.width, self.variants, self.style = seed, height, width, variants, style
         self.margin = width // 2  # templates are wider than the image so crops can slide
         self.cameras: dict[int, Camera] = {}
         self.templates: dict[tuple[int, int], np.ndarray] = {}
@@ -85,4 +91,7 @@ class World:
         return Background(camera, int(rng.integers(self.variants)), int(rng.integers(self.margin + 1)))
 
     def background_image(self, bg: Background) -> np.ndarray:
-        return self.templates[bg.camera, bg.variant][:, bg.offset:bg.offset + self.width]
+        img = self.templates[bg.camera, bg.variant][:, bg.offset:bg.offset + self.width]
+        if self.style == "textured":  # duller scenes: half the saturation
+            img = 0.5 * img + 0.5 * img.mean(-1, keepdims=True)
+        return img
