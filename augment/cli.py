@@ -269,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the dataset in this dataset's layout: market1501 (default), duke (DukeMTMC-reID), "
                         "msmt17 (list files), cuhk03 (new-protocol .mat files); the same images and identities")
     s.add_argument("--style", choices=STYLES, default="flat",
-                   help="how people are drawn: flat (default) or textured (cloth grain, light from above, inked "
-                        "outlines, duller scenes); the same identities, poses and keypoints")
+                   help="how people are drawn: flat (default) or textured (grain, light from above, inked outlines, "
+                        "duller scenes); the same identities, poses and keypoints")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)

@@ -96,8 +96,8 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
         if meta.exists():
             have = json.loads(meta.read_text())
             asked = {"identities": sim_ids, "seed": sim_seed, "height": size[0], "width": size[1],
-                     "train_cameras": train_cameras}
-            got = {k: have.get(k, 0) for k in asked}
+                     "train_cameras": train_cameras, "style": "flat", "layout": "market1501"}
+            got = {k: have.get(k, {"style": "flat", "layout": "market1501"}.get(k, 0)) for k in asked}
             if got != asked:
                 raise UserError(f"{root}: SimMarket {got}, the pipeline asks for {asked}; delete {root} (or set "
                                 "another out) to simulate it again")

@@ -99,7 +99,7 @@ class ReidReferenceConfig:
                 raise ConfigValueError("recipes", f"no recipe named {need!r}: the table compares every recipe "
                                                   f"with it")
         anchor = next((r for r in self.recipes if r.name == self.anchor), None)
-        if anchor is None or anchor.source:
+        if anchor is None or anchor.source or anchor.setting != "real":
             raise ConfigValueError("anchor", f"{self.anchor!r} is not a real-only recipe of the config")
         if len({r.name for r in self.regimes}) != len(self.regimes):
             raise ConfigValueError("regimes", "regime names repeat")
@@ -174,6 +174,13 @@ class Sources:
     def filtered(self, source: str, model_state: Path, seed: int) -> Path:
         """``source`` through the identity-consistency filter of the real-only model of ``seed``."""
         out = self.dir / "sources" / f"{source}-filtered-seed{seed}"
+        summary = out / "filter_summary.json"
+        if summary.is_file():
+            scored_by = json.loads(summary.read_text())["model_state"]
+            tail = model_state.parts[-5:]  # <anchor>/real/seed<k>/stage0-real/state.pt, wherever ``out`` lies
+            if Path(scored_by).parts[-5:] != tail:
+                raise UserError(f"{out}: filtered with {scored_by}, not the anchor's model {model_state}; delete "
+                                f"{out} and the finished filtered runs of seed {seed}")
         if not out.exists():
             s = filter_generated(model_state, self.real(), self.generated(source), out, self.cfg.train.model,
                                  tuple(self.cfg.train.size), new_tau=self.cfg.filter_new_tau, progress=self.progress)
@@ -384,7 +391,7 @@ def summary_table(df: pd.DataFrame) -> str:
             f"settings without generated images): {bests})\n")
 
 
-def plateau(df: pd.DataFrame, regime: str, setting: str = "real") -> dict:
+def plateau(df: pd.DataFrame, regime: str, setting: str) -> dict:
     """The mean learning curve of real-only ``setting`` over seeds in ``regime``, and the first epoch whose rank-1 is
     within one standard error (at least 1 point) of the curve's best: where rank-1 stops rising."""
     curves = [c for c in df[(df.regime == regime) & (df.setting == setting)]["curve"] if c]

@@ -66,7 +66,7 @@ def simulate_reference_data(root: str | os.PathLike, reference_dir: str | os.Pat
     """Write the SimMarket the reference was trained and evaluated on (deterministic per seed) to ``root``."""
     data = provenance(reference_dir)["data"]
     return simulate(root, data["identities"], seed=data["seed"], size=(data["height"], data["width"]),
-                    progress=progress)
+                    progress=progress, train_cameras=data.get("train_cameras", 0), style=data.get("style", "flat"))
 
 
 def half(state: dict) -> dict:

@@ -62,6 +62,11 @@ def test_pipeline_refuses_simmarket_of_other_settings(tmp_path):
         simulate_data(((root, (64, 32)),), 8, 0, progress=False, log=lambda *a: None, train_cameras=2)
     with pytest.raises(UserError, match="'height': 64"):
         simulate_data(((root, (128, 64)),), 8, 0, progress=False, log=lambda *a: None)
+    from generator.simmarket.dataset import simulate
+
+    simulate(root, 8, seed=0, size=(64, 32), overwrite=True, progress=False, style="textured")
+    with pytest.raises(UserError, match="'style': 'textured'"):
+        simulate_data(((root, (64, 32)),), 8, 0, progress=False, log=lambda *a: None)
 
 
 def _fake_reference(ref, diffs):

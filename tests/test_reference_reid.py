@@ -1,5 +1,7 @@
 """The reference re-ID ablation's bookkeeping: its config checks, paired differences with standard errors, the
 plateau of real-only's learning curve, and the table. (The runs themselves are reid.ablation's, tested there.)"""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,10 +55,11 @@ def test_plateau_is_where_rank1_stops_rising():
     rows = [{"setting": "real", "regime": "full", "seed": s,
              "curve": [{"epoch": 4 * (i + 1), "rank1": v + 0.01 * ((s + i) % 3 - 1)} for i, v in enumerate(curve)]}
             for s in range(5)]
-    p = plateau(pd.DataFrame(rows), "full")
+    p = plateau(pd.DataFrame(rows), "full", "real")
     assert p["seeds"] == 5 and p["epochs"] == [4, 8, 12, 16, 20, 24]
     assert p["best_epoch"] == 20 and p["plateau_epoch"] == 16
-    assert plateau(pd.DataFrame(rows), "cameras2") == {}
+    assert plateau(pd.DataFrame(rows), "cameras2", "real") == {}
+    assert plateau(pd.DataFrame(rows), "full", "real-flip") == {}
 
 
 def test_config_checks(tmp_path):
@@ -66,6 +69,9 @@ def test_config_checks(tmp_path):
         ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste")], anchor="flip")
     with pytest.raises(UserError, match="'cutpaste' is not a real-only recipe"):
         ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste")], anchor="cutpaste")
+    with pytest.raises(UserError, match="'pre' is not a real-only recipe"):
+        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste"),
+                                     Recipe("pre", setting="real->real")], anchor="pre")
     with pytest.raises(UserError, match="recipe names repeat"):
         ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste"), Recipe("real")])
     bad = tmp_path / "bad.yaml"
@@ -163,3 +169,24 @@ recipes:
     rr.package(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)
     assert (tmp_path / "repo" / "reid" / "reference" / "ablation.csv").read_text() == before
     assert (tmp_path / "repo" / "docs" / "reid_reference_cmc.png").stat().st_size > 0
+
+
+def test_a_filter_scored_by_another_model_is_refused(tmp_path):
+    """A filtered source made with another recipe's model (the anchor changed) is not reused silently."""
+    import json
+
+    from augment.reference_reid import Regime, Sources
+
+    cfg = ReidReferenceConfig(out=str(tmp_path), recipes=[Recipe("real"), Recipe("flip"), Recipe(
+        "cutpaste", source="cutpaste")], anchor="flip")
+    src = Sources(cfg, Regime("full", 0), False, print)
+    out = tmp_path / "full" / "sources" / "hybrid-filtered-seed0"
+    out.mkdir(parents=True)
+    state = tmp_path / "full" / "runs" / "{}" / "real" / "seed0" / "stage0-real" / "state.pt"
+    (out / "filter_summary.json").write_text(json.dumps({"model_state": str(state).format("real")}))
+    with pytest.raises(UserError, match="not the anchor's model"):
+        src.filtered("hybrid", Path(str(state).format("flip")), 0)
+    # the same model elsewhere (another machine's path) is the same filter
+    (out / "filter_summary.json").write_text(json.dumps({"model_state": "/elsewhere/full/runs/flip/real/seed0/"
+                                                                        "stage0-real/state.pt"}))
+    assert src.filtered("hybrid", Path(str(state).format("flip")), 0) == out

@@ -220,8 +220,9 @@ def label_map(identity: Identity, pose: Pose, height: int, width: int) -> np.nda
 
 
 def _texture(labels: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The "textured" style's (H, W) brightness factor on the person: cloth grain (coarse and fine noise), light
-    from above (brighter head, darker feet) and dark 1-px outlines where one part meets another or the scene."""
+    """The "textured" style's (H, W) brightness factor on the person ``fg``: grain (coarse and fine noise, drawn per
+    image), light from above (brighter head, darker feet) and dark 1-px outlines where one part meets another, an
+    occluder or the scene."""
     h, w = labels.shape
     coarse = rng.normal(0, 0.10, (h // 4 + 2, w // 4 + 2)).astype(np.float32)
     grain = 1 + np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.BILINEAR)) \
@@ -234,7 +235,7 @@ def _texture(labels: np.ndarray, fg: np.ndarray, rng: np.random.Generator) -> np
     edge[:-1] |= labels[:-1] != labels[1:]
     edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    return grain * light[:, None] * np.where(edge & fg, 0.4, 1.0)
+    return np.where(fg, grain * light[:, None] * np.where(edge, 0.4, 1.0), 1.0)
 
 
 @dataclass
@@ -270,8 +271,9 @@ def render(world: World, identity: Identity, pose: Pose, background: Background,
     shade = 1.0 - 0.25 * np.clip(np.abs(np.arange(w) - centre) / (0.16 * pose.scale), 0, 1) ** 2
     person *= shade[None, :, None]
     fg = labels > 0
-    if world.style == "textured" and fg.any():
-        person *= _texture(labels, fg, keyed_rng(world.seed, 13, noise_key))[..., None]
+    body = fg & (labels != OCCLUDER)
+    if world.style == "textured" and body.any():  # the person only: an object in front keeps its flat look
+        person *= _texture(labels, body, keyed_rng(world.seed, 13, noise_key))[..., None]
     img = np.where(fg[..., None], person, world.background_image(background))
     cam = world.cameras[light_camera or background.camera]
     img = img * (cam.gain * cam.tint) + cam.offset

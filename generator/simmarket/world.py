@@ -10,8 +10,8 @@ from PIL import Image
 from generator.simmarket.identity import keyed_rng
 
 NUM_CAMERAS = 6
-# how people are drawn: "flat" (uniform part colours, soft side shading) or "textured" (cloth grain, light from
-# above, inked part outlines, duller scenes): a second look for testing what is fitted to the first, e.g. a pose
+# how people are drawn: "flat" (uniform part colours, soft side shading) or "textured" (grain, light from above,
+# inked part outlines, duller scenes): a second look for testing what is fitted to the first, e.g. a pose
 # estimator's accuracy
 STYLES = ("flat", "textured")
 
