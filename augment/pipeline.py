@@ -17,7 +17,7 @@ from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
 from generator.io import atomic_write_text, load_checkpoint
 from generator.shipped import install
-from generator.simmarket.dataset import simulate
+from generator.simmarket.dataset import DEFAULTS, settings, simulate
 from generator.training.pose_ae import PoseConfig
 from generator.training.pose_ae import train as train_pose
 from generator.training.stage1 import Stage1Config
@@ -94,10 +94,10 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
     for root, size in roots_sizes:
         meta = root / "simmarket.json"
         if meta.exists():
-            have = json.loads(meta.read_text())
+            have = settings(json.loads(meta.read_text()))
             asked = {"identities": sim_ids, "seed": sim_seed, "height": size[0], "width": size[1],
-                     "train_cameras": train_cameras, "style": "flat", "layout": "market1501"}
-            got = {k: have.get(k, {"style": "flat", "layout": "market1501"}.get(k, 0)) for k in asked}
+                     "train_cameras": train_cameras, "style": DEFAULTS["style"], "layout": DEFAULTS["layout"]}
+            got = {k: have.get(k) for k in asked}
             if got != asked:
                 raise UserError(f"{root}: SimMarket {got}, the pipeline asks for {asked}; delete {root} (or set "
                                 "another out) to simulate it again")

@@ -38,7 +38,7 @@ from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
 from generator.shipped import install
 from generator.simmarket.dataset import simulate
-from reid.ablation import AblationConfig, finished_result, paired, run_ablation, save_figure
+from reid.ablation import AblationConfig, finished_result, paired, run_ablation, save_figure, stage_dir
 from reid.consistency import filter_generated
 from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_sampler
@@ -188,6 +188,11 @@ class Sources:
         return out
 
 
+def _runs(cfg: ReidReferenceConfig, regime: Regime, recipe: str) -> Path:
+    """The ablation ``out`` of ``recipe`` in ``regime``."""
+    return Path(cfg.out) / regime.name / "runs" / recipe
+
+
 def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, src: Sources, seed: int,
                      data: bool = True) -> AblationConfig:
     """The run's ablation config; ``data=False`` leaves its data paths out (reading finished results only)."""
@@ -197,15 +202,15 @@ def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, src: Sources, see
     parts = recipe.source.split("+") if recipe.source and data else []
     for part in parts:
         if recipe.filter:
-            state = Path(cfg.out) / src.regime.name / "runs" / cfg.anchor / "real" / f"seed{seed}" / "stage0-real"
-            path = src.filtered(part, state / "state.pt", seed)
+            state = stage_dir(_runs(cfg, src.regime, cfg.anchor), "real", seed) / "state.pt"
+            path = src.filtered(part, state, seed)
         else:
             path = src.generated(part)
         roots["virtual_root" if part == "new" else "remix_root"] = str(path)
     return AblationConfig(**roots, settings=[recipe.setting], seeds=[seed], train=train,
                           finetune_epochs=cfg.finetune_epochs, matched_steps=True, virtual_share=recipe.share,
                           virtual_label=recipe.label, virtual_epsilon=recipe.epsilon,
-                          out=str(Path(cfg.out) / src.regime.name / "runs" / recipe.name))
+                          out=str(_runs(cfg, src.regime, recipe.name)))
 
 
 def _row(recipe: Recipe, regime: Regime, seed: int, acfg: AblationConfig, res: dict) -> dict:

@@ -20,7 +20,7 @@ from generator.api import real_embeddings
 from generator.config import from_dict, save_config
 from generator.errors import UserError
 from generator.io import atomic_save, atomic_write_json, load_checkpoint
-from generator.simmarket.dataset import simulate
+from generator.simmarket.dataset import settings, simulate
 from generator.training.pose_ae import PoseConfig
 from generator.training.stage1 import Stage1Config
 from generator.training.stage2 import Stage2Config
@@ -64,9 +64,9 @@ def provenance(reference_dir: str | os.PathLike | None = None) -> dict:
 def simulate_reference_data(root: str | os.PathLike, reference_dir: str | os.PathLike | None = None,
                             progress: bool = False) -> dict:
     """Write the SimMarket the reference was trained and evaluated on (deterministic per seed) to ``root``."""
-    data = provenance(reference_dir)["data"]
+    data = settings(provenance(reference_dir)["data"])
     return simulate(root, data["identities"], seed=data["seed"], size=(data["height"], data["width"]),
-                    progress=progress, train_cameras=data.get("train_cameras", 0), style=data.get("style", "flat"))
+                    progress=progress, train_cameras=data["train_cameras"], style=data["style"])
 
 
 def half(state: dict) -> dict:

@@ -85,6 +85,12 @@ def _slug(setting: str) -> str:
     return setting.replace("->", "_then_").replace("+", "_plus_")
 
 
+def stage_dir(out: str | Path, setting: str, seed: int, stage: int = 0) -> Path:
+    """Where ``run_ablation`` (with ``out``) trains stage ``stage`` of ``setting`` for ``seed``: its ``state.pt`` and
+    ``result.json``."""
+    return Path(out) / _slug(setting) / f"seed{seed}" / f"stage{stage}-{_slug(parse_setting(setting)[stage])}"
+
+
 def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = False
                      ) -> tuple[dict[str, str], dict[str, Mix], list]:
     """torchreid dataset names for the sources the settings use (all share the real query / gallery), the
@@ -135,7 +141,7 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
         for seed in cfg.seeds:
             init, steps = None, 0
             for k, source in enumerate(stages):
-                run = out / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}"
+                run = stage_dir(out, setting, seed, k)
                 tcfg = train if k == 0 or not cfg.finetune_epochs else replace(train, epochs=cfg.finetune_epochs)
                 res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init,
                                          progress=progress, mix=mixes.get(source))
@@ -165,7 +171,7 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
     steps, res = 0, {}
     t = cfg.train
     for k, source in enumerate(stages):
-        path = Path(cfg.out) / _slug(setting) / f"seed{seed}" / f"stage{k}-{_slug(source)}" / "result.json"
+        path = stage_dir(cfg.out, setting, seed, k) / "result.json"
         if not path.is_file():
             return None
         res = json.loads(path.read_text())

@@ -44,6 +44,13 @@ from generator.simmarket.render import Render, render
 from generator.simmarket.world import NUM_CAMERAS, STYLES, Background, World
 
 VERSION = 1
+# the settings simmarket.json records only where they differ from these
+DEFAULTS = {"train_cameras": 0, "layout": "market1501", "style": "flat"}
+
+
+def settings(meta: dict) -> dict:
+    """``simmarket.json``'s settings, the omitted ones filled in with their defaults."""
+    return {**DEFAULTS, **meta}
 
 
 @dataclass
@@ -346,9 +353,8 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     counts = {s: int((manifest.split == s).sum()) for s in ("train", "query", "gallery")}
     summary = {
         "version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
-        **({"train_cameras": train_cameras} if train_cameras else {}),
-        **({"layout": layout} if layout != "market1501" else {}),
-        **({"style": style} if style != "flat" else {}),
+        **{k: v for k, v in (("train_cameras", train_cameras), ("layout", layout), ("style", style))
+           if v != DEFAULTS[k]},
         "train_ids": int(manifest[manifest.split == "train"].pid.nunique()),
         "test_ids": int(manifest[manifest.split == "query"].pid.nunique()),
         "images": len(manifest), **counts,
@@ -371,9 +377,8 @@ class SimMarket:
         if not meta.is_file():
             raise UserError(f"{meta}: missing; {self.root} is not a SimMarket dataset "
                             f"(make one with `vmarket simulate`)")
-        self.meta = json.loads(meta.read_text())
-        self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"],
-                           style=self.meta.get("style", "flat"))
+        self.meta = settings(json.loads(meta.read_text()))
+        self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"], style=self.meta["style"])
         self.identities = [Identity(**d) for d in json.loads((self.root / "identities.json").read_text())]
         self.manifest = pd.read_csv(self.root / "manifest.csv")
         poses = np.load(self.root / "poses.npz")

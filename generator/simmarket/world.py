@@ -53,7 +53,10 @@ class World:
             )
             base = rng.uniform(60, 190) + rng.normal(0, 18, 3)  # mostly grey scenes with a colour cast
             for v in range(variants):
-                self.templates[cam, v] = self._template(keyed_rng(seed, 8, cam, v), base)
+                t = self._template(keyed_rng(seed, 8, cam, v), base)
+                if style == "textured":  # duller scenes: half the saturation
+                    t = 0.5 * t + 0.5 * t.mean(-1, keepdims=True)
+                self.templates[cam, v] = t
             # a bank of noise fields; each image takes one at a random shift
             self.noise[cam] = rng.normal(0, self.cameras[cam].noise, (height * 2, width * 2, 3)).astype(np.float32)
 
@@ -91,7 +94,4 @@ class World:
         return Background(camera, int(rng.integers(self.variants)), int(rng.integers(self.margin + 1)))
 
     def background_image(self, bg: Background) -> np.ndarray:
-        img = self.templates[bg.camera, bg.variant][:, bg.offset:bg.offset + self.width]
-        if self.style == "textured":  # duller scenes: half the saturation
-            img = 0.5 * img + 0.5 * img.mean(-1, keepdims=True)
-        return img
+        return self.templates[bg.camera, bg.variant][:, bg.offset:bg.offset + self.width]
