@@ -46,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_simulate(args) -> None:
     size = parse_size(args.size)
     s = simulate(args.out, args.ids, seed=args.seed, size=size, overwrite=args.overwrite, progress=not args.quiet,
-                 train_cameras=args.train_cameras, layout=args.layout, style=args.style)
+                 train_cameras=args.train_cameras, layout=args.layout, style=args.style, people_seed=args.people_seed,
+                 train_share=args.train_share)
     print(
         f"SimMarket: {s['identities']} identities ({s['train_ids']} train / {s['test_ids']} test), "
         f"{s['images']} images "
@@ -240,7 +241,8 @@ def _cmd_reference(args) -> None:
         with tempfile.TemporaryDirectory() as work:
             rescore(cfg.package, work, progress=not args.quiet)
         return
-    prov = run_reference(cfg, progress=not args.quiet)
+    prov = run_reference(cfg, progress=not args.quiet, command=" ".join(["vmarket", "reference", args.config]
+                                                                        + [f"--set {v}" for v in args.set]))
     s1 = prov["metrics"]["stage1"]["reconstruction"]
     print(f"reference models shipped -> {cfg.package} (held-out SSIM {s1['ssim']:.3f}; checks: "
           + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in prov["checks"].items()) + ")")
@@ -259,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="write a SimMarket dataset (Market-1501 layout, keypoints, manifest)")
     s.add_argument("--out", required=True, help="output folder (created; must be empty unless --overwrite)")
-    s.add_argument("--ids", type=int, required=True, help="number of identities, split half train / half test")
+    s.add_argument("--ids", type=int, required=True,
+                   help="number of identities, split between train and test by --train-share")
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same dataset")
     s.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH (default 128x64)")
     s.add_argument("--train-cameras", type=int, default=0, metavar="K",
@@ -271,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=STYLES, default="flat",
                    help="how people are drawn: flat (default) or textured (grain, light from above, inked outlines, "
                         "duller scenes); the same identities, poses and keypoints")
+    s.add_argument("--people-seed", type=int, default=None, metavar="SEED",
+                   help="draw the people (and their cameras and poses) from this seed, the scenes from --seed: other "
+                        "people in the same cameras, e.g. an unlabelled split for a generator (default: --seed)")
+    s.add_argument("--train-share", type=float, default=0.5, metavar="S",
+                   help="share of the identities in the training split (default 0.5)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)

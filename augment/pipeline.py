@@ -67,6 +67,8 @@ def _job_config(cls, path: str, fixed: list[str], set_: list[str], job: str):
 
 def _finished(run: Path, steps: int, key: str = "step") -> bool:
     state = run / "state.pt"
+    if not state.exists() and key == "step" and (run / "imported.json").is_file():
+        state = run / "snapshot.pt"  # a finished run trained elsewhere, copied without its optimiser state
     if not state.exists():
         return False
     st = load_checkpoint(state)
@@ -89,21 +91,24 @@ class StageTimer:
         return result
 
 
-def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print, train_cameras: int = 0) -> None:
+def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print, train_cameras: int = 0,
+                  people_seed: int | None = None, train_share: float = DEFAULTS["train_share"]) -> None:
     """SimMarket at each (root, size), unless it is already there."""
+    people_seed = sim_seed if people_seed is None else people_seed
     for root, size in roots_sizes:
         meta = root / "simmarket.json"
         if meta.exists():
             have = settings(json.loads(meta.read_text()))
             asked = {"identities": sim_ids, "seed": sim_seed, "height": size[0], "width": size[1],
-                     "train_cameras": train_cameras, "style": DEFAULTS["style"], "layout": DEFAULTS["layout"]}
+                     "train_cameras": train_cameras, "style": DEFAULTS["style"], "layout": DEFAULTS["layout"],
+                     "people_seed": people_seed, "train_share": train_share}
             got = {k: have.get(k) for k in asked}
             if got != asked:
                 raise UserError(f"{root}: SimMarket {got}, the pipeline asks for {asked}; delete {root} (or set "
                                 "another out) to simulate it again")
         else:
             s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress,
-                         train_cameras=train_cameras)
+                         train_cameras=train_cameras, people_seed=people_seed, train_share=train_share)
             log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, "
                 f"{s['train_ids']} train ids -> {root}")
 

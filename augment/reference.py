@@ -4,6 +4,7 @@ evaluate them, and ship them as package data (fp16 weights, sha256, provenance) 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import torch
 
 from augment.pipeline import StageTimer, evaluate_generator, generator_configs, simulate_data, train_generator
 from generator.api import DisentangledModel
+from generator.config import to_dict
 from generator.errors import UserError
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate, held_out_people
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
@@ -35,6 +37,15 @@ class ReferenceConfig:
     out: str = "outputs/reference"  # run directories of the reference training
     sim_ids: int = 200  # SimMarket identities (half train, half test): the demo's data
     sim_seed: int = 0
+    # draw the people from another seed than the scenes (SimMarket --people-seed; None: sim_seed), with this share
+    # in the training split: a generator trained on other people than the re-ID data of sim_seed
+    people_seed: int | None = None
+    train_share: float = 0.5
+    # > 0: stage I and the pose AE also train on the training split of a SimMarket of this many other people
+    # (SimMarket --people-seed) in the same scenes and cameras: unlabelled data, none of it in the re-ID data
+    unlabelled_ids: int = 0
+    unlabelled_people_seed: int = 1
+    unlabelled_train_share: float = 0.8  # the share of them in its training split (the rest is never used)
     gen_size: list[int] = field(default_factory=lambda: [64, 32])  # resolution the generator trains at
     stage1: str = "configs/reference/stage1.yaml"  # job configs; data and run paths are redirected under `out`
     pose: str = "configs/reference/pose.yaml"
@@ -47,6 +58,9 @@ class ReferenceConfig:
     ship_stage1: str = "snapshot-l1.pt"
     package: str = "generator/reference"  # where the shipped checkpoints and provenance.json are written
     figures: str = "docs"  # where the README figures are written ("" for none)
+    # a finished stage-I run of the same config trained elsewhere (on a GPU, say), used instead of training one
+    # here: its snapshots, logs and grids are copied into out/stage1 (its optimiser state may be left behind)
+    stage1_run: str = ""
 
 
 def git_commit() -> str:
@@ -62,17 +76,60 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> P
     """Train and evaluate every stage under ``cfg.out``; resumable, finished stages are reused."""
     out = Path(cfg.out)
     gen_root = out / "data" / "sim-gen"
+    unl_root = out / "data" / "sim-unlabelled"
+    extra = [f"{job}:data.unlabelled_roots=[{unl_root}]" for job in ("stage1", "pose")] if cfg.unlabelled_ids else []
     # every job config is loaded (and a bad one refused) before anything is written
-    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
+    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2,
+                                           cfg.set + extra)
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
     commits = out / "commits.txt"  # the code each (re)start ran, for the provenance
     with open(commits, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {git_commit()}\n")
-    stage("data", lambda: simulate_data(((gen_root, cfg.gen_size),), cfg.sim_ids, cfg.sim_seed, progress, log))
+    stage("data", lambda: simulate_data(((gen_root, cfg.gen_size),), cfg.sim_ids, cfg.sim_seed, progress, log,
+                                        people_seed=cfg.people_seed, train_share=cfg.train_share))
+    if cfg.unlabelled_ids:
+        stage("data", lambda: simulate_data(((unl_root, cfg.gen_size),), cfg.unlabelled_ids, cfg.sim_seed, progress,
+                                            log, people_seed=cfg.unlabelled_people_seed,
+                                            train_share=cfg.unlabelled_train_share))
+    if cfg.stage1_run:
+        import_stage1(Path(cfg.stage1_run), out / "stage1", s1cfg, log)
     s2cfg.stage1_run = str(shipped_stage1(cfg, check=False))  # stage II learns the embeddings of the stage I that ships
     train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
     return out
+
+
+def import_stage1(src: Path, dst: Path, s1cfg, log=print) -> None:
+    """Copy the finished stage-I run ``src`` (trained elsewhere with the job config ``s1cfg``) to ``dst``. Refused
+    unless it finished and its model and training sections equal the job's (device and logging aside)."""
+    if (dst / "imported.json").is_file():
+        return
+    snap = src / "snapshot.pt"
+    if not snap.is_file():
+        raise UserError(f"{snap}: missing; stage1_run must name a finished stage-I run directory")
+    got = load_checkpoint(snap)
+    want = to_dict(s1cfg)
+    free = {"device", "log_every", "eval_every", "eval_images", "sample_every", "snapshot_every"}
+    for section in ("model", "train"):
+        a = {k: v for k, v in got["config"][section].items() if k not in free}
+        b = {k: v for k, v in want[section].items() if k not in free}
+        if a != b:
+            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise UserError(f"{snap}: its {section} config differs from the job's in {', '.join(diff)}; train it with "
+                            f"the stage-I config of this reference")
+    if len(got["config"]["data"].get("unlabelled_roots", [])) != len(s1cfg.data.unlabelled_roots):
+        raise UserError(f"{snap}: trained on {len(got['config']['data'].get('unlabelled_roots', []))} unlabelled "
+                        f"roots, the job config names {len(s1cfg.data.unlabelled_roots)}")
+    if int(got["step"]) < s1cfg.train.steps:
+        raise UserError(f"{snap}: step {got['step']} of {s1cfg.train.steps}; finish the run first")
+    tmp = dst.with_name(f".{dst.name}.partial")
+    for leftover in (tmp, dst):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("state.pt"))
+    atomic_write_text(tmp / "imported.json", json.dumps({"from": str(src), "step": int(got["step"])}))
+    os.replace(tmp, dst)
+    log(f"[stage1] imported the finished run {src} ({got['step']} steps) -> {dst}")
 
 
 def shipped_stage1(cfg: ReferenceConfig, check: bool = True) -> Path:
@@ -125,10 +182,11 @@ def rescore(package_dir: str | Path, work: str | Path, progress: bool = True, lo
     return prov
 
 
-def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
+def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print,
+                  command: str = "make reference  (vmarket reference configs/reference/reference.yaml)") -> dict:
     """``make reference``: train (or resume), evaluate, then ship."""
     train_reference(cfg, progress, log)
-    return package(cfg, progress, log)
+    return package(cfg, progress, log, command)
 
 
 def repo_relative(obj, root: Path | None = None):
@@ -148,20 +206,22 @@ def repo_relative(obj, root: Path | None = None):
     return obj
 
 
-def package(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
+def package(cfg: ReferenceConfig, progress: bool = True, log=print,
+            command: str = "make reference  (vmarket reference configs/reference/reference.yaml)") -> dict:
     """Ship the trained reference: fp16 checkpoints in ``cfg.package``, evaluated as shipped, ``provenance.json``,
     and the README figures in ``cfg.figures``."""
     out, pkg = Path(cfg.out), Path(cfg.package)
     gen_root = out / "data" / "sim-gen"
     s1 = load_checkpoint(shipped_stage1(cfg))
     pose, s2 = (load_checkpoint(out / r / "snapshot.pt") for r in ("pose", "stage2"))
-    state = load_checkpoint(out / "stage1" / "state.pt")
+    state = load_checkpoint(out / "stage1" / ("state.pt" if (out / "stage1" / "state.pt").is_file() else "snapshot.pt"))
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / PROVENANCE).unlink(missing_ok=True)  # no provenance until every file it describes is in place
     shipped1 = {"kind": "stage1", "config": s1["config"], "step": s1["step"], "G": half(s1["G"])}
     t1 = s1["config"]["train"]
     if int(state["step"]) == int(s1["step"]) and t1["adv_weight"] > 0 and t1["l1_only_steps"] < int(s1["step"]):
-        shipped1["D"] = half(state["D"])  # the discriminator trained with this G, for the builder's quality filter
+        if "D" in state:  # an imported run without its optimiser state ships G alone
+            shipped1["D"] = half(state["D"])  # the discriminator trained with this G, for the builder's quality filter
     atomic_save(shipped1, pkg / FILES["stage1"])
     atomic_save({"kind": "pose", "config": pose["config"], "step": pose["step"], "model": half(pose["model"])},
                 pkg / FILES["pose"])
@@ -188,12 +248,16 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print) -> dict:
     curve = [json.loads(line) for line in log_lines if "eval_ssim" in line]
     times = json.loads((out / "times.json").read_text())
     prov = {
-        "command": "make reference  (vmarket reference configs/reference/reference.yaml)",
+        "command": command,
+        "stage1_imported_from": (json.loads((out / "stage1" / "imported.json").read_text())
+                                 if (out / "stage1" / "imported.json").is_file() else None),
         "reference_config": repo_relative(dict(vars(cfg))),
         "configs": repo_relative({"stage1": s1["config"], "pose": pose["config"], "stage2": s2["config"]}),
         "git_commits": (out / "commits.txt").read_text().split("\n")[:-1],
         "packaged_at_commit": git_commit(),
         "data": json.loads((gen_root / "simmarket.json").read_text()),
+        "unlabelled_data": (json.loads((out / "data" / "sim-unlabelled" / "simmarket.json").read_text())
+                            if cfg.unlabelled_ids else None),
         "stage1_shipped": {"snapshot": cfg.ship_stage1, "with_discriminator": "D" in shipped1},
         "training_run_final_stage1_metrics": json.loads((out / "stage1" / "eval" / "metrics.json").read_text()),
         "steps": {"stage1": int(s1["step"]), "pose": int(pose["step"]),

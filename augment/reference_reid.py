@@ -89,6 +89,8 @@ class ReidReferenceConfig:
     # of the same seed scores the identity-consistency filter
     anchor: str = "real"
     reference: str = ""  # generator checkpoints ('' = those shipped with the package)
+    package: str = "reid/reference"  # where --package copies the table, rows and provenance (in the repository)
+    figures: str = "docs/reid_reference"  # and the figures: <figures>_cmc.png, <figures>_curve.png
 
     def __post_init__(self):
         names = [r.name for r in self.recipes]
@@ -464,14 +466,16 @@ def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> No
 
 
 def package(cfg: ReidReferenceConfig, log=print) -> None:
-    """Copy the ablation's table, rows and provenance to ``reid/reference/`` and its figures to ``docs/``."""
+    """Copy the ablation's table, rows and provenance to ``package`` (``reid/reference/``) and its figures beside
+    ``figures`` (``docs/reid_reference_{cmc,curve}.png``), both in the repository."""
     out = Path(cfg.out)
     if not (out / "ablation.csv").exists():
         raise UserError(f"{out}: no ablation.csv yet; run `vmarket reference-reid` first")
-    dest = REPO / "reid" / "reference"
+    dest, figs = REPO / cfg.package, REPO / cfg.figures
     dest.mkdir(parents=True, exist_ok=True)
+    figs.parent.mkdir(parents=True, exist_ok=True)
     for name in ("ablation.csv", "ablation.md", "provenance.json"):
         shutil.copyfile(out / name, dest / name)
-    for name, doc in (("cmc.png", "reid_reference_cmc.png"), ("curve.png", "reid_reference_curve.png")):
-        shutil.copyfile(out / name, REPO / "docs" / doc)
-    log(f"packaged {out} -> {dest} and docs/")
+    for name in ("cmc", "curve"):
+        shutil.copyfile(out / f"{name}.png", figs.with_name(f"{figs.name}_{name}.png"))
+    log(f"packaged {out} -> {dest} and {figs.parent}/")

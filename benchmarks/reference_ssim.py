@@ -1,9 +1,11 @@
 """Where the shipped reference stage I loses reconstruction SSIM: training vs held-out images, inside vs outside
 the person, beside what plain Gaussian blur of the input would score.
 
-    python benchmarks/reference_ssim.py [--images 512]
+    python benchmarks/reference_ssim.py [--images 512] [--stage1 RUN_OR_SNAPSHOT]...
 
-Rebuilds the reference's SimMarket from the seed in its provenance (a few seconds) in a temporary folder.
+Rebuilds the reference's SimMarket from the seed in its provenance (a few seconds) in a temporary folder. Each
+``--stage1`` (a stage-I run directory, snapshot or shipped stage1.pt; default the shipped one) is scored on the
+same images: e.g. a generator trained on an unlabelled split, on the re-ID data's people.
 """
 from __future__ import annotations
 
@@ -36,19 +38,23 @@ def blur_ssims(root, splits, size, images: int, sigmas=(1.0, 1.5)) -> list[float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--stage1", action="append", default=[], metavar="PATH",
+                    help="stage-I run directory or snapshot to score (repeatable; default the shipped stage1.pt)")
     args = ap.parse_args()
     ref = default_dir()
-    model = DisentangledModel.load(ref / FILES["stage1"])
-    print("| images | n | SSIM whole | inside the person | outside | input blurred, sigma 1 | sigma 1.5 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    models = args.stage1 or [str(ref / FILES["stage1"])]
+    print("| stage I | images | n | SSIM whole | inside the person | outside | input blurred, sigma 1 | sigma 1.5 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         simulate_reference_data(tmp, ref)
-        for name, splits in (("training images (train split)", ("train",)),
-                             ("held-out images (query + gallery)", ("query", "gallery"))):
-            r = reconstruction_metrics(model, tmp, args.images, splits=splits)
-            blurred = blur_ssims(tmp, splits, model.size, args.images)
-            print(f"| {name} | {r['images']} | {r['ssim']:.3f} | {r['person_ssim']:.3f} | {r['background_ssim']:.3f} "
-                  f"| {blurred[0]:.3f} | {blurred[1]:.3f} |")
+        for path in models:
+            model = DisentangledModel.load(path)
+            for name, splits in (("training images (train split)", ("train",)),
+                                 ("held-out images (query + gallery)", ("query", "gallery"))):
+                r = reconstruction_metrics(model, tmp, args.images, splits=splits)
+                blurred = blur_ssims(tmp, splits, model.size, args.images)
+                print(f"| {path} | {name} | {r['images']} | {r['ssim']:.3f} | {r['person_ssim']:.3f} "
+                      f"| {r['background_ssim']:.3f} | {blurred[0]:.3f} | {blurred[1]:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -251,4 +251,7 @@ class DataConfig:
     # leave out person images that have no keypoint row (the run log counts them) instead of refusing the dataset;
     # junk and distractor images without a row are always left out, they are never trained on
     skip_missing_keypoints: bool = False
+    # more datasets (same layout rules as root) whose training split stage I and the pose AE also train on, e.g. a
+    # large unlabelled split of other people: their identity labels are never read; held-out evaluation stays on root
+    unlabelled_roots: list[str] = dataclasses.field(default_factory=list)
 

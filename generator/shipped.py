@@ -66,7 +66,8 @@ def simulate_reference_data(root: str | os.PathLike, reference_dir: str | os.Pat
     """Write the SimMarket the reference was trained and evaluated on (deterministic per seed) to ``root``."""
     data = settings(provenance(reference_dir)["data"])
     return simulate(root, data["identities"], seed=data["seed"], size=(data["height"], data["width"]),
-                    progress=progress, train_cameras=data["train_cameras"], style=data["style"])
+                    progress=progress, train_cameras=data["train_cameras"], style=data["style"],
+                    people_seed=data["people_seed"], train_share=data["train_share"])
 
 
 def half(state: dict) -> dict:

@@ -169,6 +169,11 @@ recipes:
     rr.package(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)
     assert (tmp_path / "repo" / "reid" / "reference" / "ablation.csv").read_text() == before
     assert (tmp_path / "repo" / "docs" / "reid_reference_cmc.png").stat().st_size > 0
+    # a second ablation (another generator, say) ships beside the first, not over it
+    rr.package(load_config(ReidReferenceConfig, cfg, ["package=reid/reference/other", "figures=docs/other"]),
+               log=lambda *a: None)
+    assert (tmp_path / "repo" / "reid" / "reference" / "other" / "ablation.csv").read_text() == before
+    assert (tmp_path / "repo" / "docs" / "other_curve.png").stat().st_size > 0
 
 
 def test_a_filter_scored_by_another_model_is_refused(tmp_path):

@@ -1,8 +1,10 @@
 import hashlib
+import json
 from collections import defaultdict
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from generator.data.dataset import load_image
 from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
@@ -145,3 +147,33 @@ def test_textured_style(tmp_path):
     assert np.abs(t.image.astype(int) - disk.astype(int)).mean() < 4  # the loader renders the textured style
     with pytest.raises(UserError, match="--style painted: use one of flat, textured"):
         simulate(tmp_path / "bad", 8, seed=3, size=(64, 32), progress=False, style="painted")
+
+
+def test_people_seed_gives_other_people_in_the_same_cameras(tmp_path):
+    """--people-seed: other people (an unlabelled split for a generator) in the scenes of --seed; --train-share sets
+    the split; both are recorded, so that counterfactual renders reproduce the dataset."""
+    import pytest
+
+    from generator.errors import UserError
+    from generator.simmarket.dataset import settings
+
+    base = simulate(tmp_path / "base", 12, seed=3, size=(64, 32), progress=False)
+    other = simulate(tmp_path / "other", 12, seed=3, size=(64, 32), progress=False, people_seed=8, train_share=0.75)
+    assert other["people_seed"] == 8 and other["train_share"] == 0.75 and "people_seed" not in base
+    assert (other["train_ids"], other["test_ids"]) == (9, 3) and (base["train_ids"], base["test_ids"]) == (6, 6)
+    assert settings(base)["people_seed"] == 3 and settings(base)["train_share"] == 0.5
+    people = {name: json.loads((tmp_path / name / "identities.json").read_text()) for name in ("base", "other")}
+    assert not any(a == b for a in people["base"] for b in people["other"])  # no person in common
+    sim_base, sim_other = SimMarket(tmp_path / "base"), SimMarket(tmp_path / "other")
+    assert all(np.array_equal(sim_base.world.templates[k], sim_other.world.templates[k])
+               for k in sim_base.world.templates)  # the same scenes and cameras
+    a = sorted(p.name for p in (tmp_path / "other" / "bounding_box_train").glob("*.jpg"))[0]
+    r = sim_other.render(a, a, a)
+    on_disk = np.asarray(Image.open(tmp_path / "other" / "bounding_box_train" / a), dtype=np.float32)
+    err = np.abs(r.image.astype(np.float32) - on_disk).mean()
+    b = next(n for n in sorted(p.name for p in (tmp_path / "other" / "bounding_box_train").glob("*.jpg"))
+             if n[:4] != a[:4])
+    wrong = np.abs(sim_other.render(b, a, a).image.astype(np.float32) - on_disk).mean()
+    assert err < 6 and wrong > 2 * err  # re-rendered as written (64x32 JPEG loss aside), not as another person
+    with pytest.raises(UserError, match="train-share"):
+        simulate(tmp_path / "bad", 4, seed=3, size=(64, 32), progress=False, train_share=0.95)

@@ -157,3 +157,52 @@ def test_rng_state_restores_cuda():
     torch.rand(100, device="cuda")  # move on
     set_rng_state(state)
     assert torch.equal(a, torch.rand(4, device="cuda"))
+
+
+def test_stage1_and_pose_ae_also_train_on_unlabelled_roots(sim_small, tmp_path):
+    """data.unlabelled_roots: the training images (and poses) of other people are added to root's; a missing
+    root is refused before anything trains."""
+    from generator.errors import UserError
+    from generator.simmarket.dataset import simulate
+    from generator.training.pose_ae import pose_vectors
+
+    extra = tmp_path / "unlabelled"
+    simulate(extra, 8, seed=5, people_seed=9, size=(64, 32), progress=False)
+    kw = {"size": (64, 32), "heatmap_radius": 2, "mask_radius": 4}
+    n = len(market_dataset(sim_small, ("train",), **kw)) + len(market_dataset(extra, ("train",), **kw))
+    train(tiny_stage1(sim_small, **{"train.steps": 2, "data.unlabelled_roots": f"[{extra}]"}), tmp_path / "s1",
+          progress=False)
+    assert f"stage1: {n} images from {sim_small}, {extra}," in (tmp_path / "s1" / "log.txt").read_text()
+    poses = len(pose_vectors(sim_small, ("train",), (64, 32))) + len(pose_vectors(extra, ("train",), (64, 32)))
+    train_pose(tiny_pose(sim_small, **{"train.steps": 2, "data.unlabelled_roots": f"[{extra}]"}), tmp_path / "pose",
+               progress=False)
+    assert f"pose AE: {poses} poses from {sim_small}, {extra}," in (tmp_path / "pose" / "log.txt").read_text()
+    with pytest.raises(UserError, match="nowhere"):
+        train(tiny_stage1(sim_small, **{"train.steps": 2, "data.unlabelled_roots": f"[{tmp_path / 'nowhere'}]"}),
+              tmp_path / "s1-bad", progress=False)
+
+
+def test_imported_stage1_run_counts_as_finished_and_a_different_one_is_refused(sim_small, tmp_path):
+    """A reference's stage1_run: a finished run of the same config, trained elsewhere, is copied without its
+    optimiser state and counts as finished; one of another model config, or unfinished, is refused."""
+    from augment.pipeline import _finished
+    from augment.reference import import_stage1
+    from generator.errors import UserError
+
+    cfg = tiny_stage1(sim_small, **{"train.steps": 4, "train.l1_only_steps": 2, "train.snapshot_every": 2})
+    train(cfg, tmp_path / "gpu", progress=False)
+    for bad, match in (({"model.channels": 16}, "model config differs from the job's in channels"),
+                       ({"train.steps": 8, "train.l1_only_steps": 2}, "train config differs from the job's in steps"),
+                       ({"data.unlabelled_roots": f"[{sim_small}]"}, "unlabelled roots")):
+        with pytest.raises(UserError, match=match):
+            import_stage1(tmp_path / "gpu", tmp_path / "bad", tiny_stage1(sim_small, **{**{
+                "train.steps": 4, "train.l1_only_steps": 2}, **bad}))
+        assert not (tmp_path / "bad").exists()
+    dst = tmp_path / "ref" / "stage1"
+    import_stage1(tmp_path / "gpu", dst, tiny_stage1(sim_small, **{"train.steps": 4, "train.l1_only_steps": 2,
+                                                                  "train.device": "cuda"}))
+    assert not (dst / "state.pt").exists() and (dst / "snapshot-l1.pt").is_file()
+    assert json.loads((dst / "imported.json").read_text())["step"] == 4
+    assert _finished(dst, 4) and not _finished(dst, 5)
+    a, b = (torch.load(d / "snapshot.pt", weights_only=True)["G"] for d in (dst, tmp_path / "gpu"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

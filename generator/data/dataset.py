@@ -94,6 +94,16 @@ class PersonDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def extend(self, other: "PersonDataset") -> None:
+        """Append the images of ``other`` (built with the same size and radii), e.g. an unlabelled split."""
+        mine = (self.size, self.heatmap_radius, self.heatmap_mode, self.mask_radius)
+        if (other.size, other.heatmap_radius, other.heatmap_mode, other.mask_radius) != mine:
+            raise ValueError("extend: the datasets differ in size or radii")
+        self.records += other.records
+        self.rcv += other.rcv
+        self.skipped_unlabelled += other.skipped_unlabelled
+        self.skipped_missing += other.skipped_missing
+
     def item(self, index: int, flip: bool = False) -> dict:
         r = self.records[index]
         h, w = self.size

@@ -45,12 +45,12 @@ from generator.simmarket.world import NUM_CAMERAS, STYLES, Background, World
 
 VERSION = 1
 # the settings simmarket.json records only where they differ from these
-DEFAULTS = {"train_cameras": 0, "layout": "market1501", "style": "flat"}
+DEFAULTS = {"train_cameras": 0, "layout": "market1501", "style": "flat", "train_share": 0.5}
 
 
 def settings(meta: dict) -> dict:
-    """``simmarket.json``'s settings, the omitted ones filled in with their defaults."""
-    return {**DEFAULTS, **meta}
+    """``simmarket.json``'s settings, the omitted ones filled in with their defaults (``people_seed``: ``seed``)."""
+    return {**DEFAULTS, "people_seed": meta.get("seed"), **meta}
 
 
 @dataclass
@@ -271,11 +271,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, int] = (128, 64),
              overwrite: bool = False, progress: bool = True, train_cameras: int = 0,
-             layout: str = "market1501", style: str = "flat") -> dict:
+             layout: str = "market1501", style: str = "flat", people_seed: int | None = None,
+             train_share: float = 0.5) -> dict:
     """Write a SimMarket dataset to ``out``; returns the summary counts. ``train_cameras`` k > 0 limits every
     training identity to exactly k of the 6 cameras (see ``plan_dataset``). ``layout``: market1501, or duke,
     msmt17, cuhk03 (see ``place_specs``; ``out`` is then the dataset folder of that layout). ``style``: how people
     are drawn, flat or textured (``world.STYLES``); the same identities, poses, backgrounds and keypoints either way.
+    ``people_seed`` (default ``seed``) draws the people, their cameras and poses, while ``seed`` keeps drawing the
+    scenes and cameras: another people seed gives other people in the same six cameras (an unlabelled split for
+    a generator, disjoint from a re-ID dataset of ``seed``). ``train_share``: the share of identities in the
+    training split.
 
     The dataset is built in a temp folder next to ``out`` and renamed into
     place at the end, so a killed run leaves no half-written dataset.
@@ -289,13 +294,17 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         raise UserError(f"--train-cameras {train_cameras}: use 1..{NUM_CAMERAS} (0: every identity keeps 2-6 cameras)")
     if style not in STYLES:
         raise UserError(f"--style {style}: use one of {', '.join(STYLES)}")
+    if not 0 < train_share < 1 or round(ids * train_share) in (0, ids):
+        raise UserError(f"--train-share {train_share}: {ids} identities need a share in (0, 1) that leaves at least "
+                        f"one identity in each split")
+    people_seed = seed if people_seed is None else people_seed
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
     t0 = time.perf_counter()
     h, w = size
     world = World(seed, h, w, style=style)
-    identities = make_identities(seed, ids)
-    specs = plan_dataset(world, identities, seed, train_cameras=train_cameras)
+    identities = make_identities(people_seed, ids)
+    specs = plan_dataset(world, identities, people_seed, train_share=train_share, train_cameras=train_cameras)
     if layout != "market1501":  # none of the other datasets has junk or distractor images
         specs = [sp for sp in specs if sp.pid > 0]
     placed = place_specs(specs, layout)
@@ -353,8 +362,9 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     counts = {s: int((manifest.split == s).sum()) for s in ("train", "query", "gallery")}
     summary = {
         "version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
-        **{k: v for k, v in (("train_cameras", train_cameras), ("layout", layout), ("style", style))
-           if v != DEFAULTS[k]},
+        **{k: v for k, v in (("train_cameras", train_cameras), ("layout", layout), ("style", style),
+                             ("train_share", train_share)) if v != DEFAULTS[k]},
+        **({"people_seed": people_seed} if people_seed != seed else {}),
         "train_ids": int(manifest[manifest.split == "train"].pid.nunique()),
         "test_ids": int(manifest[manifest.split == "query"].pid.nunique()),
         "images": len(manifest), **counts,

@@ -79,7 +79,9 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
         prepare_data(cfg.data, progress)
     barrier(rt)
     size = tuple(cfg.data.size)
-    data = pose_vectors(Path(cfg.data.root), cfg.data.splits, size, t.min_visible, fmt=cfg.data.format).to(rt.device)
+    data = torch.cat([pose_vectors(Path(cfg.data.root), cfg.data.splits, size, t.min_visible, fmt=cfg.data.format)]
+                     + [pose_vectors(Path(r), ("train",), size, t.min_visible) for r in cfg.data.unlabelled_roots]
+                     ).to(rt.device)
     torch.manual_seed(t.seed)
     model = build_pose_ae(cfg.model).to(rt.device)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
@@ -90,7 +92,8 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
         log.truncate_after(start)
     md = wrap_ddp(model, rt)
     end = t.steps if stop_after is None else min(t.steps, stop_after)
-    log.line(f"pose AE: {len(data)} poses from {cfg.data.root}, device {rt.device}, world {rt.world_size}")
+    sources = ", ".join(map(str, [cfg.data.root, *cfg.data.unlabelled_roots]))
+    log.line(f"pose AE: {len(data)} poses from {sources}, device {rt.device}, world {rt.world_size}")
     bar = progress_bar(total=end, initial=start, desc="pose AE", unit="step", enabled=progress and rt.is_main)
     acc, n, t_last = 0.0, 0, time.time()
     for step in range(start, end):

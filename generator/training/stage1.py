@@ -82,9 +82,13 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     layout = {"fmt": cfg.data.format, "fmt_key": "data.format"}  # the dataset layout, and how errors name it
     check_images(scan_dataset(root, tuple(cfg.data.splits), fmt=cfg.data.format, fmt_key="data.format"), size,
                  progress=progress and rt.is_main)
-    ds = market_dataset(root, tuple(cfg.data.splits), size=size, heatmap_radius=cfg.data.heatmap_radius,
-                        mask_radius=cfg.data.mask_radius, skip_missing_keypoints=cfg.data.skip_missing_keypoints,
-                        **layout)
+    kw = {"size": size, "heatmap_radius": cfg.data.heatmap_radius, "mask_radius": cfg.data.mask_radius,
+          "skip_missing_keypoints": cfg.data.skip_missing_keypoints}
+    ds = market_dataset(root, tuple(cfg.data.splits), **kw, **layout)
+    for extra in cfg.data.unlabelled_roots:  # training images of other people; their labels are never read
+        check_images(scan_dataset(Path(extra), ("train",), fmt="auto", fmt_key="data.unlabelled_roots"), size,
+                     progress=progress and rt.is_main)
+        ds.extend(market_dataset(extra, ("train",), **kw, fmt="auto", fmt_key="data.unlabelled_roots"))
     if ds.skipped_missing:
         log.line(f"data: {ds.skipped_missing} training images without a keypoint row left out "
                  "(data.skip_missing_keypoints)")
@@ -118,7 +122,9 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
         held_out = held_out_batch(root, size, cfg.data.heatmap_radius, cfg.data.mask_radius, t.eval_images, **layout)
         held_out = rt.to_device(held_out) if held_out is not None else None
     if rt.is_main:
-        log.line(f"stage1: {len(ds)} images from {root}, G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params, "
+        sources = ", ".join(map(str, [root, *cfg.data.unlabelled_roots]))
+        log.line(f"stage1: {len(ds)} images from {sources}, "
+                 f"G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params, "
                  f"D {sum(p.numel() for p in D.parameters()) / 1e6:.1f}M, device {rt.device}, world {rt.world_size}")
 
     bar = progress_bar(total=end, initial=start, desc="stage1", unit="step", enabled=progress and rt.is_main)
