@@ -66,12 +66,12 @@ def _job_config(cls, path: str, fixed: list[str], set_: list[str], job: str):
 
 
 def _finished(run: Path, steps: int, key: str = "step") -> bool:
-    state = run / "state.pt"
-    if not state.exists() and key == "step" and (run / "imported.json").is_file():
-        state = run / "snapshot.pt"  # a finished run trained elsewhere, copied without its optimiser state
-    if not state.exists():
+    # the snapshot (the model alone) is written with every training state and first, so it tells the step without
+    # loading the optimiser state, and also for a run trained elsewhere and copied without it
+    snap = run / "snapshot.pt"
+    if not snap.exists():
         return False
-    st = load_checkpoint(state)
+    st = load_checkpoint(snap)
     done = st[key] if key == "step" else min(st[key].values())
     return int(done) >= steps
 

@@ -31,6 +31,8 @@ from generator.shipped import (
     simulate_reference_data,
 )
 
+COMMAND = "make reference  (vmarket reference configs/reference/reference.yaml)"  # the provenance's default command
+
 
 @dataclass
 class ReferenceConfig:
@@ -182,8 +184,7 @@ def rescore(package_dir: str | Path, work: str | Path, progress: bool = True, lo
     return prov
 
 
-def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print,
-                  command: str = "make reference  (vmarket reference configs/reference/reference.yaml)") -> dict:
+def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print, command: str = COMMAND) -> dict:
     """``make reference``: train (or resume), evaluate, then ship."""
     train_reference(cfg, progress, log)
     return package(cfg, progress, log, command)
@@ -206,21 +207,21 @@ def repo_relative(obj, root: Path | None = None):
     return obj
 
 
-def package(cfg: ReferenceConfig, progress: bool = True, log=print,
-            command: str = "make reference  (vmarket reference configs/reference/reference.yaml)") -> dict:
+def package(cfg: ReferenceConfig, progress: bool = True, log=print, command: str = COMMAND) -> dict:
     """Ship the trained reference: fp16 checkpoints in ``cfg.package``, evaluated as shipped, ``provenance.json``,
     and the README figures in ``cfg.figures``."""
     out, pkg = Path(cfg.out), Path(cfg.package)
     gen_root = out / "data" / "sim-gen"
     s1 = load_checkpoint(shipped_stage1(cfg))
     pose, s2 = (load_checkpoint(out / r / "snapshot.pt") for r in ("pose", "stage2"))
-    state = load_checkpoint(out / "stage1" / ("state.pt" if (out / "stage1" / "state.pt").is_file() else "snapshot.pt"))
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / PROVENANCE).unlink(missing_ok=True)  # no provenance until every file it describes is in place
     shipped1 = {"kind": "stage1", "config": s1["config"], "step": s1["step"], "G": half(s1["G"])}
     t1 = s1["config"]["train"]
-    if int(state["step"]) == int(s1["step"]) and t1["adv_weight"] > 0 and t1["l1_only_steps"] < int(s1["step"]):
-        if "D" in state:  # an imported run without its optimiser state ships G alone
+    state_path = out / "stage1" / "state.pt"  # absent for a run imported without its optimiser state: G alone ships
+    if t1["adv_weight"] > 0 and t1["l1_only_steps"] < int(s1["step"]) and state_path.is_file():
+        state = load_checkpoint(state_path)
+        if int(state["step"]) == int(s1["step"]):
             shipped1["D"] = half(state["D"])  # the discriminator trained with this G, for the builder's quality filter
     atomic_save(shipped1, pkg / FILES["stage1"])
     atomic_save({"kind": "pose", "config": pose["config"], "step": pose["step"], "model": half(pose["model"])},

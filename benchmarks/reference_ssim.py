@@ -47,12 +47,16 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         simulate_reference_data(tmp, ref)
+        blurred_of = {}  # the same images whichever model: blurred once per split and size
         for path in models:
             model = DisentangledModel.load(path)
             for name, splits in (("training images (train split)", ("train",)),
                                  ("held-out images (query + gallery)", ("query", "gallery"))):
                 r = reconstruction_metrics(model, tmp, args.images, splits=splits)
-                blurred = blur_ssims(tmp, splits, model.size, args.images)
+                key = (splits, tuple(model.size))
+                if key not in blurred_of:
+                    blurred_of[key] = blur_ssims(tmp, splits, model.size, args.images)
+                blurred = blurred_of[key]
                 print(f"| {path} | {name} | {r['images']} | {r['ssim']:.3f} | {r['person_ssim']:.3f} "
                       f"| {r['background_ssim']:.3f} | {blurred[0]:.3f} | {blurred[1]:.3f} |", flush=True)
 
