@@ -2,7 +2,8 @@
 the recipes that need no generator?
 
 For each data regime (full camera coverage, and every training identity limited to k cameras) it simulates
-SimMarket, installs the shipped reference generator on that data, makes the generated sources the recipes use
+SimMarket, installs the shipped reference generator on that data (rendered once more at the generator's size
+when re-ID trains at another), makes the generated sources the recipes use
 (generator remixes of the real identities, new identities, the cut-and-paste baseline and the hybrid of real
 people over generated background plates, each optionally passed through the identity-consistency filter), and
 trains every recipe over the same seeds at the same real-sample budget (iteration-matched: generated images are
@@ -32,11 +33,12 @@ import torch
 
 from augment.builder import BuildConfig, build, is_complete
 from augment.cutpaste import cut_paste
+from augment.pipeline import simulate_data
 from augment.reference import git_commit, repo_relative
 from generator.config import ConfigValueError, save_config, to_dict
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text
-from generator.shipped import install
+from generator.shipped import install, model_size
 from generator.simmarket.dataset import simulate
 from reid.ablation import AblationConfig, finished_result, paired, run_ablation, save_figure, stage_dir
 from reid.consistency import filter_generated
@@ -126,9 +128,22 @@ class Sources:
         self.made.add("real")
         return self.sim
 
+    def gen_data(self) -> Path:
+        """What the generator encodes and remixes: the re-ID data itself when it is at the generator's size, else the
+        same people, cameras and poses rendered again at that size (``sim-gen``; the pids agree)."""
+        size = model_size(self.cfg.reference or None)
+        if size == tuple(self.cfg.train.size):
+            return self.real()
+        root = self.dir / "sim-gen"
+        if "gen_data" not in self.made:
+            simulate_data(((root, size),), self.cfg.sim_ids, self.cfg.sim_seed, self.progress, self.log,
+                          self.regime.train_cameras)
+            self.made.add("gen_data")
+        return root
+
     def generator(self) -> Path:
         if "generator" not in self.made:
-            install(self.cfg.reference or None, self.gen, self.real(), self.progress)
+            install(self.cfg.reference or None, self.gen, self.gen_data(), self.progress)
             self.made.add("generator")
         return self.gen
 

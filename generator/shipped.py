@@ -61,6 +61,11 @@ def provenance(reference_dir: str | os.PathLike | None = None) -> dict:
     return prov
 
 
+def model_size(reference_dir: str | os.PathLike | None = None) -> tuple[int, int]:
+    """(H, W) the reference generator works at (its stage-I data size), from its checked provenance."""
+    return tuple(provenance(reference_dir)["configs"]["stage1"]["data"]["size"])
+
+
 def simulate_reference_data(root: str | os.PathLike, reference_dir: str | os.PathLike | None = None,
                             progress: bool = False) -> dict:
     """Write the SimMarket the reference was trained and evaluated on (deterministic per seed) to ``root``."""

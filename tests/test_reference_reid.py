@@ -195,3 +195,33 @@ def test_a_filter_scored_by_another_model_is_refused(tmp_path):
     (out / "filter_summary.json").write_text(json.dumps({"model_state": "/elsewhere/full/runs/flip/real/seed0/"
                                                                         "stage0-real/state.pt"}))
     assert src.filtered("hybrid", Path(str(state).format("flip")), 0) == out
+
+
+def test_reid_at_another_size_than_the_generator(tmp_path):
+    """Re-ID at 128x64 with the 64x32 reference generator: the generator encodes the same people rendered again at
+    its own size, so its remixes carry the re-ID data's pids and the hybrid is written at the re-ID size."""
+    from PIL import Image
+
+    from augment.reference_reid import Regime, Sources
+    from reid.torchreid_adapter import market_records
+    from reid.train import ReidTrainConfig
+
+    def train(root):
+        return market_records(root, ("train",))["train"]
+
+    cfg = ReidReferenceConfig(out=str(tmp_path), sim_ids=16, remix_images_per_id=2,
+                              train=ReidTrainConfig(size=(128, 64)),
+                              recipes=[Recipe("real"), Recipe("cutpaste", setting="real+remix", source="cutpaste")])
+    src = Sources(cfg, Regime("c2", 2), False, lambda *a: None)
+    real, gen = train(src.real()), train(src.gen_data())
+    assert src.gen_data() == tmp_path / "c2" / "sim-gen"
+    assert [(Path(p).name, pid, cam) for p, pid, cam in real] == [(Path(p).name, pid, cam) for p, pid, cam in gen]
+    assert Image.open(real[0][0]).size == (64, 128) and Image.open(gen[0][0]).size == (32, 64)
+    remix = train(src.generated("remix"))
+    assert remix and {pid for _, pid, _ in remix} == {pid for _, pid, _ in real}
+    hybrid = train(src.generated("hybrid"))
+    assert len(hybrid) == len(real) and Image.open(hybrid[0][0]).size == (64, 128)
+    # at the generator's own size the re-ID data is what the generator reads
+    same = Sources(ReidReferenceConfig(out=str(tmp_path / "same"), sim_ids=16, train=ReidTrainConfig(size=(64, 32)),
+                                       recipes=cfg.recipes), Regime("c2", 2), False, lambda *a: None)
+    assert same.gen_data() == same.real()
