@@ -200,7 +200,8 @@ def _cmd_cutpaste(args) -> None:
                   mask_radius=args.mask_radius, blur=args.blur, plates=args.plates, stage1_run=args.stage1_run,
                   keypoints_csv=args.keypoints, skip_missing_keypoints=args.skip_missing_keypoints,
                   jpeg_quality=args.jpeg_quality, device=args.device, progress=not args.quiet)
-    what = "cutpaste" if s["plates"] == "image" else "cutpaste (hybrid: generated plates)"
+    what = {"image": "cutpaste", "generator": "cutpaste (hybrid: generated plates)",
+            "inpaint": "cutpaste (inpaint hybrid: the donor's person filled in by a generated plate)"}[s["plates"]]
     if s.get("already_complete"):
         print(f"{what}: already complete, {s['images']} images -> {args.out}")
         return
@@ -356,10 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--mask-radius", type=int, default=7, help="disk radius (px) of the pose mask (default 7)")
     cp.add_argument("--blur", type=float, default=2.0, help="Gaussian blur std (px) of the mask edge (default 2)")
     cp.add_argument("--plates", choices=PLATES, default="image",
-                    help="background: the donor image (default), or a person-free plate stage I decodes from the "
-                         "donor's background embedding (generator; needs --stage1-run)")
+                    help="background: the donor image (default); a person-free plate stage I decodes from the "
+                         "donor's background embedding (generator; needs --stage1-run); or the donor image with its "
+                         "own person filled in by that plate (inpaint; needs --stage1-run)")
     cp.add_argument("--stage1-run", default=None,
-                    help="--plates generator: stage-I run directory or snapshot (e.g. generator/reference/stage1.pt)")
+                    help="--plates generator or inpaint: stage-I run directory or snapshot (e.g. "
+                         "generator/reference/stage1.pt)")
     cp.add_argument("--device", default="cpu", help="device of the plate generator (default cpu)")
     cp.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
     cp.add_argument("--skip-missing-keypoints", action="store_true",

@@ -13,6 +13,9 @@ the background as a shortcut to the identity.
   (the encoding of the donor with every joint missing, zero for the BodyROI7 encoder). The plate is decoded at
   the generator's size and upscaled to the re-ID size; background transfer is the generator's strongest skill,
   and the person keeps its own crisp pixels.
+- ``plates="inpaint"``: the donor image, with only the donor's own person (its soft pose mask) replaced by that
+  plate: the background keeps the donor's pixels at the re-ID size, and the generator removes the donor's person
+  that cut-and-paste drags along.
 
 Output: a Market-1501 folder (``bounding_box_train/`` only; names ``PPPP_cCs0_FFFFFF_01.jpg``, sequence 0,
 which real Market-1501 and SimMarket names never use, so the folder merges with the real one), ``manifest.csv``
@@ -45,8 +48,11 @@ from generator.errors import UserError
 from generator.io import atomic_write_json, atomic_write_text, progress_bar
 from generator.pose import pose_mask
 
-PLATES = ("image", "generator")
+PLATES = ("image", "generator", "inpaint")
+ORIGIN = {"image": "cutpaste", "generator": "hybrid", "inpaint": "inpaint"}  # the manifest's origin
 MAX_FRAME = 999999  # Market-1501 names: six frame digits
+WHAT = {"image": "baseline", "generator": "over generated background plates (hybrid)",
+        "inpaint": "over the donor image with its person filled in by a generated plate (inpaint hybrid)"}
 CHUNK = 64  # outputs per batch (one generator call for the plates)
 
 
@@ -132,7 +138,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
               stage1_run: str | os.PathLike | None = None, keypoints_csv: str | os.PathLike | None = None,
               skip_missing_keypoints: bool = False, jpeg_quality: int = 95, device: str = "cpu",
               progress: bool = True) -> dict:
-    """Write the cut-and-paste (or, with ``plates="generator"``, the hybrid) dataset of ``root``'s training split to
+    """Write the cut-and-paste (or, with generated plates, the hybrid) dataset of ``root``'s training split to
     ``out``; returns a summary. Every check runs before anything is written."""
     if per_image < 1:
         raise UserError(f"--per-image {per_image}: write at least 1 image per source image")
@@ -142,9 +148,9 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
         raise UserError(f"--jpeg-quality {jpeg_quality}: use 1..100")
     if plates not in PLATES:
         raise UserError(f"--plates {plates!r}: use one of {', '.join(PLATES)}")
-    if (plates == "generator") != (stage1_run is not None):
-        raise UserError("--plates generator needs --stage1-run RUN (a stage-I run directory or snapshot), and "
-                        "--stage1-run applies to --plates generator only")
+    if (plates != "image") != (stage1_run is not None):
+        raise UserError(f"--plates {plates} needs --stage1-run RUN (a stage-I run directory or snapshot)"
+                        if plates != "image" else "--stage1-run applies to --plates generator or inpaint only")
     out = Path(out)
     # paths as given, as the builder's config hash has them: the same relative paths verify on another machine
     config = {"root": str(root), "per_image": per_image, "seed": seed, "size": list(size),
@@ -167,7 +173,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     n_out = len(records) * per_image
     if n_out > MAX_FRAME:
         raise UserError(f"{n_out} images: Market-1501 names number at most {MAX_FRAME} frames; lower --per-image")
-    model = DisentangledModel.load(stage1_run, device=device) if plates == "generator" else None
+    model = DisentangledModel.load(stage1_run, device=device) if plates != "image" else None
     base = resolve_layout(root).base
     pids = np.array([r.pid for r in records])
     cams = np.array([r.camid for r in records])
@@ -191,7 +197,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     rows, kp, written = [], {}, 0
     jobs = [(i, k) for i in range(len(records)) for k in range(per_image)]
     names = [format_name(int(pids[i]), int(cams[donors[i, k]]), 0, n + 1, 1) for n, (i, k) in enumerate(jobs)]
-    bar = progress_bar(total=len(jobs), desc="cutpaste" if plates == "image" else "hybrid", unit="img",
+    bar = progress_bar(total=len(jobs), desc=ORIGIN[plates], unit="img",
                        enabled=progress, mininterval=0.5)
     try:
         for start in range(0, len(jobs), CHUNK):
@@ -202,8 +208,12 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                 dons = [int(donors[jobs[n]]) for n in todo]
                 person = [load_image(records[i].path, size) for i in srcs]
                 backs = np.stack([load_image(records[d].path, size) for d in dons])
-                if model is not None:
+                if plates == "generator":
                     backs = background_plates(model, backs, rcv[dons])
+                elif plates == "inpaint":  # the plate fills in the donor's person alone
+                    gen = background_plates(model, backs, rcv[dons])
+                    hole = np.stack([soft_person_mask(rcv[d], *size, mask_radius, blur) for d in dons])[..., None]
+                    backs = hole * gen + (1 - hole) * backs.astype(np.float32)
                 for n, i, img, back in zip(todo, srcs, person, backs, strict=True):
                     alpha = soft_person_mask(rcv[i], *size, mask_radius, blur)
                     writer.write("train", names[n], paste(img, alpha, back))
@@ -212,7 +222,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                 i, k = jobs[n]
                 d = int(donors[i, k])
                 rows.append({"path": f"bounding_box_train/{names[n]}", "split": "train", "pid": int(pids[i]),
-                             "camid": int(cams[d]), "origin": "cutpaste" if plates == "image" else "hybrid",
+                             "camid": int(cams[d]), "origin": ORIGIN[plates],
                              "source": os.path.relpath(records[i].path, base), "source_camid": int(cams[i]),
                              "donor": os.path.relpath(records[d].path, base), "donor_pid": int(pids[d]),
                              "donor_camid": int(cams[d]), "donor_camera_unseen": bool(unseen[i, k]),
@@ -232,7 +242,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                "written_now": written, "seconds": seconds, "images_per_s": written / max(seconds, 1e-9),
                "donor_camera_unseen": float(df.donor_camera_unseen.mean()), "plates": plates}
     atomic_write_text(work / "README.txt", "\n".join([
-        f"Cut-and-paste {'over generated background plates (hybrid)' if model is not None else 'baseline'}, "
+        f"Cut-and-paste {WHAT[plates]}, "
         f"written by virtual-market (vmarket cutpaste).",
         "",
         f"source: {config['root']} (training split: {len(records)} images, {summary['identities']} identities)",
@@ -242,8 +252,9 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
         f"(else another camera than the source's, of another identity)",
         f"mask: pose mask radius {mask_radius} px, Gaussian blur std {blur} px; seed {seed}",
         *([f"plates: stage I {config['stage1_run']} at {model.size[0]}x{model.size[1]}, decoded from the donor's "
-           f"background embedding with no visible joint, upscaled to {size[0]}x{size[1]}"] if model is not None
-          else []),
+           f"background embedding with no visible joint, upscaled to {size[0]}x{size[1]}"
+           + (", filling in the donor's own person (its soft pose mask) in the donor image" if plates == "inpaint"
+              else "")] if model is not None else []),
         "",
         "files: bounding_box_train/, manifest.csv (source, donor and their cameras per image), "
         "market-annotation-train.csv (the source's pose), cutpaste.json (config).",

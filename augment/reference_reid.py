@@ -45,7 +45,8 @@ from reid.consistency import filter_generated
 from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_sampler
 
-SOURCES = ("", "cutpaste", "hybrid", "remix", "new", "hybrid+new")
+SOURCES = ("", "cutpaste", "hybrid", "inpaint", "remix", "new", "hybrid+new")
+PLATES = {"cutpaste": "image", "hybrid": "generator", "inpaint": "inpaint"}  # cut-and-paste sources: their plates
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -59,7 +60,7 @@ class Regime:
 class Recipe:
     name: str = "real"  # the row's setting in ablation.csv
     setting: str = "real"  # the ablation setting (reid.ablation): real, real+remix, real+new, real+remix+new, A->B
-    source: str = ""  # generated images: cutpaste | hybrid | remix | new | hybrid+new ('' for real-only)
+    source: str = ""  # generated images: cutpaste | hybrid | inpaint | remix | new | hybrid+new ('' for real-only)
     share: float = 0.25  # generated share of every batch
     label: Literal["onehot", "smooth", "lsro"] = "smooth"
     epsilon: float = 0.1
@@ -153,12 +154,12 @@ class Sources:
         out = self.dir / "sources" / source
         if source in self.made:
             return out
-        if source in ("cutpaste", "hybrid"):
-            hybrid = source == "hybrid"
-            if hybrid and not (out / "cutpaste.json").is_file():
+        if source in PLATES:
+            generated = source != "cutpaste"
+            if generated and not (out / "cutpaste.json").is_file():
                 self.generator()
-            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), plates="generator" if hybrid else "image",
-                      stage1_run=self.gen / "stage1" if hybrid else None, progress=self.progress)
+            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), plates=PLATES[source],
+                      stage1_run=self.gen / "stage1" if generated else None, progress=self.progress)
         elif source in ("remix", "new"):
             real = source == "remix"
             bcfg = BuildConfig(stage2_run=str(self.gen / "stage2"), out=str(out),
@@ -170,7 +171,7 @@ class Sources:
                 self.generator()
                 build(bcfg, progress=self.progress)
         else:
-            raise UserError(f"source {source!r}: not one of cutpaste, hybrid, remix, new")
+            raise UserError(f"source {source!r}: not one of cutpaste, hybrid, inpaint, remix, new")
         self.made.add(source)
         return out
 

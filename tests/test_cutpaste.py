@@ -159,3 +159,34 @@ def test_hybrid_pastes_the_person_over_a_generated_plate(sim2, tiny_stages, tmp_
         assert np.abs(img - plate)[alpha < 0.001].mean() < 4  # outside the person: the plate ...
         assert np.abs(img - donor)[alpha < 0.001].mean() > 8  # ... not the donor image
         assert np.abs(img - _img(sim2 / row.source))[alpha > 0.999].mean() < 4  # inside: the real person
+
+
+def test_inpaint_hybrid_fills_in_the_donors_person_only(sim2, tiny_stages, tmp_path):
+    """plates="inpaint": the donor image keeps its pixels away from its own person; inside the donor's person mask
+    (and outside the pasted person) the generated plate replaces it; the pasted person stays the real one."""
+    stage1 = tiny_stages[0]
+    s = C.cut_paste(sim2, tmp_path / "in", seed=1, plates="inpaint", stage1_run=stage1, progress=False)
+    m = pd.read_csv(tmp_path / "in" / "manifest.csv")
+    assert s["images"] == len(m) and (m.origin == "inpaint").all() and (m.plate == "inpaint").all()
+    model = DisentangledModel.load(stage1)
+    kps = read_keypoints_csv(sim2 / "market-annotation-train.csv")
+    rows = m.head(6)
+    donors = np.stack([_img(sim2 / d).astype(np.uint8) for d in rows.donor])
+    donor_rcv = np.stack([yx_to_rcv(kps[d.split("/")[-1]]) for d in rows.donor])
+    plates = C.background_plates(model, donors, donor_rcv)
+    checked = 0
+    for row, plate, donor, rcv in zip(rows.itertuples(), plates, donors, donor_rcv, strict=True):
+        alpha = C.soft_person_mask(yx_to_rcv(kps[row.source.split("/")[-1]]), 128, 64)
+        hole = C.soft_person_mask(rcv, 128, 64)
+        img = _img(tmp_path / "in" / row.path)
+        away = (alpha < 0.001) & (hole < 0.001)
+        assert np.abs(img - donor)[away].mean() < 4  # the donor's own background pixels
+        assert np.abs(img - _img(sim2 / row.source))[alpha > 0.999].mean() < 4  # the real person
+        filled = (alpha < 0.001) & (hole > 0.999)  # the donor's person, not under the pasted one
+        if filled.sum() >= 20:
+            assert np.abs(img - plate)[filled].mean() < 4
+            assert np.abs(img - donor)[filled].mean() > 8
+            checked += 1
+    assert checked
+    rc = main(["cutpaste", "--root", str(sim2), "--out", str(tmp_path / "cp"), "--plates", "inpaint", "--quiet"])
+    assert rc == 2
