@@ -13,9 +13,9 @@ the background as a shortcut to the identity.
   (the encoding of the donor with every joint missing, zero for the BodyROI7 encoder). The plate is decoded at
   the generator's size and upscaled to the re-ID size; background transfer is the generator's strongest skill,
   and the person keeps its own crisp pixels.
-- ``plates="inpaint"``: the donor image, with only the donor's own person (its soft pose mask) replaced by that
-  plate: the background keeps the donor's pixels at the re-ID size, and the generator removes the donor's person
-  that cut-and-paste drags along.
+- ``plates="inpaint"``: the donor image, with only the donor's own person (its soft pose mask, 1.4 times as wide)
+  replaced by that plate: the background keeps the donor's pixels at the re-ID size, and the generator removes
+  the donor's person that cut-and-paste drags along.
 
 Output: a Market-1501 folder (``bounding_box_train/`` only; names ``PPPP_cCs0_FFFFFF_01.jpg``, sequence 0,
 which real Market-1501 and SimMarket names never use, so the folder merges with the real one), ``manifest.csv``
@@ -53,6 +53,7 @@ ORIGIN = {"image": "cutpaste", "generator": "hybrid", "inpaint": "inpaint"}  # t
 MAX_FRAME = 999999  # Market-1501 names: six frame digits
 WHAT = {"image": "baseline", "generator": "over generated background plates (hybrid)",
         "inpaint": "over the donor image with its person filled in by a generated plate (inpaint hybrid)"}
+HOLE = 1.4  # inpaint: the donor's person mask is this much wider than the pasted one's (its hair and hands)
 CHUNK = 64  # outputs per batch (one generator call for the plates)
 
 
@@ -212,7 +213,8 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                     backs = background_plates(model, backs, rcv[dons])
                 elif plates == "inpaint":  # the plate fills in the donor's person alone
                     gen = background_plates(model, backs, rcv[dons])
-                    hole = np.stack([soft_person_mask(rcv[d], *size, mask_radius, blur) for d in dons])[..., None]
+                    hole = np.stack([soft_person_mask(rcv[d], *size, round(HOLE * mask_radius), blur)
+                                     for d in dons])[..., None]
                     backs = hole * gen + (1 - hole) * backs.astype(np.float32)
                 for n, i, img, back in zip(todo, srcs, person, backs, strict=True):
                     alpha = soft_person_mask(rcv[i], *size, mask_radius, blur)

@@ -177,7 +177,7 @@ def test_inpaint_hybrid_fills_in_the_donors_person_only(sim2, tiny_stages, tmp_p
     checked = 0
     for row, plate, donor, rcv in zip(rows.itertuples(), plates, donors, donor_rcv, strict=True):
         alpha = C.soft_person_mask(yx_to_rcv(kps[row.source.split("/")[-1]]), 128, 64)
-        hole = C.soft_person_mask(rcv, 128, 64)
+        hole = C.soft_person_mask(rcv, 128, 64, round(C.HOLE * 7))
         img = _img(tmp_path / "in" / row.path)
         away = (alpha < 0.001) & (hole < 0.001)
         assert np.abs(img - donor)[away].mean() < 4  # the donor's own background pixels
