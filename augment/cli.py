@@ -354,8 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH of the dataset (default 128x64)")
     cp.add_argument("--keypoints", default=None,
                     help="keypoint CSV of the training split (default: market-annotation-train.csv in the root)")
-    cp.add_argument("--mask-radius", type=int, default=7, help="disk radius (px) of the pose mask (default 7)")
-    cp.add_argument("--blur", type=float, default=2.0, help="Gaussian blur std (px) of the mask edge (default 2)")
+    cp.add_argument("--mask-radius", type=int, default=None,
+                    help="disk radius (px) of the pose mask (default 7 at 128x64, scaled with the height: 4 at 64x32)")
+    cp.add_argument("--blur", type=float, default=None,
+                    help="Gaussian blur std (px) of the mask edge (default 2 at 128x64, scaled with the height)")
     cp.add_argument("--plates", choices=PLATES, default="image",
                     help="background: the donor image (default); a person-free plate stage I decodes from the "
                          "donor's background embedding (generator; needs --stage1-run); or the donor image with its "

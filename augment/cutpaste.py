@@ -66,6 +66,13 @@ def soft_person_mask(rcv: np.ndarray, height: int, width: int, radius: int = 7, 
     return np.clip(mask, 0, 1).astype(np.float32)
 
 
+def scaled_mask(size: tuple[int, int], radius: int | None = None, blur: float | None = None) -> tuple[int, float]:
+    """The person mask's disk radius and blur (px) at image ``size``: those given, else 7 and 2 at 128x64 scaled
+    with the height."""
+    scale = size[0] / 128
+    return (max(1, round(7 * scale)) if radius is None else radius), (2.0 * scale if blur is None else blur)
+
+
 def paste(person: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: ``alpha`` (H, W) of ``person`` over ``background`` (both (H, W, 3), uint8 or float 0..255)."""
     a = alpha[..., None].astype(np.float32)
@@ -135,12 +142,16 @@ def _config_hash(config: dict) -> str:
 
 
 def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 1, seed: int = 0,
-              size: tuple[int, int] = (128, 64), mask_radius: int = 7, blur: float = 2.0, plates: str = "image",
+              size: tuple[int, int] = (128, 64), mask_radius: int | None = None, blur: float | None = None,
+              plates: str = "image",
               stage1_run: str | os.PathLike | None = None, keypoints_csv: str | os.PathLike | None = None,
               skip_missing_keypoints: bool = False, jpeg_quality: int = 95, device: str = "cpu",
               progress: bool = True) -> dict:
     """Write the cut-and-paste (or, with generated plates, the hybrid) dataset of ``root``'s training split to
-    ``out``; returns a summary. Every check runs before anything is written."""
+    ``out``; returns a summary. Every check runs before anything is written. ``mask_radius`` and ``blur`` (px)
+    default to 7 and 2 at 128x64, scaled with the image height (4 and 1 at 64x32), so that the mask hugs the
+    person at every size rather than carrying a band of the source's background into the donor's camera."""
+    mask_radius, blur = scaled_mask(size, mask_radius, blur)
     if per_image < 1:
         raise UserError(f"--per-image {per_image}: write at least 1 image per source image")
     if blur < 0 or mask_radius < 1:

@@ -190,3 +190,19 @@ def test_inpaint_hybrid_fills_in_the_donors_person_only(sim2, tiny_stages, tmp_p
     assert checked
     rc = main(["cutpaste", "--root", str(sim2), "--out", str(tmp_path / "cp"), "--plates", "inpaint", "--quiet"])
     assert rc == 2
+
+
+def test_the_person_mask_scales_with_the_image_size(sim2):
+    """The mask's radius and blur default to 7 and 2 px at 128x64 and scale with the height, so the same person
+    covers the same share of the image at 64x32; the 128x64 radius kept at 64x32 would paste a wide band of the
+    source's background along with the person."""
+    assert C.scaled_mask((128, 64)) == (7, 2.0) and C.scaled_mask((64, 32)) == (4, 1.0)
+    assert C.scaled_mask((256, 128)) == (14, 4.0) and C.scaled_mask((64, 32), 6, 0.5) == (6, 0.5)
+    kps = read_keypoints_csv(sim2 / "market-annotation-train.csv")
+    big = [yx_to_rcv(v) for v in list(kps.values())[:20]]
+    small = [C._scaled(r, (128, 64), (64, 32)) for r in big]
+    share_big = np.mean([C.soft_person_mask(r, 128, 64, *C.scaled_mask((128, 64))).mean() for r in big])
+    share_small = np.mean([C.soft_person_mask(r, 64, 32, *C.scaled_mask((64, 32))).mean() for r in small])
+    unscaled = np.mean([C.soft_person_mask(r, 64, 32, 7, 2.0).mean() for r in small])
+    assert abs(share_small / share_big - 1) < 0.15
+    assert unscaled > 1.3 * share_big
