@@ -50,6 +50,7 @@ from generator.pose import pose_mask
 
 PLATES = ("image", "generator", "inpaint")
 ORIGIN = {"image": "cutpaste", "generator": "hybrid", "inpaint": "inpaint"}  # the manifest's origin
+SOURCE_PLATES = {v: k for k, v in ORIGIN.items()}  # a source's name (cutpaste, hybrid, inpaint) -> its plates
 MAX_FRAME = 999999  # Market-1501 names: six frame digits
 WHAT = {"image": "baseline", "generator": "over generated background plates (hybrid)",
         "inpaint": "over the donor image with its person filled in by a generated plate (inpaint hybrid)"}

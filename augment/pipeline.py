@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from augment.builder import BuildConfig, build
+from augment.cutpaste import SOURCE_PLATES, cut_paste
 from augment.report import write_report
 from augment.stage2_report import report as stage2_report
 from augment.stage2_report import sample_grids
-from generator.config import load_config
+from generator.config import ConfigValueError, load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
 from generator.io import atomic_write_text, load_checkpoint
@@ -44,6 +45,17 @@ class PipelineConfig:
     eval_pairs: int = 200  # counterfactual swap pairs scored after stage I
     from_scratch: bool = False  # train every generator stage in this run instead of using the reference checkpoints
     reference: str = ""  # folder of reference checkpoints ('' = those shipped with the package)
+    # the generated training images: remix (generator remixes of the real identities, written by the build config),
+    # hybrid (each real person pasted over a person-free plate stage I decodes for another camera) or inpaint (over
+    # another camera's image with its own person filled in by such a plate); augment.cutpaste writes the last two
+    generated: str = "remix"
+
+    def __post_init__(self):
+        if self.generated not in GENERATED:
+            raise ConfigValueError("generated", f"{self.generated!r}: use one of {', '.join(GENERATED)}")
+
+
+GENERATED = ("remix", "hybrid", "inpaint")
 
 
 def _overrides(set_: list[str], job: str) -> list[str]:
@@ -205,6 +217,12 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
         evaluate_generator(out, gen_root, cfg.eval_pairs, stage, progress, log)
 
     def virtual():
+        if cfg.generated != "remix":  # the real people, pasted at the re-ID size over the generator's plates
+            s = cut_paste(reid_root, vm, size=tuple(cfg.reid_size), plates=SOURCE_PLATES[cfg.generated],
+                          stage1_run=out / "stage1", progress=progress)
+            verb = "reusing" if s.get("already_complete") else "wrote"
+            log(f"[build] {verb} {s['images']} {cfg.generated} images of {s['identities']} identities -> {vm}")
+            return
         # always through build(): it skips the identities already written and refuses a folder built
         # from another config, so a rerun never reuses a stale Virtual Market
         s = build(bcfg, progress=progress)

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from augment.builder import BuildConfig, build, is_complete
-from augment.cutpaste import cut_paste
+from augment.cutpaste import SOURCE_PLATES, cut_paste
 from augment.pipeline import simulate_data
 from augment.reference import git_commit, repo_relative
 from generator.config import ConfigValueError, save_config, to_dict
@@ -46,7 +46,6 @@ from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_sampler
 
 SOURCES = ("", "cutpaste", "hybrid", "inpaint", "remix", "new", "hybrid+new")
-PLATES = {"cutpaste": "image", "hybrid": "generator", "inpaint": "inpaint"}  # cut-and-paste sources: their plates
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -154,11 +153,11 @@ class Sources:
         out = self.dir / "sources" / source
         if source in self.made:
             return out
-        if source in PLATES:
+        if source in SOURCE_PLATES:
             generated = source != "cutpaste"
             if generated and not (out / "cutpaste.json").is_file():
                 self.generator()
-            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), plates=PLATES[source],
+            cut_paste(self.real(), out, size=tuple(self.cfg.train.size), plates=SOURCE_PLATES[source],
                       stage1_run=self.gen / "stage1" if generated else None, progress=self.progress)
         elif source in ("remix", "new"):
             real = source == "remix"

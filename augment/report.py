@@ -49,11 +49,13 @@ def _models_paragraph(out: Path, cfg, prov: dict | None) -> str:
 REFERENCE_REID = Path(__file__).resolve().parent.parent / "reid" / "reference"
 
 
-def _reference_row(ref: pd.DataFrame, regime: str, setting: str, rcfg, transforms: str) -> str | None:
-    """The reference ablation's setting name for the demo's ``setting`` (same recipe, share, labels, transforms)."""
+def _reference_row(ref: pd.DataFrame, regime: str, setting: str, rcfg, transforms: str,
+                   generated: str = "remix") -> str | None:
+    """The reference ablation's setting name for the demo's ``setting`` (same recipe, source, share, labels,
+    transforms); ``generated``: what the pipeline's remix folder holds (remix, hybrid or inpaint)."""
     rows = ref[(ref.regime == regime) & (ref.recipe == setting) & (ref.transforms == transforms)]
     if setting != "real":
-        source = "+".join(setting.split("+")[1:])  # real+remix -> remix: the pipeline's build is the generator's
+        source = "+".join(generated if p == "remix" else p for p in setting.split("+")[1:])  # real+remix -> remix
         rows = rows[(rows.source == source) & ~rows["filter"].astype(bool) & (rows.share == rcfg.virtual_share)
                      & (rows.label == rcfg.virtual_label)]
     names = list(dict.fromkeys(rows.setting))
@@ -89,7 +91,8 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     regime = next((r["name"] for r in prov["config"]["regimes"]
                    if r["train_cameras"] == cfg.sim_train_cameras), None)
     transforms = "+".join(rcfg.train.transforms)
-    names = {s: _reference_row(ref, regime, s, rcfg, transforms) for s in settings} if regime else {}
+    generated = getattr(cfg, "generated", "remix")
+    names = {s: _reference_row(ref, regime, s, rcfg, transforms, generated) for s in settings} if regime else {}
     differ = _differences(prov["config"], cfg, rcfg, names)
     base, others = "real", [s for s in settings if s != "real"]
     for s in others if base in settings else []:

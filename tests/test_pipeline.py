@@ -45,6 +45,20 @@ def test_pipeline_with_reference_checkpoints(tmp_path):
     rc, out, err = run_cli(*args[:-1])
     assert rc == 0, err[-3000:]
     assert "reusing" in out
+    # the generated images can be the hybrid instead of the builder's remixes: the real people over plates the
+    # installed stage I decodes, at the re-ID size, with the real pids
+    hyb = tmp_path / "hybrid"
+    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={hyb}", "--set",
+                           "from_scratch=false", "--set", "generated=hybrid", "--quiet")
+    assert rc == 0, err[-3000:]
+    import pandas as pd
+
+    m = pd.read_csv(hyb / "virtual_market" / "manifest.csv")
+    assert (m.origin == "hybrid").all() and (m.pid == [int(p.split("/")[-1][:4]) for p in m.source]).all()
+    assert "over generated background plates (hybrid)" in (hyb / "report.md").read_text()
+    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={hyb}", "--set",
+                           "generated=remixes")
+    assert rc == 2 and "generated" in err and "remix, hybrid, inpaint" in err
     # one output folder holds one kind of run: from scratch on top of reference models is refused
     rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--from-scratch")
     assert rc == 2 and "reference checkpoints" in err and err.count("\n") == 1
@@ -80,6 +94,8 @@ def _fake_reference(ref, diffs):
                      "rank1": 0.05, "mAP": 0.07})
         rows.append({**common, "setting": "remix-s50", "recipe": "real+remix", "source": "remix", "share": 0.5,
                      "label": "smooth", "rank1": 0.05 + d / 100, "mAP": 0.08})
+        rows.append({**common, "setting": "hybrid", "recipe": "real+remix", "source": "hybrid", "share": 0.5,
+                     "label": "smooth", "rank1": 0.08, "mAP": 0.08})
     ref.mkdir()
     pd.DataFrame(rows).to_csv(ref / "ablation.csv", index=False)
     (ref / "ablation.md").write_text("| the reference table |\n")
@@ -87,7 +103,8 @@ def _fake_reference(ref, diffs):
     prov = {"command": "vmarket reference-reid", "runs": 10, "date": "2026-11-26", "run_devices": {"cpu": 10},
             "config": {"sim_ids": 200, "sim_seed": 0, "train": train,
                        "regimes": [{"name": "full", "train_cameras": 0}, {"name": "cameras2", "train_cameras": 2}],
-                       "recipes": [{"name": "real"}, {"name": "remix-s50", "source": "remix", "epsilon": 0.1}]}}
+                       "recipes": [{"name": "real"}, {"name": "remix-s50", "source": "remix", "epsilon": 0.1},
+                                   {"name": "hybrid", "source": "hybrid", "epsilon": 0.1}]}}
     (ref / "provenance.json").write_text(json.dumps(prov))
 
 
@@ -119,6 +136,10 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     assert "separates the two on its own" in text and "| the reference table |" in text
     assert "| the demo table |" in text
     assert "cannot separate the two on its own" in section(2.0)
+    # a demo of hybrid images is set beside the reference's hybrid, not its remixes
+    hybrid = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["generated=hybrid"])
+    text = section(11.0, hybrid)
+    assert "`hybrid`" in text and "`remix-s50`" not in text and "+3.0 ± 0.0 rank-1" in text
     other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100"])
     text = section(11.0, other)
     assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text
