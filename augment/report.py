@@ -121,6 +121,12 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
                          "separate the two on its own; the reference table below is the evidence.")
         else:
             text += " The reference ablation has no run of this recipe in this data regime to compare with."
+        if ref_name and ref_name != "cutpaste" and "cutpaste" in set(ref[ref.regime == regime].setting):
+            (c1, c1_se, k), (cap, cap_se, _) = (paired(ref, regime, ref_name, "cutpaste", m) for m in ("rank1", "mAP"))
+            mean = ref[(ref.regime == regime) & (ref.setting == "cutpaste")]
+            text += (f" **Against cut-and-paste**, the baseline that needs no generator (reference ablation, "
+                     f"`cutpaste`, {k} seeds, rank-1 {100 * mean.rank1.mean():.1f}): `{ref_name}` {100 * c1:+.1f} ± "
+                     f"{100 * c1_se:.1f} rank-1, {100 * cap:+.1f} ± {100 * cap_se:.1f} mAP.")
         lines += [text, ""]
     devices = ", ".join(f"{v} on {k}" for k, v in prov.get("run_devices", {}).items())
     lines += ["### The reference ablation (shipped with the package, `reid/reference/`)", "",

@@ -96,6 +96,8 @@ def _fake_reference(ref, diffs):
                      "label": "smooth", "rank1": 0.05 + d / 100, "mAP": 0.08})
         rows.append({**common, "setting": "hybrid", "recipe": "real+remix", "source": "hybrid", "share": 0.5,
                      "label": "smooth", "rank1": 0.08, "mAP": 0.08})
+        rows.append({**common, "setting": "cutpaste", "recipe": "real+remix", "source": "cutpaste", "share": 0.25,
+                     "label": "smooth", "rank1": 0.20 - seed / 100, "mAP": 0.10})
     ref.mkdir()
     pd.DataFrame(rows).to_csv(ref / "ablation.csv", index=False)
     (ref / "ablation.md").write_text("| the reference table |\n")
@@ -134,6 +136,9 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     text = section(11.0)
     assert "+11.0 rank-1" in text and "`remix-s50`" in text and "+12.0 ± 0.7 rank-1" in text
     assert "separates the two on its own" in text and "| the reference table |" in text
+    # and against the baseline that needs no generator: (5 + d) - (20 - seed) = -5, -2, +1, -1, +2 points
+    assert "**Against cut-and-paste**" in text
+    assert "rank-1 18.0): `remix-s50` -1.0 ± 1.2 rank-1, -2.0 ± 0.0 mAP" in text
     assert "| the demo table |" in text
     assert "cannot separate the two on its own" in section(2.0)
     # a demo of hybrid images is set beside the reference's hybrid, not its remixes
