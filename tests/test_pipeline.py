@@ -84,7 +84,8 @@ def test_pipeline_refuses_simmarket_of_other_settings(tmp_path):
 
 
 def _fake_reference(ref, diffs):
-    """A reference ablation of 5 seeds: remix-s50 beats real by ``diffs`` rank-1 points (and 1 mAP point)."""
+    """A reference ablation of 5 seeds: the hybrid (the demo's recipe) beats real by ``diffs`` rank-1 points (and 1
+    mAP point); remix-s50 by 3 and 1; cut-and-paste scores 20 - seed rank-1."""
     import pandas as pd
 
     rows = []
@@ -92,9 +93,9 @@ def _fake_reference(ref, diffs):
         common = {"regime": "cameras2", "seed": seed, "transforms": "random_flip", "filter": False}
         rows.append({**common, "setting": "real", "recipe": "real", "source": "", "share": 0.0, "label": "",
                      "rank1": 0.05, "mAP": 0.07})
-        rows.append({**common, "setting": "remix-s50", "recipe": "real+remix", "source": "remix", "share": 0.5,
+        rows.append({**common, "setting": "hybrid", "recipe": "real+remix", "source": "hybrid", "share": 0.25,
                      "label": "smooth", "rank1": 0.05 + d / 100, "mAP": 0.08})
-        rows.append({**common, "setting": "hybrid", "recipe": "real+remix", "source": "hybrid", "share": 0.5,
+        rows.append({**common, "setting": "remix-s50", "recipe": "real+remix", "source": "remix", "share": 0.5,
                      "label": "smooth", "rank1": 0.08, "mAP": 0.08})
         rows.append({**common, "setting": "cutpaste", "recipe": "real+remix", "source": "cutpaste", "share": 0.25,
                      "label": "smooth", "rank1": 0.20 - seed / 100, "mAP": 0.10})
@@ -106,7 +107,8 @@ def _fake_reference(ref, diffs):
             "config": {"sim_ids": 200, "sim_seed": 0, "train": train,
                        "regimes": [{"name": "full", "train_cameras": 0}, {"name": "cameras2", "train_cameras": 2}],
                        "recipes": [{"name": "real"}, {"name": "remix-s50", "source": "remix", "epsilon": 0.1},
-                                   {"name": "hybrid", "source": "hybrid", "epsilon": 0.1}]}}
+                                   {"name": "hybrid", "source": "hybrid", "epsilon": 0.1},
+                                   {"name": "cutpaste", "source": "cutpaste", "epsilon": 0.1}]}}
     (ref / "provenance.json").write_text(json.dumps(prov))
 
 
@@ -127,24 +129,24 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml")
     rcfg = load_config(AblationConfig, "configs/demo/reid.yaml")
 
-    def section(diff, cfg=cfg):
+    def section(diff, cfg=cfg, rcfg=rcfg):
         pd.DataFrame([{"setting": "real", "seed": 0, "rank1": 0.04, "mAP": 0.07},
                       {"setting": "real+remix", "seed": 0, "rank1": 0.04 + diff / 100, "mAP": 0.09}]
                      ).to_csv(out / "reid" / "results.csv", index=False)
         return reid_section(out, cfg, rcfg, reference=ref)
 
-    text = section(11.0)
-    assert "+11.0 rank-1" in text and "`remix-s50`" in text and "+12.0 ± 0.7 rank-1" in text
+    text = section(11.0)  # the demo's configs: the hybrid at a quarter of every batch
+    assert "+11.0 rank-1" in text and "setting `hybrid`" in text and "+12.0 ± 0.7 rank-1" in text
     assert "separates the two on its own" in text and "| the reference table |" in text
     # and against the baseline that needs no generator: (5 + d) - (20 - seed) = -5, -2, +1, -1, +2 points
     assert "**Against cut-and-paste**" in text
-    assert "rank-1 18.0): `remix-s50` -1.0 ± 1.2 rank-1, -2.0 ± 0.0 mAP" in text
+    assert "rank-1 18.0): `hybrid` -1.0 ± 1.2 rank-1, -2.0 ± 0.0 mAP" in text
     assert "| the demo table |" in text
     assert "cannot separate the two on its own" in section(2.0)
-    # a demo of hybrid images is set beside the reference's hybrid, not its remixes
-    hybrid = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["generated=hybrid"])
-    text = section(11.0, hybrid)
-    assert "`hybrid`" in text and "`remix-s50`" not in text and "+3.0 ± 0.0 rank-1" in text
+    # a demo of generator remixes at half of every batch is set beside the reference's remixes, not its hybrid
+    remix = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["generated=remix"])
+    text = section(11.0, remix, load_config(AblationConfig, "configs/demo/reid.yaml", ["virtual_share=0.5"]))
+    assert "setting `remix-s50`" in text and "`hybrid`" not in text and "+3.0 ± 0.0 rank-1" in text
     other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100"])
     text = section(11.0, other)
     assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text
