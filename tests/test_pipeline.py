@@ -30,14 +30,21 @@ def test_pipeline_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_with_reference_checkpoints(tmp_path):
-    """The default: the shipped reference models, nothing trained but the re-ID baselines."""
+    """The default: the shipped reference models, nothing trained but the re-ID baselines; here with the hybrid as
+    the generated images (the from-scratch test has the builder's remixes): the real people over plates the
+    installed stage I decodes, at the re-ID size, with their real pids."""
+    import pandas as pd
+
     demo = tmp_path / "demo"
     args = ("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set", "from_scratch=false",
-            "--quiet")
+            "--set", "generated=hybrid", "--quiet")
     rc, out, err = run_cli(*args)
     assert rc == 0, err[-3000:]
     assert not (demo / "stage1" / "state.pt").exists()  # installed, not trained
+    m = pd.read_csv(demo / "virtual_market" / "manifest.csv")
+    assert (m.origin == "hybrid").all() and (m.pid == [int(p.split("/")[-1][:4]) for p in m.source]).all()
     report = (demo / "report.md").read_text()
+    assert "over generated background plates (hybrid)" in report
     assert "the reference checkpoints shipped with the package" in report
     assert (demo / "stage1" / "eval" / "metrics.md").read_text() in report
     for fig in re.findall(r"\]\(figures/([^)]+)\)", report):
@@ -45,23 +52,12 @@ def test_pipeline_with_reference_checkpoints(tmp_path):
     rc, out, err = run_cli(*args[:-1])
     assert rc == 0, err[-3000:]
     assert "reusing" in out
-    # the generated images can be the hybrid instead of the builder's remixes: the real people over plates the
-    # installed stage I decodes, at the re-ID size, with the real pids
-    hyb = tmp_path / "hybrid"
-    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={hyb}", "--set",
-                           "from_scratch=false", "--set", "generated=hybrid", "--quiet")
-    assert rc == 0, err[-3000:]
-    import pandas as pd
-
-    m = pd.read_csv(hyb / "virtual_market" / "manifest.csv")
-    assert (m.origin == "hybrid").all() and (m.pid == [int(p.split("/")[-1][:4]) for p in m.source]).all()
-    assert "over generated background plates (hybrid)" in (hyb / "report.md").read_text()
-    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={hyb}", "--set",
-                           "generated=remixes")
-    assert rc == 2 and "generated" in err and "remix, hybrid, inpaint" in err
     # one output folder holds one kind of run: from scratch on top of reference models is refused
     rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--from-scratch")
     assert rc == 2 and "reference checkpoints" in err and err.count("\n") == 1
+    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set",
+                           "generated=remixes")
+    assert rc == 2 and "generated" in err and "remix, hybrid, inpaint" in err
 
 
 def test_pipeline_refuses_simmarket_of_other_settings(tmp_path):
