@@ -16,7 +16,7 @@ import yaml
 
 from augment import reference_reid
 from augment.builder import BuildConfig, build, parse_shard
-from augment.cutpaste import PLATES, cut_paste
+from augment.cutpaste import PLATES, WHAT, cut_paste
 from augment.pipeline import PipelineConfig, run_pipeline
 from augment.reference import ReferenceConfig, rescore, run_reference
 from augment.reference_reid import ReidReferenceConfig
@@ -200,8 +200,7 @@ def _cmd_cutpaste(args) -> None:
                   mask_radius=args.mask_radius, blur=args.blur, plates=args.plates, stage1_run=args.stage1_run,
                   keypoints_csv=args.keypoints, skip_missing_keypoints=args.skip_missing_keypoints,
                   jpeg_quality=args.jpeg_quality, device=args.device, progress=not args.quiet)
-    what = {"image": "cutpaste", "generator": "cutpaste (hybrid: generated plates)",
-            "inpaint": "cutpaste (inpaint hybrid: the donor's person filled in by a generated plate)"}[s["plates"]]
+    what = f"cutpaste {WHAT[s['plates']]}"
     if s.get("already_complete"):
         print(f"{what}: already complete, {s['images']} images -> {args.out}")
         return
