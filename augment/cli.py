@@ -360,9 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--plates", choices=PLATES, default="image",
                     help="background: the donor image (default); a person-free plate stage I decodes from the "
                          "donor's background embedding (generator; needs --stage1-run); or the donor image with its "
-                         "own person filled in by that plate (inpaint; needs --stage1-run)")
+                         "own person filled in by that plate (inpaint; needs --stage1-run); or half and half: the "
+                         "donor image or its plate, a seeded random half each (mixed; needs --stage1-run)")
     cp.add_argument("--stage1-run", default=None,
-                    help="--plates generator or inpaint: stage-I run directory or snapshot (e.g. "
+                    help="--plates generator, inpaint or mixed: stage-I run directory or snapshot (e.g. "
                          "generator/reference/stage1.pt)")
     cp.add_argument("--device", default="cpu", help="device of the plate generator (default cpu)")
     cp.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")

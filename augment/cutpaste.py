@@ -48,12 +48,13 @@ from generator.errors import UserError
 from generator.io import atomic_write_json, atomic_write_text, progress_bar
 from generator.pose import pose_mask
 
-PLATES = ("image", "generator", "inpaint")
-ORIGIN = {"image": "cutpaste", "generator": "hybrid", "inpaint": "inpaint"}  # the manifest's origin
+PLATES = ("image", "generator", "inpaint", "mixed")
+ORIGIN = {"image": "cutpaste", "generator": "hybrid", "inpaint": "inpaint", "mixed": "mixed"}  # the manifest's origin
 SOURCE_PLATES = {v: k for k, v in ORIGIN.items()}  # a source's name (cutpaste, hybrid, inpaint) -> its plates
 MAX_FRAME = 999999  # Market-1501 names: six frame digits
 WHAT = {"image": "baseline", "generator": "over generated background plates (hybrid)",
-        "inpaint": "over the donor image with its person filled in by a generated plate (inpaint hybrid)"}
+        "inpaint": "over the donor image with its person filled in by a generated plate (inpaint hybrid)",
+        "mixed": "over the donor image for half the images and its generated plate for the other half (mixed hybrid)"}
 HOLE = 1.4  # inpaint: the donor's person mask is this much wider than the pasted one's (its hair and hands)
 CHUNK = 64  # outputs per batch (one generator call for the plates)
 
@@ -163,7 +164,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
         raise UserError(f"--plates {plates!r}: use one of {', '.join(PLATES)}")
     if (plates != "image") != (stage1_run is not None):
         raise UserError(f"--plates {plates} needs --stage1-run RUN (a stage-I run directory or snapshot)"
-                        if plates != "image" else "--stage1-run applies to --plates generator or inpaint only")
+                        if plates != "image" else "--stage1-run applies to --plates generator, inpaint or mixed only")
     out = Path(out)
     # paths as given, as the builder's config hash has them: the same relative paths verify on another machine
     config = {"root": str(root), "per_image": per_image, "seed": seed, "size": list(size),
@@ -183,9 +184,9 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     ds = market_dataset(root, ("train",), size=size, keypoints_csv=keypoints_csv,
                         skip_missing_keypoints=skip_missing_keypoints)
     records, rcv = ds.records, np.stack(ds.rcv)
-    n_out = len(records) * per_image
-    if n_out > MAX_FRAME:
-        raise UserError(f"{n_out} images: Market-1501 names number at most {MAX_FRAME} frames; lower --per-image")
+    n_jobs = len(records) * per_image
+    if n_jobs > MAX_FRAME:
+        raise UserError(f"{n_jobs} images: Market-1501 names number at most {MAX_FRAME} frames; lower --per-image")
     model = DisentangledModel.load(stage1_run, device=device) if plates != "image" else None
     base = resolve_layout(root).base
     pids = np.array([r.pid for r in records])
@@ -195,6 +196,11 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                         "(pids from 0001, cameras c1 to c9) cannot carry; cut-and-paste writes Market-1501, so it "
                         "takes Market-1501, DukeMTMC-reID or CUHK03 data")
     donors, unseen = choose_donors(pids, cams, per_image, seed)
+    # each output's own plates: for "mixed", a seeded random half on the generated plate (the donors stay those of
+    # cut-and-paste with the same seed: the generator's plates are the only difference)
+    own = np.full(n_jobs, plates if plates != "mixed" else "image", dtype=object)
+    if plates == "mixed":
+        own[np.random.default_rng([seed, 7]).permutation(n_jobs)[:n_jobs // 2]] = "generator"
 
     work = out.parent / f".{out.name}.partial"
     marker = work / "cutpaste.json"
@@ -220,14 +226,16 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                 srcs = [jobs[n][0] for n in todo]
                 dons = [int(donors[jobs[n]]) for n in todo]
                 person = [load_image(records[i].path, size) for i in srcs]
-                backs = np.stack([load_image(records[d].path, size) for d in dons])
-                if plates == "generator":
-                    backs = background_plates(model, backs, rcv[dons])
-                elif plates == "inpaint":  # the plate fills in the donor's person alone
-                    gen = background_plates(model, backs, rcv[dons])
-                    hole = np.stack([soft_person_mask(rcv[d], *size, round(HOLE * mask_radius), blur)
-                                     for d in dons])[..., None]
-                    backs = hole * gen + (1 - hole) * backs.astype(np.float32)
+                backs = np.stack([load_image(records[d].path, size) for d in dons]).astype(np.float32)
+                gen = np.array([own[n] != "image" for n in todo])
+                if gen.any():
+                    idx = np.flatnonzero(gen)
+                    made = background_plates(model, backs[idx].astype(np.uint8), rcv[np.array(dons)[idx]])
+                    if plates == "inpaint":  # the plate fills in the donor's person alone
+                        hole = np.stack([soft_person_mask(rcv[dons[j]], *size, round(HOLE * mask_radius), blur)
+                                         for j in idx])[..., None]
+                        made = hole * made + (1 - hole) * backs[idx]
+                    backs[idx] = made
                 for n, i, img, back in zip(todo, srcs, person, backs, strict=True):
                     alpha = soft_person_mask(rcv[i], *size, mask_radius, blur)
                     writer.write("train", names[n], paste(img, alpha, back))
@@ -236,11 +244,11 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                 i, k = jobs[n]
                 d = int(donors[i, k])
                 rows.append({"path": f"bounding_box_train/{names[n]}", "split": "train", "pid": int(pids[i]),
-                             "camid": int(cams[d]), "origin": ORIGIN[plates],
+                             "camid": int(cams[d]), "origin": ORIGIN[own[n]],
                              "source": os.path.relpath(records[i].path, base), "source_camid": int(cams[i]),
                              "donor": os.path.relpath(records[d].path, base), "donor_pid": int(pids[d]),
                              "donor_camid": int(cams[d]), "donor_camera_unseen": bool(unseen[i, k]),
-                             "plate": plates, "copy": k})
+                             "plate": own[n], "copy": k})
                 kp[names[n]] = rcv_to_yx(rcv[i])
             bar.update(len(chunk))
     except UserError:
@@ -268,6 +276,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
         *([f"plates: stage I {config['stage1_run']} at {model.size[0]}x{model.size[1]}, decoded from the donor's "
            f"background embedding with no visible joint, upscaled to {size[0]}x{size[1]}"
            + (", filling in the donor's own person (its soft pose mask) in the donor image" if plates == "inpaint"
+              else ", for a seeded random half of the images (the rest keep the donor image)" if plates == "mixed"
               else "")] if model is not None else []),
         "",
         "files: bounding_box_train/, manifest.csv (source, donor and their cameras per image), "

@@ -45,7 +45,7 @@ from reid.consistency import filter_generated
 from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_sampler
 
-SOURCES = ("", "cutpaste", "hybrid", "inpaint", "remix", "new", "hybrid+new")
+SOURCES = ("", "cutpaste", "hybrid", "inpaint", "mixed", "remix", "new", "hybrid+new")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -59,7 +59,7 @@ class Regime:
 class Recipe:
     name: str = "real"  # the row's setting in ablation.csv
     setting: str = "real"  # the ablation setting (reid.ablation): real, real+remix, real+new, real+remix+new, A->B
-    source: str = ""  # generated images: cutpaste | hybrid | inpaint | remix | new | hybrid+new ('' for real-only)
+    source: str = ""  # cutpaste | hybrid | inpaint | mixed | remix | new | hybrid+new ('' for real-only)
     share: float = 0.25  # generated share of every batch
     label: Literal["onehot", "smooth", "lsro"] = "smooth"
     epsilon: float = 0.1
@@ -170,7 +170,7 @@ class Sources:
                 self.generator()
                 build(bcfg, progress=self.progress)
         else:
-            raise UserError(f"source {source!r}: not one of cutpaste, hybrid, inpaint, remix, new")
+            raise UserError(f"source {source!r}: not one of {', '.join(s for s in SOURCES if s and '+' not in s)}")
         self.made.add(source)
         return out
 

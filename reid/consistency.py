@@ -45,7 +45,7 @@ from reid.torchreid_adapter import build_model, market_records
 
 BATCH = 128  # images per forward pass (torchreid's test batch)
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # torchreid's default normalisation
-REAL_ORIGINS = ("remix", "cutpaste", "hybrid")  # manifest origins of generated images that carry a real pid
+REAL_ORIGINS = ("remix", "cutpaste", "hybrid", "inpaint")  # manifest origins of generated images that carry a real pid
 NEW_ORIGIN = "virtual"  # manifest origin of a new (Virtual Market) identity
 _PARTIAL_MARKER = ".vmarket-filter"  # marks a .OUT.partial folder as an unfinished filter run (ours to clear)
 

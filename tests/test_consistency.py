@@ -209,3 +209,19 @@ def test_filter_generated_refusals(sim_small, state, tmp_path, capsys):
     one_line_error(rc, *capsys.readouterr(), str(out), "not empty")
     assert [p.name for p in out.iterdir()] == ["x"] and not (tmp_path / ".out.partial").exists()
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("origin", ["remix", "cutpaste", "hybrid", "inpaint"])
+def test_a_real_identitys_image_of_an_unknown_pid_is_refused(tmp_path, origin):
+    """Every source that keeps the real pid (the remix and every cut-and-paste plate) names it in the manifest's
+    origin; such an image whose pid is no real training identity was made from other data: refused, not taken for a
+    new identity. A new identity ("virtual") of that pid is new."""
+    (tmp_path / "bounding_box_train").mkdir()
+    names = [format_name(5, 1, 0, 1, 1), format_name(9, 2, 0, 2, 1)]
+    write_manifest(pd.DataFrame({"path": [f"bounding_box_train/{n}" for n in names], "split": "train",
+                                 "pid": [5, 9], "camid": [1, 2], "origin": [origin, "virtual"]}),
+                   tmp_path / "manifest.csv")
+    records = [(str(tmp_path / "bounding_box_train" / n), pid, 0) for n, pid in zip(names, (5, 9), strict=True)]
+    assert C.generated_is_new(records, tmp_path, {5, 9}).tolist() == [False, True]
+    with pytest.raises(UserError, match=f"a {origin} of pid 5"):
+        C.generated_is_new(records, tmp_path, {9})

@@ -206,3 +206,28 @@ def test_the_person_mask_scales_with_the_image_size(sim2):
     unscaled = np.mean([C.soft_person_mask(r, 64, 32, 7, 2.0).mean() for r in small])
     assert abs(share_small / share_big - 1) < 0.15
     assert unscaled > 1.3 * share_big
+
+
+def test_mixed_hybrid_is_cutpaste_with_half_the_backgrounds_generated(sim2, tiny_stages, tmp_path):
+    """plates="mixed": the donors (and so the names and cameras) of cut-and-paste with the same seed; a seeded half of
+    the images is the cut-and-paste image itself, the other half the hybrid's image of the same source and donor."""
+    stage1 = tiny_stages[0]
+    C.cut_paste(sim2, tmp_path / "cp", seed=3, progress=False)
+    C.cut_paste(sim2, tmp_path / "hy", seed=3, plates="generator", stage1_run=stage1, progress=False)
+    s = C.cut_paste(sim2, tmp_path / "mx", seed=3, plates="mixed", stage1_run=stage1, progress=False)
+    m = pd.read_csv(tmp_path / "mx" / "manifest.csv")
+    cp = pd.read_csv(tmp_path / "cp" / "manifest.csv")
+    assert s["images"] == len(m) == len(cp) and s["plates"] == "mixed"
+    assert (m.path == cp.path).all() and (m.donor == cp.donor).all() and (m.source == cp.source).all()
+    assert sorted(m.plate.unique()) == ["generator", "image"] and (m.plate == "generator").sum() == len(m) // 2
+    assert ((m.plate == "generator") == (m.origin == "hybrid")).all() and set(m.origin) == {"cutpaste", "hybrid"}
+    for row in m.itertuples():
+        img = _img(tmp_path / "mx" / row.path)
+        same = "hy" if row.plate == "generator" else "cp"
+        other = "cp" if same == "hy" else "hy"
+        assert np.abs(img - _img(tmp_path / same / row.path)).mean() < 1.5
+        assert np.abs(img - _img(tmp_path / other / row.path)).mean() > 4
+    # another seed draws another half
+    again = C.cut_paste(sim2, tmp_path / "mx2", seed=4, plates="mixed", stage1_run=stage1, progress=False)
+    assert again["images"] == len(m)
+    assert (pd.read_csv(tmp_path / "mx2" / "manifest.csv").plate != m.plate).any()
