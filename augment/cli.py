@@ -218,10 +218,12 @@ def _cmd_filter(args) -> None:
 
 def _cmd_reference_reid(args) -> None:
     cfg = load_config(ReidReferenceConfig, args.config, args.set)
+    command = f"vmarket reference-reid {args.config}"  # how the runs are made (not --package-only, --only, --set)
     if args.package_only:
-        reference_reid.collect(cfg)
+        reference_reid.collect(cfg, command=command)
     else:
-        reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs)
+        reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs,
+                           command=command)
     print((Path(cfg.out) / "ablation.md").read_text(), end="")
     print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
     if args.package or args.package_only:

@@ -47,6 +47,7 @@ from reid.train import ReidTrainConfig, train_sampler
 
 SOURCES = ("", "cutpaste", "hybrid", "inpaint", "mixed", "remix", "new", "hybrid+new")
 REPO = Path(__file__).resolve().parent.parent
+COMMAND = "vmarket reference-reid configs/reference/reid.yaml (make reference-reid)"  # the provenance's default
 
 
 @dataclass
@@ -262,9 +263,9 @@ def _worker_run(cfg: ReidReferenceConfig, regime: Regime, recipe: Recipe, seed: 
     return _one_run(cfg, regime, recipe, seed, src)
 
 
-def collect(cfg: ReidReferenceConfig, log=print) -> pd.DataFrame:
+def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND) -> pd.DataFrame:
     """The table of the runs finished so far, read from their results (nothing trained, no data read); writes the
-    outputs, as ``run`` does."""
+    outputs, as ``run`` does (``command``: how the runs are made, for the provenance)."""
     out = Path(cfg.out)
     times_path = out / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
@@ -280,13 +281,13 @@ def collect(cfg: ReidReferenceConfig, log=print) -> pd.DataFrame:
                     rows.append(_row(recipe, regime, seed, acfg, res))
     if not rows:
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
-    write_outputs(cfg, rows, times)
+    write_outputs(cfg, rows, times, command)
     log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(cfg.regimes) * len(recipes)}")
     return pd.DataFrame(rows)
 
 
 def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[str] | None = None,
-        jobs: int = 1) -> pd.DataFrame:
+        jobs: int = 1, command: str = COMMAND) -> pd.DataFrame:
     """Every recipe x regime x seed (resumable); returns the rows and writes the outputs.
     ``only``: these recipes alone this time (the anchor always runs too: the filter and the plateau need it).
     ``jobs`` = 1 runs seed by seed, so a partial ablation holds complete paired comparisons. ``jobs`` > 1 makes every
@@ -327,7 +328,7 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
             for j, regime in enumerate(cfg.regimes):
                 for k, recipe in enumerate(recipes):
                     record((i, j, k), *_one_run(cfg, regime, recipe, seed, sources[regime.name]))
-                write_outputs(cfg, rows(), times)
+                write_outputs(cfg, rows(), times, command)
         return pd.DataFrame(rows())
 
     for regime in cfg.regimes:
@@ -362,7 +363,7 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
                     failed = failed or future.exception()
                 else:
                     record(key, *future.result())
-            write_outputs(cfg, rows(), times)
+            write_outputs(cfg, rows(), times, command)
             if failed is not None:  # the finished runs are kept; the queued ones never start
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise failed
@@ -457,7 +458,7 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     save_figure(fig, out / "curve.png")
 
 
-def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> None:
+def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict, command: str = COMMAND) -> None:
     out = Path(cfg.out)
     df = pd.DataFrame(rows)
     with atomic_path(out / "ablation.csv") as tmp:
@@ -468,7 +469,7 @@ def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict) -> No
     filters = {}
     for p in sorted(out.glob("*/sources/*-filtered-seed*/filter_summary.json")):
         filters[f"{p.parent.parent.parent.name}/{p.parent.name}"] = json.loads(p.read_text())
-    prov = {"command": "vmarket reference-reid -c configs/reference/reid.yaml (make reference-reid)",
+    prov = {"command": command,
             "config": repo_relative(to_dict(cfg)), "commit": git_commit(), "torch": torch.__version__,
             "machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},

@@ -132,6 +132,7 @@ recipes:
         assert summary["model_state"].endswith(f"runs/flip/real/seed{seed}/stage0-real/state.pt")  # the anchor's
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["runs"] == 8 and len(prov["filters"]) == 2
+    assert prov["command"] == f"vmarket reference-reid {cfg}"  # the config the runs were made with, as a user types it
     assert prov["plateau"]["c2"]["epochs"] == [1, 2] and prov["plateau"]["c2"]["setting"] == "flip"
     assert "cutpaste" in (tmp_path / "out" / "ablation.md").read_text()
     before = (tmp_path / "out" / "ablation.csv").read_text()
