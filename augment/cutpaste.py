@@ -49,12 +49,15 @@ from generator.io import atomic_write_json, atomic_write_text, progress_bar
 from generator.pose import pose_mask
 
 PLATES = ("image", "generator", "inpaint", "mixed")
-ORIGIN = {"image": "cutpaste", "generator": "hybrid", "inpaint": "inpaint", "mixed": "mixed"}  # the manifest's origin
-SOURCE_PLATES = {v: k for k, v in ORIGIN.items()}  # a source's name (cutpaste, hybrid, inpaint) -> its plates
+ORIGIN = {"image": "cutpaste", "generator": "hybrid", "inpaint": "inpaint"}  # an image's plate -> manifest origin
+SOURCE = {**ORIGIN, "mixed": "mixed"}  # what a dataset of these plates is called (a reference re-ID source)
+SOURCE_PLATES = {v: k for k, v in SOURCE.items()}  # a source's name (cutpaste, hybrid, inpaint, mixed) -> its plates
 MAX_FRAME = 999999  # Market-1501 names: six frame digits
 WHAT = {"image": "baseline", "generator": "over generated background plates (hybrid)",
         "inpaint": "over the donor image with its person filled in by a generated plate (inpaint hybrid)",
         "mixed": "over the donor image for half the images and its generated plate for the other half (mixed hybrid)"}
+PLATE_NOTE = {"inpaint": ", filling in the donor's own person (its soft pose mask) in the donor image",
+              "mixed": ", for a seeded random half of the images (the rest keep the donor image)"}  # README.txt
 HOLE = 1.4  # inpaint: the donor's person mask is this much wider than the pasted one's (its hair and hands)
 CHUNK = 64  # outputs per batch (one generator call for the plates)
 
@@ -216,7 +219,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     rows, kp, written = [], {}, 0
     jobs = [(i, k) for i in range(len(records)) for k in range(per_image)]
     names = [format_name(int(pids[i]), int(cams[donors[i, k]]), 0, n + 1, 1) for n, (i, k) in enumerate(jobs)]
-    bar = progress_bar(total=len(jobs), desc=ORIGIN[plates], unit="img",
+    bar = progress_bar(total=len(jobs), desc=SOURCE[plates], unit="img",
                        enabled=progress, mininterval=0.5)
     try:
         for start in range(0, len(jobs), CHUNK):
@@ -226,11 +229,11 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
                 srcs = [jobs[n][0] for n in todo]
                 dons = [int(donors[jobs[n]]) for n in todo]
                 person = [load_image(records[i].path, size) for i in srcs]
-                backs = np.stack([load_image(records[d].path, size) for d in dons]).astype(np.float32)
-                gen = np.array([own[n] != "image" for n in todo])
-                if gen.any():
-                    idx = np.flatnonzero(gen)
-                    made = background_plates(model, backs[idx].astype(np.uint8), rcv[np.array(dons)[idx]])
+                donor = np.stack([load_image(records[d].path, size) for d in dons])
+                backs = donor.astype(np.float32)
+                idx = [j for j, n in enumerate(todo) if own[n] != "image"]  # the outputs over a generated plate
+                if idx:
+                    made = background_plates(model, donor[idx], rcv[[dons[j] for j in idx]])
                     if plates == "inpaint":  # the plate fills in the donor's person alone
                         hole = np.stack([soft_person_mask(rcv[dons[j]], *size, round(HOLE * mask_radius), blur)
                                          for j in idx])[..., None]
@@ -274,10 +277,8 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
         f"(else another camera than the source's, of another identity)",
         f"mask: pose mask radius {mask_radius} px, Gaussian blur std {blur} px; seed {seed}",
         *([f"plates: stage I {config['stage1_run']} at {model.size[0]}x{model.size[1]}, decoded from the donor's "
-           f"background embedding with no visible joint, upscaled to {size[0]}x{size[1]}"
-           + (", filling in the donor's own person (its soft pose mask) in the donor image" if plates == "inpaint"
-              else ", for a seeded random half of the images (the rest keep the donor image)" if plates == "mixed"
-              else "")] if model is not None else []),
+           f"background embedding with no visible joint, upscaled to {size[0]}x{size[1]}{PLATE_NOTE.get(plates, '')}"]
+          if model is not None else []),
         "",
         "files: bounding_box_train/, manifest.csv (source, donor and their cameras per image), "
         "market-annotation-train.csv (the source's pose), cutpaste.json (config).",

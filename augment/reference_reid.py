@@ -45,7 +45,7 @@ from reid.consistency import filter_generated
 from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_sampler
 
-SOURCES = ("", "cutpaste", "hybrid", "inpaint", "mixed", "remix", "new", "hybrid+new")
+SOURCES = ("", *SOURCE_PLATES, "remix", "new", "hybrid+new")  # a recipe's generated images ('': real-only)
 REPO = Path(__file__).resolve().parent.parent
 COMMAND = "vmarket reference-reid configs/reference/reid.yaml (make reference-reid)"  # the provenance's default
 
@@ -458,7 +458,7 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     save_figure(fig, out / "curve.png")
 
 
-def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict, command: str = COMMAND) -> None:
+def write_outputs(cfg: ReidReferenceConfig, rows: list[dict], times: dict, command: str) -> None:
     out = Path(cfg.out)
     df = pd.DataFrame(rows)
     with atomic_path(out / "ablation.csv") as tmp:
