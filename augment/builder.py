@@ -12,6 +12,13 @@ pose from another image; it keeps the real pid and gets its background's real ca
 merges with the real training data without an offset. Names use sequence 0 (``PPPP_cCs0_...``), which real
 Market-1501 and SimMarket names (s1..s6) never do.
 
+A real training image whose pose shows no person (``generator.pose.shows_person``: fewer than
+``MIN_PERSON_JOINTS`` visible joints, or none joined by a limb) is never a foreground, a pose or a bank
+background: its foreground embedding is that of "no person", its pose draws no one, and its background embedding,
+encoded with no person masked out, carries whoever the keypoints missed. In real mode an identity none of whose
+images shows a person is not built; with ``identities: N`` the first N identities by pid that have such an image
+are. The skips are counted in the summary, ``build.json`` and README.txt.
+
 Build order, chosen so that any shard is reproducible on its own:
 1. the *plan* (every identity's embedding after the novelty filter, every
    image's background, pose and camera) is computed by every process, cheaply
@@ -46,15 +53,18 @@ from generator.data.layouts import resolve_layout
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, MarketWriter, Record, format_name
 from generator.errors import UserError
-from generator.io import atomic_write_text, load_checkpoint, progress_bar
+from generator.io import atomic_write_text, check_output_folder, load_checkpoint, progress_bar
 from generator.models.stage1 import DCGANDiscriminator
+from generator.pose import NO_PERSON, shows_person
 from generator.shipped import sha256_file
 from generator.training.stage1 import Stage1Config
+from reid.extra_training import LOADER, loading_readme
 from reid.retrieval import CosineIndex, kmeans, nearest
 
 MAX_CAMERAS = 9  # Market-1501 names: one camera digit, c1..c9
 MAX_PIDS = 9999  # Market-1501 names: four pid digits
 TORCHREID_MARKET_PIDS = 1501  # torchreid's built-in market1501 asserts 0 <= pid <= 1501 (and camera <= 6)
+NO_PERSON_KEYS = ("no_person_images", "no_person_identities", "real_images")  # the skip counts build.json keeps
 
 
 @dataclass
@@ -181,6 +191,10 @@ class Builder:
                             f"discriminator, and {self.s2cfg.stage1_run} trained without the adversarial term; "
                             f"set quality_keep: 1.0")
         self.candidates = int(np.ceil(cfg.images_per_id / cfg.quality_keep))
+        self.person = shows_person(self.emb["keypoints"].numpy())  # (N,) the bank rows that may be used
+        if not self.person.any():
+            raise UserError(f"{run}/embeddings.pt: none of its {len(self.person)} training images shows a person "
+                            f"({NO_PERSON}); train stage II on data whose keypoints find the people")
         self.records = self._real_records() if cfg.fg_mode == "real" else None
 
     def _real_records(self) -> list[Record]:
@@ -195,13 +209,13 @@ class Builder:
             raise UserError(f"{root}: its training split ({len(ds.records)} images) is not the data of "
                             f"{self.cfg.stage2_run}/embeddings.pt ({len(pids)} embeddings); set data_root to the "
                             f"dataset stage II embedded")
-        n_ids = len(np.unique(pids))
+        n_ids = len(np.unique(pids[self.person]))  # identities with an image that shows a person
         if self.cfg.identities > n_ids:
-            raise UserError(f"identities {self.cfg.identities}: {root} has {n_ids} training identities; set "
-                            f"identities: 0 to remix all of them, or at most {n_ids}")
+            raise UserError(f"identities {self.cfg.identities}: {root} has {n_ids} training identities with an "
+                            f"image that shows a person; set identities: 0 to remix all of them, or at most {n_ids}")
         if n_ids < 2:
-            raise UserError(f"{root}: one training identity; a remix takes its backgrounds from other identities' "
-                            f"images, so it needs at least two")
+            raise UserError(f"{root}: one training identity with an image that shows a person; a remix takes its "
+                            f"backgrounds from other identities' images, so it needs at least two")
         self.data_base = resolve_layout(root, fmt).base
         return ds.records
 
@@ -226,6 +240,7 @@ class Builder:
         if self.cfg.fg_mode == "real":
             return self._plan_real()
         cfg = self.cfg
+        people = np.flatnonzero(self.person)  # the bank rows a foreground, background or pose may come from
         bank_bg = self.emb["bg"].numpy()
         centroids = kmeans(bank_bg, cfg.cameras, seed=cfg.seed)
         bank_cams = nearest(bank_bg, centroids) + 1  # camera of every real background, once
@@ -233,8 +248,8 @@ class Builder:
         real_fg = self.emb["fg"].numpy()
         real_pids = self.emb["pid"].numpy()
         # one mean embedding per real training identity: a virtual identity must not copy any of them
-        novelty.add(np.stack([real_fg[real_pids == p].mean(0) for p in np.unique(real_pids)]))
-        fg_std = real_fg.std(0)
+        novelty.add(np.stack([real_fg[(real_pids == p) & self.person].mean(0) for p in np.unique(real_pids[people])]))
+        fg_std = real_fg[people].std(0)
         plans, rejected = [], 0
         for i in range(cfg.identities):
             for attempt in range(cfg.max_attempts):
@@ -244,7 +259,7 @@ class Builder:
                     source = f"phi_fg:{seed}"
                 else:
                     rng = np.random.default_rng(seed)
-                    j = int(rng.integers(len(real_fg)))
+                    j = int(people[int(rng.integers(len(people)))])
                     fg = (real_fg[j] + rng.normal(0, cfg.remix_noise, real_fg.shape[1]) * fg_std).astype(np.float32)
                     source = f"remix:{j}"
                 if novelty.nearest_distance(fg[None])[0] >= cfg.novelty_tau:
@@ -262,16 +277,16 @@ class Builder:
                     bg_src, bg_key = "phi_bg", int(rng.integers(1 << 31))
                     bg = self.sampler.sample("bg", 1, bg_key)[0].cpu().numpy()
                 else:
-                    bg_src, bg_key = "bank", int(rng.integers(len(bank_bg)))
+                    bg_src, bg_key = "bank", int(people[int(rng.integers(len(people)))])
                     bg = bank_bg[bg_key]
                 if rng.random() < cfg.pose_sample_share:
                     pose_src, pose_key = "phi_pose", int(rng.integers(1 << 31))
                 else:
-                    pose_src, pose_key = "bank", int(rng.integers(len(self.emb["keypoints"])))
+                    pose_src, pose_key = "bank", int(people[int(rng.integers(len(people)))])
                 p.images.append(ImagePlan(bg_src, bg_key, pose_src, pose_key, 0, bg))
             cams = nearest(np.stack([im.bg for im in p.images]), centroids) + 1
             if len(set(cams.tolist())) < 2 and cfg.cameras > 1:  # every identity spans at least two cameras
-                other = np.flatnonzero(bank_cams != cams[0])
+                other = np.flatnonzero((bank_cams != cams[0]) & self.person)
                 k = int(other[int(rng.integers(len(other)))])
                 p.images[-1].bg_source, p.images[-1].bg_key, p.images[-1].bg = "bank", k, bank_bg[k]
                 cams[-1] = bank_cams[k]
@@ -281,38 +296,39 @@ class Builder:
         for p in plans[cfg.identities - n_test:]:
             p.split = "test"
         stats = {"novelty_rejected": rejected, "novelty_attempts": rejected + len(plans),
-                 "novelty_rejection_rate": rejected / (rejected + len(plans))}
+                 "novelty_rejection_rate": rejected / (rejected + len(plans)), **self._no_person_stats()}
         return plans, stats
 
     def _plan_real(self) -> tuple[list[IdentityPlan], dict]:
         """Real mode: one plan per real training identity; every random choice keyed by (seed, pid)."""
         cfg = self.cfg
         bank_bg, real_fg = self.emb["bg"].numpy(), self.emb["fg"].numpy()
-        pids = self.emb["pid"].numpy()
+        pids, person = self.emb["pid"].numpy(), self.person
+        people = np.flatnonzero(person)
         cams = np.array([r.camid for r in self.records])
         names = [os.path.relpath(r.path, self.data_base) for r in self.records]
         cam_ids = np.unique(cams)
         # a sampled background is labelled with the real camera whose mean background embedding is nearest
         cam_centroids = np.stack([bank_bg[cams == c].mean(0) for c in cam_ids])
-        ids = np.unique(pids)
+        ids = np.unique(pids[person])  # the identities with an image that shows a person
         ids = ids[:cfg.identities] if cfg.identities else ids
         plans, unseen_total, phi_bg_missed = [], 0, 0
         for index, pid in enumerate(ids.tolist()):
-            own = np.flatnonzero(pids == pid)
-            seen = np.unique(cams[own])
+            own = np.flatnonzero((pids == pid) & person)  # its images a foreground may come from
+            seen = np.unique(cams[pids == pid])
             unseen_cams = np.setdiff1d(cam_ids, seen)
             rng = np.random.default_rng([cfg.seed, pid, 1_000_033])
             order = rng.permutation(own)  # each output takes the next of the identity's images, in turn
             mean_fg = real_fg[own].mean(0).astype(np.float32)
-            mean_source = ";".join(names[j] for j in own)  # real_fg mean: every image of the identity
+            mean_source = ";".join(names[j] for j in own)  # real_fg mean: every image of the identity with a person
             p = IdentityPlan(index, mean_fg, f"real_{cfg.real_fg}:{pid}", 1, pid=pid, seq=0)
             for k in range(self.candidates):
                 src = int(order[k % len(own)])
                 # cameras the identity was never seen in; where it was seen in all, any but the source image's
                 allowed = unseen_cams if len(unseen_cams) else cam_ids[cam_ids != cams[src]]
-                pool = np.flatnonzero(np.isin(cams, allowed) & (pids != pid))
+                pool = np.flatnonzero(np.isin(cams, allowed) & (pids != pid) & person)
                 if len(pool) == 0:  # a single camera: any other identity's image
-                    pool = np.flatnonzero(pids != pid)
+                    pool = np.flatnonzero((pids != pid) & person)
                 bg_src = "bank"
                 if rng.random() < cfg.bg_sample_share:
                     for _ in range(cfg.max_attempts):
@@ -330,8 +346,8 @@ class Builder:
                 if rng.random() < cfg.pose_sample_share:
                     pose_src, pose_key = "phi_pose", int(rng.integers(1 << 31))
                 else:  # a real pose of another image
-                    pose_src, pose_key = "bank", int(rng.integers(len(pids) - 1))
-                    pose_key += pose_key >= src
+                    poses = people[people != src]
+                    pose_src, pose_key = "bank", int(poses[int(rng.integers(len(poses)))])
                 p.images.append(ImagePlan(
                     bg_src, bg_key, pose_src, pose_key, cam, bg,
                     fg=real_fg[src] if cfg.real_fg == "image" else mean_fg,
@@ -341,8 +357,17 @@ class Builder:
             plans.append(p)
         n = sum(len(p.images) for p in plans)
         stats = {"novelty_rejected": 0, "novelty_attempts": 0, "novelty_rejection_rate": 0.0,
-                 "bg_unseen_camera_share": unseen_total / max(n, 1), "phi_bg_missed": phi_bg_missed}
+                 "bg_unseen_camera_share": unseen_total / max(n, 1), "phi_bg_missed": phi_bg_missed,
+                 **self._no_person_stats()}
         return plans, stats
+
+    def _no_person_stats(self) -> dict:
+        """The real training images never used (their pose shows no person) and, in real mode, the identities
+        left with none that shows one, which are not built."""
+        pids = self.emb["pid"].numpy()
+        lost = len(np.unique(pids)) - len(np.unique(pids[self.person])) if self.cfg.fg_mode == "real" else 0
+        return {"real_images": len(self.person), "no_person_images": int((~self.person).sum()),
+                "no_person_identities": lost}
 
     # ------------------------------------------------------------------ rendering
     @torch.no_grad()
@@ -419,15 +444,21 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     out = Path(cfg.out)
     h = config_hash(cfg)
     marker = out / "build.json"
+    check_output_folder(out, "out")
     if out.exists() and any(out.iterdir()):
         if not marker.exists() or json.loads(marker.read_text()).get("config_hash") != h:
             raise UserError(f"{out}: not empty and not a build of this config; choose another out or delete it")
     t0 = time.perf_counter()
     builder = Builder(cfg)  # a missing stage-II run or an impossible novelty filter is refused before out exists
     plans, stats = builder.plan()
+    skips = {k: stats[k] for k in NO_PERSON_KEYS}
+    if marker.exists() and NO_PERSON_KEYS[0] not in json.loads(marker.read_text()) and skips[NO_PERSON_KEYS[0]]:
+        raise UserError(f"{out}: begun without the person check, while {skips[NO_PERSON_KEYS[0]]} real training "
+                        f"images show no person ({NO_PERSON}) and may be its foregrounds, poses or backgrounds; "
+                        f"delete {out} and build again")
     out.mkdir(parents=True, exist_ok=True)
     if not marker.exists():
-        atomic_write_text(marker, json.dumps({"config_hash": h, "config": to_dict(cfg)}, indent=1))
+        atomic_write_text(marker, json.dumps({"config_hash": h, "config": to_dict(cfg), **skips}, indent=1))
     i, n = shard
     mine = [p for p in plans if p.index % n == i]
     parts = out / "parts"
@@ -466,6 +497,14 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     if all(p.index in recs for p in plans):  # the last shard to finish writes the dataset-level files
         summary.update(finalize(out, cfg, plans, stats, builder, recs))
     return summary
+
+
+def skipped_line(summary: dict) -> str:
+    """The line ``vmarket build`` prints about the real images it never used ("" when there are none)."""
+    n, lost = summary.get("no_person_images", 0), summary.get("no_person_identities", 0)
+    return (f"skipped {n} of {summary['real_images']} real training images with no visible person ({NO_PERSON}): "
+            "never a foreground, pose or background" + (f"; identities with none that shows a person, not built: "
+                                                       f"{lost}" if lost else "") if n else "")
 
 
 def _read_parts(out: Path) -> dict[int, dict]:
@@ -523,6 +562,10 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
         (f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity "
          f"by discriminator score"
          if builder.D is not None else "quality filter: off (stage I has no trained discriminator); d_score is 0"),
+        *([f"real training images that show no person ({NO_PERSON}), never a foreground, pose or background "
+           f"here: {stats['no_person_images']} of {stats['real_images']}"
+           + (f"; identities with none that shows a person, not built: {stats['no_person_identities']}"
+              if stats["no_person_identities"] else "")] if stats.get("no_person_images") else []),
         "",
         "checkpoints (sha256 of snapshot.pt):",
         *[f"  {k}: {v}  ({p})"
@@ -537,41 +580,24 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: 
     ]
     if cfg.fg_mode != "real" and (cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6):
         lines.append(f"torchreid's built-in market1501 asserts pid <= {TORCHREID_MARKET_PIDS} and camera <= 6, so it "
-                     "cannot load this folder: use reid.torchreid_adapter.register_market"
+                     f"cannot load this folder: use {LOADER} (below)"
                      + (" or imagefolder/." if cfg.export_imagefolder else "."))
+    lines += ["", *loading_readme(out, cfg.data_root or builder.s2cfg.data_root or builder.model.data.root,
+                                  "real" if cfg.fg_mode == "real" else "new", training_only=counts["query"] == 0)]
     if cfg.export_msmt17:
         lines += ["", MSMT17_README.format(images=len(df))]
     atomic_write_text(out / "README.txt", "\n".join(lines) + "\n")
     return {"images": len(df), **{f"n_{k}": v for k, v in counts.items()}, "finalized": True}
 
 
-MSMT17_README = """msmt17/MSMT17_V1/: the same {images} images in MSMT17's list layout (hard links), which torchreid and
-fast-reid read for any number of identities. Names PPPP_KKK_CC_vm_FFFF_0.jpg (CC: the camera, 1-based);
-list_*.txt lines are "PPPP/NAME.jpg LABEL", labels 0..N-1 per list group (train, test). torchreid's own msmt17
-dataset (root THIS_FOLDER, sources "msmt17") reads it when the build has a test split (test_share > 0). For
-any build, register it under a name of its own (a training-only build has no test split, and torchreid wants a
-non-empty one, so one training image stands in; evaluate on your real dataset as the target; PyPI's torchreid
-0.2.5 spells the import torchreid.reid.data):
-
-    import os.path as osp
-    import torchreid
-    from torchreid.data import ImageDataset
-
-    class VirtualMarket(ImageDataset):
-        def __init__(self, root="", **kwargs):
-            d = osp.join(root, "msmt17", "MSMT17_V1")
-            def read(lst, sub):
-                return [(osp.join(d, sub, p), int(lab), int(p.split("_")[2]) - 1)
-                        for p, lab in (line.split() for line in open(osp.join(d, lst)))]
-            train, query, gallery = (read("list_train.txt", "train"), read("list_query.txt", "test"),
-                                     read("list_gallery.txt", "test"))
-            super().__init__(train, query or train[:1], gallery or train[:1], **kwargs)
-
-    torchreid.data.register_image_dataset("virtual_market", VirtualMarket)
-    datamanager = torchreid.data.ImageDataManager(root="THIS_FOLDER", sources="virtual_market", targets="market1501")
-
-fast-reid: the same class body, subclassing fastreid.data.datasets.bases.ImageDataset and registered with
-@DATASET_REGISTRY.register() (fastreid.data.datasets), then DATASETS.NAMES ("VirtualMarket",)."""
+MSMT17_README = """msmt17/MSMT17_V1/: the same {images} images in MSMT17's list layout (hard links), for tools that read
+MSMT17 with any number of identities. Names PPPP_KKK_CC_vm_FFFF_0.jpg (CC: the camera, 1-based); list_*.txt lines
+are "PPPP/NAME.jpg LABEL", labels 0..N-1 per list group (train, test), so the real pids of a fg_mode: real build are
+renumbered there. torchreid's own msmt17 dataset (root THIS_FOLDER, sources "msmt17") reads it when the build has a
+test split (test_share > 0); without one it fails on the empty query as market1501 does, and """ + LOADER + """
+(above) is the way in, for any number of identities. fast-reid: an ImageDataset subclass registered with
+@DATASET_REGISTRY.register() whose train list is read from list_train.txt (path under train/, label, camera = the
+name's third field minus 1)."""
 
 
 def msmt17_records(df) -> dict[str, list[tuple[str, int, int]]]:

@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import yaml
 
 from augment import reference_reid
 from augment.builder import BuildConfig, build, parse_shard
-from augment.cutpaste import PLATES, WHAT, cut_paste
+from augment.builder import skipped_line as build_skipped_line
+from augment.cutpaste import PLATES, WHAT, cut_paste, skipped_line
 from augment.pipeline import PipelineConfig, run_pipeline
 from augment.reference import ReferenceConfig, rescore, run_reference
 from augment.reference_reid import ReidReferenceConfig
@@ -27,10 +29,13 @@ from generator.data.estimate import ESTIMATORS, make_estimator, plan_keypoints, 
 from generator.data.layouts import DATASET_NAMES, FORMATS, detect_format, scan_dataset
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
+from generator.io import check_output_folder, remove_empty_folders
+from generator.pose import NO_PERSON
 from generator.simmarket.dataset import LAYOUTS, parse_size, simulate
 from generator.simmarket.world import STYLES
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir
+from generator.training.runtime import TimeLimitReached
 from reid.ablation import AblationConfig, run_ablation
 from reid.consistency import filter_generated
 
@@ -58,6 +63,9 @@ def _cmd_simulate(args) -> None:
     )
 
 
+NAMES_SHOWN = 5  # `vmarket check`: images named per class of problem
+
+
 def _cmd_check(args) -> None:
     size = parse_size(args.size)
     splits = ("train", "query", "gallery")
@@ -81,6 +89,13 @@ def _cmd_check(args) -> None:
         + (f", {ds.skipped_missing} person images (left out: --skip-missing-keypoints)" if ds.skipped_missing else "")
         + f" -> {args.root} ({DATASET_NAMES[fmt]})"
     )
+    nobody = ds.without_person()
+    if nobody:
+        names = ", ".join(f"{r.split}/{r.keypoint_name}" for r in nobody[:NAMES_SHOWN])
+        print(f"no visible person: {len(nobody)} of {sum(r.is_person for r in ds.records)} person images "
+              f"({NO_PERSON}); cut-and-paste and the builder never use them as a person, stage I trains on them "
+              f"(it reads no label): {names}" + (f" and {len(nobody) - NAMES_SHOWN} more" if len(nobody) > NAMES_SHOWN
+                                                 else ""))
 
 
 # job name -> (config class, train function); a plain dict, the user picks one by name
@@ -102,6 +117,7 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
         if not (found / "state.pt").exists() and not (found / "config.yaml").exists():
             raise UserError(f"{found}: not a run directory (no config.yaml / state.pt); "
                             f"pass the folder of a run to --resume")
+        check_output_folder(found, "--resume")
         return (config or str(found / "config.yaml")), found, True
     if config is None:
         raise UserError(f"vmarket train {job}: pass -c CONFIG (e.g. configs/demo/{job}.yaml)")
@@ -124,23 +140,30 @@ def _cmd_train(args) -> None:
             raise UserError("--skip-missing-keypoints applies to `vmarket train stage1` (the pose AE reads keypoint "
                             "rows only, and stage II follows its stage I's data config)")
         args.set = [*args.set, "data.skip_missing_keypoints=true"]
-    # a bad config or --set is refused before resolve_run creates the run directory
-    cfg = load_config(cls, args.config, args.set) if args.config else None
-    config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
-    if cfg is None:  # resuming from the run's own config.yaml
-        cfg = load_config(cls, config, args.set)
     kwargs = {}
     if args.factor is not None:
         if args.job != "stage2":
             raise UserError("--factor applies to `vmarket train stage2` only")
         kwargs["factors"] = ["fg", "bg", "pose"] if args.factor == "all" else [args.factor]
+    # a bad config, --set or output folder is refused before resolve_run creates the run directory
+    cfg = load_config(cls, args.config, args.set) if args.config else None
+    created = None  # the first folder of the run directory's path that this command creates
+    if args.resume in (None, False):
+        created = check_output_folder(Path(args.run_dir) if args.run_dir else Path(args.out) / args.job,
+                                      "--run-dir" if args.run_dir else "--out")
+    config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
     try:
+        if cfg is None:  # resuming from the run's own config.yaml
+            cfg = load_config(cls, config, args.set)
         result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet, **kwargs)
-    except UserError:
-        # refused before it trained anything (bad data, a batch larger than the data): the run directory this
-        # command created holds no checkpoint, so it goes, and the same command can run again once fixed
+    except BaseException:
+        # refused (bad data, a batch larger than the data) or stopped before its first checkpoint: nothing in the
+        # run directory can be resumed, so what this command created goes, and the same command can run again
         if not resuming and not any(Path(run_dir).rglob("*.pt")):
             shutil.rmtree(run_dir, ignore_errors=True)
+            if args.run_dir and created is None:  # the user's own empty folder stays
+                Path(run_dir).mkdir(exist_ok=True)
+            remove_empty_folders(Path(run_dir).parent, created)
         raise
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
@@ -193,6 +216,8 @@ def _cmd_build(args) -> None:
     else:
         line += "; waiting for the other shards before writing the manifest"
     print(f"{line} -> {cfg.out}")
+    if build_skipped_line(s):
+        print(build_skipped_line(s))
 
 
 def _cmd_cutpaste(args) -> None:
@@ -203,10 +228,12 @@ def _cmd_cutpaste(args) -> None:
     what = f"cutpaste {WHAT[s['plates']]}"
     if s.get("already_complete"):
         print(f"{what}: already complete, {s['images']} images -> {args.out}")
-        return
-    print(f"{what}: {s['images']} images ({s['sources']} source images, {s['identities']} identities; "
-          f"{s['written_now']} written now at {s['images_per_s']:.0f} img/s); donor from a camera the identity never "
-          f"appears in: {s['donor_camera_unseen']:.1%} -> {args.out}")
+    else:
+        print(f"{what}: {s['images']} images ({s['sources']} source images, {s['identities']} identities; "
+              f"{s['written_now']} written now at {s['images_per_s']:.0f} img/s); donor from a camera the identity "
+              f"never appears in: {s['donor_camera_unseen']:.1%} -> {args.out}")
+    if skipped_line(s, args.out):
+        print(skipped_line(s, args.out))
 
 
 def _cmd_filter(args) -> None:
@@ -243,8 +270,12 @@ def _cmd_reference(args) -> None:
         with tempfile.TemporaryDirectory() as work:
             rescore(cfg.package, work, progress=not args.quiet)
         return
+    if args.time_limit is not None and args.time_limit < 0:
+        raise UserError(f"--time-limit {args.time_limit}: give seconds >= 0")
+    deadline = None if args.time_limit is None else time.time() + args.time_limit
     prov = run_reference(cfg, progress=not args.quiet, command=" ".join(["vmarket", "reference", args.config]
-                                                                        + [f"--set {v}" for v in args.set]))
+                                                                        + [f"--set {v}" for v in args.set]),
+                         deadline=deadline)
     s1 = prov["metrics"]["stage1"]["reconstruction"]
     print(f"reference models shipped -> {cfg.package} (held-out SSIM {s1['ssim']:.3f}; checks: "
           + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in prov["checks"].items()) + ")")
@@ -272,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 0: no limit")
     s.add_argument("--layout", choices=LAYOUTS, default="market1501",
                    help="write the dataset in this dataset's layout: market1501 (default), duke (DukeMTMC-reID), "
-                        "msmt17 (list files), cuhk03 (new-protocol .mat files); the same images and identities")
+                        "msmt17 (list files), cuhk03 (CUHK03's new protocol with its images already extracted: "
+                        "cuhk03_new_protocol_config_*.mat, images_detected/, images_labeled/; no raw "
+                        "cuhk03_release/cuhk-03.mat, so torchreid's CUHK03 class does not read it: load it with "
+                        "reid.torchreid_adapter.register_market); the same images and identities")
     s.add_argument("--style", choices=STYLES, default="flat",
                    help="how people are drawn: flat (default) or textured (grain, light from above, inked outlines, "
                         "duller scenes); the same identities, poses and keypoints")
@@ -337,7 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--rows", type=int, default=4, help="rows (people) per grid")
     sm.set_defaults(func=_cmd_sample)
 
-    b = sub.add_parser("build", help="build a Virtual Market: N identities x K images, filters, Market-1501 export")
+    b = sub.add_parser("build", help="build a Virtual Market: N identities x K images, filters, Market-1501 export",
+                       description="Build a Virtual Market. With test_share: 0 (the default) the output is a "
+                                   "training-only set: its query/ is empty, so torchreid's Market1501 raises "
+                                   "IndexError on it. Train on it beside a real dataset with "
+                                   "reid.extra_training.register_with_extra_training (remixes of fg_mode: real keep "
+                                   "their real identities, sampled ones are added as new identities); the output's "
+                                   "README.txt holds the code.")
     b.add_argument("-c", "--config", required=True, help="YAML build config (e.g. configs/demo/build.yaml)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     b.add_argument("--shard", default=None, metavar="I/N",
@@ -347,9 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser("cutpaste",
                         help="cut-and-paste baseline (no generator): every real training person, cut out by a soft "
-                             "pose mask, pasted into another camera's image (or a generated background plate)")
-    cp.add_argument("--root", required=True, help="Market-1501-format dataset with keypoints (its training split)")
-    cp.add_argument("--out", required=True, help="output folder (Market-1501 layout; must not exist or be empty)")
+                             "pose mask, pasted into another camera's image (or a generated background plate)",
+                        description="Cut-and-paste: every real training person, cut out by a soft pose mask, pasted "
+                                    "into another camera's image (or a generated background plate), keeping its real "
+                                    "pid. The output is a training-only set (no query or gallery images), which "
+                                    "torchreid's Market1501 cannot load (IndexError on the empty query): train on it "
+                                    "beside the real dataset with reid.extra_training.register_with_extra_training, "
+                                    "which keeps the real identities; the output's README.txt holds the code.")
+    cp.add_argument("--root", required=True,
+                    help="re-ID dataset with keypoints (its training split): Market-1501, DukeMTMC-reID, CUHK03 or "
+                         "MSMT17; images whose keypoints show no person are skipped (OUT/skipped.csv)")
+    cp.add_argument("--out", required=True,
+                    help="output folder (Market-1501 layout, MSMT17's for MSMT17 data; training split only; must not "
+                         "exist or be empty)")
     cp.add_argument("--per-image", type=int, default=1, help="pasted images per real training image (default 1)")
     cp.add_argument("--seed", type=int, default=0, help="donor seed; the same seed gives the same dataset")
     cp.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH of the dataset (default 128x64)")
@@ -407,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--rescore", action="store_true",
                     help="score the shipped stage I (`package`) again under the current metric definitions and "
                          "record it in its provenance.json; trains nothing")
+    rf.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="save the training state and stop after this many seconds (exit code 3); the same command "
+                         "run again continues from there")
     rf.add_argument("--quiet", action="store_true", help="no progress bars")
     rf.set_defaults(func=_cmd_reference)
 
@@ -439,12 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_cmd_pipeline)
 
     kp = sub.add_parser("keypoints",
-                        help="estimate the 18 COCO keypoints of every image of a Market-1501-format dataset and write "
-                             "the keypoint CSVs (resumes after a kill)")
-    kp.add_argument("--root", required=True, help="Market-1501-format dataset (bounding_box_train/, query/, ...)")
+                        help="estimate the 18 COCO keypoints of every image of a re-ID dataset (Market-1501, "
+                             "DukeMTMC-reID, MSMT17, CUHK03) and write the keypoint CSVs (resumes after a kill)")
+    kp.add_argument("--root", required=True,
+                    help="dataset root (holding bounding_box_train/ or Market-1501-v15.09.15/, DukeMTMC-reID/, "
+                         "MSMT17_V1/, cuhk03/, ...)")
+    kp.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                    help="dataset layout (default auto: detected from the folder; CUHK03's labelled boxes: "
+                         "cuhk03_labeled)")
     kp.add_argument("--out", default=None, metavar="CSV",
                     help="one CSV for all splits (default: market-annotation-train.csv and market-annotation-test.csv "
-                         "beside the split folders)")
+                         "where check and training read them: beside the split folders or MSMT17 lists, in CUHK03's "
+                         "images_detected/ or images_labeled/)")
     kp.add_argument("--estimator", choices=ESTIMATORS, default="mediapipe",
                     help="mediapipe (default; offline, pip install 'virtual-market[pose]') or keypointrcnn "
                          "(torchvision Keypoint R-CNN, more accurate, batched on a GPU; needs its weights)")
@@ -459,10 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_keypoints(args) -> None:
-    plan_keypoints(args.root, args.out, args.overwrite)  # a bad dataset or --out is refused before a model loads
+    # a bad dataset or --out is refused before a model loads
+    plan_keypoints(args.root, args.out, args.overwrite, fmt=args.format)
     estimator = make_estimator(args.estimator, args.weights, device=args.device)
     s = write_keypoints(args.root, estimator, out=args.out, batch=args.batch, overwrite=args.overwrite,
-                        progress=not args.quiet)
+                        progress=not args.quiet, fmt=args.format)
     print(f"keypoints ({args.estimator}): {s['images']} images ({s['estimated_now']} estimated now at "
           f"{s['images_per_s']:.1f} img/s), {s['joints_found']:.1%} joints detected, no person in {s['no_person']} "
           f"-> {', '.join(s['outputs'])}")
@@ -475,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         sys.stderr.write(f"vmarket {args.command}: error: {e}\n")
         return 2
+    except TimeLimitReached as e:
+        sys.stderr.write(f"vmarket {args.command}: {e}; run the same command again to continue\n")
+        return 3
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

@@ -16,11 +16,12 @@ from augment.stage2_report import sample_grids
 from generator.config import ConfigValueError, load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
-from generator.io import atomic_write_text, load_checkpoint
+from generator.io import atomic_write_text, check_output_folder, load_checkpoint
 from generator.shipped import install
 from generator.simmarket.dataset import DEFAULTS, settings, simulate
 from generator.training.pose_ae import PoseConfig
 from generator.training.pose_ae import train as train_pose
+from generator.training.runtime import TimeLimitReached
 from generator.training.stage1 import Stage1Config
 from generator.training.stage1 import train as train_stage1
 from generator.training.stage2 import Stage2Config
@@ -97,10 +98,11 @@ class StageTimer:
 
     def __call__(self, name: str, fn):
         t = time.perf_counter()
-        result = fn()
-        self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
-        atomic_write_text(self.path, json.dumps(self.times, indent=1))
-        return result
+        try:
+            return fn()
+        finally:  # a stage stopped at a time limit counts its time too
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
+            atomic_write_text(self.path, json.dumps(self.times, indent=1))
 
 
 def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print, train_cameras: int = 0,
@@ -136,29 +138,29 @@ def generator_configs(out: Path, gen_root: Path, size, stage1: str, pose: str, s
 
 
 def train_generator(out: Path, gen_root: Path, s1cfg, pcfg, s2cfg, eval_pairs: int, stage: StageTimer,
-                    progress: bool = True, log=print) -> None:
+                    progress: bool = True, log=print, deadline: float | None = None) -> None:
     """Pose AE, stage I, its evaluation, stage II, its evaluation and sample grids, under ``out``; each resumes
-    after a kill and is skipped when it has finished."""
+    after a kill and is skipped when it has finished. At the wall-clock ``deadline`` the stage in training saves
+    its state and ``TimeLimitReached`` is raised: running the job again continues from there."""
     s1_run, pose_run, s2_run = out / "stage1", out / "pose", out / "stage2"
 
-    def pose():
-        if _finished(pose_run, pcfg.train.steps):
-            log(f"[pose] reusing {pose_run}")
+    def until_done(name: str, run: Path, steps: int, key: str, fit) -> None:
+        if _finished(run, steps, key):
+            log(f"[{name}] reusing {run}")
             return
-        train_pose(pcfg, pose_run, resume=True, progress=progress)
+        fit(run, resume=True, progress=progress, deadline=deadline)
+        if not _finished(run, steps, key):
+            raise TimeLimitReached(f"{name} stopped at its time limit; its state is in {run}")
+        log(f"[{name}] trained {steps} steps -> {run}")
+
+    def pose():
+        until_done("pose", pose_run, pcfg.train.steps, "step", lambda *a, **k: train_pose(pcfg, *a, **k))
 
     def stage1():
-        if _finished(s1_run, s1cfg.train.steps):
-            log(f"[stage1] reusing {s1_run}")
-            return
-        train_stage1(s1cfg, s1_run, resume=True, progress=progress)
-        log(f"[stage1] trained {s1cfg.train.steps} steps -> {s1_run}")
+        until_done("stage1", s1_run, s1cfg.train.steps, "step", lambda *a, **k: train_stage1(s1cfg, *a, **k))
 
     def stage2():
-        if _finished(s2_run, s2cfg.train.steps, key="steps"):
-            log(f"[stage2] reusing {s2_run}")
-            return
-        train_stage2(s2cfg, s2_run, resume=True, progress=progress)
+        until_done("stage2", s2_run, s2cfg.train.steps, "steps", lambda *a, **k: train_stage2(s2cfg, *a, **k))
 
     stage("pose", pose)
     stage("stage1", stage1)
@@ -197,6 +199,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     generated = "remix_root" if bcfg.fg_mode == "real" else "virtual_root"  # remixes keep the real pids
     rcfg = _job_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"{generated}={vm}",
                                                   f"out={out / 'reid'}"], cfg.set, "reid")
+    check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
     stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,

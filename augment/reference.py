@@ -74,8 +74,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> Path:
-    """Train and evaluate every stage under ``cfg.out``; resumable, finished stages are reused."""
+def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, deadline: float | None = None) -> Path:
+    """Train and evaluate every stage under ``cfg.out``; resumable, finished stages are reused. At the wall-clock
+    ``deadline`` the stage in training saves its state and ``TimeLimitReached`` is raised."""
     out = Path(cfg.out)
     gen_root = out / "data" / "sim-gen"
     unl_root = out / "data" / "sim-unlabelled"
@@ -97,7 +98,7 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print) -> P
     if cfg.stage1_run:
         import_stage1(Path(cfg.stage1_run), out / "stage1", s1cfg, log)
     s2cfg.stage1_run = str(shipped_stage1(cfg, check=False))  # stage II learns the embeddings of the stage I that ships
-    train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
+    train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log, deadline)
     return out
 
 
@@ -184,9 +185,10 @@ def rescore(package_dir: str | Path, work: str | Path, progress: bool = True, lo
     return prov
 
 
-def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print, command: str = COMMAND) -> dict:
-    """``make reference``: train (or resume), evaluate, then ship."""
-    train_reference(cfg, progress, log)
+def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print, command: str = COMMAND,
+                  deadline: float | None = None) -> dict:
+    """``make reference``: train (or resume), evaluate, then ship; ``deadline`` as in ``train_reference``."""
+    train_reference(cfg, progress, log, deadline)
     return package(cfg, progress, log, command)
 
 

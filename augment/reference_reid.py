@@ -37,7 +37,7 @@ from augment.pipeline import simulate_data
 from augment.reference import git_commit, repo_relative
 from generator.config import ConfigValueError, save_config, to_dict
 from generator.errors import UserError
-from generator.io import atomic_path, atomic_write_text
+from generator.io import atomic_path, atomic_write_text, check_output_folder
 from generator.shipped import install, model_size
 from generator.simmarket.dataset import simulate
 from reid.ablation import AblationConfig, finished_result, paired, run_ablation, save_figure, stage_dir
@@ -296,6 +296,7 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: use 1 or more")
     out = Path(cfg.out)
+    check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     times_path = out / "times.json"

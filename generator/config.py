@@ -202,6 +202,9 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
             data = yaml.safe_load(path.read_text()) or {}
         except OSError as e:
             raise UserError(f"{path}: cannot read config ({e.strerror}); check the path") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                            "a config is YAML text: save it as UTF-8") from None
         except yaml.YAMLError as e:
             raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
         if not isinstance(data, dict):

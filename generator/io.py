@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -39,6 +40,78 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The nearest of ``path``'s parents that exists (``lexists``: a link that leads nowhere counts as there)."""
+    for parent in path.absolute().parents:
+        if os.path.lexists(parent):
+            return parent
+    return Path(path.absolute().anchor)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why nothing can be created in ``folder``, or None. ``os.access`` alone is not enough: root passes it for a
+    read-only folder, and no one can write to a read-only file system or an immutable folder, so a probe folder is
+    made and removed."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".vmarket-probe-", dir=folder))
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: bool = False) -> Path | None:
+    """Refuse (UserError naming ``path`` and the option ``key`` that set it) an output folder that a job could not
+    make or write, before the job starts: ``path`` is a file or a link that leads nowhere, one of its parents is a
+    file, or the folder it would be made in (and ``path`` itself, when it exists) cannot be written. ``beside``: the
+    job also writes next to ``path`` (a work folder renamed onto it when complete), so its parent must be writable.
+
+    Returns the first of ``path`` and its parents that does not exist yet, the folder the job will create (None when
+    ``path`` exists): a job that fails removes its own files, then the folders it made on the way
+    (``remove_empty_folders``), so that a refused command leaves nothing behind."""
+    path = Path(path)
+    if os.path.lexists(path):
+        if path.is_symlink() and not path.exists():
+            raise UserError(f"{path}: a symbolic link that leads nowhere (or to itself); choose another {key} or "
+                            "remove the link")
+        if not path.is_dir():
+            raise UserError(f"{path}: is a file, not a folder; choose another {key} or remove the file")
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise UserError(f"{ancestor}: is a file, not a folder, so {path} cannot be made; choose another {key}")
+    folders = [ancestor]
+    if path.is_dir():
+        folders = [path, ancestor] if beside else [path]
+    for folder in folders:
+        reason = _unwritable(folder)
+        if reason is not None:
+            raise UserError(f"{folder}: cannot write there ({reason}); choose another {key} or make the folder "
+                            "writable")
+    if path.exists():
+        return None
+    return next(p for p in [*reversed(path.absolute().parents), path.absolute()] if not os.path.lexists(p))
+
+
+def remove_empty_folders(path: str | os.PathLike, top: str | os.PathLike | None) -> None:
+    """Remove ``path`` and its parents up to ``top`` (a folder ``check_output_folder`` returned) while they are empty
+    folders: what a refused job created on its way to its output, and nothing that holds a file."""
+    if top is None:
+        return
+    path, top = Path(path).absolute(), Path(top).absolute()
+    if path != top and top not in path.parents:
+        return
+    while True:
+        try:
+            path.rmdir()
+        except OSError:  # not empty, or already gone
+            if path.exists():
+                return
+        if path == top:
+            return
+        path = path.parent
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

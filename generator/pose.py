@@ -39,6 +39,13 @@ for _i, _joints in enumerate(BODY_ROI_JOINTS):
     _ROI_MEMBERS[_i, list(_joints)] = True
 ROI_MARGIN = 6  # px around the joints of a part with two or more joints
 ROI_MARGIN_SINGLE = 10  # px around a part with a single present joint
+# A pose shows a person when its coarse pose mask can cover one: at least this many visible joints, two of them
+# joined by a limb. With none or one joint the mask is empty; two or three draw at most two limbs (a face, a forearm),
+# a fragment that, pasted over another image or rendered as an identity's foreground, leaves an image that shows
+# someone else or no one; four are the fewest that span the torso (both shoulders and both hips: the corners of the
+# upper- and lower-body ROIs). SimMarket's person images have 7 visible joints or more.
+MIN_PERSON_JOINTS = 4
+NO_PERSON = f"fewer than {MIN_PERSON_JOINTS} visible joints, or none joined by a limb"  # why, in messages
 
 
 def pose_heatmaps(rcv: np.ndarray, height: int, width: int, radius: int = 4, mode: str = "disk",
@@ -140,3 +147,23 @@ def flip_rcv(rcv: np.ndarray, width: int) -> np.ndarray:
     vis = rcv[:, 2] > 0
     rcv[vis, 1] = width - 1 - rcv[vis, 1]
     return rcv[FLIP_PERM]
+
+
+def shows_person(rcv: np.ndarray) -> np.ndarray:
+    """(...,) bool of (..., 18, 3) poses: at least MIN_PERSON_JOINTS visible joints, two of them joined by a limb of
+    the pose mask; a pose that fails shows no person the mask could cut out or the decoder could draw."""
+    visible = np.asarray(rcv)[..., 2] > 0
+    limb = (visible[..., LIMBS[:, 0]] & visible[..., LIMBS[:, 1]]).any(-1)
+    return (visible.sum(-1) >= MIN_PERSON_JOINTS) & limb
+
+
+def no_person_reason(rcv: np.ndarray) -> str:
+    """Why an (18, 3) pose shows no person ("" when it shows one), for the lists of skipped images."""
+    joints = int((np.asarray(rcv)[:, 2] > 0).sum())
+    if shows_person(rcv):
+        return ""
+    if joints == 0:
+        return "no visible joint"
+    if joints < MIN_PERSON_JOINTS:
+        return f"{joints} visible joints, fewer than {MIN_PERSON_JOINTS}"
+    return f"{joints} visible joints, no two joined by a limb"

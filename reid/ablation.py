@@ -27,7 +27,7 @@ import pandas as pd
 
 from generator.config import ConfigValueError, DataFormat, save_config
 from generator.errors import UserError
-from generator.io import atomic_path, atomic_write_text
+from generator.io import atomic_path, atomic_write_text, check_output_folder
 from reid.mixed import LabelTreatment, Mix, generated_per_batch, generated_pool
 from reid.torchreid_adapter import market_records, merge_records, register_dataset, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
@@ -125,6 +125,7 @@ def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = Fal
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     recipes = {s: parse_setting(s) for s in cfg.settings}
+    check_output_folder(cfg.out, "out")  # before the data is read and checked, which takes a while
     names, mixes, real_train = register_sources(cfg, {st for r in recipes.values() for st in r}, progress)
     train = cfg.train
     if cfg.matched_steps:

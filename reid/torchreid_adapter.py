@@ -120,18 +120,12 @@ def register_dataset(name: str, train: list, query: list, gallery: list) -> str:
     return name
 
 
-def register_market(name: str, root) -> str:
-    """A Market-1501-format root (real, SimMarket or a Virtual Market export) as torchreid dataset ``name``."""
-    rec = market_records(root)
+def register_market(name: str, root, fmt: str = "auto") -> str:
+    """A re-ID dataset with a test split (real, SimMarket in any layout ``market_records`` reads, a build with
+    ``test_share`` > 0) as torchreid dataset ``name``. A training-only set (a build, a cut-and-paste output) joins
+    a real dataset through ``reid.extra_training.register_with_extra_training`` instead."""
+    rec = market_records(root, fmt=fmt)
     return register_dataset(name, rec["train"], rec["query"], rec["gallery"])
-
-
-def register_merged(name: str, real_root, virtual_root, pid_offset: int | None = None) -> tuple[str, int]:
-    """Real training split plus the virtual one (pids offset, cameras kept); real query and gallery."""
-    real = market_records(real_root)
-    virtual = market_records(virtual_root, ("train",))
-    train, offset = merge_records(real["train"], virtual["train"], pid_offset)
-    return register_dataset(name, train, real["query"], real["gallery"]), offset
 
 
 # torchreid's train-time transforms (``build_transforms``), in the order it applies them

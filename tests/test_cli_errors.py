@@ -6,6 +6,9 @@ import pytest
 from conftest import one_line_error, run_cli
 from PIL import Image
 
+from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
+from generator.data.market import SPLIT_DIRS
+
 
 def test_check_passes_on_good_data(copy):
     rc, out, err = run_cli("check", "--root", copy, "--quiet")
@@ -74,3 +77,26 @@ def test_simulate_cli(tmp_path):
     assert rc == 0, err
     assert "6 identities" in out and "img/s" in out
     assert Image.open(next((tmp_path / "s" / "bounding_box_train").glob("*.jpg"))).size == (32, 64)
+
+
+def test_check_reports_images_without_a_person(copy, capsys):
+    """Person images whose keypoint rows show no person are a class of their own, counted and named; distractors,
+    which may show no one, are not in it."""
+    from conftest import run_main
+
+    rc, out, err = run_main(capsys, "check", "--root", copy, "--quiet")
+    assert rc == 0 and len(out.splitlines()) == 1, err
+    planted = []
+    for csv, split, joints in (("market-annotation-train.csv", "train", 0), ("market-annotation-test.csv", "query", 2)):
+        kps = read_keypoints_csv(copy / csv)
+        name = next(n for n in sorted(kps)
+                    if not n.startswith(("0000", "-1")) and (copy / SPLIT_DIRS[split] / n).exists())
+        kps[name][:] = -1
+        if joints:
+            kps[name][:joints] = [[30, 32], [40, 32]]  # nose and neck: one limb
+        write_keypoints_csv(copy / csv, kps)
+        planted.append(f"{split}/{name}")
+    rc, out, err = run_main(capsys, "check", "--root", copy, "--quiet")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].startswith("ok:") and len(lines) == 2, err
+    assert lines[1].startswith("no visible person: 2 of ") and all(p in lines[1] for p in planted)

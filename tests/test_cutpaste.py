@@ -1,6 +1,8 @@
 """Cut-and-paste across cameras (issue 14): the no-generator baseline and the hybrid over generated plates."""
 import hashlib
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ from PIL import Image
 from augment import cutpaste as C
 from augment.cli import main
 from generator.api import DisentangledModel
-from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
+from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv, yx_to_rcv
 from generator.data.market import parse_name, scan_market
 from generator.errors import UserError
 from generator.simmarket.dataset import simulate
@@ -231,3 +233,132 @@ def test_mixed_hybrid_is_cutpaste_with_half_the_backgrounds_generated(sim2, tiny
     again = C.cut_paste(sim2, tmp_path / "mx2", seed=4, plates="mixed", stage1_run=stage1, progress=False)
     assert again["images"] == len(m)
     assert (pd.read_csv(tmp_path / "mx2" / "manifest.csv").plate != m.plate).any()
+
+
+def _plant_no_person(root):
+    """Keypoint rows that show no person in a copy's training CSV: every image of one identity (all -1) and one
+    image of another (3 joints left). Returns (the gone identity, {planted image name: reason}, the other pid)."""
+    csv = root / "market-annotation-train.csv"
+    kps = read_keypoints_csv(csv)
+    names = sorted(kps)
+    gone = names[0][:4]
+    planted = {n: "no visible joint" for n in names if n.startswith(gone)}
+    other = next(n for n in names if not n.startswith(gone))
+    kps[other][:] = -1
+    kps[other][:3] = [[20, 32], [30, 32], [32, 24]]  # nose, neck, right shoulder: two limbs, a fragment
+    planted[other] = "3 visible joints, fewer than 4"
+    for n in planted:
+        if n.startswith(gone):
+            kps[n][:] = -1
+    write_keypoints_csv(csv, kps)
+    return int(gone), planted, int(other[:4])
+
+
+@pytest.fixture(scope="module")
+def no_person(sim2, tmp_path_factory):
+    """sim2 with keypoint rows that show no person planted (see ``_plant_no_person``)."""
+    root = tmp_path_factory.mktemp("nobody") / "market1501"
+    shutil.copytree(sim2, root)
+    return (root, *_plant_no_person(root))
+
+
+@pytest.mark.parametrize("plates", C.PLATES)
+def test_sources_without_a_person_are_skipped_and_reported(no_person, tiny_stages, tmp_path, plates, capsys):
+    """A source whose pose shows no person would paste nothing (its mask is empty) and label the donor's person with
+    its pid: no output comes from it, none uses it as a donor, and the skip is counted and listed everywhere."""
+    root, gone, planted, other = no_person
+    out = tmp_path / "out"
+    stage1 = [] if plates == "image" else ["--stage1-run", tiny_stages[0]]
+    args = ["cutpaste", "--root", root, "--out", out, "--plates", plates, "--quiet", *stage1]
+    assert main([str(a) for a in args]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    m = pd.read_csv(out / "manifest.csv")
+    real = scan_market(root, ("train",))
+    names = {f"bounding_box_train/{n}" for n in planted}
+    assert not set(m.source) & names and not set(m.donor) & names
+    assert gone not in set(m.pid) and gone not in {parse_name(p).pid for p in m.path}
+    assert (m.pid == other).sum() == sum(r.pid == other for r in real) - 1  # its one planted image: no output
+    assert len(m) == len(real) - len(planted) and sorted(m.path) == sorted(
+        f"bounding_box_train/{n.name}" for n in (out / "bounding_box_train").iterdir())
+    # frames are numbered over the kept sources, 1..N without gaps
+    assert sorted(parse_name(p).frame for p in m.path) == list(range(1, len(m) + 1))
+    summary = json.loads((out / "cutpaste.json").read_text())["summary"]
+    assert summary["skipped_no_person"] == len(planted) and summary["sources"] == len(m)
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert dict(zip(skipped.source, skipped.reason, strict=True)) == {f"bounding_box_train/{n}": r
+                                                                       for n, r in planted.items()}
+    assert f"skipped: {len(planted)} of {len(real)} training images show no person" in (out / "README.txt").read_text()
+    assert printed[-1] == (f"skipped {len(planted)} of {len(real)} source images with no visible person (fewer than "
+                           f"4 visible joints, or none joined by a limb): listed in {out / 'skipped.csv'}")
+
+
+def test_skipping_keeps_names_deterministic_and_resumable(sim2, tmp_path, monkeypatch):
+    """A killed run resumes to the uninterrupted result; a partial run begun on keypoints that showed other people
+    (so other frame numbers) is restarted, never mixed with the new numbering."""
+    data = tmp_path / "data"
+    shutil.copytree(sim2, data)
+    calls = {"n": 0}
+    real_write = C.MarketWriter.write
+
+    def dying(self, split, name, image):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        return real_write(self, split, name, image)
+
+    monkeypatch.setattr(C.MarketWriter, "write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        C.cut_paste(data, tmp_path / "out", seed=2, progress=False)  # every source shows a person
+    _plant_no_person(data)
+    monkeypatch.setattr(C.MarketWriter, "write", real_write)
+    s = C.cut_paste(data, tmp_path / "out", seed=2, progress=False)
+    assert s["written_now"] == s["images"] and s["skipped_no_person"] > 0  # restarted: the numbering changed
+    C.cut_paste(data, tmp_path / "ref", seed=2, progress=False)
+    assert _content(tmp_path / "out") == _content(tmp_path / "ref")
+    calls["n"] = 0
+    monkeypatch.setattr(C.MarketWriter, "write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        C.cut_paste(data, tmp_path / "again", seed=2, progress=False)
+    monkeypatch.setattr(C.MarketWriter, "write", real_write)
+    s = C.cut_paste(data, tmp_path / "again", seed=2, progress=False)
+    assert 0 < s["written_now"] < s["images"]  # resumed
+    assert _content(tmp_path / "again") == _content(tmp_path / "ref")
+
+
+def test_a_finished_folder_made_without_the_person_check_is_refused(no_person, sim2, tmp_path):
+    root = no_person[0]
+    for data, out in ((root, tmp_path / "planted"), (sim2, tmp_path / "clean")):
+        C.cut_paste(data, out, seed=1, progress=False)
+        marker = out / "cutpaste.json"
+        record = json.loads(marker.read_text())
+        del record["summary"]["skipped_no_person"]  # as a folder finished without the check records it
+        marker.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="show no person"):
+        C.cut_paste(root, tmp_path / "planted", seed=1, progress=False)
+    assert C.cut_paste(sim2, tmp_path / "clean", seed=1, progress=False)["already_complete"]
+
+
+def test_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tmp_path):
+    """MSMT17 numbers identities from 0 and has 15 cameras, which Market-1501 names cannot carry: the output takes
+    MSMT17's layout, every image keeps its source's pid, and it loads as a training split beside the real data."""
+    from generator.data.layouts import scan_dataset
+    from reid.extra_training import extra_training_records
+
+    data = tmp_path / "msmt"
+    simulate(data, 8, seed=2, layout="msmt17", progress=False)
+    s = C.cut_paste(data, tmp_path / "cp", seed=1, progress=False)
+    real = {Path(r.path).relative_to(data).as_posix(): r for r in scan_dataset(data, ("train",))}
+    assert s["layout"] == "msmt17" and s["images"] == len(real) and min(r.pid for r in real.values()) == 0
+    out = scan_dataset(tmp_path / "cp", ("train",))
+    assert {r.layout for r in out} == {"msmt17"} and len(out) == len(real)
+    m = pd.read_csv(tmp_path / "cp" / "manifest.csv").set_index("path")
+    for r in out:
+        row = m.loc[Path(r.path).relative_to(tmp_path / "cp").as_posix()]
+        assert r.pid == row.pid == real[row.source].pid  # the pid of the person it shows
+        assert r.camid == row.camid == real[row.donor].camid != real[row.source].camid
+    ds = C.market_dataset(tmp_path / "cp", ("train",))  # the keypoint CSV is keyed by list entry
+    assert len(ds) == len(out)
+    merged = extra_training_records(data, [tmp_path / "cp"])
+    assert len(merged["train"]) == 2 * len(real)
+    assert {p for _, p, _ in merged["train"]} == {r.pid for r in real.values()}  # no identity added
+    assert "MSMT17's layout" in (tmp_path / "cp" / "README.txt").read_text()

@@ -1,4 +1,8 @@
-"""`vmarket keypoints`: the joint conversions, the resumable CSV writer, and the estimators' refusals."""
+"""`vmarket keypoints`: the joint conversions, the resumable CSV writer (in every dataset layout), and the
+estimators' refusals."""
+import hashlib
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +11,7 @@ from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
 from augment.cli import main
 from generator.data import estimate
+from generator.data.dataset import market_dataset
 from generator.data.estimate import (
     KEYPOINTRCNN_WEIGHTS,
     KeypointRCNNEstimator,
@@ -16,8 +21,10 @@ from generator.data.estimate import (
     write_keypoints,
 )
 from generator.data.keypoints import rcv_to_yx, read_keypoints_csv, yx_to_rcv
+from generator.data.layouts import keypoint_file, keypoint_path, scan_dataset
 from generator.data.market import scan_market
 from generator.errors import UserError
+from generator.simmarket.dataset import simulate
 
 
 def test_coco17_to_18():
@@ -232,3 +239,78 @@ def test_pck_on_hand_written_cases():
     assert np.isnan(estimate.pck(pred[1:], true[1:])[0])
     with pytest.raises(ValueError, match="must be"):
         estimate.pck(pred[:, :17], true[:, :17])
+
+
+LAYOUT_CASES = [("market1501", "auto"), ("duke", "auto"), ("msmt17", "auto"), ("cuhk03", "auto"),
+                ("cuhk03", "cuhk03_labeled")]
+
+
+@pytest.fixture(scope="module")
+def layouts_truth(tmp_path_factory):
+    """{layout: (dataset folder, {image content hash: true (18, 2) yx})}: a tiny SimMarket in each layout."""
+    base = tmp_path_factory.mktemp("kp_layouts")
+    out = {}
+    for layout in ("market1501", "duke", "msmt17", "cuhk03"):
+        root = base / layout
+        simulate(root, 6, seed=4, size=(64, 32), progress=False, layout=layout)
+        truth = {}
+        for r in scan_dataset(root, keep_junk=True):
+            truth[_image_key(estimate.load_image(r.path))] = read_keypoints_csv(
+                keypoint_file(root, r.split))[r.keypoint_name]
+        out[layout] = (root, truth)
+    return out
+
+
+def _image_key(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+class TruthEstimator:
+    """SimMarket's true keypoints, looked up by image content: exact, and as fast as an estimator gets."""
+
+    name = "truth"
+
+    def __init__(self, truth):
+        self.truth = truth
+
+    def __call__(self, images):
+        return np.stack([yx_to_rcv(self.truth[_image_key(im)]) for im in images])
+
+
+@pytest.mark.parametrize("layout, fmt", LAYOUT_CASES, ids=[f"{a}-{b}" for a, b in LAYOUT_CASES])
+def test_keypoints_in_every_layout_land_where_training_reads_them(layouts_truth, tmp_path, monkeypatch, capsys,
+                                                                 layout, fmt):
+    src, truth = layouts_truth[layout]
+    root = tmp_path / layout
+    shutil.copytree(src, root)
+    for csv in root.rglob("market-annotation-*.csv"):
+        csv.unlink()
+    with pytest.raises(UserError, match="keypoint file missing") as e:
+        market_dataset(root, ("train",), fmt=fmt)
+    fix = f"vmarket keypoints --root {root}" + (" --format cuhk03_labeled" if fmt == "cuhk03_labeled" else "")
+    assert f"`{fix}`" in str(e.value)
+    monkeypatch.setattr("augment.cli.make_estimator", lambda name, weights, device: TruthEstimator(truth))
+    assert main(["keypoints", *fix.split()[2:], "--quiet"]) == 0, capsys.readouterr().err
+    written = capsys.readouterr().out.strip().rsplit("-> ", 1)[1].split(", ")
+    assert sorted(written) == sorted({str(keypoint_path(root, s, fmt)) for s in ("train", "query")})
+    # the consumers: `vmarket check`, and the dataset stage I trains on, with every image's true pose
+    assert main(["check", "--root", str(root), "--format", fmt, "--size", "64x32", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    ds = market_dataset(root, ("train", "query", "gallery"), size=(64, 32), fmt=fmt, keep_junk=True)
+    assert len(ds.records) == len(scan_dataset(root, fmt=fmt, keep_junk=True))
+    for r, rcv in zip(ds.records, ds.rcv, strict=True):
+        assert np.array_equal(rcv, yx_to_rcv(truth[_image_key(estimate.load_image(r.path))])), r.path
+
+
+def test_mediapipe_keypoints_on_msmt17_read_by_check(layouts_truth, tmp_path, capsys):
+    """The default estimator end to end on the layout whose rows are keyed by list entry, not file name."""
+    pytest.importorskip("mediapipe")
+    root = tmp_path / "msmt17"
+    shutil.copytree(layouts_truth["msmt17"][0], root)
+    for csv in root.rglob("market-annotation-*.csv"):
+        csv.unlink()
+    assert main(["keypoints", "--root", str(root), "--quiet"]) == 0, capsys.readouterr().err
+    assert "keypoints (mediapipe): " in capsys.readouterr().out
+    rows = read_keypoints_csv(root / "market-annotation-train.csv")
+    assert list(rows) == [r.keypoint_name for r in scan_dataset(root, ("train",))]
+    assert main(["check", "--root", str(root), "--size", "64x32", "--quiet"]) == 0, capsys.readouterr().err

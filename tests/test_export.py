@@ -1,6 +1,6 @@
-"""Builds of more than 1501 identities: the MSMT17 list-layout export loads in torchreid (its msmt17 dataset, and
-under a name of its own through register_image_dataset, exactly as the export's README.txt says), and the
-ablation trains on the build."""
+"""Builds of more than 1501 identities: the MSMT17 list-layout export loads in torchreid's msmt17 dataset, the
+build's Market-1501 folder joins a real dataset through register_with_extra_training (as its README.txt says),
+and the ablation trains on the build."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +9,8 @@ from PIL import Image
 
 from augment.builder import MSMT17_README, BuildConfig, export_msmt17, msmt17_records
 from generator.config import load_config
-from reid.torchreid_adapter import import_torchreid
+from reid.extra_training import register_with_extra_training
+from reid.torchreid_adapter import import_torchreid, market_records
 
 IDS = 2000
 
@@ -65,19 +66,15 @@ def test_2000_identities_load_in_torchreid(big_build):
         (out / "msmt17" / "MSMT17_V1" / name).write_text("")  # back to the training-only build's export
 
 
-def test_readme_snippet_registers_a_training_only_build(big_build):
-    """The README's register_image_dataset code, run as written (torchreid 0.2.5 keeps its modules under
-    torchreid.reid)."""
+def test_a_training_only_build_joins_a_real_dataset_with_all_its_identities(big_build, sim_small):
+    """torchreid's market1501 stops at pid 1501 and needs a query; the project's registration takes any pid count."""
     out, df = big_build
-    export_msmt17(out, df)
-    code = MSMT17_README.split("torchreid.reid.data):\n")[1].split("fast-reid:")[0]
-    code = "\n".join(line[4:] for line in code.splitlines())
-    code = code.replace("from torchreid.data import", "from torchreid.reid.data import")
-    code = code.replace("THIS_FOLDER", str(out)).partition("datamanager =")[0]
-    torchreid = import_torchreid()
-    exec(code, {})
-    ds = torchreid.data.datasets.init_image_dataset("virtual_market", root=str(out), mode="train", verbose=False)
-    assert len(ds.train) == 2 * IDS and ds.num_train_pids == IDS and len(ds.query) == 1
+    name = register_with_extra_training("big_extra", sim_small, out, identities="new")
+    ds = import_torchreid().data.datasets.init_image_dataset(name, mode="train", verbose=False)
+    real = market_records(sim_small)
+    assert ds.num_train_pids == len({p for _, p, _ in real["train"]}) + IDS
+    assert len(ds.train) == len(real["train"]) + 2 * IDS and len(ds.query) == len(real["query"])
+    assert "register_with_extra_training" in MSMT17_README
 
 
 def test_the_ablation_trains_on_a_2000_identity_build(big_build, sim_small, tmp_path):

@@ -172,14 +172,17 @@ def test_each_splits_keypoint_rows_come_from_its_own_csv(tiny_layouts, tmp_path)
     assert (ds.rcv[i] == yx_to_rcv(train_rows[name])).all()
 
 
-def test_cut_and_paste_takes_duke_and_refuses_what_market_names_cannot_carry(tiny_layouts, tmp_path):
+def test_cut_and_paste_takes_duke_and_writes_msmt17_in_its_own_layout(tiny_layouts, tmp_path):
     root, _, summary = tiny_layouts["duke"]
     s = cut_paste(root, tmp_path / "cp", size=(64, 32), progress=False)
-    assert s["images"] == summary["train"]
+    assert s["images"] == summary["train"] and s["layout"] == "market1501"
     assert len(scan_dataset(tmp_path / "cp", ("train",))) == summary["train"]  # written in the Market-1501 layout
-    with pytest.raises(UserError, match="pids from 0 .* cannot carry"):  # MSMT17 numbers identities from 0
-        cut_paste(tiny_layouts["msmt17"][0], tmp_path / "cp2", size=(64, 32), progress=False)
-    assert not (tmp_path / "cp2").exists()
+    root, _, summary = tiny_layouts["msmt17"]  # identities from 0, which Market-1501 names cannot carry
+    s = cut_paste(root, tmp_path / "cp2", size=(64, 32), progress=False)
+    assert s["images"] == summary["train"] and s["layout"] == "msmt17"
+    written = scan_dataset(tmp_path / "cp2", ("train",))
+    assert detect_format(tmp_path / "cp2") == "msmt17" and len(written) == summary["train"]
+    assert {r.pid for r in written} == {r.pid for r in scan_dataset(root, ("train",))}
 
 
 def _mini_duke(root, *names):

@@ -5,11 +5,14 @@ from generator.pose import (
     COCO18,
     FLIP_PERM,
     LIMBS,
+    MIN_PERSON_JOINTS,
     body_rois,
     flip_rcv,
     limb_points,
+    no_person_reason,
     pose_heatmaps,
     pose_mask,
+    shows_person,
 )
 
 H, W = 128, 64
@@ -117,3 +120,22 @@ def test_mask_equals_the_definition_near_borders():
             ref |= (yy - r) ** 2 + (xx - c) ** 2 <= 49
         ref = ndimage.minimum_filter(ndimage.maximum_filter(ref, 5, mode="nearest"), 5, mode="nearest")
         assert (pose_mask(rcv, H, W) == ref).all()
+
+
+def test_a_person_needs_four_visible_joints_joined_by_a_limb():
+    rcv = standing_pose()
+    assert shows_person(rcv) and no_person_reason(rcv) == ""
+    batch = np.stack([rcv, np.zeros((18, 3), np.float32)])
+    assert shows_person(batch).tolist() == [True, False]
+    assert no_person_reason(np.zeros((18, 3))) == "no visible joint"
+    fragment = rcv.copy()
+    fragment[3:, 2] = 0  # nose, neck, right shoulder: two limbs of mask, a fragment
+    assert pose_mask(fragment, H, W).sum() > 0 and not shows_person(fragment)
+    assert no_person_reason(fragment) == f"3 visible joints, fewer than {MIN_PERSON_JOINTS}"
+    ends = np.zeros_like(rcv)
+    ends[[4, 7, 10, 13]] = rcv[[4, 7, 10, 13]]  # wrists and ankles: no two joined by a limb, an empty mask
+    assert pose_mask(ends, H, W).sum() == 0 and not shows_person(ends)
+    assert no_person_reason(ends) == "4 visible joints, no two joined by a limb"
+    torso = np.zeros_like(rcv)
+    torso[[2, 5, 8, 11]] = rcv[[2, 5, 8, 11]]  # both shoulders and hips: the fewest that span the torso
+    assert shows_person(torso)

@@ -1,17 +1,19 @@
 """Identity-preserving remix (issue 14, item 1): the builder's ``fg_mode: real``."""
 import dataclasses
+import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import one_line_error
 
-from augment.builder import BuildConfig, Builder, build
+from augment.builder import BuildConfig, Builder, build, config_hash
 from augment.cli import main
-from generator.config import load_config
+from generator.config import load_config, to_dict
 from generator.data.market import parse_name, scan_market
 from generator.errors import UserError
-from generator.io import load_checkpoint
+from generator.io import atomic_save, load_checkpoint
 
 
 def _cfg(s2, out, **kw):
@@ -97,3 +99,73 @@ def test_identity_seen_in_every_camera_gets_another_camera_than_its_source(tiny_
             assert im.bg_unseen == (im.camera not in seen)
             assert builder.records[im.bg_key].pid != p.pid
     assert everywhere >= 1 and stats["bg_unseen_camera_share"] < 1
+
+
+@pytest.fixture
+def nobody_s2(tiny_stages, tmp_path):
+    """A copy of the tiny stage-II run whose embedded real images include some that show no person (keypoints all
+    missing): every image of one identity, and one image of another. Returns (run, that identity, planted rows)."""
+    s2 = tmp_path / "s2"
+    shutil.copytree(tiny_stages[2], s2)
+    emb = load_checkpoint(s2 / "embeddings.pt")
+    pids = emb["pid"].numpy()
+    gone, other = np.unique(pids)[:2]
+    planted = np.flatnonzero(pids == gone).tolist() + [int(np.flatnonzero(pids == other)[0])]
+    emb["keypoints"][planted] = 0
+    atomic_save(emb, s2 / "embeddings.pt")
+    return s2, int(gone), planted
+
+
+def test_remix_never_takes_a_person_from_an_image_without_one(nobody_s2, sim_small, tmp_path, capsys):
+    """An image that shows no person gives the foreground of "no person": labelled with its real pid, its remix
+    would show no one of that identity. It is never a foreground, pose or background; an identity with no other
+    image is not built; the skips are counted in the summary line, build.json and README.txt."""
+    s2, gone, planted = nobody_s2
+    recs, seen = _real(sim_small)
+    names = {f"bounding_box_train/{recs[i].name}" for i in planted}
+    sets = [f"stage2_run={s2}", f"out={tmp_path / 'vm'}", "fg_mode=real", "identities=0", "images_per_id=3",
+            "seed=1", "bg_sample_share=0.5"]
+    assert main(["build", "-c", "/dev/null", *[a for kv in sets for a in ("--set", kv)], "--quiet"]) == 0
+    m = pd.read_csv(tmp_path / "vm" / "manifest.csv")
+    assert set(m.pid) == set(seen) - {gone} and (m.groupby("pid").size() == 3).all()
+    assert not set(m.source) & names
+    assert not set(m.bg_key[m.bg_source == "bank"]) & set(planted) and not set(m.pose_key) & set(planted)
+    marker = json.loads((tmp_path / "vm" / "build.json").read_text())
+    assert (marker["no_person_images"], marker["no_person_identities"]) == (len(planted), 1)
+    readme = (tmp_path / "vm" / "README.txt").read_text()
+    assert f"never a foreground, pose or background here: {len(planted)} of {len(recs)}" in readme
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"skipped {len(planted)} of {len(recs)} real training images with no visible person (fewer than 4 visible "
+        "joints, or none joined by a limb): never a foreground, pose or background; identities with none that "
+        "shows a person, not built: 1")
+
+
+def test_remix_and_sample_plans_skip_images_without_a_person(nobody_s2, tmp_path):
+    s2, gone, planted = nobody_s2
+    emb = load_checkpoint(s2 / "embeddings.pt")
+    for mode in ("sample", "remix"):
+        cfg = load_config(BuildConfig, None, [f"stage2_run={s2}", f"out={tmp_path / mode}", f"fg_mode={mode}",
+                                              "identities=4", "images_per_id=6", "novelty_tau=0.0001",
+                                              "bg_sample_share=0", "pose_sample_share=0"])
+        plans, stats = Builder(cfg).plan()
+        assert (stats["no_person_images"], stats["no_person_identities"]) == (len(planted), 0)
+        for p in plans:
+            assert mode == "sample" or int(p.fg_source.split(":")[1]) not in planted
+            assert not {k for im in p.images for k in (im.bg_key, im.pose_key)} & set(planted)
+    plans, _ = Builder(_cfg(s2, tmp_path / "mean", real_fg="mean")).plan()
+    assert gone not in {p.pid for p in plans}
+    other = int(emb["pid"][planted[-1]])
+    shown = (emb["pid"] == other).numpy()
+    shown[planted[-1]] = False
+    p = next(p for p in plans if p.pid == other)
+    assert np.allclose(p.images[0].fg, emb["fg"][shown].mean(0).numpy(), atol=1e-6)
+    assert len(p.images[0].source.split(";")) == shown.sum()
+
+
+def test_a_build_begun_without_the_person_check_is_refused(nobody_s2, tmp_path):
+    s2, _, _ = nobody_s2
+    cfg = _cfg(s2, tmp_path / "old")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "build.json").write_text(json.dumps({"config_hash": config_hash(cfg), "config": to_dict(cfg)}))
+    with pytest.raises(UserError, match="without the person check"):
+        build(cfg, progress=False)

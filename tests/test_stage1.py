@@ -206,3 +206,22 @@ def test_imported_stage1_run_counts_as_finished_and_a_different_one_is_refused(s
     assert _finished(dst, 4) and not _finished(dst, 5)
     a, b = (torch.load(d / "snapshot.pt", weights_only=True)["G"] for d in (dst, tmp_path / "gpu"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage1_keeps_images_without_a_person_and_counts_them(sim_small, tmp_path):
+    """Stage I reads no label: an image that shows no person trains the background branch, and the log says how
+    many there are."""
+    import shutil
+
+    from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
+
+    data = tmp_path / "data"
+    shutil.copytree(sim_small, data)
+    csv = data / "market-annotation-train.csv"
+    kps = read_keypoints_csv(csv)
+    for name in sorted(kps)[:3]:
+        kps[name][:] = -1
+    write_keypoints_csv(csv, kps)
+    train(tiny_stage1(data, **{"train.steps": 1}), tmp_path / "s1", progress=False)
+    log = (tmp_path / "s1" / "log.txt").read_text()
+    assert f"stage1: {len(kps)} images" in log and "data: 3 training images show no person" in log

@@ -24,7 +24,7 @@ from generator.data.layouts import (  # KEYPOINT_FILES, keypoint_file: moved to 
 from generator.data.market import Record
 from generator.errors import UserError
 from generator.io import progress_bar
-from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask
+from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask, shows_person
 
 
 def load_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -81,6 +81,7 @@ class PersonDataset(torch.utils.data.Dataset):
                 if skip_missing_keypoints:
                     self.skipped_missing += 1
                     continue
+                load_image(r.path, self.size)  # a broken or stray file is named for what it is, not for its row
                 raise UserError(
                     f"{r.path}: no keypoint row in {keypoint_source}; add one (use -1 for undetected joints), "
                     "remove the image, or pass --skip-missing-keypoints to leave such images out"
@@ -93,6 +94,12 @@ class PersonDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def without_person(self) -> list[Record]:
+        """The identity images (junk and distractors may show no one) whose pose shows no person
+        (``generator.pose.shows_person``): never a person that cut-and-paste pastes or the builder renders."""
+        shown = shows_person(np.stack(self.rcv))
+        return [r for r, s in zip(self.records, shown, strict=True) if r.is_person and not s]
 
     def extend(self, other: "PersonDataset") -> None:
         """Append the images of ``other`` (built with the same size and radii), e.g. an unlabelled split."""
@@ -188,7 +195,7 @@ def market_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, 
     else:
         source_of = {s: layout_keypoint_file(layout, s) for s in splits}
     sources = sorted(set(source_of.values()))
-    tables = {src: read_keypoints_csv(src) for src in sources}
+    tables = {src: read_keypoints_csv(src, root) for src in sources}
     keypoints: dict[str, np.ndarray] = {}
     for r in records:  # each image's row from its own split's CSV
         yx = tables[source_of[r.split]].get(r.keypoint_name)

@@ -1,4 +1,5 @@
-"""Estimate the 18 COCO keypoints of a Market-1501-format dataset: what ``vmarket keypoints`` writes.
+"""Estimate the 18 COCO keypoints of a re-ID dataset in any layout the project reads (Market-1501, DukeMTMC-reID,
+MSMT17, CUHK03: generator.data.layouts): what ``vmarket keypoints`` writes.
 
 Two estimators, behind one small interface (``Estimator``: a list of (H, W, 3) uint8 images in, an (N, 18, 3)
 ``rcv`` array out, see ``generator.data.keypoints``):
@@ -29,11 +30,12 @@ import numpy as np
 import torch
 from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, keypointrcnn_resnet50_fpn
 
-from generator.data.dataset import KEYPOINT_FILES, load_image
+from generator.data.dataset import load_image
 from generator.data.keypoints import HEADER, NUM_JOINTS, format_keypoints_row, rcv_to_yx
-from generator.data.market import Record, resolve_root, scan_market
+from generator.data.layouts import KEYPOINT_FILES, Layout, keypoint_dirs, read_layout, resolve_layout
+from generator.data.market import Record
 from generator.errors import UserError
-from generator.io import atomic_write_text, progress_bar
+from generator.io import atomic_write_text, check_output_folder, progress_bar
 
 # COCO-18 joint (generator.pose.COCO18 order) -> the source joint; -1: the neck, computed from the shoulders
 COCO17_TO_18 = np.array([0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 1, 2, 3, 4])
@@ -260,22 +262,25 @@ def make_estimator(name: str, weights: str | os.PathLike | None = None, device: 
     raise UserError(f"unknown estimator {name!r}; use one of {', '.join(ESTIMATORS)}")
 
 
-def _targets(root, out: str | os.PathLike | None, records: list[Record]) -> dict[Path, list[Record]]:
-    """{CSV path: its records}: the dataset's two files (train / query + gallery), or everything into ``out``."""
+def _targets(layout: Layout, out: str | os.PathLike | None, records: list[Record]) -> dict[Path, list[Record]]:
+    """{CSV path: its records}: the dataset's two files (train / query + gallery) where its readers look first
+    (``keypoint_dirs``: beside the split folders or list files; CUHK03: in the variant's image folder), or
+    everything into ``out``."""
     if out is not None:
         groups = {Path(out): records}
     else:
-        base = resolve_root(root)
+        folder = keypoint_dirs(layout)[0]
         groups = {}
         for r in records:
-            groups.setdefault(base / KEYPOINT_FILES[r.split], []).append(r)
+            groups.setdefault(folder / KEYPOINT_FILES[r.split], []).append(r)
     for recs in groups.values():
         seen: dict[str, str] = {}
         for r in recs:
-            if r.name in seen:
-                raise UserError(f"{r.path}: same name as {seen[r.name]}; a keypoint CSV keys rows by image name, so "
-                                f"write the splits to separate files (drop --out) or rename one")
-            seen[r.name] = r.path
+            if r.keypoint_name in seen:
+                raise UserError(f"{r.path}: same keypoint row name as {seen[r.keypoint_name]}; a keypoint CSV keys "
+                                f"rows by image name, so write the splits to separate files (drop --out) or rename "
+                                f"one")
+            seen[r.keypoint_name] = r.path
     return groups
 
 
@@ -325,27 +330,35 @@ def _append(path: Path, lines: list[str]) -> None:
         os.fsync(f.fileno())
 
 
-def plan_keypoints(root: str | os.PathLike, out: str | os.PathLike | None = None,
-                   overwrite: bool = False) -> dict[Path, list[Record]]:
+def plan_keypoints(root: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False,
+                   fmt: str = "auto") -> dict[Path, list[Record]]:
     """{keypoint CSV: its images} for ``write_keypoints``, refusing (UserError) what it would refuse, before any
     estimator loads: a dataset it cannot scan, a CSV that exists (and is no unfinished run's) without ``overwrite``,
     an ``out`` in a missing folder."""
-    groups = _targets(root, out, scan_market(root, ("train", "query", "gallery"), keep_junk=True))
+    layout = resolve_layout(root, fmt, "--format")
+    groups = _targets(layout, out, read_layout(layout, ("train", "query", "gallery"), keep_junk=True))
     for path in groups:
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder; --out names the CSV file to write")
         if path.exists() and not _partial(path).exists() and not overwrite:
             raise UserError(f"{path}: exists; pass --overwrite to replace it, or --out elsewhere")
+        check_output_folder(path.parent, "--out")  # the CSV and its checkpoint are written there
         if not path.parent.is_dir():
             raise UserError(f"{path.parent}: no such folder for --out; create it or pick another path")
     return groups
 
 
 def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os.PathLike | None = None,
-                    batch: int = 16, overwrite: bool = False, progress: bool = True) -> dict:
-    """Estimate the keypoints of every image (junk included) of a Market-1501-format dataset and write the CSVs.
+                    batch: int = 16, overwrite: bool = False, progress: bool = True, fmt: str = "auto") -> dict:
+    """Estimate the keypoints of every image (junk included) of the dataset at ``root`` in layout ``fmt`` (auto:
+    detected) and write the CSVs.
 
     ``out=None``: ``market-annotation-train.csv`` (training split) and ``market-annotation-test.csv`` (query +
-    gallery) beside the split folders, where ``vmarket check`` and training look for them; else one CSV for all
-    splits. Rows follow the folder scan (split, then name); an image without a detected person gets a row of -1.
+    gallery) where ``vmarket check`` and training look for them in that layout (beside the split folders or list
+    files; CUHK03: in ``images_detected/`` or ``images_labeled/``, the variant ``fmt`` reads); else one CSV for all
+    splits. Rows follow the dataset's scan (split, then name or index order), each named as the layout's keypoint
+    rows are (``Record.keypoint_name``: MSMT17's list entry, else the file name); an image without a detected
+    person gets a row of -1.
 
     Every batch is appended to a hidden checkpoint beside each CSV (``.NAME.partial``); a rerun after a kill reads
     it and estimates only the images it lacks. The CSVs are written (temp file, then rename) once every image is
@@ -356,14 +369,14 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
     """
     if batch < 1:
         raise UserError(f"--batch {batch}: must be 1 or more")
-    groups = plan_keypoints(root, out, overwrite)
+    groups = plan_keypoints(root, out, overwrite, fmt)
     records = [r for recs in groups.values() for r in recs]
     done: dict[Path, dict[str, np.ndarray]] = {}
     for path in groups:
         done[path] = _read_partial(_partial(path), estimator.name)
         if not _partial(path).exists():
             _append(_partial(path), [json.dumps({"estimator": estimator.name, "csv": path.name})])
-    todo = [(path, r) for path, recs in groups.items() for r in recs if r.name not in done[path]]
+    todo = [(path, r) for path, recs in groups.items() for r in recs if r.keypoint_name not in done[path]]
     before = len(records) - len(todo)
     start = time.time()
     bar = progress_bar(desc="keypoints", unit="img", enabled=progress, total=len(records), initial=before,
@@ -376,19 +389,19 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
         new: dict[Path, list[str]] = {}
         for (path, r), pose in zip(chunk, rcv, strict=True):
             yx = rcv_to_yx(pose)
-            done[path][r.name] = yx
-            new.setdefault(path, []).append(format_keypoints_row(r.name, yx))
+            done[path][r.keypoint_name] = yx
+            new.setdefault(path, []).append(format_keypoints_row(r.keypoint_name, yx))
         for path, lines in new.items():
             _append(_partial(path), lines)
         bar.update(len(chunk))
     bar.close()
     seconds = time.time() - start
     for path, recs in groups.items():
-        rows = [format_keypoints_row(r.name, done[path][r.name]) for r in recs]
+        rows = [format_keypoints_row(r.keypoint_name, done[path][r.keypoint_name]) for r in recs]
         atomic_write_text(path, "\n".join([HEADER, *rows]) + "\n")
     for path in groups:
         _partial(path).unlink(missing_ok=True)
-    found = np.array([(done[p][r.name] >= 0).all(axis=1).sum() for p, recs in groups.items() for r in recs])
+    found = np.array([(done[p][r.keypoint_name] >= 0).all(axis=1).sum() for p, recs in groups.items() for r in recs])
     return {
         "images": len(records), "done_before": before, "estimated_now": len(todo),
         "joints_found": float(found.sum() / (NUM_JOINTS * len(records))), "no_person": int((found == 0).sum()),

@@ -38,16 +38,20 @@ def _parse_list(text: str, path, lineno: int) -> list[int]:
     return values
 
 
-def read_keypoints_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_keypoints_csv(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Read a keypoint CSV into ``{image name: (18, 2) int array of (y, x)}``, -1 where missing.
 
-    Rows keep the file's order (dicts are ordered), so writing them back gives the same bytes.
+    Rows keep the file's order (dicts are ordered), so writing them back gives the same bytes. A file with a header
+    and no rows is refused as such (``root``: the dataset it annotates, for the command that regenerates it), not
+    left to look like a missing row for every image.
     """
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise UserError(f"{path}: cannot read keypoint file ({e.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); is this a keypoint CSV?") from None
     lines = text.splitlines()
     if not lines or lines[0].strip() != HEADER:
         raise UserError(f"{path}: first line must be the header {HEADER!r}; is this a keypoint CSV?")
@@ -67,6 +71,9 @@ def read_keypoints_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
         # kept exactly as written, so a round trip is byte-identical; a joint with
         # either coordinate -1 counts as missing (see yx_to_rcv)
         out[name] = np.stack([np.asarray(ys), np.asarray(xs)], axis=1).astype(np.int64)
+    if not out:
+        raise UserError(f"{path}: has a header and no rows; regenerate it with "
+                        f"`vmarket keypoints --root {root or path.parent} --overwrite`")
     return out
 
 

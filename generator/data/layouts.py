@@ -20,7 +20,10 @@ that class's records (its training pids before it relabels them 0..N-1):
   ``gallery_idx`` index (1-based) its ``filelist`` and ``labels``, and the images in ``images_detected/`` (or
   ``images_labeled/``), as torchreid extracts them from ``cuhk03_release/cuhk-03.mat``; in the root or in
   ``cuhk03/``. The camera is the view, the name's third field (``1_001_2_06.png``: view 2). ``auto`` picks the
-  detected boxes when both are there (torchreid's default); choose ``cuhk03_labeled`` explicitly.
+  detected boxes when both are there (torchreid's default); choose ``cuhk03_labeled`` explicitly. The raw
+  ``cuhk-03.mat`` is not needed here; torchreid's own ``CUHK03`` class refuses a folder without it (and reads it
+  with h5py), so such a folder (``vmarket simulate --layout cuhk03`` writes one) loads in torchreid through
+  ``reid.torchreid_adapter.register_market``.
 
 Records keep the camera 1-based as the names number it (torchreid subtracts 1), the pids as the dataset numbers
 them, and, within a split, the order of the folder listing (sorted) or of the list / index file.
@@ -63,7 +66,8 @@ CUHK03_VARIANTS = {"cuhk03_detected": "detected", "cuhk03_labeled": "labeled"}
 KEYPOINT_FILES = {"train": "market-annotation-train.csv", "query": "market-annotation-test.csv",
                   "gallery": "market-annotation-test.csv"}
 
-_DUKE_RE = re.compile(r"^(-1|\d{4})_c(\d)_f(\d+)\.jpg$")
+# any camera number, so that parse_duke_name refuses one out of range by its number, not as a malformed name
+_DUKE_RE = re.compile(r"^(-1|\d{4})_c(\d+)_f(\d+)\.jpg$")
 _MARKET_LIKE_RE = re.compile(r"^(-1|\d{4})_c\d+s\d+_\d+_\d+\.")
 _WHAT_AUTO_LOOKS_FOR = ("Market-1501 or DukeMTMC-reID split folders (bounding_box_train/, query/, bounding_box_test/), "
                         "MSMT17 lists (list_train.txt, or MSMT17_V1/ or MSMT17_V2/) or CUHK03 new-protocol files "
@@ -335,9 +339,10 @@ def layout_keypoint_file(layout: Layout, split: str) -> Path:
     for folder in dirs:
         if (folder / KEYPOINT_FILES[split]).is_file():
             return folder / KEYPOINT_FILES[split]
+    variant = f" --format {layout.format}" if layout.format == "cuhk03_labeled" else ""  # auto reads the detected
     raise UserError(
-        f"{dirs[0] / KEYPOINT_FILES[split]}: keypoint file missing; put the 18-joint CSV "
-        "(name:keypoints_y:keypoints_x) there or pass its path"
+        f"{dirs[0] / KEYPOINT_FILES[split]}: keypoint file missing; estimate it with `vmarket keypoints --root "
+        f"{layout.root}{variant}`, or put the 18-joint CSV (name:keypoints_y:keypoints_x) there or pass its path"
     )
 
 

@@ -19,7 +19,9 @@ SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bound
 MARKET_SUBDIR = "Market-1501-v15.09.15"
 JUNK_PID = -1
 DISTRACTOR_PID = 0
-_NAME_RE = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
+# any camera number, so that parse_name refuses one out of range by its number, not as a malformed name
+_NAME_RE = re.compile(r"^(-1|\d{4})_c(\d+)s(\d)_(\d{6})_(\d{2})\.jpg$")
+MAX_CAMERA = 9  # one camera digit in a name
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,9 @@ def parse_name(name: str) -> MarketName:
             "(e.g. 0002_c1s1_000451_03.jpg, pid -1 for junk, 0000 for distractors); rename or remove the file"
         )
     pid, cam, seq, frame, box = m.groups()
-    if cam == "0":
-        raise UserError(f"{name}: camera 0 in the name; Market-1501 cameras are numbered from 1 (c1 to c9): "
-                        "renumber the cameras or remove the file")
+    if len(cam) > 1 or not 1 <= int(cam) <= MAX_CAMERA:
+        raise UserError(f"{name}: camera {cam} in the name; Market-1501 names number cameras with one digit from 1 "
+                        f"(c1 to c{MAX_CAMERA}): renumber the cameras or remove the file")
     return MarketName(int(pid), int(cam), int(seq), int(frame), int(box))
 
 
@@ -127,6 +129,9 @@ def scan_split_folders(base: Path, splits, parse, keep_junk: bool, layout: str, 
             raise UserError(f"{folder}: empty split, no images found; fill it or point at the right root")
         for name in names:
             pid, camid = parse(str(folder / name))
+            if not (folder / name).exists():  # resolve() below would raise on a loop
+                raise UserError(f"{folder / name}: a symbolic link that leads nowhere (or to itself); remove it or "
+                                "point it at the image")
             if pid == JUNK_PID and not keep_junk:
                 continue
             if split == "train" and pid in (JUNK_PID, DISTRACTOR_PID):

@@ -7,7 +7,10 @@ The dataset on disk holds the Market-1501 splits, the keypoint CSVs, a manifest 
 (new protocol) instead (``layout``; generator.data.layouts reads them): the same identities, images and splits,
 renamed and placed as that dataset does, with its list or index files, and the keypoint CSVs named and placed as
 that layout's reader looks them up. Those datasets have no junk and no distractor images, so these layouts leave
-SimMarket's out.
+SimMarket's out. The CUHK03 layout is the folder torchreid's ``CUHK03`` class works from once it has extracted the
+images (the new-protocol .mat files beside ``images_detected/`` and ``images_labeled/``), without the raw
+``cuhk03_release/cuhk-03.mat`` that class also requires (MATLAB v7.3, read with h5py): the project's readers and
+``reid.torchreid_adapter.register_market`` load it, torchreid's ``CUHK03`` class does not.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from generator.data.layouts import (
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, format_name
 from generator.errors import UserError
-from generator.io import atomic_save_image, progress_bar
+from generator.io import atomic_save_image, check_output_folder, progress_bar, remove_empty_folders
 from generator.simmarket.body import VIEWS, Pose, sample_pose
 from generator.simmarket.identity import Identity, keyed_rng, make_identities
 from generator.simmarket.render import Render, render
@@ -158,6 +161,9 @@ def plan_dataset(world: World, identities: list[Identity], seed: int, train_shar
 
 
 LAYOUTS = ("market1501", "duke", "msmt17", "cuhk03")  # how `simulate` can write the dataset (generator.data.layouts)
+# layout -> (most identities, what bounds it); MSMT17 lists and CUHK03 indices number any count
+MAX_IDS = {"market1501": (1501, "Market-1501's ids as torchreid's market1501 reads them (it asserts pid <= 1501)"),
+           "duke": (9999, "DukeMTMC-reID's 4-digit ids")}
 
 
 @dataclass(frozen=True)
@@ -225,7 +231,7 @@ def place_specs(specs: list[ImageSpec], layout: str) -> list[Placed]:
 def write_layout_index(root: Path, specs: list[ImageSpec], placed: list[Placed], layout: str) -> None:
     """The list or index files of ``layout`` for the images ``placed``: MSMT17's list_*.txt (list_val.txt empty:
     no validation images), CUHK03's new-protocol .mat files of both variants (the labelled images a copy of the
-    detected ones)."""
+    detected ones; no raw cuhk03_release/cuhk-03.mat, see the module docstring)."""
     if layout == "msmt17":
         for split, name in MSMT17_LISTS.items():
             lines = [f"{p.key} {p.pid}\n" for sp, p in zip(specs, placed, strict=True) if sp.split == split]
@@ -288,8 +294,9 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     out = Path(out)
     if ids < 2:
         raise UserError(f"--ids {ids}: SimMarket needs at least 2 identities (one train, one test)")
-    if ids > 1501:
-        raise UserError(f"--ids {ids}: at most 1501 identities fit Market-1501's 4-digit ids as torchreid reads them")
+    if layout in MAX_IDS and ids > MAX_IDS[layout][0]:
+        raise UserError(f"--ids {ids}: at most {MAX_IDS[layout][0]} identities fit {MAX_IDS[layout][1]}; write more "
+                        f"in --layout msmt17 or cuhk03, which hold any number")
     if not 0 <= train_cameras <= NUM_CAMERAS:
         raise UserError(f"--train-cameras {train_cameras}: use 1..{NUM_CAMERAS} (0: every identity keeps 2-6 cameras)")
     if style not in STYLES:
@@ -298,7 +305,8 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         raise UserError(f"--train-share {train_share}: {ids} identities need a share in (0, 1) that leaves at least "
                         f"one identity in each split")
     people_seed = seed if people_seed is None else people_seed
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    created = check_output_folder(out, "--out", beside=True)  # the dataset is written beside it, then renamed
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
     t0 = time.perf_counter()
     h, w = size
@@ -308,8 +316,30 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     if layout != "market1501":  # none of the other datasets has junk or distractor images
         specs = [sp for sp in specs if sp.pid > 0]
     placed = place_specs(specs, layout)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")  # a leftover of a killed run is replaced
+    meta = {"version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
+            **{k: v for k, v in (("train_cameras", train_cameras), ("layout", layout), ("style", style),
+                                 ("train_share", train_share)) if v != DEFAULTS[k]},
+            **({"people_seed": people_seed} if people_seed != seed else {})}
+    try:
+        summary = _write_dataset(tmp, world, identities, specs, placed, meta, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:  # a failed or interrupted run leaves nothing: no work folder, no parent folder it made
+        shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_folders(out.parent, created)
+        raise
+    summary["seconds"] = time.perf_counter() - t0
+    return summary
+
+
+def _write_dataset(tmp: Path, world: World, identities: list[Identity], specs: list[ImageSpec],
+                   placed: list[Placed], meta: dict, progress: bool) -> dict:
+    """``simulate``'s dataset files (images, keypoints, manifest, index, and ``simmarket.json``: ``meta`` and the
+    counts) written to ``tmp``; the summary."""
+    h, layout = meta["height"], meta.get("layout", DEFAULTS["layout"])
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     if tmp.exists():
         shutil.rmtree(tmp)
     for folder in ([SPLIT_DIRS[s] for s in ("train", "query", "gallery")] if layout in ("market1501", "duke")
@@ -361,20 +391,13 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     (tmp / "identities.json").write_text(json.dumps([asdict(i) for i in identities], indent=1))
     counts = {s: int((manifest.split == s).sum()) for s in ("train", "query", "gallery")}
     summary = {
-        "version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
-        **{k: v for k, v in (("train_cameras", train_cameras), ("layout", layout), ("style", style),
-                             ("train_share", train_share)) if v != DEFAULTS[k]},
-        **({"people_seed": people_seed} if people_seed != seed else {}),
+        **meta,
         "train_ids": int(manifest[manifest.split == "train"].pid.nunique()),
         "test_ids": int(manifest[manifest.split == "query"].pid.nunique()),
         "images": len(manifest), **counts,
         "distractors": sum(sp.pid == 0 for sp in specs), "junk": sum(sp.pid == -1 for sp in specs),
     }
     (tmp / "simmarket.json").write_text(json.dumps(summary, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    summary["seconds"] = time.perf_counter() - t0
     return summary
 
 

@@ -19,7 +19,7 @@ from generator.io import atomic_save, progress_bar
 from generator.models.pose_ae import PoseModelConfig, build_pose_ae
 from generator.pose import flip_rcv
 from generator.training.runs import RunLog, capture_state, prepare_data, restore_state
-from generator.training.runtime import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
+from generator.training.runtime import barrier, cleanup, setup_runtime, time_up, unwrap, wrap_ddp
 
 
 @dataclass
@@ -54,7 +54,7 @@ def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = Tr
     rows = []
     for src in sorted(set(source_of.values())):
         names = {r.keypoint_name for r in records if source_of[r.split] == src}  # the rows of this CSV's splits
-        for name, yx in read_keypoints_csv(src).items():
+        for name, yx in read_keypoints_csv(src, root).items():
             if name in names:
                 rcv = yx_to_rcv(yx)
                 if rcv[:, 2].sum() >= min_visible:
@@ -68,7 +68,8 @@ def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = Tr
 
 
 def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, deadline: float | None = None) -> dict:
+    """Train the pose autoencoder; ``stop_after`` and ``deadline`` as in stage I's ``train``."""
     t = cfg.train
     rt = setup_runtime(t.device, "none", False)
     run_dir = Path(run_dir)
@@ -90,6 +91,8 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
     if state is not None:
         start = int(state["step"])
         log.truncate_after(start)
+        log.line(f"resumed at step {start}" + (f"; {', '.join(state['dropped'])} restart from a packed state"
+                                                if state.get("dropped") else ""))
     md = wrap_ddp(model, rt)
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     sources = ", ".join(map(str, [cfg.data.root, *cfg.data.unlabelled_roots]))
@@ -125,11 +128,15 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
             log.metrics(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", px=f"{px:.2f}")
             acc, n, t_last = 0.0, 0, time.time()
-        if rt.is_main and (done % t.snapshot_every == 0 or done == end):
+        stop = done < end and time_up(deadline, rt)
+        if rt.is_main and (done % t.snapshot_every == 0 or done == end or stop):
             m = unwrap(model)
             atomic_save({"kind": "pose", "config": to_dict(cfg), "step": done, "model": m.state_dict()},
                         run_dir / "snapshot.pt")
             atomic_save(capture_state({"model": m, "opt": opt}, kind="pose", step=done), run_dir / "state.pt")
+        if stop:
+            end = done
+            break
     bar.close()
     barrier(rt)
     cleanup(rt)

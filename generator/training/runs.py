@@ -119,12 +119,15 @@ def capture_state(objects: dict, **extra) -> dict:
 
 def restore_state(run_dir: Path, objects: dict) -> dict | None:
     """Load ``run_dir/state.pt`` into the named objects (the inverse of ``capture_state``) and restore the RNGs;
-    the state, or None when the run has none yet."""
+    the state, or None when the run has none yet. The objects a packed state names in ``dropped`` (optimisers,
+    ``generator.training.transfer``) keep their fresh state."""
     path = Path(run_dir) / "state.pt"
     if not path.exists():
         return None
     state = load_checkpoint(path)
     for name, obj in objects.items():
+        if name in state.get("dropped", ()):
+            continue
         if isinstance(obj, dict):
             for k, o in obj.items():
                 o.load_state_dict(state[name][k])

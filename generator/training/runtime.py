@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -80,3 +81,20 @@ def barrier(rt: Runtime) -> None:
 def cleanup(rt: Runtime) -> None:
     if rt.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class TimeLimitReached(Exception):
+    """A job stopped at its wall-clock limit after saving a resumable state; running it again continues it."""
+
+
+def time_up(deadline: float | None, rt: Runtime | None = None) -> bool:
+    """Whether the wall-clock ``deadline`` (``time.time()`` seconds; None: never) has passed. Under DDP every rank
+    takes rank 0's answer, so that all of them stop after the same step."""
+    if deadline is None:
+        return False
+    up = time.time() >= deadline
+    if rt is not None and rt.world_size > 1:
+        flag = torch.tensor([float(up)], device=rt.device)
+        dist.broadcast(flag, 0)  # note: a sync point, taken only when a deadline is set
+        up = bool(flag.item())
+    return up

@@ -19,10 +19,12 @@ from generator.data.layouts import scan_dataset
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
 from generator.eval.stage1_report import held_out_batch, held_out_ssim
-from generator.io import atomic_path, atomic_save, progress_bar
+from generator.io import atomic_path, atomic_save, load_checkpoint, progress_bar
 from generator.models.stage1 import DCGANDiscriminator, Stage1ModelConfig, build_generator
+from generator.pose import NO_PERSON
+from generator.training.identity import IdentityTerm, identity_labels, remix
 from generator.training.runs import RunLog, capture_state, prepare_data, restore_state
-from generator.training.runtime import barrier, cleanup, setup_runtime, unwrap, wrap_ddp
+from generator.training.runtime import barrier, cleanup, setup_runtime, time_up, unwrap, wrap_ddp
 
 
 @dataclass
@@ -47,6 +49,12 @@ class Stage1TrainConfig:
     sample_every: int = 1000  # steps between PNG grids
     snapshot_every: int = 1000  # steps between snapshot + state
     grid_size: int = 8  # people in each sample grid
+    # identity loss on remixed people (generator/training/identity.py; beyond the paper): its weight (0: off),
+    # the step it starts at (its classifier trains on the real images from step 0), the classifier's Adam rate
+    id_weight: float = 0.0
+    id_start: int = 0
+    id_lr: float = 1e-3
+    init_from: str = ""  # a stage-I snapshot whose generator weights start the run (fine-tuning; same model config)
 
 
 @dataclass
@@ -64,9 +72,16 @@ def learning_rate(t: Stage1TrainConfig, step: int) -> float:
 
 
 def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, deadline: float | None = None) -> dict:
     """Train stage I; write grids, snapshot and state to ``run_dir``.
-    ``stop_after``: stop early at that step (tests)."""
+    Training images whose pose shows no person (``generator.pose.shows_person``) are kept, and counted in the
+    log: stage I reads no label, so none is mislabelled, and with no pose mask (or a fragment of one) the image is
+    the background branch's to reconstruct, from (nearly) empty pose maps and the "no person" foreground: the
+    input cut-and-paste's person-free plates are decoded from. A person the keypoints missed is then learnt as
+    background; to leave such images out, delete their rows from the keypoint CSV and set
+    ``data.skip_missing_keypoints``.
+    ``stop_after``: stop early at that step (tests). ``deadline``: a wall-clock time (``time.time()``) at which to
+    save the state and stop, for jobs that must end inside a fixed window; ``resume`` continues them."""
     t, m = cfg.train, cfg.model
     rt = setup_runtime(t.device, t.amp, t.channels_last)
     run_dir = Path(run_dir)
@@ -85,6 +100,7 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     kw = {"size": size, "heatmap_radius": cfg.data.heatmap_radius, "mask_radius": cfg.data.mask_radius,
           "skip_missing_keypoints": cfg.data.skip_missing_keypoints}
     ds = market_dataset(root, tuple(cfg.data.splits), **kw, **layout)
+    labelled = len(ds)  # the images after these (unlabelled roots) carry no identity
     for extra in cfg.data.unlabelled_roots:  # training images of other people; their labels are never read
         check_images(scan_dataset(Path(extra), ("train",), fmt="auto", fmt_key="data.unlabelled_roots"), size,
                      progress=progress and rt.is_main)
@@ -92,8 +108,13 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     if ds.skipped_missing:
         log.line(f"data: {ds.skipped_missing} training images without a keypoint row left out "
                  "(data.skip_missing_keypoints)")
+    nobody = len(ds.without_person())
+    if nobody:
+        log.line(f"data: {nobody} training images show no person ({NO_PERSON}); kept, for the background branch")
     if len(ds) < t.batch:
         raise UserError(f"{root}: {len(ds)} training images, fewer than a batch of {t.batch}; lower train.batch")
+    if t.id_weight > 0 and rt.world_size > 1:
+        raise UserError("train.id_weight > 0: the identity loss runs in one process; set it to 0 under torchrun")
 
     torch.manual_seed(t.seed)
     G = build_generator(m, size).to(rt.device)
@@ -102,12 +123,19 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+    ident, trained = None, {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}
+    if t.id_weight > 0:
+        ident = IdentityTerm(identity_labels([r.pid for r in ds.records], labelled), rt.device, t.id_lr)
+        trained.update(C=ident.classifier, opt_c=ident.opt)
     start = 0
-    state = restore_state(run_dir, {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}) if resume else None
+    state = restore_state(run_dir, trained) if resume else None
+    if state is None and t.init_from:
+        G.load_state_dict(initial_weights(Path(t.init_from), m))
     if state is not None:
         start = int(state["step"])
         log.truncate_after(start)
-        log.line(f"resumed at step {start}")
+        log.line(f"resumed at step {start}" + (f"; {', '.join(state['dropped'])} restart from a packed state"
+                                                if state.get("dropped") else ""))
     Gd, Dd = wrap_ddp(G, rt), wrap_ddp(D, rt)
 
     end = t.steps if stop_after is None else min(t.steps, stop_after)
@@ -137,13 +165,17 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
         real = batch["image"]
         use_adv = step >= t.l1_only_steps and t.adv_weight > 0
         # generator step, discriminator frozen (pix2pix order)
+        zero = torch.zeros((), device=rt.device)
+        c_loss, id_acc = ident.update(batch) if ident is not None else (zero, zero)
         D.requires_grad_(False)
         with rt.autocast():
-            fake, _, _ = Gd(real, batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"], batch["pose_maps"])
+            fake, fg, bg = Gd(real, batch["pose_mask"], batch["roi_boxes"], batch["roi_visible"],
+                              batch["pose_maps"])
             l1 = (fake.float() - real).abs().mean()
             g_adv = (F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(len(real), device=rt.device))
-                     if use_adv else torch.zeros((), device=rt.device))
-            loss_g = t.l1_weight * l1 + t.adv_weight * g_adv
+                     if use_adv else zero)
+            g_id = ident.loss(remix(G, batch, fg, bg), batch) if ident is not None and step >= t.id_start else zero
+            loss_g = t.l1_weight * l1 + t.adv_weight * g_adv + t.id_weight * g_id
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -160,14 +192,17 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
             opt_d.step()
         n_img += len(real) * rt.world_size
         done = step + 1
-        for k, v in (("l1", l1), ("g_adv", g_adv), ("d_loss", d_loss)):
+        logged = (("l1", l1), ("g_adv", g_adv), ("d_loss", d_loss))
+        if ident is not None:
+            logged += (("g_id", g_id), ("id_classifier", c_loss), ("id_acc_real", id_acc))
+        for k, v in logged:
             stats[k] = stats.get(k, 0.0) + float(v.detach())  # note: a CPU-GPU sync point, once per step
         stats["n"] = stats.get("n", 0) + 1
         bar.update(1)
         if done % t.log_every == 0 or done == end:
             ips = n_img / max(time.time() - t_last, 1e-9)
             rec = {"step": done, "lr": learning_rate(t, step), "images_per_s": round(ips, 2),
-                   **{k: round(stats[k] / stats["n"], 5) for k in ("l1", "g_adv", "d_loss")}}
+                   **{k: round(stats[k] / stats["n"], 5) for k, _ in logged}}
             log.metrics(rec)
             bar.set_postfix(l1=f"{rec['l1']:.4f}", d=f"{rec['d_loss']:.3f}", ips=f"{ips:.1f}")
             stats, t_last, n_img = {}, time.time(), 0
@@ -184,24 +219,43 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
             save_grid(swap_grid(G, grid_batch), len(grid_batch["image"]), run_dir / f"grid-{done:07d}.png")
             G.train()
         if done % t.snapshot_every == 0 or done == end or done == t.l1_only_steps:
-            save_checkpoints(run_dir, cfg, G, D, opt_g, opt_d, done, rt.is_main)
+            save_checkpoints(run_dir, cfg, trained, done, rt.is_main)
             if rt.is_main and done == t.l1_only_steps < t.steps and t.adv_weight > 0:
                 # the end of the L1 warm-up, kept beside the final model so the adversarial phase can be compared
                 with atomic_path(run_dir / "snapshot-l1.pt") as tmp:
                     shutil.copyfile(run_dir / "snapshot.pt", tmp)
+        if done < end and time_up(deadline, rt):
+            save_checkpoints(run_dir, cfg, trained, done, rt.is_main)
+            end = done
+            break
     bar.close()
     final = {"step": end, "run_dir": str(run_dir), "G": G, "D": D}
     if rt.is_main:
-        log.line(f"stage1 finished at step {end}")
+        log.line(f"stage1 finished at step {end}" if end == t.steps or end == stop_after
+                 else f"stage1 stopped at its time limit at step {end} of {t.steps}; resume continues it")
     barrier(rt)
     cleanup(rt)
     return final
 
 
-def save_checkpoints(run_dir: Path, cfg: Stage1Config, G, D, opt_g, opt_d, step: int, is_main: bool) -> None:
+def initial_weights(path: Path, m: Stage1ModelConfig) -> dict:
+    """The generator weights of the stage-I snapshot ``path`` (``train.init_from``); refused unless its model
+    config equals ``m``."""
+    snap = load_checkpoint(path)
+    if snap.get("kind") != "stage1":
+        raise UserError(f"{path}: not a stage-I snapshot; train.init_from names a snapshot.pt of a stage-I run")
+    theirs = {**to_dict(Stage1ModelConfig()), **snap["config"]["model"]}
+    diff = sorted(k for k, v in to_dict(m).items() if theirs.get(k) != v)
+    if diff:
+        raise UserError(f"{path}: its model config differs in {', '.join(diff)}; train.init_from needs the same model")
+    return snap["G"]
+
+
+def save_checkpoints(run_dir: Path, cfg: Stage1Config, trained: dict, step: int, is_main: bool) -> None:
+    """The snapshot (G and the config) and the state (every module and optimiser in ``trained``, RNGs, step)."""
     if not is_main:
         return
-    G, D = unwrap(G), unwrap(D)
-    atomic_save({"kind": "stage1", "config": to_dict(cfg), "step": step, "G": G.state_dict()}, run_dir / "snapshot.pt")
-    atomic_save(capture_state({"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d}, kind="stage1", step=step),
+    atomic_save({"kind": "stage1", "config": to_dict(cfg), "step": step, "G": unwrap(trained["G"]).state_dict()},
+                run_dir / "snapshot.pt")
+    atomic_save(capture_state({k: unwrap(v) for k, v in trained.items()}, kind="stage1", step=step),
                 run_dir / "state.pt")

@@ -20,7 +20,7 @@ from generator.errors import UserError
 from generator.io import atomic_save, load_checkpoint, progress_bar
 from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_critic, build_mapping, mapping_width
 from generator.training.runs import RunLog, capture_state, restore_state
-from generator.training.runtime import resolve_device
+from generator.training.runtime import resolve_device, time_up
 
 
 @dataclass
@@ -63,7 +63,9 @@ def gradient_penalty(critic, real, fake):
 
 
 def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None,
-          factors: list[str] | None = None) -> dict:
+          factors: list[str] | None = None, deadline: float | None = None) -> dict:
+    """Train the mappings of ``factors`` one after another; ``stop_after`` and ``deadline`` as in stage I's
+    ``train`` (a deadline stops the factor in training and leaves the rest for the resumed run)."""
     t, m = cfg.train, cfg.model
     factors = factors or cfg.factors
     for f in factors:
@@ -146,9 +148,14 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
                 t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
             if done % t.snapshot_every == 0 or done == end:
                 _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
+            if done < end and time_up(deadline):
+                break
         bar.close()
+        if steps[f] < end:
+            break
     _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
-    log.line(f"stage2 finished: steps {steps}")
+    log.line(f"stage2 finished: steps {steps}" if all(steps[f] >= end for f in factors)
+             else f"stage2 stopped at its time limit: steps {steps} of {t.steps}; resume continues it")
     return {"step": min(steps[f] for f in factors), "steps": steps, "run_dir": str(run_dir), "nets": nets,
             "critics": critics}
 

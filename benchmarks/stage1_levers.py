@@ -1,0 +1,85 @@
+"""Stage-I levers, measured at equal compute: each variant fine-tunes the same stage I (default: the shipped
+reference) for the same steps on the same SimMarket, and is scored as the reference is (held-out reconstruction
+SSIM and person SSIM on 512 images, the counterfactual swaps against the true renders on 200 pairs;
+``generator.eval.stage1_report.evaluate``). A variant is a name and ``KEY=VALUE`` overrides of the stage-I
+config, separated by commas; a baseline variant with no override is the control.
+
+    python benchmarks/stage1_levers.py --out outputs/stage1_levers --steps 1000 \\
+        --variant "l1:" --variant "identity:train.id_weight=1.0,train.id_start=200"
+
+Every variant resumes after a kill; a finished one is only scored. Writes ``results.json`` and ``results.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from generator.config import load_config
+from generator.eval.stage1_report import evaluate
+from generator.io import atomic_write_text, load_checkpoint
+from generator.shipped import FILES, default_dir, simulate_reference_data
+from generator.training.stage1 import Stage1Config, train
+
+ROWS = (("held-out SSIM", ("reconstruction", "ssim")), ("person SSIM", ("reconstruction", "person_ssim")),
+        ("pose-swap L1 / copy", ("swaps", "pose/model/l1", "pose/copy_source/l1")),
+        ("fg-swap L1 / copy", ("swaps", "foreground/model/l1", "foreground/copy_source/l1")),
+        ("bg-swap L1 / copy", ("swaps", "background/model/l1", "background/copy_source/l1")))
+
+
+def _value(m: dict, path: tuple) -> float | None:
+    part = m.get(path[0]) or {}
+    if len(path) == 2:
+        return part.get(path[1])
+    a, b = part.get(path[1]), part.get(path[2])
+    return a / b if a is not None and b else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="outputs/stage1_levers")
+    ap.add_argument("--config", default="configs/reference/stage1.yaml", help="base stage-I config")
+    ap.add_argument("--init", default=str(default_dir() / FILES["stage1"]), help="stage-I snapshot to start from")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--lr", type=float, default=1e-4, help="the reference's rate at the end of its L1 warm-up")
+    ap.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE,...")
+    ap.add_argument("--data", default="", help="SimMarket root of stage I (default: the reference's, simulated)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    if not (data / "simmarket.json").exists():
+        simulate_reference_data(data)
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    base = [f"data.root={data}", f"train.init_from={args.init}", f"train.steps={args.steps}", f"train.lr={args.lr}",
+            f"train.l1_only_steps={args.steps}", "train.warmup_steps=100", f"train.lr_halve_every={10 * args.steps}",
+            "train.eval_every=0", f"train.sample_every={args.steps}", f"train.snapshot_every={min(250, args.steps)}"]
+    for spec in args.variant:
+        name, _, sets = spec.partition(":")
+        run = out / name
+        cfg = load_config(Stage1Config, args.config, base + list(filter(None, sets.split(","))))
+        t = time.perf_counter()
+        train(cfg, run, resume=True, progress=not args.quiet)
+        seconds = time.perf_counter() - t
+        metrics = evaluate(run, data, run / "eval")
+        old = results.get(name, {})
+        results[name] = {"overrides": sets, "steps": load_checkpoint(run / "snapshot.pt")["step"],
+                         "metrics": metrics, "train_seconds": old.get("train_seconds", 0.0) + seconds}
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        print(f"[{name}] " + ", ".join(f"{label} {_value(metrics, path):.4f}" for label, path in ROWS
+                                       if _value(metrics, path) is not None), flush=True)
+    names = list(results)
+    lines = [f"Stage I fine-tuned from {args.init} for {args.steps} steps per variant; held-out people of "
+             f"{data} (reference metrics).", "", "| metric | " + " | ".join(names) + " |",
+             "| --- | " + " | ".join("---" for _ in names) + " |"]
+    for label, path in ROWS:
+        vals = [_value(results[n]["metrics"], path) for n in names]
+        lines.append(f"| {label} | " + " | ".join("" if v is None else f"{v:.4f}" for v in vals) + " |")
+    lines.append("| training s | " + " | ".join(f"{results[n]['train_seconds']:.0f}" for n in names) + " |")
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

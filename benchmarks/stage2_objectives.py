@@ -1,0 +1,81 @@
+"""Stage-II objectives and critic budgets, measured: each variant trains the three mappings (Sec. 3.2) on the
+embeddings of one stage I and is scored against a Gaussian fitted to the same training embeddings (Frechet
+distance to the held-out embeddings, k-NN precision / recall; ``augment.stage2_report.embedding_quality``).
+
+A variant is a name and ``KEY=VALUE`` overrides of the stage-II config, separated by commas:
+
+    python benchmarks/stage2_objectives.py --out outputs/stage2_objectives \\
+        --variant "wgan:train.objective=wgan" \\
+        --variant "gp:train.objective=wgan-gp,train.lr=1.0e-4"
+
+Default stage I and pose AE: the shipped reference (generator/reference), on the SimMarket it was trained on.
+Every variant resumes after a kill; a finished one is only scored again. Writes ``results.json`` and
+``results.md`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from augment.stage2_report import embedding_quality
+from generator.config import load_config
+from generator.io import atomic_write_text, load_checkpoint
+from generator.models.stage2 import FACTORS
+from generator.shipped import FILES, default_dir, simulate_reference_data
+from generator.training.stage2 import Stage2Config, train
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="outputs/stage2_objectives")
+    ap.add_argument("--config", default="configs/reference/stage2.yaml", help="base stage-II config")
+    ap.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE,...")
+    ap.add_argument("--stage1", default=str(default_dir() / FILES["stage1"]))
+    ap.add_argument("--pose", default=str(default_dir() / FILES["pose"]))
+    ap.add_argument("--data", default="", help="SimMarket root of stage I (default: the reference's, simulated)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    if not (data / "simmarket.json").exists():
+        simulate_reference_data(data)
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    for spec in args.variant:
+        name, _, sets = spec.partition(":")
+        run = out / name
+        cfg = load_config(Stage2Config, args.config, [f"stage1_run={args.stage1}", f"pose_run={args.pose}",
+                                                      f"data_root={data}", *filter(None, sets.split(","))])
+        shared = out / "embeddings.pt"  # the real embeddings of stage I, computed once for every variant
+        if shared.exists() and not (run / "embeddings.pt").exists():
+            run.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shared, run / "embeddings.pt")
+        t = time.perf_counter()
+        train(cfg, run, resume=True, progress=not args.quiet)
+        if not shared.exists():
+            shutil.copyfile(run / "embeddings.pt", shared)
+        seconds = time.perf_counter() - t
+        steps = load_checkpoint(run / "snapshot.pt")["steps"]
+        q = embedding_quality(run)
+        old = results.get(name, {})
+        results[name] = {"overrides": sets, "steps": steps, "quality": q,
+                         "train_seconds": old.get("train_seconds", 0.0) + seconds}
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        print(f"[{name}] " + ", ".join(f"{f} {q[f'{f}/mapping']['frechet']:.4f} (gaussian "
+                                       f"{q[f'{f}/gaussian']['frechet']:.4f})" for f in FACTORS), flush=True)
+    lines = ["Frechet distance to held-out embeddings, mapping (Gaussian fitted to the same embeddings); lower is "
+             "better.", "", "| variant | overrides | " + " | ".join(FACTORS) + " | training s |",
+             "| --- | --- | " + " | ".join("---" for _ in FACTORS) + " | --- |"]
+    for name, r in results.items():
+        q = r["quality"]
+        lines.append(f"| {name} | {r['overrides']} | " + " | ".join(
+            f"{q[f'{f}/mapping']['frechet']:.3f} ({q[f'{f}/gaussian']['frechet']:.3f})" for f in FACTORS)
+            + f" | {r['train_seconds']:.0f} |")
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
