@@ -64,6 +64,7 @@ from reid.retrieval import CosineIndex, kmeans, nearest
 MAX_CAMERAS = 9  # Market-1501 names: one camera digit, c1..c9
 MAX_PIDS = 9999  # Market-1501 names: four pid digits
 TORCHREID_MARKET_PIDS = 1501  # torchreid's built-in market1501 asserts 0 <= pid <= 1501 (and camera <= 6)
+POSE_TRIES = 20  # Phi_pose samples drawn for one image before the build is refused (each shows no person)
 NO_PERSON_KEYS = ("no_person_images", "no_person_identities", "real_images")  # the skip counts build.json keeps
 
 
@@ -192,6 +193,7 @@ class Builder:
                             f"set quality_keep: 1.0")
         self.candidates = int(np.ceil(cfg.images_per_id / cfg.quality_keep))
         self.person = shows_person(self.emb["keypoints"].numpy())  # (N,) the bank rows that may be used
+        self.pose_redrawn = 0  # Phi_pose samples drawn again because they showed no person
         if not self.person.any():
             raise UserError(f"{run}/embeddings.pt: none of its {len(self.person)} training images shows a person "
                             f"({NO_PERSON}); train stage II on data whose keypoints find the people")
@@ -242,7 +244,7 @@ class Builder:
         cfg = self.cfg
         people = np.flatnonzero(self.person)  # the bank rows a foreground, background or pose may come from
         bank_bg = self.emb["bg"].numpy()
-        centroids = kmeans(bank_bg, cfg.cameras, seed=cfg.seed)
+        centroids = kmeans(bank_bg[people], cfg.cameras, seed=cfg.seed)
         bank_cams = nearest(bank_bg, centroids) + 1  # camera of every real background, once
         novelty = CosineIndex(self.emb["fg"].shape[1])
         real_fg = self.emb["fg"].numpy()
@@ -280,16 +282,17 @@ class Builder:
                     bg_src, bg_key = "bank", int(people[int(rng.integers(len(people)))])
                     bg = bank_bg[bg_key]
                 if rng.random() < cfg.pose_sample_share:
-                    pose_src, pose_key = "phi_pose", int(rng.integers(1 << 31))
+                    pose_src, pose_key = "phi_pose", self._person_pose_key(int(rng.integers(1 << 31)))
                 else:
                     pose_src, pose_key = "bank", int(people[int(rng.integers(len(people)))])
                 p.images.append(ImagePlan(bg_src, bg_key, pose_src, pose_key, 0, bg))
             cams = nearest(np.stack([im.bg for im in p.images]), centroids) + 1
             if len(set(cams.tolist())) < 2 and cfg.cameras > 1:  # every identity spans at least two cameras
                 other = np.flatnonzero((bank_cams != cams[0]) & self.person)
-                k = int(other[int(rng.integers(len(other)))])
-                p.images[-1].bg_source, p.images[-1].bg_key, p.images[-1].bg = "bank", k, bank_bg[k]
-                cams[-1] = bank_cams[k]
+                if len(other):  # else every real background that shows a person lies in one camera
+                    k = int(other[int(rng.integers(len(other)))])
+                    p.images[-1].bg_source, p.images[-1].bg_key, p.images[-1].bg = "bank", k, bank_bg[k]
+                    cams[-1] = bank_cams[k]
             for im, c in zip(p.images, cams, strict=True):
                 im.camera = int(c)
         n_test = int(round(cfg.identities * cfg.test_share))
@@ -344,7 +347,7 @@ class Builder:
                     bg_key = int(pool[int(rng.integers(len(pool)))])
                     bg, cam = bank_bg[bg_key], int(cams[bg_key])
                 if rng.random() < cfg.pose_sample_share:
-                    pose_src, pose_key = "phi_pose", int(rng.integers(1 << 31))
+                    pose_src, pose_key = "phi_pose", self._person_pose_key(int(rng.integers(1 << 31)))
                 else:  # a real pose of another image
                     poses = people[people != src]
                     pose_src, pose_key = "bank", int(poses[int(rng.integers(len(poses)))])
@@ -361,13 +364,26 @@ class Builder:
                  **self._no_person_stats()}
         return plans, stats
 
+    def _person_pose_key(self, key: int) -> int:
+        """A Phi_pose sample key whose decoded pose shows a person: ``key``, else the first of the keys derived
+        from it that does (derived, so that the plan's other draws stay as they are); counted in
+        ``pose_redrawn``."""
+        for k in range(POSE_TRIES):
+            cand = key if k == 0 else int(np.random.default_rng([key, k]).integers(1 << 31))
+            kp = self.model.keypoints_from_pose(self.sampler.sample("pose", 1, cand))[0].cpu().numpy()
+            if shows_person(kp):
+                self.pose_redrawn += k
+                return cand
+        raise UserError(f"{self.cfg.stage2_run}: Phi_pose drew no pose that shows a person ({NO_PERSON}) in "
+                        f"{POSE_TRIES} tries; train stage II longer or set pose_sample_share: 0")
+
     def _no_person_stats(self) -> dict:
         """The real training images never used (their pose shows no person) and, in real mode, the identities
         left with none that shows one, which are not built."""
         pids = self.emb["pid"].numpy()
         lost = len(np.unique(pids)) - len(np.unique(pids[self.person])) if self.cfg.fg_mode == "real" else 0
         return {"real_images": len(self.person), "no_person_images": int((~self.person).sum()),
-                "no_person_identities": lost}
+                "no_person_identities": lost, "pose_redrawn": self.pose_redrawn}
 
     # ------------------------------------------------------------------ rendering
     @torch.no_grad()

@@ -266,6 +266,8 @@ def _cmd_reid(args) -> None:
 
 def _cmd_reference(args) -> None:
     cfg = load_config(ReferenceConfig, args.config, args.set)
+    if args.rescore and args.time_limit is not None:
+        raise UserError("--time-limit applies to training; --rescore trains nothing, so give one or the other")
     if args.rescore:
         with tempfile.TemporaryDirectory() as work:
             rescore(cfg.package, work, progress=not args.quiet)

@@ -78,14 +78,14 @@ def _job_config(cls, path: str, fixed: list[str], set_: list[str], job: str):
     return load_config(cls, path, fixed + _overrides(set_, job), set_name=lambda t: f"set {f'{job}:{t}'!r}")
 
 
-def _finished(run: Path, steps: int, key: str = "step") -> bool:
+def _finished(run: Path, steps: int, key: str = "step", factors: list[str] | None = None) -> bool:
     # the snapshot (the model alone) is written with every training state and first, so it tells the step without
     # loading the optimiser state, and also for a run trained elsewhere and copied without it
     snap = run / "snapshot.pt"
     if not snap.exists():
         return False
     st = load_checkpoint(snap)
-    done = st[key] if key == "step" else min(st[key].values())
+    done = st[key] if key == "step" else min(v for f, v in st[key].items() if factors is None or f in factors)
     return int(done) >= steps
 
 
@@ -144,42 +144,52 @@ def train_generator(out: Path, gen_root: Path, s1cfg, pcfg, s2cfg, eval_pairs: i
     its state and ``TimeLimitReached`` is raised: running the job again continues from there."""
     s1_run, pose_run, s2_run = out / "stage1", out / "pose", out / "stage2"
 
-    def until_done(name: str, run: Path, steps: int, key: str, fit) -> None:
-        if _finished(run, steps, key):
+    def until_done(name: str, run: Path, steps: int, fit, key: str = "step", factors=None) -> None:
+        if _finished(run, steps, key, factors):
             log(f"[{name}] reusing {run}")
             return
         fit(run, resume=True, progress=progress, deadline=deadline)
-        if not _finished(run, steps, key):
+        if deadline is not None and not _finished(run, steps, key, factors):
             raise TimeLimitReached(f"{name} stopped at its time limit; its state is in {run}")
         log(f"[{name}] trained {steps} steps -> {run}")
 
     def pose():
-        until_done("pose", pose_run, pcfg.train.steps, "step", lambda *a, **k: train_pose(pcfg, *a, **k))
+        until_done("pose", pose_run, pcfg.train.steps, lambda *a, **k: train_pose(pcfg, *a, **k))
 
     def stage1():
-        until_done("stage1", s1_run, s1cfg.train.steps, "step", lambda *a, **k: train_stage1(s1cfg, *a, **k))
+        until_done("stage1", s1_run, s1cfg.train.steps, lambda *a, **k: train_stage1(s1cfg, *a, **k))
 
     def stage2():
-        until_done("stage2", s2_run, s2cfg.train.steps, "steps", lambda *a, **k: train_stage2(s2cfg, *a, **k))
+        until_done("stage2", s2_run, s2cfg.train.steps, lambda *a, **k: train_stage2(s2cfg, *a, **k), "steps",
+                   s2cfg.factors)
 
     stage("pose", pose)
     stage("stage1", stage1)
-    evaluate_generator(out, gen_root, eval_pairs, stage, progress, log, train_stage2=stage2)
+    evaluate_generator(out, gen_root, eval_pairs, stage, progress, log, train_stage2=stage2, deadline=deadline)
+
+
+def check_deadline(deadline: float | None, what: str) -> None:
+    """Raise ``TimeLimitReached`` before ``what`` (work that is not a training loop) once ``deadline`` has passed."""
+    if deadline is not None and time.time() >= deadline:
+        raise TimeLimitReached(f"the time limit came before {what}")
 
 
 def evaluate_generator(out: Path, gen_root: Path, eval_pairs: int, stage: StageTimer, progress: bool = True,
-                       log=print, train_stage2=None) -> None:
-    """Stage-I evaluation, then (after ``train_stage2`` when given) the stage-II evaluation and sample grids."""
+                       log=print, train_stage2=None, deadline: float | None = None) -> None:
+    """Stage-I evaluation, then (after ``train_stage2`` when given) the stage-II evaluation and sample grids; each
+    starts only before ``deadline``."""
     s1_run, s2_run = out / "stage1", out / "stage2"
 
     def eval1():
         if not (s1_run / "eval" / "metrics.json").exists():
+            check_deadline(deadline, "the stage-I evaluation")
             evaluate(s1_run, gen_root, s1_run / "eval", pairs=eval_pairs)
 
     def stage2():
         if train_stage2 is not None:
             train_stage2()
         if not (s2_run / "eval" / "metrics.json").exists():
+            check_deadline(deadline, "the stage-II evaluation")
             stage2_report(s2_run)
         if not (s2_run / "samples" / "b_identities.png").exists():
             sample_grids(s2_run, s2_run / "samples")

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import torch
 
-from augment.pipeline import StageTimer, evaluate_generator, generator_configs, simulate_data, train_generator
+from augment.pipeline import (
+    StageTimer,
+    check_deadline,
+    evaluate_generator,
+    generator_configs,
+    simulate_data,
+    train_generator,
+)
 from generator.api import DisentangledModel
 from generator.config import to_dict
 from generator.errors import UserError
@@ -187,8 +194,10 @@ def rescore(package_dir: str | Path, work: str | Path, progress: bool = True, lo
 
 def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print, command: str = COMMAND,
                   deadline: float | None = None) -> dict:
-    """``make reference``: train (or resume), evaluate, then ship; ``deadline`` as in ``train_reference``."""
+    """``make reference``: train (or resume), evaluate, then ship; ``deadline`` as in ``train_reference``, and
+    packaging starts only before it."""
     train_reference(cfg, progress, log, deadline)
+    check_deadline(deadline, "packaging")
     return package(cfg, progress, log, command)
 
 

@@ -74,15 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[gpu_reference] continued from {args.resume_from} ({index['level']} state)", flush=True)
         cfg = load_config(ReferenceConfig, args.config, args.set + [f"out={work}", f"package={work / 'package'}",
                                                                     f"figures={work / 'figures'}"])
-        status = "finished"
+        status = "failed"  # until training ends one way or the other; the runs are packed whatever happens
         try:
             run_reference(cfg, progress=not args.quiet, deadline=t0 + args.budget_s - PACK_MARGIN_S,
                           command=" ".join(["benchmarks/gpu_reference.sh OUT --config", args.config]
                                            + [f"--set {v}" for v in args.set]))
+            status = "finished"
         except TimeLimitReached as e:
             status = "stopped"
             print(f"[gpu_reference] {e}", flush=True)
-        index = pack(work, out, budget_mib=args.budget_mib, part_mib=args.part_mib, exclude=("data", "shipped"))
+        finally:
+            index = pack(work, out, budget_mib=args.budget_mib, part_mib=args.part_mib, exclude=("data", "shipped"))
     except UserError as e:
         print(f"gpu_reference: error: {e}", file=sys.stderr)
         return 2

@@ -40,12 +40,15 @@ for _i, _joints in enumerate(BODY_ROI_JOINTS):
 ROI_MARGIN = 6  # px around the joints of a part with two or more joints
 ROI_MARGIN_SINGLE = 10  # px around a part with a single present joint
 # A pose shows a person when its coarse pose mask can cover one: at least this many visible joints, two of them
-# joined by a limb. With none or one joint the mask is empty; two or three draw at most two limbs (a face, a forearm),
-# a fragment that, pasted over another image or rendered as an identity's foreground, leaves an image that shows
-# someone else or no one; four are the fewest that span the torso (both shoulders and both hips: the corners of the
-# upper- and lower-body ROIs). SimMarket's person images have 7 visible joints or more.
+# joined by a limb, and a shoulder or a hip among them. With none or one joint the mask is empty; two or three draw
+# at most a few short limbs (a forearm, a neck and ears), and a head alone (nose, eyes, ears) is a face: fragments
+# that, pasted over another image or rendered as an identity's foreground, leave an image that shows someone else or
+# no one. A shoulder or hip anchors the mask on the torso, where the upper- and lower-body ROIs are. SimMarket's
+# person images have 7 visible joints or more.
 MIN_PERSON_JOINTS = 4
-NO_PERSON = f"fewer than {MIN_PERSON_JOINTS} visible joints, or none joined by a limb"  # why, in messages
+TORSO_JOINTS = (2, 5, 8, 11)  # right / left shoulder, right / left hip (COCO-18)
+NO_PERSON = (f"fewer than {MIN_PERSON_JOINTS} visible joints, none joined by a limb, or no shoulder or hip"
+             )  # why, in messages
 
 
 def pose_heatmaps(rcv: np.ndarray, height: int, width: int, radius: int = 4, mode: str = "disk",
@@ -151,10 +154,12 @@ def flip_rcv(rcv: np.ndarray, width: int) -> np.ndarray:
 
 def shows_person(rcv: np.ndarray) -> np.ndarray:
     """(...,) bool of (..., 18, 3) poses: at least MIN_PERSON_JOINTS visible joints, two of them joined by a limb of
-    the pose mask; a pose that fails shows no person the mask could cut out or the decoder could draw."""
+    the pose mask, and a shoulder or hip; a pose that fails shows no person the mask could cut out or the decoder
+    could draw."""
     visible = np.asarray(rcv)[..., 2] > 0
     limb = (visible[..., LIMBS[:, 0]] & visible[..., LIMBS[:, 1]]).any(-1)
-    return (visible.sum(-1) >= MIN_PERSON_JOINTS) & limb
+    torso = visible[..., list(TORSO_JOINTS)].any(-1)
+    return (visible.sum(-1) >= MIN_PERSON_JOINTS) & limb & torso
 
 
 def no_person_reason(rcv: np.ndarray) -> str:
@@ -166,4 +171,7 @@ def no_person_reason(rcv: np.ndarray) -> str:
         return "no visible joint"
     if joints < MIN_PERSON_JOINTS:
         return f"{joints} visible joints, fewer than {MIN_PERSON_JOINTS}"
-    return f"{joints} visible joints, no two joined by a limb"
+    visible = np.asarray(rcv)[:, 2] > 0
+    if not (visible[LIMBS[:, 0]] & visible[LIMBS[:, 1]]).any():
+        return f"{joints} visible joints, no two joined by a limb"
+    return f"{joints} visible joints, no shoulder or hip"

@@ -40,7 +40,7 @@ from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, resolve_root
 from generator.errors import UserError
-from generator.io import atomic_write_json, check_output_folder, load_checkpoint, progress_bar
+from generator.io import atomic_write_json, check_output_folder, load_checkpoint, progress_bar, remove_empty_folders
 from reid.torchreid_adapter import build_model, market_records
 
 BATCH = 128  # images per forward pass (torchreid's test batch)
@@ -200,7 +200,7 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     ``real_root``'s training split) and write the consistent ones to ``out`` (Market-1501 layout); the summary.
     Every check runs before anything is written."""
     out, state_path = Path(out), Path(state_path)
-    check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
+    made = check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
     if state_path.is_dir():
@@ -289,5 +289,6 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
         os.replace(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        remove_empty_folders(out.parent, made)
         raise
     return summary

@@ -5,12 +5,14 @@ torchreid's ``read_image`` retries an unreadable file forever, so the re-ID abla
 before torchreid sees it; every subprocess here runs under a timeout so that a regression fails instead of
 hanging the suite.
 """
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import one_line_error, run_cli, run_main
 from PIL import Image
@@ -18,6 +20,7 @@ from tiny import tiny_pose, tiny_stage1, tiny_stage2
 from torch._utils import ExceptionWrapper
 
 from generator.config import save_config
+from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
 from generator.data.layouts import parse_duke_name
 from generator.data.market import parse_name
 from generator.errors import UserError
@@ -432,7 +435,40 @@ def test_simulate_allows_more_than_1501_identities_in_layouts_without_that_limit
 
 @pytest.mark.parametrize("parse, name, cameras", [(parse_name, "0001_c12s1_000001_01.jpg", "c1 to c9"),
                                                   (parse_name, "0001_c01s1_000001_01.jpg", "c1 to c9"),
-                                                  (parse_duke_name, "0001_c12_f0000001.jpg", "c1 to c8")])
+                                                  (parse_duke_name, "0001_c12_f0000001.jpg", "c1 to c8"),
+                                                  (parse_duke_name, "0001_c01_f0000001.jpg", "c1 to c8")])
 def test_a_camera_out_of_range_is_named_with_the_allowed_range(parse, name, cameras):
     with pytest.raises(UserError, match=f"camera {name.split('_c')[1][:2]} in the name.*{cameras}"):
         parse(name)
+
+
+def _no_person_source(data):
+    """One training image's keypoint row emptied (all -1): a source that shows no person. Returns its name."""
+    csv = data / "market-annotation-train.csv"
+    kps = read_keypoints_csv(csv)
+    name = sorted(kps)[0]
+    kps[name][:] = -1
+    write_keypoints_csv(csv, kps)
+    return name
+
+
+@pytest.mark.parametrize("command", ("check", "train stage1", "cutpaste"))
+def test_a_source_that_shows_no_person_is_reported_and_never_labelled(capsys, small, tmp_path, tiny_stages, command):
+    """The documented policy per command: `check` names it, stage I keeps it and counts it (it reads no label),
+    cut-and-paste skips it as a person and counts the skip, so no output shows it under its pid. The builder
+    reads its people from stage II's embeddings, not the keypoint files: tests/test_remix.py plants them there."""
+    name = _no_person_source(small)
+    out = tmp_path / "outputs" / "out"
+    args, _ = _invocation(command, small, out, tmp_path, tiny_stages)
+    rc, stdout, err = run_main(capsys, *args)
+    assert rc == 0, err
+    if command == "check":
+        assert "no visible person: 1 of" in stdout and name in stdout
+    elif command == "train stage1":
+        log = next(out.rglob("log.txt")).read_text()
+        assert "1 training images show no person" in log
+    else:
+        assert "1 of" in stdout and "no visible person" in stdout
+        manifest = pd.read_csv(out / "manifest.csv")
+        assert not manifest[["source", "donor"]].astype(str).map(lambda s: s.endswith(name)).any().any()
+        assert json.loads((out / "cutpaste.json").read_text())["summary"]["skipped_no_person"] == 1

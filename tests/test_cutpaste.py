@@ -289,7 +289,8 @@ def test_sources_without_a_person_are_skipped_and_reported(no_person, tiny_stage
                                                                        for n, r in planted.items()}
     assert f"skipped: {len(planted)} of {len(real)} training images show no person" in (out / "README.txt").read_text()
     assert printed[-1] == (f"skipped {len(planted)} of {len(real)} source images with no visible person (fewer than "
-                           f"4 visible joints, or none joined by a limb): listed in {out / 'skipped.csv'}")
+                           f"4 visible joints, none joined by a limb, or no shoulder or hip): listed in "
+                           f"{out / 'skipped.csv'}")
 
 
 def test_skipping_keeps_names_deterministic_and_resumable(sim2, tmp_path, monkeypatch):

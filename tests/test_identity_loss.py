@@ -1,6 +1,7 @@
 """The identity loss on remixed people (generator/training/identity.py) and its place in stage-I training."""
 import json
 
+import pytest
 import torch
 from tiny import tiny_stage1
 
@@ -15,6 +16,17 @@ def test_identity_labels_rank_the_labelled_pids_and_ignore_the_rest():
     assert labels.tolist() == [1, 0, 1, 2, 0, IGNORE, IGNORE]
 
 
+def test_no_identity_is_asked_of_a_remix_without_a_person_or_into_an_empty_pose():
+    kps = torch.zeros(4, 18, 3)
+    kps[:, [1, 2, 5, 8, 11], 2] = 1  # neck, shoulders, hips: a person
+    kps[1] = 0  # image 1 shows no one
+    term = IdentityTerm(torch.tensor([0, 1, 2, 3]), torch.device("cpu"), lr=1e-3, ch=4)
+    batch = {"index": torch.arange(4), "keypoints": kps}
+    assert term.targets(batch).tolist() == [0, IGNORE, 2, 3]
+    assert term.targets(batch, remixed=True).tolist() == [0, IGNORE, IGNORE, 3]  # remix 2 is drawn in pose 1
+
+
+@pytest.mark.slow
 def test_identity_loss_moves_remixes_toward_their_identity(tmp_path):
     """A planted case: a classifier trained on the real images of 4 people scores a tiny stage I's remixes; a few
     generator steps on the identity loss alone raise the classifier's probability of the right person (and its

@@ -215,7 +215,7 @@ def _mini_msmt17(root, line):
 BAD = {
     "nothing": (lambda d: d.mkdir() or d, "auto", ["no re-ID dataset found", "list_train.txt"]),
     "duke_camera_9": (lambda d: _mini_duke(d, "0001_c9_f0000001.jpg"), "auto",
-                      ["0001_c9_f0000001.jpg", "cameras are c1 to c8"]),
+                      ["0001_c9_f0000001.jpg", "cameras with one digit, c1 to c8"]),
     "duke_bad_name": (lambda d: _mini_duke(d, "0001_c1_f0000001.jpg", "0001_x.jpg"), "duke",
                       ["0001_x.jpg", "not a DukeMTMC-reID image name"]),
     "msmt17_bad_line": (lambda d: _mini_msmt17(d, "0000/0000_000_01_0303morning_0015_0.jpg\n"), "auto",

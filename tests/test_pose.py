@@ -122,7 +122,7 @@ def test_mask_equals_the_definition_near_borders():
         assert (pose_mask(rcv, H, W) == ref).all()
 
 
-def test_a_person_needs_four_visible_joints_joined_by_a_limb():
+def test_a_person_needs_four_visible_joints_joined_by_a_limb_and_a_shoulder_or_hip():
     rcv = standing_pose()
     assert shows_person(rcv) and no_person_reason(rcv) == ""
     batch = np.stack([rcv, np.zeros((18, 3), np.float32)])
@@ -139,3 +139,10 @@ def test_a_person_needs_four_visible_joints_joined_by_a_limb():
     torso = np.zeros_like(rcv)
     torso[[2, 5, 8, 11]] = rcv[[2, 5, 8, 11]]  # both shoulders and hips: the fewest that span the torso
     assert shows_person(torso)
+    face = np.zeros_like(rcv)
+    face[[0, 14, 15, 16, 17]] = rcv[[0, 14, 15, 16, 17]]  # nose, eyes, ears: limbs of the mask, but a face alone
+    assert pose_mask(face, H, W).sum() > 0 and not shows_person(face)
+    assert no_person_reason(face) == "5 visible joints, no shoulder or hip"
+    head_and_neck = np.zeros_like(rcv)
+    head_and_neck[[0, 1, 16, 17]] = rcv[[0, 1, 16, 17]]
+    assert not shows_person(head_and_neck)

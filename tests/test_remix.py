@@ -136,8 +136,8 @@ def test_remix_never_takes_a_person_from_an_image_without_one(nobody_s2, sim_sma
     assert f"never a foreground, pose or background here: {len(planted)} of {len(recs)}" in readme
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         f"skipped {len(planted)} of {len(recs)} real training images with no visible person (fewer than 4 visible "
-        "joints, or none joined by a limb): never a foreground, pose or background; identities with none that "
-        "shows a person, not built: 1")
+        "joints, none joined by a limb, or no shoulder or hip): never a foreground, pose or background; identities "
+        "with none that shows a person, not built: 1")
 
 
 def test_remix_and_sample_plans_skip_images_without_a_person(nobody_s2, tmp_path):
@@ -169,3 +169,29 @@ def test_a_build_begun_without_the_person_check_is_refused(nobody_s2, tmp_path):
     (tmp_path / "old" / "build.json").write_text(json.dumps({"config_hash": config_hash(cfg), "config": to_dict(cfg)}))
     with pytest.raises(UserError, match="without the person check"):
         build(cfg, progress=False)
+
+
+def test_sampled_poses_that_show_no_person_are_drawn_again(tiny_stages, tmp_path):
+    """Phi_pose can decode a pose that shows no one: such a sample is replaced by the first derived key whose pose
+    shows a person, counted in ``pose_redrawn``; a mapping that never draws one refuses the build."""
+    for mode in ("sample", "real"):
+        cfg = load_config(BuildConfig, None, [f"stage2_run={tiny_stages[2]}", f"out={tmp_path / mode}",
+                                              f"fg_mode={mode}", "identities=2", "images_per_id=3",
+                                              "novelty_tau=0.0001", "pose_sample_share=1"])
+        builder = Builder(cfg)
+        decode = builder.model.keypoints_from_pose
+        calls = []
+
+        def every_other_shows_no_one(pose, decode=decode, calls=calls):
+            kp = decode(pose)
+            calls.append(len(calls))
+            return kp * 0 if len(calls) % 2 else kp  # odd calls: no visible joint
+
+        builder.model.keypoints_from_pose = every_other_shows_no_one
+        plans, stats = builder.plan()
+        keys = [im.pose_key for p in plans for im in p.images]
+        assert all(im.pose_source == "phi_pose" for p in plans for im in p.images)
+        assert stats["pose_redrawn"] == len(keys) and len(calls) == 2 * len(keys)
+        builder.model.keypoints_from_pose = lambda pose, decode=decode: decode(pose) * 0
+        with pytest.raises(UserError, match="drew no pose that shows a person"):
+            builder.plan()

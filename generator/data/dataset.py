@@ -14,9 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
-from generator.data.layouts import (  # KEYPOINT_FILES, keypoint_file: moved to layouts, still importable from here
-    KEYPOINT_FILES,  # noqa: F401
-    keypoint_file,  # noqa: F401
+from generator.data.layouts import (
     layout_keypoint_file,
     read_layout,
     resolve_layout,

@@ -218,9 +218,9 @@ def parse_duke_name(path: str) -> tuple[int, int]:
         raise UserError(f"{path}: not a DukeMTMC-reID image name; expected PPPP_cC_fFFFFFFF.jpg (e.g. "
                         "0001_c2_f0046182.jpg); rename or remove the file")
     pid, cam = int(m.group(1)), int(m.group(2))
-    if not 1 <= cam <= DUKE_CAMERAS:
-        raise UserError(f"{path}: camera {cam} in the name; DukeMTMC-reID cameras are c1 to c{DUKE_CAMERAS}: "
-                        "renumber the cameras or remove the file")
+    if len(m.group(2)) > 1 or not 1 <= cam <= DUKE_CAMERAS:  # torchreid reads one digit after the c
+        raise UserError(f"{path}: camera {m.group(2)} in the name; DukeMTMC-reID names number cameras with one digit, "
+                        f"c1 to c{DUKE_CAMERAS}: renumber the cameras or remove the file")
     return pid, cam
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from generator.pose import shows_person
+
 IGNORE = -1  # the label of an image without an identity (unlabelled data)
 
 
@@ -46,8 +48,9 @@ def identity_labels(pids: list[int], labelled: int) -> torch.Tensor:
 
 
 def remix(G: nn.Module, batch: dict, fg: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W): the foreground and background embeddings of image i decoded in the pose of image i + 1 of
-    the batch (a pose of someone else, or of the same person elsewhere)."""
+    """(B, 3, H, W): the foreground and background embeddings of image i decoded in the pose of image i - 1 of
+    the batch (the last for the first: a pose of someone else, or of the same person elsewhere);
+    ``IdentityTerm.targets(remixed=True)`` gives its labels."""
     return G.decode(fg, bg, batch["pose_maps"].roll(1, 0))
 
 
@@ -60,11 +63,15 @@ class IdentityTerm:
         self.classifier = IdentityClassifier(int(labels.max()) + 1, ch).to(device)
         self.opt = torch.optim.Adam(self.classifier.parameters(), lr=lr, betas=(0.9, 0.999))
 
-    def targets(self, batch: dict) -> torch.Tensor:
-        """(B,) class of each image of ``batch``; ``IGNORE`` for unlabelled images and those with no body region
-        (no person to keep)."""
+    def targets(self, batch: dict, remixed: bool = False) -> torch.Tensor:
+        """(B,) class of each image of ``batch`` (``remixed``: of its remix); ``IGNORE`` for unlabelled images,
+        images that show no person (``generator.pose.shows_person``), and remixes into a pose that shows none
+        (an empty pose is what the person-free plates are decoded from: no one may be drawn there)."""
         y = self.labels[batch["index"].to(self.labels.device)]
-        return torch.where(batch["roi_visible"].sum(1) > 0, y, torch.full_like(y, IGNORE))
+        person = torch.from_numpy(shows_person(batch["keypoints"].cpu().numpy())).to(y.device)
+        if remixed:
+            person &= person.roll(1, 0)  # the pose comes from image i - 1 (``remix``)
+        return torch.where(person, y, torch.full_like(y, IGNORE))
 
     def update(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """One classifier step on the real images; (loss, accuracy) on the labelled ones."""
@@ -83,7 +90,7 @@ class IdentityTerm:
     def loss(self, images: torch.Tensor, batch: dict) -> torch.Tensor:
         """Cross-entropy of the frozen classifier on ``images`` (the remixes of ``batch``) against the identities
         of the people they should show."""
-        y = self.targets(batch)
+        y = self.targets(batch, remixed=True)
         if not (y != IGNORE).any():
             return images.sum() * 0  # keeps the graph, adds nothing
         self.classifier.requires_grad_(False)

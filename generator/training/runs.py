@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from generator.config import DataConfig
+from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint
 from generator.simmarket.dataset import simulate
 
@@ -128,6 +129,9 @@ def restore_state(run_dir: Path, objects: dict) -> dict | None:
     for name, obj in objects.items():
         if name in state.get("dropped", ()):
             continue
+        if name not in state:  # e.g. a run begun without the identity loss, resumed with it
+            raise UserError(f"{path}: holds no {name!r} state, so it was saved under another configuration; resume "
+                            "with the configuration the run began with, or start a new run")
         if isinstance(obj, dict):
             for k, o in obj.items():
                 o.load_state_dict(state[name][k])

@@ -104,6 +104,8 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     if state is not None:
         steps = dict(state["steps"])
         log.truncate_after(steps)
+        log.line(f"resumed at steps {steps}" + (f"; {', '.join(state['dropped'])} restart from a packed state"
+                                                 if state.get("dropped") else ""))
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     for f in factors:
         real_all = emb[f][train_idx].to(device)

@@ -170,12 +170,16 @@ def unpack(src: str | os.PathLike, dest: str | os.PathLike) -> dict:
     src, dest = Path(src), Path(dest)
     if not (src / INDEX).is_file():
         raise UserError(f"{src}: no {INDEX}; give the folder a packing run wrote (its {PART}* parts and {INDEX})")
-    index = json.loads((src / INDEX).read_text())
+    try:
+        index = json.loads((src / INDEX).read_text())
+        parts = [(p["name"], p["sha256"]) for p in index["parts"]]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{src / INDEX}: not an index a packing run wrote; copy the whole folder again") from None
     chunks = []
-    for part in index["parts"]:
-        path = src / part["name"]
+    for name, sha in parts:
+        path = src / name
         data = path.read_bytes() if path.is_file() else b""
-        if hashlib.sha256(data).hexdigest() != part["sha256"]:
+        if hashlib.sha256(data).hexdigest() != sha:
             raise UserError(f"{path}: missing or not the part its {INDEX} names (sha256 differs); copy the whole "
                             "folder again")
         chunks.append(data)
