@@ -5,7 +5,7 @@ encoded from a real image and perturbed). Each of its images gets a background
 (Phi_bg or a bank of real background embeddings) and a pose (Phi_pose or a bank
 of real training poses). Cameras 1..6 are clusters of background embeddings.
 
-In "real" mode (the identity-preserving remix of issue 14, after CamStyle and DG-Net) the identities are the
+In "real" mode (the identity-preserving remix, after CamStyle and DG-Net) the identities are the
 real training identities themselves: each image takes the foreground embedding of one of the identity's real
 images (or their mean), a background from a camera the identity was never seen in (where one exists) and a
 pose from another image; it keeps the real pid and gets its background's real camera, so that the folder

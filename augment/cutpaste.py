@@ -1,4 +1,4 @@
-"""Cut-and-paste across cameras (issue 14): the baseline that needs no generator, and the hybrid that uses what the
+"""Cut-and-paste across cameras: the baseline that needs no generator, and the hybrid that uses what the
 generator does best.
 
 Every real training person is cut out by a soft mask (the coarse pose mask of Sec. 3.1 from its keypoints,

@@ -66,7 +66,7 @@ class ReferenceConfig:
     # and worsened every swap at this budget, so the warm-up's end ships and the final model stays in the run
     ship_stage1: str = "snapshot-l1.pt"
     package: str = "generator/reference"  # where the shipped checkpoints and provenance.json are written
-    figures: str = "docs"  # where the README figures are written ("" for none)
+    figures: str = "docs"  # where the figures of the README and docs/ are written ("" for none)
     # a finished stage-I run of the same config trained elsewhere (on a GPU, say), used instead of training one
     # here: its snapshots, logs and grids are copied into out/stage1 (its optimiser state may be left behind)
     stage1_run: str = ""

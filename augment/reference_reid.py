@@ -372,8 +372,8 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
 
 
 def best_real_only(df: pd.DataFrame, regime: str) -> str:
-    """The real-only setting (no generated source) with the highest mean rank-1 in ``regime``: the issue's "real-only
-    with the best standard transforms", whichever transform set that turned out to be."""
+    """The real-only setting (no generated source) with the highest mean rank-1 in ``regime``: the anchor
+    every recipe is compared with is real-only training with the best standard transforms, whichever set wins."""
     g = df[df.regime == regime]
     if "source" in g:
         g = g[g.source.fillna("") == ""]

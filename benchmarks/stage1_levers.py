@@ -12,14 +12,14 @@ Every variant resumes after a kill; a finished one is only scored. Writes ``resu
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
+
+from variants import add_arguments, parse_variant, prepare, save
 
 from generator.config import load_config
 from generator.eval.stage1_report import evaluate
 from generator.io import atomic_write_text, load_checkpoint
-from generator.shipped import FILES, default_dir, simulate_reference_data
+from generator.shipped import FILES, default_dir
 from generator.training.stage1 import Stage1Config, train
 
 ROWS = (("held-out SSIM", ("reconstruction", "ssim")), ("person SSIM", ("reconstruction", "person_ssim")),
@@ -43,22 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", default=str(default_dir() / FILES["stage1"]), help="stage-I snapshot to start from")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=1e-4, help="the reference's rate at the end of its L1 warm-up")
-    ap.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE,...")
-    ap.add_argument("--data", default="", help="SimMarket root of stage I (default: the reference's, simulated)")
-    ap.add_argument("--quiet", action="store_true")
+    add_arguments(ap)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    data = Path(args.data) if args.data else out / "data"
-    if not (data / "simmarket.json").exists():
-        simulate_reference_data(data)
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    out, data, results = prepare(args)
     base = [f"data.root={data}", f"train.init_from={args.init}", f"train.steps={args.steps}", f"train.lr={args.lr}",
             f"train.l1_only_steps={args.steps}", "train.warmup_steps=100", f"train.lr_halve_every={10 * args.steps}",
             "train.eval_every=0", f"train.sample_every={args.steps}", f"train.snapshot_every={min(250, args.steps)}"]
     for spec in args.variant:
-        name, _, sets = spec.partition(":")
+        name, sets, overrides = parse_variant(spec)
         run = out / name
-        cfg = load_config(Stage1Config, args.config, base + list(filter(None, sets.split(","))))
+        cfg = load_config(Stage1Config, args.config, base + overrides)
         t = time.perf_counter()
         train(cfg, run, resume=True, progress=not args.quiet)
         seconds = time.perf_counter() - t
@@ -66,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         old = results.get(name, {})
         results[name] = {"overrides": sets, "steps": load_checkpoint(run / "snapshot.pt")["step"],
                          "metrics": metrics, "train_seconds": old.get("train_seconds", 0.0) + seconds}
-        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        save(out, results)
         print(f"[{name}] " + ", ".join(f"{label} {_value(metrics, path):.4f}" for label, path in ROWS
                                        if _value(metrics, path) is not None), flush=True)
     names = list(results)

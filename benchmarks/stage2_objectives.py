@@ -15,16 +15,16 @@ Every variant resumes after a kill; a finished one is only scored again. Writes 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
-from pathlib import Path
+
+from variants import add_arguments, parse_variant, prepare, save
 
 from augment.stage2_report import embedding_quality
 from generator.config import load_config
 from generator.io import atomic_write_text, load_checkpoint
 from generator.models.stage2 import FACTORS
-from generator.shipped import FILES, default_dir, simulate_reference_data
+from generator.shipped import FILES, default_dir
 from generator.training.stage2 import Stage2Config, train
 
 
@@ -32,22 +32,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="outputs/stage2_objectives")
     ap.add_argument("--config", default="configs/reference/stage2.yaml", help="base stage-II config")
-    ap.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE,...")
     ap.add_argument("--stage1", default=str(default_dir() / FILES["stage1"]))
     ap.add_argument("--pose", default=str(default_dir() / FILES["pose"]))
-    ap.add_argument("--data", default="", help="SimMarket root of stage I (default: the reference's, simulated)")
-    ap.add_argument("--quiet", action="store_true")
+    add_arguments(ap)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    data = Path(args.data) if args.data else out / "data"
-    if not (data / "simmarket.json").exists():
-        simulate_reference_data(data)
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    out, data, results = prepare(args)
     for spec in args.variant:
-        name, _, sets = spec.partition(":")
+        name, sets, overrides = parse_variant(spec)
         run = out / name
         cfg = load_config(Stage2Config, args.config, [f"stage1_run={args.stage1}", f"pose_run={args.pose}",
-                                                      f"data_root={data}", *filter(None, sets.split(","))])
+                                                      f"data_root={data}", *overrides])
         shared = out / "embeddings.pt"  # the real embeddings of stage I, computed once for every variant
         if shared.exists() and not (run / "embeddings.pt").exists():
             run.mkdir(parents=True, exist_ok=True)
@@ -62,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         old = results.get(name, {})
         results[name] = {"overrides": sets, "steps": steps, "quality": q,
                          "train_seconds": old.get("train_seconds", 0.0) + seconds}
-        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        save(out, results)
         print(f"[{name}] " + ", ".join(f"{f} {q[f'{f}/mapping']['frechet']:.4f} (gaussian "
                                        f"{q[f'{f}/gaussian']['frechet']:.4f})" for f in FACTORS), flush=True)
     lines = ["Frechet distance to held-out embeddings, mapping (Gaussian fitted to the same embeddings); lower is "

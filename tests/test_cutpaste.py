@@ -1,4 +1,4 @@
-"""Cut-and-paste across cameras (issue 14): the no-generator baseline and the hybrid over generated plates."""
+"""Cut-and-paste across cameras: the no-generator baseline and the hybrid over generated plates."""
 import hashlib
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Identity-preserving remix (issue 14, item 1): the builder's ``fg_mode: real``."""
+"""Identity-preserving remix: the builder's ``fg_mode: real``."""
 import dataclasses
 import json
 import shutil

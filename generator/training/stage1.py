@@ -218,14 +218,14 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
             G.eval()
             save_grid(swap_grid(G, grid_batch), len(grid_batch["image"]), run_dir / f"grid-{done:07d}.png")
             G.train()
-        if done % t.snapshot_every == 0 or done == end or done == t.l1_only_steps:
+        stop = done < end and time_up(deadline, rt)
+        if done % t.snapshot_every == 0 or done == end or done == t.l1_only_steps or stop:
             save_checkpoints(run_dir, cfg, trained, done, rt.is_main)
             if rt.is_main and done == t.l1_only_steps < t.steps and t.adv_weight > 0:
                 # the end of the L1 warm-up, kept beside the final model so the adversarial phase can be compared
                 with atomic_path(run_dir / "snapshot-l1.pt") as tmp:
                     shutil.copyfile(run_dir / "snapshot.pt", tmp)
-        if done < end and time_up(deadline, rt):
-            save_checkpoints(run_dir, cfg, trained, done, rt.is_main)
+        if stop:
             end = done
             break
     bar.close()

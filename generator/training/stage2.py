@@ -148,10 +148,10 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
                 log.metrics(rec)
                 bar.set_postfix(w=f"{rec['w_dist']:.4f}")
                 t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
+            if done < end and time_up(deadline):
+                break  # saved once, after the loop
             if done % t.snapshot_every == 0 or done == end:
                 _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
-            if done < end and time_up(deadline):
-                break
         bar.close()
         if steps[f] < end:
             break
