@@ -178,8 +178,9 @@ def test_build_readme_snippet_loads(tiny_stages, sim_small, tmp_path, fg_mode):
 
 
 def readme_md_snippets() -> list[str]:
-    """Every python code block of README.md that loads data into torchreid."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """Every python code block of README.md and docs/*.md that loads data into torchreid."""
+    text = "".join(p.read_text() for p in [README, *sorted((README.parent / "docs").glob("*.md"))])
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     return [b for b in blocks if "import torchreid" in b or "reid.extra_training" in b]
 
 
