@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # extras installed with the project; CI adds `pose` (MediaPipe, about 1.1 GB) so the keypoint estimator is tested
 EXTRAS ?= dev
 
-.PHONY: setup demo reference reference-reid test test-fast lint bench clean
+.PHONY: setup demo reference reference-reid test test-fast lint docs bench clean
 
 setup: $(STAMP)
 
@@ -30,12 +30,20 @@ reference: $(STAMP)
 reference-reid: $(STAMP)
 	$(VENV)/bin/vmarket reference-reid configs/reference/reid.yaml --package
 
+# docs/cli.md from the vmarket parser, and docs/results.md's tables from the shipped ablations (a test fails when
+# either is stale)
+docs: $(STAMP)
+	$(PY) -m augment.cli.reference_doc
+	$(PY) -m augment.jobs.ablation_tables
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# every test, the `slow` tier included (end to end, kill-and-resume, DDP): what CI runs, under 8 minutes on 2 cores
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# the fast tier (-m "not slow"): under 3 minutes on 2 idle cores; the tiers are defined in pyproject.toml
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 

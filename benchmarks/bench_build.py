@@ -21,7 +21,7 @@ def tiny_stages(d: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from tiny import tiny_pose, tiny_stage1, tiny_stage2
 
-    from generator.simmarket.dataset import simulate
+    from generator.simmarket.simulate import simulate
     from generator.training.pose_ae import train as train_pose
     from generator.training.stage1 import train as train_stage1
     from generator.training.stage2 import train as train_stage2
@@ -39,7 +39,8 @@ def main() -> None:
     ap.add_argument("--identities", type=int, default=40)
     ap.add_argument("--images-per-id", type=int, default=16)
     args = ap.parse_args()
-    from augment.builder import BuildConfig, build
+    from augment.makers.build_config import BuildConfig
+    from augment.makers.builder import build
     from generator.config import load_config
 
     with tempfile.TemporaryDirectory() as d:

@@ -22,8 +22,9 @@ from PIL import Image
 
 
 def bench_simmarket(tmp: Path, ids: int) -> Path:
-    from generator.simmarket.dataset import plan_dataset, render_spec, simulate
     from generator.simmarket.identity import make_identities
+    from generator.simmarket.plan import plan_dataset
+    from generator.simmarket.simulate import render_spec, simulate
     from generator.simmarket.world import World
 
     world = World(0, 128, 64)
@@ -49,9 +50,9 @@ def bench_simmarket(tmp: Path, ids: int) -> Path:
 
 
 def bench_loader(root: Path, batches: int) -> None:
-    from generator.data.dataset import load_image, market_dataset
+    from generator.data.dataset import load_image, person_dataset
 
-    ds = market_dataset(root, ("train",))
+    ds = person_dataset(root, ("train",))
     n = min(len(ds), batches * 16)
     t = time.perf_counter()
     for i in range(n):

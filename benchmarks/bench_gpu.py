@@ -74,9 +74,9 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from generator.config import load_config
-    from generator.data.dataset import market_dataset
+    from generator.data.dataset import person_dataset
     from generator.models.stage1 import DCGANDiscriminator, build_generator
-    from generator.simmarket.dataset import simulate
+    from generator.simmarket.simulate import simulate
     from generator.training.stage1 import Stage1Config
 
     cfg = load_config(Stage1Config, args.config)
@@ -87,7 +87,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d) / "sim"
         simulate(root, 16, seed=0, size=size, progress=False)
-        ds = market_dataset(root, ("train",), size=size, heatmap_radius=cfg.data.heatmap_radius,
+        ds = person_dataset(root, ("train",), size=size, heatmap_radius=cfg.data.heatmap_radius,
                             mask_radius=cfg.data.mask_radius)
         items = [ds.item(i % len(ds)) for i in range(max(batches))]
     peak = matmul_peak(device, 8192 if device.type == "cuda" else 1024)

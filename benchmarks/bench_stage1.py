@@ -62,15 +62,15 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="print the top operators of the baseline and the fastest variant")
     args = ap.parse_args()
-    from generator.data.dataset import market_dataset
+    from generator.data.dataset import person_dataset
     from generator.models.stage1 import DCGANDiscriminator, DisentangledGenerator
-    from generator.simmarket.dataset import simulate
+    from generator.simmarket.simulate import simulate
 
     h, w = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as d:
         root = Path(d) / "sim"
         simulate(root, 16, seed=0, size=(h, w), progress=False)
-        ds = market_dataset(root, ("train",), size=(h, w), heatmap_radius=max(2, h // 32), mask_radius=max(4, h // 18))
+        ds = person_dataset(root, ("train",), size=(h, w), heatmap_radius=max(2, h // 32), mask_radius=max(4, h // 18))
         batch = torch.utils.data.default_collate([ds.item(i % len(ds)) for i in range(args.batch)])
     results = {}
     wanted = [s for s in args.only.split(",") if s]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from augment.reference import ReferenceConfig, run_reference
+from augment.jobs.reference import ReferenceConfig, run_reference
 from generator.config import load_config
 from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint

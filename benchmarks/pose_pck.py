@@ -3,7 +3,7 @@
 Renders a SimMarket (``--style flat`` or ``textured``, the same people, poses and keypoints drawn two ways) into a
 temporary folder, runs the estimator (``vmarket keypoints``'s, default MediaPipe: ``pip install -e '.[pose]'``) on
 ``--images`` person images drawn from the training split, and prints one Markdown row per style: the share of
-images where it found a person, PCK@0.5 and PCK@0.2 (``generator.data.estimate.pck``: torso = true neck to the mid
+images where it found a person, PCK@0.5 and PCK@0.2 (``generator.data.estimators.pck``: torso = true neck to the mid
 point of the true hips; a joint the estimator misses counts as wrong), PCK@0.5 on the images where it found a
 person, the milliseconds per image, and PCK@0.5 by the person's view (front, back, left, right). Run it alone:
 one thread, as ``vmarket keypoints`` runs MediaPipe.
@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from generator.data.dataset import load_image
-from generator.data.estimate import make_estimator, pck
+from generator.data.estimators import make_estimator, pck
 from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
 from generator.data.market import scan_market
-from generator.simmarket.dataset import parse_size, simulate
+from generator.simmarket.simulate import parse_size, simulate
 from generator.simmarket.world import STYLES
 
 

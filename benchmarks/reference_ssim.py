@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from generator.api import DisentangledModel
-from generator.data.dataset import market_dataset
+from generator.data.dataset import person_dataset
 from generator.eval.image_metrics import _gaussian_window, ssim
 from generator.eval.stage1_report import reconstruction_metrics
 from generator.shipped import FILES, default_dir, simulate_reference_data
@@ -25,7 +25,7 @@ from generator.shipped import FILES, default_dir, simulate_reference_data
 
 def blur_ssims(root, splits, size, images: int, sigmas=(1.0, 1.5)) -> list[float]:
     """SSIM of the same images as reconstruction_metrics against themselves blurred with 7x7 Gaussians."""
-    ds = market_dataset(root, splits, size=size)
+    ds = person_dataset(root, splits, size=size)
     idx = np.random.default_rng(0).permutation(len(ds))[:images]
     real = (torch.stack([ds.item(int(i))["image"] for i in idx]) + 1) / 2
     out = []

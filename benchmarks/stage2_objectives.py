@@ -1,6 +1,6 @@
 """Stage-II objectives and critic budgets, measured: each variant trains the three mappings (Sec. 3.2) on the
 embeddings of one stage I and is scored against a Gaussian fitted to the same training embeddings (Frechet
-distance to the held-out embeddings, k-NN precision / recall; ``augment.stage2_report.embedding_quality``).
+distance to the held-out embeddings, k-NN precision / recall; ``generator.training.stage2_report.embedding_quality``).
 
 A variant is a name and ``KEY=VALUE`` overrides of the stage-II config, separated by commas:
 
@@ -20,12 +20,12 @@ import time
 
 from variants import add_arguments, parse_variant, prepare, save
 
-from augment.stage2_report import embedding_quality
 from generator.config import load_config
 from generator.io import atomic_write_text, load_checkpoint
 from generator.models.stage2 import FACTORS
 from generator.shipped import FILES, default_dir
 from generator.training.stage2 import Stage2Config, train
+from generator.training.stage2_report import embedding_quality
 
 
 def main(argv: list[str] | None = None) -> None:

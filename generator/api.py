@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from generator.config import DataConfig, from_dict
-from generator.data.dataset import market_dataset
+from generator.data.dataset import person_dataset
 from generator.data.keypoints import pose_vector_to_rcv, rcv_to_pose_vector
 from generator.io import load_checkpoint, progress_bar
 from generator.models.pose_ae import PoseModelConfig, build_pose_ae
@@ -168,7 +168,7 @@ def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
     model = DisentangledModel.load(stage1_run, pose=pose_run)
     root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
     fmt = "auto" if data_root else model.data.format  # another root: its own layout, detected
-    ds = market_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius,
+    ds = person_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius, skip_missing_keypoints=model.data.skip_missing_keypoints,
                         fmt=fmt)
     out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}

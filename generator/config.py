@@ -113,7 +113,11 @@ def _coerce(value, tp, where: str, key: str = "", example=None):
     return value
 
 
-def _unknown(where: str, section: str, name, fields) -> UserError:
+def _unknown(where: str, section: str, name, fields, renamed: dict | None = None) -> UserError:
+    """An unknown key; one that a config class has renamed (its ``RENAMED``: old key -> new key) names the new key."""
+    if renamed and name in renamed:
+        return UserError(f"{where}: key {_join(section, name)!r} is now {_join(section, renamed[name])!r}; "
+                         f"rename it in the config")
     inside = f" in {section}" if section else ""
     return UserError(f"{where}: unknown key {_join(section, name)!r}; "
                      f"valid keys{inside} are {', '.join(sorted(fields))}")
@@ -124,7 +128,7 @@ def _from_dict(cls, data: dict, where: str, key: str):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
-        raise _unknown(where, key, unknown[0], fields)
+        raise _unknown(where, key, unknown[0], fields, getattr(cls, "RENAMED", None))
     kwargs = {k: _coerce(v, hints[k], where, _join(key, k), _example(fields[k])) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -183,13 +187,60 @@ def _override_type(cls, keys: list[str], name: str):
             raise UserError(f"{name}: {section!r} is a value, not a section; set it as {section}=VALUE")
         fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
         if k not in fields:
-            raise _unknown(name, section, k, fields)
+            raise _unknown(name, section, k, fields, getattr(tp, "RENAMED", None))
         tp = typing.get_type_hints(tp)[k]
     return tp, _example(fields[keys[-1]])
 
 
+BASE_KEY = "base"  # a config's top-level key naming the YAML file it extends (relative to the config's folder)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise UserError(f"{path}: cannot read config ({e.strerror}); check the path") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "a config is YAML text: save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of sections such as 'train:'")
+    return data
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` on top: sections merge key by key, any other value (a list too) is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The YAML mapping of ``path``, on top of the file its ``base:`` names (and that file's base, in turn)."""
+    data = _read_yaml(path)
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{path}: base: {base!r} is not a file name; name the YAML config this one extends, "
+                        f"relative to {path.parent}")
+    base_path = path.parent / base
+    chain = (*chain, path.resolve())
+    if base_path.resolve() in chain:
+        raise UserError(f"{path}: base: {base} extends itself ({' -> '.join(str(p) for p in (*chain, base_path))}); "
+                        "remove the loop")
+    if not base_path.is_file():
+        raise UserError(f"{path}: base: {base}: no such file ({base_path}); give a path relative to {path.parent}")
+    return merge(read_config(base_path, chain), data)
+
+
 def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str] = (), set_name=_set_name):
-    """Load ``cls`` from a YAML file (or its defaults when ``path`` is None) and apply ``--set`` overrides.
+    """Load ``cls`` from a YAML file (or its defaults when ``path`` is None) and apply ``--set`` overrides. A file
+    may extend another with a top-level ``base: OTHER.yaml`` (relative to its folder): its keys replace the base's,
+    section by section.
 
     Every error (file, key, type, choice, range) is raised here, before the job writes anything. ``set_name(text)``
     is how an error names an override (default ``--set 'text'``)."""
@@ -198,17 +249,7 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
     if path is not None:
         path = Path(path)
         where = str(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise UserError(f"{path}: cannot read config ({e.strerror}); check the path") from None
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                            "a config is YAML text: save it as UTF-8") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: a config must be a mapping of sections such as 'train:'")
+        data = read_config(path)
     set_by = {}  # dotted key -> the name of the override that gave it its value
     for text in overrides:
         name = set_name(text)

@@ -20,7 +20,7 @@ from generator.api import real_embeddings
 from generator.config import from_dict, save_config
 from generator.errors import UserError
 from generator.io import atomic_save, atomic_write_json, load_checkpoint
-from generator.simmarket.dataset import settings, simulate
+from generator.simmarket.simulate import settings, simulate
 from generator.training.pose_ae import PoseConfig
 from generator.training.stage1 import Stage1Config
 from generator.training.stage2 import Stage2Config

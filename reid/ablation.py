@@ -1,9 +1,9 @@
 """The re-ID ablation: what does a Virtual Market add to real training data?
 
-Settings are training recipes, evaluated on the real test split (query / gallery):
+Settings say what a run trains on; every one is evaluated on the real test split (query / gallery):
 ``real``, ``virtual``, ``real+virtual`` (merged, virtual pids offset, cameras kept)
-and ``virtual->real`` (pre-train on virtual, fine-tune on real); any recipe written
-the same way (stages separated by ``->``, each one of ``SOURCES``) can be added. Each
+and ``virtual->real`` (pre-train on virtual, fine-tune on real); any setting written
+the same way (stages separated by ``->``, each one of ``TRAIN_SETS``) can be added. Each
 runs over several seeds; finished runs are reused, so a killed ablation resumes. With
 ``matched_steps`` every stage trains as many optimiser steps per epoch as one pass over
 the real training data, so settings with more images do not simply train longer.
@@ -33,7 +33,7 @@ from reid.torchreid_adapter import market_records, merge_records, register_datas
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
 MIXED = ("real+remix", "real+new", "real+remix+new")  # real batches with generated images appended (reid.mixed)
-SOURCES = ("real", "virtual", "real+virtual", *MIXED)
+TRAIN_SETS = ("real", "virtual", "real+virtual", *MIXED)  # what one stage of a setting trains on
 
 
 @dataclass
@@ -45,7 +45,7 @@ class AblationConfig:
     settings: list[str] = field(default_factory=lambda: ["real", "virtual", "real+virtual", "virtual->real"])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
-    finetune_epochs: int = 0  # epochs of each later stage of an `A->B` recipe (0: train.epochs)
+    finetune_epochs: int = 0  # epochs of each later stage of an `A->B` setting (0: train.epochs)
     # true: every setting trains as many optimiser steps as train.epochs over the real data (iteration-matched)
     matched_steps: bool = False
     # real+remix / real+new / real+remix+new: the generated share of every batch, in [0, 1) (0: the real-only run)
@@ -56,12 +56,12 @@ class AblationConfig:
     out: str = "outputs/reid/ablation"
 
     def __post_init__(self):
-        """Every setting is a recipe of known sources, and the generated-image fields are in range; checked when
-        the config loads."""
+        """Every setting is a chain of known training sets, and the generated-image fields are in range; checked
+        when the config loads."""
         for s in self.settings:
-            bad = next((st for st in (t.strip() for t in s.split("->")) if st not in SOURCES), None)
+            bad = next((st for st in (t.strip() for t in s.split("->")) if st not in TRAIN_SETS), None)
             if bad is not None:
-                raise ConfigValueError("settings", f"{s!r}: stage {bad!r} is not one of {', '.join(SOURCES)} "
+                raise ConfigValueError("settings", f"{s!r}: stage {bad!r} is not one of {', '.join(TRAIN_SETS)} "
                                                    f"(stages are joined by '->', e.g. virtual->real)")
         if not 0 <= self.virtual_share < 1:
             raise ConfigValueError("virtual_share", f"{self.virtual_share}: use a share of the batch in [0, 1)")
@@ -75,8 +75,8 @@ class AblationConfig:
 def parse_setting(text: str) -> list[str]:
     stages = [s.strip() for s in text.split("->")]
     for s in stages:
-        if s not in SOURCES:
-            raise UserError(f"setting {text!r}: stage {s!r} is not one of {', '.join(SOURCES)} "
+        if s not in TRAIN_SETS:
+            raise UserError(f"setting {text!r}: stage {s!r} is not one of {', '.join(TRAIN_SETS)} "
                             f"(stages are joined by '->')")
     return stages
 
@@ -91,10 +91,11 @@ def stage_dir(out: str | Path, setting: str, seed: int, stage: int = 0) -> Path:
     return Path(out) / _slug(setting) / f"seed{seed}" / f"stage{stage}-{_slug(parse_setting(setting)[stage])}"
 
 
-def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = False
-                     ) -> tuple[dict[str, str], dict[str, Mix], list]:
-    """torchreid dataset names for the sources the settings use (all share the real query / gallery), the
-    generated images of each mixed source (trained on the real dataset), and the real training records."""
+def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = False
+                        ) -> tuple[dict[str, str], dict[str, Mix], list]:
+    """torchreid dataset names for the training sets the settings use (all share the real query / gallery, the
+    test set), the generated images of each mixed training set (trained on the real dataset), and the real training
+    records."""
     if not cfg.real_root:
         raise UserError("real_root: set it to a re-ID dataset (Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or a "
                         "SimMarket; its query / gallery are the test set)")
@@ -115,18 +116,19 @@ def register_sources(cfg: AblationConfig, needed: set[str], progress: bool = Fal
                             "with fg_mode: real")
         remix = market_records(cfg.remix_root, ("train",), progress=progress)["train"]
     mixes = {}
-    for source in needed & set(MIXED):
-        pool = generated_pool(real["train"], remix if "remix" in source else [], virtual if "new" in source else [],
-                              cfg.virtual_label)
-        mixes[source] = Mix(pool, cfg.virtual_share, cfg.virtual_label, cfg.virtual_epsilon, cfg.virtual_triplet)
-        names[source] = names["real"]
+    for train_set in needed & set(MIXED):
+        pool = generated_pool(real["train"], remix if "remix" in train_set else [],
+                              virtual if "new" in train_set else [], cfg.virtual_label)
+        mixes[train_set] = Mix(pool, cfg.virtual_share, cfg.virtual_label, cfg.virtual_epsilon, cfg.virtual_triplet)
+        names[train_set] = names["real"]
     return names, mixes, real["train"]
 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
-    recipes = {s: parse_setting(s) for s in cfg.settings}
+    stages_of = {s: parse_setting(s) for s in cfg.settings}
     check_output_folder(cfg.out, "out")  # before the data is read and checked, which takes a while
-    names, mixes, real_train = register_sources(cfg, {st for r in recipes.values() for st in r}, progress)
+    needed = {st for stages in stages_of.values() for st in stages}
+    names, mixes, real_train = register_train_sets(cfg, needed, progress)
     train = cfg.train
     if cfg.matched_steps:
         real_batches = train_batches_per_epoch(real_train, train.batch, train_sampler(train.loss))
@@ -138,14 +140,14 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     results = []
-    for setting, stages in recipes.items():
+    for setting, stages in stages_of.items():
         for seed in cfg.seeds:
             init, steps = None, 0
-            for k, source in enumerate(stages):
+            for k, train_set in enumerate(stages):
                 run = stage_dir(out, setting, seed, k)
                 tcfg = train if k == 0 or not cfg.finetune_epochs else replace(train, epochs=cfg.finetune_epochs)
-                res = train_and_evaluate(names[source], names["real"], tcfg, run, seed, init_from=init,
-                                         progress=progress, mix=mixes.get(source))
+                res = train_and_evaluate(names[train_set], names["real"], tcfg, run, seed, init_from=init,
+                                         progress=progress, mix=mixes.get(train_set))
                 init = run / "state.pt"
                 steps += res["steps"]
             results.append(_combined(setting, seed, steps, res))
@@ -157,7 +159,7 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
 
 def _combined(setting: str, seed: int, steps: int, res: dict) -> dict:
     """One row of run_ablation's results: the last stage's metrics, the optimiser steps of every stage."""
-    skip = ("source", "target", "steps", "mix")
+    skip = ("train_set", "test_set", "source", "target", "steps", "mix")  # source / target: an older result.json's
     return {"setting": setting, "seed": seed, "steps": steps, **{k: v for k, v in res.items() if k not in skip},
             **(res.get("mix") or {})}
 
@@ -171,7 +173,7 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
     stages = parse_setting(setting)
     steps, res = 0, {}
     t = cfg.train
-    for k, source in enumerate(stages):
+    for k, train_set in enumerate(stages):
         path = stage_dir(cfg.out, setting, seed, k) / "result.json"
         if not path.is_file():
             return None
@@ -186,7 +188,7 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
         for key in ("model", "loss", "lr", "batch", "size"):  # results written before these were recorded
             if key not in res:
                 done[key] = asked[key]
-        if source in MIXED:
+        if train_set in MIXED:
             asked["mix"] = {"virtual_share": cfg.virtual_share, "virtual_label": cfg.virtual_label,
                             "virtual_epsilon": cfg.virtual_epsilon, "virtual_triplet": cfg.virtual_triplet,
                             "generated_per_batch": generated_per_batch(t.batch, cfg.virtual_share)}
@@ -216,10 +218,12 @@ def _cell(g, column: str) -> str:
     return f"{100 * g[column].mean():.1f} ± {100 * g[column].std(ddof=0):.1f}"
 
 
-def paired(df: pd.DataFrame, regime: str, setting: str, against: str, metric: str) -> tuple[float, float, int]:
-    """Mean and standard error of ``setting - against`` over the seeds both have in ``regime``; and that count."""
-    a = df[(df.regime == regime) & (df.setting == setting)].set_index("seed")[metric]
-    b = df[(df.regime == regime) & (df.setting == against)].set_index("seed")[metric]
+def paired(df: pd.DataFrame, regime: str, recipe: str, against: str, metric: str,
+           by: str = "recipe") -> tuple[float, float, int]:
+    """Mean and standard error of ``recipe - against`` over the seeds both have in ``regime``; and that count.
+    ``df``: the rows of a reference ablation (one per recipe x regime x seed), ``by`` the column naming the recipe."""
+    a = df[(df.regime == regime) & (df[by] == recipe)].set_index("seed")[metric]
+    b = df[(df.regime == regime) & (df[by] == against)].set_index("seed")[metric]
     d = (a - b).dropna()
     if len(d) == 0:
         return float("nan"), float("nan"), 0

@@ -199,19 +199,8 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     """Score ``generated_root``'s training images with the re-ID model of ``state_path`` (trained on
     ``real_root``'s training split) and write the consistent ones to ``out`` (Market-1501 layout); the summary.
     Every check runs before anything is written."""
-    out, state_path = Path(out), Path(state_path)
-    made = check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
-    if state_path.is_dir():
-        state_path = state_path / "state.pt"
-    if not state_path.is_file():
-        raise UserError(f"{state_path}: re-ID model state missing; pass the state.pt of a `vmarket reid` training run "
-                        f"on the real data (e.g. <out>/real/seed0/stage0-real/state.pt)")
-    if not -1 <= new_tau <= 1:
-        raise UserError(f"--new-tau {new_tau}: a cosine similarity, use a value in [-1, 1]")
-    if len(size) != 2 or min(size) < 1:
-        raise UserError(f"--size {size}: expected (height, width) in pixels")
+    out = Path(out)
+    made, state_path = _check_filter_args(out, Path(state_path), new_tau, size)
     real = market_records(real_root, ("train",), progress=progress)["train"]
     gen = market_records(generated_root, ("train",), progress=progress)["train"]
     real_pids = np.array([p for _, p, _ in real])
@@ -224,14 +213,7 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     gen_feats = extract_image_features(net, [r[0] for r in gen], size, dev, progress, "generated features")
     keep, reasons = consistency_keep(gen_feats, gen_pids, real_feats, real_pids, new_tau, is_new)
 
-    kinds = np.where(is_new, "new", "remix")
-    decisions = pd.DataFrame({"name": [Path(r[0]).name for r in gen], "pid": gen_pids, "kind": kinds, "kept": keep,
-                              "reason": reasons})
-    report = (decisions.groupby(["kind", "pid"], sort=True)
-              .agg(generated=("kept", "size"), kept=("kept", "sum")).reset_index())
-    report["rejected"] = report["generated"] - report["kept"]
-    report["rejection_rate"] = report["rejected"] / report["generated"]
-    report = report[["pid", "kind", "generated", "kept", "rejected", "rejection_rate"]]
+    decisions, report = filter_decisions(gen, gen_pids, is_new, keep, reasons)
     n, kept = len(gen), int(keep.sum())
     summary = {
         "images": n, "kept": kept, "rejected": n - kept, "rejection_rate": (n - kept) / n,
@@ -247,42 +229,7 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     out.parent.mkdir(parents=True, exist_ok=True)
     work = _work_dir(out)
     try:
-        for d in SPLIT_DIRS.values():  # train-only, as the builder and cut-and-paste write it
-            (work / d).mkdir()
-        train_dir = work / SPLIT_DIRS["train"]
-        for (path, _, _), k in zip(gen, keep, strict=True):
-            if k:
-                _link(path, train_dir / Path(path).name)
-        base = resolve_root(generated_root)
-        kept_names = set(decisions.loc[decisions.kept, "name"])
-        if (base / "manifest.csv").is_file():
-            df = pd.read_csv(base / "manifest.csv")
-            if "path" in df.columns:
-                rows = df["path"].map(lambda p: str(p).startswith(SPLIT_DIRS["train"] + "/")
-                                      and Path(p).name in kept_names)
-                write_manifest(df[rows].reset_index(drop=True), work / "manifest.csv")
-        if (base / "market-annotation-train.csv").is_file():
-            kps = read_keypoints_csv(base / "market-annotation-train.csv")
-            write_keypoints_csv(work / "market-annotation-train.csv",
-                                {k: v for k, v in kps.items() if k in kept_names})
-        report.to_csv(work / "filter_report.csv", index=False)
-        decisions.loc[~decisions.kept, ["name", "pid", "kind", "reason"]].to_csv(work / "filter_rejected.csv",
-                                                                                 index=False)
-        atomic_write_json(work / "filter_summary.json", summary)
-        (work / "README.txt").write_text("\n".join([
-            "Identity-consistency filter of a generated training set, written by virtual-market (vmarket filter).",
-            "",
-            f"generated: {summary['generated_root']} ({n} training images; {summary['remix_images']} of real "
-            f"identities, {summary['new_images']} of new ones)",
-            f"re-ID model: {summary['model_state']} ({model} at {size[0]}x{size[1]}), centroids of {len(real)} real "
-            f"training images of {summary['real_root']}",
-            f"kept: {kept} ({1 - summary['rejection_rate']:.1%}); a real identity's image is kept iff its nearest real "
-            f"centroid is its own, a new identity's iff its cosine to every real centroid is below {new_tau}",
-            "",
-            "files: bounding_box_train/ (kept images, same names), manifest.csv and market-annotation-train.csv "
-            "(their rows, where the generated folder has them), filter_report.csv (per identity), "
-            "filter_rejected.csv (per dropped image, with the reason), filter_summary.json.",
-        ]) + "\n")
+        _write_filtered(work, gen, keep, generated_root, decisions, report, summary)
         (work / _PARTIAL_MARKER).unlink()
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -292,3 +239,85 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
         remove_empty_folders(out.parent, made)
         raise
     return summary
+
+
+def _check_filter_args(out: Path, state_path: Path, new_tau: float, size: tuple[int, int]) -> tuple[Path | None, Path]:
+    """(what ``check_output_folder`` made, the state file): the refusals of ``filter_generated`` that need no data
+    read; a run directory given as ``state_path`` stands for its ``state.pt``."""
+    made = check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
+    if state_path.is_dir():
+        state_path = state_path / "state.pt"
+    if not state_path.is_file():
+        raise UserError(f"{state_path}: re-ID model state missing; pass the state.pt of a `vmarket reid` training run "
+                        f"on the real data (e.g. <out>/real/seed0/stage0-real/state.pt)")
+    if not -1 <= new_tau <= 1:
+        raise UserError(f"--new-tau {new_tau}: a cosine similarity, use a value in [-1, 1]")
+    if len(size) != 2 or min(size) < 1:
+        raise UserError(f"--size {size}: expected (height, width) in pixels")
+    return made, state_path
+
+
+def filter_decisions(gen: list, gen_pids: np.ndarray, is_new: np.ndarray, keep: np.ndarray, reasons: np.ndarray
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(decisions, report): one row per generated record ``(path, pid, camid)`` (name, pid, kind new or remix,
+    kept, reason), and one per (kind, pid) with its generated, kept and rejected counts and rejection rate."""
+    kinds = np.where(is_new, "new", "remix")
+    decisions = pd.DataFrame({"name": [Path(r[0]).name for r in gen], "pid": gen_pids, "kind": kinds, "kept": keep,
+                              "reason": reasons})
+    report = (decisions.groupby(["kind", "pid"], sort=True)
+              .agg(generated=("kept", "size"), kept=("kept", "sum")).reset_index())
+    report["rejected"] = report["generated"] - report["kept"]
+    report["rejection_rate"] = report["rejected"] / report["generated"]
+    report = report[["pid", "kind", "generated", "kept", "rejected", "rejection_rate"]]
+    return decisions, report
+
+
+def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str | os.PathLike,
+                    decisions: pd.DataFrame, report: pd.DataFrame, summary: dict) -> None:
+    """The filtered folder in ``work``: the split folders with the kept images (hard links where possible), the
+    generated folder's manifest and keypoint rows of the kept images, the report, the rejected images, the
+    summary and a README."""
+    for d in SPLIT_DIRS.values():  # train-only, as the builder and cut-and-paste write it
+        (work / d).mkdir()
+    train_dir = work / SPLIT_DIRS["train"]
+    for (path, _, _), k in zip(gen, keep, strict=True):
+        if k:
+            _link(path, train_dir / Path(path).name)
+    base = resolve_root(generated_root)
+    kept_names = set(decisions.loc[decisions.kept, "name"])
+    if (base / "manifest.csv").is_file():
+        df = pd.read_csv(base / "manifest.csv")
+        if "path" in df.columns:
+            rows = df["path"].map(lambda p: str(p).startswith(SPLIT_DIRS["train"] + "/")
+                                  and Path(p).name in kept_names)
+            write_manifest(df[rows].reset_index(drop=True), work / "manifest.csv")
+    if (base / "market-annotation-train.csv").is_file():
+        kps = read_keypoints_csv(base / "market-annotation-train.csv")
+        write_keypoints_csv(work / "market-annotation-train.csv",
+                            {k: v for k, v in kps.items() if k in kept_names})
+    report.to_csv(work / "filter_report.csv", index=False)
+    decisions.loc[~decisions.kept, ["name", "pid", "kind", "reason"]].to_csv(work / "filter_rejected.csv",
+                                                                             index=False)
+    atomic_write_json(work / "filter_summary.json", summary)
+    (work / "README.txt").write_text(_readme(summary))
+
+
+def _readme(s: dict) -> str:
+    """The filtered folder's README.txt, from its summary ``s``."""
+    size = s["size"]
+    return "\n".join([
+        "Identity-consistency filter of a generated training set, written by virtual-market (vmarket filter).",
+        "",
+        f"generated: {s['generated_root']} ({s['images']} training images; {s['remix_images']} of real "
+        f"identities, {s['new_images']} of new ones)",
+        f"re-ID model: {s['model_state']} ({s['model']} at {size[0]}x{size[1]}), centroids of {s['real_images']} real "
+        f"training images of {s['real_root']}",
+        f"kept: {s['kept']} ({1 - s['rejection_rate']:.1%}); a real identity's image is kept iff its nearest real "
+        f"centroid is its own, a new identity's iff its cosine to every real centroid is below {s['new_tau']}",
+        "",
+        "files: bounding_box_train/ (kept images, same names), manifest.csv and market-annotation-train.csv "
+        "(their rows, where the generated folder has them), filter_report.csv (per identity), "
+        "filter_rejected.csv (per dropped image, with the reason), filter_summary.json.",
+    ]) + "\n"

@@ -1,6 +1,7 @@
-"""Generated images joining real ones in re-ID training: label treatment per source and batch composition.
+"""Generated images joining real ones in re-ID training: label treatment per kind of generated image and batch
+composition.
 
-The recipes are the ones the field measured (DESIGN.md, "Using generated images for re-ID"):
+The treatments are the ones the field measured (DESIGN.md, "Using generated images for re-ID"):
 
 - CamStyle (Zhong et al., CVPR 2018, Sec. 3.3): generated images of *real* identities keep the real label, make
   up about a quarter of each batch, and get label smoothing (eps = 0.1) on the generated images only.
@@ -95,7 +96,7 @@ def generated_pool(real_train: list, remix: list = (), new: list = (), treatment
 
 @dataclass
 class Mix:
-    """How generated images join a real training run (one ablation setting's recipe and its images)."""
+    """How generated images join a real training run (one ablation setting's mix and its images)."""
     pool: GeneratedPool
     share: float  # generated share of every batch, in [0, 1)
     treatment: LabelTreatment = "onehot"  # label treatment of the generated images
@@ -107,7 +108,7 @@ class Mix:
         return self.pool.num_classes if generated_per_batch(batch, self.share) else self.pool.num_real
 
     def summary(self, batch: int) -> dict:
-        """What a finished or half-done run records, so that it is never reused for another recipe."""
+        """What a finished or half-done run records, so that it is never reused for another mix."""
         return {"virtual_share": self.share, "virtual_label": self.treatment, "virtual_epsilon": self.epsilon,
                 "virtual_triplet": self.triplet, "generated_per_batch": generated_per_batch(batch, self.share),
                 "remix_images": int(self.pool.remix.sum()), "new_images": int((~self.pool.remix).sum())}

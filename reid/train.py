@@ -3,7 +3,7 @@
 Checkpoints follow the project's run-directory rules: ``state.pt`` after every
 epoch (model, optimiser, scheduler, epoch, optimiser steps, RNG) for resume; ``result.json`` at the end.
 With a ``reid.mixed.Mix``, generated images join every batch of the real training data (``reid.mixed`` explains
-how); the run records its recipe, and a finished or half-done run is never reused for another recipe or budget.
+how); the run records its mix, and a finished or half-done run is never reused for another mix or budget.
 """
 from __future__ import annotations
 
@@ -88,38 +88,40 @@ def extract_features(model, loader, device) -> tuple[torch.Tensor, np.ndarray, n
     return torch.cat(feats), np.concatenate(pids), np.concatenate(cams)
 
 
-def evaluate_model(model, datamanager, target: str, device) -> RankResult:
-    q = extract_features(model, datamanager.test_loader[target]["query"], device)
-    g = extract_features(model, datamanager.test_loader[target]["gallery"], device)
+def evaluate_model(model, datamanager, test_set: str, device) -> RankResult:
+    q = extract_features(model, datamanager.test_loader[test_set]["query"], device)
+    g = extract_features(model, datamanager.test_loader[test_set]["gallery"], device)
     return evaluate_features(q[0], g[0], q[1], g[1], q[2], g[2], max_rank=50)
 
 
-def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: Path, seed: int,
+def train_and_evaluate(train_set: str, test_set: str, cfg: ReidTrainConfig, run_dir: Path, seed: int,
                        init_from: Path | None = None, progress: bool = True, mix: Mix | None = None) -> dict:
-    """Train on registered dataset ``source``, evaluate on ``target``; resumable per epoch.
+    """Train on registered dataset ``train_set``, evaluate on the query / gallery of ``test_set``; resumable per
+    epoch.
 
     ``init_from``: a ``state.pt`` whose backbone weights start this run (virtual pre-training -> real fine-tuning).
-    ``mix``: generated images appended to every batch of ``source`` (its real training data); None: ``source`` alone.
+    ``mix``: generated images appended to every batch of ``train_set`` (its real training data); None: ``train_set``
+    alone.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    recipe = mix.summary(cfg.batch) if mix is not None else None
+    mix_summary = mix.summary(cfg.batch) if mix is not None else None
     if (run_dir / "result.json").exists():
         done = json.loads((run_dir / "result.json").read_text())
         _check_same_training(run_dir / "result.json", done["steps_per_epoch"], cfg.steps_per_epoch,
-                             done.get("mix"), recipe, done.get("transforms", ["random_flip"]), cfg.transforms,
+                             done.get("mix"), mix_summary, done.get("transforms", ["random_flip"]), cfg.transforms,
                              done.get("epochs", cfg.epochs), cfg.epochs)
         return done
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           (cfg.device if cfg.device != "auto" else "cpu"))
     seed_everything(seed)
-    dm = build_datamanager(source, target, tuple(cfg.size), cfg.batch, cfg.workers, train_sampler(cfg.loss),
+    dm = build_datamanager(train_set, test_set, tuple(cfg.size), cfg.batch, cfg.workers, train_sampler(cfg.loss),
                            use_gpu=device.type == "cuda", transforms=tuple(cfg.transforms))
     mixed_loader = None
     if mix is not None:
         if mix.pool.num_real != dm.num_train_pids:
             raise UserError(f"the generated images were labelled against {mix.pool.num_real} real identities, "
-                            f"dataset {source!r} has {dm.num_train_pids}")
+                            f"dataset {train_set!r} has {dm.num_train_pids}")
         # draws of its own (never the global RNGs): the real part stays the real-only run's batches
         mixed_loader = MixedLoader(dm.train_loader, mix, seed, image_reader(dm, tuple(cfg.transforms)))
     num_classes = dm.num_train_pids if mixed_loader is None else mixed_loader.num_classes
@@ -137,7 +139,7 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
     start, steps, curve = 0, 0, []  # epochs done, optimiser steps done, (epoch, steps, rank-1, mAP) so far
     if state is not None:
         _check_same_training(run_dir / "state.pt", int(state["steps_per_epoch"]), cfg.steps_per_epoch,
-                             state.get("mix"), recipe, state.get("transforms", ["random_flip"]), cfg.transforms,
+                             state.get("mix"), mix_summary, state.get("transforms", ["random_flip"]), cfg.transforms,
                              state.get("epochs", cfg.epochs), cfg.epochs)
         start, steps, curve = int(state["epoch"]), int(state["steps"]), list(state.get("curve", []))
     for epoch in range(start, cfg.epochs):
@@ -145,17 +147,18 @@ def train_and_evaluate(source: str, target: str, cfg: ReidTrainConfig, run_dir: 
             mixed_loader.step = steps  # the generated draws are a function of (seed, step)
         steps += train_one_epoch(engine, epoch, cfg.epochs, progress, steps=cfg.steps_per_epoch)
         if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
-            curve.append(_curve_point(model, dm, target, device, epoch + 1, steps))
-        atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch, mix=recipe,
-                                  transforms=list(cfg.transforms), curve=curve, epochs=cfg.epochs),
+            curve.append(_curve_point(model, dm, test_set, device, epoch + 1, steps))
+        atomic_save(capture_state(parts, epoch=epoch + 1, steps=steps, steps_per_epoch=cfg.steps_per_epoch,
+                                  mix=mix_summary, transforms=list(cfg.transforms), curve=curve, epochs=cfg.epochs),
                     run_dir / "state.pt")
-    result = evaluate_model(model, dm, target, device)
+    result = evaluate_model(model, dm, test_set, device)
     out = {**result.summary(), "cmc": [float(v) for v in result.cmc[:20]], "epochs": cfg.epochs,
            "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed, "transforms": list(cfg.transforms),
-           "source": source, "target": target, "train_ids": int(dm.num_train_pids), "device": device_name(device),
-           "model": cfg.model, "loss": cfg.loss, "lr": cfg.lr, "batch": cfg.batch, "size": list(cfg.size)}
-    if recipe is not None:
-        out["mix"] = recipe
+           "train_set": train_set, "test_set": test_set, "train_ids": int(dm.num_train_pids),
+           "device": device_name(device), "model": cfg.model, "loss": cfg.loss, "lr": cfg.lr, "batch": cfg.batch,
+           "size": list(cfg.size)}
+    if mix_summary is not None:
+        out["mix"] = mix_summary
     if cfg.eval_every:
         out["curve"] = curve + [{"epoch": cfg.epochs, "steps": steps, "rank1": out["rank1"], "mAP": out["mAP"]}]
     atomic_write_text(run_dir / "result.json", json.dumps(out, indent=1))
@@ -170,12 +173,12 @@ def device_name(device: torch.device) -> str:
     return f"cpu {platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def _curve_point(model, dm, target: str, device, epoch: int, steps: int) -> dict:
+def _curve_point(model, dm, test_set: str, device, epoch: int, steps: int) -> dict:
     """A mid-training evaluation that leaves every RNG (python, numpy, torch) and the train mode as they were, so
     the run trains exactly as it would without it."""
     py, npy = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        r = evaluate_model(model, dm, target, device)
+        r = evaluate_model(model, dm, test_set, device)
     random.setstate(py)
     np.random.set_state(npy)
     model.train()

@@ -1,3 +1,15 @@
+"""Shared fixtures and helpers. Two tiers, by the ``slow`` marker (the rule is in pyproject.toml's ``markers``):
+
+- fast (``make test-fast``, ``-m "not slow"``, under 3 minutes on an idle 2-core CPU): unit tests, refusals of bad
+  input, and tiny trainings of a few steps that check bookkeeping. A command runs in this process (``run_main``);
+  ``run_cli`` (a fresh interpreter: seconds of torch imports each) only where the subprocess is what is tested.
+- slow (``@pytest.mark.slow``; ``make test``/CI runs both tiers, under 8 minutes): end to end and training-heavy:
+  whole ``vmarket`` jobs (pipeline, reference, reference-reid), kill-and-resume, DDP with gloo, trainings that must
+  move a metric or run a full epoch, anything else over ~5 s.
+
+A session or module fixture costs once per tier that uses it (``tiny_stages``: a second or two idle); one that only
+slow tests use is never built by the fast tier, so an expensive fixture belongs with slow tests or must be cheap.
+"""
 import os
 import shutil
 import subprocess
@@ -11,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture(scope="session")
 def sim_root(tmp_path_factory):
     """A small SimMarket dataset at <tmp>/market1501 (the name torchreid's market1501 expects)."""
-    from generator.simmarket.dataset import simulate
+    from generator.simmarket.simulate import simulate
 
     root = tmp_path_factory.mktemp("sim") / "market1501"
     summary = simulate(root, 24, seed=3, progress=False)
@@ -21,7 +33,7 @@ def sim_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sim_small(tmp_path_factory):
     """A 64x32 SimMarket for tiny training runs."""
-    from generator.simmarket.dataset import simulate
+    from generator.simmarket.simulate import simulate
 
     root = tmp_path_factory.mktemp("sim64") / "market1501"
     simulate(root, 16, seed=5, size=(64, 32), progress=False)

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_main
 from skimage.metrics import structural_similarity
 
 from generator.api import DisentangledModel, interpolate, swap
-from generator.data.dataset import market_dataset
+from generator.data.dataset import person_dataset
 from generator.eval.image_metrics import mask_ssim, nan_mean, region_scores, ssim
 
 
@@ -70,7 +70,7 @@ def test_images_without_a_person_are_left_out_of_person_metrics():
 def test_api_round_trip_and_swaps(sim_small, tiny_stages):
     s1, pose, _ = tiny_stages
     model = DisentangledModel.load(s1, pose=pose)
-    ds = market_dataset(sim_small, ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
+    ds = person_dataset(sim_small, ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
     b = torch.utils.data.default_collate([ds.item(i) for i in range(3)])
     f = model.encode(b["image"], b["keypoints"])
     assert f.fg.shape == (3, 224) and f.bg.shape == (3, 128) and f.pose.shape == (3, 32)
@@ -92,9 +92,10 @@ def test_api_round_trip_and_swaps(sim_small, tiny_stages):
     assert path.shape == (5, 224) and torch.allclose(path[0], f.fg[0]) and torch.allclose(path[-1], g.fg[0])
 
 
-def test_eval_cli_writes_table(tiny_stages, tmp_path):
+def test_eval_cli_writes_table(capsys, tiny_stages, tmp_path):
     out = tmp_path / "eval"  # not the default RUN/eval: the trained stages are shared by other tests
-    rc, stdout, err = run_cli("eval", "stage1", "--run", tiny_stages[0], "--pairs", 12, "--limit", 16, "--out", out)
+    rc, stdout, err = run_main(capsys, "eval", "stage1", "--run", tiny_stages[0], "--pairs", 12, "--limit", 16, "--out",
+                               out)
     assert rc == 0, err
     m = json.loads((out / "metrics.json").read_text())
     assert m["swaps"]["pairs"] == 12

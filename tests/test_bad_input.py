@@ -2,8 +2,8 @@
 first, in one line, nothing is left behind, and nothing hangs.
 
 torchreid's ``read_image`` retries an unreadable file forever, so the re-ID ablation must refuse such a file
-before torchreid sees it; every subprocess here runs under a timeout so that a regression fails instead of
-hanging the suite.
+before torchreid sees it; every command here runs in this process (``run_main``: a subprocess would spend seconds
+importing torch) under a timeout (pytest-timeout) so that a regression fails instead of hanging the suite.
 """
 import json
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_line_error, run_cli, run_main
+from conftest import one_line_error, run_main
 from PIL import Image
 from tiny import tiny_pose, tiny_stage1, tiny_stage2
 from torch._utils import ExceptionWrapper
@@ -28,8 +28,12 @@ from generator.errors import UserError
 TIMEOUT_S = 240  # the refusal takes seconds; a hang would run until killed
 
 
-def _run(*args):
-    return run_cli(*args, timeout=TIMEOUT_S)
+def _run(capsys, *args):
+    """``vmarket args`` in this process; the test that calls it runs under ``@_timeout``."""
+    return run_main(capsys, *args)
+
+
+_timeout = pytest.mark.timeout(TIMEOUT_S)
 
 
 def _stray(root, name="0001_c1s1_999999_01.jpg"):
@@ -138,12 +142,13 @@ def _command(command, root, tmp_path):
 
 @pytest.mark.parametrize("defect, command", [(d, c) for d, cs in DEFECTS.items() for c in cs],
                          ids=lambda x: getattr(x, "__name__", x))
-def test_every_data_command_refuses_bad_data_in_one_line(copy, tmp_path, defect, command):
+@_timeout
+def test_every_data_command_refuses_bad_data_in_one_line(capsys, copy, tmp_path, defect, command):
     """For each defect and each command that reads the data: exit 2, one line naming the file (the defect itself,
     not a keypoint row a stray file never had) and the fix, no traceback, no hang, nothing written."""
     needles = defect(copy)
     args, out = _command(command, copy, tmp_path)
-    line = one_line_error(*_run(*args), *needles)
+    line = one_line_error(*_run(capsys, *args), *needles)
     if "keypoint" not in defect.__name__:
         assert "keypoint" not in line
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), sorted(out.rglob("*"))
@@ -164,36 +169,40 @@ def _drop_rows(csv, keep):
     return [ln.split(":")[0] for ln in lines if ln not in kept]
 
 
-def test_junk_and_distractors_need_no_keypoint_row(copy):
+@_timeout
+def test_junk_and_distractors_need_no_keypoint_row(capsys, copy):
     """Junk (-1) and distractor (0000) images are never trained on: without a row the dataset still checks."""
     dropped = _drop_rows(copy / "market-annotation-test.csv", lambda n: not n.startswith(("-1_", "0000_")))
     assert any(n.startswith("-1_") for n in dropped) and any(n.startswith("0000_") for n in dropped)
-    rc, out, err = _run("check", "--root", copy, "--quiet")
+    rc, out, err = _run(capsys, "check", "--root", copy, "--quiet")
     assert rc == 0, err
     assert f"without a keypoint row: {len(dropped)} junk / distractor images" in out
 
 
-def test_skip_missing_keypoints_leaves_person_images_out_and_logs_the_count(tmp_path, sim_small):
+@_timeout
+def test_skip_missing_keypoints_leaves_person_images_out_and_logs_the_count(capsys, tmp_path, sim_small):
     data = tmp_path / "data"
     shutil.copytree(sim_small, data)
     dropped = _drop_rows(data / "market-annotation-train.csv", lambda n: not n.startswith(("0001_", "0002_")))
     assert len(dropped) >= 2
     # refused by default, naming the image and the way out
-    one_line_error(*_run("check", "--root", data, "--size", "64x32", "--quiet"), "no keypoint row",
+    one_line_error(*_run(capsys, "check", "--root", data, "--size", "64x32", "--quiet"), "no keypoint row",
                    "--skip-missing-keypoints")
-    rc, out, err = _run("check", "--root", data, "--size", "64x32", "--quiet", "--skip-missing-keypoints")
+    rc, out, err = _run(capsys, "check", "--root", data, "--size", "64x32", "--quiet", "--skip-missing-keypoints")
     assert rc == 0 and f"{len(dropped)} person images (left out" in out, err
     cfg, run = tmp_path / "stage1.yaml", tmp_path / "run"
     save_config(tiny_stage1(data, **{"train.steps": 2}), cfg)
-    one_line_error(*_run("train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"), "no keypoint row")
+    one_line_error(*_run(capsys, "train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"), "no keypoint row")
     assert not run.exists()  # nothing half-written: the refused run leaves no run directory
-    rc, out, err = _run("train", "stage1", "-c", cfg, "--run-dir", run, "--quiet", "--skip-missing-keypoints")
+    rc, out, err = _run(capsys, "train", "stage1", "-c", cfg, "--run-dir", run, "--quiet",
+                        "--skip-missing-keypoints")
     assert rc == 0, err[-3000:]
     assert f"data: {len(dropped)} training images without a keypoint row left out" in (run / "log.txt").read_text()
     assert "skip_missing_keypoints: true" in (run / "config.yaml").read_text()
 
 
-def test_train_stage1_refuses_a_broken_image_before_it_writes_anything(tmp_path, sim_small):
+@_timeout
+def test_train_stage1_refuses_a_broken_image_before_it_writes_anything(capsys, tmp_path, sim_small):
     """Stage I decodes every training image before it starts: a broken file is named at once, not when a
     DataLoader worker first loads it (or never, when no step samples it), and no run directory is left."""
     data = tmp_path / "data"
@@ -202,7 +211,8 @@ def test_train_stage1_refuses_a_broken_image_before_it_writes_anything(tmp_path,
     victim.write_bytes(victim.read_bytes()[:200])  # it keeps its keypoint row
     cfg, run = tmp_path / "stage1.yaml", tmp_path / "run"
     save_config(tiny_stage1(data, **{"train.steps": 1, "data.workers": 1}), cfg)
-    one_line_error(*_run("train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"), str(victim), "unreadable image")
+    one_line_error(*_run(capsys, "train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"), str(victim),
+                   "unreadable image")
     assert not run.exists()
 
 
@@ -274,7 +284,7 @@ def _invocation(command, data, out, tmp_path, stages):
         return ["pipeline", _yaml(cfg, f"out: {out}\nsim_ids: 4\n{jobs}"), "--quiet"], cfg
     if command == "reference-reid":
         _yaml(cfg, f"out: {out}\nsim_ids: 4\nseeds: [0]\nrecipes:\n  - {{name: real}}\n"
-                   "  - {name: cutpaste, setting: real+remix, source: cutpaste}\n")
+                   "  - {name: cutpaste, setting: real+remix, generated: cutpaste}\n")
         return ["reference-reid", cfg, "--quiet"], cfg
     if command == "reference":
         return ["reference", _yaml(cfg, f"out: {out}\n"), "--quiet"], cfg
@@ -404,7 +414,7 @@ def test_an_output_path_under_a_file_is_refused(capsys, sim_small, tmp_path, tin
 
 
 def test_a_failed_simulate_leaves_no_work_folder_and_no_parent_it_made(tmp_path, monkeypatch):
-    import generator.simmarket.dataset as sim
+    import generator.simmarket.simulate as sim
 
     def disk_full(path, image, jpeg_quality=95):
         raise OSError(28, "No space left on device")
@@ -416,7 +426,7 @@ def test_a_failed_simulate_leaves_no_work_folder_and_no_parent_it_made(tmp_path,
 
 
 def test_simulate_allows_more_than_1501_identities_in_layouts_without_that_limit(tmp_path, monkeypatch, capsys):
-    import generator.simmarket.dataset as sim
+    import generator.simmarket.simulate as sim
 
     one_line_error(*run_main(capsys, "simulate", "--out", tmp_path / "m", "--ids", "2000", "--quiet"), "--ids 2000",
                    "1501", "--layout msmt17")

@@ -3,9 +3,10 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import run_main
 
-from augment.builder import BuildConfig, Builder, build
+from augment.makers.build_config import BuildConfig
+from augment.makers.builder import Builder, build
 from generator.config import load_config
 from generator.errors import UserError
 
@@ -61,7 +62,7 @@ def test_killed_build_resumes_to_the_same_result(tiny_stages, tmp_path, monkeypa
     s2 = tiny_stages[2]
     build(_cfg(s2, tmp_path / "ref"), progress=False)
     out = tmp_path / "killed"
-    import augment.builder as B
+    import augment.makers.builder as B
 
     calls = {"n": 0}
     real_render = B.Builder.render_identity
@@ -85,14 +86,15 @@ def test_killed_build_resumes_to_the_same_result(tiny_stages, tmp_path, monkeypa
     assert _content(out) == _content(tmp_path / "ref")
 
 
-def test_refuses_other_config_in_non_empty_dir(tiny_stages, tmp_path):
+def test_refuses_other_config_in_non_empty_dir(capsys, tiny_stages, tmp_path):
     s2 = tiny_stages[2]
     build(_cfg(s2, tmp_path / "x"), progress=False)
     with pytest.raises(UserError, match="not a build of this config"):
         build(_cfg(s2, tmp_path / "x", seed=5), progress=False)
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "notes.txt").write_text("mine")
-    rc, out, err = run_cli("build", "-c", "/dev/null", "--set", f"stage2_run={s2}", "--set", f"out={tmp_path / 'y'}",
+    rc, out, err = run_main(capsys, "build", "-c", "/dev/null", "--set", f"stage2_run={s2}", "--set",
+                            f"out={tmp_path / 'y'}",
                            "--quiet")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "not empty" in err
 

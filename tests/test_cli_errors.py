@@ -1,52 +1,56 @@
-"""Bad input gives one line naming the file and the fix, exit code 2, no traceback and nothing half-written."""
+"""Bad input gives one line naming the file and the fix, exit code 2, no traceback and nothing half-written.
+
+Every command runs in this process (``run_main``); test_config_errors.py checks the same through `vmarket` in a
+subprocess.
+"""
 import shutil
 
 import numpy as np
 import pytest
-from conftest import one_line_error, run_cli
+from conftest import one_line_error, run_main
 from PIL import Image
 
 from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
 from generator.data.market import SPLIT_DIRS
 
 
-def test_check_passes_on_good_data(copy):
-    rc, out, err = run_cli("check", "--root", copy, "--quiet")
+def test_check_passes_on_good_data(capsys, copy):
+    rc, out, err = run_main(capsys, "check", "--root", copy, "--quiet")
     assert rc == 0, err
     assert out.startswith("ok:")
 
 
-def test_malformed_name(copy):
+def test_malformed_name(capsys, copy):
     bad = copy / "bounding_box_train" / "person_7.jpg"
     shutil.copy(next((copy / "bounding_box_train").glob("*.jpg")), bad)
-    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(bad), "PPPP_cCsS_FFFFFF_BB")
+    one_line_error(*run_main(capsys, "check", "--root", copy, "--quiet"), str(bad), "PPPP_cCsS_FFFFFF_BB")
 
 
-def test_missing_keypoint_row(copy):
+def test_missing_keypoint_row(capsys, copy):
     csv = copy / "market-annotation-train.csv"
     lines = csv.read_text().splitlines()
     dropped = lines.pop(3).split(":")[0]
     csv.write_text("\n".join(lines) + "\n")
-    line = one_line_error(*run_cli("check", "--root", copy, "--quiet"), dropped, "no keypoint row", str(csv))
+    line = one_line_error(*run_main(capsys, "check", "--root", copy, "--quiet"), dropped, "no keypoint row", str(csv))
     assert "-1" in line  # says how to fix: -1 for undetected joints
 
 
-def test_unreadable_image(copy):
+def test_unreadable_image(capsys, copy):
     victim = sorted((copy / "query").glob("*.jpg"))[0]
     victim.write_bytes(b"not a jpeg at all")
-    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "unreadable")
+    one_line_error(*run_main(capsys, "check", "--root", copy, "--quiet"), str(victim), "unreadable")
 
 
-def test_wrong_size_image(copy):
+def test_wrong_size_image(capsys, copy):
     victim = sorted((copy / "bounding_box_test").glob("*.jpg"))[0]
     Image.fromarray(np.zeros((100, 50, 3), np.uint8)).save(victim)
-    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(victim), "100x50", "128x64")
+    one_line_error(*run_main(capsys, "check", "--root", copy, "--quiet"), str(victim), "100x50", "128x64")
 
 
-def test_empty_split(copy):
+def test_empty_split(capsys, copy):
     for f in (copy / "query").glob("*.jpg"):
         f.unlink()
-    one_line_error(*run_cli("check", "--root", copy, "--quiet"), str(copy / "query"), "empty split")
+    one_line_error(*run_main(capsys, "check", "--root", copy, "--quiet"), str(copy / "query"), "empty split")
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -56,24 +60,25 @@ def test_empty_split(copy):
     (["simulate", "--out", "X", "--ids", "1"], "--ids"),
     (["frobnicate"], "frobnicate"),
 ])
-def test_bad_options_write_nothing(tmp_path, args, needle):
+def test_bad_options_write_nothing(capsys, tmp_path, monkeypatch, args, needle):
     args = [str(tmp_path / "out") if a == "X" else a for a in args]
-    one_line_error(*run_cli(*args, cwd=tmp_path), needle)
+    monkeypatch.chdir(tmp_path)
+    one_line_error(*run_main(capsys, *args), needle)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".*"))
 
 
-def test_simulate_refuses_non_empty_out(tmp_path):
+def test_simulate_refuses_non_empty_out(capsys, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    one_line_error(*run_cli("simulate", "--out", out, "--ids", "4", "--quiet"), str(out), "--overwrite")
+    one_line_error(*run_main(capsys, "simulate", "--out", out, "--ids", "4", "--quiet"), str(out), "--overwrite")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_simulate_cli(tmp_path):
-    rc, out, err = run_cli("simulate", "--out", tmp_path / "s", "--ids", "6", "--seed", "1", "--size", "64x32",
-                           "--quiet")
+def test_simulate_cli(capsys, tmp_path):
+    rc, out, err = run_main(capsys, "simulate", "--out", tmp_path / "s", "--ids", "6", "--seed", "1", "--size",
+                            "64x32", "--quiet")
     assert rc == 0, err
     assert "6 identities" in out and "img/s" in out
     assert Image.open(next((tmp_path / "s" / "bounding_box_train").glob("*.jpg"))).size == (32, 64)
@@ -82,8 +87,6 @@ def test_simulate_cli(tmp_path):
 def test_check_reports_images_without_a_person(copy, capsys):
     """Person images whose keypoint rows show no person are a class of their own, counted and named; distractors,
     which may show no one, are not in it."""
-    from conftest import run_main
-
     rc, out, err = run_main(capsys, "check", "--root", copy, "--quiet")
     assert rc == 0 and len(out.splitlines()) == 1, err
     planted = []

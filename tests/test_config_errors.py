@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import one_line_error, run_cli
 
-from augment.builder import BuildConfig
 from augment.cli import main
+from augment.makers.build_config import BuildConfig
 from generator.config import from_dict, load_config, save_config, to_dict
 from generator.io import load_checkpoint
 from generator.shipped import FILES, default_dir
@@ -207,3 +207,39 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "c.yaml")
     assert yaml.safe_load((tmp_path / "c.yaml").read_text())["data"]["size"] == [64, 32]
     assert load_config(Stage1Config, tmp_path / "c.yaml") == cfg
+
+
+# --------------------------------------------------------------------------- base: one config extends another
+def test_a_config_extends_its_base_section_by_section(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(
+        {"data": {"root": "a", "size": [64, 32]}, "train": {"steps": 10, "lr": 0.5, "l1_only_steps": 3}}))
+    (tmp_path / "sub" / "child.yaml").write_text("base: ../base.yaml\ntrain: {steps: 20}\n")
+    cfg = load_config(Stage1Config, tmp_path / "sub" / "child.yaml", ["train.lr=0.25"])
+    assert (cfg.data.root, tuple(cfg.data.size)) == ("a", (64, 32))  # kept from the base
+    assert (cfg.train.steps, cfg.train.l1_only_steps, cfg.train.lr) == (20, 3, 0.25)  # replaced, kept, --set
+
+
+def test_every_shipped_config_variant_equals_its_base_plus_its_keys():
+    """Each config with a base differs from it only in the keys it writes (lists replaced, sections merged)."""
+    from generator.config import merge, read_config
+
+    variants = [p for p in (REPO / "configs").rglob("*.yaml") if "base" in yaml.safe_load(p.read_text())]
+    assert len(variants) >= 5
+    for p in variants:
+        own = yaml.safe_load(p.read_text())
+        base = read_config(p.parent / own.pop("base"))
+        assert read_config(p) == merge(base, own)
+        assert own and all(base.get(k) != v for k, v in own.items() if not isinstance(v, dict)), p
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("base: missing.yaml\n", ["base: missing.yaml: no such file", "relative to"]),
+    ("base: bad.yaml\n", ["extends itself", "remove the loop"]),
+    ("base: [1, 2]\n", ["is not a file name"]),
+])
+def test_a_bad_base_is_one_line(tmp_path, monkeypatch, capsys, text, needles):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text(text)
+    one_line_error(main(["train", "stage1", "-c", "bad.yaml", "--quiet"]), *capsys.readouterr(), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "something was written"

@@ -15,7 +15,7 @@ from PIL import Image
 
 import reid.consistency as C
 from augment.cli import main
-from augment.cutpaste import ORIGIN
+from augment.makers.plates import ORIGINS
 from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
 from generator.data.manifest import write_manifest
 from generator.data.market import format_name, parse_name
@@ -212,7 +212,7 @@ def test_filter_generated_refusals(sim_small, state, tmp_path, capsys):
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("origin", ["remix", *ORIGIN.values()])  # every origin the builder and cut-and-paste write
+@pytest.mark.parametrize("origin", ["remix", *ORIGINS])  # every origin the builder and cut-and-paste write
 def test_a_real_identitys_image_of_an_unknown_pid_is_refused(tmp_path, origin):
     """Every source that keeps the real pid (the remix and every cut-and-paste plate) names it in the manifest's
     origin; such an image whose pid is no real training identity was made from other data: refused, not taken for a

@@ -10,13 +10,14 @@ import pytest
 from conftest import one_line_error
 from PIL import Image
 
-from augment import cutpaste as C
 from augment.cli import main
+from augment.makers import cutpaste as C
+from augment.makers import plates as P
 from generator.api import DisentangledModel
 from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv, yx_to_rcv
 from generator.data.market import parse_name, scan_market
 from generator.errors import UserError
-from generator.simmarket.dataset import simulate
+from generator.simmarket.simulate import simulate
 
 
 @pytest.fixture(scope="module")
@@ -39,34 +40,34 @@ def _content(root):
 def test_soft_mask_and_paste():
     rcv = np.zeros((18, 3), np.float32)
     rcv[[1, 8, 11, 9, 12], :] = [[30, 32, 1], [70, 28, 1], [70, 36, 1], [100, 28, 1], [100, 36, 1]]
-    alpha = C.soft_person_mask(rcv, 128, 64, radius=7, blur=2.0)
+    alpha = P.soft_person_mask(rcv, 128, 64, radius=7, blur=2.0)
     assert alpha.shape == (128, 64) and alpha.min() == 0 and alpha.max() == pytest.approx(1, abs=1e-5)
     soft = (alpha > 0.01) & (alpha < 0.99)
     assert soft.sum() > 50  # a blurred edge, not a hard cut
     assert alpha[70, 32] > 0.999 and alpha[5, 5] == 0
     person, back = np.full((128, 64, 3), 200, np.uint8), np.full((128, 64, 3), 10, np.uint8)
-    out = C.paste(person, alpha, back)
+    out = P.paste(person, alpha, back)
     assert (out[alpha > 0.999] == 200).all() and (out[alpha == 0] == 10).all()
     edge = out[soft][:, 0]
     assert ((edge > 10) & (edge < 200)).any()
-    assert C.soft_person_mask(np.zeros((18, 3)), 128, 64).max() == 0  # no joint: nothing is cut
+    assert P.soft_person_mask(np.zeros((18, 3)), 128, 64).max() == 0  # no joint: nothing is cut
 
 
 def test_donors_come_from_cameras_the_identity_never_appears_in():
     pids = np.array([1, 1, 2, 2, 3, 3])
     cams = np.array([1, 2, 2, 3, 1, 3])
-    donors, unseen = C.choose_donors(pids, cams, 4, seed=0)
+    donors, unseen = P.choose_donors(pids, cams, 4, seed=0)
     for i in range(len(pids)):
         seen = set(cams[pids == pids[i]])
         assert all(cams[d] not in seen for d in donors[i]) and unseen[i].all()
     # identity 1 seen in every camera: another camera than the source's, of another identity
     pids, cams = np.array([1, 1, 1, 2, 3]), np.array([1, 2, 3, 1, 3])
-    donors, unseen = C.choose_donors(pids, cams, 3, seed=0)
+    donors, unseen = P.choose_donors(pids, cams, 3, seed=0)
     for i in range(3):
         assert not unseen[i].any()
         assert all(cams[d] != cams[i] and pids[d] != 1 for d in donors[i])
     with pytest.raises(UserError, match="one identity"):
-        C.choose_donors(np.array([4, 4]), np.array([1, 2]), 1, seed=0)
+        P.choose_donors(np.array([4, 4]), np.array([1, 2]), 1, seed=0)
 
 
 def test_cutpaste_labels_cameras_and_pixels(sim2, tmp_path):
@@ -92,7 +93,7 @@ def test_cutpaste_labels_cameras_and_pixels(sim2, tmp_path):
         assert donor.pid != row.pid
         yx = kps[row.source.split("/")[-1]]
         assert (out_kps[row.path.split("/")[-1]] == yx).all()  # the pose is the source's
-        alpha = C.soft_person_mask(yx_to_rcv(yx), 128, 64)
+        alpha = P.soft_person_mask(yx_to_rcv(yx), 128, 64)
         img, a, b = _img(out / row.path), _img(sim2 / row.source), _img(sim2 / row.donor)
         inside_err.append(np.abs(img - a)[alpha > 0.999].mean())
         outside_err.append(np.abs(img - b)[alpha < 0.001].mean())
@@ -151,12 +152,12 @@ def test_hybrid_pastes_the_person_over_a_generated_plate(sim2, tiny_stages, tmp_
     rows = m.head(6)
     donors = np.stack([_img(sim2 / d).astype(np.uint8) for d in rows.donor])
     donor_rcv = np.stack([yx_to_rcv(kps[d.split("/")[-1]]) for d in rows.donor])
-    plates = C.background_plates(model, donors, donor_rcv)
+    plates = P.background_plates(model, donors, donor_rcv)
     assert plates.shape == (6, 128, 64, 3)
     # one plate alone is the same plate: it depends on its donor only
-    assert np.allclose(C.background_plates(model, donors[2:3], donor_rcv[2:3])[0], plates[2], atol=1e-3)
+    assert np.allclose(P.background_plates(model, donors[2:3], donor_rcv[2:3])[0], plates[2], atol=1e-3)
     for row, plate, donor in zip(rows.itertuples(), plates, donors, strict=True):
-        alpha = C.soft_person_mask(yx_to_rcv(kps[row.source.split("/")[-1]]), 128, 64)
+        alpha = P.soft_person_mask(yx_to_rcv(kps[row.source.split("/")[-1]]), 128, 64)
         img = _img(tmp_path / "hy" / row.path)
         assert np.abs(img - plate)[alpha < 0.001].mean() < 4  # outside the person: the plate ...
         assert np.abs(img - donor)[alpha < 0.001].mean() > 8  # ... not the donor image
@@ -175,11 +176,11 @@ def test_inpaint_hybrid_fills_in_the_donors_person_only(sim2, tiny_stages, tmp_p
     rows = m.head(6)
     donors = np.stack([_img(sim2 / d).astype(np.uint8) for d in rows.donor])
     donor_rcv = np.stack([yx_to_rcv(kps[d.split("/")[-1]]) for d in rows.donor])
-    plates = C.background_plates(model, donors, donor_rcv)
+    plates = P.background_plates(model, donors, donor_rcv)
     checked = 0
     for row, plate, donor, rcv in zip(rows.itertuples(), plates, donors, donor_rcv, strict=True):
-        alpha = C.soft_person_mask(yx_to_rcv(kps[row.source.split("/")[-1]]), 128, 64)
-        hole = C.soft_person_mask(rcv, 128, 64, round(C.HOLE * 7))
+        alpha = P.soft_person_mask(yx_to_rcv(kps[row.source.split("/")[-1]]), 128, 64)
+        hole = P.soft_person_mask(rcv, 128, 64, round(P.HOLE * 7))
         img = _img(tmp_path / "in" / row.path)
         away = (alpha < 0.001) & (hole < 0.001)
         assert np.abs(img - donor)[away].mean() < 4  # the donor's own background pixels
@@ -198,14 +199,14 @@ def test_the_person_mask_scales_with_the_image_size(sim2):
     """The mask's radius and blur default to 7 and 2 px at 128x64 and scale with the height, so the same person
     covers the same share of the image at 64x32; the 128x64 radius kept at 64x32 would paste a wide band of the
     source's background along with the person."""
-    assert C.scaled_mask((128, 64)) == (7, 2.0) and C.scaled_mask((64, 32)) == (4, 1.0)
-    assert C.scaled_mask((256, 128)) == (14, 4.0) and C.scaled_mask((64, 32), 6, 0.5) == (6, 0.5)
+    assert P.scaled_mask((128, 64)) == (7, 2.0) and P.scaled_mask((64, 32)) == (4, 1.0)
+    assert P.scaled_mask((256, 128)) == (14, 4.0) and P.scaled_mask((64, 32), 6, 0.5) == (6, 0.5)
     kps = read_keypoints_csv(sim2 / "market-annotation-train.csv")
     big = [yx_to_rcv(v) for v in list(kps.values())[:20]]
-    small = [C._scaled(r, (128, 64), (64, 32)) for r in big]
-    share_big = np.mean([C.soft_person_mask(r, 128, 64, *C.scaled_mask((128, 64))).mean() for r in big])
-    share_small = np.mean([C.soft_person_mask(r, 64, 32, *C.scaled_mask((64, 32))).mean() for r in small])
-    unscaled = np.mean([C.soft_person_mask(r, 64, 32, 7, 2.0).mean() for r in small])
+    small = [P._scaled(r, (128, 64), (64, 32)) for r in big]
+    share_big = np.mean([P.soft_person_mask(r, 128, 64, *P.scaled_mask((128, 64))).mean() for r in big])
+    share_small = np.mean([P.soft_person_mask(r, 64, 32, *P.scaled_mask((64, 32))).mean() for r in small])
+    unscaled = np.mean([P.soft_person_mask(r, 64, 32, 7, 2.0).mean() for r in small])
     assert abs(share_small / share_big - 1) < 0.15
     assert unscaled > 1.3 * share_big
 
@@ -262,7 +263,7 @@ def no_person(sim2, tmp_path_factory):
     return (root, *_plant_no_person(root))
 
 
-@pytest.mark.parametrize("plates", C.PLATES)
+@pytest.mark.parametrize("plates", list(P.PLATES))
 def test_sources_without_a_person_are_skipped_and_reported(no_person, tiny_stages, tmp_path, plates, capsys):
     """A source whose pose shows no person would paste nothing (its mask is empty) and label the donor's person with
     its pid: no output comes from it, none uses it as a donor, and the skip is counted and listed everywhere."""
@@ -357,7 +358,7 @@ def test_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tmp_path):
         row = m.loc[Path(r.path).relative_to(tmp_path / "cp").as_posix()]
         assert r.pid == row.pid == real[row.source].pid  # the pid of the person it shows
         assert r.camid == row.camid == real[row.donor].camid != real[row.source].camid
-    ds = C.market_dataset(tmp_path / "cp", ("train",))  # the keypoint CSV is keyed by list entry
+    ds = C.person_dataset(tmp_path / "cp", ("train",))  # the keypoint CSV is keyed by list entry
     assert len(ds) == len(out)
     merged = extra_training_records(data, [tmp_path / "cp"])
     assert len(merged["train"]) == 2 * len(real)

@@ -1,13 +1,13 @@
 import numpy as np
 import torch
 
-from generator.data.dataset import market_dataset
+from generator.data.dataset import person_dataset
 from generator.pose import FLIP_PERM
 
 
 def test_items(sim_root):
     root, summary = sim_root
-    ds = market_dataset(root, ("train",))
+    ds = person_dataset(root, ("train",))
     assert len(ds) == summary["train"]
     it = ds[0]
     assert it["image"].shape == (3, 128, 64) and -1 <= it["image"].min() and it["image"].max() <= 1
@@ -22,7 +22,7 @@ def test_items(sim_root):
 
 def test_flip_item(sim_root):
     root, _ = sim_root
-    ds = market_dataset(root, ("query", "gallery"))
+    ds = person_dataset(root, ("query", "gallery"))
     a, b = ds.item(3), ds.item(3, flip=True)
     assert torch.equal(b["image"], a["image"].flip(-1))
     assert torch.equal(b["pose_maps"], a["pose_maps"][FLIP_PERM].flip(-1))

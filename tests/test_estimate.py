@@ -10,21 +10,21 @@ from conftest import one_line_error
 from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
 from augment.cli import main
-from generator.data import estimate
-from generator.data.dataset import market_dataset
-from generator.data.estimate import (
+from generator.data import estimate, estimators
+from generator.data.dataset import person_dataset
+from generator.data.estimate import write_keypoints
+from generator.data.estimators import (
     KEYPOINTRCNN_WEIGHTS,
     KeypointRCNNEstimator,
     coco17_to_rcv,
     load_keypointrcnn,
     mediapipe33_to_rcv,
-    write_keypoints,
 )
 from generator.data.keypoints import rcv_to_yx, read_keypoints_csv, yx_to_rcv
 from generator.data.layouts import keypoint_file, keypoint_path, scan_dataset
 from generator.data.market import scan_market
 from generator.errors import UserError
-from generator.simmarket.dataset import simulate
+from generator.simmarket.simulate import simulate
 
 
 def test_coco17_to_18():
@@ -165,7 +165,7 @@ def test_partial_of_another_estimator_is_refused(copy, tmp_path):
 
 
 def test_cli_keypoints_summary(copy, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("augment.cli.make_estimator", lambda name, weights, device: FakeEstimator())
+    monkeypatch.setattr("augment.cli.data_commands.make_estimator", lambda name, weights, device: FakeEstimator())
     assert main(["keypoints", "--root", str(copy), "--out", str(tmp_path / "k.csv"), "--batch", "5",
                  "--quiet"]) == 0
     line = capsys.readouterr().out.strip()
@@ -213,7 +213,7 @@ def test_mediapipe_on_simmarket(sim_root):
     root, _ = sim_root
     recs = [r for r in scan_market(root, ("train",)) if r.pid > 0][:8]
     truth = read_keypoints_csv(root / "market-annotation-train.csv")
-    est = estimate.MediaPipeEstimator()
+    est = estimators.MediaPipeEstimator()
     rcv = est([estimate.load_image(r.path) for r in recs])
     est.close()
     found = rcv[..., 2].any(1)
@@ -233,12 +233,12 @@ def test_pck_on_hand_written_cases():
     pred[0, 4, :2] += [21, 0]  # 21 px off: a miss at 0.5
     pred[0, 8, 2] = 0  # not found: wrong
     pred[0, 5] = [30, 30, 1]  # a joint the truth does not have: not counted
-    assert estimate.pck(pred, true, 0.5) == (0.6, 5)  # hits: neck, left hip, nose; misses: right hip, wrist
-    assert estimate.pck(pred, true, 0.2) == (0.4, 5)
-    assert estimate.pck(true, true, 0.01) == (1.0, 5)
-    assert np.isnan(estimate.pck(pred[1:], true[1:])[0])
+    assert estimators.pck(pred, true, 0.5) == (0.6, 5)  # hits: neck, left hip, nose; misses: right hip, wrist
+    assert estimators.pck(pred, true, 0.2) == (0.4, 5)
+    assert estimators.pck(true, true, 0.01) == (1.0, 5)
+    assert np.isnan(estimators.pck(pred[1:], true[1:])[0])
     with pytest.raises(ValueError, match="must be"):
-        estimate.pck(pred[:, :17], true[:, :17])
+        estimators.pck(pred[:, :17], true[:, :17])
 
 
 LAYOUT_CASES = [("market1501", "auto"), ("duke", "auto"), ("msmt17", "auto"), ("cuhk03", "auto"),
@@ -286,17 +286,17 @@ def test_keypoints_in_every_layout_land_where_training_reads_them(layouts_truth,
     for csv in root.rglob("market-annotation-*.csv"):
         csv.unlink()
     with pytest.raises(UserError, match="keypoint file missing") as e:
-        market_dataset(root, ("train",), fmt=fmt)
+        person_dataset(root, ("train",), fmt=fmt)
     fix = f"vmarket keypoints --root {root}" + (" --format cuhk03_labeled" if fmt == "cuhk03_labeled" else "")
     assert f"`{fix}`" in str(e.value)
-    monkeypatch.setattr("augment.cli.make_estimator", lambda name, weights, device: TruthEstimator(truth))
+    monkeypatch.setattr("augment.cli.data_commands.make_estimator", lambda name, weights, device: TruthEstimator(truth))
     assert main(["keypoints", *fix.split()[2:], "--quiet"]) == 0, capsys.readouterr().err
     written = capsys.readouterr().out.strip().rsplit("-> ", 1)[1].split(", ")
     assert sorted(written) == sorted({str(keypoint_path(root, s, fmt)) for s in ("train", "query")})
     # the consumers: `vmarket check`, and the dataset stage I trains on, with every image's true pose
     assert main(["check", "--root", str(root), "--format", fmt, "--size", "64x32", "--quiet"]) == 0, \
         capsys.readouterr().err
-    ds = market_dataset(root, ("train", "query", "gallery"), size=(64, 32), fmt=fmt, keep_junk=True)
+    ds = person_dataset(root, ("train", "query", "gallery"), size=(64, 32), fmt=fmt, keep_junk=True)
     assert len(ds.records) == len(scan_dataset(root, fmt=fmt, keep_junk=True))
     for r, rcv in zip(ds.records, ds.rcv, strict=True):
         assert np.array_equal(rcv, yx_to_rcv(truth[_image_key(estimate.load_image(r.path))])), r.path

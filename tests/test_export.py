@@ -7,7 +7,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from augment.builder import MSMT17_README, BuildConfig, export_msmt17, msmt17_records
+from augment.makers.build_config import BuildConfig
+from augment.makers.build_output import MSMT17_README, export_msmt17, msmt17_records
 from generator.config import load_config
 from reid.extra_training import register_with_extra_training
 from reid.torchreid_adapter import import_torchreid, market_records
@@ -77,8 +78,8 @@ def test_a_training_only_build_joins_a_real_dataset_with_all_its_identities(big_
     assert "register_with_extra_training" in MSMT17_README
 
 
-def test_the_ablation_trains_on_a_2000_identity_build(big_build, sim_small, tmp_path):
-    from conftest import run_cli
+def test_the_ablation_trains_on_a_2000_identity_build(capsys, big_build, sim_small, tmp_path):
+    from conftest import run_main
 
     out, _ = big_build
     cfg = tmp_path / "reid.yaml"
@@ -86,7 +87,7 @@ def test_the_ablation_trains_on_a_2000_identity_build(big_build, sim_small, tmp_
         "real_root": str(sim_small), "virtual_root": str(out), "settings": ["virtual"], "seeds": [0],
         "train": {"size": [64, 32], "batch": 8, "epochs": 1, "steps_per_epoch": 2, "workers": 0},
         "out": str(tmp_path / "runs")}))
-    rc, stdout, err = run_cli("reid", "ablate", "-c", cfg, "--quiet", timeout=600)
+    rc, stdout, err = run_main(capsys, "reid", "ablate", "-c", cfg, "--quiet")
     assert rc == 0, err[-2000:]
     res = pd.read_csv(tmp_path / "runs" / "results.csv")
     assert list(res.setting) == ["virtual"] and int(res.train_ids.iloc[0]) == IDS

@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from augment.builder import BuildConfig, build
-from augment.cutpaste import cut_paste
+from augment.makers.build_config import BuildConfig
+from augment.makers.builder import build
+from augment.makers.cutpaste import cut_paste
 from generator.config import load_config
 from generator.errors import UserError
-from generator.simmarket.dataset import simulate
+from generator.simmarket.simulate import simulate
 from reid.extra_training import extra_training_records, register_with_extra_training
 from reid.torchreid_adapter import (
     build_datamanager,

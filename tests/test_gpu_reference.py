@@ -10,7 +10,7 @@ from tiny import tiny_stage1
 
 from augment.cli import main as vmarket
 from generator.errors import UserError
-from generator.simmarket.dataset import simulate
+from generator.simmarket.simulate import simulate
 from generator.training import stage1
 from generator.training.transfer import INDEX, MIB, pack, unpack
 

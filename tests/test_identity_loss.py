@@ -5,8 +5,8 @@ import pytest
 import torch
 from tiny import tiny_stage1
 
-from generator.data.dataset import market_dataset
-from generator.simmarket.dataset import simulate
+from generator.data.dataset import person_dataset
+from generator.simmarket.simulate import simulate
 from generator.training import stage1
 from generator.training.identity import IGNORE, IdentityTerm, identity_labels, remix
 
@@ -32,7 +32,7 @@ def test_identity_loss_moves_remixes_toward_their_identity(tmp_path):
     generator steps on the identity loss alone raise the classifier's probability of the right person (and its
     re-ID feature's similarity to that person's real images) against the same steps without it."""
     simulate(tmp_path / "sim", 4, seed=1, size=(64, 32), progress=False)
-    ds = market_dataset(tmp_path / "sim", ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
+    ds = person_dataset(tmp_path / "sim", ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
     batch = torch.utils.data.default_collate([ds.item(i) for i in range(0, len(ds), max(1, len(ds) // 32))][:32])
     labels = identity_labels([r.pid for r in ds.records], len(ds))
     torch.manual_seed(0)

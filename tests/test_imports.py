@@ -1,7 +1,8 @@
 """The package's import graph: one way up the layers, no cycles, no imports hidden inside functions.
 
 Layers, lowest first (a module may import its own layer and the ones below):
-errors, io -> config, pose -> data -> simmarket -> models -> api -> eval -> training -> shipped -> reid -> augment.
+errors, io -> config, pose -> data -> simmarket -> models -> api -> eval -> training -> shipped -> reid
+-> augment.makers -> augment.jobs -> augment.cli.
 """
 import ast
 import importlib
@@ -22,7 +23,9 @@ LAYERS = [
     ("generator.training",),
     ("generator.shipped",),
     ("reid",),
-    ("augment",),
+    ("augment.makers",),
+    ("augment.jobs",),
+    ("augment.cli",),
 ]
 # heavy dependencies that stay optional at import time: imported where they are used
 LAZY = ("torchreid", "faiss", "matplotlib", "mediapipe")

@@ -15,19 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import one_line_error, run_cli
+from conftest import one_line_error, run_main
 from scipy.io import savemat
 from tiny import tiny_pose, tiny_stage1
 
 from augment.cli import main as cli_main
-from augment.cutpaste import cut_paste
+from augment.makers.cutpaste import cut_paste
 from generator.config import load_config, save_config
-from generator.data.dataset import market_dataset
+from generator.data.dataset import person_dataset
 from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv, yx_to_rcv
 from generator.data.layouts import detect_format, keypoint_file, scan_dataset
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
-from generator.simmarket.dataset import simulate
+from generator.simmarket.simulate import simulate
 from generator.training.pose_ae import train as train_pose
 from generator.training.stage1 import Stage1Config
 from generator.training.stage1 import train as train_stage1
@@ -167,7 +167,7 @@ def test_each_splits_keypoint_rows_come_from_its_own_csv(tiny_layouts, tmp_path)
     test_rows = read_keypoints_csv(data / "market-annotation-test.csv")
     name = next(iter(train_rows))
     write_keypoints_csv(data / "market-annotation-test.csv", {**test_rows, name: np.full((18, 2), 7)})
-    ds = market_dataset(tmp_path, ("train", "query", "gallery"), size=(64, 32))
+    ds = person_dataset(tmp_path, ("train", "query", "gallery"), size=(64, 32))
     i = next(k for k, r in enumerate(ds.records) if r.split == "train" and r.keypoint_name == name)
     assert (ds.rcv[i] == yx_to_rcv(train_rows[name])).all()
 
@@ -252,9 +252,10 @@ def test_format_choices_are_checked_where_the_config_loads():
     assert load_config(Stage1Config, None, ["data.format=cuhk03_labeled"]).data.format == "cuhk03_labeled"
 
 
+@pytest.mark.timeout(120)  # torchreid retries an unreadable image forever: a regression fails, not hangs
 def test_cli_refuses_an_msmt17_list_naming_a_missing_image(tmp_path, capsys):
     data = tmp_path / "msmt17"
-    # `vmarket simulate --layout` in this process (a subprocess costs seconds of imports), the refusal in its own
+    # `vmarket simulate --layout` and the refusal in this process (a subprocess costs seconds of imports)
     assert cli_main(["simulate", "--out", str(data), "--ids", "4", "--size", "64x32", "--layout", "msmt17",
                      "--quiet"]) == 0
     assert "in the msmt17 layout" in capsys.readouterr().out
@@ -264,15 +265,16 @@ def test_cli_refuses_an_msmt17_list_naming_a_missing_image(tmp_path, capsys):
     cfg = tmp_path / "reid.yaml"
     cfg.write_text(f"real_root: {data}\nsettings: [real]\nseeds: [0]\nout: {tmp_path / 'abl'}\n"
                    "train: {epochs: 1, batch: 8, workers: 0}\n")
-    one_line_error(*run_cli("reid", "ablate", "-c", cfg, "--quiet", timeout=120), "list_query.txt:1",
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", cfg, "--quiet"), "list_query.txt:1",
                    f"{data / 'test' / first}: missing image", "restore it or remove the line")
     assert not (tmp_path / "abl").exists()
 
 
-def test_cli_refuses_a_forced_format_that_does_not_match(tiny_layouts, tmp_path):
+@pytest.mark.timeout(120)
+def test_cli_refuses_a_forced_format_that_does_not_match(capsys, tiny_layouts, tmp_path):
     root, _, _ = tiny_layouts["duke"]
     cfg, run = tmp_path / "stage1.yaml", tmp_path / "run"
     save_config(tiny_stage1(root, **{"train.steps": 1, "data.format": "msmt17"}), cfg)
-    one_line_error(*run_cli("train", "stage1", "-c", cfg, "--run-dir", run, "--quiet", timeout=120),
+    one_line_error(*run_main(capsys, "train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"),
                    str(root), "holds DukeMTMC-reID, not MSMT17 (data.format: msmt17)", "set data.format: duke")
     assert not run.exists()

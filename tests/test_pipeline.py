@@ -62,7 +62,7 @@ def test_pipeline_with_reference_checkpoints(tmp_path):
 
 def test_pipeline_refuses_simmarket_of_other_settings(tmp_path):
     """A data folder from an earlier run with other SimMarket settings is refused, not silently reused."""
-    from augment.pipeline import simulate_data
+    from augment.jobs.steps import simulate_data
     from generator.errors import UserError
 
     root = tmp_path / "sim"
@@ -72,7 +72,7 @@ def test_pipeline_refuses_simmarket_of_other_settings(tmp_path):
         simulate_data(((root, (64, 32)),), 8, 0, progress=False, log=lambda *a: None, train_cameras=2)
     with pytest.raises(UserError, match="'height': 64"):
         simulate_data(((root, (128, 64)),), 8, 0, progress=False, log=lambda *a: None)
-    from generator.simmarket.dataset import simulate
+    from generator.simmarket.simulate import simulate
 
     simulate(root, 8, seed=0, size=(64, 32), overwrite=True, progress=False, style="textured")
     with pytest.raises(UserError, match="'style': 'textured'"):
@@ -87,13 +87,13 @@ def _fake_reference(ref, diffs):
     rows = []
     for seed, d in enumerate(diffs):
         common = {"regime": "cameras2", "seed": seed, "transforms": "random_flip", "filter": False}
-        rows.append({**common, "setting": "real", "recipe": "real", "source": "", "share": 0.0, "label": "",
+        rows.append({**common, "recipe": "real", "setting": "real", "generated": "", "share": 0.0, "label": "",
                      "rank1": 0.05, "mAP": 0.07})
-        rows.append({**common, "setting": "hybrid", "recipe": "real+remix", "source": "hybrid", "share": 0.25,
+        rows.append({**common, "recipe": "hybrid", "setting": "real+remix", "generated": "hybrid", "share": 0.25,
                      "label": "smooth", "rank1": 0.05 + d / 100, "mAP": 0.08})
-        rows.append({**common, "setting": "remix-s50", "recipe": "real+remix", "source": "remix", "share": 0.5,
+        rows.append({**common, "recipe": "remix-s50", "setting": "real+remix", "generated": "remix", "share": 0.5,
                      "label": "smooth", "rank1": 0.08, "mAP": 0.08})
-        rows.append({**common, "setting": "cutpaste", "recipe": "real+remix", "source": "cutpaste", "share": 0.25,
+        rows.append({**common, "recipe": "cutpaste", "setting": "real+remix", "generated": "cutpaste", "share": 0.25,
                      "label": "smooth", "rank1": 0.20 - seed / 100, "mAP": 0.10})
     ref.mkdir()
     pd.DataFrame(rows).to_csv(ref / "ablation.csv", index=False)
@@ -102,9 +102,9 @@ def _fake_reference(ref, diffs):
     prov = {"command": "vmarket reference-reid", "runs": 10, "date": "2026-11-26", "run_devices": {"cpu": 10},
             "config": {"sim_ids": 200, "sim_seed": 0, "train": train,
                        "regimes": [{"name": "full", "train_cameras": 0}, {"name": "cameras2", "train_cameras": 2}],
-                       "recipes": [{"name": "real"}, {"name": "remix-s50", "source": "remix", "epsilon": 0.1},
-                                   {"name": "hybrid", "source": "hybrid", "epsilon": 0.1},
-                                   {"name": "cutpaste", "source": "cutpaste", "epsilon": 0.1}]}}
+                       "recipes": [{"name": "real"}, {"name": "remix-s50", "generated": "remix", "epsilon": 0.1},
+                                   {"name": "hybrid", "generated": "hybrid", "epsilon": 0.1},
+                                   {"name": "cutpaste", "generated": "cutpaste", "epsilon": 0.1}]}}
     (ref / "provenance.json").write_text(json.dumps(prov))
 
 
@@ -113,8 +113,8 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     spread, said to be inseparable when within it, and not compared at all when the settings differ."""
     import pandas as pd
 
-    from augment.pipeline import PipelineConfig
-    from augment.report import reid_section
+    from augment.jobs.pipeline import PipelineConfig
+    from augment.jobs.report import reid_section
     from generator.config import load_config
     from reid.ablation import AblationConfig
 
@@ -132,7 +132,7 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
         return reid_section(out, cfg, rcfg, reference=ref)
 
     text = section(11.0)  # the demo's configs: the hybrid at a quarter of every batch
-    assert "+11.0 rank-1" in text and "setting `hybrid`" in text and "+12.0 ± 0.7 rank-1" in text
+    assert "+11.0 rank-1" in text and "recipe `hybrid`" in text and "+12.0 ± 0.7 rank-1" in text
     assert "separates the two on its own" in text and "| the reference table |" in text
     # and against the baseline that needs no generator: (5 + d) - (20 - seed) = -5, -2, +1, -1, +2 points
     assert "**Against cut-and-paste**" in text
@@ -142,7 +142,7 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     # a demo of generator remixes at half of every batch is set beside the reference's remixes, not its hybrid
     remix = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["generated=remix"])
     text = section(11.0, remix, load_config(AblationConfig, "configs/demo/reid.yaml", ["virtual_share=0.5"]))
-    assert "setting `remix-s50`" in text and "`hybrid`" not in text and "+3.0 ± 0.0 rank-1" in text
+    assert "recipe `remix-s50`" in text and "`hybrid`" not in text and "+3.0 ± 0.0 rank-1" in text
     other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100"])
     text = section(11.0, other)
     assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text

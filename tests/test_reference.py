@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, run_main
 
-from augment.reference import reference_checks
+from augment.jobs.reference import reference_checks
 from generator.api import DisentangledModel, Sampler
-from generator.data.dataset import market_dataset
+from generator.data.dataset import person_dataset
 from generator.errors import UserError
 from generator.eval.image_metrics import ssim
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate
@@ -39,7 +39,7 @@ def test_shipped_checkpoints_match_provenance_and_decode(reference_data):
 
     # decode held-out people of the data the reference was trained on
     model = DisentangledModel.load(ref / FILES["stage1"], pose=ref / FILES["pose"])
-    ds = market_dataset(reference_data, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
+    ds = person_dataset(reference_data, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius)
     b = torch.utils.data.default_collate([ds.item(i) for i in range(0, len(ds), len(ds) // 64)][:64])
     f = model.encode(b["image"], b["keypoints"])
@@ -70,7 +70,7 @@ def test_shipped_stage1_rescores_to_its_provenance(reference_data, tmp_path):
     assert reference_checks(m) == prov["checks"]
 
 
-def test_rescore_records_new_metrics_and_keeps_the_superseded(tmp_path):
+def test_rescore_records_new_metrics_and_keeps_the_superseded(capsys, tmp_path):
     """`vmarket reference --rescore` on a package whose provenance holds version-1 metrics (no metrics_version):
     the new metrics and checks replace them, the old ones are kept, the checkpoints are untouched; a second
     rescore does nothing. Scored on 16 images and 8 pairs here, to keep the test short."""
@@ -86,7 +86,7 @@ def test_rescore_records_new_metrics_and_keeps_the_superseded(tmp_path):
     prov["metrics"]["stage1"], prov["reference_config"]["eval_pairs"] = old, 8
     (pkg / PROVENANCE).write_text(json.dumps(prov))
     before = {n: sha256_file(pkg / n) for n in FILES.values()}
-    rc, out, err = run_cli("reference", "--set", f"package={pkg}", "--rescore", "--quiet")
+    rc, out, err = run_main(capsys, "reference", "--set", f"package={pkg}", "--rescore", "--quiet")
     assert rc == 0, err[-3000:]
     new = provenance(pkg)
     assert {n: sha256_file(pkg / n) for n in FILES.values()} == before
@@ -96,7 +96,7 @@ def test_rescore_records_new_metrics_and_keeps_the_superseded(tmp_path):
                                          "checks": prov["checks"]}]
     assert new["checks"] == reference_checks(new["metrics"]["stage1"])
     assert new["rescored"]["metrics_version"] == METRICS_VERSION
-    rc, out, err = run_cli("reference", "--set", f"package={pkg}", "--rescore", "--quiet")
+    rc, out, err = run_main(capsys, "reference", "--set", f"package={pkg}", "--rescore", "--quiet")
     assert rc == 0 and "nothing to do" in out + err and provenance(pkg) == new
 
 

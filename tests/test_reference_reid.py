@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augment.reference_reid import Recipe, ReidReferenceConfig, plateau, summary_table
+from augment.jobs.ablation_tables import plateau, summary_table
+from augment.jobs.reference_reid import Recipe, ReidReferenceConfig
 from generator.config import load_config
 from generator.errors import UserError
 from reid.ablation import paired
@@ -15,11 +16,11 @@ from reid.ablation import paired
 def _rows():
     rows = []
     for seed in range(5):
-        for setting, r1 in (("real", 0.30), ("cutpaste", 0.45), ("hybrid", 0.44), ("real-jitter", 0.34)):
-            r1 = r1 + 0.01 * seed + (0.002 * seed if setting == "hybrid" else 0.0)
-            rows.append({"setting": setting, "regime": "full", "seed": seed, "rank1": r1, "mAP": r1 - 0.05,
+        for recipe, r1 in (("real", 0.30), ("cutpaste", 0.45), ("hybrid", 0.44), ("real-jitter", 0.34)):
+            r1 = r1 + 0.01 * seed + (0.002 * seed if recipe == "hybrid" else 0.0)
+            rows.append({"recipe": recipe, "regime": "full", "seed": seed, "rank1": r1, "mAP": r1 - 0.05,
                          "mINP": r1 - 0.2, "cmc": [r1, r1 + 0.1], "curve": None,
-                         "source": "cutpaste" if setting in ("cutpaste", "hybrid") else ""})
+                         "generated": recipe if recipe in ("cutpaste", "hybrid") else ""})
     return pd.DataFrame(rows)
 
 
@@ -29,7 +30,7 @@ def test_paired_difference_and_standard_error():
     d = np.array([0.14 + 0.002 * s for s in range(5)])
     assert n == 5 and mean == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / np.sqrt(5))
     # only the seeds both have are paired
-    mean, se, n = paired(df[~((df.setting == "real") & (df.seed == 4))], "full", "hybrid", "real", "rank1")
+    mean, se, n = paired(df[~((df.recipe == "real") & (df.seed == 4))], "full", "hybrid", "real", "rank1")
     assert n == 4 and mean == pytest.approx(d[:4].mean())
     assert paired(df, "cameras2", "hybrid", "real", "rank1")[2] == 0
 
@@ -42,17 +43,17 @@ def test_summary_table_reports_both_comparisons():
     assert cells[6] == "+14.4 ± 0.1" and cells[8] == "-0.6 ± 0.1"  # rank-1 vs real, vs cutpaste
     real = [c.strip() for c in next(r for r in table.splitlines() if "| real |" in r).split("|")[1:-1]]
     assert real[6] == "" and real[8] != ""
-    # against the best real-only setting (real-jitter here, not `real`): hybrid +10.4, real itself -4.0
+    # against the best real-only recipe (real-jitter here, not `real`): hybrid +10.4, real itself -4.0
     assert cells[10] == "+10.4 ± 0.1" and real[10] == "-4.0 ± 0.0" and "full: `real-jitter`" in table
-    # where `real` is the best real-only setting, the table has no separate columns for it
-    table = summary_table(_rows()[lambda d: d.setting != "real-jitter"])
+    # where `real` is the best real-only recipe, the table has no separate columns for it
+    table = summary_table(_rows()[lambda d: d.recipe != "real-jitter"])
     assert "best real-only |" not in table.splitlines()[0] and "full: `real`" in table
     assert all(len(r.split("|")) == 12 for r in table.splitlines()[:5])
 
 
 def test_plateau_is_where_rank1_stops_rising():
     curve = [0.10, 0.25, 0.33, 0.36, 0.365, 0.362]
-    rows = [{"setting": "real", "regime": "full", "seed": s,
+    rows = [{"recipe": "real", "regime": "full", "seed": s,
              "curve": [{"epoch": 4 * (i + 1), "rank1": v + 0.01 * ((s + i) % 3 - 1)} for i, v in enumerate(curve)]}
             for s in range(5)]
     p = plateau(pd.DataFrame(rows), "full", "real")
@@ -66,24 +67,39 @@ def test_config_checks(tmp_path):
     with pytest.raises(UserError, match="no recipe named 'cutpaste'"):
         ReidReferenceConfig(recipes=[Recipe("real")])
     with pytest.raises(UserError, match="'flip' is not a real-only recipe"):
-        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste")], anchor="flip")
+        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", generated="cutpaste")], anchor="flip")
     with pytest.raises(UserError, match="'cutpaste' is not a real-only recipe"):
-        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste")], anchor="cutpaste")
+        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", generated="cutpaste")], anchor="cutpaste")
     with pytest.raises(UserError, match="'pre' is not a real-only recipe"):
-        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", source="cutpaste"),
+        ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste", generated="cutpaste"),
                                      Recipe("pre", setting="real->real")], anchor="pre")
     with pytest.raises(UserError, match="recipe names repeat"):
         ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste"), Recipe("real")])
     bad = tmp_path / "bad.yaml"
-    bad.write_text("recipes:\n  - {name: real}\n  - {name: cutpaste, source: paste}\n")
-    with pytest.raises(UserError, match="source 'paste' is not one of"):
+    bad.write_text("recipes:\n  - {name: real}\n  - {name: cutpaste, generated: paste}\n")
+    with pytest.raises(UserError, match="generated 'paste' is not one of"):
         load_config(ReidReferenceConfig, bad)
     cfg = load_config(ReidReferenceConfig, "configs/reference/reid.yaml")
     assert len(cfg.seeds) >= 5 and {r.name for r in cfg.regimes} == {"full", "cameras2"}
     assert {"real", "cutpaste", "hybrid", cfg.anchor} <= {r.name for r in cfg.recipes}
     # `real` is real-only with the best standard transforms (flip + colour jitter), the anchor flip alone
     real = next(r for r in cfg.recipes if r.name == "real")
-    assert not real.source and real.transforms == ["random_flip", "color_jitter"]
+    assert not real.generated and real.transforms == ["random_flip", "color_jitter"]
+
+
+def test_a_recipe_key_renamed_is_refused_naming_its_new_name(tmp_path, monkeypatch, capsys):
+    """A config written before the glossary (docs/glossary.md), whose recipes name their generated data
+    `source:`, is refused in one line naming the key it is now; nothing is written."""
+    from conftest import one_line_error, run_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "old.yaml").write_text("recipes:\n  - {name: real}\n"
+                                       "  - {name: cutpaste, setting: real+remix, source: cutpaste}\n")
+    with pytest.raises(UserError, match=r"key 'recipes\[1\]\.source' is now 'recipes\[1\]\.generated'"):
+        load_config(ReidReferenceConfig, tmp_path / "old.yaml")
+    rc, out, err = run_main(capsys, "reference-reid", "old.yaml", "--quiet")
+    one_line_error(rc, out, err, "old.yaml", "'recipes[1].source' is now 'recipes[1].generated'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.yaml"], "something was written"
 
 
 @pytest.mark.slow
@@ -96,7 +112,7 @@ def test_reference_reid_end_to_end(tmp_path, monkeypatch):
 
     from conftest import run_cli
 
-    import augment.reference_reid as rr
+    import augment.jobs.reference_reid as rr
 
     # one thread everywhere: a CPU run's numbers depend on its thread count, and --jobs 2 gives each worker 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -111,15 +127,15 @@ train: {{model: osnet_x0_25, size: [64, 32], batch: 8, epochs: 2, workers: 0}}
 recipes:
   - {{name: real, transforms: [random_flip, color_jitter]}}
   - {{name: flip}}
-  - {{name: cutpaste, setting: real+remix, source: cutpaste, share: 0.25, label: smooth}}
-  - {{name: hybrid-filtered, setting: real+remix, source: hybrid, share: 0.25, label: smooth, filter: true}}
+  - {{name: cutpaste, setting: real+remix, generated: cutpaste, share: 0.25, label: smooth}}
+  - {{name: hybrid-filtered, setting: real+remix, generated: hybrid, share: 0.25, label: smooth, filter: true}}
 """)
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=900)
     assert rc == 0, err[-2000:]
     df = pd.read_csv(tmp_path / "out" / "ablation.csv")
-    assert len(df) == 8 and set(df.setting) == {"real", "flip", "cutpaste", "hybrid-filtered"}
-    assert set(df.regime) == {"c2"}
-    assert {"setting", "regime", "seed", "rank1", "mAP", "mINP"} <= set(df.columns)
+    assert len(df) == 8 and set(df.recipe) == {"real", "flip", "cutpaste", "hybrid-filtered"}
+    assert set(df.regime) == {"c2"} and set(df.setting) == {"real", "real+remix"}
+    assert {"recipe", "regime", "seed", "setting", "generated", "rank1", "mAP", "mINP"} <= set(df.columns)
     assert (df.steps == df.steps.iloc[0]).all()  # iteration-matched: the same optimiser steps for every recipe
     sim = tmp_path / "out" / "c2" / "sim"
     cams = {}
@@ -127,13 +143,13 @@ recipes:
         cams.setdefault(p.name[:4], set()).add(p.name[6])
     assert cams and all(len(c) == 2 for c in cams.values())
     for seed in (0, 1):
-        summary = json.loads((tmp_path / "out" / "c2" / "sources" / f"hybrid-filtered-seed{seed}" /
+        summary = json.loads((tmp_path / "out" / "c2" / "generated" / f"hybrid-filtered-seed{seed}" /
                               "filter_summary.json").read_text())
         assert summary["model_state"].endswith(f"runs/flip/real/seed{seed}/stage0-real/state.pt")  # the anchor's
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["runs"] == 8 and len(prov["filters"]) == 2
     assert prov["command"] == f"vmarket reference-reid {cfg}"  # the config the runs were made with, as a user types it
-    assert prov["plateau"]["c2"]["epochs"] == [1, 2] and prov["plateau"]["c2"]["setting"] == "flip"
+    assert prov["plateau"]["c2"]["epochs"] == [1, 2] and prov["plateau"]["c2"]["recipe"] == "flip"
     assert "cutpaste" in (tmp_path / "out" / "ablation.md").read_text()
     before = (tmp_path / "out" / "ablation.csv").read_text()
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--only", "cutpaste", timeout=300)
@@ -142,10 +158,10 @@ recipes:
     assert rc == 2 and "no recipe named 'nothing'" in err
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)  # every run reused
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before
-    # in worker processes, recipe by recipe, the sources reused (recognised without the generator): the same rows
+    # in worker processes, recipe by recipe, the generated data reused (recognised without the generator): the same rows
     shutil.rmtree(tmp_path / "out" / "c2" / "runs")
     shutil.rmtree(tmp_path / "out" / "c2" / "generator")
-    for p in (tmp_path / "out" / "c2" / "sources").glob("*-filtered-seed*"):
+    for p in (tmp_path / "out" / "c2" / "generated").glob("*-filtered-seed*"):
         shutil.rmtree(p)
     (tmp_path / "out" / "times.json").unlink()
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "2", timeout=600)
@@ -155,7 +171,7 @@ recipes:
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "0", timeout=120)
     assert rc == 2 and "--jobs 0" in err
     # finished runs are read without their data (trained elsewhere, the generated images not copied here) ...
-    for p in (tmp_path / "out" / "c2" / "sources").glob("*-filtered-seed*"):
+    for p in (tmp_path / "out" / "c2" / "generated").glob("*-filtered-seed*"):
         shutil.rmtree(p / "bounding_box_train")
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before, err[-2000:]
@@ -165,28 +181,33 @@ recipes:
     # ... and still refused when trained otherwise than the config asks
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--set", "train.epochs=3", timeout=300)
     assert rc == 2 and "trained with epochs 2 (the config: 3)" in err, err[-2000:]
+    from augment.jobs import ablation_tables
+
     (tmp_path / "repo" / "docs").mkdir(parents=True)
-    monkeypatch.setattr(rr, "REPO", tmp_path / "repo")
-    rr.package(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)
+    marker = ablation_tables.BEGIN.format(spec="reid/reference/ablation.csv")
+    (tmp_path / "repo" / "docs" / "results.md").write_text(f"# Results\n\n{marker}\n{ablation_tables.END}\n")
+    monkeypatch.setattr(ablation_tables, "REPO", tmp_path / "repo")
+    ablation_tables.package(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)
     assert (tmp_path / "repo" / "reid" / "reference" / "ablation.csv").read_text() == before
+    assert "| c2 | cutpaste | 2 |" in (tmp_path / "repo" / "docs" / "results.md").read_text()  # its table rendered
     assert (tmp_path / "repo" / "docs" / "reid_reference_cmc.png").stat().st_size > 0
     # a second ablation (another generator, say) ships beside the first, not over it
-    rr.package(load_config(ReidReferenceConfig, cfg, ["package=reid/reference/other", "figures=docs/other"]),
-               log=lambda *a: None)
+    ablation_tables.package(load_config(ReidReferenceConfig, cfg, ["package=reid/reference/other",
+                                                                   "figures=docs/other"]), log=lambda *a: None)
     assert (tmp_path / "repo" / "reid" / "reference" / "other" / "ablation.csv").read_text() == before
     assert (tmp_path / "repo" / "docs" / "other_curve.png").stat().st_size > 0
 
 
 def test_a_filter_scored_by_another_model_is_refused(tmp_path):
-    """A filtered source made with another recipe's model (the anchor changed) is not reused silently."""
+    """Filtered generated data made with another recipe's model (the anchor changed) is not reused silently."""
     import json
 
-    from augment.reference_reid import Regime, Sources
+    from augment.jobs.reference_reid import GeneratedData, Regime
 
     cfg = ReidReferenceConfig(out=str(tmp_path), recipes=[Recipe("real"), Recipe("flip"), Recipe(
-        "cutpaste", source="cutpaste")], anchor="flip")
-    src = Sources(cfg, Regime("full", 0), False, print)
-    out = tmp_path / "full" / "sources" / "hybrid-filtered-seed0"
+        "cutpaste", generated="cutpaste")], anchor="flip")
+    src = GeneratedData(cfg, Regime("full", 0), False, print)
+    out = tmp_path / "full" / "generated" / "hybrid-filtered-seed0"
     out.mkdir(parents=True)
     state = tmp_path / "full" / "runs" / "{}" / "real" / "seed0" / "stage0-real" / "state.pt"
     (out / "filter_summary.json").write_text(json.dumps({"model_state": str(state).format("real")}))
@@ -203,7 +224,7 @@ def test_reid_at_another_size_than_the_generator(tmp_path):
     its own size, so its remixes carry the re-ID data's pids and the hybrid is written at the re-ID size."""
     from PIL import Image
 
-    from augment.reference_reid import Regime, Sources
+    from augment.jobs.reference_reid import GeneratedData, Regime
     from reid.torchreid_adapter import market_records
     from reid.train import ReidTrainConfig
 
@@ -212,8 +233,9 @@ def test_reid_at_another_size_than_the_generator(tmp_path):
 
     cfg = ReidReferenceConfig(out=str(tmp_path), sim_ids=16, remix_images_per_id=2,
                               train=ReidTrainConfig(size=(128, 64)),
-                              recipes=[Recipe("real"), Recipe("cutpaste", setting="real+remix", source="cutpaste")])
-    src = Sources(cfg, Regime("c2", 2), False, lambda *a: None)
+                              recipes=[Recipe("real"), Recipe("cutpaste", setting="real+remix",
+                                                              generated="cutpaste")])
+    src = GeneratedData(cfg, Regime("c2", 2), False, lambda *a: None)
     real, gen = train(src.real()), train(src.gen_data())
     assert src.gen_data() == tmp_path / "c2" / "sim-gen"
     assert [(Path(p).name, pid, cam) for p, pid, cam in real] == [(Path(p).name, pid, cam) for p, pid, cam in gen]
@@ -223,8 +245,9 @@ def test_reid_at_another_size_than_the_generator(tmp_path):
     hybrid = train(src.generated("hybrid"))
     assert len(hybrid) == len(real) and Image.open(hybrid[0][0]).size == (64, 128)
     # at the generator's own size the re-ID data is what the generator reads
-    same = Sources(ReidReferenceConfig(out=str(tmp_path / "same"), sim_ids=16, train=ReidTrainConfig(size=(64, 32)),
-                                       recipes=cfg.recipes), Regime("c2", 2), False, lambda *a: None)
+    same = GeneratedData(ReidReferenceConfig(out=str(tmp_path / "same"), sim_ids=16,
+                                             train=ReidTrainConfig(size=(64, 32)), recipes=cfg.recipes),
+                         Regime("c2", 2), False, lambda *a: None)
     assert same.gen_data() == same.real()
 
 
@@ -233,11 +256,13 @@ def test_compare_ablations_pairs_seeds_across_tables(tmp_path):
     import subprocess
     import sys
 
-    def table(rows):
-        return pd.DataFrame([{"regime": "c2", "setting": s, "seed": k, "rank1": r, "mAP": m} for s, k, r, m in rows])
+    def table(rows, recipe="recipe"):
+        return pd.DataFrame([{"regime": "c2", recipe: s, "seed": k, "rank1": r, "mAP": m} for s, k, r, m in rows])
 
     a = table([("hybrid", 0, 0.30, 0.20), ("hybrid", 1, 0.34, 0.22), ("hybrid", 2, 0.50, 0.50)])
-    b = table([("hybrid", 0, 0.20, 0.20), ("hybrid", 1, 0.20, 0.20), ("real", 0, 0.10, 0.10), ("real", 1, 0.12, 0.10)])
+    # B written before the glossary, the recipe in a `setting` column: read as a recipe all the same
+    b = table([("hybrid", 0, 0.20, 0.20), ("hybrid", 1, 0.20, 0.20), ("real", 0, 0.10, 0.10), ("real", 1, 0.12, 0.10)],
+              recipe="setting")
     a.to_csv(tmp_path / "a.csv", index=False)
     b.to_csv(tmp_path / "b.csv", index=False)
     root = Path(__file__).resolve().parents[1]
@@ -247,3 +272,46 @@ def test_compare_ablations_pairs_seeds_across_tables(tmp_path):
     # seeds 0 and 1 only (seed 2 is A's alone): hybrid 32.0 vs 20.0, differences +10 and +14 rank-1
     assert "| c2 | hybrid | 2 | 32.0 / 21.0 | 20.0 / 20.0 | +12.0 ± 2.0 / +1.0 ± 1.0 | +21.0 ± 1.0 / +11.0 ± 1.0 |" \
         in out, out
+
+
+def test_results_doc_is_rendered_from_the_shipped_ablations():
+    """docs/results.md's tables between generated markers are the shipped ablations' own: `vmarket reference-reid
+    --package` (or `make docs`) rewrites them, and a table edited by hand or left behind by a new CSV fails here."""
+    from augment.jobs.ablation_tables import BEGIN, RESULTS_DOC, render_results_doc
+
+    repo = Path(__file__).resolve().parents[1]
+    doc = (repo / RESULTS_DOC).read_text()
+    for csv in ("ablation.csv", "128x64/ablation.csv", "unlabelled/ablation.csv", "unlabelled-only/ablation.csv"):
+        assert BEGIN.format(spec=f"reid/reference/{csv}").split(":")[0] in doc, csv
+    assert render_results_doc(doc, repo) == doc, f"{RESULTS_DOC} is stale: run `make docs`"
+
+
+def test_results_doc_blocks(tmp_path):
+    """Each kind of generated table comes from the CSV its marker names; what a hand put inside is replaced, the prose
+    around is kept; a table without its end marker, or one naming a CSV that is not there, is refused."""
+    from augment.jobs.ablation_tables import BEGIN, END, render_results_doc
+
+    a = _rows().drop(columns=["cmc", "curve"])
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b = a.copy()
+    b.loc[b.recipe == "hybrid", "rank1"] -= 0.01  # B's hybrid is another run; its real is A's own
+    b.to_csv(tmp_path / "b.csv", index=False)
+
+    def block(spec, inside="| stale |"):
+        return f"{BEGIN.format(spec=spec)}\n{inside}\n{END}"
+
+    doc = "\n\n".join(["# prose 12.3", block("a.csv"), "more prose", block("a.csv; pairs: hybrid vs real"),
+                        block("a.csv against b.csv; names: A, B; vs: real"), "the end\n"])
+    out = render_results_doc(doc, tmp_path)
+    assert "| stale |" not in out and out.startswith("# prose 12.3\n") and out.endswith("the end\n")
+    assert "\n20 runs.\n" in out and "| full | hybrid | 5 |" in out  # the summary table
+    assert "| full | hybrid | real | 5 | +14.4 ± 0.1 |" in out  # the pairs
+    assert "| full | hybrid | 5 | 46.4 / 41.4 | 45.4 / 41.4 | +1.0 ± 0.0 / +0.0 ± 0.0 |" in out  # A against B
+    assert "| full | real | 5 | 32.0 / 27.0" not in out  # runs that are B's own are left out
+    assert render_results_doc(out, tmp_path) == out
+    with pytest.raises(UserError, match="without its end marker"):
+        render_results_doc(BEGIN.format(spec="a.csv") + "\n| x |\n", tmp_path)
+    with pytest.raises(UserError, match="c.csv, which is not in"):
+        render_results_doc(block("c.csv"), tmp_path)
+    with pytest.raises(UserError, match="is not 'a vs b'"):
+        render_results_doc(block("a.csv; pairs: hybrid"), tmp_path)

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from conftest import one_line_error
 
-from augment.builder import BuildConfig, Builder, build, config_hash
 from augment.cli import main
+from augment.makers.build_config import BuildConfig, config_hash
+from augment.makers.builder import Builder, build
 from generator.config import load_config, to_dict
 from generator.data.market import parse_name, scan_market
 from generator.errors import UserError

@@ -9,7 +9,7 @@ from PIL import Image
 from generator.data.dataset import load_image
 from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
 from generator.data.market import scan_market
-from generator.simmarket.dataset import SimMarket, simulate
+from generator.simmarket.simulate import SimMarket, simulate
 
 
 def _digest(root):
@@ -155,7 +155,7 @@ def test_people_seed_gives_other_people_in_the_same_cameras(tmp_path):
     import pytest
 
     from generator.errors import UserError
-    from generator.simmarket.dataset import settings
+    from generator.simmarket.simulate import settings
 
     base = simulate(tmp_path / "base", 12, seed=3, size=(64, 32), progress=False)
     other = simulate(tmp_path / "other", 12, seed=3, size=(64, 32), progress=False, people_seed=8, train_share=0.75)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny import tiny_pose, tiny_stage1
 
-from generator.data.dataset import market_dataset
+from generator.data.dataset import person_dataset
 from generator.models.pose_ae import PoseAutoencoder
 from generator.models.stage1 import DisentangledGenerator, build_generator
 from generator.training.pose_ae import train as train_pose
@@ -17,7 +17,7 @@ from generator.training.stage1 import train
 
 
 def _batch(root, n=4):
-    ds = market_dataset(root, ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
+    ds = person_dataset(root, ("train",), size=(64, 32), heatmap_radius=2, mask_radius=4)
     return torch.utils.data.default_collate([ds.item(i) for i in range(n)])
 
 
@@ -98,6 +98,7 @@ def test_stage1_resume_is_bit_identical(sim_small, tmp_path):
         assert torch.equal(v, resumed["D"][k]), k
 
 
+@pytest.mark.slow  # a real SIGKILL of a `vmarket` subprocess, then a resume: end to end
 def test_stage1_resume_after_kill(sim_small, tmp_path):
     """A real SIGKILL mid-run; `vmarket train --resume` then finishes with the uninterrupted weights."""
     import signal
@@ -133,6 +134,7 @@ def test_stage1_resume_after_kill(sim_small, tmp_path):
     assert steps == sorted(set(steps))  # no duplicated records after the resume
 
 
+@pytest.mark.slow  # torchrun starts two gloo ranks, each importing torch
 def test_ddp_two_gloo_ranks_stay_identical(sim_small, tmp_path):
     script = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -163,13 +165,13 @@ def test_stage1_and_pose_ae_also_train_on_unlabelled_roots(sim_small, tmp_path):
     """data.unlabelled_roots: the training images (and poses) of other people are added to root's; a missing
     root is refused before anything trains."""
     from generator.errors import UserError
-    from generator.simmarket.dataset import simulate
+    from generator.simmarket.simulate import simulate
     from generator.training.pose_ae import pose_vectors
 
     extra = tmp_path / "unlabelled"
     simulate(extra, 8, seed=5, people_seed=9, size=(64, 32), progress=False)
     kw = {"size": (64, 32), "heatmap_radius": 2, "mask_radius": 4}
-    n = len(market_dataset(sim_small, ("train",), **kw)) + len(market_dataset(extra, ("train",), **kw))
+    n = len(person_dataset(sim_small, ("train",), **kw)) + len(person_dataset(extra, ("train",), **kw))
     train(tiny_stage1(sim_small, **{"train.steps": 2, "data.unlabelled_roots": f"[{extra}]"}), tmp_path / "s1",
           progress=False)
     assert f"stage1: {n} images from {sim_small}, {extra}," in (tmp_path / "s1" / "log.txt").read_text()
@@ -185,8 +187,8 @@ def test_stage1_and_pose_ae_also_train_on_unlabelled_roots(sim_small, tmp_path):
 def test_imported_stage1_run_counts_as_finished_and_a_different_one_is_refused(sim_small, tmp_path):
     """A reference's stage1_run: a finished run of the same config, trained elsewhere, is copied without its
     optimiser state and counts as finished; one of another model config, or unfinished, is refused."""
-    from augment.pipeline import _finished
-    from augment.reference import import_stage1
+    from augment.jobs.reference import import_stage1
+    from augment.jobs.steps import finished
     from generator.errors import UserError
 
     cfg = tiny_stage1(sim_small, **{"train.steps": 4, "train.l1_only_steps": 2, "train.snapshot_every": 2})
@@ -203,7 +205,7 @@ def test_imported_stage1_run_counts_as_finished_and_a_different_one_is_refused(s
                                                                   "train.device": "cuda"}))
     assert not (dst / "state.pt").exists() and (dst / "snapshot-l1.pt").is_file()
     assert json.loads((dst / "imported.json").read_text())["step"] == 4
-    assert _finished(dst, 4) and not _finished(dst, 5)
+    assert finished(dst, 4) and not finished(dst, 5)
     a, b = (torch.load(d / "snapshot.pt", weights_only=True)["G"] for d in (dst, tmp_path / "gpu"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

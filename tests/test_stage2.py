@@ -2,15 +2,15 @@ import json
 
 import numpy as np
 import torch
-from conftest import run_cli
+from conftest import run_main
 from tiny import tiny_stage2
 
 from generator.api import Sampler
 from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
+from generator.eval.neighbours import knn_precision_recall
 from generator.io import load_checkpoint
 from generator.models.stage2 import FACTORS, build_critic, build_mapping, mapping_width
 from generator.training.stage2 import train
-from reid.retrieval import knn_precision_recall
 
 
 def initial_critics(cfg, dims: dict[str, int]) -> dict[str, torch.nn.Module]:
@@ -100,7 +100,7 @@ def _records(run):
 
 def test_stage2_resume_after_a_finished_factor_keeps_its_log(tiny_stages, tmp_path):
     """Killed after Phi_fg finished and before Phi_bg began: the resumed run equals an uninterrupted one, and
-    Phi_fg's log survives the resume (it used to be cut at the smallest step over all factors, 0)."""
+    Phi_fg's log survives the resume (not cut at the smallest step over all factors, 0)."""
     s1, pose, _ = tiny_stages
     cfg = tiny_stage2(s1, pose, **{"train.steps": 6, "train.log_every": 2, "train.snapshot_every": 2})
     full = train(cfg, tmp_path / "full", progress=False)
@@ -140,7 +140,7 @@ def test_plausible_share():
     assert plausible_share(broken, real) < 0.1
 
 
-def test_stage2_cli_eval_and_sample(tiny_stages, tmp_path):
+def test_stage2_cli_eval_and_sample(capsys, tiny_stages, tmp_path):
     s1, pose, _ = tiny_stages
     import yaml
 
@@ -148,17 +148,17 @@ def test_stage2_cli_eval_and_sample(tiny_stages, tmp_path):
 
     cfg = tiny_stage2(s1, pose, **{"train.steps": 10})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
-    rc, out, err = run_cli("train", "stage2", "-c", tmp_path / "c.yaml", "--run-dir", tmp_path / "run",
-                           "--factor", "all", "--quiet")
+    rc, out, err = run_main(capsys, "train", "stage2", "-c", tmp_path / "c.yaml", "--run-dir", tmp_path / "run",
+                            "--factor", "all", "--quiet")
     assert rc == 0, err
-    rc, out, err = run_cli("eval", "stage2", "--run", tmp_path / "run")
+    rc, out, err = run_main(capsys, "eval", "stage2", "--run", tmp_path / "run")
     assert rc == 0, err
     q = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     for f in ("fg", "bg", "pose"):
         for who in ("mapping", "gaussian"):
             assert np.isfinite(q[f"{f}/{who}"]["frechet"]) and 0 <= q[f"{f}/{who}"]["precision"] <= 1
     assert "plausible" in q["pose/mapping"] and "gaussian" in out
-    rc, out, err = run_cli("sample", "--run", tmp_path / "run", "--rows", 2, "--cols", 4)
+    rc, out, err = run_main(capsys, "sample", "--run", tmp_path / "run", "--rows", 2, "--cols", 4)
     assert rc == 0, err
     names = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.png"))
     assert names == ["a_sampled_people.png", "b_identities.png", "c_resampled_factors.png", "d_interpolation.png"]

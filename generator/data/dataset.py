@@ -56,7 +56,7 @@ class PersonDataset(torch.utils.data.Dataset):
                  flip_prob: float = 0.0, heatmap_radius: int = 4, heatmap_mode: str = "disk", mask_radius: int = 7,
                  keypoint_source: str = "the keypoint CSV", skip_missing_keypoints: bool = False):
         """``keypoints``: ``{image path or keypoint name (Record.keypoint_name): (18, 2) (y, x)}``, a path entry
-        first (``market_dataset`` keys rows by path, so that same-named rows of two splits' CSVs never mix).
+        first (``person_dataset`` keys rows by path, so that same-named rows of two splits' CSVs never mix).
 
         Images without a keypoint row: junk (pid -1) and distractors (pid 0), never trained on, are left out
         (counted in ``skipped_unlabelled``); a person image is refused, or with ``skip_missing_keypoints`` left
@@ -181,7 +181,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         return max(0, self.end - self.start)
 
 
-def market_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, int] = (128, 64),
+def person_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, int] = (128, 64),
                    keypoints_csv: str | os.PathLike | None = None, keep_junk: bool = False, fmt: str = "auto",
                    fmt_key: str = "format", **kwargs) -> PersonDataset:
     """A PersonDataset over the given splits of a re-ID dataset root (real or SimMarket) in layout ``fmt`` (auto:

@@ -1,7 +1,7 @@
 """Embedding-quality measures for stage II (Sec. 3.2): Frechet distance, pose plausibility and
 the Gaussian baseline a mapping has to beat.
 
-(k-NN precision / recall needs faiss and lives in ``reid.retrieval``.)
+(k-NN precision / recall needs faiss and lives in ``generator.eval.neighbours``.)
 """
 from __future__ import annotations
 

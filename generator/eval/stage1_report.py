@@ -19,14 +19,14 @@ import torch
 from scipy import ndimage
 
 from generator.api import DisentangledModel
-from generator.data.dataset import load_image, market_dataset
+from generator.data.dataset import load_image, person_dataset
 from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
 from generator.data.layouts import keypoint_file
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
 from generator.eval.image_metrics import mask_ssim, nan_mean, region_scores, ssim, to01
 from generator.io import atomic_write_json, atomic_write_text
-from generator.simmarket.dataset import SimMarket
+from generator.simmarket.simulate import SimMarket
 
 METRIC_DEFINITIONS = {
     1: "SSIM averaged over the whole map, its 5-pixel border reflect-padded; images without a person scored "
@@ -42,7 +42,7 @@ def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, bat
     """SSIM of reconstructions of ``limit`` images of ``splits`` (default: held-out), whole, inside the pose mask
     (person) and outside it (background), and mask-SSIM. Images without a person (an empty pose mask: distractors,
     or keypoints all undetected) are left out of mask-SSIM and person SSIM; ``without_person`` counts them."""
-    ds = market_dataset(root, splits, size=model.size, heatmap_radius=model.heatmap_radius,
+    ds = person_dataset(root, splits, size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius)
     idx = np.random.default_rng(0).permutation(len(ds))[:limit]
     acc: dict[str, list] = {"ssim": [], "mask_ssim": [], "person_ssim": [], "background_ssim": []}
@@ -183,7 +183,7 @@ def metrics_table(recon: dict, swaps: dict | None) -> str:
 def held_out_people(model: DisentangledModel, root, n: int = 8) -> dict:
     """``n`` held-out query images of different people (names sort by identity) as one batch, with the pose
     inputs of stage I computed from their keypoints."""
-    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
+    ds = person_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius)
     idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(int)
     b = torch.utils.data.default_collate([ds.item(int(i)) for i in idx])
@@ -197,7 +197,7 @@ def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: i
     """A fixed batch of ``n`` held-out (query + gallery) images for the periodic SSIM check during training;
     None when there are none. ``fmt``: the dataset layout (generator.data.layouts)."""
     try:
-        ds = market_dataset(root, ("query", "gallery"), size=size, heatmap_radius=heatmap_radius,
+        ds = person_dataset(root, ("query", "gallery"), size=size, heatmap_radius=heatmap_radius,
                             mask_radius=mask_radius, fmt=fmt, fmt_key=fmt_key)
     except UserError:
         return None

@@ -5,5 +5,6 @@ Every image is ``render(identity, pose, background)``: an identity is a set of a
 optional occluder (``body.py``), and a background is a camera-specific template with that camera's lighting
 (``world.py``). Because the three are independent inputs, SimMarket can render the *counterfactual* image
 (identity A in the pose of B on the background of C; ``render.py``) that measures factor swapping (Sec. 3.1 of
-the paper is what the swaps test). ``dataset.py`` plans, writes and reads the Market-1501-format dataset.
+the paper is what the swaps test). ``plan.py`` plans the Market-1501-format dataset, ``simulate.py`` writes and
+reads it.
 """

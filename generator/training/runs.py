@@ -21,7 +21,7 @@ import torch
 from generator.config import DataConfig
 from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint
-from generator.simmarket.dataset import simulate
+from generator.simmarket.simulate import simulate
 
 
 def new_run_dir(parent: str | os.PathLike, desc: str) -> Path:

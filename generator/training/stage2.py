@@ -3,7 +3,7 @@
 Stage I and the pose autoencoder are frozen; their encoders turn the training
 images into the real embeddings once, and the mappings train on those. The
 official objective is WGAN with weight clipping 0.01, RMSProp and 5 critic
-steps per mapping step; WGAN-GP is an option.
+steps per mapping step; WGAN-GP is an option (``generator.training.loss.Stage2Loss``).
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from typing import Literal
 
 import torch
 
-from generator.api import real_embeddings
-from generator.config import save_config, to_dict
+from generator.api import DisentangledModel, Sampler, real_embeddings
+from generator.config import from_dict, save_config, to_dict
 from generator.errors import UserError
 from generator.io import atomic_save, load_checkpoint, progress_bar
 from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_critic, build_mapping, mapping_width
+from generator.training.loss import Stage2Loss
 from generator.training.runs import RunLog, capture_state, restore_state
 from generator.training.runtime import resolve_device, time_up
 
@@ -55,116 +56,163 @@ def split_holdout(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.
     return perm[k:], perm[:k]
 
 
-def gradient_penalty(critic, real, fake):
-    a = torch.rand(len(real), 1, device=real.device)
-    x = (a * real + (1 - a) * fake).requires_grad_(True)
-    g, = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
-    return ((g.norm(dim=1) - 1) ** 2).mean()
-
-
 def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool = True, stop_after: int | None = None,
           factors: list[str] | None = None, deadline: float | None = None) -> dict:
     """Train the mappings of ``factors`` one after another; ``stop_after`` and ``deadline`` as in stage I's
     ``train`` (a deadline stops the factor in training and leaves the rest for the resumed run)."""
-    t, m = cfg.train, cfg.model
+    t = cfg.train
     factors = factors or cfg.factors
-    for f in factors:
-        if f not in FACTORS:
-            raise UserError(f"factor {f!r}: use fg, bg or pose")
-    if not cfg.stage1_run or not cfg.pose_run:
-        raise UserError("stage2 needs stage1_run and pose_run (run directories of the trained stage I and pose AE)")
+    check_job(cfg, factors)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir)
     device = resolve_device(t.device)
+    emb = load_embeddings(cfg, run_dir, progress)
+    train_idx, _ = split_holdout(len(emb["fg"]), t.holdout, t.seed)
+    trained = build_trained(cfg, emb, device)
+    steps = restore(trained, run_dir, log) if resume else None
+    if steps is None:
+        steps = {f: 0 for f in FACTORS}
+    end = t.steps if stop_after is None else min(t.steps, stop_after)
+    loss = Stage2Loss(t.objective, t.gp_weight)
+    for f in factors:
+        train_factor(cfg, f, emb[f][train_idx].to(device), trained, loss, steps, end, run_dir, emb, log, progress,
+                     deadline)
+        if steps[f] < end:
+            break
+    _save(run_dir, cfg, trained, steps, emb)
+    log.line(f"stage2 finished: steps {steps}" if all(steps[f] >= end for f in factors)
+             else f"stage2 stopped at its time limit: steps {steps} of {t.steps}; resume continues it")
+    return {"step": min(steps[f] for f in factors), "steps": steps, "run_dir": str(run_dir),
+            "nets": trained["nets"], "critics": trained["critics"]}
+
+
+def check_job(cfg: Stage2Config, factors: list[str]) -> None:
+    """Refuse an unknown factor, and a config without the stage-I and pose-autoencoder runs."""
+    for f in factors:
+        if f not in FACTORS:
+            raise UserError(f"factor {f!r}: use fg, bg or pose")
+    if not cfg.stage1_run or not cfg.pose_run:
+        raise UserError("stage2 needs stage1_run and pose_run (run directories of the trained stage I and pose AE)")
+
+
+def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool) -> dict:
+    """The real embeddings of every factor: ``run_dir/embeddings.pt`` when present, else computed by the frozen
+    stage I and pose autoencoder and saved there."""
     cache = run_dir / "embeddings.pt"
     if cache.exists():
-        emb = load_checkpoint(cache)
-    else:
-        emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress)
-        atomic_save(emb, cache)
-    train_idx, hold_idx = split_holdout(len(emb["fg"]), t.holdout, t.seed)
+        return load_checkpoint(cache)
+    emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress)
+    atomic_save(emb, cache)
+    return emb
+
+
+def _optimiser(params, t: Stage2TrainConfig) -> torch.optim.Optimizer:
+    """RMSProp for ``wgan``, Adam (betas 0.5, 0.9) for ``wgan-gp``."""
+    if t.objective == "wgan":
+        return torch.optim.RMSprop(params, lr=t.lr)
+    if t.objective == "wgan-gp":
+        return torch.optim.Adam(params, lr=t.lr, betas=(0.5, 0.9))
+    raise UserError(f"train.objective {t.objective!r}: use wgan or wgan-gp")
+
+
+def build_trained(cfg: Stage2Config, emb: dict, device: torch.device) -> dict[str, dict]:
+    """The mappings (``nets``), critics and their optimisers (``opt_g``, ``opt_c``) of every factor, each a dict by
+    factor, seeded with ``train.seed``: what the state holds."""
+    t, m = cfg.train, cfg.model
     torch.manual_seed(t.seed)
     nets = {f: build_mapping(emb[f].shape[1], mapping_width(m, f), m.blocks).to(device) for f in FACTORS}
     critics = {f: build_critic(emb[f].shape[1], m.critic_width).to(device) for f in FACTORS}
+    opt_g = {f: _optimiser(nets[f].parameters(), t) for f in FACTORS}
+    opt_c = {f: _optimiser(critics[f].parameters(), t) for f in FACTORS}
+    return {"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}
 
-    def make_opt(params):
+
+def restore(trained: dict[str, dict], run_dir: Path, log: RunLog) -> dict[str, int] | None:
+    """The steps of every factor in ``run_dir``'s state, loaded into ``trained``, with the log cut back to them;
+    None when the run has no state yet."""
+    state = restore_state(run_dir, trained)
+    if state is None:
+        return None
+    steps = dict(state["steps"])
+    log.truncate_after(steps)
+    log.line(f"resumed at steps {steps}" + (f"; {', '.join(state['dropped'])} restart from a packed state"
+                                             if state.get("dropped") else ""))
+    return steps
+
+
+def train_factor(cfg: Stage2Config, f: str, real_all: torch.Tensor, trained: dict[str, dict], loss: Stage2Loss,
+                 steps: dict[str, int], end: int, run_dir: Path, emb: dict, log: RunLog, progress: bool,
+                 deadline: float | None) -> None:
+    """Train factor ``f``'s mapping from ``steps[f]`` to ``end`` on its real embeddings ``real_all``, advancing
+    ``steps[f]``, with its metric records and checkpoints; it stops early when ``deadline`` passes."""
+    t = cfg.train
+    bar = progress_bar(total=end, initial=steps[f], desc=f"stage2 {f}", unit="step", enabled=progress)
+    t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
+    for step in range(steps[f], end):
+        g = torch.Generator().manual_seed(t.seed * 1_000_003 + FACTORS.index(f) * 100_003 + step)
+        w_dist = mapping_step(cfg, f, real_all, trained, loss, g)
+        steps[f] = done = step + 1
+        acc["w_dist"] += w_dist
+        acc["n"] += 1
+        bar.update(1)
+        if done % t.log_every == 0 or done == end:
+            rec = {"factor": f, "step": done, "w_dist": round(acc["w_dist"] / acc["n"], 6),
+                   "steps_per_s": round(acc["n"] / max(time.time() - t_last, 1e-9), 1)}
+            log.metrics(rec)
+            bar.set_postfix(w=f"{rec['w_dist']:.4f}")
+            t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
+        if done < end and time_up(deadline):
+            break  # saved once, after the loop
+        if done % t.snapshot_every == 0 or done == end:
+            _save(run_dir, cfg, trained, steps, emb)
+    bar.close()
+
+
+def mapping_step(cfg: Stage2Config, f: str, real_all: torch.Tensor, trained: dict[str, dict], loss: Stage2Loss,
+                 g: torch.Generator) -> float:
+    """``train.critic_steps`` critic updates (weights clipped under wgan), then one update of factor ``f``'s
+    mapping, drawing the real batches and the noise from ``g``; the Wasserstein estimate on the last critic
+    batch."""
+    t, m = cfg.train, cfg.model
+    phi, critic = trained["nets"][f], trained["critics"][f]
+    opt_g, opt_c = trained["opt_g"][f], trained["opt_c"][f]
+    device, dim = real_all.device, real_all.shape[1]
+    for _ in range(t.critic_steps):
+        real = real_all[torch.randint(len(real_all), (t.batch,), generator=g).to(device)]
+        z = (torch.randn(t.batch, dim, generator=g) * m.z_std).to(device)
+        with torch.no_grad():
+            fake = phi(z)
+        loss_c = loss.critic(critic, real, fake)
+        opt_c.zero_grad(set_to_none=True)
+        loss_c.backward()
+        opt_c.step()
         if t.objective == "wgan":
-            return torch.optim.RMSprop(params, lr=t.lr)
-        if t.objective == "wgan-gp":
-            return torch.optim.Adam(params, lr=t.lr, betas=(0.5, 0.9))
-        raise UserError(f"train.objective {t.objective!r}: use wgan or wgan-gp")
-
-    opt_g = {f: make_opt(nets[f].parameters()) for f in FACTORS}
-    opt_c = {f: make_opt(critics[f].parameters()) for f in FACTORS}
-    steps = {f: 0 for f in FACTORS}
-    state = (restore_state(run_dir, {"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c})
-             if resume else None)
-    if state is not None:
-        steps = dict(state["steps"])
-        log.truncate_after(steps)
-        log.line(f"resumed at steps {steps}" + (f"; {', '.join(state['dropped'])} restart from a packed state"
-                                                 if state.get("dropped") else ""))
-    end = t.steps if stop_after is None else min(t.steps, stop_after)
-    for f in factors:
-        real_all = emb[f][train_idx].to(device)
-        dim = real_all.shape[1]
-        phi, critic = nets[f], critics[f]
-        bar = progress_bar(total=end, initial=steps[f], desc=f"stage2 {f}", unit="step", enabled=progress)
-        t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
-        for step in range(steps[f], end):
-            g = torch.Generator().manual_seed(t.seed * 1_000_003 + FACTORS.index(f) * 100_003 + step)
-            for _ in range(t.critic_steps):
-                real = real_all[torch.randint(len(real_all), (t.batch,), generator=g).to(device)]
-                z = (torch.randn(t.batch, dim, generator=g) * m.z_std).to(device)
-                with torch.no_grad():
-                    fake = phi(z)
-                loss_c = critic(fake).mean() - critic(real).mean()
-                if t.objective == "wgan-gp":
-                    loss_c = loss_c + t.gp_weight * gradient_penalty(critic, real, fake)
-                opt_c[f].zero_grad(set_to_none=True)
-                loss_c.backward()
-                opt_c[f].step()
-                if t.objective == "wgan":
-                    with torch.no_grad():
-                        for p in critic.parameters():
-                            p.clamp_(-t.clip, t.clip)
-            z = (torch.randn(t.batch, dim, generator=g) * m.z_std).to(device)
-            critic.requires_grad_(False)
-            loss_g = -critic(phi(z)).mean()
-            opt_g[f].zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g[f].step()
-            critic.requires_grad_(True)
-            steps[f] = done = step + 1
-            acc["w_dist"] += (-float(loss_c.detach()) if t.objective == "wgan"
-                              else -float((critic(fake).mean() - critic(real).mean()).detach()))
-            acc["n"] += 1
-            bar.update(1)
-            if done % t.log_every == 0 or done == end:
-                rec = {"factor": f, "step": done, "w_dist": round(acc["w_dist"] / acc["n"], 6),
-                       "steps_per_s": round(acc["n"] / max(time.time() - t_last, 1e-9), 1)}
-                log.metrics(rec)
-                bar.set_postfix(w=f"{rec['w_dist']:.4f}")
-                t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
-            if done < end and time_up(deadline):
-                break  # saved once, after the loop
-            if done % t.snapshot_every == 0 or done == end:
-                _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
-        bar.close()
-        if steps[f] < end:
-            break
-    _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb)
-    log.line(f"stage2 finished: steps {steps}" if all(steps[f] >= end for f in factors)
-             else f"stage2 stopped at its time limit: steps {steps} of {t.steps}; resume continues it")
-    return {"step": min(steps[f] for f in factors), "steps": steps, "run_dir": str(run_dir), "nets": nets,
-            "critics": critics}
+            with torch.no_grad():
+                for p in critic.parameters():
+                    p.clamp_(-t.clip, t.clip)
+    z = (torch.randn(t.batch, dim, generator=g) * m.z_std).to(device)
+    critic.requires_grad_(False)
+    loss_g = loss.mapping(critic, phi(z))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    critic.requires_grad_(True)
+    return loss.distance(loss_c, critic, real, fake)
 
 
-def _save(run_dir, cfg, nets, critics, opt_g, opt_c, steps, emb):
+def _save(run_dir: Path, cfg: Stage2Config, trained: dict[str, dict], steps: dict[str, int], emb: dict) -> None:
+    """The snapshot (the mappings, their embedding sizes and the config) and the state (``trained``, RNGs, steps)."""
     dims = {f: int(emb[f].shape[1]) for f in FACTORS}
     atomic_save({"kind": "stage2", "config": to_dict(cfg), "steps": steps, "dims": dims,
-                 "nets": {f: n.state_dict() for f, n in nets.items()}}, run_dir / "snapshot.pt")
-    atomic_save(capture_state({"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}, kind="stage2",
-                              steps=steps), run_dir / "state.pt")
+                 "nets": {f: n.state_dict() for f, n in trained["nets"].items()}}, run_dir / "snapshot.pt")
+    atomic_save(capture_state(trained, kind="stage2", steps=steps), run_dir / "state.pt")
+
+
+def load_stage2(run: Path):
+    """A trained stage-II run: (its config, the mappings' ``Sampler``, the ``DisentangledModel`` of its stage I and
+    pose AE)."""
+    snap = load_checkpoint(Path(run) / "snapshot.pt")
+    cfg = from_dict(Stage2Config, snap["config"], str(run))
+    return cfg, Sampler.load(run), DisentangledModel.load(cfg.stage1_run, pose=cfg.pose_run)

@@ -7,14 +7,14 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from augment.pipeline import (
+from augment.jobs.provenance import git_commit, repo_relative
+from augment.jobs.steps import (
     StageTimer,
     check_deadline,
     evaluate_generator,
@@ -70,15 +70,6 @@ class ReferenceConfig:
     # a finished stage-I run of the same config trained elsewhere (on a GPU, say), used instead of training one
     # here: its snapshots, logs and grids are copied into out/stage1 (its optimiser state may be left behind)
     stage1_run: str = ""
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, deadline: float | None = None) -> Path:
@@ -199,23 +190,6 @@ def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print, comman
     train_reference(cfg, progress, log, deadline)
     check_deadline(deadline, "packaging")
     return package(cfg, progress, log, command)
-
-
-def repo_relative(obj, root: Path | None = None):
-    """``obj`` (a JSON-like dict / list / str) with every string that is an absolute path inside ``root`` made
-    relative to it. ``root`` defaults to the working directory, the repository root where ``make reference`` runs,
-    so that a provenance file names paths in the repository, not on the machine that trained it."""
-    root = Path.cwd() if root is None else Path(root)
-    if isinstance(obj, dict):
-        return {k: repo_relative(v, root) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [repo_relative(v, root) for v in obj]
-    if isinstance(obj, str) and Path(obj).is_absolute():
-        try:
-            return Path(obj).relative_to(root).as_posix()
-        except ValueError:  # outside the repository (e.g. a temporary directory): kept absolute
-            return obj
-    return obj
 
 
 def package(cfg: ReferenceConfig, progress: bool = True, log=print, command: str = COMMAND) -> dict:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augment.jobs.ablation_tables import read_ablation
+from augment.jobs.provenance import REPO
 from generator.config import from_dict
 from generator.io import atomic_write_text, load_checkpoint
 from generator.models.stage1 import Stage1ModelConfig
@@ -46,19 +48,19 @@ def _models_paragraph(out: Path, cfg, prov: dict | None) -> str:
             + " `vmarket pipeline --from-scratch` trains every stage in the run instead.")
 
 
-REFERENCE_REID = Path(__file__).resolve().parent.parent / "reid" / "reference"
+REFERENCE_REID = REPO / "reid" / "reference"
 
 
 def _reference_row(ref: pd.DataFrame, regime: str, setting: str, rcfg, transforms: str,
                    generated: str = "remix") -> str | None:
-    """The reference ablation's setting name for the demo's ``setting`` (same recipe, source, share, labels,
+    """The reference ablation's recipe for the demo's ``setting`` (same setting, generated data, share, labels,
     transforms); ``generated``: what the pipeline's remix folder holds (remix, hybrid or inpaint)."""
-    rows = ref[(ref.regime == regime) & (ref.recipe == setting) & (ref.transforms == transforms)]
+    rows = ref[(ref.regime == regime) & (ref.setting == setting) & (ref.transforms == transforms)]
     if setting != "real":
-        source = "+".join(generated if p == "remix" else p for p in setting.split("+")[1:])  # real+remix -> remix
-        rows = rows[(rows.source == source) & ~rows["filter"].astype(bool) & (rows.share == rcfg.virtual_share)
+        data = "+".join(generated if p == "remix" else p for p in setting.split("+")[1:])  # real+remix -> remix
+        rows = rows[(rows.generated == data) & ~rows["filter"].astype(bool) & (rows.share == rcfg.virtual_share)
                      & (rows.label == rcfg.virtual_label)]
-    names = list(dict.fromkeys(rows.setting))
+    names = list(dict.fromkeys(rows.recipe))
     return names[0] if names else None
 
 
@@ -74,7 +76,7 @@ def _differences(ref: dict, cfg, rcfg, names: dict) -> list[str]:
              ("generator", "the shipped reference", "trained from scratch" if cfg.from_scratch else
               "the shipped reference")]
     for r in ref["recipes"]:
-        if r["name"] in names.values() and r.get("source"):
+        if r["name"] in names.values() and r.get("generated", r.get("source")):  # source: an older provenance's
             pairs.append(("label smoothing", r.get("epsilon", 0.1), rcfg.virtual_epsilon))
     return [f"{what}: {a} there, {b} here" for what, a, b in pairs if a != b]
 
@@ -86,7 +88,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     settings = list(dict.fromkeys(own.setting))
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])
-    ref = pd.read_csv(reference / "ablation.csv")
+    ref = read_ablation(reference / "ablation.csv")
     prov = json.loads((reference / "provenance.json").read_text())
     regime = next((r["name"] for r in prov["config"]["regimes"]
                    if r["train_cameras"] == cfg.sim_train_cameras), None)
@@ -110,7 +112,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
         elif ref_name and ref_base:
             (r1, r1_se, k), (ap, ap_se, _) = (paired(ref, regime, ref_name, ref_base, m) for m in ("rank1", "mAP"))
             sd = 100 * r1_se * np.sqrt(k)  # the paired difference's spread from seed to seed
-            text += (f" **Reference ablation** (shipped, {k} seeds, regime `{regime}`, setting `{ref_name}` against "
+            text += (f" **Reference ablation** (shipped, {k} seeds, regime `{regime}`, recipe `{ref_name}` against "
                      f"`{ref_base}`): {100 * r1:+.1f} ± {100 * r1_se:.1f} rank-1, {100 * ap:+.1f} ± {100 * ap_se:.1f} "
                      f"mAP (mean ± SE); the difference moves by {sd:.1f} rank-1 points (std) from seed to seed.")
             if n and abs(d["rank1"].mean()) > 2 * sd / np.sqrt(n):
@@ -121,9 +123,9 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
                          "separate the two on its own; the reference table below is the evidence.")
         else:
             text += " The reference ablation has no run of this recipe in this data regime to compare with."
-        if ref_name and ref_name != "cutpaste" and "cutpaste" in set(ref[ref.regime == regime].setting):
+        if ref_name and ref_name != "cutpaste" and "cutpaste" in set(ref[ref.regime == regime].recipe):
             (c1, c1_se, k), (cap, cap_se, _) = (paired(ref, regime, ref_name, "cutpaste", m) for m in ("rank1", "mAP"))
-            mean = ref[(ref.regime == regime) & (ref.setting == "cutpaste")]
+            mean = ref[(ref.regime == regime) & (ref.recipe == "cutpaste")]
             text += (f" **Against cut-and-paste**, the baseline that needs no generator (reference ablation, "
                      f"`cutpaste`, {k} seeds, rank-1 {100 * mean.rank1.mean():.1f}): `{ref_name}` {100 * c1:+.1f} ± "
                      f"{100 * c1_se:.1f} rank-1, {100 * cap:+.1f} ± {100 * cap_se:.1f} mAP.")

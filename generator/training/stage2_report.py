@@ -1,7 +1,7 @@
 """Stage-II report: embedding quality per factor against held-out real embeddings, and the sample grids.
 
 Uses generator (mappings, decoding, Frechet distance, pose plausibility) and
-reid.retrieval (faiss k-NN precision / recall), hence its place in augment.
+generator.eval.neighbours (faiss k-NN precision / recall), hence its place in augment.
 """
 from __future__ import annotations
 
@@ -12,21 +12,14 @@ import numpy as np
 import torch
 import yaml
 
-from generator.api import DisentangledModel, Sampler, interpolate
-from generator.config import from_dict
-from generator.data.dataset import market_dataset
+from generator.api import interpolate
+from generator.data.dataset import person_dataset
 from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
 from generator.eval.grids import save_grid
+from generator.eval.neighbours import knn_precision_recall
 from generator.io import atomic_write_text, load_checkpoint
 from generator.models.stage2 import FACTORS
-from generator.training.stage2 import Stage2Config, split_holdout
-from reid.retrieval import knn_precision_recall
-
-
-def load_stage2(run: Path):
-    snap = load_checkpoint(Path(run) / "snapshot.pt")
-    cfg = from_dict(Stage2Config, snap["config"], str(run))
-    return cfg, Sampler.load(run), DisentangledModel.load(cfg.stage1_run, pose=cfg.pose_run)
+from generator.training.stage2 import load_stage2, split_holdout
 
 
 def embedding_quality(run: Path, n: int = 2000, seed: int = 0) -> dict:
@@ -85,7 +78,7 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
           out_dir / "b_identities.png")
 
     root = cfg.data_root or yaml.safe_load((Path(cfg.stage1_run) / "config.yaml").read_text())["data"]["root"]
-    ds = market_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
+    ds = person_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius)
     b = torch.utils.data.default_collate([ds.item(i)
                                           for i in np.linspace(0, len(ds) - 1, min(rows, len(ds))).astype(int)])

@@ -32,149 +32,35 @@ Build order, chosen so that any shard is reproducible on its own:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 
-from augment.stage2_report import load_stage2
-from generator.config import ConfigValueError, from_dict, to_dict
-from generator.data.dataset import market_dataset
-from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from augment.makers.build_config import (
+    BuildConfig,
+    IdentityPlan,
+    ImagePlan,
+    config_hash,
+)
+from augment.makers.build_output import finalize, manifest_rows, read_parts
+from generator.config import from_dict, to_dict
+from generator.data.dataset import person_dataset
 from generator.data.layouts import resolve_layout
-from generator.data.manifest import write_manifest
-from generator.data.market import SPLIT_DIRS, MarketWriter, Record, format_name
+from generator.data.market import MarketWriter, Record
 from generator.errors import UserError
+from generator.eval.neighbours import CosineIndex, kmeans, nearest
 from generator.io import atomic_write_text, check_output_folder, load_checkpoint, progress_bar
 from generator.models.stage1 import DCGANDiscriminator
 from generator.pose import NO_PERSON, shows_person
-from generator.shipped import sha256_file
 from generator.training.stage1 import Stage1Config
-from reid.extra_training import LOADER, loading_readme
-from reid.retrieval import CosineIndex, kmeans, nearest
+from generator.training.stage2 import load_stage2
 
-MAX_CAMERAS = 9  # Market-1501 names: one camera digit, c1..c9
-MAX_PIDS = 9999  # Market-1501 names: four pid digits
-TORCHREID_MARKET_PIDS = 1501  # torchreid's built-in market1501 asserts 0 <= pid <= 1501 (and camera <= 6)
 POSE_TRIES = 20  # Phi_pose samples drawn for one image before the build is refused (each shows no person)
 NO_PERSON_KEYS = ("no_person_images", "no_person_identities", "real_images")  # the skip counts build.json keeps
-
-
-@dataclass
-class BuildConfig:
-    stage2_run: str = ""  # stage-II run directory (its config names the stage-I and pose-AE runs)
-    out: str = "outputs/virtual_market"  # dataset folder (Market-1501 layout)
-    identities: int = 500  # identities to build (real mode: the first N real training identities by pid; 0: all)
-    images_per_id: int = 24  # images kept per identity
-    seed: int = 0  # build seed; identity i uses seeds derived from (seed, i)
-    # sample (Phi_fg) | remix (encode a real image and perturb it: a new identity) | real (the real training
-    # identities' own foregrounds, real pids, backgrounds from cameras each identity was not seen in)
-    fg_mode: Literal["sample", "remix", "real"] = "sample"
-    real_fg: Literal["image", "mean"] = "image"  # real mode: fg of one real image per output (in turn), or their mean
-    data_root: str = ""  # real mode: the data stage II embedded (default: its data_root, else stage I's data.root)
-    remix_noise: float = 0.5  # remix: perturbation std, in units of the real fg embeddings' per-dimension std
-    bg_sample_share: float = 0.5  # share of images whose background comes from Phi_bg (the rest: real bank)
-    pose_sample_share: float = 0.0  # share of images whose pose comes from Phi_pose (the rest: real bank; official: 0)
-    cameras: int = 6  # background clusters = camera ids, 1..9 (one digit in names); real mode: the real cameras
-    novelty_tau: float = 0.02  # reject an identity whose fg lies within this cosine distance of an accepted or real one
-    max_attempts: int = 50  # novelty attempts per identity before giving up
-    quality_keep: float = 1.0  # keep this share of candidates per identity, best discriminator scores first
-    test_share: float = 0.0  # share of identities for query / gallery (0: everything in bounding_box_train)
-    jpeg_quality: int = 95
-    export_imagefolder: bool = False  # also write imagefolder/<pid>/ (hard links); needed above 1501 identities
-    # also write msmt17/MSMT17_V1/ (MSMT17's list layout, hard links): torchreid's msmt17 loads it, any pid count
-    export_msmt17: bool = False
-
-    def __post_init__(self):
-        """Range checks, at config load time (before anything is written)."""
-        if not 1 <= self.cameras <= MAX_CAMERAS:
-            raise ConfigValueError("cameras", f"{self.cameras} is outside 1..{MAX_CAMERAS} (Market-1501 names hold "
-                                              f"one camera digit, c1..c9); use 1..{MAX_CAMERAS}")
-        if self.fg_mode == "real":
-            if self.identities < 0:
-                raise ConfigValueError("identities", f"{self.identities} is negative; 0 remixes every real training "
-                                                     f"identity, N > 0 the first N by pid")
-            if self.test_share > 0:
-                raise ConfigValueError("test_share", f"{self.test_share}: real-mode remixes are training images of "
-                                                     f"the real training identities; set test_share: 0")
-        elif self.identities < 1:
-            raise ConfigValueError("identities", f"{self.identities} is less than 1; build at least 1 identity")
-        if self.identities > MAX_PIDS:
-            raise ConfigValueError("identities", f"{self.identities} is more than {MAX_PIDS} (4-digit Market-1501 "
-                                                 f"pids); split it into several builds (another seed and out each)")
-        if (self.identities > TORCHREID_MARKET_PIDS and not (self.export_imagefolder or self.export_msmt17)
-                and self.fg_mode != "real"):
-            raise ConfigValueError(
-                "identities", f"{self.identities} is more than the {TORCHREID_MARKET_PIDS} a Market-1501 folder holds "
-                              f"(torchreid's market1501 asserts pid <= {TORCHREID_MARKET_PIDS}); set "
-                              f"export_msmt17: true for MSMT17's list layout, which torchreid loads, or "
-                              f"export_imagefolder: true for imagefolder/<pid>/ + manifest.csv (up to {MAX_PIDS}), or "
-                              f"split into builds of <= {TORCHREID_MARKET_PIDS} identities (another seed and out each)")
-        if self.images_per_id < 1:
-            raise ConfigValueError("images_per_id",
-                                   f"{self.images_per_id} is less than 1; keep at least 1 image per identity")
-        if not 0 < self.quality_keep <= 1:
-            raise ConfigValueError("quality_keep", f"{self.quality_keep} is outside (0, 1]; 1.0 keeps every candidate")
-        if self.max_attempts < 1:
-            raise ConfigValueError("max_attempts",
-                                   f"{self.max_attempts} is less than 1; allow at least 1 novelty attempt")
-        for name in ("bg_sample_share", "pose_sample_share", "test_share"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigValueError(name, f"{getattr(self, name)} is outside [0, 1]; it is a share")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigValueError("jpeg_quality", f"{self.jpeg_quality} is outside 1..100")
-
-
-def config_hash(cfg: BuildConfig) -> str:
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r}: expected i/n such as 0/4") from None
-    if not (0 <= i < n):
-        raise UserError(f"--shard {text!r}: need 0 <= i < n")
-    return i, n
-
-
-@dataclass
-class ImagePlan:
-    bg_source: str  # phi_bg | bank
-    bg_key: int  # seed for phi_bg, or index into the real background bank
-    pose_source: str  # phi_pose | bank
-    pose_key: int
-    camera: int  # 1-based
-    bg: np.ndarray | None = None  # (128,) the background embedding itself, resolved once in the plan
-    fg: np.ndarray | None = None  # (224,) real mode: this image's own foreground (None: the identity's)
-    source: str = ""  # real mode: the real image(s) the foreground came from, relative to the data root
-    bg_unseen: bool = False  # real mode: the background's camera is one the identity was never seen in
-
-
-@dataclass
-class IdentityPlan:
-    index: int  # 0-based identity slot; pid = index + 1 (real mode: the real pid)
-    fg: np.ndarray  # (224,)
-    fg_source: str  # phi_fg:<seed> | remix:<real image> | real_image:<pid> | real_mean:<pid>
-    attempts: int
-    images: list[ImagePlan] = field(default_factory=list)
-    split: str = "train"
-    pid: int = 0  # the pid written (0: index + 1)
-    seq: int = 1  # the sequence digit of the names (real mode: 0, never a real image's)
-
-    def __post_init__(self):
-        self.pid = self.pid or self.index + 1
 
 
 class Builder:
@@ -204,7 +90,7 @@ class Builder:
         them), so that bank row i is the image records[i]: its name, pid and camera."""
         root = self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
         fmt = self.model.data.format
-        ds = market_dataset(root, ("train",), size=self.size, fmt=fmt,
+        ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
                             skip_missing_keypoints=self.model.data.skip_missing_keypoints)
         pids = self.emb["pid"].numpy()
         if len(ds.records) != len(pids) or any(r.pid != p for r, p in zip(ds.records, pids, strict=True)):
@@ -415,38 +301,6 @@ class Builder:
         return sorted(keep)
 
 
-def _test_splits(cams: list[int]) -> list[str]:
-    """query / gallery for a test identity's images: one query per camera that has two or more images (one
-    query in all if none has), so every query keeps a gallery match from another camera."""
-    counts = {c: cams.count(c) for c in set(cams)}
-    splits, used = [], set()
-    multi = any(n >= 2 for n in counts.values())
-    for c in cams:
-        if c not in used and (counts[c] >= 2 or (not multi and not used)):
-            splits.append("query")
-            used.add(c)
-        else:
-            splits.append("gallery")
-    return splits
-
-
-def _rows_for_identity(p: IdentityPlan, keep: list[int], scores, kps) -> list[dict]:
-    splits = _test_splits([p.images[j].camera for j in keep]) if p.split == "test" else ["train"] * len(keep)
-    rows = []
-    for j, split in zip(keep, splits, strict=True):
-        im = p.images[j]
-        name = format_name(p.pid, im.camera, p.seq, j + 1, 1)
-        row = {"path": f"{SPLIT_DIRS[split]}/{name}", "split": split, "pid": p.pid, "camid": im.camera,
-               "origin": "remix" if im.source else "virtual", "identity": p.index, "fg_source": p.fg_source,
-               "novelty_attempts": p.attempts, "bg_source": im.bg_source, "bg_key": im.bg_key,
-               "pose_source": im.pose_source, "pose_key": im.pose_key,
-               "candidate": j, "d_score": float(scores[j]), "keypoints": rcv_to_yx(kps[j]).tolist()}
-        if im.source:  # real mode: which real image(s) the foreground came from, and whether the camera is new
-            row.update(source=im.source, bg_unseen_camera=im.bg_unseen)
-        rows.append(row)
-    return rows
-
-
 def is_complete(cfg: BuildConfig) -> bool:
     """Whether ``cfg.out`` holds a finished build of ``cfg`` (its config hash, and README.txt, which ``finalize``
     writes last); checked without loading any model, so a copied build verifies where its stage-II run is absent."""
@@ -497,7 +351,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     for p in progress_bar(todo, desc=f"build shard {i}/{n}", unit="id", enabled=progress, mininterval=0.5):
         imgs, scores, kps = builder.render_identity(p)
         keep = builder.select(p, scores)
-        rows = _rows_for_identity(p, keep, scores, kps)
+        rows = manifest_rows(p, keep, scores, kps)
         for r in rows:
             j = r["candidate"]
             writer.write(r["split"], r["path"].split("/")[-1], imgs[j])
@@ -509,165 +363,9 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     render_s = time.perf_counter() - t_render
     summary = {"shard": f"{i}/{n}", "identities": len(mine), "rendered_now": len(todo), "images_now": n_img,
                "seconds": time.perf_counter() - t0, "images_per_s": n_img / max(render_s, 1e-9), **stats}
-    recs = _read_parts(out)
+    recs = read_parts(out)
     if all(p.index in recs for p in plans):  # the last shard to finish writes the dataset-level files
         summary.update(finalize(out, cfg, plans, stats, builder, recs))
     return summary
 
 
-def skipped_line(summary: dict) -> str:
-    """The line ``vmarket build`` prints about the real images it never used ("" when there are none)."""
-    n, lost = summary.get("no_person_images", 0), summary.get("no_person_identities", 0)
-    return (f"skipped {n} of {summary['real_images']} real training images with no visible person ({NO_PERSON}): "
-            "never a foreground, pose or background" + (f"; identities with none that shows a person, not built: "
-                                                       f"{lost}" if lost else "") if n else "")
-
-
-def _read_parts(out: Path) -> dict[int, dict]:
-    recs = {}
-    for f in sorted((out / "parts").glob("shard-*.jsonl")):
-        for line in f.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            recs[rec["identity"]] = rec
-    return recs
-
-
-def finalize(out: Path, cfg: BuildConfig, plans, stats, builder: Builder, recs: dict[int, dict]) -> dict:
-    """Manifest (CSV + parquet), keypoint CSVs, optional ImageFolder export and README.txt, from the progress files."""
-    rows = [r for p in plans for r in recs[p.index]["rows"]]
-    kp = {"train": {}, "test": {}}
-    for r in rows:
-        kp["train" if r["split"] == "train" else "test"][r["path"].split("/")[-1]] = np.asarray(r["keypoints"])
-    df = pd.DataFrame([{k: v for k, v in r.items() if k != "keypoints"} for r in rows])
-    write_manifest(df, out / "manifest.csv")
-    write_keypoints_csv(out / "market-annotation-train.csv", kp["train"])
-    if kp["test"]:
-        write_keypoints_csv(out / "market-annotation-test.csv", kp["test"])
-    if cfg.export_imagefolder:
-        export_imagefolder(out, df)
-    if cfg.export_msmt17:
-        export_msmt17(out, df)
-    counts = {s: int((df.split == s).sum()) for s in ("train", "query", "gallery")}
-    s2 = builder.s2cfg
-    hashes = {name: sha256_file(Path(path) / "snapshot.pt") for name, path in
-              (("stage1", s2.stage1_run), ("pose", s2.pose_run), ("stage2", cfg.stage2_run))}
-    cams = df.groupby("pid").camid.nunique()
-    lines = [
-        "Virtual Market dataset, built by virtual-market (vmarket build).",
-        "",
-        f"identities: {len(plans)}   images: {len(df)}   train: {counts['train']}   query: {counts['query']}   "
-        f"gallery: {counts['gallery']}",
-        *([f"cameras (the real data's, of each background): {sorted(df.camid.unique().tolist())}; backgrounds "
-           f"from a camera the identity was never seen in: {df.bg_unseen_camera.mean():.1%}",
-           f"build seed: {cfg.seed}; identity seeds derived from (seed, pid); fg mode: real ({cfg.real_fg}): "
-           f"real training identities, real pids, names PPPP_cCs0_... (column source: the real image)"]
-          if cfg.fg_mode == "real" else
-          [f"cameras (background clusters): {sorted(df.camid.unique().tolist())}; "
-           f"every identity in >= {int(cams.min())} cameras",
-           f"build seed: {cfg.seed}; identity i uses seeds derived from (seed, i); fg mode: {cfg.fg_mode}"]),
-        f"backgrounds from Phi_bg: {(df.bg_source == 'phi_bg').mean():.1%}"
-        + (f" ({stats['phi_bg_missed']} Phi_bg draws found no sample of an allowed camera in {cfg.max_attempts} "
-           f"tries and took a real background)" if stats.get("phi_bg_missed") else "") + "; "
-        f"poses from Phi_pose: {(df.pose_source == 'phi_pose').mean():.1%}",
-        (f"novelty filter: tau {cfg.novelty_tau} (cosine), rejection rate {stats['novelty_rejection_rate']:.1%} "
-         f"({stats['novelty_rejected']} of {stats['novelty_attempts']} attempts)"
-         if cfg.fg_mode != "real" else "novelty filter: off (real identities)"),
-        (f"quality filter: kept {cfg.quality_keep:.0%} of {builder.candidates} candidates per identity "
-         f"by discriminator score"
-         if builder.D is not None else "quality filter: off (stage I has no trained discriminator); d_score is 0"),
-        *([f"real training images that show no person ({NO_PERSON}), never a foreground, pose or background "
-           f"here: {stats['no_person_images']} of {stats['real_images']}"
-           + (f"; identities with none that shows a person, not built: {stats['no_person_identities']}"
-              if stats["no_person_identities"] else "")] if stats.get("no_person_images") else []),
-        "",
-        "checkpoints (sha256 of snapshot.pt):",
-        *[f"  {k}: {v}  ({p})"
-          for (k, v), p in zip(hashes.items(), (s2.stage1_run, s2.pose_run, cfg.stage2_run), strict=True)],
-        "",
-        "config:",
-        *[f"  {k}: {v}" for k, v in to_dict(cfg).items()],
-        "",
-        "files: bounding_box_train/ query/ bounding_box_test/ (Market-1501 names PPPP_cCs1_FFFFFF_01.jpg),",
-        "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, d_score),",
-        "market-annotation-*.csv (the poses used, name:keypoints_y:keypoints_x).",
-    ]
-    if cfg.fg_mode != "real" and (cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6):
-        lines.append(f"torchreid's built-in market1501 asserts pid <= {TORCHREID_MARKET_PIDS} and camera <= 6, so it "
-                     f"cannot load this folder: use {LOADER} (below)"
-                     + (" or imagefolder/." if cfg.export_imagefolder else "."))
-    lines += ["", *loading_readme(out, cfg.data_root or builder.s2cfg.data_root or builder.model.data.root,
-                                  "real" if cfg.fg_mode == "real" else "new", training_only=counts["query"] == 0)]
-    if cfg.export_msmt17:
-        lines += ["", MSMT17_README.format(images=len(df))]
-    atomic_write_text(out / "README.txt", "\n".join(lines) + "\n")
-    return {"images": len(df), **{f"n_{k}": v for k, v in counts.items()}, "finalized": True}
-
-
-MSMT17_README = """msmt17/MSMT17_V1/: the same {images} images in MSMT17's list layout (hard links), for tools that read
-MSMT17 with any number of identities. Names PPPP_KKK_CC_vm_FFFF_0.jpg (CC: the camera, 1-based); list_*.txt lines
-are "PPPP/NAME.jpg LABEL", labels 0..N-1 per list group (train, test), so the real pids of a fg_mode: real build are
-renumbered there. torchreid's own msmt17 dataset (root THIS_FOLDER, sources "msmt17") reads it when the build has a
-test split (test_share > 0); without one it fails on the empty query as market1501 does, and """ + LOADER + """
-(above) is the way in, for any number of identities. fast-reid: an ImageDataset subclass registered with
-@DATASET_REGISTRY.register() whose train list is read from list_train.txt (path under train/, label, camera = the
-name's third field minus 1)."""
-
-
-def msmt17_records(df) -> dict[str, list[tuple[str, int, int]]]:
-    """``{"train" | "query" | "gallery": [(relative path in MSMT17_V1/, label, camera 1-based)]}`` for the rows of a
-    build manifest: labels 0..N-1 over the sorted pids of train, and separately of query + gallery (as MSMT17's
-    lists number them); file names carry the camera in field 2, which is where torchreid reads it."""
-    out = {}
-    for splits, folder in ((("train",), "train"), (("query", "gallery"), "test")):
-        part = df[df.split.isin(splits)]
-        labels = {pid: i for i, pid in enumerate(sorted(part.pid.unique()))}
-        count: dict[int, int] = {}
-        for r in part.itertuples():
-            k = count[r.pid] = count.get(r.pid, -1) + 1
-            name = f"{r.pid:04d}_{k:03d}_{r.camid:02d}_vm_{k:04d}_0.jpg"
-            out.setdefault(r.split, []).append((f"{folder}/{r.pid:04d}/{name}", labels[r.pid], int(r.camid)))
-    return out
-
-
-def export_msmt17(out: Path, df) -> None:
-    """msmt17/MSMT17_V1/{train,test}/<pid>/<name>.jpg hard links (copies where links are not possible) and
-    list_{train,val,query,gallery}.txt (val empty), written in a temp folder and renamed into place."""
-    final = out / "msmt17"
-    tmp = out / ".msmt17.partial"
-    if final.exists():
-        return
-    shutil.rmtree(tmp, ignore_errors=True)
-    recs = msmt17_records(df)
-    sources = dict(zip(df.index, df.path, strict=True))
-    lists = {"train": [], "val": [], "query": [], "gallery": []}
-    rows = {s: df.index[df.split == s] for s in ("train", "query", "gallery")}
-    for split, items in recs.items():
-        for idx, (rel, label, _) in zip(rows[split], items, strict=True):
-            dst = tmp / "MSMT17_V1" / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(out / sources[idx], dst)
-            except OSError:
-                shutil.copy2(out / sources[idx], dst)
-            lists[split].append(f"{rel.split('/', 1)[1]} {label}")
-    for name, lines in lists.items():
-        (tmp / "MSMT17_V1" / f"list_{name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
-    (tmp / "MSMT17_V1" / "test").mkdir(parents=True, exist_ok=True)
-    (tmp / "MSMT17_V1" / "train").mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-
-
-def export_imagefolder(out: Path, df) -> None:
-    """imagefolder/<pid>/<name>.jpg hard links (copies where links are not possible)."""
-    for r in df.itertuples():
-        dst = out / "imagefolder" / f"{r.pid:04d}" / Path(r.path).name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists():
-            continue
-        try:
-            os.link(out / r.path, dst)
-        except OSError:
-            shutil.copy2(out / r.path, dst)

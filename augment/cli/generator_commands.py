@@ -1,0 +1,164 @@
+"""The generator commands: train, eval, sample."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from generator.config import load_config
+from generator.errors import UserError
+from generator.eval.stage1_report import evaluate
+from generator.io import check_output_folder, remove_empty_folders
+from generator.training import pose_ae, stage1, stage2
+from generator.training.runs import latest_run_dir, new_run_dir
+from generator.training.stage2_report import quality_table, report, sample_grids
+
+# job name -> (config class, train function); a plain dict, the user picks one by name
+TRAIN_JOBS = {"stage1": (stage1.Stage1Config, stage1.train), "pose": (pose_ae.PoseConfig, pose_ae.train),
+              "stage2": (stage2.Stage2Config, stage2.train)}
+
+
+def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: str):
+    """(config path, run directory, resuming?) for a training command."""
+    desc = Path(config).stem if config else "default"
+    if resume not in (None, False):
+        if resume is True:
+            found = Path(run_dir) if run_dir else latest_run_dir(Path(out) / job, desc)
+            if found is None:
+                raise UserError(f"{Path(out) / job}: no run of {desc!r} with a state.pt to resume; "
+                                f"drop --resume to start one")
+        else:
+            found = Path(resume)
+        if not (found / "state.pt").exists() and not (found / "config.yaml").exists():
+            raise UserError(f"{found}: not a run directory (no config.yaml / state.pt); "
+                            f"pass the folder of a run to --resume")
+        check_output_folder(found, "--resume")
+        return (config or str(found / "config.yaml")), found, True
+    if config is None:
+        raise UserError(f"vmarket train {job}: pass -c CONFIG (e.g. configs/demo/{job}.yaml)")
+    if run_dir:
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"{path}: run directory exists and is not empty; "
+                            f"pass --resume to continue it or choose another")
+        path.mkdir(parents=True, exist_ok=True)
+        return config, path, False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("under torchrun pass --run-dir DIR, so that every rank writes to the same run directory")
+    return config, new_run_dir(Path(out) / job, desc), False
+
+
+def _cmd_train(args) -> None:
+    cls, fn = TRAIN_JOBS[args.job]
+    if args.skip_missing_keypoints:
+        if args.job != "stage1":
+            raise UserError("--skip-missing-keypoints applies to `vmarket train stage1` (the pose AE reads keypoint "
+                            "rows only, and stage II follows its stage I's data config)")
+        args.set = [*args.set, "data.skip_missing_keypoints=true"]
+    kwargs = {}
+    if args.factor is not None:
+        if args.job != "stage2":
+            raise UserError("--factor applies to `vmarket train stage2` only")
+        kwargs["factors"] = ["fg", "bg", "pose"] if args.factor == "all" else [args.factor]
+    # a bad config, --set or output folder is refused before resolve_run creates the run directory
+    cfg = load_config(cls, args.config, args.set) if args.config else None
+    created = None  # the first folder of the run directory's path that this command creates
+    if args.resume in (None, False):
+        created = check_output_folder(Path(args.run_dir) if args.run_dir else Path(args.out) / args.job,
+                                      "--run-dir" if args.run_dir else "--out")
+    config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
+    try:
+        if cfg is None:  # resuming from the run's own config.yaml
+            cfg = load_config(cls, config, args.set)
+        result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet, **kwargs)
+    except BaseException:
+        # refused (bad data, a batch larger than the data) or stopped before its first checkpoint: nothing in the
+        # run directory can be resumed, so what this command created goes, and the same command can run again
+        if not resuming and not any(Path(run_dir).rglob("*.pt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if args.run_dir and created is None:  # the user's own empty folder stays
+                Path(run_dir).mkdir(exist_ok=True)
+            remove_empty_folders(Path(run_dir).parent, created)
+        raise
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
+
+
+def _cmd_eval(args) -> None:
+    run = Path(args.run)
+    if args.job == "stage2":
+        if not (run / "snapshot.pt").is_file():
+            raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
+        out = Path(args.out) if args.out else run / "eval"
+        q = report(run, out)
+        print(quality_table(q), end="")
+        print(f"-> {out}/metrics.md")
+        return
+    if not (run / "snapshot.pt").is_file():
+        raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-I run")
+    data = args.data or yaml.safe_load((run / "config.yaml").read_text())["data"]["root"]
+    out = Path(args.out) if args.out else run / "eval"
+    result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
+    r = result["reconstruction"]
+    line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
+    if result["swaps"]:
+        sw = result["swaps"]
+        line += "; swap L1 model / copy-source: " + ", ".join(
+            f"{k} {sw[f'{k}/model/l1']:.1f} / {sw[f'{k}/copy_source/l1']:.1f}"
+            for k in ("pose", "background", "foreground"))
+    print(f"{line} -> {out}/metrics.md")
+
+
+def _cmd_sample(args) -> None:
+    run = Path(args.run)
+    if not (run / "snapshot.pt").is_file():
+        raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
+    out = Path(args.out) if args.out else run / "samples"
+    paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
+    print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
+
+
+def add_train(sub) -> None:
+    t = sub.add_parser("train",
+                       help="train a stage: stage1 (reconstruction), pose (pose autoencoder), stage2 (mappings)")
+    t.add_argument("job", choices=["stage1", "pose", "stage2"], help="what to train")
+    t.add_argument("-c", "--config", default=None, help="YAML config (e.g. configs/demo/stage1.yaml)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.steps=500")
+    t.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue a killed run: the given run directory, or the latest run of this config")
+    t.add_argument("--run-dir", default=None, help="run directory (default: outputs/JOB/NNNNN-CONFIG)")
+    t.add_argument("--out", default="outputs", help="parent of the run directories")
+    t.add_argument("--factor", default=None, choices=["fg", "bg", "pose", "all"],
+                   help="stage2 only: which mapping to train")
+    t.add_argument("--skip-missing-keypoints", action="store_true",
+                   help="stage1: leave out training images without a keypoint row (counted in the run log) "
+                        "instead of refusing the dataset; same as --set data.skip_missing_keypoints=true")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+
+def add_eval(sub) -> None:
+    e = sub.add_parser("eval", help="evaluate a trained stage: reconstruction SSIM and counterfactual swap scores")
+    e.add_argument("job", choices=["stage1", "stage2"], help="what to evaluate")
+    e.add_argument("--run", required=True, help="run directory of the trained stage")
+    e.add_argument("--data", default=None,
+                   help="dataset root (default: the run's data.root); held-out = query + gallery")
+    e.add_argument("--pairs", type=int, default=200, help="SimMarket swap pairs to score")
+    e.add_argument("--limit", type=int, default=512, help="held-out images for the reconstruction metrics")
+    e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
+    e.set_defaults(func=_cmd_eval)
+
+
+def add_sample(sub) -> None:
+    sm = sub.add_parser("sample",
+                        help="PNG grids from a stage-II run: sampled people, identities, resampled factors, "
+                             "interpolations")
+    sm.add_argument("--run", required=True, help="run directory of a trained stage-II run")
+    sm.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
+    sm.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same grids")
+    sm.add_argument("--cols", type=int, default=8, help="images per row")
+    sm.add_argument("--rows", type=int, default=4, help="rows (people) per grid")
+    sm.set_defaults(func=_cmd_sample)

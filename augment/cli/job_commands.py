@@ -1,0 +1,119 @@
+"""The experiment commands: reid, reference, reference-reid, pipeline."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from augment.jobs import ablation_tables, reference_reid
+from augment.jobs.pipeline import PipelineConfig, run_pipeline
+from augment.jobs.reference import ReferenceConfig, rescore, run_reference
+from augment.jobs.reference_reid import ReidReferenceConfig
+from generator.config import load_config
+from generator.errors import UserError
+from reid.ablation import AblationConfig, run_ablation
+
+
+def _cmd_reference_reid(args) -> None:
+    cfg = load_config(ReidReferenceConfig, args.config, args.set)
+    command = f"vmarket reference-reid {args.config}"  # how the runs are made (not --package-only, --only, --set)
+    if args.package_only:
+        reference_reid.collect(cfg, command=command)
+    else:
+        reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs,
+                           command=command)
+    print((Path(cfg.out) / "ablation.md").read_text(), end="")
+    print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
+    if args.package or args.package_only:
+        ablation_tables.package(cfg)
+
+
+def _cmd_reid(args) -> None:
+    cfg = load_config(AblationConfig, args.config, args.set)
+    run_ablation(cfg, progress=not args.quiet)
+    print((Path(cfg.out) / "results.md").read_text(), end="")
+    print(f"-> {cfg.out}/results.csv, results.md, cmc.png")
+
+
+def _cmd_reference(args) -> None:
+    cfg = load_config(ReferenceConfig, args.config, args.set)
+    if args.rescore and args.time_limit is not None:
+        raise UserError("--time-limit applies to training; --rescore trains nothing, so give one or the other")
+    if args.rescore:
+        with tempfile.TemporaryDirectory() as work:
+            rescore(cfg.package, work, progress=not args.quiet)
+        return
+    if args.time_limit is not None and args.time_limit < 0:
+        raise UserError(f"--time-limit {args.time_limit}: give seconds >= 0")
+    deadline = None if args.time_limit is None else time.time() + args.time_limit
+    prov = run_reference(cfg, progress=not args.quiet, command=" ".join(["vmarket", "reference", args.config]
+                                                                        + [f"--set {v}" for v in args.set]),
+                         deadline=deadline)
+    s1 = prov["metrics"]["stage1"]["reconstruction"]
+    print(f"reference models shipped -> {cfg.package} (held-out SSIM {s1['ssim']:.3f}; checks: "
+          + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in prov["checks"].items()) + ")")
+
+
+def _cmd_pipeline(args) -> None:
+    cfg = load_config(PipelineConfig, args.config, args.set + (["from_scratch=true"] if args.from_scratch else []))
+    path = run_pipeline(cfg, progress=not args.quiet)
+    print(f"pipeline finished -> {path}")
+
+
+def add_reid(sub) -> None:
+    r = sub.add_parser("reid", help="re-ID baselines with torchreid: `vmarket reid ablate -c CONFIG`")
+    r.add_argument("action", choices=["ablate"],
+                   help="ablate: real / virtual / real+virtual / virtual->real over seeds")
+    r.add_argument("-c", "--config", required=True, help="YAML ablation config (e.g. configs/demo/reid.yaml)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_reid)
+
+
+def add_reference(sub) -> None:
+    rf = sub.add_parser("reference",
+                        help="train, evaluate and ship the SimMarket reference models (what `make reference` runs)")
+    rf.add_argument("config", nargs="?", default="configs/reference/reference.yaml",
+                    help="reference YAML (default configs/reference/reference.yaml)")
+    rf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    rf.add_argument("--rescore", action="store_true",
+                    help="score the shipped stage I (`package`) again under the current metric definitions and "
+                         "record it in its provenance.json; trains nothing")
+    rf.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="save the training state and stop after this many seconds (exit code 3); the same command "
+                         "run again continues from there")
+    rf.add_argument("--quiet", action="store_true", help="no progress bars")
+    rf.set_defaults(func=_cmd_reference)
+
+
+def add_reference_reid(sub) -> None:
+    rr = sub.add_parser("reference-reid",
+                        help="the reference re-ID ablation: every recipe (generator, cut-and-paste, standard "
+                             "transforms) x data regime x seed on SimMarket (what `make reference-reid` runs)")
+    rr.add_argument("config", nargs="?", default="configs/reference/reid.yaml",
+                    help="ablation YAML (default configs/reference/reid.yaml)")
+    rr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    rr.add_argument("--package", action="store_true",
+                    help="then copy the table, rows and provenance to reid/reference/ and the figures to docs/, and "
+                         "rewrite the tables of docs/results.md from the shipped ablations")
+    rr.add_argument("--package-only", action="store_true",
+                    help="train nothing: tabulate the runs finished so far and package them")
+    rr.add_argument("--only", default="", metavar="NAME,NAME",
+                    help="run these recipes only this time (real always runs); a later full run reuses them")
+    rr.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="runs at a time, in worker processes (default 1: seed by seed); a GPU holds many, a 2-core "
+                         "CPU gains nothing")
+    rr.add_argument("--quiet", action="store_true", help="no progress bars")
+    rr.set_defaults(func=_cmd_reference_reid)
+
+
+def add_pipeline(sub) -> None:
+    pl = sub.add_parser("pipeline", help="the whole pipeline on SimMarket, with report.md (what `make demo` runs)")
+    pl.add_argument("config", nargs="?", default="configs/demo/pipeline.yaml",
+                    help="pipeline YAML (default configs/demo/pipeline.yaml)")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    pl.add_argument("--from-scratch", action="store_true",
+                    help="train stage I, the pose AE and stage II in this run (inside the demo budget) instead of "
+                         "using the shipped reference checkpoints")
+    pl.add_argument("--quiet", action="store_true", help="no progress bars")
+    pl.set_defaults(func=_cmd_pipeline)

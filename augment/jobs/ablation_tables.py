@@ -1,0 +1,328 @@
+"""The reference re-ID ablation's outputs, from its rows (one per recipe x regime x seed): ``ablation.csv``,
+``ablation.md`` (mean ± std and paired differences), the CMC and learning-curve figures, the provenance, the
+copies ``--package`` ships in the repository, and the tables of ``docs/results.md`` rendered from the shipped ones."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from augment.jobs.provenance import REPO, git_commit, repo_relative
+from generator.config import to_dict
+from generator.errors import UserError
+from generator.io import atomic_path, atomic_write_text
+from reid.ablation import paired, save_figure
+
+# the columns of an ablation.csv written before the glossary (docs/glossary.md): the recipe's name was `setting`, its
+# setting `recipe`, its generated data `source`
+OLD_COLUMNS = {"setting": "recipe", "recipe": "setting", "source": "generated"}
+
+
+def read_ablation(path: str | Path) -> pd.DataFrame:
+    """The rows of an ``ablation.csv``, with the columns of one written under the old names renamed."""
+    df = pd.read_csv(path)
+    if "source" in df or "recipe" not in df:
+        df = df.rename(columns={k: v for k, v in OLD_COLUMNS.items() if k in df})
+    return df
+
+
+def best_real_only(df: pd.DataFrame, regime: str) -> str:
+    """The real-only recipe (no generated data) with the highest mean rank-1 in ``regime``: the anchor every recipe
+    is compared with is real-only training with the best standard transforms, whichever set wins."""
+    g = df[df.regime == regime]
+    if "generated" in g:
+        g = g[g.generated.fillna("") == ""]
+    means = g.groupby("recipe", sort=False).rank1.mean()
+    return str(means.idxmax()) if len(means) else "real"
+
+
+def _difference(mean: float, se: float, n: int) -> str:
+    """A paired difference in percent: ``mean ± SE``, or the one seed's difference ("" for no seed)."""
+    if n == 0:
+        return ""
+    return f"{100 * mean:+.1f} ± {100 * se:.1f}" if n > 1 else f"{100 * mean:+.1f} (1 seed)"
+
+
+def summary_table(df: pd.DataFrame) -> str:
+    """Mean ± std of every recipe, and its paired differences to `real` and `cutpaste`; also to the best real-only
+    recipe (by mean rank-1) where that is not `real` in some regime: `real` is meant to be real-only with the best
+    standard transforms, and the table shows it when the data say otherwise."""
+    regimes = list(dict.fromkeys(df.regime))
+    best = {regime: best_real_only(df, regime) for regime in regimes}
+    extra = any(b != "real" for b in best.values())
+    lines = ["| regime | recipe | seeds | rank-1 | mAP | mINP | rank-1 vs real | mAP vs real | rank-1 vs cutpaste "
+             "| mAP vs cutpaste |" + (" rank-1 vs best real-only | mAP vs best real-only |" if extra else ""),
+             "| --- " * (12 if extra else 10) + "|"]
+
+    def cell(g, m):
+        return f"{100 * g[m].mean():.1f} ± {100 * g[m].std(ddof=0):.1f}" if len(g) > 1 else f"{100 * g[m].mean():.1f}"
+
+    def diff(regime, recipe, against, m):
+        return "" if recipe == against else _difference(*paired(df, regime, recipe, against, m))
+
+    for regime in regimes:
+        for recipe, g in df[df.regime == regime].groupby("recipe", sort=False):
+            against = ["real", "cutpaste"] + ([best[regime]] if extra else [])
+            cells = [diff(regime, recipe, a, m) for a in against for m in ("rank1", "mAP")]
+            lines.append(f"| {regime} | {recipe} | {len(g)} | {cell(g, 'rank1')} | {cell(g, 'mAP')} | "
+                         f"{cell(g, 'mINP')} | " + " | ".join(cells) + " |")
+    bests = ", ".join(f"{regime}: `{name}`" for regime, name in best.items())
+    return ("\n".join(lines) + "\n\n(percent; mean ± std over seeds; differences are paired by seed, mean ± standard "
+            f"error; evaluated on the real query / gallery of each regime; best real-only (highest mean rank-1 of the "
+            f"recipes without generated data): {bests})\n")
+
+
+def pairs_table(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
+    """The paired difference ``a - b`` of every pair of recipes, in every regime where both ran a seed."""
+    lines = ["| regime | recipe | against | seeds | rank-1 | mAP |", "| --- | --- | --- | --- | --- | --- |"]
+    for a, b in pairs:
+        for regime in dict.fromkeys(df.regime):
+            (r1, r1_se, n), ap = (paired(df, regime, a, b, m) for m in ("rank1", "mAP"))
+            if n:
+                lines.append(f"| {regime} | {a} | {b} | {n} | {_difference(r1, r1_se, n)} | {_difference(*ap)} |")
+    return ("\n".join(lines) + "\n\n(percentage points; the paired difference recipe - against over the seeds both "
+            "ran, mean ± standard error)\n")
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, against: list[str], names: tuple[str, str],
+            skip_same: bool = False) -> pd.DataFrame:
+    """Two ablations' rows (A, B) compared over the seeds both ran: for every regime and recipe of A that B also
+    has, A - B of the same recipe and, for each of ``against``, A's recipe - B's recipe of that name (paired by seed,
+    mean ± standard error, rank-1 / mAP). ``skip_same``: leave out a recipe whose runs are B's own (every paired
+    seed's numbers equal: runs reused from B)."""
+    both = pd.concat([a.assign(recipe="A:" + a.recipe), b.assign(recipe="B:" + b.recipe)])
+    rows = []
+    for (regime, recipe), g in a.groupby(["regime", "recipe"], sort=False):
+        other = b[(b.regime == regime) & (b.recipe == recipe) & b.seed.isin(g.seed)]
+        if other.empty:
+            continue
+        if skip_same:
+            mine = g[g.seed.isin(other.seed)].set_index("seed")[["rank1", "mAP"]].sort_index()
+            if mine.equals(other.set_index("seed")[["rank1", "mAP"]].sort_index()):
+                continue
+        row = {"regime": regime, "recipe": recipe, "seeds": int(other.seed.nunique()),
+               f"{names[0]} rank-1 / mAP": _means(g[g.seed.isin(other.seed)]),
+               f"{names[1]} rank-1 / mAP": _means(other)}
+        for column, vs in [(f"vs {names[1]}, same recipe", recipe)] + [(f"vs {names[1]} {s}", s) for s in against]:
+            cells = []
+            for metric in ("rank1", "mAP"):
+                mean, se, n = paired(both, regime, "A:" + recipe, "B:" + vs, metric)
+                cells.append("n/a" if n == 0 else f"{100 * mean:+.1f}" + ("" if n < 2 else f" ± {100 * se:.1f}"))
+            row[column] = " / ".join(cells)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _means(g: pd.DataFrame) -> str:
+    return f"{100 * g.rank1.mean():.1f} / {100 * g.mAP.mean():.1f}"
+
+
+def markdown(t: pd.DataFrame) -> str:
+    """``t`` as a markdown table."""
+    lines = ["| " + " | ".join(t.columns) + " |", "| " + " | ".join("---" for _ in t.columns) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]) + "\n"
+
+
+def runs_line(df: pd.DataFrame) -> str:
+    """How many runs the rows hold and where they trained (their `device` column)."""
+    devices = ", ".join(f"{n} on {d}" for d, n in df.device.fillna("unknown").value_counts().items()) \
+        if "device" in df else ""
+    return f"{len(df)} runs" + (f" ({devices})" if devices else "") + ".\n"
+
+
+def plateau(df: pd.DataFrame, regime: str, recipe: str) -> dict:
+    """The mean learning curve of real-only ``recipe`` over seeds in ``regime``, and the first epoch whose rank-1 is
+    within one standard error (at least 1 point) of the curve's best: where rank-1 stops rising."""
+    curves = [c for c in df[(df.regime == regime) & (df.recipe == recipe)]["curve"] if c]
+    if not curves:
+        return {}
+    epochs = [p["epoch"] for p in curves[0]]
+    r1 = np.array([[p["rank1"] for p in c] for c in curves if [p["epoch"] for p in c] == epochs])
+    mean = r1.mean(0)
+    se = r1.std(0, ddof=1) / np.sqrt(len(r1)) if len(r1) > 1 else np.zeros_like(mean)
+    best = int(mean.argmax())
+    stop = next(i for i in range(len(mean)) if mean[i] >= mean[best] - max(se[best], 0.01))
+    return {"recipe": recipe, "epochs": epochs, "rank1_mean": [round(float(v), 4) for v in mean], "seeds": len(r1),
+            "best_epoch": epochs[best], "plateau_epoch": epochs[stop]}
+
+
+def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = list(dict.fromkeys(df.regime))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes), 3.8), dpi=120, squeeze=False)
+    for ax, regime in zip(axes[0], regimes, strict=True):
+        for recipe, g in df[df.regime == regime].groupby("recipe", sort=False):
+            cmc = 100 * np.array(list(g["cmc"])).mean(0)
+            ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", markersize=2.5, label=f"{recipe} ({len(g)})")
+        ax.set(xlabel="rank", ylabel="matching rate (%)", title=f"CMC, {regime}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, out / "cmc.png")
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for regime, p in plateaus.items():
+        if p:
+            ax.plot(p["epochs"], [100 * v for v in p["rank1_mean"]], marker="o", markersize=3,
+                    label=f"{regime} (plateau at epoch {p['plateau_epoch']})")
+    ax.set(xlabel="epoch", ylabel="rank-1 (%)", title=f"real only ({anchor}): learning curve, mean over seeds")
+    ax.grid(alpha=0.3)
+    if any(plateaus.values()):
+        ax.legend(fontsize=8)
+    save_figure(fig, out / "curve.png")
+
+
+def write_outputs(cfg, rows: list[dict], times: dict, command: str) -> None:
+    out = Path(cfg.out)
+    df = pd.DataFrame(rows)
+    with atomic_path(out / "ablation.csv") as tmp:
+        df.drop(columns=["cmc", "curve"]).to_csv(tmp, index=False, float_format="%.6f")
+    atomic_write_text(out / "ablation.md", summary_table(df))
+    plateaus = {r.name: plateau(df, r.name, cfg.anchor) for r in cfg.regimes}
+    _figures(df, plateaus, cfg.anchor, out)
+    filters = {}
+    for p in sorted(out.glob("*/generated/*-filtered-seed*/filter_summary.json")):
+        filters[f"{p.parent.parent.parent.name}/{p.parent.name}"] = json.loads(p.read_text())
+    prov = {"command": command,
+            "config": repo_relative(to_dict(cfg)), "commit": git_commit(), "torch": torch.__version__,
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+            "run_devices": df.device.value_counts().to_dict() if len(df) else {},
+            "date": time.strftime("%Y-%m-%d"), "runs": len(df),
+            # seconds each run trained, where it trained; under --jobs runs overlap, so the sum is not elapsed time
+            "run_seconds_sum": round(sum(times.values()), 1), "run_seconds": times, "plateau": plateaus,
+            "filters": filters}
+    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, default=str))
+
+
+def package(cfg, log=print) -> None:
+    """Copy the ablation's table, rows and provenance to ``package`` (``reid/reference/``) and its figures beside
+    ``figures`` (``docs/reid_reference_{cmc,curve}.png``), both in the repository; then rewrite the generated tables
+    of ``docs/results.md`` from the shipped CSVs."""
+    out = Path(cfg.out)
+    if not (out / "ablation.csv").exists():
+        raise UserError(f"{out}: no ablation.csv yet; run `vmarket reference-reid` first")
+    dest, figs = REPO / cfg.package, REPO / cfg.figures
+    dest.mkdir(parents=True, exist_ok=True)
+    figs.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("ablation.csv", "ablation.md", "provenance.json"):
+        shutil.copyfile(out / name, dest / name)
+    for name in ("cmc", "curve"):
+        shutil.copyfile(out / f"{name}.png", figs.with_name(f"{figs.name}_{name}.png"))
+    log(f"packaged {out} -> {dest} and {figs.parent}/")
+    if write_results_doc(REPO):
+        log(f"rewrote the generated tables of {RESULTS_DOC} from the shipped ablations")
+
+
+# docs/results.md: its prose is written by hand, its tables between these markers are rendered from the shipped
+# ablation.csv files (package() rewrites them; `make docs` too; a test fails when they are stale)
+RESULTS_DOC = "docs/results.md"
+BEGIN = "<!-- generated by vmarket reference-reid --package from {spec}: do not edit -->"
+END = "<!-- end generated -->"
+_BEGIN = re.compile("^" + re.escape(BEGIN).replace(re.escape("{spec}"), "(?P<spec>.+)") + "$")
+
+
+def _shipped(repo: Path, path: str) -> pd.DataFrame:
+    if not (repo / path).is_file():
+        raise UserError(f"{RESULTS_DOC}: a generated table reads {path}, which is not in {repo}; fix the marker or "
+                        f"ship that ablation (`vmarket reference-reid CONFIG --package`)")
+    return read_ablation(repo / path)
+
+
+def render_block(spec: str, repo: Path) -> str:
+    """A generated table of docs/results.md from its marker's ``spec``:
+
+    - ``CSV``: how many runs it holds and where they trained, and its summary table (``ablation.md``);
+    - ``CSV; pairs: a vs b, c vs d``: the paired differences of those recipes within it;
+    - ``CSV against OTHER; names: A, B; vs: r1, r2``: A - B recipe by recipe over the seeds both ran, and A's recipe
+      against B's ``r1``, ``r2`` (``compare``), leaving out the recipes whose runs are B's own.
+
+    CSV paths are relative to ``repo``."""
+    head, *options = [part.strip() for part in spec.split(";")]
+    opts: dict[str, list[str]] = {}
+    for option in options:
+        key, sep, value = (x.strip() for x in option.partition(":"))
+        if not sep or key not in ("pairs", "names", "vs"):
+            raise UserError(f"{RESULTS_DOC}: generated table {spec!r}: {option!r} is not one of 'pairs: a vs b, ...', "
+                            f"'names: A, B', 'vs: recipe, ...'")
+        opts[key] = [v.strip() for v in value.split(",") if v.strip()]
+    path, _, other = (x.strip() for x in head.partition(" against "))
+    df = _shipped(repo, path)
+    if other:
+        names = tuple(opts.get("names", ["A", "B"]))
+        if len(names) != 2:
+            raise UserError(f"{RESULTS_DOC}: generated table {spec!r}: names: give two, A's and B's")
+        return markdown(compare(df, _shipped(repo, other), opts.get("vs", []), names, skip_same=True))
+    if "pairs" in opts:
+        pairs = [tuple(x.strip() for x in p.split(" vs ")) for p in opts["pairs"]]
+        bad = next((p for p in pairs if len(p) != 2), None)
+        if bad is not None:
+            raise UserError(f"{RESULTS_DOC}: generated table {spec!r}: pair {' vs '.join(bad)!r} is not 'a vs b'")
+        return pairs_table(df, pairs)
+    return runs_line(df) + "\n" + summary_table(df)
+
+
+def render_results_doc(doc_text: str, repo: Path) -> str:
+    """``doc_text`` (docs/results.md) with the contents of every generated block rendered anew from the CSVs its
+    marker names (under ``repo``); everything outside the blocks is kept as it is."""
+    lines = doc_text.split("\n")
+    out, i = [], 0
+    while i < len(lines):
+        out.append(lines[i])
+        m = _BEGIN.match(lines[i].strip())
+        i += 1
+        if m is None:
+            continue
+        end = next((j for j in range(i, len(lines)) if lines[j].strip() == END), None)
+        if end is None:
+            raise UserError(f"{RESULTS_DOC} line {i}: a generated table without its end marker {END!r}")
+        out += ["", render_block(m["spec"], repo).rstrip("\n"), ""]
+        i = end
+    return "\n".join(out)
+
+
+def write_results_doc(repo: Path) -> bool:
+    """Rewrite the generated tables of ``repo``'s docs/results.md from its shipped CSVs; whether the file changed
+    (False, too, when the repository has no such file)."""
+    doc = repo / RESULTS_DOC
+    if not doc.is_file():
+        return False
+    text = doc.read_text()
+    new = render_results_doc(text, repo)
+    if new != text:
+        atomic_write_text(doc, new)
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m augment.jobs.ablation_tables [--check]``: rewrite docs/results.md's generated tables from the
+    shipped ablations (``make docs``); ``--check`` writes nothing and exits 1 when they are stale."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        if args.check:
+            stale = render_results_doc((REPO / RESULTS_DOC).read_text(), REPO) != (REPO / RESULTS_DOC).read_text()
+            if stale:
+                print(f"{RESULTS_DOC} is stale: run `make docs`", file=sys.stderr)
+            return int(stale)
+        print(f"{RESULTS_DOC}: " + ("rewritten" if write_results_doc(REPO) else "up to date"))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The whole pipeline on SimMarket: data, stage I, pose AE, stage II, a Virtual Market, the re-ID ablation
+and ``report.md``. Each stage is resumable, and a rerun reuses the stages that finished.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from augment.jobs.report import write_report
+from augment.jobs.steps import (
+    StageTimer,
+    evaluate_generator,
+    generator_configs,
+    job_config,
+    simulate_data,
+    train_generator,
+)
+from augment.makers.build_config import BuildConfig
+from augment.makers.builder import build
+from augment.makers.cutpaste import cut_paste
+from augment.makers.plates import PLATES_OF
+from generator.config import ConfigValueError
+from generator.errors import UserError
+from generator.io import check_output_folder
+from generator.shipped import install
+from reid.ablation import AblationConfig, run_ablation
+
+
+@dataclass
+class PipelineConfig:
+    out: str = "outputs/demo"  # everything the pipeline writes goes under this folder
+    sim_ids: int = 200  # SimMarket identities (half train, half test)
+    sim_seed: int = 0
+    sim_train_cameras: int = 0  # each training identity seen by this many cameras (0: all); the test split keeps all
+    gen_size: tuple[int, int] = (64, 32)  # resolution the generator trains at
+    reid_size: tuple[int, int] = (128, 64)  # resolution of the real re-ID data
+    stage1: str = "configs/demo/stage1.yaml"  # job configs; their data and run paths are redirected under `out`
+    pose: str = "configs/demo/pose.yaml"
+    stage2: str = "configs/demo/stage2.yaml"
+    build: str = "configs/demo/build.yaml"
+    reid: str = "configs/demo/reid.yaml"
+    set: list[str] = field(default_factory=list)  # overrides per job, e.g. "stage1:train.steps=300"
+    eval_pairs: int = 200  # counterfactual swap pairs scored after stage I
+    from_scratch: bool = False  # train every generator stage in this run instead of using the reference checkpoints
+    reference: str = ""  # folder of reference checkpoints ('' = those shipped with the package)
+    # the generated training images: remix (generator remixes of the real identities, written by the build config),
+    # hybrid (each real person pasted over a person-free plate stage I decodes for another camera) or inpaint (over
+    # another camera's image with its own person filled in by such a plate); augment.makers.cutpaste writes the last two
+    generated: str = "remix"
+
+    def __post_init__(self):
+        if self.generated not in GENERATED:
+            raise ConfigValueError("generated", f"{self.generated!r}: use one of {', '.join(GENERATED)}")
+
+
+GENERATED = ("remix", "hybrid", "inpaint")
+
+
+def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
+    out = Path(cfg.out)
+    gen_root, reid_root = out / "data" / "sim-gen", out / "data" / "sim-reid"
+    s2_run, vm = out / "stage2", out / "virtual_market"
+    # every job config (and every JOB:KEY=VALUE in `set`) is loaded before anything is written: a bad key fails now,
+    # not after an hour of training
+    s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
+    bcfg = job_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"], cfg.set, "build")
+    generated = "remix_root" if bcfg.fg_mode == "real" else "virtual_root"  # remixes keep the real pids
+    rcfg = job_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"{generated}={vm}",
+                                                  f"out={out / 'reid'}"], cfg.set, "reid")
+    check_output_folder(out, "out")
+    out.mkdir(parents=True, exist_ok=True)
+    stage = StageTimer(out)
+    stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,
+                                        cfg.sim_seed, progress, log, cfg.sim_train_cameras))
+    prov = None
+    if cfg.from_scratch:
+        if (out / "reference.json").exists():
+            raise UserError(f"{out}: holds a run made with the reference checkpoints; give --from-scratch another "
+                            "out (--set out=...) or delete the folder")
+        train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
+    else:
+        if (out / "stage1" / "state.pt").exists():
+            raise UserError(f"{out}: holds stages trained from scratch; rerun with --from-scratch, or give the "
+                            "reference run another out (--set out=...)")
+        prov = stage("reference", lambda: install(cfg.reference or None, out, gen_root, progress))
+        log(f"[reference] using the reference checkpoints from {cfg.reference or 'the package'} "
+            f"(stage I {prov['steps']['stage1']} steps)")
+        evaluate_generator(out, gen_root, cfg.eval_pairs, stage, progress, log)
+
+    def virtual():
+        if cfg.generated != "remix":  # the real people, pasted at the re-ID size over the generator's plates
+            s = cut_paste(reid_root, vm, size=tuple(cfg.reid_size), plates=PLATES_OF[cfg.generated],
+                          stage1_run=out / "stage1", progress=progress)
+            verb = "reusing" if s.get("already_complete") else "wrote"
+            log(f"[build] {verb} {s['images']} {cfg.generated} images of {s['identities']} identities -> {vm}")
+            return
+        # always through build(): it skips the identities already written and refuses a folder built
+        # from another config, so a rerun never reuses a stale Virtual Market
+        s = build(bcfg, progress=progress)
+        verb = "reusing" if s["rendered_now"] == 0 else "built"
+        log(f"[build] {verb} {s.get('images', 0)} images of {bcfg.identities} identities -> {vm}")
+
+    stage("build", virtual)
+
+    stage("reid", lambda: run_ablation(rcfg, progress=progress))
+    report_path = write_report(out, cfg, prov, stage.times, rcfg)
+    log(f"[report] {report_path}")
+    return report_path

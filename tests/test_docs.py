@@ -1,0 +1,65 @@
+"""The reference docs that are rendered from the code are up to date."""
+from augment.cli import build_parser
+from augment.cli.reference_doc import DOC, render
+
+
+def test_cli_reference_is_rendered_from_the_parser():
+    assert DOC.read_text() == render(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_cli_reference_names_every_command_and_option():
+    text = render()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, sp in sub.choices.items():
+        assert f"## vmarket {name}\n" in text
+        for action in sp._actions:
+            for opt in action.option_strings:
+                if opt not in ("-h", "--help"):
+                    assert f"`{opt}" in text, (name, opt)
+
+
+def test_a_stale_reference_is_reported(tmp_path, monkeypatch, capsys):
+    from augment.cli import reference_doc
+
+    stale = tmp_path / "cli.md"
+    stale.write_text(render().replace("--per-image", "--per-picture"))
+    monkeypatch.setattr(reference_doc, "DOC", stale)
+    assert reference_doc.main(["--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert reference_doc.main([]) == 0 and reference_doc.main(["--check"]) == 0
+    assert stale.read_text() == render()
+
+
+def test_readme_headline_table_matches_the_shipped_ablation():
+    """The README's small table quotes reid/reference/ablation.csv: its numbers are the CSV's, rounded as shown."""
+    from pathlib import Path
+
+    from augment.jobs.ablation_tables import read_ablation
+    from reid.ablation import paired
+
+    repo = Path(__file__).resolve().parents[1]
+    df = read_ablation(repo / "reid" / "reference" / "ablation.csv")
+    readme = (repo / "README.md").read_text()
+    row = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:4]]
+           for line in readme.splitlines() if line.startswith("| ") and line.count("|") == 4}
+
+    def mean(regime, recipe):
+        return f"{100 * df[(df.regime == regime) & (df.recipe == recipe)].rank1.mean():.1f}"
+
+    def diff(regime, recipe):
+        m, se, _ = paired(df, regime, recipe, "cutpaste", "rank1")
+        return f"{100 * m:+.1f} ± {100 * se:.1f}"
+
+    real = row["real only, best standard transforms"]
+    assert real == [mean("full", "real"), mean("cameras2", "real")]
+    cut = row["cut-and-paste: the real person pasted into another camera's image (no generator)"]
+    assert cut == [mean("full", "cutpaste"), mean("cameras2", "cutpaste")]
+    best = row["best generator recipe"]
+    for cell, regime in zip(best, ("full", "cameras2"), strict=True):
+        value, recipe = cell.split(" (")[0].split(", ")
+        name = {"inpaint hybrid": "inpaint", "hybrid": "hybrid", "mixed hybrid": "mixed"}[recipe]
+        assert value == mean(regime, name)
+        assert f"({diff(regime, name)}" in cell
+        generator = df[(df.regime == regime) & df.generated.fillna("").str.contains("hybrid|inpaint|mixed|remix|new")]
+        assert generator.groupby("recipe").rank1.mean().idxmax() == name  # it is the best one
