@@ -35,8 +35,8 @@ def _graph(root: Path):
     mods = _modules(root)
     defs, where, edges = _defs(root), {}, defaultdict(set)
     trees = {m: ast.parse(p.read_text()) for m, p in mods.items()}
-    for q in defs:
-        where[q] = mods[q.rsplit(".", 2)[0] if q.rsplit(".", 2)[0] in mods else q.rsplit(".", 1)[0]]
+    for q in defs:  # a function's module, or a method's (module.Class.method)
+        where[q] = mods[q.rsplit(".", 1)[0] if q.rsplit(".", 1)[0] in mods else q.rsplit(".", 2)[0]]
     classes = defaultdict(list)
     for q in defs:
         owner = q.rsplit(".", 1)[0]
@@ -80,7 +80,13 @@ def _graph(root: Path):
 
 
 def _names_in(node) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    """The config's names an expression carries on: itself, one of its sections or values (``cfg``,
+    ``cfg.train``, ``cfg.recipes[0]``), or a call of ``load_config`` (the config itself, made)."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "load_config":
+        return {"load_config"}
+    return {node.id} if isinstance(node, ast.Name) else set()
 
 
 def _params(fn) -> list[str]:
@@ -88,10 +94,9 @@ def _params(fn) -> list[str]:
 
 
 def flow(root: Path, start: str, tracked: set[str]) -> dict:
-    """Follow the values named ``tracked`` in ``start`` (the command's arguments, then the config loaded from them):
-    every call that passes one of them, or a value computed from one, on to a project function; in the callee, the
-    parameters that receive them are followed in turn. Counts the files those functions live in and the calls that
-    cross packages."""
+    """Follow the config from the call of ``load_config`` in ``start`` (and the names in ``tracked``): every call that
+    passes it, a section or a value of it on to a project function; in the callee, the parameters that receive them
+    are followed in turn. Counts the files those functions live in and the calls that cross packages."""
     edges, where = _graph(root)
     defs = _defs(root)
     seen: dict[str, set[str]] = {}
@@ -102,7 +107,7 @@ def flow(root: Path, start: str, tracked: set[str]) -> dict:
         if names <= seen.get(q, set()):
             continue
         seen[q] = seen.get(q, set()) | names
-        fn, live = defs[q], set(names)
+        fn, live = defs[q], set(names) | {"load_config"}
         files.add(where[q])
         for node in ast.walk(fn):  # values computed from a followed one are followed too
             if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node.value is not None \
@@ -191,7 +196,7 @@ def main() -> None:
     r = trace(root, start)
     print(f"{args.command} ({start}): reaches {r['functions']} functions in {r['files']} files of {r['packages']} "
           f"packages, {r['package_hops']} calls between packages")
-    r = flow(root, start, {"args"})
+    r = flow(root, start, {"load_config"})
     print(f"  its config passes through {r['functions']} functions in {r['files']} files of {r['packages']} packages, "
           f"{r['package_hops']} calls between packages")
 
