@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below):
 errors, io -> config, pose -> data -> simmarket -> models -> api -> eval -> training -> shipped -> reid
--> augment.makers -> augment.jobs -> augment.cli.
+-> augment.makers -> augment.gallery -> augment.jobs -> augment.cli.
 """
 import ast
 import importlib
@@ -24,6 +24,7 @@ LAYERS = [
     ("generator.shipped",),
     ("reid",),
     ("augment.makers",),
+    ("augment.gallery",),
     ("augment.jobs",),
     ("augment.cli",),
 ]
@@ -158,3 +159,17 @@ def test_checks_fail_on_planted_defects(tmp_path, plant, expect):
         assert upward_imports(graph) == ["generator.pose (layer 1) imports generator.data.market (layer 2)"]
     else:
         assert inside == ["generator.pose:" + str(len(text.splitlines()) - 2) + ": in-function import of json"]
+
+
+def test_every_package_is_in_the_distribution():
+    """pyproject's package list finds every folder of modules, so an installed wheel imports as the checkout does."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    include = conf["packages"]["find"]["include"]
+    for pkg in PACKAGES:
+        for init in (ROOT / pkg).rglob("__init__.py"):
+            name = ".".join(init.parent.relative_to(ROOT).parts)
+            assert any(fnmatch.fnmatch(name, pat) for pat in include), f"{name} is left out of the distribution"
+    assert (ROOT / "augment" / "gallery" / "static").is_dir() and conf["package-data"]["augment.gallery"]

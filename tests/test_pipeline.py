@@ -14,14 +14,18 @@ def test_pipeline_end_to_end(tmp_path):
     report = (demo / "report.md").read_text()
     for fig in re.findall(r"\]\(figures/([^)]+)\)", report):
         assert (demo / "figures" / fig).exists(), fig
-    assert len(re.findall(r"\]\(figures/", report)) == 6
+    assert len(re.findall(r"\]\(figures/", report)) == 7
+    # the Virtual Market's gallery, linked from the report, and its figure of what made a few images
+    assert "](gallery/index.html)" in report and (demo / "gallery" / "index.html").is_file()
+    assert json.loads((demo / "gallery" / "gallery.json").read_text())["items"] == len(
+        (demo / "virtual_market" / "manifest.csv").read_text().splitlines()) - 1
     # every number of the ablation table comes from the run's own results
     results = (demo / "reid" / "results.md").read_text()
     assert results in report
     assert (demo / "stage1" / "eval" / "metrics.md").read_text() in report
     assert (demo / "stage2" / "eval" / "metrics.md").read_text() in report
     times = json.loads((demo / "times.json").read_text())
-    assert set(times) >= {"data", "stage1", "pose", "stage2", "build", "reid"}
+    assert set(times) >= {"data", "stage1", "pose", "stage2", "build", "gallery", "reid"}
     # a rerun reuses every finished stage
     rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}")
     assert rc == 0, err[-3000:]
@@ -45,6 +49,7 @@ def test_pipeline_with_reference_checkpoints(tmp_path):
     assert (m.origin == "hybrid").all() and (m.pid == [int(p.split("/")[-1][:4]) for p in m.source]).all()
     report = (demo / "report.md").read_text()
     assert "over generated background plates (hybrid)" in report
+    assert "](gallery/index.html)" in report and "](figures/triplets.png)" in report
     assert "the reference checkpoints shipped with the package" in report
     assert (demo / "stage1" / "eval" / "metrics.md").read_text() in report
     for fig in re.findall(r"\]\(figures/([^)]+)\)", report):

@@ -21,6 +21,7 @@ COMMANDS = (  # in the order `vmarket --help` lists them
     data_commands.add_build,
     data_commands.add_cutpaste,
     data_commands.add_filter,
+    data_commands.add_browse,
     job_commands.add_reid,
     job_commands.add_reference,
     job_commands.add_reference_reid,

@@ -1,8 +1,10 @@
-"""The dataset commands: simulate, check, keypoints, cutpaste, build, filter."""
+"""The dataset commands: simulate, check, keypoints, cutpaste, build, filter, browse."""
 from __future__ import annotations
 
 from collections import Counter
 
+from augment.gallery.collect import read_dataset
+from augment.gallery.page import write_gallery
 from augment.makers.build_config import BuildConfig, parse_shard
 from augment.makers.build_output import skipped_line as build_skipped_line
 from augment.makers.builder import build
@@ -107,6 +109,15 @@ def _cmd_filter(args) -> None:
                          size=parse_size(args.size), new_tau=args.new_tau, progress=not args.quiet, device=args.device)
     print(f"filter: {s['images']} images ({s['remix_images']} of real identities, {s['new_images']} new), kept "
           f"{s['kept']}, rejection rate {s['rejection_rate']:.1%} over {s['identities']} identities -> {args.out}")
+
+
+def _cmd_browse(args) -> None:
+    gallery = read_dataset(args.dataset, args.real)
+    s = write_gallery(gallery, args.out, progress=not args.quiet)
+    origins = ", ".join(f"{value} {label}" for label, value, _ in gallery.summary if label.endswith(" images")
+                        and label != "real images")
+    print(f"gallery ({gallery.title}): {s['identities']} identities, {origins}; {s['thumbnails']} thumbnails, "
+          f"{s['bytes'] / 1e6:.1f} MB, {s['pages']} pages, in {s['seconds']:.1f} s -> {s['index']}")
 
 
 def _cmd_keypoints(args) -> None:
@@ -239,6 +250,27 @@ def add_filter(sub) -> None:
     fl.add_argument("--device", default="auto", help="device of the re-ID model (default: cuda if available)")
     fl.add_argument("--quiet", action="store_true", help="no progress bars")
     fl.set_defaults(func=_cmd_filter)
+
+
+def add_browse(sub) -> None:
+    br = sub.add_parser("browse",
+                        help="static HTML gallery of a dataset vmarket wrote (build, cutpaste, filter, simulate): each "
+                             "identity's real images, each generated image beside what made it; opens from disk",
+                        description="Write a static, self-contained HTML gallery of a dataset vmarket wrote: "
+                                    "OUT/index.html, its data and small JPEG thumbnails, no server needed (open "
+                                    "index.html from disk). Per identity: its real training images, then each "
+                                    "generated image beside its source and donor (cut-and-paste and the hybrids) or "
+                                    "its source, pose and background (builds); counts at the top; filters by origin, "
+                                    "camera and, for a filter's output, kept or rejected with the reason.")
+    br.add_argument("dataset",
+                    help="the --out folder of vmarket build, cutpaste (any --plates), filter or simulate")
+    br.add_argument("--real", default=None, metavar="REAL_ROOT",
+                    help="the real dataset the images were made from (default: the one the dataset records: "
+                         "cutpaste.json's root, the build's data root or its stage-II run's)")
+    br.add_argument("--out", required=True,
+                    help="gallery folder (must not exist, be empty, or hold an earlier gallery, which is replaced)")
+    br.add_argument("--quiet", action="store_true", help="no progress bar")
+    br.set_defaults(func=_cmd_browse)
 
 
 def add_keypoints(sub) -> None:

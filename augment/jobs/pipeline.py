@@ -1,11 +1,14 @@
-"""The whole pipeline on SimMarket: data, stage I, pose AE, stage II, a Virtual Market, the re-ID ablation
-and ``report.md``. Each stage is resumable, and a rerun reuses the stages that finished.
+"""The whole pipeline on SimMarket: data, stage I, pose AE, stage II, a Virtual Market and its gallery, the re-ID
+ablation and ``report.md``. Each stage is resumable, and a rerun reuses the stages that finished (the gallery, a
+few seconds, is written again).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from augment.gallery.collect import read_dataset
+from augment.gallery.page import write_gallery
 from augment.jobs.report import write_report
 from augment.jobs.steps import (
     StageTimer,
@@ -101,6 +104,12 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
         log(f"[build] {verb} {s.get('images', 0)} images of {bcfg.identities} identities -> {vm}")
 
     stage("build", virtual)
+
+    def gallery():
+        s = write_gallery(read_dataset(vm), out / "gallery", progress=progress)
+        log(f"[gallery] {s['items']} images of {s['identities']} identities -> {s['index']}")
+
+    stage("gallery", gallery)
 
     stage("reid", lambda: run_ablation(rcfg, progress=progress))
     report_path = write_report(out, cfg, prov, stage.times, rcfg)

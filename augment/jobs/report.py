@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augment.gallery.collect import read_dataset
+from augment.gallery.figure import triplet_figure
 from augment.jobs.ablation_tables import read_ablation
 from augment.jobs.provenance import REPO
 from generator.config import from_dict
@@ -140,6 +142,19 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     return "\n".join(lines)
 
 
+def _gallery_lines(out: Path, triplets: Path | None) -> list[str]:
+    """The report's pointer to the Virtual Market's gallery, and its figure of what made a few of the images."""
+    lines = []
+    if (out / "gallery" / "index.html").is_file():
+        lines += ["Browse it: [gallery/index.html](gallery/index.html), a static page (open it from disk, no server): "
+                  "every identity's real images, then each generated image beside what made it, with filters by "
+                  "origin and camera.", ""]
+    if triplets is not None:
+        lines += ["What made a few of its images (rows: one generated image each; columns: the pictures it was made "
+                  "from, then the image; c*N*: camera):", "", f"![what made the images](figures/{triplets.name})", ""]
+    return lines
+
+
 def write_report(out: Path, cfg, prov: dict | None, times: dict, rcfg) -> Path:
     """``report.md`` of the pipeline run under ``out`` (``cfg`` its PipelineConfig), with figures copied beside it;
     every number is read from a file the run wrote."""
@@ -153,6 +168,7 @@ def write_report(out: Path, cfg, prov: dict | None, times: dict, rcfg) -> Path:
     cmc = _copy(out / "reid" / "cmc.png", figs / "cmc.png")
     sim = json.loads((out / "data" / "sim-reid" / "simmarket.json").read_text())
     readme = (vm / "README.txt").read_text().splitlines()
+    triplets = triplet_figure(read_dataset(vm), figs / "triplets.png")
     lines = [
         "# Virtual Market demo report",
         "",
@@ -198,6 +214,7 @@ def write_report(out: Path, cfg, prov: dict | None, times: dict, rcfg) -> Path:
         "",
         *[f"    {line}" for line in readme[:9]],
         "",
+        *_gallery_lines(out, triplets),
         "## Re-ID (evaluated on SimMarket's real test split)",
         "",
         reid_section(out, cfg, rcfg),

@@ -89,7 +89,8 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int,
         *[f"  {k}: {v}" for k, v in to_dict(cfg).items()],
         "",
         "files: bounding_box_train/ query/ bounding_box_test/ (Market-1501 names PPPP_cCs1_FFFFFF_01.jpg),",
-        "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, d_score),",
+        "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, the real",
+        "images they came from (fg_image, bg_image, pose_image: empty where sampled), d_score),",
         "market-annotation-*.csv (the poses used, name:keypoints_y:keypoints_x).",
     ]
     if cfg.fg_mode != "real" and (cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6):
@@ -186,8 +187,19 @@ def test_splits(cams: list[int]) -> list[str]:
     return splits
 
 
-def manifest_rows(p, keep: list[int], scores, kps) -> list[dict]:
+def manifest_rows(p, keep: list[int], scores, kps, bank_names: list[str] | None = None) -> list[dict]:
+    """One manifest row per kept candidate ``keep`` of identity plan ``p``. ``bank_names``: the real image of each
+    bank row (relative to the data's base folder), for the columns that name the real images an image took its
+    factors from: ``fg_image`` (fg_mode remix: the real image whose foreground was perturbed), ``bg_image`` and
+    ``pose_image`` (a background or pose from the real bank); each is empty where the factor was sampled from
+    Phi (or ``bank_names`` is None)."""
     splits = test_splits([p.images[j].camera for j in keep]) if p.split == "test" else ["train"] * len(keep)
+
+    def bank_image(source: str, key: int) -> str:
+        return bank_names[key] if bank_names is not None and source == "bank" else ""
+
+    fg_kind, _, fg_key = p.fg_source.partition(":")
+    fg_image = bank_image("bank", int(fg_key)) if fg_kind == "remix" else ""
     rows = []
     for j, split in zip(keep, splits, strict=True):
         im = p.images[j]
@@ -199,6 +211,8 @@ def manifest_rows(p, keep: list[int], scores, kps) -> list[dict]:
                "candidate": j, "d_score": float(scores[j]), "keypoints": rcv_to_yx(kps[j]).tolist()}
         if im.source:  # real mode: which real image(s) the foreground came from, and whether the camera is new
             row.update(source=im.source, bg_unseen_camera=im.bg_unseen)
+        row.update(fg_image=fg_image, bg_image=bank_image(im.bg_source, im.bg_key),
+                   pose_image=bank_image(im.pose_source, im.pose_key))
         rows.append(row)
     return rows
 

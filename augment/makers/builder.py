@@ -84,6 +84,7 @@ class Builder:
             raise UserError(f"{run}/embeddings.pt: none of its {len(self.person)} training images shows a person "
                             f"({NO_PERSON}); train stage II on data whose keypoints find the people")
         self.records = self._real_records() if cfg.fg_mode == "real" else None
+        self.bank_names = self._bank_names()
 
     def _real_records(self) -> list[Record]:
         """The training records of the real data, in the order of the embedding banks (as real_embeddings read
@@ -106,6 +107,25 @@ class Builder:
                             f"backgrounds from other identities' images, so it needs at least two")
         self.data_base = resolve_layout(root, fmt).base
         return ds.records
+
+    def _bank_names(self) -> list[str] | None:
+        """Each bank row's real image, relative to the data's base folder (as ``source`` names it): what the
+        manifest's ``fg_image``, ``bg_image`` and ``pose_image`` name. In sample and remix modes, None when the data
+        stage II embedded is not found or is not that of the banks (those columns are then left empty)."""
+        if self.records is not None:
+            return [os.path.relpath(r.path, self.data_base) for r in self.records]
+        root = self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
+        fmt = self.model.data.format
+        try:
+            ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
+                                skip_missing_keypoints=self.model.data.skip_missing_keypoints)
+            base = resolve_layout(root, fmt).base
+        except UserError:
+            return None
+        pids = self.emb["pid"].numpy()
+        if len(ds.records) != len(pids) or any(r.pid != p for r, p in zip(ds.records, pids, strict=True)):
+            return None
+        return [os.path.relpath(r.path, base) for r in ds.records]
 
     def _load_discriminator(self):
         snap = load_checkpoint(Path(self.s2cfg.stage1_run) / "snapshot.pt")
@@ -195,7 +215,7 @@ class Builder:
         pids, person = self.emb["pid"].numpy(), self.person
         people = np.flatnonzero(person)
         cams = np.array([r.camid for r in self.records])
-        names = [os.path.relpath(r.path, self.data_base) for r in self.records]
+        names = self.bank_names
         cam_ids = np.unique(cams)
         # a sampled background is labelled with the real camera whose mean background embedding is nearest
         cam_centroids = np.stack([bank_bg[cams == c].mean(0) for c in cam_ids])
@@ -351,7 +371,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     for p in progress_bar(todo, desc=f"build shard {i}/{n}", unit="id", enabled=progress, mininterval=0.5):
         imgs, scores, kps = builder.render_identity(p)
         keep = builder.select(p, scores)
-        rows = manifest_rows(p, keep, scores, kps)
+        rows = manifest_rows(p, keep, scores, kps, builder.bank_names)
         for r in rows:
             j = r["candidate"]
             writer.write(r["split"], r["path"].split("/")[-1], imgs[j])
