@@ -31,6 +31,12 @@ ORIGIN_COLOURS = {"real": "#555555", "sim": "#6b7280", "cutpaste": "#1f77b4", "h
                   "inpaint": "#9467bd", "remix": "#ff7f0e", "virtual": "#d62728"}
 
 
+def _shown(path: Path) -> str:
+    """A folder as the page names it: relative to the working directory when it lies inside it, else absolute."""
+    rel = os.path.relpath(Path(path).resolve())
+    return str(Path(path).resolve()) if rel.startswith("..") else rel
+
+
 class Thumbnails:
     """One thumbnail number per image file, in the order first asked for."""
 
@@ -153,7 +159,7 @@ def index_html(g: Gallery) -> str:
               _buttons("camera", "camera", [(str(c), f"c{c}") for c in g.cameras()])]
     if g.filtered:
         groups.append(_buttons("kept", "filter", [("kept", "kept"), ("rejected", "rejected")]))
-    where = str(g.dataset.resolve()) + (f" \u00b7 real data {g.real_root.resolve()}" if g.real_root else "")
+    where = _shown(g.dataset) + (f" \u00b7 real data {_shown(g.real_root)}" if g.real_root else "")
     pager = ('<nav class="pager"><button type="button" class="prev">\u2039 previous</button><span class="where">'
              '</span><button type="button" class="next">next \u203a</button></nav>')
     return f"""<!doctype html>
