@@ -108,11 +108,9 @@ def test_reference_reid_end_to_end(tmp_path, monkeypatch):
     it, the cut-and-paste baseline and the filtered hybrid, 2 seeds; then a rerun reuses every run, and --package
     ships the outputs (into a temporary repository root)."""
     import json
-    import shutil
 
     from conftest import run_cli
 
-    import augment.jobs.reference_reid as rr
 
     # one thread everywhere: a CPU run's numbers depend on its thread count, and --jobs 2 gives each worker 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -158,6 +156,22 @@ recipes:
     assert rc == 2 and "no recipe named 'nothing'" in err
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)  # every run reused
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before
+    _workers_reuse_the_runs(tmp_path, cfg, before)
+    # ... and still refused when trained otherwise than the config asks
+    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--set", "train.epochs=3", timeout=300)
+    assert rc == 2 and "trained with epochs 2 (the config: 3)" in err, err[-2000:]
+    _package_ships_beside(tmp_path, cfg, before, monkeypatch)
+
+
+def _workers_reuse_the_runs(tmp_path, cfg, before):
+    """The same rows from worker processes, and from finished runs whose data is not here."""
+    import json
+    import shutil
+
+    from conftest import run_cli
+
+    import augment.jobs.reference_reid as rr
+
     # in worker processes, recipe by recipe, the generated data reused (recognised without the generator): the same rows
     shutil.rmtree(tmp_path / "out" / "c2" / "runs")
     shutil.rmtree(tmp_path / "out" / "c2" / "generator")
@@ -178,9 +192,10 @@ recipes:
     (tmp_path / "out" / "ablation.csv").unlink()
     rr.collect(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)  # --package-only: tabulate, train nothing
     assert (tmp_path / "out" / "ablation.csv").read_text() == before
-    # ... and still refused when trained otherwise than the config asks
-    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--set", "train.epochs=3", timeout=300)
-    assert rc == 2 and "trained with epochs 2 (the config: 3)" in err, err[-2000:]
+
+
+def _package_ships_beside(tmp_path, cfg, before, monkeypatch):
+    """--package copies the outputs into the repository and renders docs/results.md's tables."""
     from augment.jobs import ablation_tables
 
     (tmp_path / "repo" / "docs").mkdir(parents=True)
@@ -196,7 +211,6 @@ recipes:
                                                                    "figures=docs/other"]), log=lambda *a: None)
     assert (tmp_path / "repo" / "reid" / "reference" / "other" / "ablation.csv").read_text() == before
     assert (tmp_path / "repo" / "docs" / "other_curve.png").stat().st_size > 0
-
 
 def test_a_filter_scored_by_another_model_is_refused(tmp_path):
     """Filtered generated data made with another recipe's model (the anchor changed) is not reused silently."""
