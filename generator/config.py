@@ -9,6 +9,8 @@ the run directory and in every checkpoint (tuples as lists), so a run can be reb
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import types
 import typing
@@ -155,6 +157,12 @@ def _plain(value):
 def to_dict(cfg) -> dict:
     """The config as plain YAML / JSON / checkpoint data: tuples become lists, as they were written."""
     return _plain(dataclasses.asdict(cfg))
+
+
+def digest(data) -> str:
+    """16 hex digits of the sha256 of ``data`` (plain JSON data, keys sorted): what a resumable job records of the
+    settings it was started with, to tell its own unfinished output from another's."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _set_name(text: str) -> str:

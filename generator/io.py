@@ -11,6 +11,8 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -112,6 +114,43 @@ def remove_empty_folders(path: str | os.PathLike, top: str | os.PathLike | None)
         if path == top:
             return
         path = path.parent
+
+
+def fresh_work_folder(out: str | os.PathLike, marker: str, what: str) -> Path:
+    """``.OUT.partial`` beside ``out``, empty, holding the file ``marker`` (it marks the folder as an unfinished
+    ``what``): a job writes its output there and renames it onto ``out`` when complete. A leftover of an unfinished
+    run is cleared; a folder of that name without the marker is refused."""
+    out = Path(out)
+    work = out.parent / f".{out.name}.partial"
+    if work.exists():
+        if not (work / marker).is_file():
+            raise UserError(f"{work}: exists and is not an unfinished {what}; delete it")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / marker).write_text(f"unfinished {what}\n")
+    return work
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """A hard link ``dst`` to ``src``; a copy where links are not possible (another file system, or not allowed)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_or_check(path: Path, text: str, check: bool, fix: str) -> int:
+    """A rendered file: with ``check``, 0 when ``path`` holds ``text`` and 1 (with a line on stderr naming ``fix``)
+    when it is stale; else ``path`` is (re)written and 0 returned."""
+    if check:
+        if path.is_file() and path.read_text() == text:
+            return 0
+        sys.stderr.write(f"{path}: stale; {fix}\n")
+        return 1
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+    print(f"{path}: up to date")
+    return 0
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

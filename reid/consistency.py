@@ -40,7 +40,15 @@ from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, resolve_root
 from generator.errors import UserError
-from generator.io import atomic_write_json, check_output_folder, load_checkpoint, progress_bar, remove_empty_folders
+from generator.io import (
+    atomic_write_json,
+    check_output_folder,
+    fresh_work_folder,
+    link_or_copy,
+    load_checkpoint,
+    progress_bar,
+    remove_empty_folders,
+)
 from reid.torchreid_adapter import build_model, market_records
 
 BATCH = 128  # images per forward pass (torchreid's test batch)
@@ -173,25 +181,6 @@ def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids
     return out
 
 
-def _link(src: str, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed: a copy
-        shutil.copy2(src, dst)
-
-
-def _work_dir(out: Path) -> Path:
-    """``.OUT.partial`` beside ``out``, empty; a leftover of an unfinished filter run is cleared."""
-    work = out.parent / f".{out.name}.partial"
-    if work.exists():
-        if not (work / _PARTIAL_MARKER).is_file():
-            raise UserError(f"{work}: exists and is not an unfinished consistency filter; delete it")
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    (work / _PARTIAL_MARKER).write_text("unfinished vmarket filter output\n")
-    return work
-
-
 def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike,
                      generated_root: str | os.PathLike, out: str | os.PathLike, model: str = "osnet_x0_25",
                      size: tuple[int, int] = (128, 64), new_tau: float = 0.9, progress: bool = True,
@@ -227,7 +216,7 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     }
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = _work_dir(out)
+    work = fresh_work_folder(out, _PARTIAL_MARKER, "vmarket filter output")
     try:
         _write_filtered(work, gen, keep, generated_root, decisions, report, summary)
         (work / _PARTIAL_MARKER).unlink()
@@ -284,7 +273,7 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
     train_dir = work / SPLIT_DIRS["train"]
     for (path, _, _), k in zip(gen, keep, strict=True):
         if k:
-            _link(path, train_dir / Path(path).name)
+            link_or_copy(path, train_dir / Path(path).name)
     base = resolve_root(generated_root)
     kept_names = set(decisions.loc[decisions.kept, "name"])
     if (base / "manifest.csv").is_file():

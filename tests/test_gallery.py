@@ -106,7 +106,7 @@ def filter_set(sim_root, cutpaste_set, made):
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"{CHROMIUM}: Chromium is not installed, so the gallery is not rendered; install it with "
+        pytest.fail(f"{CHROMIUM}: Chromium is not installed, so the gallery cannot be rendered; install it with "
                     "`apt-get install -y chromium` (Debian and Ubuntu; .ci/run does), or set VMARKET_CHROMIUM to a "
                     "Chromium binary")
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from augment.cli.parser import config_arguments, quiet_argument
 from augment.gallery.collect import read_dataset
 from augment.gallery.page import write_gallery
 from augment.makers.build_config import BuildConfig, parse_shard
@@ -156,7 +157,7 @@ def add_simulate(sub) -> None:
     s.add_argument("--train-share", type=float, default=0.5, metavar="S",
                    help="share of the identities in the training split (default 0.5)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_argument(s, "bar")
     s.set_defaults(func=_cmd_simulate)
 
 
@@ -172,7 +173,7 @@ def add_check(sub) -> None:
     c.add_argument("--size", default="128x64", help="expected image size HEIGHTxWIDTH (default 128x64)")
     c.add_argument("--skip-missing-keypoints", action="store_true",
                    help="count person images without a keypoint row instead of refusing the dataset")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_argument(c, "bar")
     c.set_defaults(func=_cmd_check)
 
 
@@ -184,11 +185,10 @@ def add_build(sub) -> None:
                                    "reid.extra_training.register_with_extra_training (remixes of fg_mode: real keep "
                                    "their real identities, sampled ones are added as new identities); the output's "
                                    "README.txt holds the code.")
-    b.add_argument("-c", "--config", required=True, help="YAML build config (e.g. configs/demo/build.yaml)")
-    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    config_arguments(b, None, "YAML build config (e.g. configs/demo/build.yaml)")
     b.add_argument("--shard", default=None, metavar="I/N",
                    help="build identities i, i+n, ... only (default: torchrun rank / world)")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_argument(b, "bar")
     b.set_defaults(func=_cmd_build)
 
 
@@ -229,7 +229,7 @@ def add_cutpaste(sub) -> None:
     cp.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
     cp.add_argument("--skip-missing-keypoints", action="store_true",
                     help="leave out training images without a keypoint row instead of refusing the dataset")
-    cp.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_argument(cp, "bar")
     cp.set_defaults(func=_cmd_cutpaste)
 
 
@@ -248,7 +248,7 @@ def add_filter(sub) -> None:
                     help="drop a new identity's image whose cosine to a real identity's centroid is this or more "
                          "(default 0.9)")
     fl.add_argument("--device", default="auto", help="device of the re-ID model (default: cuda if available)")
-    fl.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet_argument(fl)
     fl.set_defaults(func=_cmd_filter)
 
 
@@ -269,7 +269,7 @@ def add_browse(sub) -> None:
                          "cutpaste.json's root, the build's data root or its stage-II run's)")
     br.add_argument("--out", required=True,
                     help="gallery folder (must not exist, be empty, or hold an earlier gallery, which is replaced)")
-    br.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_argument(br, "bar")
     br.set_defaults(func=_cmd_browse)
 
 
@@ -295,5 +295,5 @@ def add_keypoints(sub) -> None:
     kp.add_argument("--batch", type=int, default=16, help="images per estimator call and checkpoint (default 16)")
     kp.add_argument("--device", default="auto", help="keypointrcnn device (default: cuda if available)")
     kp.add_argument("--overwrite", action="store_true", help="replace existing keypoint CSVs")
-    kp.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_argument(kp, "bar")
     kp.set_defaults(func=_cmd_keypoints)

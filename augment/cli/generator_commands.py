@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from augment.cli.parser import quiet_argument
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
@@ -136,7 +137,7 @@ def add_train(sub) -> None:
     t.add_argument("--skip-missing-keypoints", action="store_true",
                    help="stage1: leave out training images without a keypoint row (counted in the run log) "
                         "instead of refusing the dataset; same as --set data.skip_missing_keypoints=true")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    quiet_argument(t, "bar")
     t.set_defaults(func=_cmd_train)
 
 

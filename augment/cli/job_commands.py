@@ -5,6 +5,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from augment.cli.parser import config_arguments, quiet_argument
 from augment.jobs import ablation_tables, reference_reid
 from augment.jobs.pipeline import PipelineConfig, run_pipeline
 from augment.jobs.reference import ReferenceConfig, rescore, run_reference
@@ -64,25 +65,22 @@ def add_reid(sub) -> None:
     r = sub.add_parser("reid", help="re-ID baselines with torchreid: `vmarket reid ablate -c CONFIG`")
     r.add_argument("action", choices=["ablate"],
                    help="ablate: real / virtual / real+virtual / virtual->real over seeds")
-    r.add_argument("-c", "--config", required=True, help="YAML ablation config (e.g. configs/demo/reid.yaml)")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    config_arguments(r, None, "YAML ablation config (e.g. configs/demo/reid.yaml)")
+    quiet_argument(r)
     r.set_defaults(func=_cmd_reid)
 
 
 def add_reference(sub) -> None:
     rf = sub.add_parser("reference",
                         help="train, evaluate and ship the SimMarket reference models (what `make reference` runs)")
-    rf.add_argument("config", nargs="?", default="configs/reference/reference.yaml",
-                    help="reference YAML (default configs/reference/reference.yaml)")
-    rf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    config_arguments(rf, "configs/reference/reference.yaml", "reference YAML")
     rf.add_argument("--rescore", action="store_true",
                     help="score the shipped stage I (`package`) again under the current metric definitions and "
                          "record it in its provenance.json; trains nothing")
     rf.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="save the training state and stop after this many seconds (exit code 3); the same command "
                          "run again continues from there")
-    rf.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet_argument(rf)
     rf.set_defaults(func=_cmd_reference)
 
 
@@ -90,9 +88,7 @@ def add_reference_reid(sub) -> None:
     rr = sub.add_parser("reference-reid",
                         help="the reference re-ID ablation: every recipe (generator, cut-and-paste, standard "
                              "transforms) x data regime x seed on SimMarket (what `make reference-reid` runs)")
-    rr.add_argument("config", nargs="?", default="configs/reference/reid.yaml",
-                    help="ablation YAML (default configs/reference/reid.yaml)")
-    rr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    config_arguments(rr, "configs/reference/reid.yaml", "ablation YAML")
     rr.add_argument("--package", action="store_true",
                     help="then copy the table, rows and provenance to reid/reference/ and the figures to docs/, and "
                          "rewrite the tables of docs/results.md from the shipped ablations")
@@ -103,17 +99,15 @@ def add_reference_reid(sub) -> None:
     rr.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="runs at a time, in worker processes (default 1: seed by seed); a GPU holds many, a 2-core "
                          "CPU gains nothing")
-    rr.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet_argument(rr)
     rr.set_defaults(func=_cmd_reference_reid)
 
 
 def add_pipeline(sub) -> None:
     pl = sub.add_parser("pipeline", help="the whole pipeline on SimMarket, with report.md (what `make demo` runs)")
-    pl.add_argument("config", nargs="?", default="configs/demo/pipeline.yaml",
-                    help="pipeline YAML (default configs/demo/pipeline.yaml)")
-    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    config_arguments(pl, "configs/demo/pipeline.yaml", "pipeline YAML")
     pl.add_argument("--from-scratch", action="store_true",
                     help="train stage I, the pose AE and stage II in this run (inside the demo budget) instead of "
                          "using the shipped reference checkpoints")
-    pl.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet_argument(pl)
     pl.set_defaults(func=_cmd_pipeline)

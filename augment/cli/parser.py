@@ -11,3 +11,17 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
         sys.exit(2)
+
+
+def config_arguments(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    """A job's YAML config (positional, with a default; or ``-c/--config``, required, when ``default`` is None) and
+    its ``--set KEY=VALUE`` overrides."""
+    if default is None:
+        p.add_argument("-c", "--config", required=True, help=what)
+    else:
+        p.add_argument("config", nargs="?", default=default, help=f"{what} (default {default})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+
+
+def quiet_argument(p: argparse.ArgumentParser, bars: str = "bars") -> None:
+    p.add_argument("--quiet", action="store_true", help=f"no progress {bars}")

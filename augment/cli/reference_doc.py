@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from augment.cli import build_parser
-from generator.io import atomic_write_text
+from generator.io import write_or_check
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 WIDTH = 110  # usage lines wrap here, whatever the terminal
@@ -62,15 +62,7 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     check = "--check" in (argv if argv is not None else sys.argv[1:])
-    text = render()
-    if check:
-        if not DOC.is_file() or DOC.read_text() != text:
-            sys.stderr.write(f"{DOC}: stale; run `make docs` to render it from the parser again\n")
-            return 1
-        return 0
-    atomic_write_text(DOC, text)
-    print(f"wrote {DOC}")
-    return 0
+    return write_or_check(DOC, render(), check, "run `make docs` to render it from the parser again")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ import pandas as pd
 import yaml
 
 from augment.gallery.model import Gallery, Identity, Item, Picture, count, find_folder, readme_real_root
+from augment.makers.plates import PLATES
 from generator.data.layouts import read_layout, resolve_layout
 from generator.errors import UserError
 
-MARKERS = ("filter_summary.json", "cutpaste.json", "build.json", "simmarket.json")  # the kinds, checked in order
 COLUMNS = ("path", "pid", "camid", "origin")  # what every manifest has
 IMAGE_COLUMNS = ("source", "fg_image", "bg_image", "pose_image")  # paths relative to the real data's base folder
 PLATE_NOTES = {"generator": "generated plate", "inpaint": "person filled in"}  # cut-and-paste's plate
@@ -43,12 +43,13 @@ def read_dataset(folder: str | os.PathLike, real: str | os.PathLike | None = Non
 def _read(folder: Path, real: Path | None) -> Gallery:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder; {FIX}")
+    # each kind by the file its writer leaves, checked in this order (a filter's output also holds a manifest)
     readers = {"filter_summary.json": _read_filter, "cutpaste.json": _read_cutpaste, "build.json": _read_build,
                "simmarket.json": _read_simmarket}
-    for marker in MARKERS:
+    for marker, read in readers.items():
         if (folder / marker).is_file():
-            return readers[marker](folder, real)
-    raise UserError(f"{folder}: not a dataset vmarket wrote (it holds none of {', '.join(MARKERS)}); {FIX}")
+            return read(folder, real)
+    raise UserError(f"{folder}: not a dataset vmarket wrote (it holds none of {', '.join(readers)}); {FIX}")
 
 
 def _json(path: Path) -> dict:
@@ -160,10 +161,8 @@ def _read_cutpaste(folder: Path, real: Path | None) -> Gallery:
     identities = _group(rows)
     for ident in identities.values():
         ident.real = data.identity_pictures(ident.pid)
-    plates = config.get("plates", "image")
-    title = {"image": "Cut-and-paste", "generator": "Hybrid: cut-and-paste over generated plates",
-             "inpaint": "Inpaint hybrid", "mixed": "Mixed hybrid"}.get(plates, "Cut-and-paste")
-    g = Gallery(f"{title}: {folder.name}", "cutpaste", folder, root, list(identities.values()))
+    plates = PLATES.get(config.get("plates"), PLATES["image"])
+    g = Gallery(f"Cut-and-paste {plates.what}: {folder.name}", "cutpaste", folder, root, list(identities.values()))
     g.summary = summary(g, [("skipped sources", count(len(skipped_rows)), "no visible person (skipped.csv)")])
     return g
 
@@ -308,12 +307,14 @@ def summary(g: Gallery, extra: list[tuple[str, str, str]]) -> list[tuple[str, st
 def check_files(g: Gallery) -> None:
     """Refuse a gallery whose manifest names result images that are not there, or whose real data lacks the
     pictures the manifest names."""
-    results = [it.result.title for it in g.items() if not it.result.path.is_file()]
+    results = [it.result.title for it in g.items() if not it.result.path.is_file()]  # each result is one file
     if results:
         raise UserError(f"{g.dataset}/manifest.csv: names {len(results)} image(s) that are not there (first: "
                         f"{results[0]}); put them back or make the dataset again")
-    parts = sorted({p.title for it in g.items() for _, p in it.parts if p.path is not None and not p.path.is_file()}
-                   | {p.title for i in g.identities for p in i.real if not p.path.is_file()})
+    # a donor or source serves many results: each file is looked at once
+    pictures = {p.path: p.title for it in g.items() for _, p in it.parts if p.path is not None}
+    pictures.update((p.path, p.title) for i in g.identities for p in i.real)
+    parts = sorted(title for path, title in pictures.items() if not path.is_file())
     if parts:
         raise UserError(f"{g.real_root}: lacks {len(parts)} image(s) that the manifest of {g.dataset} names as "
                         f"sources or donors (first: {parts[0]}); pass --real with the data it was made from")

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from augment.gallery.model import ORIGIN_NOTES, ROLE_NOTES, ROLES, Gallery, Identity, Item, Picture
 from generator.errors import UserError
-from generator.io import atomic_write_json, check_output_folder, progress_bar, remove_empty_folders
+from generator.io import atomic_write_json, check_output_folder, fresh_work_folder, progress_bar, remove_empty_folders
 
 STATIC = Path(__file__).resolve().parent / "static"
 MARKER = "gallery.json"  # a finished gallery: what it shows
@@ -188,18 +188,6 @@ def index_html(g: Gallery) -> str:
 """
 
 
-def _work_folder(out: Path) -> Path:
-    """``.OUT.partial`` beside ``out``, empty; the leftover of an unfinished gallery is cleared."""
-    work = out.parent / f".{out.name}.partial"
-    if work.exists():
-        if not (work / PARTIAL).is_file():
-            raise UserError(f"{work}: exists and is not an unfinished gallery; delete it")
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    (work / PARTIAL).write_text("unfinished vmarket browse output\n")
-    return work
-
-
 def _put_in_place(work: Path, out: Path) -> None:
     """Rename ``work`` onto ``out``; an earlier gallery there is moved aside first and then removed."""
     old = out.parent / f".{out.name}.old"
@@ -237,7 +225,7 @@ def write_gallery(g: Gallery, out: str | os.PathLike, progress: bool = True) -> 
         raise UserError(f"{out}: not empty and not a gallery; choose another --out or delete it")
     work = None
     try:
-        work = _work_folder(out)
+        work = fresh_work_folder(out, PARTIAL, "vmarket browse output")
         summary = _write(g, work, progress)
         (work / PARTIAL).unlink()
         summary["bytes"] = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())

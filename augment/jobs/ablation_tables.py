@@ -19,7 +19,7 @@ import torch
 from augment.jobs.provenance import REPO, git_commit, repo_relative
 from generator.config import to_dict
 from generator.errors import UserError
-from generator.io import atomic_path, atomic_write_text
+from generator.io import atomic_path, atomic_write_text, write_or_check
 from reid.ablation import paired, save_figure
 
 # the columns of an ablation.csv written before the glossary (docs/glossary.md): the recipe's name was `setting`, its
@@ -311,17 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
+    doc = REPO / RESULTS_DOC
     try:
-        if args.check:
-            stale = render_results_doc((REPO / RESULTS_DOC).read_text(), REPO) != (REPO / RESULTS_DOC).read_text()
-            if stale:
-                print(f"{RESULTS_DOC} is stale: run `make docs`", file=sys.stderr)
-            return int(stale)
-        print(f"{RESULTS_DOC}: " + ("rewritten" if write_results_doc(REPO) else "up to date"))
+        text = render_results_doc(doc.read_text(), REPO)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return write_or_check(doc, text, args.check, "run `make docs`")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,13 @@
 every identity and image before rendering."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from generator.config import ConfigValueError, to_dict
+from generator.config import ConfigValueError, digest, to_dict
 from generator.errors import UserError
 
 MAX_CAMERAS = 9  # Market-1501 names: one camera digit, c1..c9
@@ -88,7 +86,7 @@ class BuildConfig:
 
 
 def config_hash(cfg: BuildConfig) -> str:
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    return digest(to_dict(cfg))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

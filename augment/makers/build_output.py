@@ -15,7 +15,7 @@ from generator.config import to_dict
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, format_name
-from generator.io import atomic_write_text
+from generator.io import atomic_write_text, link_or_copy
 from generator.pose import NO_PERSON
 from generator.shipped import sha256_file
 from reid.extra_training import LOADER, loading_readme
@@ -147,10 +147,7 @@ def export_msmt17(out: Path, df) -> None:
         for idx, (rel, label, _) in zip(rows[split], items, strict=True):
             dst = tmp / "MSMT17_V1" / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(out / sources[idx], dst)
-            except OSError:
-                shutil.copy2(out / sources[idx], dst)
+            link_or_copy(out / sources[idx], dst)
             lists[split].append(f"{rel.split('/', 1)[1]} {label}")
     for name, lines in lists.items():
         (tmp / "MSMT17_V1" / f"list_{name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
@@ -166,10 +163,7 @@ def export_imagefolder(out: Path, df) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists():
             continue
-        try:
-            os.link(out / r.path, dst)
-        except OSError:
-            shutil.copy2(out / r.path, dst)
+        link_or_copy(out / r.path, dst)
 
 
 def test_splits(cams: list[int]) -> list[str]:

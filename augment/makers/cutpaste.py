@@ -39,7 +39,6 @@ function of the config), a refused one leaves nothing.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -52,6 +51,7 @@ import pandas as pd
 
 from augment.makers.plates import PLATES, choose_donors, compose, scaled_mask
 from generator.api import DisentangledModel
+from generator.config import digest
 from generator.data.dataset import load_image, person_dataset
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.data.layouts import MSMT17_VERSIONS, resolve_layout
@@ -83,10 +83,6 @@ FILES_NOTE = {"market1501": "bounding_box_train/, manifest.csv (source, donor an
               "msmt17": f"{MSMT17_OUT}/train/, {MSMT17_OUT}/list_train.txt, manifest.csv (source, donor and their "
                         f"cameras per image), {MSMT17_OUT}/market-annotation-train.csv (the source's pose, keyed by "
                         "list entry), cutpaste.json (config)"}
-
-
-def _config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Msmt17Writer:
@@ -188,7 +184,7 @@ def _already_made(out: Path, config: dict, h: str, load_data) -> dict:
     # also the hash of the same settings with resolved paths: folders whose cutpaste.json hashed absolute paths
     resolved = {**config, "root": str(Path(config["root"]).resolve()),
                 "stage1_run": str(Path(config["stage1_run"]).resolve()) if config["stage1_run"] is not None else None}
-    if marker.is_file() and json.loads(marker.read_text()).get("config_hash") in (h, _config_hash(resolved)):
+    if marker.is_file() and json.loads(marker.read_text()).get("config_hash") in (h, digest(resolved)):
         summary = json.loads(marker.read_text())["summary"]
         if "skipped_no_person" not in summary:
             _refuse_unchecked(out, load_data())
@@ -345,7 +341,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
               "stage1_run": str(stage1_run) if stage1_run is not None else None,
               "keypoints_csv": str(keypoints_csv) if keypoints_csv is not None else None,
               "skip_missing_keypoints": skip_missing_keypoints, "jpeg_quality": jpeg_quality}
-    h = _config_hash(config)
+    h = digest(config)
     created = check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
 
     def load_data():
@@ -358,7 +354,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     plan = _plan(root, ds, per_image, seed, plates)
     model = DisentangledModel.load(stage1_run, device=device) if plates != "image" else None
     # the skipped sources fix every image's frame number: a partial run that skipped others restarts
-    work = _work_folder(out, {"config_hash": h, "skipped_sources": _config_hash(
+    work = _work_folder(out, {"config_hash": h, "skipped_sources": digest(
         {"sources": plan.skipped.source.tolist()})}, config)
     writer = Msmt17Writer(work, jpeg_quality) if plan.msmt17 else MarketWriter(work, jpeg_quality)
     t0 = time.perf_counter()
