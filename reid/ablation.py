@@ -12,7 +12,9 @@ Generated images under control (``reid.mixed``): ``real+remix`` (remixes of the 
 identities from ``remix_root``, carrying the real pids), ``real+new`` (the new identities
 of ``virtual_root``) and ``real+remix+new`` (both) train on the real batches of the
 real-only run, each with ``virtual_share`` of generated images appended, labelled by
-``virtual_label``. Their epochs are the real data's, so they are iteration-matched to
+``virtual_label``; ``more_generated`` adds further kinds to those batches, each from a folder of its own at its
+own share and label treatment (a combined recipe: cut-and-paste and the generator's remixes, say). Their epochs
+are the real data's, so they are iteration-matched to
 ``real`` with or without ``matched_steps``; ``virtual_share: 0`` is the real-only run, bit
 for bit (a control). ``real+virtual`` stays the pooled one-hot merge it always was.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -28,12 +31,22 @@ import pandas as pd
 from generator.config import ConfigValueError, DataFormat, save_config
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, check_output_folder
-from reid.mixed import LabelTreatment, Mix, generated_per_batch, generated_pool
+from reid.mixed import LabelTreatment, Mix, generated_pool, parts_per_batch
 from reid.torchreid_adapter import market_records, merge_records, register_dataset, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
 MIXED = ("real+remix", "real+new", "real+remix+new")  # real batches with generated images appended (reid.mixed)
 TRAIN_SETS = ("real", "virtual", "real+virtual", *MIXED)  # what one stage of a setting trains on
+
+
+@dataclass
+class MoreGenerated:
+    """A further kind of generated image in every batch of the mixed training sets (a combined mix)."""
+    root: str = ""  # a build or cut-and-paste folder (Market-1501 layout)
+    kind: Literal["remix", "new"] = "remix"  # remix: real identities with their real pids; new: identities of its own
+    share: float = 0.125  # its share of every batch
+    label: LabelTreatment = "smooth"
+    epsilon: float = 0.1
 
 
 @dataclass
@@ -53,6 +66,7 @@ class AblationConfig:
     virtual_label: LabelTreatment = "onehot"  # generated images' targets: onehot, smooth (virtual_epsilon) or lsro
     virtual_epsilon: float = 0.1  # label smoothing of virtual_label: smooth
     virtual_triplet: bool = False  # with train.loss: triplet, remixes join the triplet term (new identities never)
+    more_generated: list[MoreGenerated] = field(default_factory=list)  # further kinds in every mixed training set
     out: str = "outputs/reid/ablation"
 
     def __post_init__(self):
@@ -65,6 +79,10 @@ class AblationConfig:
                                                    f"(stages are joined by '->', e.g. virtual->real)")
         if not 0 <= self.virtual_share < 1:
             raise ConfigValueError("virtual_share", f"{self.virtual_share}: use a share of the batch in [0, 1)")
+        total = self.virtual_share + sum(m.share for m in self.more_generated)
+        if self.more_generated and (min(m.share for m in self.more_generated) < 0 or total >= 1):
+            raise ConfigValueError("more_generated", f"shares {[m.share for m in self.more_generated]}: each in "
+                                                     f"[0, 1), their sum with virtual_share below 1")
         if not 0 <= self.virtual_epsilon <= 1:
             raise ConfigValueError("virtual_epsilon", f"{self.virtual_epsilon}: use a smoothing in [0, 1]")
         if self.virtual_triplet and self.train.loss != "triplet":
@@ -115,11 +133,21 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
             raise UserError("remix_root: the settings use remixes of the real identities; set it to a build made "
                             "with fg_mode: real")
         remix = market_records(cfg.remix_root, ("train",), progress=progress)["train"]
+    more = []
+    if needed & set(MIXED):
+        for m in cfg.more_generated:
+            if not m.root:
+                raise UserError("more_generated: every entry needs a root (a generated data folder)")
+            records = market_records(m.root, ("train",), progress=progress)["train"]
+            pool = generated_pool(real["train"], records if m.kind == "remix" else [],
+                                  records if m.kind == "new" else [], m.label)
+            more.append(Mix(pool, m.share, m.label, m.epsilon, cfg.virtual_triplet))
     mixes = {}
     for train_set in needed & set(MIXED):
         pool = generated_pool(real["train"], remix if "remix" in train_set else [],
                               virtual if "new" in train_set else [], cfg.virtual_label)
-        mixes[train_set] = Mix(pool, cfg.virtual_share, cfg.virtual_label, cfg.virtual_epsilon, cfg.virtual_triplet)
+        mixes[train_set] = Mix(pool, cfg.virtual_share, cfg.virtual_label, cfg.virtual_epsilon, cfg.virtual_triplet,
+                               more=more)
         names[train_set] = names["real"]
     return names, mixes, real["train"]
 
@@ -189,10 +217,20 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
             if key not in res:
                 done[key] = asked[key]
         if train_set in MIXED:
+            counts = parts_per_batch(t.batch, [cfg.virtual_share] + [m.share for m in cfg.more_generated])
             asked["mix"] = {"virtual_share": cfg.virtual_share, "virtual_label": cfg.virtual_label,
                             "virtual_epsilon": cfg.virtual_epsilon, "virtual_triplet": cfg.virtual_triplet,
-                            "generated_per_batch": generated_per_batch(t.batch, cfg.virtual_share)}
-            done["mix"] = {key: (res.get("mix") or {}).get(key) for key in asked["mix"]}
+                            "generated_per_batch": counts[0]}
+            if cfg.more_generated:
+                asked["mix"]["more"] = [{"virtual_share": m.share, "virtual_label": m.label,
+                                         "virtual_epsilon": m.epsilon, "generated_per_batch": n}
+                                        for m, n in zip(cfg.more_generated, counts[1:], strict=True)]
+            mix = res.get("mix") or {}
+            done["mix"] = {key: mix.get(key) for key in asked["mix"] if key != "more"}
+            if "more" in asked["mix"] or "more" in mix:
+                done["mix"]["more"] = [{key: m.get(key) for key in ("virtual_share", "virtual_label",
+                                                                    "virtual_epsilon", "generated_per_batch")}
+                                       for m in mix.get("more", [])] or None
         elif res.get("mix"):
             asked["mix"], done["mix"] = None, res["mix"]
         if done != asked:

@@ -22,7 +22,10 @@ formula ``(-T * log_softmax).mean(0).sum()``, so the generated rows weigh what t
 
 Batch composition at share s: the real part of every batch *is* the batch of the real-only run at that step
 (torchreid's train loader, untouched: same size ``train.batch``, same order and flips for a seed), and
-``round(batch * s / (1 - s))`` generated images are appended. So at matched steps the real part sees exactly the
+``round(batch * s / (1 - s))`` generated images are appended. A combined mix (``Mix.more``: cut-and-paste and
+generator remixes, say) appends several kinds, each at its own share s_i of the batch and with its own label
+treatment: ``round(batch * s_i / (1 - S))`` images of kind i, S the shares' sum, in the order of the parts, each kind
+drawn from a stream of its own. So at matched steps the real part sees exactly the
 real-only run's samples, and s = 0 trains bit for bit as the real-only run. Which generated images join step t is
 a pure function of (seed, t), drawn from numpy generators of their own, never from the global RNGs torchreid's
 sampler and flips use: adding generated images cannot shift the real part, and a resumed run draws exactly what
@@ -56,9 +59,16 @@ def train_labels(records: list) -> dict[int, int]:
 
 def generated_per_batch(batch: int, share: float) -> int:
     """Generated images appended to a real batch of ``batch`` so that they make ``share`` of it."""
-    if not 0 <= share < 1:
-        raise UserError(f"virtual_share={share}: use a share of the batch in [0, 1)")
-    return round(batch * share / (1 - share))
+    return parts_per_batch(batch, [share])[0]
+
+
+def parts_per_batch(batch: int, shares: list[float]) -> list[int]:
+    """Images of each kind appended to a real batch of ``batch`` so that kind i makes ``shares[i]`` of it."""
+    total = sum(shares)
+    if not 0 <= total < 1 or min(shares) < 0:
+        raise UserError(f"virtual_share={shares[0] if len(shares) == 1 else shares}: use shares of the batch in "
+                        f"[0, 1) whose sum is below 1")
+    return [round(batch * s / (1 - total)) for s in shares]
 
 
 @dataclass
@@ -96,22 +106,50 @@ def generated_pool(real_train: list, remix: list = (), new: list = (), treatment
 
 @dataclass
 class Mix:
-    """How generated images join a real training run (one ablation setting's mix and its images)."""
+    """How generated images join a real training run (one ablation setting's mix and its images). ``more``: further
+    kinds of generated image of a combined mix, each a Mix of its own pool, share and label treatment (their
+    ``triplet`` and ``more`` are this one's)."""
     pool: GeneratedPool
     share: float  # generated share of every batch, in [0, 1)
     treatment: LabelTreatment = "onehot"  # label treatment of the generated images
     epsilon: float = 0.1  # smoothing of the `smooth` treatment
     triplet: bool = False  # remixes join the triplet term (new identities never do)
+    more: list[Mix] = field(default_factory=list)
+
+    def __post_init__(self):
+        pools = [self.pool] + [m.pool for m in self.more]
+        if len({p.num_real for p in pools}) > 1:
+            raise UserError("the kinds of a combined mix were labelled against different real training sets")
+        if sum(1 for p in pools if p.num_classes > p.num_real) > 1:
+            raise UserError("a combined mix holds new identities as classes of their own in more than one kind; "
+                            "put the new identities in one kind (or give the others lsro)")
+
+    @property
+    def parts(self) -> list[Mix]:
+        return [self, *self.more]
+
+    def per_batch(self, batch: int) -> list[int]:
+        """Images of each part appended to every real batch of ``batch``."""
+        return parts_per_batch(batch, [m.share for m in self.parts])
 
     def num_classes(self, batch: int) -> int:
-        """The model's class count: the real classes alone when no generated image is trained on (s = 0)."""
-        return self.pool.num_classes if generated_per_batch(batch, self.share) else self.pool.num_real
+        """The model's class count: the real classes, and the new identities' classes of a part that is trained on
+        (none when no generated image is, s = 0)."""
+        counts = self.per_batch(batch)
+        return max([self.pool.num_real] + [m.pool.num_classes for m, n in zip(self.parts, counts, strict=True) if n])
 
     def summary(self, batch: int) -> dict:
         """What a finished or half-done run records, so that it is never reused for another mix."""
-        return {"virtual_share": self.share, "virtual_label": self.treatment, "virtual_epsilon": self.epsilon,
-                "virtual_triplet": self.triplet, "generated_per_batch": generated_per_batch(batch, self.share),
-                "remix_images": int(self.pool.remix.sum()), "new_images": int((~self.pool.remix).sum())}
+        counts = self.per_batch(batch)
+        out = {"virtual_share": self.share, "virtual_label": self.treatment, "virtual_epsilon": self.epsilon,
+               "virtual_triplet": self.triplet, "generated_per_batch": counts[0],
+               "remix_images": int(self.pool.remix.sum()), "new_images": int((~self.pool.remix).sum())}
+        if self.more:
+            out["more"] = [{"virtual_share": m.share, "virtual_label": m.treatment, "virtual_epsilon": m.epsilon,
+                            "generated_per_batch": n, "remix_images": int(m.pool.remix.sum()),
+                            "new_images": int((~m.pool.remix).sum())}
+                           for m, n in zip(self.more, counts[1:], strict=True)]
+        return out
 
 
 def soft_targets(real_labels: torch.Tensor, generated_labels: torch.Tensor, num_classes: int, num_real: int,
@@ -140,15 +178,16 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 class GeneratedDraws:
     """Which generated images join the batch of optimiser step ``step``, and which are flipped: shuffled passes over
-    the pool, pass k from ``numpy.random.default_rng([seed, 0, k])``; a pure function of (seed, step)."""
+    the pool, pass k from ``numpy.random.default_rng([seed, 0, k])`` (part p > 0 of a combined mix:
+    ``[seed, 0, k, p]``); a pure function of (seed, step)."""
 
-    def __init__(self, size: int, per_batch: int, seed: int):
-        self.size, self.per_batch, self.seed = size, per_batch, seed
+    def __init__(self, size: int, per_batch: int, seed: int, part: int = 0):
+        self.size, self.per_batch, self.seed, self.part = size, per_batch, seed, part
         self._pass: tuple[int, np.ndarray, np.ndarray] = (-1, np.empty(0, np.int64), np.empty(0, bool))
 
     def _order(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._pass[0] != k:
-            rng = np.random.default_rng([self.seed, 0, k])
+            rng = np.random.default_rng([self.seed, 0, k] + ([self.part] if self.part else []))
             self._pass = (k, rng.permutation(self.size), rng.random(self.size) < 0.5)
         return self._pass[1], self._pass[2]
 
@@ -167,7 +206,7 @@ class GeneratedDraws:
         present = [k for k in dict.fromkeys(real_labels) if k in pool.remix_by_label]
         if not present:
             return index
-        rng = np.random.default_rng([self.seed, 1, step])
+        rng = np.random.default_rng([self.seed, 1, step] + ([self.part] if self.part else []))
         out, turn = index.copy(), 0
         for j, i in enumerate(index):
             if pool.remix[i]:
@@ -181,18 +220,22 @@ class MixedLoader:
     """torchreid's train loader (the real part, untouched) with the generated part appended to every batch.
 
     Yields torchreid's batch dict with ``img`` (B + G, 3, H, W), ``pid`` (B + G,) class indices (-1: no class),
-    ``target`` (B + G, C) soft targets and ``in_triplet`` (B + G,) bool. ``step`` counts the optimiser steps done;
-    the training loop sets it at the start of every epoch (a resumed run continues from its state's count).
+    ``target`` (B + G, C) soft targets and ``in_triplet`` (B + G,) bool; a combined mix's kinds follow each other
+    in the order of its parts. ``step`` counts the optimiser steps done; the training loop sets it at the start of
+    every epoch (a resumed run continues from its state's count).
     """
 
     def __init__(self, real_loader, mix: Mix, seed: int, load_image: Callable[[str, int], torch.Tensor]):
         self.real_loader, self.mix, self.load_image = real_loader, mix, load_image
         self.batch_size = real_loader.batch_size
-        self.per_batch = generated_per_batch(self.batch_size, mix.share)
+        self.counts = mix.per_batch(self.batch_size)
+        self.per_batch = sum(self.counts)
         self.num_classes = mix.num_classes(self.batch_size)
-        self.draws = GeneratedDraws(len(mix.pool.paths), self.per_batch, seed)
-        if self.per_batch and not mix.pool.paths:
+        self.draws = [GeneratedDraws(len(m.pool.paths), n, seed, part)
+                      for part, (m, n) in enumerate(zip(mix.parts, self.counts, strict=True))]
+        if any(n and not m.pool.paths for m, n in zip(mix.parts, self.counts, strict=True)):
             raise UserError("the generated training set is empty: virtual_share > 0 needs generated images")
+        self.seed = seed
         self.step = 0
 
     def __len__(self) -> int:
@@ -204,22 +247,31 @@ class MixedLoader:
 
     def combine(self, real: dict) -> dict:
         """One batch: the real batch ``real`` (torchreid's dict) and the generated images of step ``self.step``."""
-        pool, labels = self.mix.pool, real["pid"]
-        index, flip = self.draws(self.step)
-        if self.mix.triplet:
-            index = self.draws.match_remixes(index, pool, labels.tolist(), self.step)
+        labels, step = real["pid"], self.step
         self.step += 1
-        generated_labels = torch.from_numpy(pool.labels[index])
-        targets = soft_targets(labels, generated_labels, self.num_classes, pool.num_real, self.mix.treatment,
-                               self.mix.epsilon)
-        in_triplet = torch.cat([torch.ones(len(labels), dtype=torch.bool),
-                                torch.from_numpy(pool.remix[index] & self.mix.triplet)])
-        if not len(index):
+        targets, in_triplet = [], [torch.ones(len(labels), dtype=torch.bool)]
+        gen_labels, images, paths = [], [], []
+        for part, (m, draws) in enumerate(zip(self.mix.parts, self.draws, strict=True)):
+            pool = m.pool
+            index, flip = draws(step)
+            if self.mix.triplet:
+                index = draws.match_remixes(index, pool, labels.tolist(), step)
+            part_labels = torch.from_numpy(pool.labels[index])
+            t = soft_targets(labels, part_labels, self.num_classes, pool.num_real, m.treatment, m.epsilon)
+            targets.append(t if part == 0 else t[len(labels):])
+            in_triplet.append(torch.from_numpy(pool.remix[index] & self.mix.triplet))
+            if not len(index):
+                continue
+            # (3, H, W) each; the key seeds the image's random train transforms: a function of (seed, step, slot)
+            keys = np.random.default_rng([self.seed, 2, step] + ([part] if part else [])).integers(
+                2 ** 62, size=len(index))
+            loaded = [self.load_image(pool.paths[i], int(k)) for i, k in zip(index, keys, strict=True)]
+            images += [im.flip(-1) if f else im for im, f in zip(loaded, flip, strict=True)]
+            gen_labels.append(part_labels)
+            paths += [pool.paths[i] for i in index]
+        targets, in_triplet = torch.cat(targets), torch.cat(in_triplet)
+        if not images:
             return {**real, "target": targets, "in_triplet": in_triplet}
-        # (3, H, W) each; the key seeds the image's random train transforms: a function of (seed, step, slot)
-        keys = np.random.default_rng([self.draws.seed, 2, self.step - 1]).integers(2 ** 62, size=len(index))
-        images = [self.load_image(pool.paths[i], int(k)) for i, k in zip(index, keys, strict=True)]
-        images = torch.stack([im.flip(-1) if f else im for im, f in zip(images, flip, strict=True)])
-        return {**real, "img": torch.cat([real["img"], images]), "pid": torch.cat([labels, generated_labels]),
-                "impath": list(real["impath"]) + [pool.paths[i] for i in index], "target": targets,
+        return {**real, "img": torch.cat([real["img"], torch.stack(images)]),
+                "pid": torch.cat([labels, *gen_labels]), "impath": list(real["impath"]) + paths, "target": targets,
                 "in_triplet": in_triplet}

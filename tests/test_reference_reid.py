@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from augment.jobs.ablation_tables import plateau, summary_table
-from augment.jobs.reference_reid import Recipe, ReidReferenceConfig
+from augment.jobs.reid_recipes import Recipe, Regime, ReidReferenceConfig, World
 from generator.config import load_config
 from generator.errors import UserError
 from reid.ablation import paired
@@ -77,7 +77,7 @@ def test_config_checks(tmp_path):
         ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste"), Recipe("real")])
     bad = tmp_path / "bad.yaml"
     bad.write_text("recipes:\n  - {name: real}\n  - {name: cutpaste, generated: paste}\n")
-    with pytest.raises(UserError, match="generated 'paste' is not one of"):
+    with pytest.raises(UserError, match="generated 'paste': 'paste' is not one of"):
         load_config(ReidReferenceConfig, bad)
     cfg = load_config(ReidReferenceConfig, "configs/reference/reid.yaml")
     assert len(cfg.seeds) >= 5 and {r.name for r in cfg.regimes} == {"full", "cameras2"}
@@ -135,13 +135,13 @@ recipes:
     assert set(df.regime) == {"c2"} and set(df.setting) == {"real", "real+remix"}
     assert {"recipe", "regime", "seed", "setting", "generated", "rank1", "mAP", "mINP"} <= set(df.columns)
     assert (df.steps == df.steps.iloc[0]).all()  # iteration-matched: the same optimiser steps for every recipe
-    sim = tmp_path / "out" / "c2" / "sim"
+    sim = tmp_path / "out" / "reference" / "c2" / "sim"
     cams = {}
     for p in (sim / "bounding_box_train").glob("*.jpg"):
         cams.setdefault(p.name[:4], set()).add(p.name[6])
     assert cams and all(len(c) == 2 for c in cams.values())
     for seed in (0, 1):
-        summary = json.loads((tmp_path / "out" / "c2" / "generated" / f"hybrid-filtered-seed{seed}" /
+        summary = json.loads((tmp_path / "out" / "reference" / "c2" / "generated" / f"hybrid-filtered-seed{seed}" /
                               "filter_summary.json").read_text())
         assert summary["model_state"].endswith(f"runs/flip/real/seed{seed}/stage0-real/state.pt")  # the anchor's
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
@@ -173,9 +173,9 @@ def _workers_reuse_the_runs(tmp_path, cfg, before):
     import augment.jobs.reference_reid as rr
 
     # in worker processes, recipe by recipe, the generated data reused (recognised without the generator): the same rows
-    shutil.rmtree(tmp_path / "out" / "c2" / "runs")
-    shutil.rmtree(tmp_path / "out" / "c2" / "generator")
-    for p in (tmp_path / "out" / "c2" / "generated").glob("*-filtered-seed*"):
+    shutil.rmtree(tmp_path / "out" / "reference" / "c2" / "runs")
+    shutil.rmtree(tmp_path / "out" / "reference" / "c2" / "generator")
+    for p in (tmp_path / "out" / "reference" / "c2" / "generated").glob("*-filtered-seed*"):
         shutil.rmtree(p)
     (tmp_path / "out" / "times.json").unlink()
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "2", timeout=600)
@@ -185,7 +185,7 @@ def _workers_reuse_the_runs(tmp_path, cfg, before):
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "0", timeout=120)
     assert rc == 2 and "--jobs 0" in err
     # finished runs are read without their data (trained elsewhere, the generated images not copied here) ...
-    for p in (tmp_path / "out" / "c2" / "generated").glob("*-filtered-seed*"):
+    for p in (tmp_path / "out" / "reference" / "c2" / "generated").glob("*-filtered-seed*"):
         shutil.rmtree(p / "bounding_box_train")
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before, err[-2000:]
@@ -216,14 +216,14 @@ def test_a_filter_scored_by_another_model_is_refused(tmp_path):
     """Filtered generated data made with another recipe's model (the anchor changed) is not reused silently."""
     import json
 
-    from augment.jobs.reference_reid import GeneratedData, Regime
+    from augment.jobs.reference_reid import GeneratedData
 
     cfg = ReidReferenceConfig(out=str(tmp_path), recipes=[Recipe("real"), Recipe("flip"), Recipe(
         "cutpaste", generated="cutpaste")], anchor="flip")
-    src = GeneratedData(cfg, Regime("full", 0), False, print)
-    out = tmp_path / "full" / "generated" / "hybrid-filtered-seed0"
+    src = GeneratedData(cfg, World(), Regime("full", 0), False, print)
+    out = tmp_path / "reference" / "full" / "generated" / "hybrid-filtered-seed0"
     out.mkdir(parents=True)
-    state = tmp_path / "full" / "runs" / "{}" / "real" / "seed0" / "stage0-real" / "state.pt"
+    state = tmp_path / "reference" / "full" / "runs" / "{}" / "real" / "seed0" / "stage0-real" / "state.pt"
     (out / "filter_summary.json").write_text(json.dumps({"model_state": str(state).format("real")}))
     with pytest.raises(UserError, match="not the anchor's model"):
         src.filtered("hybrid", Path(str(state).format("flip")), 0)
@@ -238,7 +238,7 @@ def test_reid_at_another_size_than_the_generator(tmp_path):
     its own size, so its remixes carry the re-ID data's pids and the hybrid is written at the re-ID size."""
     from PIL import Image
 
-    from augment.jobs.reference_reid import GeneratedData, Regime
+    from augment.jobs.reference_reid import GeneratedData
     from reid.torchreid_adapter import market_records
     from reid.train import ReidTrainConfig
 
@@ -249,9 +249,9 @@ def test_reid_at_another_size_than_the_generator(tmp_path):
                               train=ReidTrainConfig(size=(128, 64)),
                               recipes=[Recipe("real"), Recipe("cutpaste", setting="real+remix",
                                                               generated="cutpaste")])
-    src = GeneratedData(cfg, Regime("c2", 2), False, lambda *a: None)
+    src = GeneratedData(cfg, World(), Regime("c2", 2), False, lambda *a: None)
     real, gen = train(src.real()), train(src.gen_data())
-    assert src.gen_data() == tmp_path / "c2" / "sim-gen"
+    assert src.gen_data() == tmp_path / "reference" / "c2" / "sim-gen"
     assert [(Path(p).name, pid, cam) for p, pid, cam in real] == [(Path(p).name, pid, cam) for p, pid, cam in gen]
     assert Image.open(real[0][0]).size == (64, 128) and Image.open(gen[0][0]).size == (32, 64)
     remix = train(src.generated("remix"))
@@ -261,7 +261,7 @@ def test_reid_at_another_size_than_the_generator(tmp_path):
     # at the generator's own size the re-ID data is what the generator reads
     same = GeneratedData(ReidReferenceConfig(out=str(tmp_path / "same"), sim_ids=16,
                                              train=ReidTrainConfig(size=(64, 32)), recipes=cfg.recipes),
-                         Regime("c2", 2), False, lambda *a: None)
+                         World(), Regime("c2", 2), False, lambda *a: None)
     assert same.gen_data() == same.real()
 
 

@@ -1,6 +1,7 @@
 """Generated images joining real ones in re-ID training (reid.mixed): label treatments, batch composition, the
 triplet mask, and s = 0 training bit for bit as the real-only run. Tiny SimMarket, osnet_x0_25 at 64x32."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,7 +259,7 @@ def test_pool_draws_cover_the_pool_before_repeating(sources):
 
     loader = MixedLoader(_Real(), mix, seed=3, load_image=None)
     n = len(pool.paths)
-    drawn = np.concatenate([loader.draws(step)[0] for step in range(n // BATCH)])
+    drawn = np.concatenate([loader.draws[0](step)[0] for step in range(n // BATCH)])
     assert len(set(drawn.tolist())) == len(drawn)  # one shuffled pass: no image twice
 
 
@@ -318,3 +319,66 @@ def test_a_finished_run_is_never_reused_for_another_epoch_count(sources, tmp_pat
     train_and_evaluate(name, name, ReidTrainConfig(**base, epochs=1), tmp_path / "run", seed=0, progress=False)
     with pytest.raises(UserError, match="train.epochs=1, the config asks for 2"):
         train_and_evaluate(name, name, ReidTrainConfig(**base, epochs=2), tmp_path / "run", seed=0, progress=False)
+
+
+@pytest.mark.parametrize("new_label", ["smooth", "lsro"])
+def test_combined_batches_hold_each_kind_at_its_count_under_its_own_label(sim_small, sim_root, tmp_path, new_label):
+    """A combined mix (cut-and-paste of the real people, then new identities): every batch is the real-only run's
+    batch, then exactly the configured count of cut-and-paste images, then of new identities. Each pasted image
+    carries the class of the real person it shows (its manifest's source image's pid), each new identity the
+    class or target its label treatment gives."""
+    import pandas as pd
+
+    from augment.makers.cutpaste import cut_paste
+    from reid.mixed import parts_per_batch, train_labels
+
+    pasted = tmp_path / "cutpaste"
+    cut_paste(sim_small, pasted, size=(64, 32), progress=False)
+    real = market_records(sim_small)
+    name = register_dataset("combined_real", real["train"], real["query"], real["gallery"])
+    paste_records = market_records(pasted, ("train",))["train"]
+    new = market_records(sim_root[0], ("train",))["train"]
+    classes = train_labels(real["train"])
+    num_real = len(classes)
+    paste = Mix(generated_pool(real["train"], paste_records, [], "smooth"), 0.25, "smooth")
+    more = Mix(generated_pool(real["train"], [], new, new_label), 0.125, new_label)
+    mix = Mix(paste.pool, 0.25, "smooth", more=[more])
+    counts = parts_per_batch(BATCH, [0.25, 0.125])
+    assert counts == [3, 2] and mix.summary(BATCH)["more"][0]["generated_per_batch"] == 2
+    dm = _loader(name, "softmax")
+    seed_everything(1)
+    real_only = list(dm.train_loader)
+    mixed = MixedLoader(dm.train_loader, mix, seed=0, load_image=image_reader(dm))
+    assert mixed.num_classes == num_real + (len({p for _, p, _ in new}) if new_label == "smooth" else 0)
+    seed_everything(1)
+    batches = list(mixed)
+    manifest = pd.read_csv(pasted / "manifest.csv").set_index("path")
+    source_pid = {str(pasted / p): int(Path(s).name[:4]) for p, s in manifest.source.items()}
+    new_pid = {path: pid for path, pid, _ in new}
+    new_classes = train_labels(new)
+    for r, b in zip(real_only, batches, strict=True):
+        assert len(b["img"]) == len(b["pid"]) == len(b["target"]) == BATCH + sum(counts)
+        assert torch.equal(b["img"][:BATCH], r["img"]) and torch.equal(b["pid"][:BATCH], r["pid"])
+        pasted_paths, new_paths = b["impath"][BATCH:BATCH + 3], b["impath"][BATCH + 3:]
+        assert set(pasted_paths) <= set(source_pid) and set(new_paths) <= set(new_pid)
+        for k, path in enumerate(pasted_paths):  # the class of the real person the pasted image shows
+            assert int(b["pid"][BATCH + k]) == classes[source_pid[path]]
+            assert b["target"][BATCH + k].argmax() == classes[source_pid[path]]
+        for k, path in enumerate(new_paths, start=BATCH + 3):
+            if new_label == "lsro":  # no class: uniform over the real classes
+                assert int(b["pid"][k]) == -1
+                assert torch.allclose(b["target"][k][:num_real], torch.full((num_real,), 1 / num_real))
+            else:  # a class of its own past the real ones, smoothed
+                assert int(b["pid"][k]) == num_real + new_classes[new_pid[path]]
+                assert b["target"][k].argmax() == num_real + new_classes[new_pid[path]]
+                assert b["target"][k].max() == pytest.approx(0.9 + 0.1 / mixed.num_classes)
+
+
+def test_combined_shares_are_checked():
+    from reid.ablation import MoreGenerated
+
+    with pytest.raises(UserError, match="more_generated"):
+        AblationConfig(virtual_share=0.5, more_generated=[MoreGenerated(share=0.5)])
+    with pytest.raises(UserError, match="sum is below 1"):
+        from reid.mixed import parts_per_batch
+        parts_per_batch(8, [0.6, 0.4])

@@ -11,7 +11,7 @@ from conftest import one_line_error
 from augment.cli import main
 from augment.makers.build_config import BuildConfig, config_hash
 from augment.makers.builder import Builder, build
-from generator.config import load_config, to_dict
+from generator.config import digest, load_config, to_dict
 from generator.data.market import parse_name, scan_market
 from generator.errors import UserError
 from generator.io import atomic_save, load_checkpoint
@@ -55,6 +55,25 @@ def test_remix_keeps_real_pids_unseen_cameras_and_names_its_source(tiny_stages, 
         assert row.pose_key != recs.index(src)  # the pose comes from another image
     assert set(m.bg_source) == {"bank", "phi_bg"}
     assert "fg mode: real" in (tmp_path / "vm" / "README.txt").read_text()
+
+
+def test_remix_in_new_poses_takes_every_pose_from_another_identity(tiny_stages, sim_small, tmp_path):
+    """pose_from: others: every remix shows its identity in the pose of another identity's image (a pose the
+    identity was never seen in); with the default, some poses come from the identity's own other images."""
+    recs, _ = _real(sim_small)
+    build(_cfg(tiny_stages[2], tmp_path / "new", pose_from="others", images_per_id=12), progress=False)
+    m = pd.read_csv(tmp_path / "new" / "manifest.csv")
+    assert (m.pose_source == "bank").all()
+    assert all(recs[k].pid != pid for k, pid in zip(m.pose_key, m.pid, strict=True))
+    assert all(parse_name(p).pid != pid for p, pid in zip(m.pose_image, m.pid, strict=True))
+    build(_cfg(tiny_stages[2], tmp_path / "any", images_per_id=12), progress=False)
+    m = pd.read_csv(tmp_path / "any" / "manifest.csv")
+    assert any(recs[k].pid == pid for k, pid in zip(m.pose_key, m.pid, strict=True))
+    with pytest.raises(UserError, match="pose_from: 'others' is for fg_mode: real"):
+        load_config(BuildConfig, None, ["fg_mode=sample", "pose_from=others"])
+    # the key left at its default does not change the hash of a build made before it existed
+    assert config_hash(BuildConfig()) == digest({k: v for k, v in to_dict(BuildConfig()).items() if k != "pose_from"})
+    assert config_hash(BuildConfig(fg_mode="real", pose_from="others")) != config_hash(BuildConfig(fg_mode="real"))
 
 
 def test_remix_image_fg_is_the_source_embedding_and_mean_is_the_mean(tiny_stages, sim_small, tmp_path):

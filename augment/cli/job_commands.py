@@ -9,7 +9,7 @@ from augment.cli.parser import config_arguments, quiet_argument
 from augment.jobs import ablation_tables, reference_reid
 from augment.jobs.pipeline import PipelineConfig, run_pipeline
 from augment.jobs.reference import ReferenceConfig, rescore, run_reference
-from augment.jobs.reference_reid import ReidReferenceConfig
+from augment.jobs.reid_recipes import ReidReferenceConfig
 from generator.config import load_config
 from generator.errors import UserError
 from reid.ablation import AblationConfig, run_ablation
@@ -19,10 +19,11 @@ def _cmd_reference_reid(args) -> None:
     cfg = load_config(ReidReferenceConfig, args.config, args.set)
     command = f"vmarket reference-reid {args.config}"  # how the runs are made (not --package-only, --only, --set)
     if args.package_only:
-        reference_reid.collect(cfg, command=command)
+        reference_reid.collect(cfg, command=command, reuse=not args.no_shipped)
     else:
         reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs,
-                           command=command)
+                           command=command, worlds=[n for n in args.world.split(",") if n],
+                           reuse=not args.no_shipped)
     print((Path(cfg.out) / "ablation.md").read_text(), end="")
     print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
     if args.package or args.package_only:
@@ -96,6 +97,11 @@ def add_reference_reid(sub) -> None:
                     help="train nothing: tabulate the runs finished so far and package them")
     rr.add_argument("--only", default="", metavar="NAME,NAME",
                     help="run these recipes only this time (real always runs); a later full run reuses them")
+    rr.add_argument("--world", default="", metavar="NAME,NAME",
+                    help="run these worlds of the config only this time; a later full run reuses them")
+    rr.add_argument("--no-shipped", action="store_true",
+                    help="train every run here, also those whose rows the shipped ablation (the config's package) "
+                         "holds from runs of the same recipe and training")
     rr.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="runs at a time, in worker processes (default 1: seed by seed); a GPU holds many, a 2-core "
                          "CPU gains nothing")

@@ -1,4 +1,4 @@
-"""The reference re-ID ablation's outputs, from its rows (one per recipe x regime x seed): ``ablation.csv``,
+"""The reference re-ID ablation's outputs, from its rows (one per recipe x world x regime x seed): ``ablation.csv``,
 ``ablation.md`` (mean ± std and paired differences), the CMC and learning-curve figures, the provenance, the
 copies ``--package`` ships in the repository, and the tables of ``docs/results.md`` rendered from the shipped ones."""
 from __future__ import annotations
@@ -27,12 +27,31 @@ from reid.ablation import paired, save_figure
 OLD_COLUMNS = {"setting": "recipe", "recipe": "setting", "source": "generated"}
 
 
+REFERENCE_WORLD = "reference"  # the world of the rows of an ablation.csv written before worlds were a column
+# ablation.csv's columns, in order (any others follow)
+COLUMNS = ("recipe", "world", "regime", "seed", "setting", "generated", "share", "label", "filter", "transforms",
+           "steps", "rank1", "rank5", "mAP", "mINP", "device")
+
+
 def read_ablation(path: str | Path) -> pd.DataFrame:
-    """The rows of an ``ablation.csv``, with the columns of one written under the old names renamed."""
+    """The rows of an ``ablation.csv``, with the columns of one written under the old names renamed, and the world
+    of one written before worlds were a column."""
     df = pd.read_csv(path)
     if "source" in df or "recipe" not in df:
         df = df.rename(columns={k: v for k, v in OLD_COLUMNS.items() if k in df})
-    return df
+    return with_worlds(df)
+
+
+def with_worlds(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``world`` on every row (``reference`` where it has none)."""
+    if "world" not in df:
+        return df.assign(world=REFERENCE_WORLD)
+    return df.assign(world=df.world.fillna(REFERENCE_WORLD))
+
+
+def scopes(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (world, regime) pairs of ``df``'s rows, in their order."""
+    return list(dict.fromkeys(zip(df.world, df.regime, strict=True)))
 
 
 def best_real_only(df: pd.DataFrame, regime: str) -> str:
@@ -55,40 +74,49 @@ def _difference(mean: float, se: float, n: int) -> str:
 def summary_table(df: pd.DataFrame) -> str:
     """Mean ± std of every recipe, and its paired differences to `real` and `cutpaste`; also to the best real-only
     recipe (by mean rank-1) where that is not `real` in some regime: `real` is meant to be real-only with the best
-    standard transforms, and the table shows it when the data say otherwise."""
-    regimes = list(dict.fromkeys(df.regime))
-    best = {regime: best_real_only(df, regime) for regime in regimes}
+    standard transforms, and the table shows it when the data say otherwise. With rows of several worlds, a
+    `world` column leads."""
+    df = with_worlds(df)
+    many = df.world.nunique() > 1
+    best = {(w, regime): best_real_only(df[df.world == w], regime) for w, regime in scopes(df)}
     extra = any(b != "real" for b in best.values())
-    lines = ["| regime | recipe | seeds | rank-1 | mAP | mINP | rank-1 vs real | mAP vs real | rank-1 vs cutpaste "
-             "| mAP vs cutpaste |" + (" rank-1 vs best real-only | mAP vs best real-only |" if extra else ""),
-             "| --- " * (12 if extra else 10) + "|"]
+    lines = [("| world " if many else "") + "| regime | recipe | seeds | rank-1 | mAP | mINP | rank-1 vs real | "
+             "mAP vs real | rank-1 vs cutpaste | mAP vs cutpaste |"
+             + (" rank-1 vs best real-only | mAP vs best real-only |" if extra else ""),
+             "| --- " * ((12 if extra else 10) + many) + "|"]
 
     def cell(g, m):
         return f"{100 * g[m].mean():.1f} ± {100 * g[m].std(ddof=0):.1f}" if len(g) > 1 else f"{100 * g[m].mean():.1f}"
 
-    def diff(regime, recipe, against, m):
-        return "" if recipe == against else _difference(*paired(df, regime, recipe, against, m))
+    def diff(rows, regime, recipe, against, m):
+        return "" if recipe == against else _difference(*paired(rows, regime, recipe, against, m))
 
-    for regime in regimes:
-        for recipe, g in df[df.regime == regime].groupby("recipe", sort=False):
-            against = ["real", "cutpaste"] + ([best[regime]] if extra else [])
-            cells = [diff(regime, recipe, a, m) for a in against for m in ("rank1", "mAP")]
-            lines.append(f"| {regime} | {recipe} | {len(g)} | {cell(g, 'rank1')} | {cell(g, 'mAP')} | "
-                         f"{cell(g, 'mINP')} | " + " | ".join(cells) + " |")
-    bests = ", ".join(f"{regime}: `{name}`" for regime, name in best.items())
+    for world, regime in scopes(df):
+        rows = df[df.world == world]
+        for recipe, g in rows[rows.regime == regime].groupby("recipe", sort=False):
+            against = ["real", "cutpaste"] + ([best[world, regime]] if extra else [])
+            cells = [diff(rows, regime, recipe, a, m) for a in against for m in ("rank1", "mAP")]
+            lines.append(("| " + world + " " if many else "") + f"| {regime} | {recipe} | {len(g)} | "
+                         f"{cell(g, 'rank1')} | {cell(g, 'mAP')} | {cell(g, 'mINP')} | " + " | ".join(cells) + " |")
+    bests = ", ".join(f"{world + ' ' if many else ''}{regime}: `{name}`" for (world, regime), name in best.items())
     return ("\n".join(lines) + "\n\n(percent; mean ± std over seeds; differences are paired by seed, mean ± standard "
             f"error; evaluated on the real query / gallery of each regime; best real-only (highest mean rank-1 of the "
             f"recipes without generated data): {bests})\n")
 
 
 def pairs_table(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:
-    """The paired difference ``a - b`` of every pair of recipes, in every regime where both ran a seed."""
-    lines = ["| regime | recipe | against | seeds | rank-1 | mAP |", "| --- | --- | --- | --- | --- | --- |"]
+    """The paired difference ``a - b`` of every pair of recipes, in every world and regime where both ran a seed."""
+    df = with_worlds(df)
+    many = df.world.nunique() > 1
+    lines = [("| world " if many else "") + "| regime | recipe | against | seeds | rank-1 | mAP |",
+             "| --- " * (6 + many) + "|"]
     for a, b in pairs:
-        for regime in dict.fromkeys(df.regime):
-            (r1, r1_se, n), ap = (paired(df, regime, a, b, m) for m in ("rank1", "mAP"))
+        for world, regime in scopes(df):
+            rows = df[df.world == world]
+            (r1, r1_se, n), ap = (paired(rows, regime, a, b, m) for m in ("rank1", "mAP"))
             if n:
-                lines.append(f"| {regime} | {a} | {b} | {n} | {_difference(r1, r1_se, n)} | {_difference(*ap)} |")
+                lines.append(("| " + world + " " if many else "") + f"| {regime} | {a} | {b} | {n} | "
+                             f"{_difference(r1, r1_se, n)} | {_difference(*ap)} |")
     return ("\n".join(lines) + "\n\n(percentage points; the paired difference recipe - against over the seeds both "
             "ran, mean ± standard error)\n")
 
@@ -99,17 +127,21 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, against: list[str], names: tuple[s
     has, A - B of the same recipe and, for each of ``against``, A's recipe - B's recipe of that name (paired by seed,
     mean ± standard error, rank-1 / mAP). ``skip_same``: leave out a recipe whose runs are B's own (every paired
     seed's numbers equal: runs reused from B)."""
-    both = pd.concat([a.assign(recipe="A:" + a.recipe), b.assign(recipe="B:" + b.recipe)])
+    a, b = with_worlds(a), with_worlds(b)
+    many = pd.concat([a.world, b.world]).nunique() > 1
     rows = []
-    for (regime, recipe), g in a.groupby(["regime", "recipe"], sort=False):
-        other = b[(b.regime == regime) & (b.recipe == recipe) & b.seed.isin(g.seed)]
+    for (world, regime, recipe), g in a.groupby(["world", "regime", "recipe"], sort=False):
+        bw = b[b.world == world]
+        both = pd.concat([a[a.world == world].assign(recipe="A:" + a.recipe), bw.assign(recipe="B:" + bw.recipe)])
+        other = bw[(bw.regime == regime) & (bw.recipe == recipe) & bw.seed.isin(g.seed)]
         if other.empty:
             continue
         if skip_same:
             mine = g[g.seed.isin(other.seed)].set_index("seed")[["rank1", "mAP"]].sort_index()
             if mine.equals(other.set_index("seed")[["rank1", "mAP"]].sort_index()):
                 continue
-        row = {"regime": regime, "recipe": recipe, "seeds": int(other.seed.nunique()),
+        row = {**({"world": world} if many else {}), "regime": regime, "recipe": recipe,
+               "seeds": int(other.seed.nunique()),
                f"{names[0]} rank-1 / mAP": _means(g[g.seed.isin(other.seed)]),
                f"{names[1]} rank-1 / mAP": _means(other)}
         for column, vs in [(f"vs {names[1]}, same recipe", recipe)] + [(f"vs {names[1]} {s}", s) for s in against]:
@@ -141,8 +173,9 @@ def runs_line(df: pd.DataFrame) -> str:
 
 def plateau(df: pd.DataFrame, regime: str, recipe: str) -> dict:
     """The mean learning curve of real-only ``recipe`` over seeds in ``regime``, and the first epoch whose rank-1 is
-    within one standard error (at least 1 point) of the curve's best: where rank-1 stops rising."""
-    curves = [c for c in df[(df.regime == regime) & (df.recipe == recipe)]["curve"] if c]
+    within one standard error (at least 1 point) of the curve's best: where rank-1 stops rising. Rows reused from a
+    shipped table carry no curve and are left out."""
+    curves = [c for c in df[(df.regime == regime) & (df.recipe == recipe)]["curve"] if isinstance(c, list) and c]
     if not curves:
         return {}
     epochs = [p["epoch"] for p in curves[0]]
@@ -161,13 +194,15 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    regimes = list(dict.fromkeys(df.regime))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes), 3.8), dpi=120, squeeze=False)
-    for ax, regime in zip(axes[0], regimes, strict=True):
-        for recipe, g in df[df.regime == regime].groupby("recipe", sort=False):
+    df = df[[isinstance(c, list) for c in df["cmc"]]]  # rows reused from a shipped table carry no CMC
+    where = scopes(df)
+    many = len({w for w, _ in where}) > 1
+    fig, axes = plt.subplots(1, max(len(where), 1), figsize=(5 * max(len(where), 1), 3.8), dpi=120, squeeze=False)
+    for ax, (world, regime) in zip(axes[0], where, strict=False):  # no CMC at all: one empty panel
+        for recipe, g in df[(df.world == world) & (df.regime == regime)].groupby("recipe", sort=False):
             cmc = 100 * np.array(list(g["cmc"])).mean(0)
             ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", markersize=2.5, label=f"{recipe} ({len(g)})")
-        ax.set(xlabel="rank", ylabel="matching rate (%)", title=f"CMC, {regime}")
+        ax.set(xlabel="rank", ylabel="matching rate (%)", title=f"CMC, {world + ' ' if many else ''}{regime}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save_figure(fig, out / "cmc.png")
@@ -186,20 +221,27 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
 def write_outputs(cfg, rows: list[dict], times: dict, command: str) -> None:
     out = Path(cfg.out)
     df = pd.DataFrame(rows)
+    df = df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
+    if "share" in df:  # a combined recipe's is text (0.25+0.125): the others as the float format writes them
+        df["share"] = df.share.map(lambda v: f"{v:.6f}" if isinstance(v, float) else v)
     with atomic_path(out / "ablation.csv") as tmp:
         df.drop(columns=["cmc", "curve"]).to_csv(tmp, index=False, float_format="%.6f")
     atomic_write_text(out / "ablation.md", summary_table(df))
-    plateaus = {r.name: plateau(df, r.name, cfg.anchor) for r in cfg.regimes}
+    many = df.world.nunique() > 1
+    plateaus = {f"{w}/{r}" if many else r: plateau(df[df.world == w], r, cfg.anchor) for w, r in scopes(df)}
     _figures(df, plateaus, cfg.anchor, out)
     filters = {}
-    for p in sorted(out.glob("*/generated/*-filtered-seed*/filter_summary.json")):
-        filters[f"{p.parent.parent.parent.name}/{p.parent.name}"] = json.loads(p.read_text())
+    for p in sorted(out.glob("*/*/generated/*-filtered-seed*/filter_summary.json")):  # <world>/<regime>/generated
+        filters[f"{p.parent.parent.parent.parent.name}/{p.parent.parent.parent.name}/{p.parent.name}"] = \
+            json.loads(p.read_text())
     prov = {"command": command,
             "config": repo_relative(to_dict(cfg)), "commit": git_commit(), "torch": torch.__version__,
             "machine": {"platform": platform.platform(), "processor": platform.machine(),
                         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "run_devices": df.device.value_counts().to_dict() if len(df) else {},
             "date": time.strftime("%Y-%m-%d"), "runs": len(df),
+            # rows reused from the shipped table (their runs are not here): they carry no CMC or learning curve
+            "runs_shipped": int(sum(not isinstance(c, list) for c in df["cmc"])),
             # seconds each run trained, where it trained; under --jobs runs overlap, so the sum is not elapsed time
             "run_seconds_sum": round(sum(times.values()), 1), "run_seconds": times, "plateau": plateaus,
             "filters": filters}
@@ -218,8 +260,12 @@ def package(cfg, log=print) -> None:
     figs.parent.mkdir(parents=True, exist_ok=True)
     for name in ("ablation.csv", "ablation.md", "provenance.json"):
         shutil.copyfile(out / name, dest / name)
-    for name in ("cmc", "curve"):
-        shutil.copyfile(out / f"{name}.png", figs.with_name(f"{figs.name}_{name}.png"))
+    if json.loads((out / "provenance.json").read_text()).get("runs_shipped", 0):
+        log(f"kept the figures {figs}_*.png: some rows were reused from the shipped table, and the figures of the "
+            f"runs here alone would leave those out")
+    else:
+        for name in ("cmc", "curve"):
+            shutil.copyfile(out / f"{name}.png", figs.with_name(f"{figs.name}_{name}.png"))
     log(f"packaged {out} -> {dest} and {figs.parent}/")
     if write_results_doc(REPO):
         log(f"rewrote the generated tables of {RESULTS_DOC} from the shipped ablations")

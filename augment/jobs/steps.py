@@ -69,7 +69,8 @@ class StageTimer:
 
 
 def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=print, train_cameras: int = 0,
-                  people_seed: int | None = None, train_share: float = DEFAULTS["train_share"]) -> None:
+                  people_seed: int | None = None, train_share: float = DEFAULTS["train_share"],
+                  style: str = DEFAULTS["style"]) -> None:
     """SimMarket at each (root, size), unless it is already there."""
     people_seed = sim_seed if people_seed is None else people_seed
     for root, size in roots_sizes:
@@ -77,7 +78,7 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
         if meta.exists():
             have = settings(json.loads(meta.read_text()))
             asked = {"identities": sim_ids, "seed": sim_seed, "height": size[0], "width": size[1],
-                     "train_cameras": train_cameras, "style": DEFAULTS["style"], "layout": DEFAULTS["layout"],
+                     "train_cameras": train_cameras, "style": style, "layout": DEFAULTS["layout"],
                      "people_seed": people_seed, "train_share": train_share}
             got = {k: have.get(k) for k in asked}
             if got != asked:
@@ -85,7 +86,8 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
                                 "another out) to simulate it again")
         else:
             s = simulate(root, sim_ids, seed=sim_seed, size=tuple(size), overwrite=True, progress=progress,
-                         train_cameras=train_cameras, people_seed=people_seed, train_share=train_share)
+                         train_cameras=train_cameras, people_seed=people_seed, train_share=train_share,
+                         style=style)
             log(f"[data] SimMarket {s['height']}x{s['width']}: {s['images']} images, "
                 f"{s['train_ids']} train ids -> {root}")
 

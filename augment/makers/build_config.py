@@ -31,6 +31,9 @@ class BuildConfig:
     # identities' own foregrounds, real pids, backgrounds from cameras each identity was not seen in)
     fg_mode: Literal["sample", "remix", "real"] = "sample"
     real_fg: Literal["image", "mean"] = "image"  # real mode: fg of one real image per output (in turn), or their mean
+    # real mode: the pose of any other real image, or only of other identities' images (others: every remix shows its
+    # identity in a pose it was never seen in)
+    pose_from: Literal["any", "others"] = "any"
     data_root: str = ""  # real mode: the data stage II embedded (default: its data_root, else stage I's data.root)
     remix_noise: float = 0.5  # remix: perturbation std, in units of the real fg embeddings' per-dimension std
     bg_sample_share: float = 0.5  # share of images whose background comes from Phi_bg (the rest: real bank)
@@ -59,6 +62,9 @@ class BuildConfig:
                                                      f"the real training identities; set test_share: 0")
         elif self.identities < 1:
             raise ConfigValueError("identities", f"{self.identities} is less than 1; build at least 1 identity")
+        if self.pose_from != "any" and self.fg_mode != "real":
+            raise ConfigValueError("pose_from", f"{self.pose_from!r} is for fg_mode: real (remixes of real "
+                                                f"identities); set pose_from: any")
         if self.identities > MAX_PIDS:
             raise ConfigValueError("identities", f"{self.identities} is more than {MAX_PIDS} (4-digit Market-1501 "
                                                  f"pids); split it into several builds (another seed and out each)")
@@ -85,8 +91,12 @@ class BuildConfig:
             raise ConfigValueError("jpeg_quality", f"{self.jpeg_quality} is outside 1..100")
 
 
+# keys added to BuildConfig after builds were made: left out of the hash at these defaults, so such builds stay valid
+LATER_KEYS = {"pose_from": "any"}
+
+
 def config_hash(cfg: BuildConfig) -> str:
-    return digest(to_dict(cfg))
+    return digest({k: v for k, v in to_dict(cfg).items() if LATER_KEYS.get(k, object()) != v})
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

@@ -254,8 +254,8 @@ class Builder:
                     bg, cam = bank_bg[bg_key], int(cams[bg_key])
                 if rng.random() < cfg.pose_sample_share:
                     pose_src, pose_key = "phi_pose", self._person_pose_key(int(rng.integers(1 << 31)))
-                else:  # a real pose of another image
-                    poses = people[people != src]
+                else:  # a real pose of another image (pose_from others: of another identity)
+                    poses = people[people != src] if cfg.pose_from == "any" else people[pids[people] != pid]
                     pose_src, pose_key = "bank", int(poses[int(rng.integers(len(poses)))])
                 p.images.append(ImagePlan(
                     bg_src, bg_key, pose_src, pose_key, cam, bg,

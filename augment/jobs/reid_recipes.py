@@ -1,0 +1,164 @@
+"""What the reference re-ID ablation is asked for: its worlds, data regimes and recipes (``ReidReferenceConfig``,
+checked when it loads), and which of its runs the shipped ablation already holds (``Shipped``)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from augment.jobs.ablation_tables import read_ablation
+from augment.jobs.provenance import REPO
+from augment.makers.plates import PLATES_OF
+from generator.config import ConfigValueError, to_dict
+from reid.ablation import MIXED, parse_setting
+from reid.train import ReidTrainConfig
+
+# a recipe's generated data, one kind or several joined by '+' ('': real-only); remix-newpose: remixes in poses of
+# other identities only (a pose the identity was never seen in)
+KINDS = (*PLATES_OF, "remix", "remix-newpose", "new")
+LabelName = Literal["onehot", "smooth", "lsro"]
+
+
+@dataclass
+class World:
+    name: str = "reference"  # its rows' `world` in ablation.csv, and its folder under out
+    sim_seed: int = 0  # SimMarket seed: the scenes, cameras and people (0: the world the generator was trained on)
+    style: Literal["flat", "textured"] = "flat"  # how SimMarket draws its people
+
+
+@dataclass
+class Regime:
+    name: str = "full"
+    train_cameras: int = 0  # SimMarket --train-cameras: 0 keeps every camera, k limits each training identity to k
+
+
+@dataclass
+class Recipe:
+    name: str = "real"  # the recipe: its row's `recipe` in ablation.csv
+    setting: str = "real"  # what reid.ablation trains on: real, real+remix, real+new, real+remix+new, A->B
+    # its kinds of generated data, joined by '+': cutpaste | hybrid | inpaint | mixed | remix | remix-newpose | new
+    # ('' for real-only). One share: the kinds are one pool (at most one real-identity kind, and new)
+    generated: str = ""
+    # generated share of every batch; a list (a combined recipe): one share per kind, each its own part of the batch
+    share: float | list[float] = 0.25
+    label: LabelName | list[LabelName] = "smooth"  # a list: one label treatment per kind
+    epsilon: float = 0.1
+    filter: bool = False  # the identity-consistency filter (reid.consistency) on the generated images
+    transforms: list[str] | None = None  # None: train.transforms
+    RENAMED: ClassVar[dict[str, str]] = {"source": "generated"}  # a config's old key -> its key now (refused)
+
+    def __post_init__(self):
+        bad = next((k for k in self.kinds if k not in KINDS), None)
+        if bad is not None:
+            raise ConfigValueError("recipes", f"{self.name}: generated {self.generated!r}: {bad!r} is not one of "
+                                              f"{', '.join(KINDS)} (kinds are joined by '+')")
+        if isinstance(self.share, list) or isinstance(self.label, list):
+            if len(self.shares) != len(self.kinds) or len(self.labels) != len(self.kinds):
+                raise ConfigValueError("recipes", f"{self.name}: give one share (and one label, or a single label) "
+                                                  f"per kind of {self.generated!r}")
+            last = parse_setting(self.setting)[-1]
+            first = "new" if self.kinds[0] == "new" else "remix"
+            if last not in MIXED or last != f"real+{first}":
+                raise ConfigValueError("recipes", f"{self.name}: a combined recipe's last stage is real+{first} (its "
+                                                  f"first kind, {self.kinds[0]}; the others join it), not {last!r}")
+        elif sum(k != "new" for k in self.kinds) > 1:
+            raise ConfigValueError("recipes", f"{self.name}: {self.generated!r} holds several kinds of real-identity "
+                                              f"images; give share as a list, one share per kind")
+
+    @property
+    def kinds(self) -> list[str]:
+        return self.generated.split("+") if self.generated else []
+
+    @property
+    def combined(self) -> bool:
+        """Several kinds, each its own part of the batch (a share per kind)."""
+        return isinstance(self.share, list)
+
+    @property
+    def shares(self) -> list[float]:
+        return list(self.share) if isinstance(self.share, list) else [self.share]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.label) if isinstance(self.label, list) else [self.label] * max(len(self.kinds), 1)
+
+
+@dataclass
+class ReidReferenceConfig:
+    out: str = "outputs/reference/reid"
+    sim_ids: int = 200  # SimMarket identities (half train, half test), the data the reference generator trained on
+    # the SimMarket worlds, each a table of its own rows (`world`); the first is where runs go unless --world names one
+    worlds: list[World] = field(default_factory=lambda: [World()])
+    regimes: list[Regime] = field(default_factory=lambda: [Regime("full", 0), Regime("cameras2", 2)])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    train: ReidTrainConfig = field(default_factory=ReidTrainConfig)
+    finetune_epochs: int = 0  # virtual->real: epochs of the fine-tuning stage (0: train.epochs)
+    curve_every: int = 2  # the real-only recipe evaluates every that many epochs (its plateau)
+    remix_images_per_id: int = 12  # generator remixes per real training identity
+    new_identities: int = 300  # new identities (Phi_fg samples) and their images each
+    new_images_per_id: int = 16
+    filter_new_tau: float = 0.9  # the filter drops a new-identity image this near (cosine) a real identity
+    recipes: list[Recipe] = field(default_factory=lambda: [Recipe()])
+    # the real-only recipe that runs first in every seed: it records the learning curve (the plateau), and its model
+    # of the same seed scores the identity-consistency filter
+    anchor: str = "real"
+    reference: str = ""  # generator checkpoints ('' = those shipped with the package)
+    package: str = "reid/reference"  # where --package copies the table, rows and provenance (in the repository)
+    figures: str = "docs/reid_reference"  # and the figures: <figures>_cmc.png, <figures>_curve.png
+    RENAMED: ClassVar[dict[str, str]] = {"sim_seed": "worlds"}  # a world's sim_seed: worlds: [{sim_seed: 0}]
+
+    def __post_init__(self):
+        names = [r.name for r in self.recipes]
+        if len(set(names)) != len(names):
+            raise ConfigValueError("recipes", f"recipe names repeat: {names}")
+        for need in ("real", "cutpaste"):
+            if need not in names:
+                raise ConfigValueError("recipes", f"no recipe named {need!r}: the table compares every recipe "
+                                                  f"with it")
+        anchor = next((r for r in self.recipes if r.name == self.anchor), None)
+        if anchor is None or anchor.generated or anchor.setting != "real":
+            raise ConfigValueError("anchor", f"{self.anchor!r} is not a real-only recipe of the config")
+        if len({r.name for r in self.regimes}) != len(self.regimes):
+            raise ConfigValueError("regimes", "regime names repeat")
+        if not self.worlds or len({w.name for w in self.worlds}) != len(self.worlds):
+            raise ConfigValueError("worlds", "give at least one world, each with a name of its own")
+
+
+class Shipped:
+    """The rows of the shipped ablation (``package``: its ``ablation.csv`` and ``provenance.json``) that this config
+    would train the same way: a run whose row is there is not trained again (``run``'s ``reuse``). A row counts when
+    the provenance's config agrees with this one on everything but the recipes, seeds and worlds, its recipe of that
+    name is this config's recipe, and its world is this config's world of that name (a table shipped before worlds
+    were a key holds the world of its ``sim_seed``, drawn flat). Such rows carry no CMC curve or learning curve."""
+
+    SAME = ("sim_ids", "regimes", "train", "finetune_epochs", "curve_every", "remix_images_per_id", "new_identities",
+            "new_images_per_id", "filter_new_tau", "anchor", "reference")
+
+    def __init__(self, cfg: ReidReferenceConfig):
+        self.rows: dict[tuple[str, str, str, int], dict] = {}
+        dest = REPO / cfg.package
+        if not (dest / "ablation.csv").is_file() or not (dest / "provenance.json").is_file():
+            return
+        shipped = json.loads((dest / "provenance.json").read_text()).get("config", {})
+        mine = to_dict(cfg)
+        if any(shipped.get(k) != mine[k] for k in self.SAME):
+            return
+        recipes = {r["name"]: r for r in shipped.get("recipes", [])}
+        worlds = shipped.get("worlds") or [{"name": None, "sim_seed": shipped.get("sim_seed", 0), "style": "flat"}]
+        by_name = {w.name: to_dict(w) for w in cfg.worlds}
+        df = read_ablation(dest / "ablation.csv")
+        for row in df.to_dict("records"):
+            world = next((w for w in worlds if w["name"] in (row.get("world"), None)), None)
+            mine_world = next((n for n, w in by_name.items() if world is not None and
+                               {k: w[k] for k in ("sim_seed", "style")} ==
+                               {k: world.get(k, "flat") for k in ("sim_seed", "style")}), None)
+            recipe = next((r for r in cfg.recipes if r.name == row["recipe"]), None)
+            if mine_world is None or recipe is None or recipes.get(recipe.name) != to_dict(recipe):
+                continue
+            row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
+            self.rows[(mine_world, row["regime"], row["recipe"], int(row["seed"]))] = {
+                **row, "world": mine_world, "generated": row.get("generated", ""), "label": row.get("label", ""),
+                "device": row.get("device", ""), "cmc": None, "curve": None}
+
+    def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
+        return self.rows.get((world.name, regime.name, recipe.name, seed))

@@ -1,0 +1,115 @@
+"""The reference ablation's worlds, combined recipes and the shipped rows it reuses: config checks, the tables
+with a world column, and a run that trains only what the shipped table does not hold."""
+import json
+
+import pandas as pd
+import pytest
+
+import augment.jobs.reid_recipes as recipes_module
+from augment.jobs import reference_reid
+from augment.jobs.ablation_tables import pairs_table, read_ablation, summary_table
+from augment.jobs.reference_reid import GeneratedData, _ablation_config
+from augment.jobs.reid_recipes import Recipe, Regime, ReidReferenceConfig, Shipped, World
+from generator.config import load_config, to_dict
+from generator.errors import UserError
+
+BASE = [Recipe("real"), Recipe("cutpaste", setting="real+remix", generated="cutpaste")]
+
+
+def test_combined_recipes_are_checked():
+    combined = Recipe("c+h", setting="real+remix", generated="cutpaste+hybrid", share=[0.25, 0.125])
+    assert combined.combined and combined.kinds == ["cutpaste", "hybrid"] and combined.labels == ["smooth"] * 2
+    with pytest.raises(UserError, match="one share .* per kind"):
+        Recipe("x", setting="real+remix", generated="cutpaste+hybrid", share=[0.25])
+    with pytest.raises(UserError, match="last stage is real\\+remix"):
+        Recipe("x", setting="real+new", generated="cutpaste+new", share=[0.25, 0.1])
+    with pytest.raises(UserError, match="several kinds of real-identity images"):
+        Recipe("x", setting="real+remix", generated="cutpaste+hybrid", share=0.25)
+    with pytest.raises(UserError, match="'paste' is not one of"):
+        Recipe("x", setting="real+remix", generated="cutpaste+paste", share=[0.25, 0.1])
+    # one share for pasting and new identities: one pool, as before (the pre-training recipe reads both)
+    assert not Recipe("p", setting="virtual->real+remix", generated="cutpaste+new").combined
+    with pytest.raises(UserError, match="each with a name of its own"):
+        ReidReferenceConfig(recipes=BASE, worlds=[World("a"), World("a", 1)])
+
+
+def test_a_combined_recipe_becomes_a_base_kind_and_more_generated(tmp_path):
+    cfg = ReidReferenceConfig(out=str(tmp_path), recipes=BASE + [Recipe(
+        "c+n", setting="real+remix", generated="cutpaste+new", share=[0.25, 0.125], label=["smooth", "lsro"])])
+    data = GeneratedData(cfg, World("w2", 1, "textured"), Regime("full", 0), False, print)
+    data.made |= {"real", "cutpaste", "new"}  # the paths, not the data
+    acfg = _ablation_config(cfg, cfg.recipes[2], data, seed=3)
+    assert acfg.remix_root.endswith("w2/full/generated/cutpaste") and not acfg.virtual_root
+    assert (acfg.virtual_share, acfg.virtual_label) == (0.25, "smooth")
+    (more,) = acfg.more_generated
+    assert more.root.endswith("w2/full/generated/new") and (more.kind, more.share, more.label) == ("new", 0.125,
+                                                                                                   "lsro")
+    assert acfg.out.endswith("w2/full/runs/c+n")
+
+
+def test_a_world_is_its_own_simmarket(tmp_path):
+    cfg = ReidReferenceConfig(out=str(tmp_path), sim_ids=8, recipes=BASE)
+    textured = GeneratedData(cfg, World("w2", 1, "textured"), Regime("full", 0), False, lambda *a: None).real()
+    meta = json.loads((textured / "simmarket.json").read_text())
+    assert textured == tmp_path / "w2" / "full" / "sim" and (meta["seed"], meta["style"]) == (1, "textured")
+    with pytest.raises(UserError, match="key 'sim_seed' is now 'worlds'"):
+        (tmp_path / "old.yaml").write_text("sim_seed: 1\nrecipes: [{name: real}, {name: cutpaste}]\n")
+        load_config(ReidReferenceConfig, tmp_path / "old.yaml")
+
+
+def _rows(world: str, gain: float) -> list[dict]:
+    return [{"recipe": recipe, "world": world, "regime": "full", "seed": seed, "rank1": r1, "mAP": r1 - 0.05,
+             "mINP": 0.1, "generated": "" if recipe == "real" else recipe}
+            for seed in range(3) for recipe, r1 in (("real", 0.3 + 0.01 * seed), ("cutpaste", 0.4 + 0.01 * seed),
+                                                    ("c+h", 0.4 + gain + 0.012 * seed))]
+
+
+def test_tables_pair_within_each_world():
+    df = pd.DataFrame(_rows("reference", 0.03) + _rows("w2", -0.02))
+    table = summary_table(df)
+    assert table.splitlines()[0].startswith("| world | regime | recipe |")
+    line = next(r for r in table.splitlines() if r.startswith("| w2 | full | c+h |"))
+    assert line.split("|")[10].strip() == "-1.8 ± 0.1"  # against w2's cut-and-paste, not the reference world's
+    assert "| reference | full | c+h | cutpaste | 3 | +3.2 ± 0.1 |" in pairs_table(df, [("c+h", "cutpaste")])
+    # one world: the table has no world column, as before worlds were a key
+    assert summary_table(pd.DataFrame(_rows("reference", 0.03))).splitlines()[0].startswith("| regime |")
+
+
+def _ship(repo, cfg: ReidReferenceConfig, rows: list[dict], provenance_config: dict) -> None:
+    dest = repo / cfg.package
+    dest.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(dest / "ablation.csv", index=False)
+    (dest / "provenance.json").write_text(json.dumps({"config": provenance_config}))
+
+
+def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipes_module, "REPO", tmp_path / "repo")
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE + [Recipe(
+        "c+h", setting="real+remix", generated="cutpaste+hybrid", share=[0.25, 0.125])], anchor="real",
+        worlds=[World("reference"), World("w2", 1, "textured")])
+    # a table shipped before worlds were a key: no world column, its world by sim_seed in the provenance
+    old = {k: v for k, v in to_dict(cfg).items() if k != "worlds"} | {"sim_seed": 0}
+    old["recipes"] = [to_dict(r) for r in BASE]
+    rows = [{k: v for k, v in r.items() if k != "world"} | {"device": "cpu"} for r in _rows("reference", 0.0)
+            if r["recipe"] != "c+h"]
+    _ship(tmp_path / "repo", cfg, rows, old)
+    shipped = Shipped(cfg)
+    assert len(shipped.rows) == 6 and {k[0] for k in shipped.rows} == {"reference"}
+    assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 2)["rank1"] == pytest.approx(0.42)
+    assert shipped.row(World("w2", 1, "textured"), Regime("full", 0), BASE[1], 2) is None
+    # --package-only: the shipped rows make the table; their runs are not here, so they carry no CMC
+    df = reference_reid.collect(cfg, log=lambda *a: None)
+    assert len(df) == 6 and set(df.world) == {"reference"}
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["runs_shipped"] == 6
+    assert list(read_ablation(tmp_path / "out" / "ablation.csv").columns[:3]) == ["recipe", "world", "regime"]
+    with pytest.raises(UserError, match="no finished run yet"):
+        reference_reid.collect(cfg, log=lambda *a: None, reuse=False)
+    # another recipe definition, or other training, reuses nothing of it
+    changed = old | {"recipes": [to_dict(BASE[0]), to_dict(Recipe("cutpaste", setting="real+remix",
+                                                                   generated="cutpaste", share=0.5))]}
+    (tmp_path / "repo" / cfg.package / "provenance.json").write_text(json.dumps({"config": changed}))
+    assert {k[2] for k in Shipped(cfg).rows} == {"real"}
+    changed = old | {"train": to_dict(cfg.train) | {"epochs": 3}}
+    (tmp_path / "repo" / cfg.package / "provenance.json").write_text(json.dumps({"config": changed}))
+    assert not Shipped(cfg).rows
