@@ -151,3 +151,45 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100"])
     text = section(11.0, other)
     assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text
+
+
+def test_report_sets_the_generated_recipe_beside_its_own_cut_and_paste_run(tmp_path):
+    """With the cut-and-paste run beside the demo's (reid-cutpaste/), the report gives both tables, this run's
+    generated - cut-and-paste, and says plainly whether one seed separates them against the reference ablation's
+    spread of the same pair (hybrid - cutpaste there: -5, -2, +1, -1, +2 points; std 2.7)."""
+    import pandas as pd
+
+    from augment.jobs.pipeline import PipelineConfig, baseline_config
+    from augment.jobs.report import reid_section
+    from generator.config import load_config
+    from reid.ablation import AblationConfig
+
+    out, ref = tmp_path / "demo", tmp_path / "ref"
+    for run in ("reid", "reid-cutpaste"):
+        (out / run).mkdir(parents=True)
+        (out / run / "results.md").write_text(f"| setting | {run} |\n| real+remix | x |\n")
+    _fake_reference(ref, [10, 12, 14, 11, 13])
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [f"out={out}"])
+    rcfg = load_config(AblationConfig, "configs/demo/reid.yaml")
+    paste = baseline_config(cfg, rcfg)
+    assert paste.settings == ["real+remix"] and paste.remix_root == str(out / "cutpaste")
+    assert (paste.virtual_share, paste.virtual_label, paste.seeds) == (rcfg.virtual_share, rcfg.virtual_label,
+                                                                       rcfg.seeds)
+
+    def section(generated_minus_paste):
+        pd.DataFrame([{"setting": "real", "seed": 0, "rank1": 0.04, "mAP": 0.07},
+                      {"setting": "real+remix", "seed": 0, "rank1": 0.20, "mAP": 0.15}]
+                     ).to_csv(out / "reid" / "results.csv", index=False)
+        pd.DataFrame([{"setting": "real+remix", "seed": 0, "rank1": 0.20 - generated_minus_paste / 100,
+                       "mAP": 0.15}]).to_csv(out / "reid-cutpaste" / "results.csv", index=False)
+        return reid_section(out, cfg, rcfg, reference=ref)
+
+    text = section(8.0)
+    assert "| setting | reid-cutpaste |\n| real+cutpaste | x |" in text  # its table, its setting named
+    assert "real+remix − real+cutpaste = +8.0 rank-1, +0.0 mAP" in text
+    assert "recipe `hybrid` against `cutpaste`): -1.0 ± 1.2 rank-1" in text
+    assert text.count("separates the two on its own") == 3  # each against real, and against cut-and-paste
+    text = section(2.0)
+    assert "real+remix − real+cutpaste = +2.0 rank-1" in text and "cannot separate the two on its own" in text
+    # cut-and-paste itself is set beside real-only, as the reference ablation's `cutpaste` recipe
+    assert "real+cutpaste − real = +14.0 rank-1" in text and "recipe `cutpaste` against `real`" in text

@@ -1,10 +1,11 @@
 """The whole pipeline on SimMarket: data, stage I, pose AE, stage II, a Virtual Market and its gallery, the re-ID
-ablation and ``report.md``. Each stage is resumable, and a rerun reuses the stages that finished (the gallery, a
-few seconds, is written again).
+ablation (with cut-and-paste, which needs no generator, trained beside the generated recipe) and ``report.md``.
+Each stage is resumable, and a rerun reuses the stages that finished (the gallery, a few seconds, is written
+again).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from augment.gallery.collect import read_dataset
@@ -50,6 +51,9 @@ class PipelineConfig:
     # hybrid (each real person pasted over a person-free plate stage I decodes for another camera) or inpaint (over
     # another camera's image with its own person filled in by such a plate); augment.makers.cutpaste writes the last two
     generated: str = "remix"
+    # re-ID also trains real + cut-and-paste (each real person pasted into another camera's image: no generator) at
+    # the generated recipe's share, labels, seed and steps, beside it: what the generator adds over pasting
+    cutpaste_baseline: bool = True
 
     def __post_init__(self):
         if self.generated not in GENERATED:
@@ -111,7 +115,28 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
 
     stage("gallery", gallery)
 
-    stage("reid", lambda: run_ablation(rcfg, progress=progress))
+    if cfg.cutpaste_baseline:
+        def paste():
+            s = cut_paste(reid_root, out / "cutpaste", size=tuple(cfg.reid_size), plates=PLATES_OF["cutpaste"],
+                          progress=progress)
+            verb = "reusing" if s.get("already_complete") else "wrote"
+            log(f"[cutpaste] {verb} {s['images']} cut-and-paste images of {s['identities']} identities")
+
+        stage("cutpaste", paste)
+
+    def reid():
+        run_ablation(rcfg, progress=progress)
+        if cfg.cutpaste_baseline:  # the same real batches, with pasted images in the generated ones' place
+            run_ablation(baseline_config(cfg, rcfg), progress=progress)
+
+    stage("reid", reid)
     report_path = write_report(out, cfg, prov, stage.times, rcfg)
     log(f"[report] {report_path}")
     return report_path
+
+
+def baseline_config(cfg: PipelineConfig, rcfg: AblationConfig) -> AblationConfig:
+    """The cut-and-paste run beside the pipeline's re-ID: real + the pasted images at the generated recipe's share,
+    labels, seed and steps (``<out>/reid-cutpaste``)."""
+    return replace(rcfg, remix_root=str(Path(cfg.out) / "cutpaste"), settings=["real+remix"], more_generated=[],
+                   out=str(Path(cfg.out) / "reid-cutpaste"))

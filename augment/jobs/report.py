@@ -10,7 +10,7 @@ import pandas as pd
 
 from augment.gallery.collect import read_dataset
 from augment.gallery.figure import triplet_figure
-from augment.jobs.ablation_tables import read_ablation
+from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation
 from augment.jobs.provenance import REPO
 from generator.config import from_dict
 from generator.io import atomic_write_text, load_checkpoint
@@ -56,20 +56,31 @@ REFERENCE_REID = REPO / "reid" / "reference"
 def _reference_row(ref: pd.DataFrame, regime: str, setting: str, rcfg, transforms: str,
                    generated: str = "remix") -> str | None:
     """The reference ablation's recipe for the demo's ``setting`` (same setting, generated data, share, labels,
-    transforms); ``generated``: what the pipeline's remix folder holds (remix, hybrid or inpaint)."""
+    transforms); ``generated``: what the pipeline's remix folder holds (remix, hybrid, inpaint, or cutpaste for the
+    baseline run beside it)."""
     rows = ref[(ref.regime == regime) & (ref.setting == setting) & (ref.transforms == transforms)]
     if setting != "real":
         data = "+".join(generated if p == "remix" else p for p in setting.split("+")[1:])  # real+remix -> remix
-        rows = rows[(rows.generated == data) & ~rows["filter"].astype(bool) & (rows.share == rcfg.virtual_share)
+        share = pd.to_numeric(rows.share, errors="coerce")  # a combined recipe's (0.25+0.125) is none of these
+        rows = rows[(rows.generated == data) & ~rows["filter"].astype(bool) & (share == rcfg.virtual_share)
                      & (rows.label == rcfg.virtual_label)]
     names = list(dict.fromkeys(rows.recipe))
     return names[0] if names else None
 
 
+def _reference_world(ref: dict, sim_seed: int) -> tuple[str, int]:
+    """The world of the reference ablation's config ``ref`` that the demo's SimMarket seed is, else its first, and
+    that world's seed (a config written before worlds were a key has one world, ``reference``, of its sim_seed)."""
+    worlds = ref.get("worlds") or [{"name": REFERENCE_WORLD, "sim_seed": ref.get("sim_seed", 0)}]
+    world = next((w for w in worlds if w["sim_seed"] == sim_seed and w.get("style", "flat") == "flat"), worlds[0])
+    return world["name"], world["sim_seed"]
+
+
 def _differences(ref: dict, cfg, rcfg, names: dict) -> list[str]:
     """How the demo's re-ID differs from the reference ablation's runs of the same recipe ([] when it does not)."""
     t = ref["train"]
-    pairs = [("SimMarket identities", ref["sim_ids"], cfg.sim_ids), ("SimMarket seed", ref["sim_seed"], cfg.sim_seed),
+    seed = _reference_world(ref, cfg.sim_seed)[1]
+    pairs = [("SimMarket identities", ref["sim_ids"], cfg.sim_ids), ("SimMarket seed", seed, cfg.sim_seed),
              ("size", list(t["size"]), list(rcfg.train.size)), ("re-ID data size", list(t["size"]),
                                                                    list(cfg.reid_size)),
              ("model", t["model"], rcfg.train.model), ("loss", t["loss"], rcfg.train.loss),
@@ -83,49 +94,77 @@ def _differences(ref: dict, cfg, rcfg, names: dict) -> list[str]:
     return [f"{what}: {a} there, {b} here" for what, a, b in pairs if a != b]
 
 
-def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
-    """The demo's own re-ID table, what it shows on its own, and the shipped reference ablation beside it."""
+def _own_runs(out: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The demo's re-ID rows (its cut-and-paste run beside them as setting ``real+cutpaste``) and their tables."""
     own = pd.read_csv(out / "reid" / "results.csv")
-    lines = ["### This run", "", (out / "reid" / "results.md").read_text()]
+    tables = [(out / "reid" / "results.md").read_text()]
+    if (out / "reid-cutpaste" / "results.csv").is_file():
+        paste = pd.read_csv(out / "reid-cutpaste" / "results.csv").assign(setting="real+cutpaste")
+        own = pd.concat([own, paste], ignore_index=True)
+        tables += ["Beside it, cut-and-paste (each real person pasted into another camera's image, no generator) "
+                   "at the same share, labels, seed and steps:", "",
+                   (out / "reid-cutpaste" / "results.md").read_text().replace("| real+remix |", "| real+cutpaste |")]
+    return own, tables
+
+
+def _paired_own(own: pd.DataFrame, a: str, b: str) -> tuple[dict, int]:
+    """This run's ``a - b`` in points per metric, paired by seed, and the seeds paired."""
+    x, y = own[own.setting == a].set_index("seed"), own[own.setting == b].set_index("seed")
+    d = {m: 100 * (x[m] - y[m]).dropna() for m in ("rank1", "mAP")}
+    return d, len(d["rank1"])
+
+
+def _against_reference(d: dict, n: int, ref: pd.DataFrame, regime: str, a: str, b: str) -> str:
+    """The reference ablation's paired ``a - b`` beside this run's ``d`` over ``n`` seeds, and whether this run
+    separates the two on its own (beyond twice the difference's seed-to-seed spread)."""
+    (r1, r1_se, k), (ap, ap_se, _) = (paired(ref, regime, a, b, m) for m in ("rank1", "mAP"))
+    sd = 100 * r1_se * np.sqrt(k)  # the paired difference's spread from seed to seed
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
+    text = (f" **Reference ablation** (shipped, {k} seeds, regime `{regime}`, recipe `{a}` against `{b}`): "
+            f"{100 * r1:+.1f} ± {100 * r1_se:.1f} rank-1, {100 * ap:+.1f} ± {100 * ap_se:.1f} mAP (mean ± SE); the "
+            f"difference moves by {sd:.1f} rank-1 points (std) from seed to seed.")
+    if n and abs(d["rank1"].mean()) > 2 * sd / np.sqrt(n):
+        return text + (f" This run's difference is more than twice that spread (over {seeds}) from zero, so this "
+                       "run separates the two on its own.")
+    return text + (f" This run's difference is within twice that spread (over {seeds}) of zero: it cannot "
+                   "separate the two on its own; the reference table below is the evidence.")
+
+
+def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
+    """The demo's own re-ID table (the generated recipe, and cut-and-paste beside it), what it shows on its own,
+    and the shipped reference ablation beside it."""
+    own, tables = _own_runs(out)
+    lines = ["### This run", "", *tables]
     settings = list(dict.fromkeys(own.setting))
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])
-    ref = read_ablation(reference / "ablation.csv")
     prov = json.loads((reference / "provenance.json").read_text())
+    ref = read_ablation(reference / "ablation.csv")
+    ref = ref[ref.world == _reference_world(prov["config"], cfg.sim_seed)[0]]
     regime = next((r["name"] for r in prov["config"]["regimes"]
                    if r["train_cameras"] == cfg.sim_train_cameras), None)
     transforms = "+".join(rcfg.train.transforms)
     generated = getattr(cfg, "generated", "remix")
-    names = {s: _reference_row(ref, regime, s, rcfg, transforms, generated) for s in settings} if regime else {}
+    names = {s: _reference_row(ref, regime, s, rcfg, transforms, generated) for s in settings if s != "real+cutpaste"}
+    if "real+cutpaste" in settings and regime:
+        names["real+cutpaste"] = _reference_row(ref, regime, "real+remix", rcfg, transforms, "cutpaste")
     differ = _differences(prov["config"], cfg, rcfg, names)
-    base, others = "real", [s for s in settings if s != "real"]
-    for s in others if base in settings else []:
-        a = own[own.setting == s].set_index("seed")
-        b = own[own.setting == base].set_index("seed")
-        d = {m: 100 * (a[m] - b[m]).dropna() for m in ("rank1", "mAP")}
-        n = len(d["rank1"])
-        seeds = f"{n} seed{'s' if n != 1 else ''}"
-        text = (f"**This run** ({seeds}): {s} − {base} = {d['rank1'].mean():+.1f} rank-1, {d['mAP'].mean():+.1f} "
-                f"mAP (points, paired by seed).")
+    base = "real"
+    for s in [s for s in settings if s != base] if base in settings else []:
+        d, n = _paired_own(own, s, base)
+        text = (f"**This run** ({n} seed{'s' if n != 1 else ''}): {s} − {base} = {d['rank1'].mean():+.1f} rank-1, "
+                f"{d['mAP'].mean():+.1f} mAP (points, paired by seed).")
         ref_name, ref_base = names.get(s), names.get(base)
         if ref_name and ref_base and differ:
             text += (f" The reference ablation's `{ref_name}` is not the same experiment ({'; '.join(differ)}), so "
                      "this run is not set against it; with one seed it cannot tell the two apart on its own.")
         elif ref_name and ref_base:
-            (r1, r1_se, k), (ap, ap_se, _) = (paired(ref, regime, ref_name, ref_base, m) for m in ("rank1", "mAP"))
-            sd = 100 * r1_se * np.sqrt(k)  # the paired difference's spread from seed to seed
-            text += (f" **Reference ablation** (shipped, {k} seeds, regime `{regime}`, recipe `{ref_name}` against "
-                     f"`{ref_base}`): {100 * r1:+.1f} ± {100 * r1_se:.1f} rank-1, {100 * ap:+.1f} ± {100 * ap_se:.1f} "
-                     f"mAP (mean ± SE); the difference moves by {sd:.1f} rank-1 points (std) from seed to seed.")
-            if n and abs(d["rank1"].mean()) > 2 * sd / np.sqrt(n):
-                text += (f" This run's difference is more than twice that spread (over {seeds}) from zero, so this "
-                         "run separates the two on its own.")
-            else:
-                text += (f" This run's difference is within twice that spread (over {seeds}) of zero: it cannot "
-                         "separate the two on its own; the reference table below is the evidence.")
+            text += _against_reference(d, n, ref, regime, ref_name, ref_base)
         else:
             text += " The reference ablation has no run of this recipe in this data regime to compare with."
-        if ref_name and ref_name != "cutpaste" and "cutpaste" in set(ref[ref.regime == regime].recipe):
+        if s != "real+cutpaste" and "real+cutpaste" in settings:
+            text += _against_cutpaste(own, s, ref, regime, ref_name, names["real+cutpaste"], differ)
+        elif s != "real+cutpaste" and ref_name and "cutpaste" in set(ref[ref.regime == regime].recipe):
             (c1, c1_se, k), (cap, cap_se, _) = (paired(ref, regime, ref_name, "cutpaste", m) for m in ("rank1", "mAP"))
             mean = ref[(ref.regime == regime) & (ref.recipe == "cutpaste")]
             text += (f" **Against cut-and-paste**, the baseline that needs no generator (reference ablation, "
@@ -140,6 +179,18 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
               f"{prov['config']['train']['epochs']} epochs. Not this run's numbers.", "",
               (reference / "ablation.md").read_text()]
     return "\n".join(lines)
+
+
+def _against_cutpaste(own: pd.DataFrame, s: str, ref: pd.DataFrame, regime: str, ref_name: str | None,
+                      ref_paste: str | None, differ: list[str]) -> str:
+    """This run's generated recipe ``s`` against its own cut-and-paste run, and the reference ablation's same pair."""
+    d, n = _paired_own(own, s, "real+cutpaste")
+    text = (f" **Against cut-and-paste** (this run, the baseline that needs no generator): {s} − real+cutpaste = "
+            f"{d['rank1'].mean():+.1f} rank-1, {d['mAP'].mean():+.1f} mAP.")
+    if ref_name and ref_paste and not differ:
+        return text + _against_reference(d, n, ref, regime, ref_name, ref_paste)
+    return text + (" With one seed this run cannot tell the two apart on its own, and the reference ablation has no "
+                   "comparable pair to set beside it.")
 
 
 def _gallery_lines(out: Path, triplets: Path | None) -> list[str]:
