@@ -79,7 +79,9 @@ def _ship(repo, cfg: ReidReferenceConfig, rows: list[dict], provenance_config: d
     dest = repo / cfg.package
     dest.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(dest / "ablation.csv", index=False)
-    (dest / "provenance.json").write_text(json.dumps({"config": provenance_config}))
+    curve = {"recipe": "real", "epochs": [9, 18], "rank1_mean": [0.2, 0.3], "seeds": 5, "best_epoch": 18,
+             "plateau_epoch": 18}
+    (dest / "provenance.json").write_text(json.dumps({"config": provenance_config, "plateau": {"full": curve}}))
 
 
 def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatch):
@@ -102,6 +104,7 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     assert len(df) == 6 and set(df.world) == {"reference"}
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["runs_shipped"] == 6
+    assert prov["plateau"]["full"]["plateau_epoch"] == 18  # the anchor's curves are the shipped runs': kept
     assert list(read_ablation(tmp_path / "out" / "ablation.csv").columns[:3]) == ["recipe", "world", "regime"]
     with pytest.raises(UserError, match="no finished run yet"):
         reference_reid.collect(cfg, log=lambda *a: None, reuse=False)

@@ -218,7 +218,9 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     save_figure(fig, out / "curve.png")
 
 
-def write_outputs(cfg, rows: list[dict], times: dict, command: str) -> None:
+def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_before: dict | None = None) -> None:
+    """The ablation's files under ``cfg.out`` from its ``rows``. ``plateaus_before``: the shipped provenance's
+    plateaus, kept for a world and regime whose anchor runs are all reused from the shipped table (no curve here)."""
     out = Path(cfg.out)
     df = pd.DataFrame(rows)
     df = df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
@@ -228,7 +230,13 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str) -> None:
         df.drop(columns=["cmc", "curve"]).to_csv(tmp, index=False, float_format="%.6f")
     atomic_write_text(out / "ablation.md", summary_table(df))
     many = df.world.nunique() > 1
-    plateaus = {f"{w}/{r}" if many else r: plateau(df[df.world == w], r, cfg.anchor) for w, r in scopes(df)}
+    first = cfg.worlds[0].name if getattr(cfg, "worlds", None) else REFERENCE_WORLD
+    before = plateaus_before or {}
+    plateaus = {}
+    for w, r in scopes(df):
+        key = f"{w}/{r}" if many else r
+        old = before.get(key) or (before.get(r) if w == first and "/" not in "".join(before) else None)
+        plateaus[key] = plateau(df[df.world == w], r, cfg.anchor) or old or {}
     _figures(df, plateaus, cfg.anchor, out)
     filters = {}
     for p in sorted(out.glob("*/*/generated/*-filtered-seed*/filter_summary.json")):  # <world>/<regime>/generated

@@ -257,7 +257,7 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
     check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)  # every row may be the shipped table's
-    write_outputs(cfg, rows, times, command)
+    write_outputs(cfg, rows, times, command, shipped.plateaus if shipped is not None else None)
     log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(_scopes(cfg)) * len(recipes)}")
     return pd.DataFrame(rows)
 
@@ -266,8 +266,8 @@ class _Results:
     """The rows finished so far, in the sequential order (seed, world and regime, recipe), and the seconds each run
     trained (``times.json``: a reused run keeps the time it took)."""
 
-    def __init__(self, cfg: ReidReferenceConfig, log, command: str):
-        self.cfg, self.log, self.command = cfg, log, command
+    def __init__(self, cfg: ReidReferenceConfig, log, command: str, shipped: Shipped | None = None):
+        self.cfg, self.log, self.command, self.shipped = cfg, log, command, shipped
         self.times_path = Path(cfg.out) / "times.json"
         self.times = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
         self.by_key: dict[tuple[int, int, int], dict] = {}  # (seed, scope, recipe) index -> row
@@ -286,7 +286,8 @@ class _Results:
         return [self.by_key[k] for k in sorted(self.by_key)]
 
     def write(self) -> None:
-        write_outputs(self.cfg, self.rows(), self.times, self.command)
+        write_outputs(self.cfg, self.rows(), self.times, self.command,
+                      self.shipped.plateaus if self.shipped is not None else None)
 
 
 def _recipes_to_run(cfg: ReidReferenceConfig, only: list[str] | None) -> list[Recipe]:
@@ -359,8 +360,8 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    results = _Results(cfg, log, command)
     shipped = Shipped(cfg) if reuse else None
+    results = _Results(cfg, log, command, shipped)
     data = [GeneratedData(cfg, w, r, progress, log) for w, r in scopes]
     recipes = _recipes_to_run(cfg, only)
     if jobs == 1:

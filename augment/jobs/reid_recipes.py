@@ -136,13 +136,16 @@ class Shipped:
 
     def __init__(self, cfg: ReidReferenceConfig):
         self.rows: dict[tuple[str, str, str, int], dict] = {}
+        self.plateaus: dict = {}  # the shipped provenance's learning-curve plateaus (its anchor's curves)
         dest = REPO / cfg.package
         if not (dest / "ablation.csv").is_file() or not (dest / "provenance.json").is_file():
             return
-        shipped = json.loads((dest / "provenance.json").read_text()).get("config", {})
+        provenance = json.loads((dest / "provenance.json").read_text())
+        shipped = provenance.get("config", {})
         mine = to_dict(cfg)
         if any(shipped.get(k) != mine[k] for k in self.SAME):
             return
+        self.plateaus = provenance.get("plateau", {})
         recipes = {r["name"]: r for r in shipped.get("recipes", [])}
         worlds = shipped.get("worlds") or [{"name": None, "sim_seed": shipped.get("sim_seed", 0), "style": "flat"}]
         by_name = {w.name: to_dict(w) for w in cfg.worlds}
