@@ -14,9 +14,9 @@ of ``virtual_root``) and ``real+remix+new`` (both) train on the real batches of 
 real-only run, each with ``virtual_share`` of generated images appended, labelled by
 ``virtual_label``; ``more_generated`` adds further kinds to those batches, each from a folder of its own at its
 own share and label treatment (a combined recipe: cut-and-paste and the generator's remixes, say). Their epochs
-are the real data's, so they are iteration-matched to
-``real`` with or without ``matched_steps``; ``virtual_share: 0`` is the real-only run, bit
-for bit (a control). ``real+virtual`` stays the pooled one-hot merge it always was.
+are the real data's, so they are iteration-matched to ``real`` with or without ``matched_steps``;
+``virtual_share: 0`` without ``more_generated`` is the real-only run, bit for bit (a control).
+``real+virtual`` stays the pooled one-hot merge it always was.
 """
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
             records = market_records(m.root, ("train",), progress=progress)["train"]
             pool = generated_pool(real["train"], records if m.kind == "remix" else [],
                                   records if m.kind == "new" else [], m.label)
-            more.append(Mix(pool, m.share, m.label, m.epsilon, cfg.virtual_triplet))
+            more.append(Mix(pool, m.share, m.label, m.epsilon, cfg.virtual_triplet, data=Path(m.root).name))
     mixes = {}
     for train_set in needed & set(MIXED):
         pool = generated_pool(real["train"], remix if "remix" in train_set else [],
@@ -188,8 +188,13 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
 def _combined(setting: str, seed: int, steps: int, res: dict) -> dict:
     """One row of run_ablation's results: the last stage's metrics, the optimiser steps of every stage."""
     skip = ("train_set", "test_set", "source", "target", "steps", "mix")  # source / target: an older result.json's
+    mix = dict(res.get("mix") or {})
+    more = mix.pop("more", [])  # a combined mix's further kinds: one column each of counts and data, '+'-joined
+    if more:
+        mix["more_generated_per_batch"] = "+".join(str(m["generated_per_batch"]) for m in more)
+        mix["more_data"] = "+".join(m.get("data", "") for m in more)
     return {"setting": setting, "seed": seed, "steps": steps, **{k: v for k, v in res.items() if k not in skip},
-            **(res.get("mix") or {})}
+            **mix}
 
 
 def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoch: int | None = None) -> dict | None:
@@ -222,15 +227,19 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
                             "virtual_epsilon": cfg.virtual_epsilon, "virtual_triplet": cfg.virtual_triplet,
                             "generated_per_batch": counts[0]}
             if cfg.more_generated:
-                asked["mix"]["more"] = [{"virtual_share": m.share, "virtual_label": m.label,
+                asked["mix"]["more"] = [{"data": Path(m.root).name, "virtual_share": m.share, "virtual_label": m.label,
                                          "virtual_epsilon": m.epsilon, "generated_per_batch": n}
                                         for m, n in zip(cfg.more_generated, counts[1:], strict=True)]
             mix = res.get("mix") or {}
             done["mix"] = {key: mix.get(key) for key in asked["mix"] if key != "more"}
             if "more" in asked["mix"] or "more" in mix:
-                done["mix"]["more"] = [{key: m.get(key) for key in ("virtual_share", "virtual_label",
-                                                                    "virtual_epsilon", "generated_per_batch")}
-                                       for m in mix.get("more", [])] or None
+                asked_more = asked["mix"].get("more", [])
+                done["mix"]["more"] = [
+                    # a result written before the further kinds' data was recorded: its data is taken as asked
+                    {"data": m.get("data", asked_more[i]["data"] if i < len(asked_more) else None),
+                     **{key: m.get(key) for key in ("virtual_share", "virtual_label", "virtual_epsilon",
+                                                    "generated_per_batch")}}
+                    for i, m in enumerate(mix.get("more", []))] or None
         elif res.get("mix"):
             asked["mix"], done["mix"] = None, res["mix"]
         if done != asked:
@@ -284,8 +293,10 @@ def results_table(df, matched: bool = False) -> str:
         for setting, g in df[df["generated_per_batch"].notna()].groupby("setting", sort=False):
             r = g.iloc[0]
             label = f"smooth eps {r.virtual_epsilon:g}" if r.virtual_label == "smooth" else r.virtual_label
+            more = r.get("more_generated_per_batch")
             mixed += (f"; {setting}: {int(r.generated_per_batch)} generated images appended to every real batch "
                       f"(share {r.virtual_share:g}), labels {label}"
+                      + (f", then {more} of {r.more_data} (more_generated)" if isinstance(more, str) else "")
                       + (", remixes in the triplet term" if r.virtual_triplet else ""))
     return ("\n".join(lines) + "\n\n(percent, mean ± std over seeds; evaluated on the real query / gallery; steps: "
             f"optimiser steps over all stages; {budget}{mixed})\n")

@@ -115,6 +115,7 @@ class Mix:
     epsilon: float = 0.1  # smoothing of the `smooth` treatment
     triplet: bool = False  # remixes join the triplet term (new identities never do)
     more: list[Mix] = field(default_factory=list)
+    data: str = ""  # the name of its generated data (its folder's), recorded for a further kind of a combined mix
 
     def __post_init__(self):
         pools = [self.pool] + [m.pool for m in self.more]
@@ -145,8 +146,9 @@ class Mix:
                "virtual_triplet": self.triplet, "generated_per_batch": counts[0],
                "remix_images": int(self.pool.remix.sum()), "new_images": int((~self.pool.remix).sum())}
         if self.more:
-            out["more"] = [{"virtual_share": m.share, "virtual_label": m.treatment, "virtual_epsilon": m.epsilon,
-                            "generated_per_batch": n, "remix_images": int(m.pool.remix.sum()),
+            out["more"] = [{"data": m.data, "virtual_share": m.share, "virtual_label": m.treatment,
+                            "virtual_epsilon": m.epsilon, "generated_per_batch": n,
+                            "remix_images": int(m.pool.remix.sum()),
                             "new_images": int((~m.pool.remix).sum())}
                            for m, n in zip(self.more, counts[1:], strict=True)]
         return out

@@ -127,7 +127,7 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     (out / "reid").mkdir(parents=True)
     (out / "reid" / "results.md").write_text("| the demo table |\n")
     _fake_reference(ref, [10, 12, 14, 11, 13])  # spread: std 1.6 points
-    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml")
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["cutpaste_baseline=false"])
     rcfg = load_config(AblationConfig, "configs/demo/reid.yaml")
 
     def section(diff, cfg=cfg, rcfg=rcfg):
@@ -145,10 +145,10 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     assert "| the demo table |" in text
     assert "cannot separate the two on its own" in section(2.0)
     # a demo of generator remixes at half of every batch is set beside the reference's remixes, not its hybrid
-    remix = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["generated=remix"])
+    remix = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["generated=remix", "cutpaste_baseline=false"])
     text = section(11.0, remix, load_config(AblationConfig, "configs/demo/reid.yaml", ["virtual_share=0.5"]))
     assert "recipe `remix-s50`" in text and "`hybrid`" not in text and "+3.0 ± 0.0 rank-1" in text
-    other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100"])
+    other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100", "cutpaste_baseline=false"])
     text = section(11.0, other)
     assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text
 

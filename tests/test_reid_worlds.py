@@ -21,8 +21,20 @@ def test_combined_recipes_are_checked():
     assert combined.combined and combined.kinds == ["cutpaste", "hybrid"] and combined.labels == ["smooth"] * 2
     with pytest.raises(UserError, match="one share .* per kind"):
         Recipe("x", setting="real+remix", generated="cutpaste+hybrid", share=[0.25])
-    with pytest.raises(UserError, match="last stage is real\\+remix"):
+    with pytest.raises(UserError, match="setting is real\\+remix .* not 'real\\+new'"):
         Recipe("x", setting="real+new", generated="cutpaste+new", share=[0.25, 0.1])
+    with pytest.raises(UserError, match="setting is real\\+remix"):  # the kinds after the first join no stage
+        Recipe("x", setting="virtual->real+remix", generated="cutpaste+new", share=[0.25, 0.1])
+    with pytest.raises(UserError, match="sum below 1"):
+        Recipe("x", setting="real+remix", generated="cutpaste+hybrid", share=[0.6, 0.5])
+    with pytest.raises(UserError, match="at least 0"):
+        Recipe("x", setting="real+remix", generated="cutpaste+hybrid", share=[-0.1, 0.5])
+    with pytest.raises(UserError, match="needs a share per kind"):
+        Recipe("x", setting="real+remix", generated="cutpaste", label=["smooth"])
+    with pytest.raises(UserError, match="two kinds or more"):
+        Recipe("x", setting="real+remix", generated="cutpaste", share=[0.25])
+    with pytest.raises(UserError, match="names a folder"):
+        World("../up")
     with pytest.raises(UserError, match="several kinds of real-identity images"):
         Recipe("x", setting="real+remix", generated="cutpaste+hybrid", share=0.25)
     with pytest.raises(UserError, match="'paste' is not one of"):
@@ -116,3 +128,35 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     changed = old | {"train": to_dict(cfg.train) | {"epochs": 3}}
     (tmp_path / "repo" / cfg.package / "provenance.json").write_text(json.dumps({"config": changed}))
     assert not Shipped(cfg).rows
+
+
+def test_a_finished_combined_run_is_reused_only_for_the_same_kinds(tmp_path):
+    """finished_result compares the further kinds' data (their folder's name), shares and labels."""
+    from reid.ablation import AblationConfig, MoreGenerated, finished_result, stage_dir
+    from reid.train import ReidTrainConfig
+
+    def cfg(kind):
+        return AblationConfig(settings=["real+remix"], virtual_share=0.25, virtual_label="smooth",
+                              train=ReidTrainConfig(batch=32), out=str(tmp_path),
+                              more_generated=[MoreGenerated(f"/x/{kind}", "remix", 0.125, "smooth")])
+
+    run = stage_dir(tmp_path, "real+remix", 0)
+    run.mkdir(parents=True)
+    mix = {"virtual_share": 0.25, "virtual_label": "smooth", "virtual_epsilon": 0.1, "virtual_triplet": False,
+           "generated_per_batch": 13, "more": [{"data": "hybrid", "virtual_share": 0.125, "virtual_label": "smooth",
+                                                "virtual_epsilon": 0.1, "generated_per_batch": 6}]}
+    t = ReidTrainConfig(batch=32)
+    result = {"epochs": t.epochs, "transforms": list(t.transforms), "steps": 10, "rank1": 0.5, "rank5": 0.6,
+              "mAP": 0.4, "mINP": 0.2, "cmc": [0.5], "mix": mix}
+    (run / "result.json").write_text(json.dumps(result))
+    assert finished_result(cfg("hybrid"), "real+remix", 0)["more_data"] == "hybrid"
+    with pytest.raises(UserError, match="trained with mix"):
+        finished_result(cfg("remix-newpose"), "real+remix", 0)
+    # a result written before the further kinds' data was recorded is taken as the config's
+    del mix["more"][0]["data"]
+    (run / "result.json").write_text(json.dumps(result))
+    assert finished_result(cfg("remix-newpose"), "real+remix", 0) is not None
+    mix["more"][0]["virtual_share"] = 0.1
+    (run / "result.json").write_text(json.dumps(result))
+    with pytest.raises(UserError, match="trained with mix"):
+        finished_result(cfg("hybrid"), "real+remix", 0)

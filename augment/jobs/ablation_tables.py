@@ -128,7 +128,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, against: list[str], names: tuple[s
     mean ± standard error, rank-1 / mAP). ``skip_same``: leave out a recipe whose runs are B's own (every paired
     seed's numbers equal: runs reused from B)."""
     a, b = with_worlds(a), with_worlds(b)
-    many = pd.concat([a.world, b.world]).nunique() > 1
+    many = a.world.nunique() > 1
     rows = []
     for (world, regime, recipe), g in a.groupby(["world", "regime", "recipe"], sort=False):
         bw = b[b.world == world]
@@ -194,9 +194,9 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    many = df.world.nunique() > 1
     df = df[[isinstance(c, list) for c in df["cmc"]]]  # rows reused from a shipped table carry no CMC
     where = scopes(df)
-    many = len({w for w, _ in where}) > 1
     fig, axes = plt.subplots(1, max(len(where), 1), figsize=(5 * max(len(where), 1), 3.8), dpi=120, squeeze=False)
     for ax, (world, regime) in zip(axes[0], where, strict=False):  # no CMC at all: one empty panel
         for recipe, g in df[(df.world == world) & (df.regime == regime)].groupby("recipe", sort=False):
@@ -219,8 +219,9 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
 
 
 def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_before: dict | None = None) -> None:
-    """The ablation's files under ``cfg.out`` from its ``rows``. ``plateaus_before``: the shipped provenance's
-    plateaus, kept for a world and regime whose anchor runs are all reused from the shipped table (no curve here)."""
+    """The ablation's files under ``cfg.out`` from its ``rows``. ``plateaus_before``: (world, regime) -> the shipped
+    provenance's plateau, kept where every anchor row of that world and regime is the shipped table's (no curve
+    here)."""
     out = Path(cfg.out)
     df = pd.DataFrame(rows)
     df = df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
@@ -230,13 +231,12 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_bef
         df.drop(columns=["cmc", "curve"]).to_csv(tmp, index=False, float_format="%.6f")
     atomic_write_text(out / "ablation.md", summary_table(df))
     many = df.world.nunique() > 1
-    first = cfg.worlds[0].name if getattr(cfg, "worlds", None) else REFERENCE_WORLD
-    before = plateaus_before or {}
     plateaus = {}
     for w, r in scopes(df):
-        key = f"{w}/{r}" if many else r
-        old = before.get(key) or (before.get(r) if w == first and "/" not in "".join(before) else None)
-        plateaus[key] = plateau(df[df.world == w], r, cfg.anchor) or old or {}
+        anchor = df[(df.world == w) & (df.regime == r) & (df.recipe == cfg.anchor)]
+        shipped = len(anchor) and not any(isinstance(c, list) for c in anchor["cmc"])
+        plateaus[f"{w}/{r}" if many else r] = plateau(df[df.world == w], r, cfg.anchor) or (
+            (plateaus_before or {}).get((w, r), {}) if shipped else {})
     _figures(df, plateaus, cfg.anchor, out)
     filters = {}
     for p in sorted(out.glob("*/*/generated/*-filtered-seed*/filter_summary.json")):  # <world>/<regime>/generated

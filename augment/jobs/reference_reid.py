@@ -182,7 +182,7 @@ def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, regime_data: Gene
 
 def _row(recipe: Recipe, world: World, regime: Regime, seed: int, acfg: AblationConfig, res: dict) -> dict:
     share = "+".join(f"{s:g}" for s in recipe.shares) if recipe.combined else recipe.share
-    label = "+".join(dict.fromkeys(recipe.labels[:len(recipe.kinds)])) if recipe.combined else recipe.label
+    label = "+".join(recipe.labels) if recipe.combined else recipe.label  # one per kind
     return {"recipe": recipe.name, "world": world.name, "regime": regime.name, "seed": seed,
             "setting": recipe.setting, "generated": recipe.generated, "share": share if recipe.generated else 0.0,
             "label": label if recipe.generated else "", "filter": recipe.filter,
@@ -198,6 +198,9 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
     t = time.perf_counter()
     world, regime = regime_data.world, regime_data.regime
     acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
+    started = stage_dir(acfg.out, recipe.setting, seed).exists()
+    if not started and shipped is not None and (row := shipped.row(world, regime, recipe, seed)) is not None:
+        return row, None  # no data needed
     res = finished_result(acfg, recipe.setting, seed, steps_per_epoch=regime_data.steps_per_epoch())
     if res is not None:
         return _row(recipe, world, regime, seed, acfg, res), None
@@ -208,7 +211,7 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
         if not state.is_file():
             raise UserError(f"{recipe.name} ({regime_data.tag}, seed {seed}) is filtered by the model of "
                             f"{cfg.anchor}, seed {seed}, which is not here ({state}): its row came from the shipped "
-                            f"ablation; run with --no-shipped to train it here")
+                            f"ablation; run `--no-shipped --only {recipe.name}` to train the anchor and it here")
     acfg = _ablation_config(cfg, recipe, regime_data, seed)
     (res,) = run_ablation(acfg, progress=False)
     return _row(recipe, world, regime, seed, acfg, res), time.perf_counter() - t
@@ -233,6 +236,30 @@ def _scopes(cfg: ReidReferenceConfig, worlds: list[str] | None = None) -> list[t
     return [(w, r) for w in cfg.worlds if not worlds or w.name in worlds for r in cfg.regimes]
 
 
+def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict | None = None) -> list[dict]:
+    """Every row the table has so far, in its order (seed, world and regime, recipe, the anchor first): a run's row
+    from ``fresh`` (this process's, by (world, regime, recipe, seed)), else from its finished results here, else from
+    the shipped table (nothing trained, no data read)."""
+    fresh = fresh or {}
+    recipes = sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor)
+    rows = []
+    for seed in cfg.seeds:
+        for world, regime in _scopes(cfg):
+            regime_data = GeneratedData(cfg, world, regime, False, print)
+            for recipe in recipes:
+                row = fresh.get((world.name, regime.name, recipe.name, seed))
+                if row is None:
+                    acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
+                    res = finished_result(acfg, recipe.setting, seed)
+                    if res is not None:
+                        row = _row(recipe, world, regime, seed, acfg, res)
+                    elif shipped is not None:
+                        row = shipped.row(world, regime, recipe, seed)
+                if row is not None:
+                    rows.append(row)
+    return rows
+
+
 def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: bool = True) -> pd.DataFrame:
     """The table of the runs finished so far, read from their results (nothing trained, no data read), and of the
     shipped ablation's rows of runs not here (``reuse``); writes the outputs, as ``run`` does (``command``: how the
@@ -240,31 +267,23 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     out = Path(cfg.out)
     times_path = out / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
-    recipes = sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor)
     shipped = Shipped(cfg) if reuse else None
-    rows = []
-    for seed in cfg.seeds:
-        for world, regime in _scopes(cfg):
-            regime_data = GeneratedData(cfg, world, regime, False, log)
-            for recipe in recipes:
-                acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
-                res = finished_result(acfg, recipe.setting, seed)
-                if res is not None:
-                    rows.append(_row(recipe, world, regime, seed, acfg, res))
-                elif shipped is not None and (row := shipped.row(world, regime, recipe, seed)) is not None:
-                    rows.append(row)
+    if shipped is not None:
+        log(shipped.summary)
+    rows = _table_rows(cfg, shipped)
     if not rows:
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
     check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)  # every row may be the shipped table's
     write_outputs(cfg, rows, times, command, shipped.plateaus if shipped is not None else None)
-    log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(_scopes(cfg)) * len(recipes)}")
+    log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(_scopes(cfg)) * len(cfg.recipes)}")
     return pd.DataFrame(rows)
 
 
 class _Results:
     """The rows finished so far, in the sequential order (seed, world and regime, recipe), and the seconds each run
-    trained (``times.json``: a reused run keeps the time it took)."""
+    trained (``times.json``: a reused run keeps the time it took). The table it writes holds them and every other
+    row already finished here or shipped (a run of some recipes or worlds still writes the whole table)."""
 
     def __init__(self, cfg: ReidReferenceConfig, log, command: str, shipped: Shipped | None = None):
         self.cfg, self.log, self.command, self.shipped = cfg, log, command, shipped
@@ -286,7 +305,8 @@ class _Results:
         return [self.by_key[k] for k in sorted(self.by_key)]
 
     def write(self) -> None:
-        write_outputs(self.cfg, self.rows(), self.times, self.command,
+        fresh = {(r["world"], r["regime"], r["recipe"], r["seed"]): r for r in self.rows()}
+        write_outputs(self.cfg, _table_rows(self.cfg, self.shipped, fresh), self.times, self.command,
                       self.shipped.plateaus if self.shipped is not None else None)
 
 
@@ -306,8 +326,9 @@ def _run_in_workers(cfg: ReidReferenceConfig, recipes: list[Recipe], scopes: lis
                     results: _Results, jobs: int, shipped: Shipped | None) -> None:
     """Every run in ``jobs`` worker processes, recipe by recipe in the config's order, every seed of one recipe
     before the next; the generated data are made first, in this process."""
-    for regime_data in data:
-        regime_data.prepare(recipes)
+    for regime_data in data:  # the recipes with a run to train here: a shipped run needs no data
+        regime_data.prepare([r for r in recipes if shipped is None or any(
+            shipped.row(regime_data.world, regime_data.regime, r, seed) is None for seed in cfg.seeds)])
     made = [set(regime_data.made) for regime_data in data]
     todo = [(i, j, k) for k in range(len(recipes)) for i in range(len(cfg.seeds)) for j in range(len(scopes))]
     threads = max(1, torch.get_num_threads() // jobs)  # the cores this process may use, shared out
@@ -358,9 +379,16 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     scopes = _scopes(cfg, worlds)
     out = Path(cfg.out)
     check_output_folder(out, "out")
+    old = next((out / r.name for r in cfg.regimes if (out / r.name / "runs").is_dir()), None)
+    if old is not None:  # the layout before worlds: <out>/<regime>/runs
+        raise UserError(f"{old}: runs in the layout before worlds were a key; move that folder to "
+                        f"{out / cfg.worlds[0].name / old.name} if its SimMarket is world {cfg.worlds[0].name!r} "
+                        f"(seed {cfg.worlds[0].sim_seed}), else delete it")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     shipped = Shipped(cfg) if reuse else None
+    if shipped is not None:
+        log(shipped.summary)
     results = _Results(cfg, log, command, shipped)
     data = [GeneratedData(cfg, w, r, progress, log) for w, r in scopes]
     recipes = _recipes_to_run(cfg, only)

@@ -3,14 +3,14 @@ checked when it loads), and which of its runs the shipped ablation already holds
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from augment.jobs.ablation_tables import read_ablation
+from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation
 from augment.jobs.provenance import REPO
 from augment.makers.plates import PLATES_OF
 from generator.config import ConfigValueError, to_dict
-from reid.ablation import MIXED, parse_setting
 from reid.train import ReidTrainConfig
 
 # a recipe's generated data, one kind or several joined by '+' ('': real-only); remix-newpose: remixes in poses of
@@ -24,6 +24,11 @@ class World:
     name: str = "reference"  # its rows' `world` in ablation.csv, and its folder under out
     sim_seed: int = 0  # SimMarket seed: the scenes, cameras and people (0: the world the generator was trained on)
     style: Literal["flat", "textured"] = "flat"  # how SimMarket draws its people
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ConfigValueError("worlds", f"name {self.name!r}: use letters, digits, '-', '_' and '.' (it names a "
+                                             f"folder under out)")
 
 
 @dataclass
@@ -52,15 +57,21 @@ class Recipe:
         if bad is not None:
             raise ConfigValueError("recipes", f"{self.name}: generated {self.generated!r}: {bad!r} is not one of "
                                               f"{', '.join(KINDS)} (kinds are joined by '+')")
-        if isinstance(self.share, list) or isinstance(self.label, list):
-            if len(self.shares) != len(self.kinds) or len(self.labels) != len(self.kinds):
-                raise ConfigValueError("recipes", f"{self.name}: give one share (and one label, or a single label) "
-                                                  f"per kind of {self.generated!r}")
-            last = parse_setting(self.setting)[-1]
+        if min(self.shares) < 0 or sum(self.shares) >= 1:
+            raise ConfigValueError("recipes", f"{self.name}: share {self.share}: each share at least 0 and their sum "
+                                              f"below 1 (they are parts of every batch)")
+        if isinstance(self.label, list) and not isinstance(self.share, list):
+            raise ConfigValueError("recipes", f"{self.name}: a label per kind needs a share per kind; give share as a "
+                                              f"list too")
+        if self.combined:
+            if len(self.kinds) < 2 or len(self.shares) != len(self.kinds) or len(self.labels) != len(self.kinds):
+                raise ConfigValueError("recipes", f"{self.name}: a share list is for two kinds or more: give one share "
+                                                  f"(and one label, or a single label) per kind of {self.generated!r}")
             first = "new" if self.kinds[0] == "new" else "remix"
-            if last not in MIXED or last != f"real+{first}":
-                raise ConfigValueError("recipes", f"{self.name}: a combined recipe's last stage is real+{first} (its "
-                                                  f"first kind, {self.kinds[0]}; the others join it), not {last!r}")
+            if self.setting != f"real+{first}":
+                raise ConfigValueError("recipes", f"{self.name}: a combined recipe's setting is real+{first} (its "
+                                                  f"first kind, {self.kinds[0]}; the others join every batch), not "
+                                                  f"{self.setting!r}")
         elif sum(k != "new" for k in self.kinds) > 1:
             raise ConfigValueError("recipes", f"{self.name}: {self.generated!r} holds several kinds of real-identity "
                                               f"images; give share as a list, one share per kind")
@@ -87,7 +98,7 @@ class Recipe:
 class ReidReferenceConfig:
     out: str = "outputs/reference/reid"
     sim_ids: int = 200  # SimMarket identities (half train, half test), the data the reference generator trained on
-    # the SimMarket worlds, each a table of its own rows (`world`); the first is where runs go unless --world names one
+    # the SimMarket worlds, each with rows of its own (`world`); every world runs unless --world names some
     worlds: list[World] = field(default_factory=lambda: [World()])
     regimes: list[Regime] = field(default_factory=lambda: [Regime("full", 0), Regime("cameras2", 2)])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -127,41 +138,54 @@ class ReidReferenceConfig:
 class Shipped:
     """The rows of the shipped ablation (``package``: its ``ablation.csv`` and ``provenance.json``) that this config
     would train the same way: a run whose row is there is not trained again (``run``'s ``reuse``). A row counts when
-    the provenance's config agrees with this one on everything but the recipes, seeds and worlds, its recipe of that
-    name is this config's recipe, and its world is this config's world of that name (a table shipped before worlds
-    were a key holds the world of its ``sim_seed``, drawn flat). Such rows carry no CMC curve or learning curve."""
+    the provenance's config agrees with this one on everything but the recipes, seeds and worlds; its recipe of that
+    name is this config's recipe (and, for a filtered recipe, so is the anchor whose model scores the filter); and
+    its world is drawn as one of this config's worlds (the same sim_seed and style; the row takes that world's
+    name here; a table shipped before worlds were a key holds the world of its ``sim_seed``, drawn flat). Such rows
+    carry no CMC curve or learning curve; the provenance's plateaus of those worlds come with them."""
 
     SAME = ("sim_ids", "regimes", "train", "finetune_epochs", "curve_every", "remix_images_per_id", "new_identities",
             "new_images_per_id", "filter_new_tau", "anchor", "reference")
 
     def __init__(self, cfg: ReidReferenceConfig):
         self.rows: dict[tuple[str, str, str, int], dict] = {}
-        self.plateaus: dict = {}  # the shipped provenance's learning-curve plateaus (its anchor's curves)
+        self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         dest = REPO / cfg.package
+        self.summary = f"no shipped ablation at {dest} to reuse rows from"
         if not (dest / "ablation.csv").is_file() or not (dest / "provenance.json").is_file():
             return
         provenance = json.loads((dest / "provenance.json").read_text())
         shipped = provenance.get("config", {})
         mine = to_dict(cfg)
-        if any(shipped.get(k) != mine[k] for k in self.SAME):
+        differ = [k for k in self.SAME if shipped.get(k) != mine[k]]
+        if differ:
+            self.summary = (f"the shipped ablation ({dest}) was trained with other {', '.join(differ)}: none of its "
+                            "rows is reused")
             return
-        self.plateaus = provenance.get("plateau", {})
         recipes = {r["name"]: r for r in shipped.get("recipes", [])}
-        worlds = shipped.get("worlds") or [{"name": None, "sim_seed": shipped.get("sim_seed", 0), "style": "flat"}]
-        by_name = {w.name: to_dict(w) for w in cfg.worlds}
-        df = read_ablation(dest / "ablation.csv")
-        for row in df.to_dict("records"):
-            world = next((w for w in worlds if w["name"] in (row.get("world"), None)), None)
-            mine_world = next((n for n, w in by_name.items() if world is not None and
-                               {k: w[k] for k in ("sim_seed", "style")} ==
-                               {k: world.get(k, "flat") for k in ("sim_seed", "style")}), None)
+        anchor_same = recipes.get(cfg.anchor) == to_dict(next(r for r in cfg.recipes if r.name == cfg.anchor))
+        worlds = shipped.get("worlds") or [{"name": REFERENCE_WORLD, "sim_seed": shipped.get("sim_seed", 0)}]
+        here = {}  # a shipped world's name -> this config's world drawn the same way
+        for w in worlds:
+            drawn = (w.get("sim_seed", 0), w.get("style", "flat"))
+            here[w["name"]] = next((m.name for m in cfg.worlds if (m.sim_seed, m.style) == drawn), None)
+        many = len(worlds) > 1
+        for key, value in provenance.get("plateau", {}).items():
+            world, _, regime = key.rpartition("/") if many else (worlds[0]["name"], "", key)
+            if here.get(world) and value:
+                self.plateaus[here[world], regime] = value
+        for row in read_ablation(dest / "ablation.csv").to_dict("records"):
+            world = here.get(row["world"])
             recipe = next((r for r in cfg.recipes if r.name == row["recipe"]), None)
-            if mine_world is None or recipe is None or recipes.get(recipe.name) != to_dict(recipe):
+            if world is None or recipe is None or recipes.get(recipe.name) != to_dict(recipe):
+                continue
+            if recipe.filter and not anchor_same:  # scored by another anchor's model than this config's
                 continue
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
-            self.rows[(mine_world, row["regime"], row["recipe"], int(row["seed"]))] = {
-                **row, "world": mine_world, "generated": row.get("generated", ""), "label": row.get("label", ""),
+            self.rows[(world, row["regime"], row["recipe"], int(row["seed"]))] = {
+                **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
                 "device": row.get("device", ""), "cmc": None, "curve": None}
+        self.summary = f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
 
     def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
         return self.rows.get((world.name, regime.name, recipe.name, seed))
