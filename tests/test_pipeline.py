@@ -193,3 +193,23 @@ def test_report_sets_the_generated_recipe_beside_its_own_cut_and_paste_run(tmp_p
     assert "real+remix − real+cutpaste = +2.0 rank-1" in text and "cannot separate the two on its own" in text
     # cut-and-paste itself is set beside real-only, as the reference ablation's `cutpaste` recipe
     assert "real+cutpaste − real = +14.0 rank-1" in text and "recipe `cutpaste` against `real`" in text
+
+
+def test_a_combined_demo_recipe_is_cut_and_paste_with_the_generated_images_on_top(tmp_path):
+    from augment.jobs.pipeline import PipelineConfig, baseline_config, combined_config
+    from generator.config import load_config
+    from generator.errors import UserError
+    from reid.ablation import AblationConfig
+
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [f"out={tmp_path}", "combined_share=0.125"])
+    rcfg = load_config(AblationConfig, "configs/demo/reid.yaml")
+    combined = combined_config(cfg, rcfg, "remix")
+    assert combined.remix_root == str(tmp_path / "cutpaste") and combined.virtual_share == rcfg.virtual_share
+    (more,) = combined.more_generated
+    assert (more.root, more.kind, more.share, more.label) == (str(tmp_path / "virtual_market"), "remix", 0.125,
+                                                               rcfg.virtual_label)
+    # the cut-and-paste run beside it is cut-and-paste alone, at the same share
+    paste = baseline_config(cfg, combined)
+    assert paste.more_generated == [] and paste.remix_root == str(tmp_path / "cutpaste")
+    with pytest.raises(UserError, match="combined_share: 0.8 with the reid config's virtual_share 0.25"):
+        combined_config(load_config(PipelineConfig, None, ["combined_share=0.8"]), rcfg, "remix")

@@ -27,7 +27,7 @@ from generator.config import ConfigValueError
 from generator.errors import UserError
 from generator.io import check_output_folder
 from generator.shipped import install
-from reid.ablation import AblationConfig, run_ablation
+from reid.ablation import AblationConfig, MoreGenerated, run_ablation
 
 
 @dataclass
@@ -54,10 +54,18 @@ class PipelineConfig:
     # re-ID also trains real + cut-and-paste (each real person pasted into another camera's image: no generator) at
     # the generated recipe's share, labels, seed and steps, beside it: what the generator adds over pasting
     cutpaste_baseline: bool = True
+    # > 0: a combined recipe: every batch gets cut-and-paste at the reid config's virtual_share, and the generated
+    # images on top at this share (0: the generated images alone)
+    combined_share: float = 0.0
+    # the reference ablation's recipe the demo's generated run repeats, set beside it in the report ('': the recipe
+    # of the same setting, generated data, share and labels)
+    reference_recipe: str = ""
 
     def __post_init__(self):
         if self.generated not in GENERATED:
             raise ConfigValueError("generated", f"{self.generated!r}: use one of {', '.join(GENERATED)}")
+        if not 0 <= self.combined_share < 1:
+            raise ConfigValueError("combined_share", f"{self.combined_share}: use a share of the batch in [0, 1)")
 
 
 GENERATED = ("remix", "hybrid", "inpaint")
@@ -74,6 +82,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     generated = "remix_root" if bcfg.fg_mode == "real" else "virtual_root"  # remixes keep the real pids
     rcfg = job_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"{generated}={vm}",
                                                   f"out={out / 'reid'}"], cfg.set, "reid")
+    if cfg.combined_share:
+        rcfg = combined_config(cfg, rcfg, "remix" if generated == "remix_root" else "new")
     check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
@@ -115,7 +125,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
 
     stage("gallery", gallery)
 
-    if cfg.cutpaste_baseline:
+    if cfg.cutpaste_baseline or cfg.combined_share:
         def paste():
             s = cut_paste(reid_root, out / "cutpaste", size=tuple(cfg.reid_size), plates=PLATES_OF["cutpaste"],
                           progress=progress)
@@ -140,3 +150,16 @@ def baseline_config(cfg: PipelineConfig, rcfg: AblationConfig) -> AblationConfig
     labels, seed and steps (``<out>/reid-cutpaste``)."""
     return replace(rcfg, remix_root=str(Path(cfg.out) / "cutpaste"), settings=["real+remix"], more_generated=[],
                    out=str(Path(cfg.out) / "reid-cutpaste"))
+
+
+def combined_config(cfg: PipelineConfig, rcfg: AblationConfig, kind: str) -> AblationConfig:
+    """The re-ID of a combined recipe: cut-and-paste (``<out>/cutpaste``) at the reid config's share, and the
+    pipeline's generated images (``<out>/virtual_market``, real identities or new ones: ``kind``) on top at
+    ``combined_share``, under the reid config's labels."""
+    try:
+        return replace(rcfg, remix_root=str(Path(cfg.out) / "cutpaste"), virtual_root="", more_generated=[
+            MoreGenerated(str(Path(cfg.out) / "virtual_market"), kind, cfg.combined_share, rcfg.virtual_label,
+                          rcfg.virtual_epsilon)])
+    except ConfigValueError as e:
+        raise UserError(f"combined_share: {cfg.combined_share} with the reid config's virtual_share "
+                        f"{rcfg.virtual_share}: {e.reason}") from None

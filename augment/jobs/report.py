@@ -147,6 +147,9 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     transforms = "+".join(rcfg.train.transforms)
     generated = getattr(cfg, "generated", "remix")
     names = {s: _reference_row(ref, regime, s, rcfg, transforms, generated) for s in settings if s != "real+cutpaste"}
+    asked = getattr(cfg, "reference_recipe", "")
+    if asked and "real+remix" in names:  # the recipe the config names, if the reference ablation ran it here
+        names["real+remix"] = asked if asked in set(ref[ref.regime == regime].recipe) else None
     if "real+cutpaste" in settings:
         names["real+cutpaste"] = _reference_row(ref, regime, "real+remix", rcfg, transforms, "cutpaste") \
             if regime else None
