@@ -23,7 +23,7 @@ def _cmd_reference_reid(args) -> None:
     else:
         reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs,
                            command=command, worlds=[n for n in args.world.split(",") if n],
-                           reuse=not args.no_shipped)
+                           reuse=not args.no_shipped, fresh=[n for n in args.fresh.split(",") if n])
     print((Path(cfg.out) / "ablation.md").read_text(), end="")
     print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
     if args.package or args.package_only:
@@ -99,6 +99,9 @@ def add_reference_reid(sub) -> None:
                     help="run these recipes only this time (real always runs); a later full run reuses them")
     rr.add_argument("--world", default="", metavar="NAME,NAME",
                     help="run these worlds of the config only this time; a later full run reuses them")
+    rr.add_argument("--fresh", default="", metavar="NAME,NAME",
+                    help="train these recipes here even where the shipped ablation holds their rows (a CPU run does "
+                         "not repeat its numbers on another machine or day: pair runs of one machine)")
     rr.add_argument("--no-shipped", action="store_true",
                     help="train every run here, also those whose rows the shipped ablation (the config's package) "
                          "holds from runs of the same recipe and training")

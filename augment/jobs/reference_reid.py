@@ -366,11 +366,13 @@ def _run_in_workers(cfg: ReidReferenceConfig, recipes: list[Recipe], scopes: lis
 
 
 def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[str] | None = None,
-        jobs: int = 1, command: str = COMMAND, worlds: list[str] | None = None, reuse: bool = True) -> pd.DataFrame:
+        jobs: int = 1, command: str = COMMAND, worlds: list[str] | None = None, reuse: bool = True,
+        fresh: list[str] | None = None) -> pd.DataFrame:
     """Every recipe x world x regime x seed (resumable); returns the rows and writes the outputs.
     ``only``: these recipes alone this time (the anchor always runs too: the filter and the plateau need it).
     ``worlds``: these worlds alone this time. ``reuse``: a run whose row the shipped ablation holds, trained the
-    same way (``Shipped``), is not trained again.
+    same way (``Shipped``), is not trained again, unless its recipe is one of ``fresh`` (trained here again: a CPU run
+    does not repeat its numbers on another machine or day, so a comparison is cleanest between runs of one machine).
     ``jobs`` = 1 runs seed by seed, so a partial ablation holds complete paired comparisons. ``jobs`` > 1 makes all
     generated data first, then keeps that many runs going in worker processes (one GPU can hold them all), recipe by
     recipe in the config's order, every seed of one recipe before the next."""
@@ -388,7 +390,11 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     save_config(cfg, out / "config.yaml")
     shipped = Shipped(cfg) if reuse else None
     if shipped is not None:
-        log(shipped.summary)
+        unknown = sorted(set(fresh or []) - {r.name for r in cfg.recipes})
+        if unknown:
+            raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}")
+        shipped.rows = {k: v for k, v in shipped.rows.items() if k[2] not in (fresh or [])}
+        log(shipped.summary + (f"; training {', '.join(fresh)} here again" if fresh else ""))
     results = _Results(cfg, log, command, shipped)
     data = [GeneratedData(cfg, w, r, progress, log) for w, r in scopes]
     recipes = _recipes_to_run(cfg, only)
