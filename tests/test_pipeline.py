@@ -4,6 +4,8 @@ import re
 import pytest
 from conftest import run_cli
 
+HYBRID = ["generated=hybrid", "combined_share=0", "reference_recipe=''"]  # the demo with the hybrid alone
+
 
 @pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path):
@@ -127,7 +129,7 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     (out / "reid").mkdir(parents=True)
     (out / "reid" / "results.md").write_text("| the demo table |\n")
     _fake_reference(ref, [10, 12, 14, 11, 13])  # spread: std 1.6 points
-    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["cutpaste_baseline=false"])
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [*HYBRID, "cutpaste_baseline=false"])
     rcfg = load_config(AblationConfig, "configs/demo/reid.yaml")
 
     def section(diff, cfg=cfg, rcfg=rcfg):
@@ -145,10 +147,12 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     assert "| the demo table |" in text
     assert "cannot separate the two on its own" in section(2.0)
     # a demo of generator remixes at half of every batch is set beside the reference's remixes, not its hybrid
-    remix = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["generated=remix", "cutpaste_baseline=false"])
+    remix = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [*HYBRID, "generated=remix",
+                                                                             "cutpaste_baseline=false"])
     text = section(11.0, remix, load_config(AblationConfig, "configs/demo/reid.yaml", ["virtual_share=0.5"]))
     assert "recipe `remix-s50`" in text and "`hybrid`" not in text and "+3.0 ± 0.0 rank-1" in text
-    other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", ["sim_ids=100", "cutpaste_baseline=false"])
+    other = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [*HYBRID, "sim_ids=100",
+                                                                            "cutpaste_baseline=false"])
     text = section(11.0, other)
     assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text
 
@@ -169,7 +173,7 @@ def test_report_sets_the_generated_recipe_beside_its_own_cut_and_paste_run(tmp_p
         (out / run).mkdir(parents=True)
         (out / run / "results.md").write_text(f"| setting | {run} |\n| real+remix | x |\n")
     _fake_reference(ref, [10, 12, 14, 11, 13])
-    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [f"out={out}"])
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [*HYBRID, f"out={out}"])
     rcfg = load_config(AblationConfig, "configs/demo/reid.yaml")
     paste = baseline_config(cfg, rcfg)
     assert paste.settings == ["real+remix"] and paste.remix_root == str(out / "cutpaste")
@@ -213,3 +217,34 @@ def test_a_combined_demo_recipe_is_cut_and_paste_with_the_generated_images_on_to
     assert paste.more_generated == [] and paste.remix_root == str(tmp_path / "cutpaste")
     with pytest.raises(UserError, match="combined_share: 0.8 with the reid config's virtual_share 0.25"):
         combined_config(load_config(PipelineConfig, None, ["combined_share=0.8"]), rcfg, "remix")
+
+
+def test_report_of_the_combined_demo_names_its_reference_recipe(tmp_path):
+    """The demo's default: cut-and-paste with the generator's remixes on top, set beside the reference ablation's
+    recipe the config names (cutpaste+remix-newpose), against real-only and against cut-and-paste."""
+    import pandas as pd
+
+    from augment.jobs.pipeline import PipelineConfig
+    from augment.jobs.report import reid_section
+    from generator.config import load_config
+    from reid.ablation import AblationConfig
+
+    out, ref = tmp_path / "demo", tmp_path / "ref"
+    _fake_reference(ref, [10, 12, 14, 11, 13])
+    rows = pd.read_csv(ref / "ablation.csv")
+    combined = rows[rows.recipe == "cutpaste"].assign(recipe="cutpaste+remix-newpose",
+                                                       generated="cutpaste+remix-newpose", share="0.25+0.125",
+                                                       rank1=lambda d: d.rank1 + 0.03)
+    pd.concat([rows, combined]).to_csv(ref / "ablation.csv", index=False)
+    for run, r1 in (("reid", 0.30), ("reid-cutpaste", 0.25)):
+        (out / run).mkdir(parents=True)
+        (out / run / "results.md").write_text(f"| {run} |\n")
+        pd.DataFrame([{"setting": "real", "seed": 0, "rank1": 0.05, "mAP": 0.07}] * (run == "reid")
+                     + [{"setting": "real+remix", "seed": 0, "rank1": r1, "mAP": 0.2}]
+                     ).to_csv(out / run / "results.csv", index=False)
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [f"out={out}"])
+    assert cfg.combined_share and cfg.reference_recipe == "cutpaste+remix-newpose"
+    text = reid_section(out, cfg, load_config(AblationConfig, "configs/demo/reid.yaml"), reference=ref)
+    assert "recipe `cutpaste+remix-newpose` against `real`" in text
+    assert "recipe `cutpaste+remix-newpose` against `cutpaste`): +3.0 ± 0.0 rank-1" in text
+    assert "real+remix − real+cutpaste = +5.0 rank-1" in text
