@@ -115,7 +115,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
         # from another config, so a rerun never reuses a stale Virtual Market
         s = build(bcfg, progress=progress)
         verb = "reusing" if s["rendered_now"] == 0 else "built"
-        log(f"[build] {verb} {s.get('images', 0)} images of {bcfg.identities} identities -> {vm}")
+        log(f"[build] {verb} {s.get('images', 0)} images of {s['identities']} identities -> {vm}")
 
     stage("build", virtual)
 
