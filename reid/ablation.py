@@ -21,6 +21,7 @@ are the real data's, so they are iteration-matched to ``real`` with or without `
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -211,6 +212,9 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
         if not path.is_file():
             return None
         res = json.loads(path.read_text())
+        # the day it trained (a CPU run's numbers depend on the machine and day): a result written before it was
+        # recorded has its file's date
+        res.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(path.stat().st_mtime)))
         asked = {"epochs": t.epochs if k == 0 or not cfg.finetune_epochs else cfg.finetune_epochs,
                  "transforms": list(t.transforms), "model": t.model, "loss": t.loss, "lr": t.lr, "batch": t.batch,
                  "size": list(t.size)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -156,7 +157,7 @@ def train_and_evaluate(train_set: str, test_set: str, cfg: ReidTrainConfig, run_
            "steps_per_epoch": cfg.steps_per_epoch, "steps": steps, "seed": seed, "transforms": list(cfg.transforms),
            "train_set": train_set, "test_set": test_set, "train_ids": int(dm.num_train_pids),
            "device": device_name(device), "model": cfg.model, "loss": cfg.loss, "lr": cfg.lr, "batch": cfg.batch,
-           "size": list(cfg.size)}
+           "size": list(cfg.size), "date": time.strftime("%Y-%m-%d")}
     if mix_summary is not None:
         out["mix"] = mix_summary
     if cfg.eval_every:

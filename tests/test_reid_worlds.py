@@ -7,7 +7,7 @@ import pytest
 
 import augment.jobs.reid_recipes as recipes_module
 from augment.jobs import reference_reid
-from augment.jobs.ablation_tables import pairs_table, read_ablation, summary_table
+from augment.jobs.ablation_tables import pairs_table, read_ablation, runs_line, summary_table
 from augment.jobs.reference_reid import GeneratedData, _ablation_config
 from augment.jobs.reid_recipes import Recipe, Regime, ReidReferenceConfig, Shipped, World
 from generator.config import load_config, to_dict
@@ -93,7 +93,8 @@ def _ship(repo, cfg: ReidReferenceConfig, rows: list[dict], provenance_config: d
     pd.DataFrame(rows).to_csv(dest / "ablation.csv", index=False)
     curve = {"recipe": "real", "epochs": [9, 18], "rank1_mean": [0.2, 0.3], "seeds": 5, "best_epoch": 18,
              "plateau_epoch": 18}
-    (dest / "provenance.json").write_text(json.dumps({"config": provenance_config, "plateau": {"full": curve}}))
+    (dest / "provenance.json").write_text(json.dumps({"config": provenance_config, "plateau": {"full": curve},
+                                                     "date": "2026-11-26"}))
 
 
 def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatch):
@@ -110,6 +111,8 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     shipped = Shipped(cfg)
     assert len(shipped.rows) == 6 and {k[0] for k in shipped.rows} == {"reference"}
     assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 2)["rank1"] == pytest.approx(0.42)
+    # a table shipped before rows had a date: its rows are dated by its provenance
+    assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 2)["date"] == "2026-11-26"
     assert shipped.row(World("w2", 1, "textured"), Regime("full", 0), BASE[1], 2) is None
     # --package-only: the shipped rows make the table; their runs are not here, so they carry no CMC
     df = reference_reid.collect(cfg, log=lambda *a: None)
@@ -117,7 +120,9 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["runs_shipped"] == 6
     assert prov["plateau"]["full"]["plateau_epoch"] == 18  # the anchor's curves are the shipped runs': kept
-    assert list(read_ablation(tmp_path / "out" / "ablation.csv").columns[:3]) == ["recipe", "world", "regime"]
+    table = read_ablation(tmp_path / "out" / "ablation.csv")
+    assert list(table.columns[:3]) == ["recipe", "world", "regime"] and set(table.date) == {"2026-11-26"}
+    assert runs_line(table) == "6 runs (6 on cpu); trained 6 on 2026-11-26.\n"
     with pytest.raises(UserError, match="no finished run yet"):
         reference_reid.collect(cfg, log=lambda *a: None, reuse=False)
     # another recipe definition, or other training, reuses nothing of it
@@ -132,6 +137,8 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
 
 def test_a_finished_combined_run_is_reused_only_for_the_same_kinds(tmp_path):
     """finished_result compares the further kinds' data (their folder's name), shares and labels."""
+    import time
+
     from reid.ablation import AblationConfig, MoreGenerated, finished_result, stage_dir
     from reid.train import ReidTrainConfig
 
@@ -149,7 +156,9 @@ def test_a_finished_combined_run_is_reused_only_for_the_same_kinds(tmp_path):
     result = {"epochs": t.epochs, "transforms": list(t.transforms), "steps": 10, "rank1": 0.5, "rank5": 0.6,
               "mAP": 0.4, "mINP": 0.2, "cmc": [0.5], "mix": mix}
     (run / "result.json").write_text(json.dumps(result))
-    assert finished_result(cfg("hybrid"), "real+remix", 0)["more_data"] == "hybrid"
+    row = finished_result(cfg("hybrid"), "real+remix", 0)
+    assert row["more_data"] == "hybrid"
+    assert row["date"] == time.strftime("%Y-%m-%d")  # a result without its date: the day its file was written
     with pytest.raises(UserError, match="trained with mix"):
         finished_result(cfg("remix-newpose"), "real+remix", 0)
     # a result written before the further kinds' data was recorded is taken as the config's

@@ -30,7 +30,7 @@ OLD_COLUMNS = {"setting": "recipe", "recipe": "setting", "source": "generated"}
 REFERENCE_WORLD = "reference"  # the world of the rows of an ablation.csv written before worlds were a column
 # ablation.csv's columns, in order (any others follow)
 COLUMNS = ("recipe", "world", "regime", "seed", "setting", "generated", "share", "label", "filter", "transforms",
-           "steps", "rank1", "rank5", "mAP", "mINP", "device")
+           "steps", "rank1", "rank5", "mAP", "mINP", "device", "date")
 
 
 def read_ablation(path: str | Path) -> pd.DataFrame:
@@ -168,7 +168,10 @@ def runs_line(df: pd.DataFrame) -> str:
     """How many runs the rows hold and where they trained (their `device` column)."""
     devices = ", ".join(f"{n} on {d}" for d, n in df.device.fillna("unknown").value_counts().items()) \
         if "device" in df else ""
-    return f"{len(df)} runs" + (f" ({devices})" if devices else "") + ".\n"
+    dates = ", ".join(f"{n} on {d}" for d, n in sorted(df.date.fillna("unknown").value_counts().items())) \
+        if "date" in df else ""
+    return (f"{len(df)} runs" + (f" ({devices})" if devices else "") + (f"; trained {dates}" if dates else "")
+            + ".\n")
 
 
 def plateau(df: pd.DataFrame, regime: str, recipe: str) -> dict:

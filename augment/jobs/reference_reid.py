@@ -188,7 +188,7 @@ def _row(recipe: Recipe, world: World, regime: Regime, seed: int, acfg: Ablation
             "label": label if recipe.generated else "", "filter": recipe.filter,
             "transforms": "+".join(acfg.train.transforms), "steps": res["steps"],
             **{k: res[k] for k in ("rank1", "rank5", "mAP", "mINP")}, "device": res.get("device", ""),
-            "cmc": res["cmc"], "curve": res.get("curve")}
+            "date": res.get("date", ""), "cmc": res["cmc"], "curve": res.get("curve")}
 
 
 def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: GeneratedData,

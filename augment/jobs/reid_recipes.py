@@ -184,7 +184,8 @@ class Shipped:
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
             self.rows[(world, row["regime"], row["recipe"], int(row["seed"]))] = {
                 **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
-                "device": row.get("device", ""), "cmc": None, "curve": None}
+                "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")), "cmc": None,
+                "curve": None}
         self.summary = f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
 
     def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
