@@ -94,7 +94,8 @@ def _ship(repo, cfg: ReidReferenceConfig, rows: list[dict], provenance_config: d
     curve = {"recipe": "real", "epochs": [9, 18], "rank1_mean": [0.2, 0.3], "seeds": 5, "best_epoch": 18,
              "plateau_epoch": 18}
     (dest / "provenance.json").write_text(json.dumps({"config": provenance_config, "plateau": {"full": curve},
-                                                     "date": "2026-11-26"}))
+                                                     "date": "2026-11-26",
+                                                     "filters": {"full/hybrid-filtered-seed0": {"kept": 0.6}}}))
 
 
 def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatch):
@@ -120,6 +121,7 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["runs_shipped"] == 6
     assert prov["plateau"]["full"]["plateau_epoch"] == 18  # the anchor's curves are the shipped runs': kept
+    assert prov["filters"] == {"reference/full/hybrid-filtered-seed0": {"kept": 0.6}}  # and so are their filters
     table = read_ablation(tmp_path / "out" / "ablation.csv")
     assert list(table.columns[:3]) == ["recipe", "world", "regime"] and set(table.date) == {"2026-11-26"}
     assert runs_line(table) == "6 runs (6 on cpu); trained 6 on 2026-11-26.\n"

@@ -221,10 +221,11 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     save_figure(fig, out / "curve.png")
 
 
-def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_before: dict | None = None) -> None:
+def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_before: dict | None = None,
+                  filters_before: dict | None = None) -> None:
     """The ablation's files under ``cfg.out`` from its ``rows``. ``plateaus_before``: (world, regime) -> the shipped
     provenance's plateau, kept where every anchor row of that world and regime is the shipped table's (no curve
-    here)."""
+    here); ``filters_before``: the shipped filter summaries, kept where no filter of that name ran here."""
     out = Path(cfg.out)
     df = pd.DataFrame(rows)
     df = df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
@@ -241,7 +242,7 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_bef
         plateaus[f"{w}/{r}" if many else r] = plateau(df[df.world == w], r, cfg.anchor) or (
             (plateaus_before or {}).get((w, r), {}) if shipped else {})
     _figures(df, plateaus, cfg.anchor, out)
-    filters = {}
+    filters = dict(filters_before or {})
     for p in sorted(out.glob("*/*/generated/*-filtered-seed*/filter_summary.json")):  # <world>/<regime>/generated
         filters[f"{p.parent.parent.parent.parent.name}/{p.parent.parent.parent.name}/{p.parent.name}"] = \
             json.loads(p.read_text())

@@ -275,7 +275,7 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
     check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)  # every row may be the shipped table's
-    write_outputs(cfg, rows, times, command, shipped.plateaus if shipped is not None else None)
+    write_outputs(cfg, rows, times, command, *((shipped.plateaus, shipped.filters) if shipped else ()))
     log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(_scopes(cfg)) * len(cfg.recipes)}")
     return pd.DataFrame(rows)
 
@@ -307,7 +307,7 @@ class _Results:
     def write(self) -> None:
         fresh = {(r["world"], r["regime"], r["recipe"], r["seed"]): r for r in self.rows()}
         write_outputs(self.cfg, _table_rows(self.cfg, self.shipped, fresh), self.times, self.command,
-                      self.shipped.plateaus if self.shipped is not None else None)
+                      *((self.shipped.plateaus, self.shipped.filters) if self.shipped else ()))
 
 
 def _recipes_to_run(cfg: ReidReferenceConfig, only: list[str] | None) -> list[Recipe]:

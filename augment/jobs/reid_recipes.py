@@ -150,6 +150,7 @@ class Shipped:
     def __init__(self, cfg: ReidReferenceConfig):
         self.rows: dict[tuple[str, str, str, int], dict] = {}
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
+        self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
         dest = REPO / cfg.package
         self.summary = f"no shipped ablation at {dest} to reuse rows from"
         if not (dest / "ablation.csv").is_file() or not (dest / "provenance.json").is_file():
@@ -174,6 +175,11 @@ class Shipped:
             world, _, regime = key.rpartition("/") if many else (worlds[0]["name"], "", key)
             if here.get(world) and value:
                 self.plateaus[here[world], regime] = value
+        for key, value in provenance.get("filters", {}).items():  # <regime>/<name> in a table without worlds
+            parts = key.split("/")
+            world = here.get(parts[0] if len(parts) == 3 else worlds[0]["name"])
+            if world:
+                self.filters["/".join([world, *parts[-2:]])] = value
         for row in read_ablation(dest / "ablation.csv").to_dict("records"):
             world = here.get(row["world"])
             recipe = next((r for r in cfg.recipes if r.name == row["recipe"]), None)
