@@ -171,3 +171,22 @@ def test_a_finished_combined_run_is_reused_only_for_the_same_kinds(tmp_path):
     (run / "result.json").write_text(json.dumps(result))
     with pytest.raises(UserError, match="trained with mix"):
         finished_result(cfg("hybrid"), "real+remix", 0)
+
+
+def test_collect_reads_a_finished_combined_run_without_its_data(tmp_path):
+    """--package-only tabulates a combined run from its result alone: the further kind is named by its folder."""
+    from reid.ablation import stage_dir
+
+    recipe = Recipe("c+h", setting="real+remix", generated="cutpaste+hybrid", share=[0.25, 0.125])
+    cfg = ReidReferenceConfig(out=str(tmp_path), recipes=BASE + [recipe], regimes=[Regime("full", 0)], seeds=[0])
+    run = stage_dir(tmp_path / "reference" / "full" / "runs" / "c+h", "real+remix", 0)
+    run.mkdir(parents=True)
+    t = cfg.train
+    mix = {"virtual_share": 0.25, "virtual_label": "smooth", "virtual_epsilon": 0.1, "virtual_triplet": False,
+           "generated_per_batch": 13, "more": [{"data": "hybrid", "virtual_share": 0.125, "virtual_label": "smooth",
+                                                "virtual_epsilon": 0.1, "generated_per_batch": 6}]}
+    (run / "result.json").write_text(json.dumps({
+        "epochs": t.epochs, "transforms": list(t.transforms), "steps": 10, "rank1": 0.5, "rank5": 0.6, "mAP": 0.4,
+        "mINP": 0.2, "cmc": [0.5], "mix": mix, "date": "2026-12-05"}))
+    (df,) = [reference_reid.collect(cfg, log=lambda *a: None, reuse=False)]
+    assert list(df.recipe) == ["c+h"] and df.share[0] == "0.25+0.125" and df.date[0] == "2026-12-05"

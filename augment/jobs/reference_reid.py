@@ -157,20 +157,24 @@ def _runs(cfg: ReidReferenceConfig, world: World, regime: Regime, recipe: str) -
 
 def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, regime_data: GeneratedData, seed: int,
                      data: bool = True) -> AblationConfig:
-    """The run's ablation config; ``data=False`` leaves its data paths out (reading finished results only)."""
+    """The run's ablation config; ``data=False`` makes and reads no data (reading finished results only): its roots
+    are left out, and its further kinds (``more_generated``) name the folders they would be read from."""
     train = replace(cfg.train, transforms=list(recipe.transforms or cfg.train.transforms),
                     eval_every=cfg.curve_every if recipe.name == cfg.anchor else 0)
     roots = {"real_root": str(regime_data.real())} if data else {}
     paths = {}
-    for part in recipe.kinds if data else []:
-        if recipe.filter:
+    for part in recipe.kinds:
+        if not data:  # where it lies: a finished run records its further kinds by their folders' names
+            paths[part] = str(regime_data.dir / "generated" / (f"{part}-filtered-seed{seed}" if recipe.filter
+                                                               else part))
+        elif recipe.filter:
             state = stage_dir(_runs(cfg, regime_data.world, regime_data.regime, cfg.anchor), "real", seed) / "state.pt"
             paths[part] = str(regime_data.filtered(part, state, seed))
         else:
             paths[part] = str(regime_data.generated(part))
     kinds = recipe.kinds[:1] if recipe.combined else recipe.kinds  # a combined recipe: the others are more_generated
-    for part in kinds:
-        roots["virtual_root" if part == "new" else "remix_root"] = paths.get(part, "")
+    for part in kinds if data else []:
+        roots["virtual_root" if part == "new" else "remix_root"] = paths[part]
     more = [MoreGenerated(paths.get(part, ""), "new" if part == "new" else "remix", share, label, recipe.epsilon)
             for part, share, label in zip(recipe.kinds[1:], recipe.shares[1:], recipe.labels[1:], strict=True)
             ] if recipe.combined else []
