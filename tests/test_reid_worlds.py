@@ -115,6 +115,10 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     # a table shipped before rows had a date: its rows are dated by its provenance
     assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 2)["date"] == "2026-11-26"
     assert shipped.row(World("w2", 1, "textured"), Regime("full", 0), BASE[1], 2) is None
+    # --fresh: a recipe trained here again reuses none of its shipped rows
+    assert {k[2] for k in Shipped(cfg, ["cutpaste"]).rows} == {"real"}
+    with pytest.raises(UserError, match="--fresh paste: no recipe named 'paste'"):
+        Shipped(cfg, ["paste"])
     # --package-only: the shipped rows make the table; their runs are not here, so they carry no CMC
     df = reference_reid.collect(cfg, log=lambda *a: None)
     assert len(df) == 6 and set(df.world) == {"reference"}

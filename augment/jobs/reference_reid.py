@@ -91,10 +91,15 @@ class GeneratedData:
             self.made.add("generator")
         return self.gen
 
+    def path(self, name: str, filter_seed: int | None = None) -> Path:
+        """Where the generated data ``name`` lies (``filter_seed``: its filtered copy for that seed's anchor model);
+        nothing is made."""
+        return self.dir / "generated" / (name if filter_seed is None else f"{name}-filtered-seed{filter_seed}")
+
     def generated(self, name: str) -> Path:
         """The generated data ``name``, made unless ``out`` already holds it from the same settings. A complete one is
         recognised without the generator (paths as given), so a copy of ``out`` verifies on another machine."""
-        out = self.dir / "generated" / name
+        out = self.path(name)
         if name in self.made:
             return out
         if name in PLATES_OF:
@@ -135,7 +140,7 @@ class GeneratedData:
 
     def filtered(self, name: str, model_state: Path, seed: int) -> Path:
         """The generated data ``name`` through the identity-consistency filter of the real-only model of ``seed``."""
-        out = self.dir / "generated" / f"{name}-filtered-seed{seed}"
+        out = self.path(name, seed)
         summary = out / "filter_summary.json"
         if summary.is_file():
             scored_by = json.loads(summary.read_text())["model_state"]
@@ -165,8 +170,7 @@ def _ablation_config(cfg: ReidReferenceConfig, recipe: Recipe, regime_data: Gene
     paths = {}
     for part in recipe.kinds:
         if not data:  # where it lies: a finished run records its further kinds by their folders' names
-            paths[part] = str(regime_data.dir / "generated" / (f"{part}-filtered-seed{seed}" if recipe.filter
-                                                               else part))
+            paths[part] = str(regime_data.path(part, seed if recipe.filter else None))
         elif recipe.filter:
             state = stage_dir(_runs(cfg, regime_data.world, regime_data.regime, cfg.anchor), "real", seed) / "state.pt"
             paths[part] = str(regime_data.filtered(part, state, seed))
@@ -202,10 +206,9 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
     t = time.perf_counter()
     world, regime = regime_data.world, regime_data.regime
     acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
-    started = stage_dir(acfg.out, recipe.setting, seed).exists()
-    if not started and shipped is not None and (row := shipped.row(world, regime, recipe, seed)) is not None:
-        return row, None  # no data needed
-    res = finished_result(acfg, recipe.setting, seed, steps_per_epoch=regime_data.steps_per_epoch())
+    started = stage_dir(acfg.out, recipe.setting, seed).exists()  # else nothing to read here: no data needed
+    res = finished_result(acfg, recipe.setting, seed, steps_per_epoch=regime_data.steps_per_epoch()) \
+        if started else None
     if res is not None:
         return _row(recipe, world, regime, seed, acfg, res), None
     if shipped is not None and (row := shipped.row(world, regime, recipe, seed)) is not None:
@@ -247,9 +250,10 @@ def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict |
     fresh = fresh or {}
     recipes = sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor)
     rows = []
+    data = [GeneratedData(cfg, world, regime, False, print) for world, regime in _scopes(cfg)]
     for seed in cfg.seeds:
-        for world, regime in _scopes(cfg):
-            regime_data = GeneratedData(cfg, world, regime, False, print)
+        for regime_data in data:
+            world, regime = regime_data.world, regime_data.regime
             for recipe in recipes:
                 row = fresh.get((world.name, regime.name, recipe.name, seed))
                 if row is None:
@@ -262,6 +266,11 @@ def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict |
                 if row is not None:
                     rows.append(row)
     return rows
+
+
+def _write(cfg: ReidReferenceConfig, rows: list[dict], times: dict, command: str, shipped: Shipped | None) -> None:
+    """The outputs of ``rows``, with the shipped table's plateaus and filter summaries where its rows are reused."""
+    write_outputs(cfg, rows, times, command, *((shipped.plateaus, shipped.filters) if shipped else ()))
 
 
 def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: bool = True) -> pd.DataFrame:
@@ -279,7 +288,7 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
     check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)  # every row may be the shipped table's
-    write_outputs(cfg, rows, times, command, *((shipped.plateaus, shipped.filters) if shipped else ()))
+    _write(cfg, rows, times, command, shipped)
     log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(_scopes(cfg)) * len(cfg.recipes)}")
     return pd.DataFrame(rows)
 
@@ -310,8 +319,7 @@ class _Results:
 
     def write(self) -> None:
         fresh = {(r["world"], r["regime"], r["recipe"], r["seed"]): r for r in self.rows()}
-        write_outputs(self.cfg, _table_rows(self.cfg, self.shipped, fresh), self.times, self.command,
-                      *((self.shipped.plateaus, self.shipped.filters) if self.shipped else ()))
+        _write(self.cfg, _table_rows(self.cfg, self.shipped, fresh), self.times, self.command, self.shipped)
 
 
 def _recipes_to_run(cfg: ReidReferenceConfig, only: list[str] | None) -> list[Recipe]:
@@ -392,13 +400,9 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
                         f"(seed {cfg.worlds[0].sim_seed}), else delete it")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    shipped = Shipped(cfg) if reuse else None
+    shipped = Shipped(cfg, fresh or []) if reuse else None
     if shipped is not None:
-        unknown = sorted(set(fresh or []) - {r.name for r in cfg.recipes})
-        if unknown:
-            raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}")
-        shipped.rows = {k: v for k, v in shipped.rows.items() if k[2] not in (fresh or [])}
-        log(shipped.summary + (f"; training {', '.join(fresh)} here again" if fresh else ""))
+        log(shipped.summary)
     results = _Results(cfg, log, command, shipped)
     data = [GeneratedData(cfg, w, r, progress, log) for w, r in scopes]
     recipes = _recipes_to_run(cfg, only)

@@ -11,6 +11,7 @@ from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation
 from augment.jobs.provenance import REPO
 from augment.makers.plates import PLATES_OF
 from generator.config import ConfigValueError, to_dict
+from generator.errors import UserError
 from reid.train import ReidTrainConfig
 
 # a recipe's generated data, one kind or several joined by '+' ('': real-only); remix-newpose: remixes in poses of
@@ -147,7 +148,11 @@ class Shipped:
     SAME = ("sim_ids", "regimes", "train", "finetune_epochs", "curve_every", "remix_images_per_id", "new_identities",
             "new_images_per_id", "filter_new_tau", "anchor", "reference")
 
-    def __init__(self, cfg: ReidReferenceConfig):
+    def __init__(self, cfg: ReidReferenceConfig, fresh: list[str] = ()):
+        """``fresh``: recipes whose shipped rows are not reused (trained here again)."""
+        unknown = sorted(set(fresh) - {r.name for r in cfg.recipes})
+        if unknown:
+            raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}")
         self.rows: dict[tuple[str, str, str, int], dict] = {}
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
@@ -182,7 +187,7 @@ class Shipped:
                 self.filters["/".join([world, *parts[-2:]])] = value
         for row in read_ablation(dest / "ablation.csv").to_dict("records"):
             world = here.get(row["world"])
-            recipe = next((r for r in cfg.recipes if r.name == row["recipe"]), None)
+            recipe = next((r for r in cfg.recipes if r.name == row["recipe"] and r.name not in fresh), None)
             if world is None or recipe is None or recipes.get(recipe.name) != to_dict(recipe):
                 continue
             if recipe.filter and not anchor_same:  # scored by another anchor's model than this config's
@@ -192,7 +197,8 @@ class Shipped:
                 **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
                 "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")), "cmc": None,
                 "curve": None}
-        self.summary = f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
+        self.summary = (f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
+                        + (f"; training {', '.join(fresh)} here again" if fresh else ""))
 
     def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
         return self.rows.get((world.name, regime.name, recipe.name, seed))
