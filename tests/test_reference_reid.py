@@ -206,6 +206,7 @@ def _package_ships_beside(tmp_path, cfg, before, monkeypatch):
     assert (tmp_path / "repo" / "reid" / "reference" / "ablation.csv").read_text() == before
     assert "| c2 | cutpaste | 2 |" in (tmp_path / "repo" / "docs" / "results.md").read_text()  # its table rendered
     assert (tmp_path / "repo" / "docs" / "reid_reference_cmc.png").stat().st_size > 0
+    assert (tmp_path / "repo" / "docs" / "reid_reference_pairs.png").stat().st_size > 0  # always redrawn
     # a second ablation (another generator, say) ships beside the first, not over it
     ablation_tables.package(load_config(ReidReferenceConfig, cfg, ["package=reid/reference/other",
                                                                    "figures=docs/other"]), log=lambda *a: None)

@@ -7,7 +7,14 @@ import pytest
 
 import augment.jobs.reid_recipes as recipes_module
 from augment.jobs import reference_reid
-from augment.jobs.ablation_tables import pairs_table, read_ablation, runs_line, summary_table
+from augment.jobs.ablation_tables import (
+    pair_differences,
+    pairs_figure,
+    pairs_table,
+    read_ablation,
+    runs_line,
+    summary_table,
+)
 from augment.jobs.reference_reid import GeneratedData, _ablation_config
 from augment.jobs.reid_recipes import Recipe, Regime, ReidReferenceConfig, Shipped, World
 from generator.config import load_config, to_dict
@@ -85,6 +92,25 @@ def test_tables_pair_within_each_world():
     assert "| reference | full | c+h | cutpaste | 3 | +3.2 ± 0.1 |" in pairs_table(df, [("c+h", "cutpaste")])
     # one world: the table has no world column, as before worlds were a key
     assert summary_table(pd.DataFrame(_rows("reference", 0.03))).splitlines()[0].startswith("| regime |")
+
+
+def test_the_pairs_figure_pairs_by_seed_within_each_world(tmp_path):
+    """The figure of every recipe against cut-and-paste: differences seed by seed within a world, their mean ± 2 SE,
+    and which side of zero that bar lies on."""
+    rows = _rows("reference", 0.03) + _rows("w2", -0.02)
+    rows += [{**r, "recipe": "noisy", "rank1": r["rank1"] + (0.05 if r["seed"] % 2 else -0.04)}
+             for r in _rows("w2", 0.0) if r["recipe"] == "cutpaste"]
+    p = pair_differences(pd.DataFrame(rows), "cutpaste").set_index(["world", "regime", "recipe", "metric"])
+    up, down = p.loc[("reference", "full", "c+h", "rank1")], p.loc[("w2", "full", "c+h", "rank1")]
+    assert up.diffs == pytest.approx([3.0, 3.2, 3.4]) and up.verdict == "above"
+    assert down["mean"] == pytest.approx(-1.8) and down.verdict == "below"
+    assert p.loc[("w2", "full", "noisy", "rank1")].verdict == "within"  # -4, +5, -4: its bar spans zero
+    assert p.loc[("reference", "full", "real", "rank1")].verdict == "below"  # -10 at every seed: no spread at all
+    one = pair_differences(pd.DataFrame([r for r in rows if r["seed"] == 0]), "cutpaste")
+    assert set(one.verdict) == {"within"} and set(one.half) == {0.0}  # one seed: no spread to judge by
+    assert ("w2", "full", "cutpaste", "rank1") not in p.index  # never against itself
+    pairs_figure(pd.DataFrame(rows), "cutpaste", tmp_path / "pairs.png")
+    assert (tmp_path / "pairs.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _ship(repo, cfg: ReidReferenceConfig, rows: list[dict], provenance_config: dict) -> None:

@@ -25,7 +25,7 @@ def _cmd_reference_reid(args) -> None:
                            command=command, worlds=[n for n in args.world.split(",") if n],
                            reuse=not args.no_shipped, fresh=[n for n in args.fresh.split(",") if n])
     print((Path(cfg.out) / "ablation.md").read_text(), end="")
-    print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, provenance.json")
+    print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, pairs.png, provenance.json")
     if args.package or args.package_only:
         ablation_tables.package(cfg)
 

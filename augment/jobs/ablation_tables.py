@@ -1,6 +1,7 @@
 """The reference re-ID ablation's outputs, from its rows (one per recipe x world x regime x seed): ``ablation.csv``,
-``ablation.md`` (mean ± std and paired differences), the CMC and learning-curve figures, the provenance, the
-copies ``--package`` ships in the repository, and the tables of ``docs/results.md`` rendered from the shipped ones."""
+``ablation.md`` (mean ± std and paired differences), the CMC, learning-curve and paired-difference figures, the
+provenance, the copies ``--package`` ships in the repository, and the tables of ``docs/results.md`` rendered from the
+shipped ones."""
 from __future__ import annotations
 
 import argparse
@@ -197,6 +198,7 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pairs_figure(df, "cutpaste", out / "pairs.png")
     many = df.world.nunique() > 1
     df = df[[isinstance(c, list) for c in df["cmc"]]]  # rows reused from a shipped table carry no CMC
     where = scopes(df)
@@ -219,6 +221,63 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     if any(plateaus.values()):
         ax.legend(fontsize=8)
     save_figure(fig, out / "curve.png")
+
+
+def pair_differences(df: pd.DataFrame, against: str) -> pd.DataFrame:
+    """Every recipe's paired differences to ``against`` in every world x regime where both ran a seed: one row per
+    world, regime, recipe and metric (rank1, mAP) with the seeds' differences in points (``diffs``), their mean, two
+    standard errors (``half``; 0 for one seed) and ``verdict``: ``above`` or ``below`` when the mean ± 2 SE of two or
+    more seeds lies on one side of zero, else ``within``."""
+    df = with_worlds(df)
+    out = []
+    for world, regime in scopes(df):
+        rows = df[(df.world == world) & (df.regime == regime)]
+        b = rows[rows.recipe == against].set_index("seed")
+        for recipe in dict.fromkeys(rows.recipe):
+            for metric in ("rank1", "mAP"):
+                d = 100 * (rows[rows.recipe == recipe].set_index("seed")[metric] - b[metric]).dropna()
+                if recipe == against or len(d) == 0:
+                    continue
+                half = float(2 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+                mean = float(d.mean())
+                many = len(d) > 1  # one seed has no spread to judge it by
+                verdict = "above" if many and mean - half > 0 else "below" if many and mean + half < 0 else "within"
+                out.append({"world": world, "regime": regime, "recipe": recipe, "metric": metric,
+                            "diffs": d.tolist(), "mean": mean, "half": half, "verdict": verdict})
+    return pd.DataFrame(out, columns=["world", "regime", "recipe", "metric", "diffs", "mean", "half", "verdict"])
+
+
+def pairs_figure(df: pd.DataFrame, against: str, path: Path) -> None:
+    """``pair_differences`` drawn: one panel per world x regime and metric, each seed's difference a grey dot, the
+    mean with a bar of ±2 standard errors (green: above zero, red: below) and the count of seeds beside it. Drawn
+    from the table's rows alone, so shipped rows count as much as the runs here."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = pair_differences(df, against)
+    where = list(dict.fromkeys(zip(p.world, p.regime, strict=True)))
+    recipes = list(dict.fromkeys(p.recipe))
+    colour = {"above": "tab:green", "below": "tab:red", "within": "0.25"}
+    fig, axes = plt.subplots(2, max(len(where), 1), figsize=(4.2 * max(len(where), 1), 1.4 + 0.3 * len(recipes)),
+                             dpi=110, squeeze=False, sharey=True)
+    for col, (world, regime) in enumerate(where):
+        for ax, metric, name in ((axes[0, col], "rank1", "rank-1"), (axes[1, col], "mAP", "mAP")):
+            for r in p[(p.world == world) & (p.regime == regime) & (p.metric == metric)].itertuples():
+                y = recipes.index(r.recipe)
+                ax.scatter(r.diffs, [y] * len(r.diffs), s=9, color="0.6", alpha=0.7, zorder=2)
+                ax.errorbar(r.mean, y, xerr=r.half, fmt="o", color=colour[r.verdict], markersize=5, capsize=3,
+                            zorder=3)
+                ax.annotate(str(len(r.diffs)), (max(r.mean + r.half, max(r.diffs)), y), xytext=(4, -3),
+                            textcoords="offset points", fontsize=6, color="0.4")
+            ax.axvline(0, color="0.3", linewidth=0.8)
+            ax.set_yticks(range(len(recipes)), recipes, fontsize=7)
+            ax.grid(axis="x", alpha=0.3)
+            ax.set_title(f"{name} - {against}, {world} {regime}", fontsize=9)
+            ax.set_xlabel("points (dots: seeds; bar: mean ± 2 SE; number: seeds)", fontsize=7)
+    axes[0, 0].set_ylim(len(recipes) - 0.5, -0.5)  # the table's order, top to bottom (the axes share it)
+    save_figure(fig, path)
 
 
 def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_before: dict | None = None,
@@ -262,8 +321,8 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_bef
 
 def package(cfg, log=print) -> None:
     """Copy the ablation's table, rows and provenance to ``package`` (``reid/reference/``) and its figures beside
-    ``figures`` (``docs/reid_reference_{cmc,curve}.png``), both in the repository; then rewrite the generated tables
-    of ``docs/results.md`` from the shipped CSVs."""
+    ``figures`` (``docs/reid_reference_{cmc,curve,pairs}.png``), both in the repository; then rewrite the generated
+    tables of ``docs/results.md`` from the shipped CSVs."""
     out = Path(cfg.out)
     if not (out / "ablation.csv").exists():
         raise UserError(f"{out}: no ablation.csv yet; run `vmarket reference-reid` first")
@@ -272,6 +331,7 @@ def package(cfg, log=print) -> None:
     figs.parent.mkdir(parents=True, exist_ok=True)
     for name in ("ablation.csv", "ablation.md", "provenance.json"):
         shutil.copyfile(out / name, dest / name)
+    shutil.copyfile(out / "pairs.png", figs.with_name(f"{figs.name}_pairs.png"))  # from the rows: always whole
     if json.loads((out / "provenance.json").read_text()).get("runs_shipped", 0):
         log(f"kept the figures {figs}_*.png: some rows were reused from the shipped table, and the figures of the "
             f"runs here alone would leave those out")

@@ -116,7 +116,7 @@ class ReidReferenceConfig:
     anchor: str = "real"
     reference: str = ""  # generator checkpoints ('' = those shipped with the package)
     package: str = "reid/reference"  # where --package copies the table, rows and provenance (in the repository)
-    figures: str = "docs/reid_reference"  # and the figures: <figures>_cmc.png, <figures>_curve.png
+    figures: str = "docs/reid_reference"  # and the figures: <figures>_{cmc,curve,pairs}.png
     RENAMED: ClassVar[dict[str, str]] = {"sim_seed": "worlds"}  # a world's sim_seed: worlds: [{sim_seed: 0}]
 
     def __post_init__(self):
