@@ -167,11 +167,23 @@ def train_and_evaluate(train_set: str, test_set: str, cfg: ReidTrainConfig, run_
 
 
 def device_name(device: torch.device) -> str:
-    """What trained a run, for its result: the GPU's name, or the CPU's architecture and torch's thread count (CPU
-    results depend on it)."""
+    """What trained a run, for its result: the GPU's name, or the CPU's model, the instruction set torch's kernels use
+    on it and torch's thread count. A CPU run's numbers depend on all three: the same seed trained on another CPU model
+    or instruction set gives other numbers (the kernels sum in another order)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu {platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return " ".join(line.split(":", 1)[1].split()) or platform.machine()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def _curve_point(model, dm, test_set: str, device, epoch: int, steps: int) -> dict:

@@ -1,9 +1,10 @@
 import json
 
 import pytest
+import torch
 
 from reid.torchreid_adapter import market_records, merge_records, register_market
-from reid.train import ReidTrainConfig, train_and_evaluate
+from reid.train import ReidTrainConfig, cpu_model, train_and_evaluate
 
 
 def test_merged_dataset_offsets_and_counts(sim_root, sim_small):
@@ -31,12 +32,14 @@ def test_one_epoch_train_and_evaluate(sim_root, tmp_path, loss):
     assert out["num_valid_queries"] == len(market_records(sim_root[0])["query"])
     assert json.loads((tmp_path / "run" / "result.json").read_text())["rank1"] == out["rank1"]
     assert (tmp_path / "run" / "state.pt").exists()
+    # what trained it, as precisely as a CPU run's numbers depend on it: model, instruction set, threads
+    assert out["device"] == (torch.cuda.get_device_name() if torch.cuda.is_available() else
+                             f"cpu {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), "
+                             f"{torch.get_num_threads()} threads")
 
 
 @pytest.mark.parametrize("loss", ["softmax", "triplet"])
 def test_steps_per_epoch_caps_and_extends_an_epoch(sim_small, loss):
-    import torch
-
     from reid.torchreid_adapter import (
         build_datamanager,
         build_engine,
