@@ -10,7 +10,7 @@ from conftest import one_line_error
 
 from augment.cli import main
 from augment.makers.build_config import BuildConfig, config_hash
-from augment.makers.builder import Builder, build
+from augment.makers.builder import Builder, build, is_complete
 from generator.config import digest, load_config, to_dict
 from generator.data.market import parse_name, scan_market
 from generator.errors import UserError
@@ -189,6 +189,29 @@ def test_a_build_begun_without_the_person_check_is_refused(nobody_s2, tmp_path):
     (tmp_path / "old" / "build.json").write_text(json.dumps({"config_hash": config_hash(cfg), "config": to_dict(cfg)}))
     with pytest.raises(UserError, match="without the person check"):
         build(cfg, progress=False)
+
+
+def test_a_finished_build_is_known_however_its_folders_are_spelt(tmp_path, monkeypatch):
+    """A build made with relative folders is the same build when asked for with absolute ones (and the reverse):
+    it is recognised as complete, and build() resumes it rather than refusing a non-empty folder. Other settings, or
+    another stage-II run, are still another build."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s2").mkdir()
+    made = _cfg("s2", "vm", fg_mode="real", pose_from="others")
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm" / "build.json").write_text(json.dumps({"config_hash": config_hash(made), "config": to_dict(made)}))
+    (tmp_path / "vm" / "README.txt").write_text("done\n")
+    spelt = _cfg(tmp_path / "s2", f"../{tmp_path.name}/./vm", fg_mode="real", pose_from="others")
+    assert config_hash(spelt) != config_hash(made) and is_complete(spelt)
+    assert not is_complete(_cfg(tmp_path / "s2", tmp_path / "vm", fg_mode="real"))  # pose_from differs
+    (tmp_path / "s3").mkdir()
+    other = _cfg(tmp_path / "s3", tmp_path / "vm", fg_mode="real", pose_from="others")
+    assert not is_complete(other)
+    with pytest.raises(UserError, match="not a build of this config"):
+        build(other, progress=False)
+    with pytest.raises(UserError) as e:  # the same build: past the folder check, to the stage-II run it needs
+        build(spelt, progress=False)
+    assert "not a build of this config" not in str(e.value)
 
 
 def test_sampled_poses_that_show_no_person_are_drawn_again(tiny_stages, tmp_path):

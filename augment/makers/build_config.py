@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -96,7 +97,27 @@ LATER_KEYS = {"pose_from": "any"}
 
 
 def config_hash(cfg: BuildConfig) -> str:
-    return digest({k: v for k, v in to_dict(cfg).items() if LATER_KEYS.get(k, object()) != v})
+    return digest(_hashed(to_dict(cfg)))
+
+
+def _hashed(config: dict) -> dict:
+    return {k: v for k, v in config.items() if LATER_KEYS.get(k, object()) != v}
+
+
+PATH_KEYS = ("out", "stage2_run", "data_root")  # a BuildConfig's folders ("" for data_root: none)
+
+
+def same_build(marker: dict, cfg: BuildConfig) -> bool:
+    """Whether a ``build.json`` (``marker``) records a build of ``cfg``: the same hash, or the same settings with
+    its folders spelt otherwise (relative against absolute, ``./x`` against ``x``), as resolved from here."""
+    if marker.get("config_hash") == config_hash(cfg):
+        return True
+    stored = marker.get("config")
+
+    def resolved(config: dict) -> dict:
+        return _hashed({**config, **{k: str(Path(config[k]).resolve()) for k in PATH_KEYS if config.get(k)}})
+
+    return isinstance(stored, dict) and resolved(stored) == resolved(to_dict(cfg))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

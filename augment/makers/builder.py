@@ -45,6 +45,7 @@ from augment.makers.build_config import (
     IdentityPlan,
     ImagePlan,
     config_hash,
+    same_build,
 )
 from augment.makers.build_output import finalize, manifest_rows, read_parts
 from generator.config import from_dict, to_dict
@@ -326,7 +327,7 @@ def is_complete(cfg: BuildConfig) -> bool:
     writes last); checked without loading any model, so a copied build verifies where its stage-II run is absent."""
     marker = Path(cfg.out) / "build.json"
     return (marker.is_file() and (Path(cfg.out) / "README.txt").is_file()
-            and json.loads(marker.read_text()).get("config_hash") == config_hash(cfg))
+            and same_build(json.loads(marker.read_text()), cfg))
 
 
 def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
@@ -336,7 +337,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     marker = out / "build.json"
     check_output_folder(out, "out")
     if out.exists() and any(out.iterdir()):
-        if not marker.exists() or json.loads(marker.read_text()).get("config_hash") != h:
+        if not marker.exists() or not same_build(json.loads(marker.read_text()), cfg):
             raise UserError(f"{out}: not empty and not a build of this config; choose another out or delete it")
     t0 = time.perf_counter()
     builder = Builder(cfg)  # a missing stage-II run or an impossible novelty filter is refused before out exists
