@@ -204,9 +204,11 @@ def _figures(df: pd.DataFrame, plateaus: dict[str, dict], anchor: str, out: Path
     where = scopes(df)
     fig, axes = plt.subplots(1, max(len(where), 1), figsize=(5 * max(len(where), 1), 3.8), dpi=120, squeeze=False)
     for ax, (world, regime) in zip(axes[0], where, strict=False):  # no CMC at all: one empty panel
-        for recipe, g in df[(df.world == world) & (df.regime == regime)].groupby("recipe", sort=False):
+        groups = df[(df.world == world) & (df.regime == regime)].groupby("recipe", sort=False)
+        for i, (recipe, g) in enumerate(groups):
             cmc = 100 * np.array(list(g["cmc"])).mean(0)
-            ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", markersize=2.5, label=f"{recipe} ({len(g)})")
+            ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", markersize=2.5, label=f"{recipe} ({len(g)})",
+                    linestyle=("-", "--", ":")[i // 10 % 3])  # past the 10 colours, the line tells them apart
         ax.set(xlabel="rank", ylabel="matching rate (%)", title=f"CMC, {world + ' ' if many else ''}{regime}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
