@@ -7,9 +7,8 @@ import pytest
 
 import augment.jobs.reid_recipes as recipes_module
 from augment.jobs import reference_reid
+from augment.jobs.ablation_figures import pair_differences, pairs_figure
 from augment.jobs.ablation_tables import (
-    pair_differences,
-    pairs_figure,
     pairs_table,
     read_ablation,
     runs_line,
