@@ -19,6 +19,7 @@ import yaml
 from generator.config import DataConfig, from_dict
 from generator.data.dataset import person_dataset
 from generator.data.keypoints import pose_vector_to_rcv, rcv_to_pose_vector
+from generator.device import resolve_device
 from generator.io import load_checkpoint, progress_bar
 from generator.models.pose_ae import PoseModelConfig, build_pose_ae
 from generator.models.stage1 import Stage1ModelConfig, build_generator
@@ -37,24 +38,25 @@ class Factors:
         return len(self.fg)
 
 
-def _snapshot_path(path) -> Path:
+def snapshot_path(path) -> Path:
+    """The snapshot of a run: ``path/snapshot.pt`` for a run directory, ``path`` itself for a snapshot file."""
     path = Path(path)
     return path / "snapshot.pt" if path.is_dir() else path
 
 
 class DisentangledModel:
     def __init__(self, generator, size, heatmap_radius: int, mask_radius: int, pose_ae=None, device="cpu"):
-        self.G = generator.eval().to(device)
-        self.pose_ae = pose_ae.eval().to(device) if pose_ae is not None else None
+        self.device = resolve_device(str(device))
+        self.G = generator.eval().to(self.device)
+        self.pose_ae = pose_ae.eval().to(self.device) if pose_ae is not None else None
         self.size, self.heatmap_radius, self.mask_radius = tuple(size), heatmap_radius, mask_radius
-        self.device = torch.device(device)
         self.data = DataConfig(size=list(size), heatmap_radius=heatmap_radius, mask_radius=mask_radius)
 
     @classmethod
     def load(cls, stage1: str | os.PathLike, pose: str | os.PathLike | None = None,
              device: str = "cpu") -> "DisentangledModel":
         """From a stage-I run directory or snapshot file, and optionally a pose-AE run."""
-        where = str(_snapshot_path(stage1))
+        where = str(snapshot_path(stage1))
         snap = load_checkpoint(where)
         # only the model and data sections are needed for inference; the training section stays with the run
         model_cfg = from_dict(Stage1ModelConfig, snap["config"]["model"], f"{where}: model")
@@ -63,7 +65,7 @@ class DisentangledModel:
         G.load_state_dict({k: v.float() for k, v in snap["G"].items()})
         pose_ae = None
         if pose is not None:
-            pwhere = str(_snapshot_path(pose))
+            pwhere = str(snapshot_path(pose))
             psnap = load_checkpoint(pwhere)
             pose_ae = build_pose_ae(from_dict(PoseModelConfig, psnap["config"]["model"], f"{pwhere}: model"))
             pose_ae.load_state_dict({k: v.float() for k, v in psnap["model"].items()})
@@ -139,7 +141,7 @@ class Sampler:
 
     @classmethod
     def load(cls, run, device="cpu") -> "Sampler":
-        where = str(_snapshot_path(run))
+        where = str(snapshot_path(run))
         snap = load_checkpoint(where)
         m = from_dict(Stage2ModelConfig, snap["config"]["model"], f"{where}: model")
         nets = {}

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -157,6 +158,23 @@ def _plain(value):
 def to_dict(cfg) -> dict:
     """The config as plain YAML / JSON / checkpoint data: tuples become lists, as they were written."""
     return _plain(dataclasses.asdict(cfg))
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # the devices a job may be asked to run on
+
+
+def check_ranges(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """A config section's ranges, for its ``__post_init__``: each field of ``positive`` above 0, each of
+    ``non_negative`` at least 0, and its ``device`` (if it has one) auto, cpu, cuda or cuda:N."""
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise ConfigValueError(name, f"{getattr(cfg, name)}: must be above 0")
+    for name in non_negative:
+        if getattr(cfg, name) < 0:
+            raise ConfigValueError(name, f"{getattr(cfg, name)}: must be 0 or more")
+    device = getattr(cfg, "device", "auto")
+    if not DEVICE.fullmatch(str(device)):
+        raise ConfigValueError("device", f"{device!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
 def digest(data) -> str:

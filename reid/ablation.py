@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from generator.config import ConfigValueError, DataFormat, save_config
+from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, check_output_folder
 from reid.mixed import LabelTreatment, Mix, generated_pool, parts_per_batch
-from reid.torchreid_adapter import market_records, merge_records, register_dataset, train_batches_per_epoch
+from reid.torchreid_adapter import check_model, market_records, merge_records, register_dataset, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
 MIXED = ("real+remix", "real+new", "real+remix+new")  # real batches with generated images appended (reid.mixed)
@@ -73,6 +74,10 @@ class AblationConfig:
     def __post_init__(self):
         """Every setting is a chain of known training sets, and the generated-image fields are in range; checked
         when the config loads."""
+        for name in ("settings", "seeds"):
+            if not getattr(self, name):
+                raise ConfigValueError(name, f"empty; name at least one (e.g. {name}: "
+                                             f"{['real'] if name == 'settings' else [0]})")
         for s in self.settings:
             bad = next((st for st in (t.strip() for t in s.split("->")) if st not in TRAIN_SETS), None)
             if bad is not None:
@@ -156,6 +161,8 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     stages_of = {s: parse_setting(s) for s in cfg.settings}
     check_output_folder(cfg.out, "out")  # before the data is read and checked, which takes a while
+    check_model(cfg.train.model, cfg.train.weights or None)
+    resolve_device(cfg.train.device)
     needed = {st for stages in stages_of.values() for st in stages}
     names, mixes, real_train = register_train_sets(cfg, needed, progress)
     train = cfg.train

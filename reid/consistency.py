@@ -39,6 +39,7 @@ from torchvision import transforms as T
 from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, resolve_root
+from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import (
     atomic_write_json,
@@ -195,8 +196,7 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     real_pids = np.array([p for _, p, _ in real])
     gen_pids = np.array([p for _, p, _ in gen])
     is_new = generated_is_new(gen, generated_root, set(real_pids.tolist()))
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       (device if device != "auto" else "cpu"))
+    dev = resolve_device(device)
     net = load_reid_model(state_path, model).to(dev)
     real_feats = extract_image_features(net, [r[0] for r in real], size, dev, progress, "real features")
     gen_feats = extract_image_features(net, [r[0] for r in gen], size, dev, progress, "generated features")

@@ -150,16 +150,21 @@ def build_datamanager(source: str, target: str, size=(128, 64), batch: int = 32,
 MODELS = {"osnet_x0_25": "CPU default", "osnet_x1_0": "GPU", "resnet50": "GPU"}
 
 
+def check_model(name: str, weights: str | None = None) -> None:
+    """Refuse a model torchreid does not have, or a ``weights`` file that is not there: before a job writes."""
+    if name not in import_torchreid().models.__model_factory:
+        raise UserError(f"model {name!r}: unknown to torchreid; try one of {', '.join(MODELS)}")
+    if weights and not Path(weights).is_file():
+        raise UserError(f"{weights}: weights file missing; give a local state-dict file (nothing is downloaded)")
+
+
 def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str | None = None):
     """A torchreid model with ``pretrained=False`` (no download); ``weights``: a local state-dict file to start from."""
     torchreid = import_torchreid()
-    if name not in torchreid.models.__model_factory:
-        raise UserError(f"model {name!r}: unknown to torchreid; try one of {', '.join(MODELS)}")
+    check_model(name, weights)
     model = torchreid.models.build_model(name=name, num_classes=num_classes, loss=loss, pretrained=False)
     if weights:
         path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"{path}: weights file missing; give a local state-dict file (nothing is downloaded)")
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
         own = model.state_dict()

@@ -18,7 +18,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from generator.config import ConfigValueError
+from generator.config import ConfigValueError, check_ranges
+from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
 from generator.training.runs import capture_state, restore_state
@@ -57,14 +58,15 @@ class ReidTrainConfig:
             self.size = [128, 64]
         unknown = [t for t in self.transforms if t not in TRANSFORMS]
         if unknown:
-            raise ConfigValueError("train.transforms", f"{unknown[0]!r} is not one of torchreid's train transforms "
-                                                       f"({', '.join(TRANSFORMS)})")
+            raise ConfigValueError("transforms", f"{unknown[0]!r} is not one of torchreid's train transforms "
+                                                 f"({', '.join(TRANSFORMS)})")
         if self.eval_every < 0:
-            raise ConfigValueError("train.eval_every", f"{self.eval_every}: use 0 (evaluate at the end only) or a "
-                                                       "number of epochs")
+            raise ConfigValueError("eval_every", f"{self.eval_every}: use 0 (evaluate at the end only) or a "
+                                                 "number of epochs")
         if self.steps_per_epoch < 0:
-            raise UserError(f"train.steps_per_epoch={self.steps_per_epoch}: use 0 (one pass over the data) "
-                            f"or a batch count")
+            raise ConfigValueError("steps_per_epoch", f"{self.steps_per_epoch}: use 0 (one pass over the data) or "
+                                                      "a batch count")
+        check_ranges(self, positive=("batch", "epochs", "lr"), non_negative=("workers",))
 
 
 def train_sampler(loss: str) -> str:
@@ -113,8 +115,7 @@ def train_and_evaluate(train_set: str, test_set: str, cfg: ReidTrainConfig, run_
                              done.get("mix"), mix_summary, done.get("transforms", ["random_flip"]), cfg.transforms,
                              done.get("epochs", cfg.epochs), cfg.epochs)
         return done
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          (cfg.device if cfg.device != "auto" else "cpu"))
+    device = resolve_device(cfg.device)
     seed_everything(seed)
     dm = build_datamanager(train_set, test_set, tuple(cfg.size), cfg.batch, cfg.workers, train_sampler(cfg.loss),
                            use_gpu=device.type == "cuda", transforms=tuple(cfg.transforms))

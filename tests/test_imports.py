@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("generator", "augment", "reid")
 LAYERS = [
     ("generator.errors", "generator.io"),
-    ("generator.config", "generator.pose"),
+    ("generator.config", "generator.pose", "generator.device"),
     ("generator.data",),
     ("generator.simmarket",),
     ("generator.models",),

@@ -11,6 +11,7 @@ from conftest import one_line_error
 
 import reid.train
 from augment.cli import main
+from generator.config import load_config
 from generator.errors import UserError
 from generator.io import load_checkpoint
 from reid.ablation import AblationConfig, run_ablation
@@ -286,8 +287,10 @@ def test_generated_images_get_the_train_transforms_without_touching_the_real_par
 
 def test_train_transforms_are_checked_and_recorded(sources, tmp_path):
     _, _, _, name = sources
-    with pytest.raises(UserError, match="train.transforms.*'random_rotate'.*random_erase"):
+    with pytest.raises(UserError, match="transforms.*'random_rotate'.*random_erase"):
         ReidTrainConfig(transforms=["random_flip", "random_rotate"])
+    with pytest.raises(UserError, match=r"^--set 'train.transforms=\[random_flop\]': train.transforms: 'random_flop'"):
+        load_config(AblationConfig, None, ["train.transforms=[random_flop]"])  # the override named, not a file
     cfg = ReidTrainConfig(size=(64, 32), batch=BATCH, epochs=1, steps_per_epoch=2, workers=0,
                           transforms=["random_flip", "random_erase"])
     res = train_and_evaluate(name, name, cfg, tmp_path / "run", seed=0, progress=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from augment.cli.parser import quiet_argument
+from augment.cli.parser import count, quiet_argument
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
@@ -93,6 +93,7 @@ def _cmd_eval(args) -> None:
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
         out = Path(args.out) if args.out else run / "eval"
+        check_output_folder(out, "--out")
         q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
@@ -100,7 +101,11 @@ def _cmd_eval(args) -> None:
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-I run")
     data = args.data or yaml.safe_load((run / "config.yaml").read_text())["data"]["root"]
+    if not Path(data).is_dir():
+        raise UserError(f"{data}: no such dataset folder; pass --data with the root of the held-out data (query + "
+                        f"gallery)")
     out = Path(args.out) if args.out else run / "eval"
+    check_output_folder(out, "--out")
     result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
@@ -117,6 +122,7 @@ def _cmd_sample(args) -> None:
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
     out = Path(args.out) if args.out else run / "samples"
+    check_output_folder(out, "--out")
     paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 
@@ -147,8 +153,8 @@ def add_eval(sub) -> None:
     e.add_argument("--run", required=True, help="run directory of the trained stage")
     e.add_argument("--data", default=None,
                    help="dataset root (default: the run's data.root); held-out = query + gallery")
-    e.add_argument("--pairs", type=int, default=200, help="SimMarket swap pairs to score")
-    e.add_argument("--limit", type=int, default=512, help="held-out images for the reconstruction metrics")
+    e.add_argument("--pairs", type=count(0), default=200, help="SimMarket swap pairs to score")
+    e.add_argument("--limit", type=count(1), default=512, help="held-out images for the reconstruction metrics")
     e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
     e.set_defaults(func=_cmd_eval)
 
@@ -160,6 +166,6 @@ def add_sample(sub) -> None:
     sm.add_argument("--run", required=True, help="run directory of a trained stage-II run")
     sm.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     sm.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same grids")
-    sm.add_argument("--cols", type=int, default=8, help="images per row")
-    sm.add_argument("--rows", type=int, default=4, help="rows (people) per grid")
+    sm.add_argument("--cols", type=count(1), default=8, help="images per row")
+    sm.add_argument("--rows", type=count(1), default=4, help="rows (people) per grid")
     sm.set_defaults(func=_cmd_sample)

@@ -23,5 +23,20 @@ def config_arguments(p: argparse.ArgumentParser, default: str | None, what: str)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
 
 
+def count(minimum: int):
+    """An argparse type: a whole number of at least ``minimum`` (argparse names the option when it is not)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: use {minimum} or more")
+        return value
+
+    parse.__name__ = "count"  # argparse's message names the type
+    return parse
+
+
 def quiet_argument(p: argparse.ArgumentParser, bars: str = "bars") -> None:
     p.add_argument("--quiet", action="store_true", help=f"no progress {bars}")

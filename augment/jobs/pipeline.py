@@ -10,7 +10,7 @@ from pathlib import Path
 
 from augment.gallery.collect import read_dataset
 from augment.gallery.page import write_gallery
-from augment.jobs.report import write_report
+from augment.jobs.report import check_reference_recipe, write_report
 from augment.jobs.steps import (
     StageTimer,
     evaluate_generator,
@@ -26,7 +26,8 @@ from augment.makers.plates import PLATES_OF
 from generator.config import ConfigValueError
 from generator.errors import UserError
 from generator.io import check_output_folder
-from generator.shipped import install
+from generator.shipped import install, provenance
+from generator.simmarket.world import NUM_CAMERAS
 from reid.ablation import AblationConfig, MoreGenerated, run_ablation
 
 
@@ -66,6 +67,14 @@ class PipelineConfig:
             raise ConfigValueError("generated", f"{self.generated!r}: use one of {', '.join(GENERATED)}")
         if not 0 <= self.combined_share < 1:
             raise ConfigValueError("combined_share", f"{self.combined_share}: use a share of the batch in [0, 1)")
+        if self.sim_ids < 2:
+            raise ConfigValueError("sim_ids", f"{self.sim_ids}: SimMarket needs at least 2 identities (one train, one "
+                                              f"test)")
+        if not 0 <= self.sim_train_cameras <= NUM_CAMERAS:
+            raise ConfigValueError("sim_train_cameras", f"{self.sim_train_cameras}: use 1..{NUM_CAMERAS} (0: every "
+                                                        f"identity keeps 2-6 cameras)")
+        if self.eval_pairs < 0:
+            raise ConfigValueError("eval_pairs", f"{self.eval_pairs}: must be 0 or more")
 
 
 GENERATED = ("remix", "hybrid", "inpaint")
@@ -84,7 +93,13 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
                                                   f"out={out / 'reid'}"], cfg.set, "reid")
     if cfg.combined_share:
         rcfg = combined_config(cfg, rcfg, "remix" if generated == "remix_root" else "new")
+    check_reference_recipe(cfg.reference_recipe)
+    if not cfg.from_scratch:
+        provenance(cfg.reference or None)  # the reference checkpoints are there and whole, before any data is made
     check_output_folder(out, "out")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in ("times.json", "data")):
+        raise UserError(f"{out}: not empty, and not a pipeline's output (no times.json or data/); choose another out "
+                        f"(--set out=...) or empty the folder")
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
     stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from augment.jobs.steps import (
     train_generator,
 )
 from generator.api import DisentangledModel
-from generator.config import to_dict
+from generator.config import ConfigValueError, to_dict
 from generator.errors import UserError
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate, held_out_people
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
@@ -70,6 +71,22 @@ class ReferenceConfig:
     # a finished stage-I run of the same config trained elsewhere (on a GPU, say), used instead of training one
     # here: its snapshots, logs and grids are copied into out/stage1 (its optimiser state may be left behind)
     stage1_run: str = ""
+
+    def __post_init__(self):
+        """Checked when the config loads, before anything trains."""
+        if self.sim_ids < 2:
+            raise ConfigValueError("sim_ids", f"{self.sim_ids}: SimMarket needs at least 2 identities (one train, one "
+                                              f"test)")
+        if self.unlabelled_ids < 0 or self.eval_pairs < 0:
+            raise ConfigValueError("unlabelled_ids" if self.unlabelled_ids < 0 else "eval_pairs", "must be 0 or more")
+        if not SNAPSHOT_NAME.fullmatch(self.ship_stage1):
+            raise ConfigValueError("ship_stage1", f"{self.ship_stage1!r}: name a snapshot file of the stage-I run: "
+                                                  f"snapshot-l1.pt (the end of the L1 warm-up) or snapshot.pt (the "
+                                                  f"final model)")
+
+
+# the stage-I snapshots a reference may ship: the final model, or the end of the L1 warm-up
+SNAPSHOT_NAME = re.compile(r"snapshot(-l1)?\.pt")
 
 
 def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, deadline: float | None = None) -> Path:
@@ -156,6 +173,9 @@ def rescore(package_dir: str | Path, work: str | Path, progress: bool = True, lo
     new metrics and checks replace ``metrics.stage1`` and ``checks``, and the ones they replace are kept under
     ``superseded_metrics``. The checkpoints, and so their sha256, do not change."""
     pkg = Path(package_dir)
+    if not (pkg / PROVENANCE).is_file():
+        raise UserError(f"{pkg / PROVENANCE}: nothing shipped here to rescore; train and ship a reference first "
+                        f"(`vmarket reference CONFIG`), or set package to the folder that holds one")
     prov = provenance(pkg)
     old = prov["metrics"]["stage1"]
     if old["reconstruction"].get("metrics_version") == METRICS_VERSION:

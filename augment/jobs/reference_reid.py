@@ -392,6 +392,7 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: use 1 or more")
     scopes = _scopes(cfg, worlds)
+    recipes = _recipes_to_run(cfg, only)  # unknown names are refused before anything is written
     out = Path(cfg.out)
     check_output_folder(out, "out")
     old = next((out / r.name for r in cfg.regimes if (out / r.name / "runs").is_dir()), None)
@@ -399,14 +400,13 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
         raise UserError(f"{old}: runs in the layout before worlds were a key; move that folder to "
                         f"{out / cfg.worlds[0].name / old.name} if its SimMarket is world {cfg.worlds[0].name!r} "
                         f"(seed {cfg.worlds[0].sim_seed}), else delete it")
+    shipped = Shipped(cfg, fresh or []) if reuse else None
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    shipped = Shipped(cfg, fresh or []) if reuse else None
     if shipped is not None:
         log(shipped.summary)
     results = _Results(cfg, log, command, shipped)
     data = [GeneratedData(cfg, w, r, progress, log) for w, r in scopes]
-    recipes = _recipes_to_run(cfg, only)
     if jobs == 1:
         for i, seed in enumerate(cfg.seeds):
             for j, regime_data in enumerate(data):

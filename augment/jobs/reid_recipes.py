@@ -129,7 +129,9 @@ class ReidReferenceConfig:
                                                   f"with it")
         anchor = next((r for r in self.recipes if r.name == self.anchor), None)
         if anchor is None or anchor.generated or anchor.setting != "real":
-            raise ConfigValueError("anchor", f"{self.anchor!r} is not a real-only recipe of the config")
+            real = [r.name for r in self.recipes if not r.generated and r.setting == "real"]
+            raise ConfigValueError("anchor", f"{self.anchor!r} is not a real-only recipe of the config; use one of "
+                                             f"{', '.join(real) or '(none: add a real-only recipe)'}")
         if len({r.name for r in self.regimes}) != len(self.regimes):
             raise ConfigValueError("regimes", "regime names repeat")
         if not self.worlds or len({w.name for w in self.worlds}) != len(self.worlds):
@@ -152,7 +154,8 @@ class Shipped:
         """``fresh``: recipes whose shipped rows are not reused (trained here again)."""
         unknown = sorted(set(fresh) - {r.name for r in cfg.recipes})
         if unknown:
-            raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}")
+            raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}; the config's recipes are "
+                            f"{', '.join(r.name for r in cfg.recipes)}")
         self.rows: dict[tuple[str, str, str, int], dict] = {}
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary

@@ -13,6 +13,7 @@ from augment.gallery.figure import triplet_figure
 from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation
 from augment.jobs.provenance import REPO
 from generator.config import from_dict
+from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint
 from generator.models.stage1 import Stage1ModelConfig
 from reid.ablation import paired
@@ -51,6 +52,16 @@ def _models_paragraph(out: Path, cfg, prov: dict | None) -> str:
 
 
 REFERENCE_REID = REPO / "reid" / "reference"
+
+
+def check_reference_recipe(name: str, reference: Path = REFERENCE_REID) -> None:
+    """A pipeline's ``reference_recipe`` names a recipe of the shipped reference ablation (when one is shipped)."""
+    if not name or not (reference / "provenance.json").is_file():
+        return
+    names = [r["name"] for r in json.loads((reference / "provenance.json").read_text())["config"]["recipes"]]
+    if name not in names:
+        raise UserError(f"reference_recipe {name!r}: not a recipe of the reference ablation ({reference}); use one "
+                        f"of {', '.join(names)}, or '' for the recipe of the same settings")
 
 
 def _reference_row(ref: pd.DataFrame, regime: str, setting: str, rcfg, transforms: str,

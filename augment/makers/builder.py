@@ -48,6 +48,7 @@ from augment.makers.build_config import (
     same_build,
 )
 from augment.makers.build_output import finalize, manifest_rows, read_parts
+from generator.api import snapshot_path
 from generator.config import from_dict, to_dict
 from generator.data.dataset import person_dataset
 from generator.data.layouts import resolve_layout
@@ -67,6 +68,9 @@ NO_PERSON_KEYS = ("no_person_images", "no_person_identities", "real_images")  # 
 class Builder:
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg  # ranges and choices were checked when the config loaded (BuildConfig.__post_init__)
+        if not cfg.stage2_run:
+            raise UserError("stage2_run: not set; name a trained stage-II run directory in the build config (or "
+                            "--set stage2_run=RUN)")
         run = Path(cfg.stage2_run)
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no stage-II snapshot.pt; set stage2_run to a trained stage-II run directory")
@@ -129,8 +133,9 @@ class Builder:
         return [os.path.relpath(r.path, base) for r in ds.records]
 
     def _load_discriminator(self):
-        snap = load_checkpoint(Path(self.s2cfg.stage1_run) / "snapshot.pt")
-        state_path = Path(self.s2cfg.stage1_run) / "state.pt"
+        run = Path(self.s2cfg.stage1_run)  # a run directory, or a snapshot file (a shipped reference's stage1.pt)
+        snap = load_checkpoint(snapshot_path(run))
+        state_path = run / "state.pt"  # the discriminator of the run's last step, which its snapshot.pt is
         if "D" in snap:  # shipped reference checkpoints carry D in the snapshot
             d_state = snap["D"]
         elif state_path.exists():

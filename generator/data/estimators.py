@@ -27,6 +27,7 @@ import torch
 from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, keypointrcnn_resnet50_fpn
 
 from generator.data.keypoints import NUM_JOINTS
+from generator.device import resolve_device
 from generator.errors import UserError
 
 # COCO-18 joint (generator.pose.COCO18 order) -> the source joint; -1: the neck, computed from the shoulders
@@ -201,9 +202,7 @@ class KeypointRCNNEstimator:
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto",
                  threshold: float = KEYPOINTRCNN_THRESHOLD, model: torch.nn.Module | None = None):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.threshold = threshold
         self.model = (model if model is not None else load_keypointrcnn(weights)).eval().to(self.device)
 

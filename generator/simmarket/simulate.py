@@ -188,7 +188,13 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     The dataset is built in a temp folder next to ``out`` and renamed into
     place at the end, so a killed run leaves no half-written dataset.
     """
+    if not str(out).strip():
+        raise UserError("--out '': names no folder; give the folder to write the dataset to")
     out = Path(out)
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise UserError(f"--out {out}: the current folder or one above it, which the dataset would replace; give a "
+                        f"new folder such as {Path(out) / 'simmarket'}")
     if ids < 2:
         raise UserError(f"--ids {ids}: SimMarket needs at least 2 identities (one train, one test)")
     if layout in MAX_IDS and ids > MAX_IDS[layout][0]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generator.config import DataConfig, save_config, to_dict
+from generator.config import DataConfig, check_ranges, save_config, to_dict
 from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
 from generator.data.layouts import layout_keypoint_file, read_layout, resolve_layout
 from generator.errors import UserError
@@ -36,6 +36,10 @@ class PoseTrainConfig:
     device: str = "auto"
     log_every: int = 200
     snapshot_every: int = 5000
+
+    def __post_init__(self):
+        check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every"),
+                     non_negative=("lr", "min_visible"))
 
 
 @dataclass

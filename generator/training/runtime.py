@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from generator.device import resolve_device
+
 
 @dataclass
 class Runtime:
@@ -39,13 +41,6 @@ class Runtime:
                     v = v.contiguous(memory_format=torch.channels_last)
             out[k] = v
         return out
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The device every job runs on: ``auto`` is CUDA when present, else the CPU; ``cpu`` / ``cuda`` as named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def setup_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool = True) -> Runtime:

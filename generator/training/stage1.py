@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from generator.config import DataConfig, save_config, to_dict
+from generator.config import DataConfig, check_ranges, save_config, to_dict
 from generator.data.dataset import PersonDataset, StepBatchSampler, check_images, person_dataset
 from generator.data.layouts import scan_dataset
 from generator.errors import UserError
@@ -57,6 +57,11 @@ class Stage1TrainConfig:
     id_start: int = 0
     id_lr: float = 1e-3
     init_from: str = ""  # a stage-I snapshot whose generator weights start the run (fine-tuning; same model config)
+
+    def __post_init__(self):
+        check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every", "grid_size"),
+                     non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "eval_images", "sample_every",
+                                   "id_weight", "id_start", "id_lr"))
 
 
 @dataclass

@@ -15,13 +15,14 @@ from typing import Literal
 import torch
 
 from generator.api import DisentangledModel, Sampler, real_embeddings
-from generator.config import from_dict, save_config, to_dict
+from generator.config import check_ranges, from_dict, save_config, to_dict
+from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_save, load_checkpoint, progress_bar
 from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_critic, build_mapping, mapping_width
 from generator.training.loss import Stage2Loss
 from generator.training.runs import RunLog, capture_state, restore_state
-from generator.training.runtime import resolve_device, time_up
+from generator.training.runtime import time_up
 
 
 @dataclass
@@ -38,6 +39,10 @@ class Stage2TrainConfig:
     device: str = "cpu"
     log_every: int = 200
     snapshot_every: int = 2000
+
+    def __post_init__(self):
+        check_ranges(self, positive=("steps", "batch", "critic_steps", "log_every", "snapshot_every"),
+                     non_negative=("lr", "clip", "gp_weight"))
 
 
 @dataclass

@@ -1,0 +1,166 @@
+"""Bad values and names given to a command: out-of-range numbers, devices that are not there, recipe names a config
+does not have, an output path that is a file or the current folder, the wrong kind of run. Each is refused with exit
+code 2 and one line naming the value and the fix, before anything is written (run in this process, ``run_main``)."""
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import one_line_error, run_main
+from test_bad_input import _reid_config
+from tiny import tiny_stage1
+
+from augment.makers.build_config import BuildConfig
+from augment.makers.builder import Builder
+from generator.config import load_config, save_config
+from generator.device import resolve_device
+from generator.errors import UserError
+from generator.training.stage1 import Stage1Config
+
+NO_GPU = "cuda:99"  # a GPU no machine here has: refused with or without CUDA
+
+
+def _absent(path):
+    assert not os.path.lexists(path), sorted(p.name for p in path.iterdir()) if path.is_dir() else path
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.lr=-1", "train.lr: -1"), ("train.batch=0", "train.batch: 0"), ("train.epochs=0", "train.epochs: 0"),
+    ("train.device=bogus", "'bogus' is not a device"), ("seeds=[]", "seeds: empty"),
+    ("train.transforms=[random_flop]", "'random_flop' is not one of"),
+])
+def test_reid_ablate_refuses_bad_training_values_before_writing(sim_small, tmp_path, capsys, override, needle):
+    out = tmp_path / "reid"
+    rc, o, e = run_main(capsys, "reid", "ablate", "-c", _reid_config(tmp_path, sim_small, out), "--set", override,
+                        "--quiet")
+    line = one_line_error(rc, o, e, needle)
+    assert f"error: --set '{override}'" in line  # the override is named, not the file it overrode
+    _absent(out)
+
+
+def test_reid_ablate_refuses_an_unknown_model_or_a_missing_gpu_before_writing(sim_small, tmp_path, capsys):
+    out = tmp_path / "reid"
+    cfg = _reid_config(tmp_path, sim_small, out)
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", cfg, "--set", "train.model=bogusnet", "--quiet"),
+                   "'bogusnet': unknown to torchreid", "osnet_x0_25")
+    _absent(out)
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", cfg, "--set", f"train.device={NO_GPU}", "--quiet"),
+                   f"device '{NO_GPU}'", "GPU")
+    _absent(out)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.batch=0", "train.batch: 0: must be above 0"), ("train.steps=-5", "train.steps: -5"),
+    ("train.lr=-1", "train.lr: -1.0: must be 0 or more"), ("train.device=gpu", "'gpu' is not a device"),
+])
+def test_train_stage1_refuses_bad_values_before_a_run_folder(sim_small, tmp_path, capsys, override, needle):
+    cfg = tmp_path / "s1.yaml"
+    save_config(tiny_stage1(sim_small), cfg)
+    rc, o, e = run_main(capsys, "train", "stage1", "-c", cfg, "--set", override, "--out", tmp_path / "runs", "--quiet")
+    one_line_error(rc, o, e, needle, f"--set '{override}'")
+    _absent(tmp_path / "runs")
+
+
+def test_a_device_is_checked_against_this_machine():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad, needle in (("bogus", "not a device"), ("cuda:x", "not a device"), (NO_GPU, "GPU")):
+        with pytest.raises(UserError, match=needle):
+            resolve_device(bad)
+    with pytest.raises(UserError, match="'tpu' is not a device"):
+        load_config(Stage1Config, None, ["train.device=tpu"])
+
+
+def test_filter_and_cutpaste_refuse_a_device_before_writing(sim_small, tmp_path, capsys, tiny_stages):
+    out = tmp_path / "cp"
+    one_line_error(*run_main(capsys, "cutpaste", "--root", sim_small, "--out", out, "--size", "64x32", "--plates",
+                             "generator", "--stage1-run", tiny_stages[0], "--device", NO_GPU, "--quiet"), NO_GPU)
+    _absent(out)
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"")
+    one_line_error(*run_main(capsys, "filter", "--model", model, "--real-root", sim_small, "--generated", sim_small,
+                             "--out", out, "--size", "64x32", "--device", "bogus", "--quiet"), "'bogus'")
+    _absent(out)
+
+
+@pytest.mark.parametrize("out", ["", ".", ".."])
+def test_simulate_refuses_no_folder_or_the_folder_it_stands_in(tmp_path, capsys, monkeypatch, out):
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "keep.txt").write_text("mine\n")
+    monkeypatch.chdir(here)
+    one_line_error(*run_main(capsys, "simulate", "--out", out, "--ids", "4", "--size", "64x32", "--overwrite",
+                             "--quiet"), "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"] and (here / "keep.txt").read_text() == "mine\n"
+
+
+def test_sample_and_eval_refuse_bad_counts_and_a_file_for_out(tiny_stages, tmp_path, capsys):
+    s1, _, s2 = tiny_stages
+    for args in (["sample", "--run", s2, "--cols", "0"], ["sample", "--run", s2, "--rows", "-1"],
+                 ["eval", "stage1", "--run", s1, "--pairs", "-5"], ["eval", "stage1", "--run", s1, "--limit", "0"]):
+        rc, o, e = run_main(capsys, *args, "--out", tmp_path / "x")
+        one_line_error(rc, o, e, "use ")
+        _absent(tmp_path / "x")
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    for args in (["sample", "--run", s2], ["eval", "stage1", "--run", s1, "--limit", "4", "--pairs", "0"]):
+        one_line_error(*run_main(capsys, *args, "--out", afile), "is a file, not a folder")
+        assert afile.read_text() == "not a folder\n"
+    one_line_error(*run_main(capsys, "eval", "stage1", "--run", s1, "--data", tmp_path / "none", "--out",
+                             tmp_path / "x"), "no such dataset folder", "--data")
+    _absent(tmp_path / "x")
+
+
+def test_reference_reid_refuses_unknown_names_before_writing(tmp_path, capsys):
+    cfg = tmp_path / "rr.yaml"
+    out = tmp_path / "out"
+    cfg.write_text(f"out: {out}\nsim_ids: 4\nseeds: [0]\nrecipes:\n  - {{name: real}}\n"
+                   "  - {name: cutpaste, setting: real+remix, generated: cutpaste}\n")
+    for flag in ("--only", "--fresh"):
+        one_line_error(*run_main(capsys, "reference-reid", cfg, flag, "Real", "--quiet"),
+                       "no recipe named 'Real'", "the config's recipes are real, cutpaste")
+        _absent(out)
+    one_line_error(*run_main(capsys, "reference-reid", cfg, "--set", "anchor=cutpaste", "--quiet"),
+                   "not a real-only recipe", "use one of real")
+
+
+def test_pipeline_refuses_bad_values_and_a_foreign_folder_before_writing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    for override, needle in (("sim_ids=1", "sim_ids: 1"), ("sim_train_cameras=9", "sim_train_cameras: 9"),
+                             ("reference_recipe=bogus", "reference_recipe 'bogus'"),
+                             (f"reference={tmp_path / 'empty'}", "no reference checkpoints here")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        one_line_error(*run_main(capsys, "pipeline", "--set", f"out={out}", "--set", override, "--quiet"), needle)
+        _absent(out)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    one_line_error(*run_main(capsys, "pipeline", "--set", f"out={out}", "--quiet"), "not a pipeline's output")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_reference_refuses_a_snapshot_name_and_a_rescore_of_nothing(tmp_path, capsys):
+    one_line_error(*run_main(capsys, "reference", "--set", f"out={tmp_path / 'ref'}", "--set", "ship_stage1=bogus.pt",
+                             "--quiet"), "ship_stage1: 'bogus.pt'", "snapshot.pt")
+    _absent(tmp_path / "ref")
+    line = one_line_error(*run_main(capsys, "reference", "--set", f"out={tmp_path / 'ref'}", "--set",
+                                    f"package={tmp_path / 'pkg'}", "--rescore", "--quiet"), "nothing shipped here")
+    assert "--from-scratch" not in line
+
+
+def test_a_build_reads_a_stage2_run_whose_stage1_is_a_snapshot_file(tiny_stages, tmp_path):
+    """Stage II may name its stage I by a snapshot file (a shipped reference's stage1.pt): the builder reads that
+    file's generator and discriminator, not FILE/snapshot.pt."""
+    s1, pose, s2 = tiny_stages
+    moved = tmp_path / "s2"
+    shutil.copytree(s2, moved)
+    snap = tmp_path / "stage1.pt"  # as a reference ships it: the snapshot with the discriminator inside
+    stage1 = torch.load(s1 / "snapshot.pt", map_location="cpu", weights_only=False)
+    stage1["D"] = torch.load(s1 / "state.pt", map_location="cpu", weights_only=False)["D"]
+    torch.save(stage1, snap)
+    ckpt = torch.load(moved / "snapshot.pt", map_location="cpu", weights_only=False)
+    ckpt["config"]["stage1_run"] = str(snap)  # the run's own config points at the file
+    torch.save(ckpt, moved / "snapshot.pt")
+    builder = Builder(load_config(BuildConfig, None, [f"stage2_run={moved}", f"out={tmp_path / 'vm'}"]))
+    assert builder.s2cfg.stage1_run == str(snap) and builder.D is not None  # the file's own discriminator
+    with pytest.raises(UserError, match="stage2_run: not set"):
+        Builder(BuildConfig())
