@@ -20,6 +20,7 @@ from generator.config import DataConfig, from_dict
 from generator.data.dataset import person_dataset
 from generator.data.keypoints import pose_vector_to_rcv, rcv_to_pose_vector
 from generator.device import resolve_device
+from generator.errors import UserError
 from generator.io import load_checkpoint, progress_bar
 from generator.models.pose_ae import PoseModelConfig, build_pose_ae
 from generator.models.stage1 import Stage1ModelConfig, build_generator
@@ -36,6 +37,24 @@ class Factors:
 
     def __len__(self) -> int:
         return len(self.fg)
+
+
+def run_kind(config: dict) -> str:
+    """Which kind of run a checkpoint's ``config`` is from: stage-I, pose-AE or stage-II."""
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    return "stage-II" if "stage1_run" in config else "stage-I" if "enc_levels" in model else "pose-AE"
+
+
+def checked_snapshot(path, kind: str) -> tuple[str, dict]:
+    """The snapshot of the ``kind`` run (stage-I, pose-AE, stage-II) at ``path`` (its directory or snapshot file),
+    and where it lies; a checkpoint of another kind is refused, naming both."""
+    where = str(snapshot_path(path))
+    snap = load_checkpoint(where)
+    found = run_kind(snap.get("config") or {})
+    if found != kind:
+        raise UserError(f"{where}: a {found} checkpoint, where a {kind} run is needed; pass a {kind} run directory "
+                        f"or snapshot")
+    return where, snap
 
 
 def snapshot_path(path) -> Path:
@@ -56,8 +75,7 @@ class DisentangledModel:
     def load(cls, stage1: str | os.PathLike, pose: str | os.PathLike | None = None,
              device: str = "cpu") -> "DisentangledModel":
         """From a stage-I run directory or snapshot file, and optionally a pose-AE run."""
-        where = str(snapshot_path(stage1))
-        snap = load_checkpoint(where)
+        where, snap = checked_snapshot(stage1, "stage-I")
         # only the model and data sections are needed for inference; the training section stays with the run
         model_cfg = from_dict(Stage1ModelConfig, snap["config"]["model"], f"{where}: model")
         data = from_dict(DataConfig, snap["config"]["data"], f"{where}: data")
@@ -65,8 +83,7 @@ class DisentangledModel:
         G.load_state_dict({k: v.float() for k, v in snap["G"].items()})
         pose_ae = None
         if pose is not None:
-            pwhere = str(snapshot_path(pose))
-            psnap = load_checkpoint(pwhere)
+            pwhere, psnap = checked_snapshot(pose, "pose-AE")
             pose_ae = build_pose_ae(from_dict(PoseModelConfig, psnap["config"]["model"], f"{pwhere}: model"))
             pose_ae.load_state_dict({k: v.float() for k, v in psnap["model"].items()})
         model = cls(G, data.size, data.heatmap_radius, data.mask_radius, pose_ae, device)
@@ -141,8 +158,7 @@ class Sampler:
 
     @classmethod
     def load(cls, run, device="cpu") -> "Sampler":
-        where = str(snapshot_path(run))
-        snap = load_checkpoint(where)
+        where, snap = checked_snapshot(run, "stage-II")
         m = from_dict(Stage2ModelConfig, snap["config"]["model"], f"{where}: model")
         nets = {}
         for f in FACTORS:

@@ -185,7 +185,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}); delete it and retrain") from None
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}): check that the path names a "
+                        f"checkpoint this project wrote; if it does, the file is cut short or damaged: train it "
+                        f"again") from None
 
 
 def progress_bar(iterable: Iterable | None = None, desc: str = "", unit: str = "it", enabled: bool = True,

@@ -164,3 +164,21 @@ def test_a_build_reads_a_stage2_run_whose_stage1_is_a_snapshot_file(tiny_stages,
     assert builder.s2cfg.stage1_run == str(snap) and builder.D is not None  # the file's own discriminator
     with pytest.raises(UserError, match="stage2_run: not set"):
         Builder(BuildConfig())
+
+
+def test_the_wrong_kind_of_run_or_a_file_for_a_folder_is_named(tiny_stages, sim_small, tmp_path, capsys):
+    s1, pose, s2 = tiny_stages
+    one_line_error(*run_main(capsys, "sample", "--run", s1, "--out", tmp_path / "x"),
+                   "a stage-I checkpoint, where a stage-II run is needed")
+    one_line_error(*run_main(capsys, "cutpaste", "--root", sim_small, "--out", tmp_path / "x", "--size", "64x32",
+                             "--plates", "inpaint", "--stage1-run", s2 / "snapshot.pt", "--quiet"),
+                   "a stage-II checkpoint, where a stage-I run is needed")
+    _absent(tmp_path / "x")
+    afile = tmp_path / "afile"
+    afile.write_text("not a dataset\n")
+    one_line_error(*run_main(capsys, "check", "--root", afile, "--quiet"), "is a file, not a folder")
+    one_line_error(*run_main(capsys, "browse", afile, "--out", tmp_path / "g"), "is a file, not a folder")
+    line = one_line_error(*run_main(capsys, "cutpaste", "--root", sim_small, "--out", tmp_path / "x", "--size",
+                                    "64x32", "--plates", "inpaint", "--stage1-run", afile, "--quiet"),
+                          "not a readable checkpoint")
+    assert "delete" not in line  # a mistyped path is not the user's file to delete

@@ -42,7 +42,7 @@ def read_dataset(folder: str | os.PathLike, real: str | os.PathLike | None = Non
 
 def _read(folder: Path, real: Path | None) -> Gallery:
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such folder; {FIX}")
+        raise UserError(f"{folder}: {'is a file, not a folder' if folder.exists() else 'no such folder'}; {FIX}")
     # each kind by the file its writer leaves, checked in this order (a filter's output also holds a manifest)
     readers = {"filter_summary.json": _read_filter, "cutpaste.json": _read_cutpaste, "build.json": _read_build,
                "simmarket.json": _read_simmarket}

@@ -92,7 +92,8 @@ class Layout:
 def _folder(root) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{root}: no such folder; pass the dataset root (holding {_WHAT_AUTO_LOOKS_FOR})")
+        raise UserError(f"{root}: {'is a file, not a folder' if root.exists() else 'no such folder'}; pass the dataset "
+                        f"root (holding {_WHAT_AUTO_LOOKS_FOR})")
     return root
 
 

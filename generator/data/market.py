@@ -89,7 +89,8 @@ def resolve_root(root: str | os.PathLike) -> Path:
     """The folder holding the split folders: ``root`` itself or ``root/Market-1501-v15.09.15``."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{root}: no such folder; pass the Market-1501 root (the folder holding bounding_box_train/)")
+        raise UserError(f"{root}: {'is a file, not a folder' if root.exists() else 'no such folder'}; pass the "
+                        f"Market-1501 root (the folder holding bounding_box_train/)")
     inner = root / MARKET_SUBDIR
     if inner.is_dir():
         return inner

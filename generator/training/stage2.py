@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from generator.api import DisentangledModel, Sampler, real_embeddings
+from generator.api import DisentangledModel, Sampler, checked_snapshot, real_embeddings
 from generator.config import check_ranges, from_dict, save_config, to_dict
 from generator.device import resolve_device
 from generator.errors import UserError
@@ -218,6 +218,6 @@ def _save(run_dir: Path, cfg: Stage2Config, trained: dict[str, dict], steps: dic
 def load_stage2(run: Path):
     """A trained stage-II run: (its config, the mappings' ``Sampler``, the ``DisentangledModel`` of its stage I and
     pose AE)."""
-    snap = load_checkpoint(Path(run) / "snapshot.pt")
+    _, snap = checked_snapshot(Path(run) / "snapshot.pt", "stage-II")
     cfg = from_dict(Stage2Config, snap["config"], str(run))
     return cfg, Sampler.load(run), DisentangledModel.load(cfg.stage1_run, pose=cfg.pose_run)
