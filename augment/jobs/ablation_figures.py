@@ -104,5 +104,6 @@ def pairs_figure(df: pd.DataFrame, against: str, path: Path) -> None:
             ax.grid(axis="x", alpha=0.3)
             ax.set_title(f"{name} - {against}, {world} {regime}", fontsize=9)
             ax.set_xlabel("points (dots: seeds; bar: mean ± 2 SE; number: seeds)", fontsize=7)
-    axes[0, 0].set_ylim(len(recipes) - 0.5, -0.5)  # the table's order, top to bottom (the axes share it)
+    if recipes:
+        axes[0, 0].set_ylim(len(recipes) - 0.5, -0.5)  # the table's order, top to bottom (the axes share it)
     save_figure(fig, path)
