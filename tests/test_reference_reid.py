@@ -207,6 +207,8 @@ def _package_ships_beside(tmp_path, cfg, before, monkeypatch):
     assert "| c2 | cutpaste | 2 |" in (tmp_path / "repo" / "docs" / "results.md").read_text()  # its table rendered
     assert (tmp_path / "repo" / "docs" / "reid_reference_cmc.png").stat().st_size > 0
     assert (tmp_path / "repo" / "docs" / "reid_reference_pairs.png").stat().st_size > 0  # always redrawn
+    cmc = (tmp_path / "repo" / "reid" / "reference" / "cmc.csv").read_text()
+    assert cmc.startswith("world,regime,recipe,seed,rank1,")  # each run's CMC, shipped with its row
     # a second ablation (another generator, say) ships beside the first, not over it
     ablation_tables.package(load_config(ReidReferenceConfig, cfg, ["package=reid/reference/other",
                                                                    "figures=docs/other"]), log=lambda *a: None)

@@ -134,8 +134,13 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     rows = [{k: v for k, v in r.items() if k != "world"} | {"device": "cpu"} for r in _rows("reference", 0.0)
             if r["recipe"] != "c+h"]
     _ship(tmp_path / "repo", cfg, rows, old)
+    # the shipped CMC of some runs (the cut-and-paste ones; the anchor's and the rest were shipped without)
+    pd.DataFrame([{"world": "reference", "regime": "full", "recipe": "cutpaste", "seed": s, "rank1": 0.4 + s / 100,
+                   "rank2": 0.6} for s in range(3)]).to_csv(tmp_path / "repo" / cfg.package / "cmc.csv", index=False)
     shipped = Shipped(cfg)
     assert len(shipped.rows) == 6 and {k[0] for k in shipped.rows} == {"reference"}
+    assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 1)["cmc"] == pytest.approx([0.41, 0.6])
+    assert shipped.row(World("reference"), Regime("full", 0), BASE[0], 1)["cmc"] is None
     assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 2)["rank1"] == pytest.approx(0.42)
     # a table shipped before rows had a date: its rows are dated by its provenance
     assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 2)["date"] == "2026-11-26"
@@ -144,11 +149,14 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     assert {k[2] for k in Shipped(cfg, ["cutpaste"]).rows} == {"real"}
     with pytest.raises(UserError, match="--fresh paste: no recipe named 'paste'"):
         Shipped(cfg, ["paste"])
-    # --package-only: the shipped rows make the table; their runs are not here, so they carry no CMC
+    # --package-only: the shipped rows make the table; their runs are not here, so only the CMC shipped with them
+    # is there to draw, and it is written out again for the next table
     df = reference_reid.collect(cfg, log=lambda *a: None)
     assert len(df) == 6 and set(df.world) == {"reference"}
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
-    assert prov["runs_shipped"] == 6
+    assert prov["runs_shipped"] == 3  # the rows without a CMC
+    assert (pd.read_csv(tmp_path / "out" / "cmc.csv").round(6).to_dict("records")
+            == pd.read_csv(tmp_path / "repo" / cfg.package / "cmc.csv").round(6).to_dict("records"))
     assert prov["plateau"]["full"]["plateau_epoch"] == 18  # the anchor's curves are the shipped runs': kept
     assert prov["filters"] == {"reference/full/hybrid-filtered-seed0": {"kept": 0.6}}  # and so are their filters
     table = read_ablation(tmp_path / "out" / "ablation.csv")

@@ -188,6 +188,29 @@ def plateau(df: pd.DataFrame, regime: str, recipe: str) -> dict:
             "best_epoch": epochs[best], "plateau_epoch": epochs[stop]}
 
 
+CMC_KEY = ["world", "regime", "recipe", "seed"]
+
+
+def write_cmc(df: pd.DataFrame, path: Path) -> None:
+    """The CMC of every row that has one, a row per run (``CMC_KEY``, then ``rank1``..``rankN``, fractions): shipped
+    beside ``ablation.csv`` so that a later table, reusing these rows, can draw them."""
+    has = df[[isinstance(c, list) for c in df["cmc"]]]
+    cmc = pd.DataFrame([c for c in has["cmc"]], index=has.index)
+    cmc.columns = [f"rank{k + 1}" for k in range(cmc.shape[1])]
+    with atomic_path(path) as tmp:
+        pd.concat([has[CMC_KEY], cmc], axis=1).to_csv(tmp, index=False, float_format="%.6f")
+
+
+def read_cmc(path: Path) -> dict[tuple[str, str, str, int], list[float]]:
+    """``write_cmc``'s file as (world, regime, recipe, seed) -> CMC; empty when there is none."""
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    ranks = [c for c in df.columns if c not in CMC_KEY]
+    return {(r.world, r.regime, r.recipe, int(r.seed)): [float(getattr(r, c)) for c in ranks]
+            for r in df.itertuples(index=False)}
+
+
 def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_before: dict | None = None,
                   filters_before: dict | None = None) -> None:
     """The ablation's files under ``cfg.out`` from its ``rows``. ``plateaus_before``: (world, regime) -> the shipped
@@ -200,12 +223,13 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_bef
         df["share"] = df.share.map(lambda v: f"{v:.6f}" if isinstance(v, float) else v)
     with atomic_path(out / "ablation.csv") as tmp:
         df.drop(columns=["cmc", "curve"]).to_csv(tmp, index=False, float_format="%.6f")
+    write_cmc(df, out / "cmc.csv")
     atomic_write_text(out / "ablation.md", summary_table(df))
     many = df.world.nunique() > 1
     plateaus = {}
     for w, r in scopes(df):
         anchor = df[(df.world == w) & (df.regime == r) & (df.recipe == cfg.anchor)]
-        shipped = len(anchor) and not any(isinstance(c, list) for c in anchor["cmc"])
+        shipped = len(anchor) and not any(isinstance(c, list) for c in anchor["curve"])  # no curve: shipped rows
         plateaus[f"{w}/{r}" if many else r] = plateau(df[df.world == w], r, cfg.anchor) or (
             (plateaus_before or {}).get((w, r), {}) if shipped else {})
     figures(df, plateaus, cfg.anchor, out)
@@ -219,7 +243,7 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_bef
                         "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "run_devices": df.device.value_counts().to_dict() if len(df) else {},
             "date": time.strftime("%Y-%m-%d"), "runs": len(df),
-            # rows reused from the shipped table (their runs are not here): they carry no CMC or learning curve
+            # rows without a CMC: reused from a shipped table that kept none for them (their runs are not here)
             "runs_shipped": int(sum(not isinstance(c, list) for c in df["cmc"])),
             # seconds each run trained, where it trained; under --jobs runs overlap, so the sum is not elapsed time
             "run_seconds_sum": round(sum(times.values()), 1), "run_seconds": times, "plateau": plateaus,
@@ -237,8 +261,9 @@ def package(cfg, log=print) -> None:
     dest, figs = REPO / cfg.package, REPO / cfg.figures
     dest.mkdir(parents=True, exist_ok=True)
     figs.parent.mkdir(parents=True, exist_ok=True)
-    for name in ("ablation.csv", "ablation.md", "provenance.json"):
-        shutil.copyfile(out / name, dest / name)
+    for name in ("ablation.csv", "ablation.md", "provenance.json", "cmc.csv"):
+        if (out / name).is_file() or name != "cmc.csv":  # an out tabulated before the CMC was kept has none
+            shutil.copyfile(out / name, dest / name)
     shutil.copyfile(out / "pairs.png", figs.with_name(f"{figs.name}_pairs.png"))  # from the rows: always whole
     if json.loads((out / "provenance.json").read_text()).get("runs_shipped", 0):
         log(f"kept the figures {figs}_*.png: some rows were reused from the shipped table, and the figures of the "

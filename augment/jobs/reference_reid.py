@@ -16,7 +16,7 @@ and so are the shipped ablation's rows of runs trained the same way (``reid_reci
 Outputs: ``out/ablation.csv`` (one row per recipe x world x regime x seed), ``out/ablation.md`` (mean ± std, and the
 paired difference to ``real`` and to ``cutpaste`` with its standard error), ``out/cmc.png``, ``out/curve.png``
 (real-only's learning curve: where it plateaus), ``out/pairs.png`` (every recipe's paired difference to ``cutpaste``,
-seed by seed), ``out/provenance.json``; ``--package`` copies them to
+seed by seed), ``out/cmc.csv`` (each run's CMC), ``out/provenance.json``; ``--package`` copies them to
 ``reid/reference/`` and the figures to ``docs/``, and renders the tables of ``docs/results.md`` anew.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation
+from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation, read_cmc
 from augment.jobs.provenance import REPO
 from augment.makers.plates import PLATES_OF
 from generator.config import ConfigValueError, to_dict
@@ -188,6 +188,7 @@ class Shipped:
             world = here.get(parts[0] if len(parts) == 3 else worlds[0]["name"])
             if world:
                 self.filters["/".join([world, *parts[-2:]])] = value
+        cmc = read_cmc(dest / "cmc.csv")  # the shipped runs' CMC, where it was kept
         for row in read_ablation(dest / "ablation.csv").to_dict("records"):
             world = here.get(row["world"])
             recipe = next((r for r in cfg.recipes if r.name == row["recipe"] and r.name not in fresh), None)
@@ -198,7 +199,8 @@ class Shipped:
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
             self.rows[(world, row["regime"], row["recipe"], int(row["seed"]))] = {
                 **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
-                "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")), "cmc": None,
+                "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")),
+                "cmc": cmc.get((row["world"], row["regime"], row["recipe"], int(row["seed"]))),
                 "curve": None}
         self.summary = (f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
                         + (f"; training {', '.join(fresh)} here again" if fresh else ""))
