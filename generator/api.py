@@ -39,18 +39,31 @@ class Factors:
         return len(self.fg)
 
 
-def run_kind(config: dict) -> str:
-    """Which kind of run a checkpoint's ``config`` is from: stage-I, pose-AE or stage-II."""
+KINDS = {"stage1": "stage-I", "pose": "pose-AE", "stage2": "stage-II"}  # a snapshot's ``kind`` -> its name
+
+
+def run_kind(snap: dict) -> str | None:
+    """Which kind of run a checkpoint is the snapshot of: stage-I, pose-AE or stage-II (its ``kind``; for a snapshot
+    written without one, guessed from its config); None for a checkpoint that is no run's snapshot (one without a
+    config, such as a run's ``state.pt``)."""
+    config = snap.get("config")
+    if not isinstance(config, dict):
+        return None
+    if snap.get("kind") in KINDS:
+        return KINDS[snap["kind"]]
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     return "stage-II" if "stage1_run" in config else "stage-I" if "enc_levels" in model else "pose-AE"
 
 
 def checked_snapshot(path, kind: str) -> tuple[str, dict]:
     """The snapshot of the ``kind`` run (stage-I, pose-AE, stage-II) at ``path`` (its directory or snapshot file),
-    and where it lies; a checkpoint of another kind is refused, naming both."""
+    and where it lies; a checkpoint of another kind, or no run's snapshot (a state.pt, say), is refused."""
     where = str(snapshot_path(path))
     snap = load_checkpoint(where)
-    found = run_kind(snap.get("config") or {})
+    found = run_kind(snap)
+    if found is None:
+        raise UserError(f"{where}: not the snapshot of a run (no config in it; a state.pt, say); pass a {kind} run "
+                        f"directory or its snapshot.pt")
     if found != kind:
         raise UserError(f"{where}: a {found} checkpoint, where a {kind} run is needed; pass a {kind} run directory "
                         f"or snapshot")

@@ -74,6 +74,9 @@ class AblationConfig:
     def __post_init__(self):
         """Every setting is a chain of known training sets, and the generated-image fields are in range; checked
         when the config loads."""
+        if self.finetune_epochs < 0:
+            raise ConfigValueError("finetune_epochs", f"{self.finetune_epochs}: use 0 (train.epochs) or a number of "
+                                                      f"epochs")
         for name in ("settings", "seeds"):
             if not getattr(self, name):
                 raise ConfigValueError(name, f"empty; name at least one (e.g. {name}: "
@@ -162,7 +165,8 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     stages_of = {s: parse_setting(s) for s in cfg.settings}
     check_output_folder(cfg.out, "out")  # before the data is read and checked, which takes a while
     check_model(cfg.train.model, cfg.train.weights or None)
-    resolve_device(cfg.train.device)
+    if any(finished_result(cfg, s, seed) is None for s in cfg.settings for seed in cfg.seeds):
+        resolve_device(cfg.train.device)  # a run is left to train here (a finished table is read on any machine)
     needed = {st for stages in stages_of.values() for st in stages}
     names, mixes, real_train = register_train_sets(cfg, needed, progress)
     train = cfg.train

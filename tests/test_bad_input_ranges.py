@@ -16,6 +16,7 @@ from generator.config import load_config, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.training.stage1 import Stage1Config
+from reid.ablation import AblationConfig
 
 NO_GPU = "cuda:99"  # a GPU no machine here has: refused with or without CUDA
 
@@ -52,6 +53,7 @@ def test_reid_ablate_refuses_an_unknown_model_or_a_missing_gpu_before_writing(si
 @pytest.mark.parametrize("override, needle", [
     ("train.batch=0", "train.batch: 0: must be above 0"), ("train.steps=-5", "train.steps: -5"),
     ("train.lr=-1", "train.lr: -1.0: must be 0 or more"), ("train.device=gpu", "'gpu' is not a device"),
+    ("train.sample_every=0", "train.sample_every: 0: must be above 0"),
 ])
 def test_train_stage1_refuses_bad_values_before_a_run_folder(sim_small, tmp_path, capsys, override, needle):
     cfg = tmp_path / "s1.yaml"
@@ -97,13 +99,13 @@ def test_simulate_refuses_no_folder_or_the_folder_it_stands_in(tmp_path, capsys,
 def test_sample_and_eval_refuse_bad_counts_and_a_file_for_out(tiny_stages, tmp_path, capsys):
     s1, _, s2 = tiny_stages
     for args in (["sample", "--run", s2, "--cols", "0"], ["sample", "--run", s2, "--rows", "-1"],
-                 ["eval", "stage1", "--run", s1, "--pairs", "-5"], ["eval", "stage1", "--run", s1, "--limit", "0"]):
+                 ["eval", "stage1", "--run", s1, "--pairs", "0"], ["eval", "stage1", "--run", s1, "--limit", "0"]):
         rc, o, e = run_main(capsys, *args, "--out", tmp_path / "x")
         one_line_error(rc, o, e, "use ")
         _absent(tmp_path / "x")
     afile = tmp_path / "afile"
     afile.write_text("not a folder\n")
-    for args in (["sample", "--run", s2], ["eval", "stage1", "--run", s1, "--limit", "4", "--pairs", "0"]):
+    for args in (["sample", "--run", s2], ["eval", "stage1", "--run", s1, "--limit", "4", "--pairs", "1"]):
         one_line_error(*run_main(capsys, *args, "--out", afile), "is a file, not a folder")
         assert afile.read_text() == "not a folder\n"
     one_line_error(*run_main(capsys, "eval", "stage1", "--run", s1, "--data", tmp_path / "none", "--out",
@@ -127,7 +129,8 @@ def test_reference_reid_refuses_unknown_names_before_writing(tmp_path, capsys):
 def test_pipeline_refuses_bad_values_and_a_foreign_folder_before_writing(tmp_path, capsys):
     out = tmp_path / "demo"
     for override, needle in (("sim_ids=1", "sim_ids: 1"), ("sim_train_cameras=9", "sim_train_cameras: 9"),
-                             ("reference_recipe=bogus", "reference_recipe 'bogus'"),
+                             ("eval_pairs=0", "eval_pairs: 0"), ("reference_recipe=bogus", "reference_recipe 'bogus'"),
+                             ("set=[reid:train.model=bogusnet]", "'bogusnet': unknown to torchreid"),
                              (f"reference={tmp_path / 'empty'}", "no reference checkpoints here")):
         (tmp_path / "empty").mkdir(exist_ok=True)
         one_line_error(*run_main(capsys, "pipeline", "--set", f"out={out}", "--set", override, "--quiet"), needle)
@@ -162,6 +165,9 @@ def test_a_build_reads_a_stage2_run_whose_stage1_is_a_snapshot_file(tiny_stages,
     torch.save(ckpt, moved / "snapshot.pt")
     builder = Builder(load_config(BuildConfig, None, [f"stage2_run={moved}", f"out={tmp_path / 'vm'}"]))
     assert builder.s2cfg.stage1_run == str(snap) and builder.D is not None  # the file's own discriminator
+    ckpt["config"]["stage1_run"] = str(s1 / "snapshot.pt")  # the run's snapshot.pt: its state.pt holds D
+    torch.save(ckpt, moved / "snapshot.pt")
+    assert Builder(load_config(BuildConfig, None, [f"stage2_run={moved}", f"out={tmp_path / 'vm'}"])).D is not None
     with pytest.raises(UserError, match="stage2_run: not set"):
         Builder(BuildConfig())
 
@@ -182,3 +188,13 @@ def test_the_wrong_kind_of_run_or_a_file_for_a_folder_is_named(tiny_stages, sim_
                                     "64x32", "--plates", "inpaint", "--stage1-run", afile, "--quiet"),
                           "not a readable checkpoint")
     assert "delete" not in line  # a mistyped path is not the user's file to delete
+
+
+def test_a_checkpoint_that_is_no_runs_snapshot_is_named(tiny_stages, sim_small, tmp_path, capsys):
+    s1, _, _ = tiny_stages
+    one_line_error(*run_main(capsys, "cutpaste", "--root", sim_small, "--out", tmp_path / "x", "--size", "64x32",
+                             "--plates", "inpaint", "--stage1-run", s1 / "state.pt", "--quiet"),
+                   "not the snapshot of a run")
+    _absent(tmp_path / "x")
+    with pytest.raises(UserError, match="finetune_epochs: -1"):
+        load_config(AblationConfig, None, ["finetune_epochs=-1"])

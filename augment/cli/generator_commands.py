@@ -102,8 +102,8 @@ def _cmd_eval(args) -> None:
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-I run")
     data = args.data or yaml.safe_load((run / "config.yaml").read_text())["data"]["root"]
     if not Path(data).is_dir():
-        raise UserError(f"{data}: no such dataset folder; pass --data with the root of the held-out data (query + "
-                        f"gallery)")
+        raise UserError(f"{data}: {'is a file, not a' if Path(data).exists() else 'no such'} dataset folder; pass "
+                        f"--data with the root of the held-out data (query + gallery)")
     out = Path(args.out) if args.out else run / "eval"
     check_output_folder(out, "--out")
     result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
@@ -153,7 +153,7 @@ def add_eval(sub) -> None:
     e.add_argument("--run", required=True, help="run directory of the trained stage")
     e.add_argument("--data", default=None,
                    help="dataset root (default: the run's data.root); held-out = query + gallery")
-    e.add_argument("--pairs", type=count(0), default=200, help="SimMarket swap pairs to score")
+    e.add_argument("--pairs", type=count(1), default=200, help="SimMarket swap pairs to score")
     e.add_argument("--limit", type=count(1), default=512, help="held-out images for the reconstruction metrics")
     e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
     e.set_defaults(func=_cmd_eval)

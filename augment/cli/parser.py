@@ -29,7 +29,7 @@ def count(minimum: int):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one of {minimum} or more") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value}: use {minimum} or more")
         return value

@@ -24,11 +24,13 @@ from augment.makers.builder import build
 from augment.makers.cutpaste import cut_paste
 from augment.makers.plates import PLATES_OF
 from generator.config import ConfigValueError
+from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import check_output_folder
 from generator.shipped import install, provenance
 from generator.simmarket.world import NUM_CAMERAS
 from reid.ablation import AblationConfig, MoreGenerated, run_ablation
+from reid.torchreid_adapter import check_model
 
 
 @dataclass
@@ -73,8 +75,8 @@ class PipelineConfig:
         if not 0 <= self.sim_train_cameras <= NUM_CAMERAS:
             raise ConfigValueError("sim_train_cameras", f"{self.sim_train_cameras}: use 1..{NUM_CAMERAS} (0: every "
                                                         f"identity keeps 2-6 cameras)")
-        if self.eval_pairs < 0:
-            raise ConfigValueError("eval_pairs", f"{self.eval_pairs}: must be 0 or more")
+        if self.eval_pairs < 1:
+            raise ConfigValueError("eval_pairs", f"{self.eval_pairs}: score at least 1 swap pair")
 
 
 GENERATED = ("remix", "hybrid", "inpaint")
@@ -93,27 +95,31 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
                                                   f"out={out / 'reid'}"], cfg.set, "reid")
     if cfg.combined_share:
         rcfg = combined_config(cfg, rcfg, "remix" if generated == "remix_root" else "new")
+    # everything that can be refused is refused before anything is written: the names, the checkpoints, the re-ID
+    # model and device (trained last, an hour later), and an out that holds another kind of run
     check_reference_recipe(cfg.reference_recipe)
     if not cfg.from_scratch:
         provenance(cfg.reference or None)  # the reference checkpoints are there and whole, before any data is made
+    check_model(rcfg.train.model, rcfg.train.weights or None)
+    resolve_device(rcfg.train.device)
     check_output_folder(out, "out")
     if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in ("times.json", "data")):
         raise UserError(f"{out}: not empty, and not a pipeline's output (no times.json or data/); choose another out "
                         f"(--set out=...) or empty the folder")
+    if cfg.from_scratch and (out / "reference.json").exists():
+        raise UserError(f"{out}: holds a run made with the reference checkpoints; give --from-scratch another "
+                        "out (--set out=...) or delete the folder")
+    if not cfg.from_scratch and (out / "stage1" / "state.pt").exists():
+        raise UserError(f"{out}: holds stages trained from scratch; rerun with --from-scratch, or give the "
+                        "reference run another out (--set out=...)")
     out.mkdir(parents=True, exist_ok=True)
     stage = StageTimer(out)
     stage("data", lambda: simulate_data(((gen_root, cfg.gen_size), (reid_root, cfg.reid_size)), cfg.sim_ids,
                                         cfg.sim_seed, progress, log, cfg.sim_train_cameras))
     prov = None
     if cfg.from_scratch:
-        if (out / "reference.json").exists():
-            raise UserError(f"{out}: holds a run made with the reference checkpoints; give --from-scratch another "
-                            "out (--set out=...) or delete the folder")
         train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log)
     else:
-        if (out / "stage1" / "state.pt").exists():
-            raise UserError(f"{out}: holds stages trained from scratch; rerun with --from-scratch, or give the "
-                            "reference run another out (--set out=...)")
         prov = stage("reference", lambda: install(cfg.reference or None, out, gen_root, progress))
         log(f"[reference] using the reference checkpoints from {cfg.reference or 'the package'} "
             f"(stage I {prov['steps']['stage1']} steps)")

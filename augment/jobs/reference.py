@@ -77,8 +77,10 @@ class ReferenceConfig:
         if self.sim_ids < 2:
             raise ConfigValueError("sim_ids", f"{self.sim_ids}: SimMarket needs at least 2 identities (one train, one "
                                               f"test)")
-        if self.unlabelled_ids < 0 or self.eval_pairs < 0:
-            raise ConfigValueError("unlabelled_ids" if self.unlabelled_ids < 0 else "eval_pairs", "must be 0 or more")
+        if self.unlabelled_ids < 0:
+            raise ConfigValueError("unlabelled_ids", f"{self.unlabelled_ids}: use 0 (none) or a number of people")
+        if self.eval_pairs < 1:
+            raise ConfigValueError("eval_pairs", f"{self.eval_pairs}: score at least 1 swap pair")
         if not SNAPSHOT_NAME.fullmatch(self.ship_stage1):
             raise ConfigValueError("ship_stage1", f"{self.ship_stage1!r}: name a snapshot file of the stage-I run: "
                                                   f"snapshot-l1.pt (the end of the L1 warm-up) or snapshot.pt (the "

@@ -134,6 +134,9 @@ class ReidReferenceConfig:
                                              f"{', '.join(real) or '(none: add a real-only recipe)'}")
         if len({r.name for r in self.regimes}) != len(self.regimes):
             raise ConfigValueError("regimes", "regime names repeat")
+        if self.finetune_epochs < 0 or self.curve_every < 0:
+            key = "finetune_epochs" if self.finetune_epochs < 0 else "curve_every"
+            raise ConfigValueError(key, f"{getattr(self, key)}: use 0 or a number of epochs")
         if not self.worlds or len({w.name for w in self.worlds}) != len(self.worlds):
             raise ConfigValueError("worlds", "give at least one world, each with a name of its own")
 

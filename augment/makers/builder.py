@@ -135,11 +135,12 @@ class Builder:
     def _load_discriminator(self):
         run = Path(self.s2cfg.stage1_run)  # a run directory, or a snapshot file (a shipped reference's stage1.pt)
         snap = load_checkpoint(snapshot_path(run))
-        state_path = run / "state.pt"  # the discriminator of the run's last step, which its snapshot.pt is
+        state_path = snapshot_path(run).with_name("state.pt")  # the run's last step: its D if the snapshot's is that
+        state = load_checkpoint(state_path) if "D" not in snap and state_path.is_file() else {}
         if "D" in snap:  # shipped reference checkpoints carry D in the snapshot
             d_state = snap["D"]
-        elif state_path.exists():
-            d_state = load_checkpoint(state_path)["D"]
+        elif "D" in state and int(state.get("step", -1)) == int(snap["step"]):
+            d_state = state["D"]
         else:
             return None
         cfg = from_dict(Stage1Config, snap["config"])

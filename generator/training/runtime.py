@@ -48,8 +48,8 @@ def setup_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool =
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     dev = resolve_device(device)
-    if dev.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":  # under torchrun each process takes its LOCAL_RANK's GPU; alone, the one asked for
+        local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0)
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     if world > 1 and not dist.is_initialized():

@@ -59,9 +59,10 @@ class Stage1TrainConfig:
     init_from: str = ""  # a stage-I snapshot whose generator weights start the run (fine-tuning; same model config)
 
     def __post_init__(self):
-        check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every", "grid_size"),
-                     non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "eval_images", "sample_every",
-                                   "id_weight", "id_start", "id_lr"))
+        check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every", "grid_size",
+                                     "sample_every", "eval_images"),
+                     non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "id_weight", "id_start",
+                                   "id_lr"))
 
 
 @dataclass
