@@ -165,7 +165,8 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     stages_of = {s: parse_setting(s) for s in cfg.settings}
     check_output_folder(cfg.out, "out")  # before the data is read and checked, which takes a while
     check_model(cfg.train.model, cfg.train.weights or None)
-    if any(finished_result(cfg, s, seed) is None for s in cfg.settings for seed in cfg.seeds):
+    if any(not (stage_dir(cfg.out, s, seed, k) / "result.json").is_file()
+           for s, stages in stages_of.items() for seed in cfg.seeds for k in range(len(stages))):
         resolve_device(cfg.train.device)  # a run is left to train here (a finished table is read on any machine)
     needed = {st for stages in stages_of.values() for st in stages}
     names, mixes, real_train = register_train_sets(cfg, needed, progress)
