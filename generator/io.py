@@ -65,6 +65,12 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
+def folder_defect(path: str | os.PathLike) -> str | None:
+    """What keeps ``path`` from being an input folder: "no such folder" or "is a file, not a folder"; None if none."""
+    path = Path(path)
+    return None if path.is_dir() else "is a file, not a folder" if path.exists() else "no such folder"
+
+
 def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: bool = False) -> Path | None:
     """Refuse (UserError naming ``path`` and the option ``key`` that set it) an output folder that a job could not
     make or write, before the job starts: ``path`` is a file or a link that leads nowhere, one of its parents is a

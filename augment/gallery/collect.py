@@ -22,6 +22,7 @@ from augment.gallery.model import Gallery, Identity, Item, Picture, count, find_
 from augment.makers.plates import PLATES
 from generator.data.layouts import read_layout, resolve_layout
 from generator.errors import UserError
+from generator.io import folder_defect
 
 COLUMNS = ("path", "pid", "camid", "origin")  # what every manifest has
 IMAGE_COLUMNS = ("source", "fg_image", "bg_image", "pose_image")  # paths relative to the real data's base folder
@@ -41,8 +42,8 @@ def read_dataset(folder: str | os.PathLike, real: str | os.PathLike | None = Non
 
 
 def _read(folder: Path, real: Path | None) -> Gallery:
-    if not folder.is_dir():
-        raise UserError(f"{folder}: {'is a file, not a folder' if folder.exists() else 'no such folder'}; {FIX}")
+    if defect := folder_defect(folder):
+        raise UserError(f"{folder}: {defect}; {FIX}")
     # each kind by the file its writer leaves, checked in this order (a filter's output also holds a manifest)
     readers = {"filter_summary.json": _read_filter, "cutpaste.json": _read_cutpaste, "build.json": _read_build,
                "simmarket.json": _read_simmarket}

@@ -61,14 +61,15 @@ def pair_differences(df: pd.DataFrame, against: str) -> pd.DataFrame:
     for world, regime in scopes(df):
         rows = df[(df.world == world) & (df.regime == regime)]
         b = rows[rows.recipe == against].set_index("seed")
-        for recipe in dict.fromkeys(rows.recipe):
+        for recipe, a in rows[rows.recipe != against].groupby("recipe", sort=False):
+            a = a.set_index("seed")
             for metric in ("rank1", "mAP"):
-                d = 100 * (rows[rows.recipe == recipe].set_index("seed")[metric] - b[metric]).dropna()
-                if recipe == against or len(d) == 0:
+                d = 100 * (a[metric] - b[metric]).dropna()
+                if len(d) == 0:
                     continue
-                half = float(2 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-                mean = float(d.mean())
                 many = len(d) > 1  # one seed has no spread to judge it by
+                half = float(2 * d.std(ddof=1) / np.sqrt(len(d))) if many else 0.0
+                mean = float(d.mean())
                 verdict = "above" if many and mean - half > 0 else "below" if many and mean + half < 0 else "within"
                 out.append({"world": world, "regime": regime, "recipe": recipe, "metric": metric,
                             "diffs": d.tolist(), "mean": mean, "half": half, "verdict": verdict})

@@ -51,6 +51,7 @@ from scipy.io import loadmat
 from generator.config import DataFormat
 from generator.data.market import MARKET_SUBDIR, SPLIT_DIRS, Record, resolve_root, scan_market, scan_split_folders
 from generator.errors import UserError
+from generator.io import folder_defect
 
 FORMATS = tuple(f for f in typing.get_args(DataFormat) if f != "auto")  # the layouts `auto` chooses between
 DATASET_NAMES = {"market1501": "Market-1501", "duke": "DukeMTMC-reID", "msmt17": "MSMT17",
@@ -91,9 +92,8 @@ class Layout:
 
 def _folder(root) -> Path:
     root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: {'is a file, not a folder' if root.exists() else 'no such folder'}; pass the dataset "
-                        f"root (holding {_WHAT_AUTO_LOOKS_FOR})")
+    if defect := folder_defect(root):
+        raise UserError(f"{root}: {defect}; pass the dataset root (holding {_WHAT_AUTO_LOOKS_FOR})")
     return root
 
 

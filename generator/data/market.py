@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import UserError
-from generator.io import atomic_save_image
+from generator.io import atomic_save_image, folder_defect
 
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 MARKET_SUBDIR = "Market-1501-v15.09.15"
@@ -88,9 +88,8 @@ class Record:
 def resolve_root(root: str | os.PathLike) -> Path:
     """The folder holding the split folders: ``root`` itself or ``root/Market-1501-v15.09.15``."""
     root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: {'is a file, not a folder' if root.exists() else 'no such folder'}; pass the "
-                        f"Market-1501 root (the folder holding bounding_box_train/)")
+    if defect := folder_defect(root):
+        raise UserError(f"{root}: {defect}; pass the Market-1501 root (the folder holding bounding_box_train/)")
     inner = root / MARKET_SUBDIR
     if inner.is_dir():
         return inner
