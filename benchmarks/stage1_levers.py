@@ -6,6 +6,9 @@ config, separated by commas; a baseline variant with no override is the control.
 
     python benchmarks/stage1_levers.py --out outputs/stage1_levers --steps 1000 \\
         --variant "l1:" --variant "identity:train.id_weight=1.0,train.id_start=200"
+    python benchmarks/stage1_levers.py --out outputs/stage1_levers --steps 1000 \
+        --variant "adversarial:train.l1_only_steps=0" \
+        --variant "adversarial-fm:train.l1_only_steps=0,train.fm_weight=10"
 
 Every variant resumes after a kill; a finished one is only scored. Writes ``results.json`` and ``results.md``.
 """
@@ -23,6 +26,7 @@ from generator.shipped import FILES, default_dir
 from generator.training.stage1 import Stage1Config, train
 
 ROWS = (("held-out SSIM", ("reconstruction", "ssim")), ("person SSIM", ("reconstruction", "person_ssim")),
+        ("person sharpness", ("reconstruction", "person_sharpness")),
         ("pose-swap L1 / copy", ("swaps", "pose/model/l1", "pose/copy_source/l1")),
         ("fg-swap L1 / copy", ("swaps", "foreground/model/l1", "foreground/copy_source/l1")),
         ("bg-swap L1 / copy", ("swaps", "background/model/l1", "background/copy_source/l1")))

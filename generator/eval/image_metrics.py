@@ -92,6 +92,16 @@ def region_scores(gen: torch.Tensor, truth: torch.Tensor, region: torch.Tensor) 
             "ssim": torch.where(nv > 0, region_ssim, nan)}
 
 
+def edge_energy(x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Per-image sum of the absolute horizontal and vertical differences of neighbouring pixels (mean over the
+    channels) of ``x`` (B, C, H, W), over the pairs of pixels that both lie in ``region`` (B, H, W). Blur lowers
+    it: the ratio of a generated image's energy to the true image's in the same region is its sharpness."""
+    r = region.bool()
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(1) * (r[:, 1:] & r[:, :-1])
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(1) * (r[:, :, 1:] & r[:, :, :-1])
+    return dy.flatten(1).sum(1) + dx.flatten(1).sum(1)
+
+
 def nan_mean(values: torch.Tensor) -> tuple[float, int]:
     """Mean over the finite entries and the number of NaN entries left out (images without a person)."""
     ok = ~torch.isnan(values)

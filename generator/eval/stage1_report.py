@@ -24,7 +24,7 @@ from generator.data.keypoints import read_keypoints_csv, yx_to_rcv
 from generator.data.layouts import keypoint_file
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
-from generator.eval.image_metrics import mask_ssim, nan_mean, region_scores, ssim, to01
+from generator.eval.image_metrics import edge_energy, mask_ssim, nan_mean, region_scores, ssim, to01
 from generator.io import atomic_write_json, atomic_write_text
 from generator.simmarket.simulate import SimMarket
 
@@ -41,11 +41,14 @@ def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, bat
                            splits: tuple[str, ...] = ("query", "gallery")) -> dict:
     """SSIM of reconstructions of ``limit`` images of ``splits`` (default: held-out), whole, inside the pose mask
     (person) and outside it (background), and mask-SSIM. Images without a person (an empty pose mask: distractors,
-    or keypoints all undetected) are left out of mask-SSIM and person SSIM; ``without_person`` counts them."""
+    or keypoints all undetected) are left out of mask-SSIM and person SSIM; ``without_person`` counts them.
+    ``person_sharpness``: the reconstructions' edge energy inside the pose mask over the real images' (1: as
+    sharp as the truth; blur lowers it)."""
     ds = person_dataset(root, splits, size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius)
     idx = np.random.default_rng(0).permutation(len(ds))[:limit]
     acc: dict[str, list] = {"ssim": [], "mask_ssim": [], "person_ssim": [], "background_ssim": []}
+    energy = []  # (generated, true) edge energy inside the person, per batch
     for s in range(0, len(idx), batch):
         b = torch.utils.data.default_collate([ds.item(int(i)) for i in idx[s:s + batch]])
         f = model.encode(b["image"], b["keypoints"])
@@ -56,11 +59,14 @@ def reconstruction_metrics(model: DisentangledModel, root, limit: int = 512, bat
         acc["mask_ssim"].append(mask_ssim(rec, real, b["pose_mask"]))
         acc["person_ssim"].append(region_scores(rec, real, person)["ssim"])
         acc["background_ssim"].append(region_scores(rec, real, ~person)["ssim"])
+        energy.append(torch.stack([edge_energy(rec, person), edge_energy(real, person)]))
     out = {"images": int(len(idx)), "metrics_version": METRICS_VERSION}
     for k, v in acc.items():
         out[k], left_out = nan_mean(torch.cat(v))
         if k == "mask_ssim":
             out["without_person"] = left_out
+    generated, truth = torch.cat(energy, 1).sum(1).tolist()
+    out["person_sharpness"] = generated / truth if truth > 0 else float("nan")
     return out
 
 

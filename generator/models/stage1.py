@@ -221,6 +221,16 @@ class DCGANDiscriminator(nn.Module):
     def forward(self, x):
         return self.fc(self.body(x).flatten(1)).squeeze(1)
 
+    def features(self, x) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(the logit, as ``forward``; the activation after each of the 4 convolution blocks): the feature-matching
+        term compares the latter on real and generated images."""
+        feats = []
+        for layer in self.body:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(x)
+        return self.fc(x.flatten(1)).squeeze(1), feats
+
 
 def build_generator(m: Stage1ModelConfig, size) -> DisentangledGenerator:
     return DisentangledGenerator(size=tuple(size), channels=m.channels, enc_levels=m.enc_levels,

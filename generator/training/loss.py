@@ -14,17 +14,20 @@ from generator.training.identity import IdentityTerm, remix
 
 class Stage1Loss:
     """Stage I's objective. The generator's: ``l1_weight`` x the L1 reconstruction loss, plus ``adv_weight`` x the
-    DCGAN adversarial loss from step ``l1_only_steps`` on, plus ``id_weight`` x the identity loss on remixes
-    (``generator.training.identity``) from step ``id_start`` on, when ``ident`` is given. The discriminator's:
-    the DCGAN loss on real images and the generator's fakes.
+    DCGAN adversarial loss from step ``l1_only_steps`` on, plus (in that phase too) ``fm_weight`` x the feature
+    matching loss (beyond the paper, as in pix2pixHD: the mean L1 distance between the discriminator's activations
+    on the real image and on its reconstruction, averaged over its 4 blocks), plus ``id_weight`` x the identity
+    loss on remixes (``generator.training.identity``) from step ``id_start`` on, when ``ident`` is given. The
+    discriminator's: the DCGAN loss on real images and the generator's fakes.
 
     ``autocast``: a callable returning the context the forward passes run in (``Runtime.autocast``)."""
 
     def __init__(self, device: torch.device, autocast: Callable[[], ContextManager], l1_weight: float = 20.0,
                  adv_weight: float = 1.0, l1_only_steps: int = 0, id_weight: float = 0.0, id_start: int = 0,
-                 ident: IdentityTerm | None = None):
+                 ident: IdentityTerm | None = None, fm_weight: float = 0.0):
         self.device, self.autocast = device, autocast
         self.l1_weight, self.adv_weight, self.l1_only_steps = l1_weight, adv_weight, l1_only_steps
+        self.fm_weight = fm_weight
         self.id_weight, self.id_start, self.ident = id_weight, id_start, ident
 
     def adversarial(self, step: int) -> bool:
@@ -35,23 +38,37 @@ class Stage1Loss:
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(total loss, fake images, terms): the generator's loss on ``batch`` at step ``step``. ``Gd`` (default
         ``G``) reconstructs the batch (the DDP wrapper of ``G``), ``G`` decodes the remixes; ``D`` is expected
-        frozen. The terms: ``l1``, ``g_adv`` (zero before the adversarial phase) and, with an identity term,
-        ``g_id`` (zero before ``id_start``)."""
+        frozen. The terms: ``l1``, ``g_adv`` (zero before the adversarial phase), with ``fm_weight`` > 0 ``g_fm``
+        (zero before it too) and, with an identity term, ``g_id`` (zero before ``id_start``)."""
         real = batch["image"]
         zero = torch.zeros((), device=self.device)
         with self.autocast():
             fake, fg, bg = (G if Gd is None else Gd)(real, batch["pose_mask"], batch["roi_boxes"],
                                                      batch["roi_visible"], batch["pose_maps"])
             l1 = (fake.float() - real).abs().mean()
-            g_adv = (F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(len(real), device=self.device))
-                     if self.adversarial(step) else zero)
+            g_adv, g_fm = self.adversarial_terms(D, real, fake) if self.adversarial(step) else (zero, zero)
             g_id = (self.ident.loss(remix(G, batch, fg, bg), batch)
                     if self.ident is not None and step >= self.id_start else zero)
-            total = self.l1_weight * l1 + self.adv_weight * g_adv + self.id_weight * g_id
+            total = self.l1_weight * l1 + self.adv_weight * g_adv + self.fm_weight * g_fm + self.id_weight * g_id
         terms = {"l1": l1, "g_adv": g_adv}
+        if self.fm_weight > 0:
+            terms["g_fm"] = g_fm
         if self.ident is not None:
             terms["g_id"] = g_id
         return total, fake, terms
+
+    def adversarial_terms(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the generator's DCGAN loss on ``fake``, the feature-matching loss of ``fake`` against ``real``; zero
+        with ``fm_weight`` 0). The real images' activations are targets: no gradient flows through them."""
+        ones = torch.ones(len(real), device=self.device)
+        if self.fm_weight <= 0:
+            return F.binary_cross_entropy_with_logits(D(fake).float(), ones), torch.zeros((), device=self.device)
+        logit, feats = D.features(fake)
+        with torch.no_grad():
+            _, targets = D.features(real)
+        fm = torch.stack([(f.float() - t.float()).abs().mean() for f, t in zip(feats, targets, strict=True)]).mean()
+        return F.binary_cross_entropy_with_logits(logit.float(), ones), fm
 
     def discriminator(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """The discriminator's loss: the mean of its binary cross-entropies on ``real`` (label 1) and on ``fake``

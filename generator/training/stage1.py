@@ -56,13 +56,16 @@ class Stage1TrainConfig:
     id_weight: float = 0.0
     id_start: int = 0
     id_lr: float = 1e-3
+    # feature matching in the adversarial phase (beyond the paper, as in pix2pixHD; generator/training/loss.py):
+    # its weight (0: off)
+    fm_weight: float = 0.0
     init_from: str = ""  # a stage-I snapshot whose generator weights start the run (fine-tuning; same model config)
 
     def __post_init__(self):
         check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every", "grid_size",
                                      "sample_every", "eval_images"),
                      non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "id_weight", "id_start",
-                                   "id_lr"))
+                                   "id_lr", "fm_weight"))
 
 
 @dataclass
@@ -132,7 +135,8 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
                  f"D {sum(p.numel() for p in nets.D.parameters()) / 1e6:.1f}M, device {rt.device}, "
                  f"world {rt.world_size}")
     loss = Stage1Loss(rt.device, rt.autocast, l1_weight=t.l1_weight, adv_weight=t.adv_weight,
-                      l1_only_steps=t.l1_only_steps, id_weight=t.id_weight, id_start=t.id_start, ident=nets.ident)
+                      l1_only_steps=t.l1_only_steps, id_weight=t.id_weight, id_start=t.id_start, ident=nets.ident,
+                      fm_weight=t.fm_weight)
     end = run_steps(cfg, rt, nets, loss, loader, log, run_dir, probes, start, end, progress, deadline)
     if rt.is_main:
         log.line(f"stage1 finished at step {end}" if end == t.steps or end == stop_after
@@ -257,6 +261,8 @@ def train_step(nets: Stage1Nets, loss: Stage1Loss, batch: dict, step: int, t: St
         d_loss.backward()
         nets.opt_d.step()
     logged = {"l1": terms["l1"], "g_adv": terms["g_adv"], "d_loss": d_loss}
+    if "g_fm" in terms:
+        logged["g_fm"] = terms["g_fm"]
     if nets.ident is not None:
         logged.update(g_id=terms["g_id"], id_classifier=c_loss, id_acc_real=id_acc)
     return logged
