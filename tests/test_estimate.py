@@ -2,6 +2,7 @@
 estimators' refusals."""
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +139,16 @@ def test_resume_after_kill_equals_uninterrupted_run(copy, tmp_path):
     assert not partial.exists()
     rows = read_keypoints_csv(full)
     assert list(rows) == [r.name for r in records]  # every image, junk included, in scan order
+
+
+def test_a_broken_first_image_leaves_no_checkpoint(copy, tmp_path):
+    first = scan_market(copy, keep_junk=True)[0]
+    Path(first.path).write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UserError, match="unreadable image"):
+        write_keypoints(copy, FakeEstimator(), out=out / "k.csv", batch=4, progress=False)
+    assert list(out.iterdir()) == []  # neither the CSV nor a checkpoint of a run that never began
 
 
 def test_default_files_pass_check_and_refuse_overwrite(copy, capsys):

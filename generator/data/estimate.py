@@ -132,8 +132,6 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
     done: dict[Path, dict[str, np.ndarray]] = {}
     for path in groups:
         done[path] = _read_partial(_partial(path), estimator.name)
-        if not _partial(path).exists():
-            _append(_partial(path), [json.dumps({"estimator": estimator.name, "csv": path.name})])
     todo = [(path, r) for path, recs in groups.items() for r in recs if r.keypoint_name not in done[path]]
     before = len(records) - len(todo)
     start = time.time()
@@ -149,8 +147,9 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
             yx = rcv_to_yx(pose)
             done[path][r.keypoint_name] = yx
             new.setdefault(path, []).append(format_keypoints_row(r.keypoint_name, yx))
-        for path, lines in new.items():
-            _append(_partial(path), lines)
+        for path, lines in new.items():  # the checkpoint starts with the first batch: a refusal leaves none
+            head = [] if _partial(path).exists() else [json.dumps({"estimator": estimator.name, "csv": path.name})]
+            _append(_partial(path), head + lines)
         bar.update(len(chunk))
     bar.close()
     seconds = time.time() - start
