@@ -10,18 +10,23 @@ config, separated by commas; a baseline variant with no override is the control.
         --variant "adversarial:train.l1_only_steps=0" \
         --variant "adversarial-fm:train.l1_only_steps=0,train.fm_weight=10"
 
-Every variant resumes after a kill; a finished one is only scored. Writes ``results.json`` and ``results.md``.
+Every variant resumes after a kill; a finished one is only scored. Writes ``results.json``, ``results.md`` and
+``levers.png``: the same held-out people under every variant, reconstructed and in their neighbour's pose.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+import torch
 from variants import add_arguments, parse_variant, prepare, save
 
+from generator.api import DisentangledModel
 from generator.config import load_config
-from generator.eval.stage1_report import evaluate
-from generator.io import atomic_write_text, load_checkpoint
+from generator.eval.grids import swap_grid
+from generator.eval.stage1_report import evaluate, held_out_people
+from generator.io import atomic_path, atomic_write_text, load_checkpoint
 from generator.shipped import FILES, default_dir
 from generator.training.stage1 import Stage1Config, train
 
@@ -38,6 +43,37 @@ def _value(m: dict, path: tuple) -> float | None:
         return part.get(path[1])
     a, b = part.get(path[1]), part.get(path[2])
     return a / b if a is not None and b else None
+
+
+def comparison_figure(runs: dict[str, Path], data: Path, path: Path, people: int = 8) -> None:
+    """``path``: a PNG of ``people`` held-out people (the top row), then for each variant (name: its run folder) its
+    reconstructions and its pose swaps (each person in the pose of the one before), rows labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, labels = [], []
+    for i, (name, run) in enumerate(runs.items()):
+        model = DisentangledModel.load(run)
+        grid = swap_grid(model.G, held_out_people(model, data, people)).view(5, -1, 3, *model.size)
+        if i == 0:
+            rows.append(grid[0])
+            labels.append("held-out input")
+        rows += [grid[1], grid[4]]
+        labels += [f"{name}: reconstruction", f"{name}: pose swap"]
+    h, w = rows[0].shape[-2:]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(people * w / 40 + 1.6, len(rows) * h / 40), dpi=120)
+    for ax, row, label in zip(axes, rows, labels, strict=True):
+        strip = torch.cat(list(row.clamp(-1, 1) * 0.5 + 0.5), dim=2).permute(1, 2, 0).numpy()
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {label} | " + " | ".join("" if v is None else f"{v:.4f}" for v in vals) + " |")
     lines.append("| training s | " + " | ".join(f"{results[n]['train_seconds']:.0f}" for n in names) + " |")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    comparison_figure({n: out / n for n in names if (out / n / "snapshot.pt").exists()}, data, out / "levers.png")
     print("\n".join(lines))
 
 
