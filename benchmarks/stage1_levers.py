@@ -1,13 +1,13 @@
 """Stage-I levers, measured at equal compute: each variant fine-tunes the same stage I (default: the shipped
 reference) for the same steps on the same SimMarket, and is scored as the reference is (held-out reconstruction
-SSIM and person SSIM on 512 images, the counterfactual swaps against the true renders on 200 pairs;
-``generator.eval.stage1_report.evaluate``). A variant is a name and ``KEY=VALUE`` overrides of the stage-I
+SSIM, person SSIM and person sharpness on 512 images, the counterfactual swaps against the true renders on 200
+pairs; ``generator.eval.stage1_report.evaluate``). A variant is a name and ``KEY=VALUE`` overrides of the stage-I
 config, separated by commas; a baseline variant with no override is the control.
 
     python benchmarks/stage1_levers.py --out outputs/stage1_levers --steps 1000 \\
         --variant "l1:" --variant "identity:train.id_weight=1.0,train.id_start=200"
-    python benchmarks/stage1_levers.py --out outputs/stage1_levers --steps 1000 \
-        --variant "adversarial:train.l1_only_steps=0" \
+    python benchmarks/stage1_levers.py --out outputs/stage1_levers --steps 1000 \\
+        --variant "adversarial:train.l1_only_steps=0" \\
         --variant "adversarial-fm:train.l1_only_steps=0,train.fm_weight=10"
 
 Every variant resumes after a kill; a finished one is only scored. Writes ``results.json``, ``results.md`` and
@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         name, sets, overrides = parse_variant(spec)
         run = out / name
         cfg = load_config(Stage1Config, args.config, base + overrides)
+        snap = run / "snapshot.pt"
         t = time.perf_counter()
-        train(cfg, run, resume=True, progress=not args.quiet)
+        if not (snap.is_file() and load_checkpoint(snap)["step"] >= args.steps):  # a finished one is only scored
+            train(cfg, run, resume=True, progress=not args.quiet)
         seconds = time.perf_counter() - t
         metrics = evaluate(run, data, run / "eval")
         old = results.get(name, {})

@@ -200,6 +200,9 @@ def test_imported_stage1_run_counts_as_finished_and_a_different_one_is_refused(s
             import_stage1(tmp_path / "gpu", tmp_path / "bad", tiny_stage1(sim_small, **{**{
                 "train.steps": 4, "train.l1_only_steps": 2}, **bad}))
         assert not (tmp_path / "bad").exists()
+    snap = torch.load(tmp_path / "gpu" / "snapshot.pt", weights_only=True)
+    del snap["config"]["train"]["fm_weight"]  # a run saved before the option: it had its default
+    torch.save(snap, tmp_path / "gpu" / "snapshot.pt")
     dst = tmp_path / "ref" / "stage1"
     import_stage1(tmp_path / "gpu", dst, tiny_stage1(sim_small, **{"train.steps": 4, "train.l1_only_steps": 2,
                                                                   "train.device": "cuda"}))

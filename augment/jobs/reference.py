@@ -130,8 +130,9 @@ def import_stage1(src: Path, dst: Path, s1cfg, log=print) -> None:
     got = load_checkpoint(snap)
     want = to_dict(s1cfg)
     free = {"device", "log_every", "eval_every", "eval_images", "sample_every", "snapshot_every"}
+    default = to_dict(type(s1cfg)())  # a key the run's config lacks (older than the option) has its default
     for section in ("model", "train"):
-        a = {k: v for k, v in got["config"][section].items() if k not in free}
+        a = {k: v for k, v in {**default[section], **got["config"][section]}.items() if k not in free}
         b = {k: v for k, v in want[section].items() if k not in free}
         if a != b:
             diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

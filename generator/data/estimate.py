@@ -147,7 +147,7 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
             yx = rcv_to_yx(pose)
             done[path][r.keypoint_name] = yx
             new.setdefault(path, []).append(format_keypoints_row(r.keypoint_name, yx))
-        for path, lines in new.items():  # the checkpoint starts with the first batch: a refusal leaves none
+        for path, lines in new.items():  # the checkpoint starts with the first batch: a refusal before it leaves none
             head = [] if _partial(path).exists() else [json.dumps({"estimator": estimator.name, "csv": path.name})]
             _append(_partial(path), head + lines)
         bar.update(len(chunk))

@@ -168,6 +168,9 @@ def metrics_table(recon: dict, swaps: dict | None) -> str:
              f"| reconstruction mask-SSIM{_left_out(recon)} | {recon['mask_ssim']:.3f} |"]
     lines += [f"| reconstruction SSIM inside the person / outside{_left_out(recon)} | {recon['person_ssim']:.3f} / "
               f"{recon['background_ssim']:.3f} |"]
+    if "person_sharpness" in recon:
+        lines.append(f"| person sharpness (edge energy inside the person over the truth's; 1: as sharp) | "
+                     f"{recon['person_sharpness']:.3f} |")
     lines.append("")
     if swaps:
         lines += [f"Counterfactual swaps on {swaps['pairs']} held-out SimMarket pairs, scored against the true render "

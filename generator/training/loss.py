@@ -3,13 +3,29 @@ stage II's mappings (Sec. 3.2). The training loops (``stage1.py``, ``stage2.py``
 and steps; these classes compute the losses from them."""
 from __future__ import annotations
 
-from typing import Callable, ContextManager
+from contextlib import contextmanager
+from typing import Callable, ContextManager, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from generator.training.identity import IdentityTerm, remix
+
+
+@contextmanager
+def running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Batch-norm layers of ``module`` normalise by their batch as usual, but leave their running statistics
+    unchanged (momentum 0) inside the block."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
 
 class Stage1Loss:
@@ -60,12 +76,14 @@ class Stage1Loss:
     def adversarial_terms(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the generator's DCGAN loss on ``fake``, the feature-matching loss of ``fake`` against ``real``; zero
-        with ``fm_weight`` 0). The real images' activations are targets: no gradient flows through them."""
+        with ``fm_weight`` 0). The real images' activations are targets: no gradient flows through them, and the
+        pass that computes them leaves D's batch-norm running statistics as they were (the D that ships, and the
+        builder's quality filter, run D in eval mode on them)."""
         ones = torch.ones(len(real), device=self.device)
         if self.fm_weight <= 0:
             return F.binary_cross_entropy_with_logits(D(fake).float(), ones), torch.zeros((), device=self.device)
         logit, feats = D.features(fake)
-        with torch.no_grad():
+        with torch.no_grad(), running_stats_kept(D):
             _, targets = D.features(real)
         fm = torch.stack([(f.float() - t.float()).abs().mean() for f, t in zip(feats, targets, strict=True)]).mean()
         return F.binary_cross_entropy_with_logits(logit.float(), ones), fm

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from generator.config import DataConfig, check_ranges, save_config, to_dict
+from generator.config import ConfigValueError, DataConfig, check_ranges, save_config, to_dict
 from generator.data.dataset import PersonDataset, StepBatchSampler, check_images, person_dataset
 from generator.data.layouts import scan_dataset
 from generator.errors import UserError
@@ -66,6 +66,11 @@ class Stage1TrainConfig:
                                      "sample_every", "eval_images"),
                      non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "id_weight", "id_start",
                                    "id_lr", "fm_weight"))
+        if self.fm_weight > 0 and self.adv_weight <= 0:
+            raise ConfigValueError("fm_weight", f"{self.fm_weight} with train.adv_weight {self.adv_weight}: "
+                                   "feature matching compares the discriminator's activations, and the "
+                                   "discriminator trains only in the adversarial phase; set train.adv_weight > 0 "
+                                   "or train.fm_weight to 0")
 
 
 @dataclass
