@@ -92,6 +92,7 @@ def test_readme_headline_table_matches_the_shipped_ablation():
     for rows in (df, second):  # the headline's sentence on new identities on top of cut-and-paste, both worlds
         for regime in ("full", "cameras2"):
             assert diff(regime, "cutpaste+new", rows) in readme.split("`cutpaste+new`")[1].split("Alone,")[0]
+        assert diff("cameras2", "cutpaste-s50", rows) in readme.split("`cutpaste-s50`")[1].split("Alone,")[0]
     seeds = second[second.recipe.isin(["real", "cutpaste", "hybrid", *picked.values()])].groupby(
         ["regime", "recipe"]).seed.nunique()
     assert f"{seeds.min()} to {seeds.max()} seeds" in readme or f"{seeds.min()} seeds" in readme
