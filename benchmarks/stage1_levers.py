@@ -93,13 +93,14 @@ def main(argv: list[str] | None = None) -> None:
         run = out / name
         cfg = load_config(Stage1Config, args.config, base + overrides)
         snap = run / "snapshot.pt"
+        step = load_checkpoint(snap)["step"] if snap.is_file() else 0
         t = time.perf_counter()
-        if not (snap.is_file() and load_checkpoint(snap)["step"] >= args.steps):  # a finished one is only scored
-            train(cfg, run, resume=True, progress=not args.quiet)
+        if step < args.steps:  # a finished one is only scored
+            step = train(cfg, run, resume=True, progress=not args.quiet)["step"]
         seconds = time.perf_counter() - t
         metrics = evaluate(run, data, run / "eval")
         old = results.get(name, {})
-        results[name] = {"overrides": sets, "steps": load_checkpoint(run / "snapshot.pt")["step"],
+        results[name] = {"overrides": sets, "steps": step,
                          "metrics": metrics, "train_seconds": old.get("train_seconds", 0.0) + seconds}
         save(out, results)
         print(f"[{name}] " + ", ".join(f"{label} {_value(metrics, path):.4f}" for label, path in ROWS

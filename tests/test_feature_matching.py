@@ -1,18 +1,15 @@
 """The feature-matching term of stage I's adversarial phase (generator/training/loss.py) and the sharpness score of
 reconstructions (generator/eval/image_metrics.edge_energy)."""
-import json
 from contextlib import nullcontext
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import tiny_stage1
+from tiny import stage1_resumed_and_whole, tiny_stage1
 
 from generator.errors import UserError
 from generator.eval.image_metrics import edge_energy
 from generator.models.stage1 import DCGANDiscriminator
-from generator.simmarket.simulate import simulate
-from generator.training import stage1
 from generator.training.loss import Stage1Loss
 
 
@@ -85,15 +82,10 @@ def test_feature_matching_needs_the_adversarial_phase(tmp_path):
 
 
 def test_stage1_trains_and_resumes_with_feature_matching(tmp_path):
-    simulate(tmp_path / "sim", 6, seed=2, size=(64, 32), progress=False)
-    cfg = tiny_stage1(tmp_path / "sim", **{"train.steps": 6, "train.fm_weight": 10.0, "train.l1_only_steps": 2,
-                                           "train.log_every": 2, "train.snapshot_every": 3})
-    stage1.train(cfg, tmp_path / "half", progress=False, stop_after=3)
-    resumed = stage1.train(cfg, tmp_path / "half", resume=True, progress=False)
-    whole = stage1.train(cfg, tmp_path / "whole", progress=False)
+    resumed, whole, recs = stage1_resumed_and_whole(tmp_path, **{"train.fm_weight": 10.0,
+                                                                 "train.l1_only_steps": 2})
     assert all(torch.equal(a, b) for a, b in zip(resumed["G"].state_dict().values(),
                                                  whole["G"].state_dict().values(), strict=True))
-    recs = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     fm = [r["g_fm"] for r in recs if "g_fm" in r]
     assert fm[0] == 0 and all(v > 0 for v in fm[1:]) and len(fm) == 3  # from train.l1_only_steps on
 

@@ -1,9 +1,8 @@
 """The identity loss on remixed people (generator/training/identity.py) and its place in stage-I training."""
-import json
 
 import pytest
 import torch
-from tiny import tiny_stage1
+from tiny import stage1_resumed_and_whole, tiny_stage1
 
 from generator.data.dataset import person_dataset
 from generator.simmarket.simulate import simulate
@@ -74,15 +73,9 @@ def test_identity_loss_moves_remixes_toward_their_identity(tmp_path):
 
 
 def test_stage1_trains_and_resumes_with_the_identity_loss(tmp_path):
-    simulate(tmp_path / "sim", 6, seed=2, size=(64, 32), progress=False)
-    cfg = tiny_stage1(tmp_path / "sim", **{"train.steps": 6, "train.id_weight": 1.0, "train.id_start": 2,
-                                           "train.log_every": 2, "train.snapshot_every": 3})
-    stage1.train(cfg, tmp_path / "half", progress=False, stop_after=3)
-    resumed = stage1.train(cfg, tmp_path / "half", resume=True, progress=False)
-    whole = stage1.train(cfg, tmp_path / "whole", progress=False)
+    resumed, whole, recs = stage1_resumed_and_whole(tmp_path, **{"train.id_weight": 1.0, "train.id_start": 2})
     assert all(torch.equal(a, b) for a, b in zip(resumed["G"].state_dict().values(),
                                                  whole["G"].state_dict().values(), strict=True))
-    recs = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     assert [r["g_id"] == 0 for r in recs if "g_id" in r] == [True, False, False]  # starts at train.id_start
     assert all(0 <= r["id_acc_real"] <= 1 for r in recs if "id_acc_real" in r)
     state = torch.load(tmp_path / "whole" / "state.pt", map_location="cpu", weights_only=True)

@@ -1,5 +1,9 @@
 """Tiny seeded configs for CPU tests (a few seconds per training run)."""
+import json
+
 from generator.config import load_config
+from generator.simmarket.simulate import simulate
+from generator.training import stage1
 from generator.training.pose_ae import PoseConfig
 from generator.training.stage1 import Stage1Config
 
@@ -28,3 +32,16 @@ def tiny_stage2(stage1_run, pose_run, **overrides):
             "train.lr=1.0e-3", "train.log_every=5", "train.snapshot_every=1000", "train.holdout=0.2"]
     sets += [f"{k}={v}" for k, v in overrides.items()]
     return load_config(Stage2Config, None, sets)
+
+
+def stage1_resumed_and_whole(tmp_path, **overrides) -> tuple[dict, dict, list[dict]]:
+    """A tiny stage I (6 steps on a 6-identity SimMarket, ``overrides`` on top) trained twice: stopped at step 3 and
+    resumed, and in one go. (the resumed run's result, the whole run's result, the whole run's metric records)."""
+    simulate(tmp_path / "sim", 6, seed=2, size=(64, 32), progress=False)
+    cfg = tiny_stage1(tmp_path / "sim", **{"train.steps": 6, "train.log_every": 2, "train.snapshot_every": 3,
+                                           **overrides})
+    stage1.train(cfg, tmp_path / "half", progress=False, stop_after=3)
+    resumed = stage1.train(cfg, tmp_path / "half", resume=True, progress=False)
+    whole = stage1.train(cfg, tmp_path / "whole", progress=False)
+    records = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    return resumed, whole, records
