@@ -165,6 +165,19 @@ def test_default_files_pass_check_and_refuse_overwrite(copy, capsys):
     write_keypoints(copy, FakeEstimator(), overwrite=True, progress=False)
 
 
+def test_a_checkpoint_without_rows_does_not_license_replacing_a_csv(copy, tmp_path):
+    target = tmp_path / "k.csv"
+    target.write_text("keep me\n")
+    (tmp_path / ".k.csv.partial").write_text('{"estimator": "fake", "csv": "k.csv"}\n')  # begun, no row finished
+    with pytest.raises(UserError, match="exists; pass --overwrite"):
+        write_keypoints(copy, FakeEstimator(), out=target, progress=False)
+    assert target.read_text() == "keep me\n"
+    with pytest.raises(KeyboardInterrupt):  # a run over an existing CSV with --overwrite, killed after a batch ...
+        write_keypoints(copy, FakeEstimator(die_after=1), out=target, batch=4, overwrite=True, progress=False)
+    s = write_keypoints(copy, FakeEstimator(), out=target, batch=4, progress=False)  # ... resumes without it
+    assert s["done_before"] == 4 and target.read_text().startswith("name:")
+
+
 def test_partial_of_another_estimator_is_refused(copy, tmp_path):
     target = tmp_path / "k.csv"
     with pytest.raises(KeyboardInterrupt):

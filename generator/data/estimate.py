@@ -46,6 +46,16 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+def _resumable(path: Path) -> bool:
+    """Whether ``path`` (a CSV) has an unfinished run's checkpoint holding at least one finished row: only such a run
+    may replace an existing CSV without ``overwrite`` (a checkpoint of no row did no work that resuming would keep)."""
+    try:
+        with open(_partial(path), "rb") as f:
+            return f.read(1 << 16).count(b"\n") >= 2  # the estimator line, then one complete row
+    except FileNotFoundError:
+        return False
+
+
 def _read_partial(path: Path, estimator: str) -> dict[str, np.ndarray]:
     """The rows a killed run checkpointed: complete lines only (a torn last line is dropped, and the file cut back to
     the last complete row so that appending goes on cleanly)."""
@@ -91,14 +101,15 @@ def _append(path: Path, lines: list[str]) -> None:
 def plan_keypoints(root: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False,
                    fmt: str = "auto") -> dict[Path, list[Record]]:
     """{keypoint CSV: its images} for ``write_keypoints``, refusing (UserError) what it would refuse, before any
-    estimator loads: a dataset it cannot scan, a CSV that exists (and is no unfinished run's) without ``overwrite``,
+    estimator loads: a dataset it cannot scan, a CSV that exists without ``overwrite`` (unless an unfinished run's
+    checkpoint beside it holds rows to resume from),
     an ``out`` in a missing folder."""
     layout = resolve_layout(root, fmt, "--format")
     groups = _targets(layout, out, read_layout(layout, ("train", "query", "gallery"), keep_junk=True))
     for path in groups:
         if path.is_dir():
             raise UserError(f"{path}: is a folder; --out names the CSV file to write")
-        if path.exists() and not _partial(path).exists() and not overwrite:
+        if path.exists() and not overwrite and not _resumable(path):
             raise UserError(f"{path}: exists; pass --overwrite to replace it, or --out elsewhere")
         check_output_folder(path.parent, "--out")  # the CSV and its checkpoint are written there
         if not path.parent.is_dir():
