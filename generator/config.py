@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -21,6 +22,8 @@ import yaml
 
 from generator.errors import UserError
 from generator.io import atomic_write_text
+
+SEED_MAX = 2**32 - 1  # the largest seed numpy accepts
 
 
 class ConfigValueError(UserError):
@@ -101,12 +104,14 @@ def _coerce(value, tp, where: str, key: str = "", example=None):
     if tp is typing.Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{at}: {value}: expected a finite number")
     if tp is bool and not isinstance(value, bool):
         raise UserError(f"{at}: expected true or false, got {value!r}")
     if tp in (int, float) and isinstance(value, bool):
@@ -133,6 +138,12 @@ def _from_dict(cls, data: dict, where: str, key: str):
     if unknown:
         raise _unknown(where, key, unknown[0], fields, getattr(cls, "RENAMED", None))
     kwargs = {k: _coerce(v, hints[k], where, _join(key, k), _example(fields[k])) for k, v in data.items()}
+    for k, v in kwargs.items():  # every seed numpy or torch is seeded with
+        if k in ("seed", "seeds") or k.endswith("_seed"):
+            bad = [x for x in (v if isinstance(v, (list, tuple)) else [v])
+                   if isinstance(x, int) and not isinstance(x, bool) and not 0 <= x <= SEED_MAX]
+            if bad:
+                raise ConfigValueError(_join(key, k), f"{bad[0]}: a seed is a whole number 0..{SEED_MAX}", where)
     try:
         return cls(**kwargs)
     except ConfigValueError as e:
@@ -163,18 +174,38 @@ def to_dict(cfg) -> dict:
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # the devices a job may be asked to run on
 
 
-def check_ranges(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+def check_ranges(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                 up_to_one: tuple[str, ...] = (), below_one: tuple[str, ...] = ()) -> None:
     """A config section's ranges, for its ``__post_init__``: each field of ``positive`` above 0, each of
-    ``non_negative`` at least 0, and its ``device`` (if it has one) auto, cpu, cuda or cuda:N."""
+    ``non_negative`` at least 0, of ``up_to_one`` in [0, 1] (probabilities), of ``below_one`` in [0, 1) (shares
+    that must leave something, Adam's betas), and its ``device`` (if it has one) auto, cpu, cuda or cuda:N."""
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise ConfigValueError(name, f"{getattr(cfg, name)}: must be above 0")
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigValueError(name, f"{getattr(cfg, name)}: must be 0 or more")
+    for name in up_to_one:
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ConfigValueError(name, f"{getattr(cfg, name)}: use a value in [0, 1]")
+    for name in below_one:
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigValueError(name, f"{getattr(cfg, name)}: use a value in [0, 1)")
     device = getattr(cfg, "device", "auto")
     if not DEVICE.fullmatch(str(device)):
         raise ConfigValueError("device", f"{device!r} is not a device; use auto, cpu, cuda or cuda:N")
+
+
+def check_size(cfg, *names: str) -> None:
+    """Image sizes ``[height, width]`` a job can draw and train at: height 32..1024, width 16..512 (the range of
+    ``vmarket simulate --size``)."""
+    for name in names:
+        size = getattr(cfg, name)
+        if size is None:
+            continue
+        if len(size) != 2 or not (32 <= size[0] <= 1024 and 16 <= size[1] <= 512):
+            raise ConfigValueError(name, f"{list(size)}: height must be 32..1024 and width 16..512 (Market-1501 is "
+                                         f"[128, 64])")
 
 
 def digest(data) -> str:
@@ -221,9 +252,25 @@ def _override_type(cls, keys: list[str], name: str):
 BASE_KEY = "base"  # a config's top-level key naming the YAML file it extends (relative to the config's folder)
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently, so the first section
+    of two ``data:`` would vanish)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key != "<<" and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (again on line {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen.add(key) if isinstance(key, typing.Hashable) else None
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeys) or {}  # noqa: S506 (a SafeLoader)
     except OSError as e:
         raise UserError(f"{path}: cannot read config ({e.strerror}); check the path") from None
     except UnicodeDecodeError as e:
@@ -324,4 +371,12 @@ class DataConfig:
     # more datasets (same layout rules as root) whose training split stage I and the pose AE also train on, e.g. a
     # large unlabelled split of other people: their identity labels are never read; held-out evaluation stays on root
     unlabelled_roots: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        check_ranges(self, non_negative=("simulate_ids", "workers", "heatmap_radius", "mask_radius"),
+                     up_to_one=("flip",))
+        check_size(self, "size")
+        if self.simulate_ids == 1:
+            raise ConfigValueError("simulate_ids", "1: SimMarket needs at least 2 identities (one train, one test); "
+                                                   "use 0 for a dataset that is there")
 

@@ -156,6 +156,21 @@ def check_model(name: str, weights: str | None = None) -> None:
         raise UserError(f"model {name!r}: unknown to torchreid; try one of {', '.join(MODELS)}")
     if weights and not Path(weights).is_file():
         raise UserError(f"{weights}: weights file missing; give a local state-dict file (nothing is downloaded)")
+    if weights:
+        _read_weights(Path(weights))
+
+
+def _read_weights(path: Path) -> dict:
+    """The tensors of a state-dict file (a torchreid checkpoint's ``state_dict`` entry, or the dict itself)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors alike: the file is not a state dict torch can read
+        raise UserError(f"{path}: not a readable state-dict file ({type(e).__name__}); give a .pth/.pt file saved "
+                        "with torch.save(model.state_dict())") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: holds no tensors by name; give a file saved with torch.save(model.state_dict())")
+    return state
 
 
 def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str | None = None):
@@ -165,11 +180,13 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str
     model = torchreid.models.build_model(name=name, num_classes=num_classes, loss=loss, pretrained=False)
     if weights:
         path = Path(weights)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+        state = _read_weights(path)
         own = model.state_dict()
         usable = {k.removeprefix("module."): v for k, v in state.items()
                   if k.removeprefix("module.") in own and own[k.removeprefix("module.")].shape == v.shape}
+        if not usable:
+            raise UserError(f"{path}: none of its tensors fits {name} (names or shapes differ); give weights of "
+                            f"that model")
         model.load_state_dict(usable, strict=False)
     return model
 

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from generator.config import ConfigValueError, check_ranges
+from generator.config import ConfigValueError, check_ranges, check_size
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
@@ -67,6 +67,7 @@ class ReidTrainConfig:
             raise ConfigValueError("steps_per_epoch", f"{self.steps_per_epoch}: use 0 (one pass over the data) or "
                                                       "a batch count")
         check_ranges(self, positive=("batch", "epochs", "lr"), non_negative=("workers",))
+        check_size(self, "size")
 
 
 def train_sampler(loss: str) -> str:

@@ -113,6 +113,16 @@ def test_sample_and_eval_refuse_bad_counts_and_a_file_for_out(tiny_stages, tmp_p
     _absent(tmp_path / "x")
 
 
+def test_eval_on_a_held_out_split_of_one_person_is_refused_before_writing(tiny_stages, tmp_path, capsys):
+    from generator.simmarket.simulate import simulate
+
+    simulate(tmp_path / "one", 3, seed=0, size=(64, 32), progress=False)  # 2 training identities, 1 held out
+    rc, o, e = run_main(capsys, "eval", "stage1", "--run", tiny_stages[0], "--data", tmp_path / "one", "--out",
+                        tmp_path / "x", "--pairs", "1", "--limit", "4")
+    one_line_error(rc, o, e, "fewer than 2 different", "more test identities")
+    _absent(tmp_path / "x")
+
+
 def test_reference_reid_refuses_unknown_names_before_writing(tmp_path, capsys):
     cfg = tmp_path / "rr.yaml"
     out = tmp_path / "out"

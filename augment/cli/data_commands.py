@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from augment.cli.parser import config_arguments, quiet_argument
+from augment.cli.parser import config_arguments, number, quiet_argument, seed
 from augment.gallery.collect import read_dataset
 from augment.gallery.page import write_gallery
 from augment.makers.build_config import BuildConfig, parse_shard
@@ -16,6 +16,7 @@ from generator.data.dataset import check_images, person_dataset
 from generator.data.estimate import plan_keypoints, write_keypoints
 from generator.data.estimators import ESTIMATORS, make_estimator
 from generator.data.layouts import DATASET_NAMES, FORMATS, detect_format, scan_dataset
+from generator.errors import UserError
 from generator.pose import NO_PERSON
 from generator.simmarket.simulate import LAYOUTS, parse_size, simulate
 from generator.simmarket.world import STYLES
@@ -51,6 +52,10 @@ def _cmd_check(args) -> None:
     ds = person_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True,
                         skip_missing_keypoints=args.skip_missing_keypoints, fmt=fmt, fmt_key="--format")
     by_split = Counter(r.split for r in ds.records)
+    if ds.skipped_missing and not by_split["train"]:
+        raise UserError(f"{args.root}: no training image has a keypoint row (--skip-missing-keypoints left out "
+                        f"{ds.skipped_missing} person images), so no training command can use this dataset; check "
+                        "that the training keypoint CSV names these images")
     ids = {s: len({r.pid for r in ds.records if r.split == s and r.is_person}) for s in splits}
     cams = sorted({r.camid for r in ds.records})
     missing = sum(int((rcv[:, 2] == 0).sum()) for rcv in ds.rcv)
@@ -137,7 +142,7 @@ def add_simulate(sub) -> None:
     s.add_argument("--out", required=True, help="output folder (created; must be empty unless --overwrite)")
     s.add_argument("--ids", type=int, required=True,
                    help="number of identities, split between train and test by --train-share")
-    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same dataset")
+    s.add_argument("--seed", type=seed, default=0, help="random seed; the same seed gives the same dataset")
     s.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH (default 128x64)")
     s.add_argument("--train-cameras", type=int, default=0, metavar="K",
                    help="limit every training identity to exactly K of the 6 cameras (test identities keep 2-6); "
@@ -151,10 +156,10 @@ def add_simulate(sub) -> None:
     s.add_argument("--style", choices=STYLES, default="flat",
                    help="how people are drawn: flat (default) or textured (grain, light from above, inked outlines, "
                         "duller scenes); the same identities, poses and keypoints")
-    s.add_argument("--people-seed", type=int, default=None, metavar="SEED",
+    s.add_argument("--people-seed", type=seed, default=None, metavar="SEED",
                    help="draw the people (and their cameras and poses) from this seed, the scenes from --seed: other "
                         "people in the same cameras, e.g. an unlabelled split for a generator (default: --seed)")
-    s.add_argument("--train-share", type=float, default=0.5, metavar="S",
+    s.add_argument("--train-share", type=number(0.0, 1.0), default=0.5, metavar="S",
                    help="share of the identities in the training split (default 0.5)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     quiet_argument(s, "bar")
@@ -209,13 +214,13 @@ def add_cutpaste(sub) -> None:
                     help="output folder (Market-1501 layout, MSMT17's for MSMT17 data; training split only; must not "
                          "exist or be empty)")
     cp.add_argument("--per-image", type=int, default=1, help="pasted images per real training image (default 1)")
-    cp.add_argument("--seed", type=int, default=0, help="donor seed; the same seed gives the same dataset")
+    cp.add_argument("--seed", type=seed, default=0, help="donor seed; the same seed gives the same dataset")
     cp.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH of the dataset (default 128x64)")
     cp.add_argument("--keypoints", default=None,
                     help="keypoint CSV of the training split (default: market-annotation-train.csv in the root)")
     cp.add_argument("--mask-radius", type=int, default=None,
                     help="disk radius (px) of the pose mask (default 7 at 128x64, scaled with the height: 4 at 64x32)")
-    cp.add_argument("--blur", type=float, default=None,
+    cp.add_argument("--blur", type=number(0.0), default=None,
                     help="Gaussian blur std (px) of the mask edge (default 2 at 128x64, scaled with the height)")
     cp.add_argument("--plates", choices=list(PLATES), default="image",
                     help="background: the donor image (default); a person-free plate stage I decodes from the "

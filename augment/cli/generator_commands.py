@@ -1,19 +1,19 @@
 """The generator commands: train, eval, sample."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import yaml
 
-from augment.cli.parser import count, quiet_argument
+from augment.cli.parser import count, quiet_argument, seed
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
 from generator.io import check_output_folder, remove_empty_folders
 from generator.training import pose_ae, stage1, stage2
-from generator.training.runs import latest_run_dir, new_run_dir
+from generator.training.runs import latest_run_dir, new_run_dir, not_a_run_of
+from generator.training.runtime import launch_rank
 from generator.training.stage2_report import quality_table, report, sample_grids
 
 # job name -> (config class, train function); a plain dict, the user picks one by name
@@ -32,6 +32,9 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
                                 f"drop --resume to start one")
         else:
             found = Path(resume)
+            if run_dir and Path(run_dir).resolve() != found.resolve():
+                raise UserError(f"--resume {resume} and --run-dir {run_dir} name two runs; give the run to continue "
+                                f"once (--resume RUN_DIR)")
         if not (found / "state.pt").exists() and not (found / "config.yaml").exists():
             raise UserError(f"{found}: not a run directory (no config.yaml / state.pt); "
                             f"pass the folder of a run to --resume")
@@ -46,7 +49,7 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
                             f"pass --resume to continue it or choose another")
         path.mkdir(parents=True, exist_ok=True)
         return config, path, False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launch_rank()[1] > 1:
         raise UserError("under torchrun pass --run-dir DIR, so that every rank writes to the same run directory")
     return config, new_run_dir(Path(out) / job, desc), False
 
@@ -72,6 +75,10 @@ def _cmd_train(args) -> None:
     config, run_dir, resuming = resolve_run(args.job, args.config, args.resume, args.run_dir, args.out)
     try:
         if cfg is None:  # resuming from the run's own config.yaml
+            try:
+                load_config(cls, config)
+            except UserError as e:
+                raise not_a_run_of(run_dir, args.job, e) from None
             cfg = load_config(cls, config, args.set)
         result = fn(cfg, run_dir, resume=resuming, progress=not args.quiet, **kwargs)
     except BaseException:
@@ -83,7 +90,7 @@ def _cmd_train(args) -> None:
                 Path(run_dir).mkdir(exist_ok=True)
             remove_empty_folders(Path(run_dir).parent, created)
         raise
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank()[0] == 0:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
 
 
@@ -165,7 +172,7 @@ def add_sample(sub) -> None:
                              "interpolations")
     sm.add_argument("--run", required=True, help="run directory of a trained stage-II run")
     sm.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
-    sm.add_argument("--seed", type=int, default=0, help="sampling seed; the same seed gives the same grids")
+    sm.add_argument("--seed", type=seed, default=0, help="sampling seed; the same seed gives the same grids")
     sm.add_argument("--cols", type=count(1), default=8, help="images per row")
     sm.add_argument("--rows", type=count(1), default=4, help="rows (people) per grid")
     sm.set_defaults(func=_cmd_sample)

@@ -45,7 +45,7 @@ def _cmd_reference(args) -> None:
         with tempfile.TemporaryDirectory() as work:
             rescore(cfg.package, work, progress=not args.quiet)
         return
-    if args.time_limit is not None and args.time_limit < 0:
+    if args.time_limit is not None and not 0 <= args.time_limit < float("inf"):  # NaN fails too
         raise UserError(f"--time-limit {args.time_limit}: give seconds >= 0")
     deadline = None if args.time_limit is None else time.time() + args.time_limit
     prov = run_reference(cfg, progress=not args.quiet, command=" ".join(["vmarket", "reference", args.config]

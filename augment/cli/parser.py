@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+
+from generator.config import SEED_MAX
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,6 +38,34 @@ def count(minimum: int):
         return value
 
     parse.__name__ = "count"  # argparse's message names the type
+    return parse
+
+
+def seed(text: str) -> int:
+    """An argparse type: a random seed, a whole number 0..2**32-1 (what numpy and torch accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a seed 0..{SEED_MAX}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value}: a seed is a whole number 0..{SEED_MAX}")
+    return value
+
+
+def number(minimum: float, maximum: float | None = None):
+    """An argparse type: a finite number of at least ``minimum`` (and at most ``maximum``)."""
+    span = f"{minimum:g}..{maximum:g}" if maximum is not None else f"{minimum:g} or more"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one of {span}") from None
+        if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{text}: use a finite number, {span}")
+        return value
+
+    parse.__name__ = "number"
     return parse
 
 

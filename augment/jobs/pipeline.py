@@ -23,7 +23,7 @@ from augment.makers.build_config import BuildConfig
 from augment.makers.builder import build
 from augment.makers.cutpaste import cut_paste
 from augment.makers.plates import PLATES_OF
-from generator.config import ConfigValueError
+from generator.config import ConfigValueError, check_size
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import check_output_folder
@@ -65,6 +65,7 @@ class PipelineConfig:
     reference_recipe: str = ""
 
     def __post_init__(self):
+        check_size(self, "gen_size", "reid_size")
         if self.generated not in GENERATED:
             raise ConfigValueError("generated", f"{self.generated!r}: use one of {', '.join(GENERATED)}")
         if not 0 <= self.combined_share < 1:

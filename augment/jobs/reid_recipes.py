@@ -12,12 +12,16 @@ from augment.jobs.provenance import REPO
 from augment.makers.plates import PLATES_OF
 from generator.config import ConfigValueError, to_dict
 from generator.errors import UserError
+from generator.simmarket.world import NUM_CAMERAS
 from reid.train import ReidTrainConfig
 
 # a recipe's generated data, one kind or several joined by '+' ('': real-only); remix-newpose: remixes in poses of
 # other identities only (a pose the identity was never seen in)
 KINDS = (*PLATES_OF, "remix", "remix-newpose", "new")
 LabelName = Literal["onehot", "smooth", "lsro"]
+
+
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a world's or regime's name: it names a folder under out
 
 
 @dataclass
@@ -27,8 +31,8 @@ class World:
     style: Literal["flat", "textured"] = "flat"  # how SimMarket draws its people
 
     def __post_init__(self):
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
-            raise ConfigValueError("worlds", f"name {self.name!r}: use letters, digits, '-', '_' and '.' (it names a "
+        if not FOLDER_NAME.fullmatch(self.name):
+            raise ConfigValueError("name", f"{self.name!r}: use letters, digits, '-', '_' and '.' (it names a "
                                              f"folder under out)")
 
 
@@ -36,6 +40,14 @@ class World:
 class Regime:
     name: str = "full"
     train_cameras: int = 0  # SimMarket --train-cameras: 0 keeps every camera, k limits each training identity to k
+
+    def __post_init__(self):
+        if not FOLDER_NAME.fullmatch(self.name):
+            raise ConfigValueError("name", f"{self.name!r}: use letters, digits, '-', '_' and '.' (it names a folder "
+                                           f"under out)")
+        if not 0 <= self.train_cameras <= NUM_CAMERAS:
+            raise ConfigValueError("train_cameras", f"{self.train_cameras}: use 1..{NUM_CAMERAS} (0: every training "
+                                                    f"identity keeps all its cameras)")
 
 
 @dataclass
@@ -54,6 +66,9 @@ class Recipe:
     RENAMED: ClassVar[dict[str, str]] = {"source": "generated"}  # a config's old key -> its key now (refused)
 
     def __post_init__(self):
+        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
+            raise ConfigValueError("name", f"{self.name!r}: it names a folder under out; use no '/' or '\\' and "
+                                           f"do not start it with '.'")
         bad = next((k for k in self.kinds if k not in KINDS), None)
         if bad is not None:
             raise ConfigValueError("recipes", f"{self.name}: generated {self.generated!r}: {bad!r} is not one of "
@@ -132,8 +147,11 @@ class ReidReferenceConfig:
             real = [r.name for r in self.recipes if not r.generated and r.setting == "real"]
             raise ConfigValueError("anchor", f"{self.anchor!r} is not a real-only recipe of the config; use one of "
                                              f"{', '.join(real) or '(none: add a real-only recipe)'}")
-        if len({r.name for r in self.regimes}) != len(self.regimes):
-            raise ConfigValueError("regimes", "regime names repeat")
+        if not self.regimes or len({r.name for r in self.regimes}) != len(self.regimes):
+            raise ConfigValueError("regimes", "give at least one regime, each with a name of its own")
+        if self.sim_ids < 2:
+            raise ConfigValueError("sim_ids", f"{self.sim_ids}: SimMarket needs at least 2 identities (one train, "
+                                              f"one test)")
         if self.finetune_epochs < 0 or self.curve_every < 0:
             key = "finetune_epochs" if self.finetune_epochs < 0 else "curve_every"
             raise ConfigValueError(key, f"{getattr(self, key)}: use 0 or a number of epochs")

@@ -2,7 +2,6 @@
 every identity and image before rendering."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -11,6 +10,7 @@ import numpy as np
 
 from generator.config import ConfigValueError, digest, to_dict
 from generator.errors import UserError
+from generator.training.runtime import launch_rank
 
 MAX_CAMERAS = 9  # Market-1501 names: one camera digit, c1..c9
 
@@ -122,7 +122,7 @@ def same_build(marker: dict, cfg: BuildConfig) -> bool:
 
 def parse_shard(text: str | None) -> tuple[int, int]:
     if text is None:
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        return launch_rank()
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:

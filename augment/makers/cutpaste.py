@@ -164,11 +164,12 @@ class _Plan:
 
 
 def _check_arguments(per_image: int, mask_radius: int, blur: float, jpeg_quality: int, plates: str,
-                     stage1_run) -> None:
+                     stage1_run, size: tuple[int, int]) -> None:
     if per_image < 1:
         raise UserError(f"--per-image {per_image}: write at least 1 image per source image")
-    if blur < 0 or mask_radius < 1:
-        raise UserError(f"--blur {blur} / --mask-radius {mask_radius}: need blur >= 0 and mask radius >= 1 (px)")
+    if not (0 <= blur <= size[0] and 1 <= mask_radius <= size[0]):  # NaN fails both
+        raise UserError(f"--blur {blur} / --mask-radius {mask_radius}: need blur 0..{size[0]} and mask radius "
+                        f"1..{size[0]} px (the image height)")
     if not 1 <= jpeg_quality <= 100:
         raise UserError(f"--jpeg-quality {jpeg_quality}: use 1..100")
     if plates not in PLATES:
@@ -333,7 +334,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     default to 7 and 2 at 128x64, scaled with the image height (4 and 1 at 64x32), so that the mask hugs the
     person at every size rather than carrying a band of the source's background into the donor's camera."""
     mask_radius, blur = scaled_mask(size, mask_radius, blur)
-    _check_arguments(per_image, mask_radius, blur, jpeg_quality, plates, stage1_run)
+    _check_arguments(per_image, mask_radius, blur, jpeg_quality, plates, stage1_run, size)
     out = Path(out)
     # paths as given, as the builder's config hash has them: the same relative paths verify on another machine
     config = {"root": str(root), "per_image": per_image, "seed": seed, "size": list(size),

@@ -78,6 +78,8 @@ def swap_pairs(sim, n_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
     pids = ok.pid.to_numpy()
     rng = np.random.default_rng(seed)
     pairs = []
+    if len(set(pids.tolist())) < 2:  # no pair of different people to draw
+        return pairs
     for _ in range(n_pairs * 20):
         if len(pairs) >= n_pairs:
             break
@@ -235,12 +237,17 @@ def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int 
     """Write ``metrics.json``, ``metrics.md``, ``grid.png`` (held-out input | reconstruction | fg / bg / pose swap)
     and ``swaps.png`` (swaps beside the true renders) to ``out_dir``; returns the metrics."""
     model = DisentangledModel.load(stage1_run)
+    simmarket = (Path(data_root) / "simmarket.json").exists()
+    if simmarket and not swap_pairs(SimMarket(data_root), 1):
+        raise UserError(f"{data_root}: its held-out split has fewer than 2 different whole, unoccluded people, and "
+                        "the swap scores compare pairs of them; evaluate on a SimMarket with more test identities "
+                        "(vmarket simulate --ids)")
     out_dir.mkdir(parents=True, exist_ok=True)
     people = held_out_people(model, data_root)
     save_grid(swap_grid(model.G, people), len(people["image"]), out_dir / "grid.png")
     recon = reconstruction_metrics(model, data_root, limit)
     swaps = None
-    if (Path(data_root) / "simmarket.json").exists():
+    if simmarket:
         swaps = counterfactual_metrics(model, data_root, pairs, grid_path=out_dir / "swaps.png")
     result = {"reconstruction": recon, "swaps": swaps}
     atomic_write_json(out_dir / "metrics.json", result)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from generator.config import check_ranges
 from generator.models.layers import fc_stack
 
 
@@ -14,6 +15,9 @@ class PoseModelConfig:
     emb_dim: int = 32  # pose embedding
     width: int = 512  # FC width
     blocks: int = 4  # residual FC blocks in each half
+
+    def __post_init__(self):
+        check_ranges(self, positive=("emb_dim", "width"), non_negative=("blocks",))
 
 
 class PoseAutoencoder(nn.Module):

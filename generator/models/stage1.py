@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from generator.config import check_ranges
 from generator.models.layers import ResBlock, activation, xavier_init
 
 FG_ROIS = 7
@@ -34,6 +35,10 @@ class Stage1ModelConfig:
     # appearance into the decoder: tile (paper) | linear (same away from borders, cheaper)
     injection: Literal["tile", "linear"] = "tile"
     disc_channels: int = 64  # DCGAN discriminator width
+
+    def __post_init__(self):
+        check_ranges(self, positive=("channels", "enc_levels", "dec_levels", "roi_size", "fg_dim", "bg_dim",
+                                     "bottleneck", "roi_sampling_ratio", "disc_channels"))
 
 
 class ConvEncoder(nn.Module):

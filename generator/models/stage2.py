@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from generator.config import check_ranges
 from generator.models.layers import fc_stack
 
 FACTORS = ("fg", "bg", "pose")
@@ -19,6 +20,10 @@ class Stage2ModelConfig:
     blocks: int = 4  # residual FC blocks in each mapping
     critic_width: int = 512  # FC width of each critic (4 FC layers)
     z_std: float = 0.2  # z ~ N(0, z_std^2), of the embedding's own size
+
+    def __post_init__(self):
+        check_ranges(self, positive=("width_fg", "width_bg", "width_pose", "critic_width", "z_std"),
+                     non_negative=("blocks",))
 
 
 def build_mapping(dim: int, width: int, blocks: int) -> nn.Module:

@@ -18,7 +18,7 @@ from generator.errors import UserError
 from generator.io import atomic_save, progress_bar
 from generator.models.pose_ae import PoseModelConfig, build_pose_ae
 from generator.pose import flip_rcv
-from generator.training.runs import RunLog, capture_state, prepare_data, restore_state
+from generator.training.runs import RunLog, capture_state, check_resume, prepare_data, restore_state
 from generator.training.runtime import barrier, cleanup, setup_runtime, time_up, unwrap, wrap_ddp
 
 
@@ -39,7 +39,7 @@ class PoseTrainConfig:
 
     def __post_init__(self):
         check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every"),
-                     non_negative=("lr", "min_visible"))
+                     non_negative=("lr", "min_visible", "mse_weight"), below_one=("beta1", "beta2"))
 
 
 @dataclass
@@ -78,9 +78,10 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
     rt = setup_runtime(t.device, "none", False)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resume(run_dir, cfg, "pose")
     log = RunLog(run_dir, enabled=rt.is_main)
     if rt.is_main:
-        save_config(cfg, run_dir / "config.yaml")
         prepare_data(cfg.data, progress)
     barrier(rt)
     size = tuple(cfg.data.size)
@@ -92,6 +93,8 @@ def train(cfg: PoseConfig, run_dir: Path, resume: bool = False, progress: bool =
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
     start = 0
     state = restore_state(run_dir, {"model": model, "opt": opt}) if resume else None
+    if rt.is_main:  # after the state is restored: a refused resume leaves the run's config as it was
+        save_config(cfg, run_dir / "config.yaml")
     if state is not None:
         start = int(state["step"])
         log.truncate_after(start)

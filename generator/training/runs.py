@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from generator.config import DataConfig
+from generator.config import DataConfig, from_dict, to_dict
 from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint
 from generator.simmarket.simulate import simulate
@@ -118,6 +119,40 @@ def capture_state(objects: dict, **extra) -> dict:
             **extra}
 
 
+def _differences(here, there, key: str = "") -> list[tuple[str, object, object]]:
+    if isinstance(here, dict) and isinstance(there, dict):
+        return [d for k in here if k in there for d in _differences(here[k], there[k], f"{key}.{k}" if key else k)]
+    return [] if here == there else [(key, here, there)]
+
+
+def not_a_run_of(run_dir: str | os.PathLike, job: str, error: Exception) -> UserError:
+    """The refusal of a resume whose run's ``config.yaml`` is not a config of ``job`` (``error``: why not)."""
+    defect = str(error).splitlines()[0].split("; ")[0]
+    return UserError(f"{run_dir}: not a run of `vmarket train {job}` ({defect}); pass the folder of a {job} run to "
+                     "--resume, or start a new run")
+
+
+def check_resume(run_dir: str | os.PathLike, cfg, job: str, fixed: tuple[str, ...] = ("model",)) -> None:
+    """Refuse (UserError) a resume that could not load ``run_dir``'s state, before anything there changes: a run of
+    another job (its ``config.yaml`` is not a ``type(cfg)`` config), or a config whose ``fixed`` sections (the
+    shapes of the trained weights) differ from the run's. Other settings (steps, schedules) may change on resume."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(path.read_text())
+        before = from_dict(type(cfg), saved, str(path))
+    except (yaml.YAMLError, UserError) as e:
+        raise not_a_run_of(run_dir, job, e) from None
+    now, then = to_dict(cfg), to_dict(before)
+    changed = [d for section in fixed for d in _differences(now[section], then[section], section)]
+    if changed:
+        key, value, was = changed[0]
+        more = f" (and {len(changed) - 1} more model settings)" if len(changed) > 1 else ""
+        raise UserError(f"{run_dir}: {key} is {value!r} here but the run was trained with {was!r}{more}; resume "
+                        f"with the run's own {'/'.join(fixed)} settings (its config.yaml), or start a new run")
+
+
 def restore_state(run_dir: Path, objects: dict) -> dict | None:
     """Load ``run_dir/state.pt`` into the named objects (the inverse of ``capture_state``) and restore the RNGs;
     the state, or None when the run has none yet. The objects a packed state names in ``dropped`` (optimisers,
@@ -132,11 +167,18 @@ def restore_state(run_dir: Path, objects: dict) -> dict | None:
         if name not in state:  # e.g. a run begun without the identity loss, resumed with it
             raise UserError(f"{path}: holds no {name!r} state, so it was saved under another configuration; resume "
                             "with the configuration the run began with, or start a new run")
-        if isinstance(obj, dict):
-            for k, o in obj.items():
-                o.load_state_dict(state[name][k])
-        else:
-            obj.load_state_dict(state[name])
+        try:
+            if isinstance(obj, dict):
+                for k, o in obj.items():
+                    o.load_state_dict(state[name][k])
+            else:
+                obj.load_state_dict(state[name])
+        except (KeyError, RuntimeError, ValueError) as e:  # weights of other shapes, or an optimiser of others
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            if lines[0].startswith("Error(s) in loading") and len(lines) > 1:  # torch's heading; the first defect
+                lines = lines[1:]
+            raise UserError(f"{path}: its {name!r} state does not fit this configuration ({lines[0][:200]}); resume "
+                            "with the configuration the run began with, or start a new run") from None
     set_rng_state(state["rng"])
     return state
 

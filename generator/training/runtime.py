@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from generator.device import resolve_device
+from generator.errors import UserError
 
 
 @dataclass
@@ -43,10 +44,23 @@ class Runtime:
         return out
 
 
+def launch_rank() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) of this process as torchrun sets them in the environment ((0, 1) when unset); values that
+    are not a rank of the world are refused."""
+    text = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    try:
+        rank, world = int(text[0]), int(text[1])
+    except ValueError:
+        rank = world = -1
+    if not (world >= 1 and 0 <= rank < world):
+        raise UserError(f"RANK={text[0]} WORLD_SIZE={text[1]} in the environment: not a rank of a world; torchrun "
+                        f"sets them (0 <= RANK < WORLD_SIZE), so unset them to run one process")
+    return rank, world
+
+
 def setup_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool = True) -> Runtime:
     """Pick the device and join the process group when launched by torchrun (RANK / WORLD_SIZE set)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = launch_rank()
     dev = resolve_device(device)
     if dev.type == "cuda":  # under torchrun each process takes its LOCAL_RANK's GPU; alone, the one asked for
         local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0)

@@ -25,7 +25,7 @@ from generator.models.stage1 import DCGANDiscriminator, Stage1ModelConfig, build
 from generator.pose import NO_PERSON
 from generator.training.identity import IdentityTerm, identity_labels
 from generator.training.loss import Stage1Loss
-from generator.training.runs import RunLog, capture_state, prepare_data, restore_state
+from generator.training.runs import RunLog, capture_state, check_resume, prepare_data, restore_state
 from generator.training.runtime import Runtime, barrier, cleanup, setup_runtime, time_up, unwrap, wrap_ddp
 
 
@@ -65,7 +65,7 @@ class Stage1TrainConfig:
         check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every", "grid_size",
                                      "sample_every", "eval_images"),
                      non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "id_weight", "id_start",
-                                   "id_lr", "fm_weight"))
+                                   "id_lr", "fm_weight", "l1_weight", "adv_weight"), below_one=("beta1", "beta2"))
         if self.fm_weight > 0 and self.adv_weight <= 0:
             raise ConfigValueError("fm_weight", f"{self.fm_weight} with train.adv_weight {self.adv_weight}: "
                                    "feature matching compares the discriminator's activations, and the "
@@ -123,12 +123,14 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     rt = setup_runtime(t.device, t.amp, t.channels_last)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resume(run_dir, cfg, "stage1")
     log = RunLog(run_dir, enabled=rt.is_main)
-    if rt.is_main:
-        save_config(cfg, run_dir / "config.yaml")
     ds, labelled = load_data(cfg, rt, log, progress)
     nets = build_nets(cfg, rt, ds, labelled)
     start = restore(nets, cfg, run_dir, log, resume)
+    if rt.is_main:  # after the state is restored: a refused resume leaves the run's config as it was
+        save_config(cfg, run_dir / "config.yaml")
     nets.Gd, nets.Dd = wrap_ddp(nets.G, rt), wrap_ddp(nets.D, rt)
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     loader = make_loader(cfg, rt, ds, start, end)

@@ -15,13 +15,13 @@ from typing import Literal
 import torch
 
 from generator.api import DisentangledModel, Sampler, checked_snapshot, real_embeddings
-from generator.config import check_ranges, from_dict, save_config, to_dict
+from generator.config import ConfigValueError, check_ranges, from_dict, save_config, to_dict
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_save, load_checkpoint, progress_bar
 from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_critic, build_mapping, mapping_width
 from generator.training.loss import Stage2Loss
-from generator.training.runs import RunLog, capture_state, restore_state
+from generator.training.runs import RunLog, capture_state, check_resume, restore_state
 from generator.training.runtime import time_up
 
 
@@ -42,7 +42,7 @@ class Stage2TrainConfig:
 
     def __post_init__(self):
         check_ranges(self, positive=("steps", "batch", "critic_steps", "log_every", "snapshot_every"),
-                     non_negative=("lr", "clip", "gp_weight"))
+                     non_negative=("lr", "clip", "gp_weight"), below_one=("holdout",))
 
 
 @dataclass
@@ -53,6 +53,10 @@ class Stage2Config:
     factors: list[Literal["fg", "bg", "pose"]] = field(default_factory=lambda: list(FACTORS))  # mappings to train
     model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
     train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
+
+    def __post_init__(self):
+        if not self.factors:
+            raise ConfigValueError("factors", "empty; name at least one of fg, bg, pose")
 
 
 def split_holdout(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,14 +73,16 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     factors = factors or cfg.factors
     check_job(cfg, factors)
     run_dir = Path(run_dir)
+    if resume:
+        check_resume(run_dir, cfg, "stage2")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir)
     device = resolve_device(t.device)
     emb = load_embeddings(cfg, run_dir, progress)
     train_idx, _ = split_holdout(len(emb["fg"]), t.holdout, t.seed)
     trained = build_trained(cfg, emb, device)
     steps = restore(trained, run_dir, log) if resume else None
+    save_config(cfg, run_dir / "config.yaml")  # after the state is restored: a refused resume leaves it as it was
     if steps is None:
         steps = {f: 0 for f in FACTORS}
     end = t.steps if stop_after is None else min(t.steps, stop_after)
