@@ -142,7 +142,8 @@ def add_train(sub) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.steps=500")
     t.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help="continue a killed run: the given run directory, or the latest run of this config")
+                   help="continue a killed run: the given run directory, or the latest run of this config (its "
+                        "model settings stay as the run began; more steps or another schedule may be set)")
     t.add_argument("--run-dir", default=None, help="run directory (default: outputs/JOB/NNNNN-CONFIG)")
     t.add_argument("--out", default="outputs", help="parent of the run directories")
     t.add_argument("--factor", default=None, choices=["fg", "bg", "pose", "all"],
