@@ -376,6 +376,8 @@ class DataConfig:
         check_ranges(self, non_negative=("simulate_ids", "workers", "heatmap_radius", "mask_radius"),
                      up_to_one=("flip",))
         check_size(self, "size")
+        if not self.splits:
+            raise ConfigValueError("splits", "empty; name at least one of train, query, gallery")
         if self.simulate_ids == 1:
             raise ConfigValueError("simulate_ids", "1: SimMarket needs at least 2 identities (one train, one test); "
                                                    "use 0 for a dataset that is there")

@@ -33,6 +33,7 @@ from reid.ablation import AblationConfig
     (Stage2Config, "model.blocks=-1", "model.blocks: -1: must be 0 or more"),
     (Stage2Config, "train.holdout=1.0", "train.holdout: 1.0: use a value in [0, 1)"),
     (Stage2Config, "factors=[]", "factors: empty; name at least one of fg, bg, pose"),
+    (Stage1Config, "data.splits=[]", "data.splits: empty; name at least one of train, query, gallery"),
     (Stage1Config, "data.simulate_ids=1", "data.simulate_ids: 1: SimMarket needs at least 2 identities"),
     (ReferenceConfig, "train_share=1.5", "train_share: 1.5: 200 identities need a share in (0, 1)"),
 ])
