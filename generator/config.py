@@ -264,7 +264,8 @@ class _UniqueKeys(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice (again on line {key_node.start_mark.line + 1}); keep one",
                     key_node.start_mark)
-            seen.add(key) if isinstance(key, typing.Hashable) else None
+            if isinstance(key, typing.Hashable):
+                seen.add(key)
         return super().construct_mapping(node, deep)
 
 

@@ -154,14 +154,14 @@ def check_model(name: str, weights: str | None = None) -> None:
     """Refuse a model torchreid does not have, or a ``weights`` file that is not there: before a job writes."""
     if name not in import_torchreid().models.__model_factory:
         raise UserError(f"model {name!r}: unknown to torchreid; try one of {', '.join(MODELS)}")
-    if weights and not Path(weights).is_file():
-        raise UserError(f"{weights}: weights file missing; give a local state-dict file (nothing is downloaded)")
     if weights:
         _read_weights(Path(weights))
 
 
 def _read_weights(path: Path) -> dict:
     """The tensors of a state-dict file (a torchreid checkpoint's ``state_dict`` entry, or the dict itself)."""
+    if not path.is_file():
+        raise UserError(f"{path}: weights file missing; give a local state-dict file (nothing is downloaded)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors alike: the file is not a state dict torch can read
@@ -176,7 +176,7 @@ def _read_weights(path: Path) -> dict:
 def build_model(name: str, num_classes: int, loss: str = "softmax", weights: str | None = None):
     """A torchreid model with ``pretrained=False`` (no download); ``weights``: a local state-dict file to start from."""
     torchreid = import_torchreid()
-    check_model(name, weights)
+    check_model(name)
     model = torchreid.models.build_model(name=name, num_classes=num_classes, loss=loss, pretrained=False)
     if weights:
         path = Path(weights)

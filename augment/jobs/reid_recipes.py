@@ -24,6 +24,11 @@ LabelName = Literal["onehot", "smooth", "lsro"]
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a world's or regime's name: it names a folder under out
 
 
+def _check_folder_name(name: str) -> None:
+    if not FOLDER_NAME.fullmatch(name):
+        raise ConfigValueError("name", f"{name!r}: use letters, digits, '-', '_' and '.' (it names a folder under out)")
+
+
 @dataclass
 class World:
     name: str = "reference"  # its rows' `world` in ablation.csv, and its folder under out
@@ -31,9 +36,7 @@ class World:
     style: Literal["flat", "textured"] = "flat"  # how SimMarket draws its people
 
     def __post_init__(self):
-        if not FOLDER_NAME.fullmatch(self.name):
-            raise ConfigValueError("name", f"{self.name!r}: use letters, digits, '-', '_' and '.' (it names a "
-                                             f"folder under out)")
+        _check_folder_name(self.name)
 
 
 @dataclass
@@ -42,9 +45,7 @@ class Regime:
     train_cameras: int = 0  # SimMarket --train-cameras: 0 keeps every camera, k limits each training identity to k
 
     def __post_init__(self):
-        if not FOLDER_NAME.fullmatch(self.name):
-            raise ConfigValueError("name", f"{self.name!r}: use letters, digits, '-', '_' and '.' (it names a folder "
-                                           f"under out)")
+        _check_folder_name(self.name)
         if not 0 <= self.train_cameras <= NUM_CAMERAS:
             raise ConfigValueError("train_cameras", f"{self.train_cameras}: use 1..{NUM_CAMERAS} (0: every training "
                                                     f"identity keeps all its cameras)")

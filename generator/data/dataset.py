@@ -181,17 +181,14 @@ class StepBatchSampler(torch.utils.data.Sampler):
         return max(0, self.end - self.start)
 
 
-def _refuse_prefixed_row(table: dict, r: Record, source: Path, suffixes: dict) -> None:
-    """A row that names ``r``'s image under a folder ('bounding_box_train/NAME', a CSV written with paths) is the
-    CSV's defect, not a missing row: refused, even where images without a row may be left out. ``suffixes``: a
-    cache, {source: {every tail of a row name after a '/': the row name}}."""
-    if source not in suffixes:
-        suffixes[source] = {k.split("/", i)[i]: k for k in table if isinstance(k, str)
-                            for i in range(1, k.count("/") + 1)}
-    prefixed = suffixes[source].get(r.keypoint_name)
-    if prefixed is not None:
-        raise UserError(f"{source}: the row {prefixed!r} names {r.keypoint_name!r} under a folder; name each row "
-                        f"by the image's file name as the dataset's keypoint CSVs do ({r.keypoint_name!r})")
+def _refuse_prefixed_rows(table: dict, missing: list[Record], source: Path) -> None:
+    """A row that names a ``missing`` image under a folder ('bounding_box_train/NAME', a CSV written with paths) is
+    the CSV's defect, not a missing row: refused, even where images without a row may be left out."""
+    tails = {k.split("/", i)[i]: k for k in table if isinstance(k, str) for i in range(1, k.count("/") + 1)}
+    r = next((r for r in missing if r.keypoint_name in tails), None)
+    if r is not None:
+        raise UserError(f"{source}: the row {tails[r.keypoint_name]!r} names {r.keypoint_name!r} under a folder; name "
+                        f"each row by the image's file name as the dataset's keypoint CSVs do ({r.keypoint_name!r})")
 
 
 def person_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, int] = (128, 64),
@@ -208,11 +205,12 @@ def person_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, 
     sources = sorted(set(source_of.values()))
     tables = {src: read_keypoints_csv(src, root) for src in sources}
     keypoints: dict[str, np.ndarray] = {}
-    suffixes: dict = {}
     for r in records:  # each image's row from its own split's CSV
         yx = tables[source_of[r.split]].get(r.keypoint_name)
         if yx is not None:
             keypoints[r.path] = yx
-        elif r.is_person:
-            _refuse_prefixed_row(tables[source_of[r.split]], r, source_of[r.split], suffixes)
+    for src in sources:
+        missing = [r for r in records if source_of[r.split] == src and r.is_person and r.path not in keypoints]
+        if missing:
+            _refuse_prefixed_rows(tables[src], missing, src)
     return PersonDataset(records, keypoints, size, keypoint_source=" or ".join(str(s) for s in sources), **kwargs)

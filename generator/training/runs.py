@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from generator.config import DataConfig, from_dict, to_dict
+from generator.config import DataConfig, load_config, to_dict
 from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint
 from generator.simmarket.simulate import simulate
@@ -140,9 +139,8 @@ def check_resume(run_dir: str | os.PathLike, cfg, job: str, fixed: tuple[str, ..
     if not path.is_file():
         return
     try:
-        saved = yaml.safe_load(path.read_text())
-        before = from_dict(type(cfg), saved, str(path))
-    except (yaml.YAMLError, UserError) as e:
+        before = load_config(type(cfg), path)
+    except UserError as e:
         raise not_a_run_of(run_dir, job, e) from None
     now, then = to_dict(cfg), to_dict(before)
     changed = [d for section in fixed for d in _differences(now[section], then[section], section)]
