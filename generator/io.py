@@ -103,6 +103,22 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
     return next(p for p in [*reversed(path.absolute().parents), path.absolute()] if not os.path.lexists(p))
 
 
+def check_own_files(path: str | os.PathLike, names: Iterable[str], key: str = "--out", job: str = "this command"):
+    """Refuse an existing folder ``path`` that holds anything but the files ``names`` that ``job`` writes there (and
+    the temp files of its writes, ``atomic_path``): running the job again replaces its own files, never another's,
+    such as a run's ``metrics.md`` when ``--out`` names the run."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    names = set(names)
+    foreign = sorted(p.name for p in path.iterdir()
+                     if p.name not in names and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise UserError(f"{path}: holds {foreign[0]}{more}, which {job} does not write; choose another {key} or empty "
+                        f"the folder")
+
+
 def remove_empty_folders(path: str | os.PathLike, top: str | os.PathLike | None) -> None:
     """Remove ``path`` and its parents up to ``top`` (a folder ``check_output_folder`` returned) while they are empty
     folders: what a refused job created on its way to its output, and nothing that holds a file."""

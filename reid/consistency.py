@@ -25,6 +25,7 @@ when complete, so a killed or refused run leaves nothing under ``OUT``.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -51,6 +52,7 @@ from generator.io import (
     remove_empty_folders,
 )
 from reid.torchreid_adapter import build_model, market_records
+from reid.train import ReidTrainConfig
 
 BATCH = 128  # images per forward pass (torchreid's test batch)
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # torchreid's default normalisation
@@ -183,14 +185,16 @@ def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids
 
 
 def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike,
-                     generated_root: str | os.PathLike, out: str | os.PathLike, model: str = "osnet_x0_25",
-                     size: tuple[int, int] = (128, 64), new_tau: float = 0.9, progress: bool = True,
+                     generated_root: str | os.PathLike, out: str | os.PathLike, model: str | None = None,
+                     size: tuple[int, int] | None = None, new_tau: float = 0.9, progress: bool = True,
                      device: str = "auto") -> dict:
     """Score ``generated_root``'s training images with the re-ID model of ``state_path`` (trained on
     ``real_root``'s training split) and write the consistent ones to ``out`` (Market-1501 layout); the summary.
-    Every check runs before anything is written."""
+    ``model`` and ``size`` (None: the run's own, from its ``result.json``; else osnet_x0_25 at 128x64) must be those
+    the run trained with. Every check runs before anything is written."""
     out = Path(out)
     made, state_path = _check_filter_args(out, Path(state_path), new_tau, size)
+    model, size = _run_settings(state_path, model, size)
     real = market_records(real_root, ("train",), progress=progress)["train"]
     gen = market_records(generated_root, ("train",), progress=progress)["train"]
     real_pids = np.array([p for _, p, _ in real])
@@ -243,9 +247,34 @@ def _check_filter_args(out: Path, state_path: Path, new_tau: float, size: tuple[
                         f"on the real data (e.g. <out>/real/seed0/stage0-real/state.pt)")
     if not -1 <= new_tau <= 1:
         raise UserError(f"--new-tau {new_tau}: a cosine similarity, use a value in [-1, 1]")
-    if len(size) != 2 or min(size) < 1:
+    if size is not None and (len(size) != 2 or min(size) < 1):
         raise UserError(f"--size {size}: expected (height, width) in pixels")
     return made, state_path
+
+
+def _run_settings(state_path: Path, model: str | None, size: tuple[int, int] | None) -> tuple[str, tuple[int, int]]:
+    """The re-ID model name and input size to score with: those given, checked against the ones the run trained
+    with (its ``result.json`` beside ``state_path``, when the run finished), else the run's, else the defaults. A
+    model scored at another size than it trained at still runs (global pooling) and silently ranks worse."""
+    result = state_path.parent / "result.json"
+    trained = {}
+    if result.is_file():
+        try:
+            r = json.loads(result.read_text())
+            trained = {"model": str(r["model"]), "size": tuple(int(v) for v in r["size"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            trained = {}  # not a result this check can read: the given or default settings stand
+    show = {"model": str, "size": lambda hw: f"{hw[0]}x{hw[1]}"}
+    for key, given, flag in (("model", model, "--model-name"), ("size", size, "--size")):
+        if given is None or key not in trained:
+            continue
+        if (tuple(given) if key == "size" else given) != trained[key]:
+            raise UserError(f"{flag} {show[key](given)}: the re-ID run of {state_path} trained with {key} "
+                            f"{show[key](trained[key])} ({result}); pass {flag} {show[key](trained[key])} or leave it "
+                            f"out")
+    default = ReidTrainConfig()  # a run without a result.json: `vmarket reid`'s defaults
+    return (model or trained.get("model", default.model),
+            tuple(size) if size is not None else trained.get("size", tuple(default.size)))
 
 
 def filter_decisions(gen: list, gen_pids: np.ndarray, is_new: np.ndarray, keep: np.ndarray, reasons: np.ndarray

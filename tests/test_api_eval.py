@@ -3,12 +3,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_main
+from conftest import one_line_error, run_main
 from skimage.metrics import structural_similarity
 
 from generator.api import DisentangledModel, interpolate, swap
 from generator.data.dataset import person_dataset
 from generator.eval.image_metrics import mask_ssim, nan_mean, region_scores, ssim
+from generator.eval.stage1_report import EVAL_FILES
 
 
 def test_ssim_properties():
@@ -105,5 +106,18 @@ def test_eval_cli_writes_table(capsys, tiny_stages, tmp_path):
     r = m["reconstruction"]
     assert r["images"] == 16 and all(-1 <= r[k] <= 1 for k in ("ssim", "person_ssim", "background_ssim"))
     assert "inside the person / outside" in (out / "metrics.md").read_text()
-    assert (out / "swaps.png").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(EVAL_FILES)  # what the --out check allows
     assert not (tiny_stages[0] / "eval").exists()
+    # again: it replaces its own files; into a folder holding anything else (the run, whose metrics.md and
+    # config.yaml are its own): refused before it writes
+    (out / "metrics.md").write_text("old\n")
+    rc, stdout, err = run_main(capsys, "eval", "stage1", "--run", tiny_stages[0], "--pairs", 2, "--limit", 4, "--out",
+                               out)
+    assert rc == 0 and "copy the source" in (out / "metrics.md").read_text(), err
+    (out / "notes.txt").write_text("mine\n")
+    before = (out / "metrics.md").read_bytes()
+    one_line_error(*run_main(capsys, "eval", "stage1", "--run", tiny_stages[0], "--out", out),
+                   f"{out}: holds notes.txt, which `vmarket eval stage1` does not write", "--out")
+    assert (out / "metrics.md").read_bytes() == before
+    one_line_error(*run_main(capsys, "eval", "stage1", "--run", tiny_stages[0], "--out", tiny_stages[0]),
+                   f"{tiny_stages[0]}: holds", "more")

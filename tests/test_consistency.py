@@ -226,3 +226,29 @@ def test_a_real_identitys_image_of_an_unknown_pid_is_refused(tmp_path, origin):
     assert C.generated_is_new(records, tmp_path, {5, 9}).tolist() == [False, True]
     with pytest.raises(UserError, match=f"a {origin} of pid 5"):
         C.generated_is_new(records, tmp_path, {9})
+
+
+def test_filter_scores_at_the_runs_own_model_and_size(sim_small, state, tmp_path, monkeypatch, capsys):
+    """A re-ID run's result.json says which model and input size it trained with: filter scores with those when
+    --model-name and --size are left out, and refuses others (a model scored at another size still runs, and ranks
+    silently worse), before anything is written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(state, run / "state.pt")
+    (run / "result.json").write_text(json.dumps({"model": "osnet_x0_25", "size": list(SIZE), "rank1": 0.1}))
+    gen = tmp_path / "generated"
+    truth, _, _, _, _, pids = _generated(sim_small, gen)
+    fake = _fake_features(gen, truth, pids)
+    sizes = []
+    monkeypatch.setattr(C, "extract_image_features", lambda *a, **k: sizes.append(a[2]) or fake(*a, **k))
+    s = C.filter_generated(run, sim_small, gen, tmp_path / "f1", progress=False)
+    assert s["size"] == list(SIZE) and s["model"] == "osnet_x0_25" and set(sizes) == {tuple(SIZE)}
+    argv = ["filter", "--model", str(run / "state.pt"), "--real-root", str(sim_small), "--generated", str(gen),
+            "--out", str(tmp_path / "f2"), "--quiet"]
+    one_line_error(main([*argv, "--size", "128x64"]), *capsys.readouterr(), "--size 128x64",
+                   f"trained with size {SIZE[0]}x{SIZE[1]}", "result.json", f"pass --size {SIZE[0]}x{SIZE[1]}")
+    one_line_error(main([*argv, "--model-name", "resnet50"]), *capsys.readouterr(), "--model-name resnet50",
+                   "osnet_x0_25")
+    assert not (tmp_path / "f2").exists()
+    assert main([*argv, "--size", f"{SIZE[0]}x{SIZE[1]}"]) == 0  # the run's own, given: fine
+    assert json.loads((tmp_path / "f2" / "filter_summary.json").read_text())["size"] == list(SIZE)

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import torch
-from conftest import run_main
+from conftest import one_line_error, run_main
 from tiny import tiny_stage2
 
 from generator.api import Sampler
@@ -11,6 +11,7 @@ from generator.eval.neighbours import knn_precision_recall
 from generator.io import load_checkpoint
 from generator.models.stage2 import FACTORS, build_critic, build_mapping, mapping_width
 from generator.training.stage2 import train
+from generator.training.stage2_report import REPORT_FILES, SAMPLE_FILES
 
 
 def initial_critics(cfg, dims: dict[str, int]) -> dict[str, torch.nn.Module]:
@@ -160,5 +161,16 @@ def test_stage2_cli_eval_and_sample(capsys, tiny_stages, tmp_path):
     assert "plausible" in q["pose/mapping"] and "gaussian" in out
     rc, out, err = run_main(capsys, "sample", "--run", tmp_path / "run", "--rows", 2, "--cols", 4)
     assert rc == 0, err
-    names = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.png"))
+    names = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
     assert names == ["a_sampled_people.png", "b_identities.png", "c_resampled_factors.png", "d_interpolation.png"]
+    assert names == sorted(SAMPLE_FILES) and sorted(p.name for p in (tmp_path / "run" / "eval").iterdir()) == sorted(
+        REPORT_FILES)  # what the --out checks below allow
+    # again into the same folders: each replaces its own files; into a folder with anything else (the run itself,
+    # whose metrics.md is its training log's table): refused, the folder as it was
+    for args in (["eval", "stage2", "--run", tmp_path / "run"], ["sample", "--run", tmp_path / "run", "--rows", 1]):
+        rc, out, err = run_main(capsys, *args)
+        assert rc == 0, err
+        before = {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+        one_line_error(*run_main(capsys, *args, "--out", tmp_path / "run"), f"{tmp_path / 'run'}: holds", "--out",
+                       "does not write")
+        assert {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before

@@ -66,6 +66,9 @@ def _cmd_check(args) -> None:
         + (f"; without a keypoint row: {ds.skipped_unlabelled} junk / distractor images (never trained on)"
            if ds.skipped_unlabelled else "")
         + (f", {ds.skipped_missing} person images (left out: --skip-missing-keypoints)" if ds.skipped_missing else "")
+        + (f"; {ds.joints_outside} joints outside the image left out as missing, in {len(ds.rows_outside)} rows "
+           f"({', '.join(ds.rows_outside[:NAMES_SHOWN])}{' ...' if len(ds.rows_outside) > NAMES_SHOWN else ''})"
+           if ds.joints_outside else "")
         + f" -> {args.root} ({DATASET_NAMES[fmt]})"
     )
     nobody = ds.without_person()
@@ -112,7 +115,8 @@ def _cmd_cutpaste(args) -> None:
 
 def _cmd_filter(args) -> None:
     s = filter_generated(args.model, args.real_root, args.generated, args.out, model=args.model_name,
-                         size=parse_size(args.size), new_tau=args.new_tau, progress=not args.quiet, device=args.device)
+                         size=parse_size(args.size) if args.size else None, new_tau=args.new_tau,
+                         progress=not args.quiet, device=args.device)
     print(f"filter: {s['images']} images ({s['remix_images']} of real identities, {s['new_images']} new), kept "
           f"{s['kept']}, rejection rate {s['rejection_rate']:.1%} over {s['identities']} identities -> {args.out}")
 
@@ -247,8 +251,12 @@ def add_filter(sub) -> None:
     fl.add_argument("--real-root", required=True, help="the real Market-1501-format dataset the model trained on")
     fl.add_argument("--generated", required=True, help="generated dataset (Market-1501 layout; its training split)")
     fl.add_argument("--out", required=True, help="output folder (Market-1501 layout; must not exist or be empty)")
-    fl.add_argument("--model-name", default="osnet_x0_25", help="torchreid model of the run (default osnet_x0_25)")
-    fl.add_argument("--size", default="128x64", help="re-ID input size HEIGHTxWIDTH of the run (default 128x64)")
+    fl.add_argument("--model-name", default=None,
+                    help="torchreid model of the run (default: the run's, from the result.json beside --model; "
+                         "osnet_x0_25 without one)")
+    fl.add_argument("--size", default=None,
+                    help="re-ID input size HEIGHTxWIDTH of the run (default: the run's, from its result.json; 128x64 "
+                         "without one)")
     fl.add_argument("--new-tau", type=float, default=0.9,
                     help="drop a new identity's image whose cosine to a real identity's centroid is this or more "
                          "(default 0.9)")

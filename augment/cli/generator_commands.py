@@ -9,12 +9,12 @@ import yaml
 from augment.cli.parser import count, quiet_argument, seed
 from generator.config import load_config
 from generator.errors import UserError
-from generator.eval.stage1_report import evaluate
-from generator.io import check_output_folder, remove_empty_folders
+from generator.eval.stage1_report import EVAL_FILES, evaluate
+from generator.io import check_output_folder, check_own_files, remove_empty_folders
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir, not_a_run_of
 from generator.training.runtime import launch_rank
-from generator.training.stage2_report import quality_table, report, sample_grids
+from generator.training.stage2_report import REPORT_FILES, SAMPLE_FILES, quality_table, report, sample_grids
 
 # job name -> (config class, train function); a plain dict, the user picks one by name
 TRAIN_JOBS = {"stage1": (stage1.Stage1Config, stage1.train), "pose": (pose_ae.PoseConfig, pose_ae.train),
@@ -101,6 +101,7 @@ def _cmd_eval(args) -> None:
             raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
         out = Path(args.out) if args.out else run / "eval"
         check_output_folder(out, "--out")
+        check_own_files(out, REPORT_FILES, "--out", "`vmarket eval stage2`")
         q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
@@ -113,6 +114,7 @@ def _cmd_eval(args) -> None:
                         f"--data with the root of the held-out data (query + gallery)")
     out = Path(args.out) if args.out else run / "eval"
     check_output_folder(out, "--out")
+    check_own_files(out, EVAL_FILES, "--out", "`vmarket eval stage1`")
     result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
@@ -130,6 +132,7 @@ def _cmd_sample(args) -> None:
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
     out = Path(args.out) if args.out else run / "samples"
     check_output_folder(out, "--out")
+    check_own_files(out, SAMPLE_FILES, "--out", "`vmarket sample`")
     paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
+from generator.data.keypoints import leave_out_joints_outside, rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
 from generator.data.layouts import (
     layout_keypoint_file,
     read_layout,
@@ -89,6 +89,10 @@ class PersonDataset(torch.utils.data.Dataset):
         if not self.records:
             raise UserError(f"none of the {len(records)} images has a row in {keypoint_source}; "
                             "check that the keypoint CSV belongs to this dataset")
+        rcv = np.stack(self.rcv)
+        self.joints_outside, self.rows_outside = leave_out_joints_outside(
+            rcv, [r.keypoint_name for r in self.records], self.size, keypoint_source)
+        self.rcv = list(rcv)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -108,6 +112,8 @@ class PersonDataset(torch.utils.data.Dataset):
         self.rcv += other.rcv
         self.skipped_unlabelled += other.skipped_unlabelled
         self.skipped_missing += other.skipped_missing
+        self.joints_outside += other.joints_outside
+        self.rows_outside += other.rows_outside
 
     def item(self, index: int, flip: bool = False) -> dict:
         r = self.records[index]

@@ -22,6 +22,8 @@ from generator.io import atomic_write_text
 
 NUM_JOINTS = 18
 HEADER = "name:keypoints_y:keypoints_x"
+# more visible joints outside the images than this share of them: the CSV does not fit the images
+OUTSIDE_SHARE = 0.01
 
 
 def _parse_list(text: str, path, lineno: int) -> list[int]:
@@ -99,6 +101,28 @@ def yx_to_rcv(yx: np.ndarray) -> np.ndarray:
     rcv[..., :2] = np.where(visible[..., None], yx, 0)
     rcv[..., 2] = visible
     return rcv
+
+
+def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int, int], source) -> tuple[int, list[str]]:
+    """Set the visible joints of ``rcv`` (N, 18, 3) that lie outside ``size`` (H, W) images to missing, in place;
+    (how many, the ``names`` of their rows). A few are a CSV's rounding at the border or a stray detection. More
+    than ``OUTSIDE_SHARE`` of the visible joints means the CSV (``source``) does not fit the images (written for
+    another size, or its y and x lists swapped): refused, since every pose map, mask and body box would be wrong."""
+    h, w = size
+    visible = rcv[..., 2] > 0
+    outside = visible & ((rcv[..., 0] >= h) | (rcv[..., 1] >= w))
+    n_out, n_visible = int(outside.sum()), int(visible.sum())
+    if not n_out:
+        return 0, []
+    rows = np.flatnonzero(outside.any(axis=1))
+    if n_out > OUTSIDE_SHARE * n_visible:
+        raise UserError(
+            f"{source}: {n_out} of {n_visible} visible joints lie outside the {h}x{w} (HxW) images (they reach "
+            f"y {int(rcv[..., 0][visible].max())}, x {int(rcv[..., 1][visible].max())}; first row {names[rows[0]]}): "
+            f"the CSV was written for images of another size or has its y and x lists swapped; write keypoints for "
+            f"these images (`vmarket keypoints --root DATASET --overwrite`) or resize the images to the CSV's size")
+    rcv[outside] = 0
+    return n_out, [names[i] for i in rows]
 
 
 def rcv_to_yx(rcv: np.ndarray) -> np.ndarray:

@@ -233,6 +233,10 @@ def held_out_ssim(G, batch: dict, chunk: int = 32) -> dict:
             "eval_without_person": left_out, "metrics_version": METRICS_VERSION}
 
 
+# what `evaluate` writes to its folder
+EVAL_FILES = ("grid.png", "swaps.png", "metrics.json", "metrics.md")
+
+
 def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int = 512) -> dict:
     """Write ``metrics.json``, ``metrics.md``, ``grid.png`` (held-out input | reconstruction | fg / bg / pose swap)
     and ``swaps.png`` (swaps beside the true renders) to ``out_dir``; returns the metrics."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from generator.config import DataConfig, check_ranges, save_config, to_dict
-from generator.data.keypoints import rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
+from generator.data.keypoints import leave_out_joints_outside, rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
 from generator.data.layouts import layout_keypoint_file, read_layout, resolve_layout
 from generator.errors import UserError
 from generator.io import atomic_save, progress_bar
@@ -58,13 +58,16 @@ def pose_vectors(root: Path, splits, size, min_visible: int = 4, flip: bool = Tr
     rows = []
     for src in sorted(set(source_of.values())):
         names = {r.keypoint_name for r in records if source_of[r.split] == src}  # the rows of this CSV's splits
-        for name, yx in read_keypoints_csv(src, root).items():
-            if name in names:
-                rcv = yx_to_rcv(yx)
-                if rcv[:, 2].sum() >= min_visible:
-                    rows.append(rcv)
-                    if flip:
-                        rows.append(flip_rcv(rcv, size[1]))
+        table = {name: yx_to_rcv(yx) for name, yx in read_keypoints_csv(src, root).items() if name in names}
+        if not table:
+            continue
+        poses = np.stack(list(table.values()))
+        leave_out_joints_outside(poses, list(table), size, src)
+        for rcv in poses:
+            if rcv[:, 2].sum() >= min_visible:
+                rows.append(rcv)
+                if flip:
+                    rows.append(flip_rcv(rcv, size[1]))
     if not rows:
         raise UserError(f"{root}: no pose with at least {min_visible} visible joints in {', '.join(splits)}; "
                         f"check the keypoint files")

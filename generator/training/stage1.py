@@ -177,6 +177,9 @@ def load_data(cfg: Stage1Config, rt: Runtime, log: RunLog, progress: bool) -> tu
     if ds.skipped_missing:
         log.line(f"data: {ds.skipped_missing} training images without a keypoint row left out "
                  "(data.skip_missing_keypoints)")
+    if ds.joints_outside:
+        log.line(f"data: {ds.joints_outside} joints outside the images left out as missing, in "
+                 f"{len(ds.rows_outside)} rows ({', '.join(ds.rows_outside[:3])})")
     nobody = len(ds.without_person())
     if nobody:
         log.line(f"data: {nobody} training images show no person ({NO_PERSON}); kept, for the background branch")

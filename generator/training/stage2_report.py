@@ -64,6 +64,11 @@ def _save(images: list[torch.Tensor], nrow: int, path: Path) -> None:
     save_grid(torch.cat([i.float().cpu() for i in images]), nrow, path)
 
 
+# what `sample_grids` and `report` write to their folders
+SAMPLE_FILES = ("a_sampled_people.png", "b_identities.png", "c_resampled_factors.png", "d_interpolation.png")
+REPORT_FILES = ("metrics.json", "metrics.md")
+
+
 @torch.no_grad()
 def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: int = 4) -> list[Path]:
     """(a) sampled people, (b) identities: one fg under sampled bg and pose, (c) a real image with each factor
