@@ -292,9 +292,22 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_config(path: Path, chain: tuple[Path, ...] = ()) -> dict:
-    """The YAML mapping of ``path``, on top of the file its ``base:`` names (and that file's base, in turn)."""
+def _beside(folder: Path, name: str) -> str:
+    """A config file that a config in ``folder`` names: relative to that folder (so a folder of configs works from
+    anywhere), else, where only that exists, to the current folder (as a path given on the command line is)."""
+    if Path(name).is_absolute():
+        return name
+    here = Path(os.path.normpath(folder / name))
+    return name if not here.exists() and Path(name).exists() else str(here)
+
+
+def read_config(path: Path, chain: tuple[Path, ...] = (), files: tuple[str, ...] = ()) -> dict:
+    """The YAML mapping of ``path``, on top of the file its ``base:`` names (and that file's base, in turn). The
+    top-level keys ``files`` name other config files: found beside the file that gives them (``_beside``)."""
     data = _read_yaml(path)
+    for key in files:
+        if isinstance(data.get(key), str) and data[key]:
+            data[key] = _beside(path.parent, data[key])
     if BASE_KEY not in data:
         return data
     base = data.pop(BASE_KEY)
@@ -308,13 +321,14 @@ def read_config(path: Path, chain: tuple[Path, ...] = ()) -> dict:
                         "remove the loop")
     if not base_path.is_file():
         raise UserError(f"{path}: base: {base}: no such file ({base_path}); give a path relative to {path.parent}")
-    return merge(read_config(base_path, chain), data)
+    return merge(read_config(base_path, chain, files), data)
 
 
 def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str] = (), set_name=_set_name):
     """Load ``cls`` from a YAML file (or its defaults when ``path`` is None) and apply ``--set`` overrides. A file
     may extend another with a top-level ``base: OTHER.yaml`` (relative to its folder): its keys replace the base's,
-    section by section.
+    section by section. The top-level keys that ``cls.CONFIG_FILES`` lists name other config files, relative to the
+    folder of the file that gives them (or, where only that exists, to the current folder).
 
     Every error (file, key, type, choice, range) is raised here, before the job writes anything. ``set_name(text)``
     is how an error names an override (default ``--set 'text'``)."""
@@ -323,7 +337,7 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
     if path is not None:
         path = Path(path)
         where = str(path)
-        data = read_config(path)
+        data = read_config(path, files=getattr(cls, "CONFIG_FILES", ()))
     set_by = {}  # dotted key -> the name of the override that gave it its value
     for text in overrides:
         name = set_name(text)

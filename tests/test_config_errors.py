@@ -4,6 +4,7 @@ no traceback, and no run directory or output folder left behind.
 Most cases call the CLI's ``main`` in this process (an import of the whole CLI costs 5-10 s per subprocess on
 2 cores); two subprocesses check the same through ``vmarket`` itself.
 """
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from conftest import one_line_error, run_cli
 from augment.cli import main
 from augment.makers.build_config import BuildConfig
 from generator.config import from_dict, load_config, save_config, to_dict
+from generator.errors import UserError
 from generator.io import load_checkpoint
 from generator.shipped import FILES, default_dir
 from generator.training.pose_ae import PoseConfig
@@ -243,3 +245,37 @@ def test_a_bad_base_is_one_line(tmp_path, monkeypatch, capsys, text, needles):
     (tmp_path / "bad.yaml").write_text(text)
     one_line_error(main(["train", "stage1", "-c", "bad.yaml", "--quiet"]), *capsys.readouterr(), *needles)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "something was written"
+
+
+def test_job_configs_are_found_beside_the_config_that_names_them(tmp_path, monkeypatch):
+    """A pipeline or reference config names its job configs relative to its own folder, so a copy of configs/
+    works from any current folder; a name that exists only relative to the current folder (a path as a user types
+    it) still loads, and a missing one is named where it was looked for."""
+    from augment.jobs.pipeline import PipelineConfig
+    from augment.jobs.reference import ReferenceConfig
+    from augment.jobs.steps import generator_configs, job_config
+    from reid.ablation import AblationConfig
+
+    shutil.copytree(REPO / "configs", tmp_path / "mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    demo = tmp_path / "mine" / "demo"
+    cfg = load_config(PipelineConfig, demo / "pipeline.yaml")
+    assert [cfg.stage1, cfg.pose, cfg.stage2, cfg.build, cfg.reid] == [
+        str(demo / f"{job}.yaml") for job in ("stage1", "pose", "stage2", "build", "reid")]
+    s1, pose, s2 = generator_configs(tmp_path / "out", tmp_path / "data", cfg.gen_size, cfg.stage1, cfg.pose,
+                                     cfg.stage2, [])
+    assert s1.model == load_config(Stage1Config, REPO / "configs" / "demo" / "stage1.yaml").model  # its base too
+    job_config(BuildConfig, cfg.build, [], [], "build")
+    job_config(AblationConfig, cfg.reid, [], [], "reid")
+    ref = load_config(ReferenceConfig, tmp_path / "mine" / "reference" / "reference-unlabelled.yaml")  # via base:
+    assert ref.stage2 == str(tmp_path / "mine" / "reference" / "stage2.yaml")
+    # typed as a path from the current folder: kept; --set values are never moved
+    (elsewhere / "s1.yaml").write_text("base: ../mine/demo/stage1.yaml\n")
+    (tmp_path / "p.yaml").write_text("stage1: s1.yaml\n")
+    assert load_config(PipelineConfig, tmp_path / "p.yaml").stage1 == "s1.yaml"
+    assert load_config(PipelineConfig, demo / "pipeline.yaml", ["reid=x.yaml"]).reid == "x.yaml"
+    (tmp_path / "p.yaml").write_text("stage1: nowhere.yaml\n")
+    with pytest.raises(UserError, match=f"{tmp_path / 'nowhere.yaml'}: cannot read config"):
+        job_config(Stage1Config, load_config(PipelineConfig, tmp_path / "p.yaml").stage1, [], [], "stage1")

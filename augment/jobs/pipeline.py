@@ -5,6 +5,7 @@ again).
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,7 +42,8 @@ class PipelineConfig:
     sim_train_cameras: int = 0  # each training identity seen by this many cameras (0: all); the test split keeps all
     gen_size: tuple[int, int] = (64, 32)  # resolution the generator trains at
     reid_size: tuple[int, int] = (128, 64)  # resolution of the real re-ID data
-    stage1: str = "configs/demo/stage1.yaml"  # job configs; their data and run paths are redirected under `out`
+    # job configs (in a config file: relative to its folder); their data and run paths are redirected under `out`
+    stage1: str = "configs/demo/stage1.yaml"
     pose: str = "configs/demo/pose.yaml"
     stage2: str = "configs/demo/stage2.yaml"
     build: str = "configs/demo/build.yaml"
@@ -63,6 +65,7 @@ class PipelineConfig:
     # the reference ablation's recipe the demo's generated run repeats, set beside it in the report ('': the recipe
     # of the same setting, generated data, share and labels)
     reference_recipe: str = ""
+    CONFIG_FILES: typing.ClassVar = ("stage1", "pose", "stage2", "build", "reid")
 
     def __post_init__(self):
         check_size(self, "gen_size", "reid_size")

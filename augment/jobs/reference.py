@@ -9,6 +9,7 @@ import platform
 import re
 import shutil
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,8 @@ class ReferenceConfig:
     unlabelled_people_seed: int = 1
     unlabelled_train_share: float = 0.8  # the share of them in its training split (the rest is never used)
     gen_size: list[int] = field(default_factory=lambda: [64, 32])  # resolution the generator trains at
-    stage1: str = "configs/reference/stage1.yaml"  # job configs; data and run paths are redirected under `out`
+    # job configs (in a config file: relative to its folder); data and run paths are redirected under `out`
+    stage1: str = "configs/reference/stage1.yaml"
     pose: str = "configs/reference/pose.yaml"
     stage2: str = "configs/reference/stage2.yaml"
     set: list[str] = field(default_factory=list)  # overrides per job, e.g. "stage1:train.steps=300"
@@ -71,6 +73,7 @@ class ReferenceConfig:
     # a finished stage-I run of the same config trained elsewhere (on a GPU, say), used instead of training one
     # here: its snapshots, logs and grids are copied into out/stage1 (its optimiser state may be left behind)
     stage1_run: str = ""
+    CONFIG_FILES: typing.ClassVar = ("stage1", "pose", "stage2")
 
     def __post_init__(self):
         """Checked when the config loads, before anything trains."""
