@@ -367,6 +367,17 @@ def save_config(cfg, path: Path) -> None:
 DataFormat = typing.Literal["auto", "market1501", "duke", "msmt17", "cuhk03_detected", "cuhk03_labeled"]
 
 
+MIN_IDS = 2  # a SimMarket needs one training and one test identity
+TOO_FEW_IDS = f"SimMarket needs at least {MIN_IDS} identities (one train, one test)"
+
+
+def share_defect(ids: int, train_share: float) -> str | None:
+    """Why ``ids`` identities cannot be split at ``train_share`` (as ``generator.simmarket.plan`` does), or None."""
+    if not 0 < train_share < 1 or round(ids * train_share) in (0, ids):
+        return f"{ids} identities need a share in (0, 1) that leaves at least one identity in each split"
+    return None
+
+
 @dataclasses.dataclass
 class DataConfig:
     root: str = "outputs/data/simmarket"  # dataset root: Market-1501, DukeMTMC-reID, MSMT17, CUHK03, or SimMarket
@@ -394,6 +405,5 @@ class DataConfig:
         if not self.splits:
             raise ConfigValueError("splits", "empty; name at least one of train, query, gallery")
         if self.simulate_ids == 1:
-            raise ConfigValueError("simulate_ids", "1: SimMarket needs at least 2 identities (one train, one test); "
-                                                   "use 0 for a dataset that is there")
+            raise ConfigValueError("simulate_ids", f"1: {TOO_FEW_IDS}; use 0 for a dataset that is there")
 

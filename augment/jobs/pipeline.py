@@ -24,7 +24,7 @@ from augment.makers.build_config import BuildConfig
 from augment.makers.builder import build
 from augment.makers.cutpaste import cut_paste
 from augment.makers.plates import PLATES_OF
-from generator.config import ConfigValueError, check_size
+from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, check_size
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import check_output_folder
@@ -73,9 +73,8 @@ class PipelineConfig:
             raise ConfigValueError("generated", f"{self.generated!r}: use one of {', '.join(GENERATED)}")
         if not 0 <= self.combined_share < 1:
             raise ConfigValueError("combined_share", f"{self.combined_share}: use a share of the batch in [0, 1)")
-        if self.sim_ids < 2:
-            raise ConfigValueError("sim_ids", f"{self.sim_ids}: SimMarket needs at least 2 identities (one train, one "
-                                              f"test)")
+        if self.sim_ids < MIN_IDS:
+            raise ConfigValueError("sim_ids", f"{self.sim_ids}: {TOO_FEW_IDS}")
         if not 0 <= self.sim_train_cameras <= NUM_CAMERAS:
             raise ConfigValueError("sim_train_cameras", f"{self.sim_train_cameras}: use 1..{NUM_CAMERAS} (0: every "
                                                         f"identity keeps 2-6 cameras)")

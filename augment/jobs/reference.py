@@ -25,7 +25,7 @@ from augment.jobs.steps import (
     train_generator,
 )
 from generator.api import DisentangledModel
-from generator.config import ConfigValueError, check_size, to_dict
+from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, check_size, share_defect, to_dict
 from generator.errors import UserError
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate, held_out_people
 from generator.io import atomic_save, atomic_write_text, load_checkpoint
@@ -81,14 +81,11 @@ class ReferenceConfig:
         if self.stage1_run and not Path(self.stage1_run).is_dir():
             raise ConfigValueError("stage1_run", f"{self.stage1_run}: no such run folder; give the folder of a "
                                                  f"finished stage-I run, or '' to train one here")
-        if self.sim_ids < 2:
-            raise ConfigValueError("sim_ids", f"{self.sim_ids}: SimMarket needs at least 2 identities (one train, one "
-                                              f"test)")
+        if self.sim_ids < MIN_IDS:
+            raise ConfigValueError("sim_ids", f"{self.sim_ids}: {TOO_FEW_IDS}")
         for key, ids in (("train_share", self.sim_ids), ("unlabelled_train_share", self.unlabelled_ids)):
-            share = getattr(self, key)
-            if ids and (not 0 < share < 1 or round(ids * share) in (0, ids)):
-                raise ConfigValueError(key, f"{share}: {ids} identities need a share in (0, 1) that leaves at least "
-                                            f"one in each split")
+            if ids and share_defect(ids, getattr(self, key)):
+                raise ConfigValueError(key, f"{getattr(self, key)}: {share_defect(ids, getattr(self, key))}")
         if self.unlabelled_ids < 0:
             raise ConfigValueError("unlabelled_ids", f"{self.unlabelled_ids}: use 0 (none) or a number of people")
         if self.eval_pairs < 1:

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation, read_cmc
 from augment.jobs.provenance import REPO
 from augment.makers.plates import PLATES_OF
-from generator.config import ConfigValueError, to_dict
+from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, to_dict
 from generator.errors import UserError
 from generator.simmarket.world import NUM_CAMERAS
 from reid.train import ReidTrainConfig
@@ -150,9 +150,8 @@ class ReidReferenceConfig:
                                              f"{', '.join(real) or '(none: add a real-only recipe)'}")
         if not self.regimes or len({r.name for r in self.regimes}) != len(self.regimes):
             raise ConfigValueError("regimes", "give at least one regime, each with a name of its own")
-        if self.sim_ids < 2:
-            raise ConfigValueError("sim_ids", f"{self.sim_ids}: SimMarket needs at least 2 identities (one train, "
-                                              f"one test)")
+        if self.sim_ids < MIN_IDS:
+            raise ConfigValueError("sim_ids", f"{self.sim_ids}: {TOO_FEW_IDS}")
         if self.finetune_epochs < 0 or self.curve_every < 0:
             key = "finetune_epochs" if self.finetune_epochs < 0 else "curve_every"
             raise ConfigValueError(key, f"{getattr(self, key)}: use 0 or a number of epochs")

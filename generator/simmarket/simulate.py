@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.io import savemat
 
+from generator.config import MIN_IDS, TOO_FEW_IDS, share_defect
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.data.layouts import (
     CUHK03_VARIANTS,
@@ -195,8 +196,8 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     if out.resolve() == here or out.resolve() in here.parents:
         raise UserError(f"--out {out}: the current folder or one above it, which the dataset would replace; give a "
                         f"new folder such as {Path(out) / 'simmarket'}")
-    if ids < 2:
-        raise UserError(f"--ids {ids}: SimMarket needs at least 2 identities (one train, one test)")
+    if ids < MIN_IDS:
+        raise UserError(f"--ids {ids}: {TOO_FEW_IDS}")
     if layout in MAX_IDS and ids > MAX_IDS[layout][0]:
         raise UserError(f"--ids {ids}: at most {MAX_IDS[layout][0]} identities fit {MAX_IDS[layout][1]}; write more "
                         f"in --layout msmt17 or cuhk03, which hold any number")
@@ -204,9 +205,8 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         raise UserError(f"--train-cameras {train_cameras}: use 1..{NUM_CAMERAS} (0: every identity keeps 2-6 cameras)")
     if style not in STYLES:
         raise UserError(f"--style {style}: use one of {', '.join(STYLES)}")
-    if not 0 < train_share < 1 or round(ids * train_share) in (0, ids):
-        raise UserError(f"--train-share {train_share}: {ids} identities need a share in (0, 1) that leaves at least "
-                        f"one identity in each split")
+    if share_defect(ids, train_share):
+        raise UserError(f"--train-share {train_share}: {share_defect(ids, train_share)}")
     people_seed = seed if people_seed is None else people_seed
     created = check_output_folder(out, "--out", beside=True)  # the dataset is written beside it, then renamed
     if out.exists() and any(out.iterdir()) and not overwrite:
