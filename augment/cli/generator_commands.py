@@ -101,7 +101,8 @@ def _cmd_eval(args) -> None:
             raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
         out = Path(args.out) if args.out else run / "eval"
         check_output_folder(out, "--out")
-        check_own_files(out, REPORT_FILES, "--out", "`vmarket eval stage2`")
+        if args.out:  # RUN/eval and RUN/samples are these commands' own
+            check_own_files(out, REPORT_FILES, "--out", "`vmarket eval stage2`")
         q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
@@ -114,7 +115,8 @@ def _cmd_eval(args) -> None:
                         f"--data with the root of the held-out data (query + gallery)")
     out = Path(args.out) if args.out else run / "eval"
     check_output_folder(out, "--out")
-    check_own_files(out, EVAL_FILES, "--out", "`vmarket eval stage1`")
+    if args.out:  # RUN/eval and RUN/samples are these commands' own
+        check_own_files(out, EVAL_FILES, "--out", "`vmarket eval stage1`")
     result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
@@ -132,7 +134,8 @@ def _cmd_sample(args) -> None:
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
     out = Path(args.out) if args.out else run / "samples"
     check_output_folder(out, "--out")
-    check_own_files(out, SAMPLE_FILES, "--out", "`vmarket sample`")
+    if args.out:  # RUN/eval and RUN/samples are these commands' own
+        check_own_files(out, SAMPLE_FILES, "--out", "`vmarket sample`")
     paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 
@@ -166,7 +169,8 @@ def add_eval(sub) -> None:
                    help="dataset root (default: the run's data.root); held-out = query + gallery")
     e.add_argument("--pairs", type=count(1), default=200, help="SimMarket swap pairs to score")
     e.add_argument("--limit", type=count(1), default=512, help="held-out images for the reconstruction metrics")
-    e.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
+    e.add_argument("--out", default=None,
+                   help="output folder, new or holding only what eval writes there (default: RUN/eval)")
     e.set_defaults(func=_cmd_eval)
 
 
@@ -175,7 +179,8 @@ def add_sample(sub) -> None:
                         help="PNG grids from a stage-II run: sampled people, identities, resampled factors, "
                              "interpolations")
     sm.add_argument("--run", required=True, help="run directory of a trained stage-II run")
-    sm.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
+    sm.add_argument("--out", default=None,
+                    help="output folder, new or holding only the sample grids (default: RUN/samples)")
     sm.add_argument("--seed", type=seed, default=0, help="sampling seed; the same seed gives the same grids")
     sm.add_argument("--cols", type=count(1), default=8, help="images per row")
     sm.add_argument("--rows", type=count(1), default=4, help="rows (people) per grid")
