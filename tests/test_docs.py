@@ -95,8 +95,11 @@ def test_readme_headline_table_matches_the_shipped_ablation():
         for regime in ("full", "cameras2"):
             assert diff(regime, "cutpaste+new", rows) in readme.split("`cutpaste+new`")[1].split("Alone,")[0]
         assert diff("cameras2", "cutpaste-s50", rows) in readme.split("`cutpaste-s50`")[1].split("Alone,")[0]
-        m, se, _ = paired(rows, "cameras2", "cutpaste-s37+remix-newpose", "cutpaste-s50", "rank1")
-        assert f"{100 * m:+.1f} ± {100 * se:.1f}" in readme.split("`cutpaste-s37+remix-newpose`")[1].split("Alone,")[0]
+        for recipe in ("cutpaste-s37+remix-newpose", "cutpaste-s37+hybrid"):
+            m, se, _ = paired(rows, "cameras2", recipe, "cutpaste-s50", "rank1")
+            assert f"{100 * m:+.1f} ± {100 * se:.1f}" in readme.split(f"`{recipe}`")[1].split("Alone,")[0]
+    m, se, _ = paired(second, "cameras2", "cutpaste-s37+hybrid", "cutpaste-s50", "mAP")
+    assert f"({100 * m:+.1f} ± {100 * se:.1f} mAP)" in readme.split("`cutpaste-s37+hybrid`")[1].split("Alone,")[0]
     seeds = second[second.recipe.isin(["real", "cutpaste", "hybrid", *picked.values()])].groupby(
         ["regime", "recipe"]).seed.nunique()
     assert f"{seeds.min()} to {seeds.max()} seeds" in readme or f"{seeds.min()} seeds" in readme
