@@ -156,9 +156,11 @@ def test_stage2_cli_eval_and_sample(capsys, tiny_stages, tmp_path):
     assert rc == 0, err
     q = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     for f in ("fg", "bg", "pose"):
-        for who in ("mapping", "gaussian"):
+        for who in ("mapping", "gaussian", "real_train"):
             assert np.isfinite(q[f"{f}/{who}"]["frechet"]) and 0 <= q[f"{f}/{who}"]["precision"] <= 1
-    assert "plausible" in q["pose/mapping"] and "gaussian" in out
+        # the training embeddings themselves, the floor, lie nearer the held-out ones than 10 steps of a mapping
+        assert q[f"{f}/real_train"]["frechet"] < q[f"{f}/mapping"]["frechet"], f
+    assert "plausible" in q["pose/mapping"] and "gaussian" in out and "| pose | training embeddings |" in out
     rc, out, err = run_main(capsys, "sample", "--run", tmp_path / "run", "--rows", 2, "--cols", 4)
     assert rc == 0, err
     names = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
@@ -174,3 +176,29 @@ def test_stage2_cli_eval_and_sample(capsys, tiny_stages, tmp_path):
         one_line_error(*run_main(capsys, *args, "--out", tmp_path / "run"), f"{tmp_path / 'run'}: holds", "--out",
                        "does not write")
         assert {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+
+
+def test_stage2_floor_table_averages_over_seeds():
+    """benchmarks/stage2_floor.py: one row per factor, each sampler's Frechet mean ± std over the seeds, precision /
+    recall, and plausible poses where measured."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stage2_floor.py"
+    spec = importlib.util.spec_from_file_location("stage2_floor", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def q(fd):
+        out = {}
+        for f in FACTORS:
+            for who in ("mapping", "gaussian", "real_train"):
+                out[f"{f}/{who}"] = {"frechet": fd, "precision": 0.5, "recall": 0.25}
+                if f == "pose":
+                    out[f"{f}/{who}"]["plausible"] = 0.3
+        return out
+
+    rows = mod.floor_table([q(0.1), q(0.3)]).splitlines()
+    assert rows[0] == "| factor | mapping | Gaussian | training embeddings |" and len(rows) == 2 + len(FACTORS)
+    assert rows[2] == "| fg | " + " | ".join(["0.200 ± 0.141, 0.50 / 0.25"] * 3) + " |"
+    assert rows[4].endswith("0.200 ± 0.141, 0.50 / 0.25 (30%) |")
