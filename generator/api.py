@@ -175,7 +175,7 @@ class Sampler:
         m = from_dict(Stage2ModelConfig, snap["config"]["model"], f"{where}: model")
         nets = {}
         for f in FACTORS:
-            net = build_mapping(snap["dims"][f], mapping_width(m, f), m.blocks)
+            net = build_mapping(snap["dims"][f], mapping_width(m, f), m.blocks, m.gaussian_start, m.z_std)
             net.load_state_dict({k: v.float() for k, v in snap["nets"][f].items()})
             nets[f] = net
         return cls(nets, m.z_std, snap["dims"], device)

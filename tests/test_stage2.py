@@ -10,7 +10,7 @@ from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance,
 from generator.eval.neighbours import knn_precision_recall
 from generator.io import load_checkpoint
 from generator.models.stage2 import FACTORS, build_critic, build_mapping, mapping_width
-from generator.training.stage2 import train
+from generator.training.stage2 import split_holdout, train
 from generator.training.stage2_report import REPORT_FILES, SAMPLE_FILES
 
 
@@ -202,3 +202,27 @@ def test_stage2_floor_table_averages_over_seeds():
     assert rows[0] == "| factor | mapping | Gaussian | training embeddings |" and len(rows) == 2 + len(FACTORS)
     assert rows[2] == "| fg | " + " | ".join(["0.200 ± 0.141, 0.50 / 0.25"] * 3) + " |"
     assert rows[4].endswith("0.200 ± 0.141, 0.50 / 0.25 (30%) |")
+
+
+def test_gaussian_start_mapping_begins_as_the_fitted_gaussian(tiny_stages, tmp_path):
+    """model.gaussian_start: before any step each mapping samples exactly the Gaussian fitted to its training
+    embeddings (the baseline it is scored against); training moves it from there, and the run's snapshot (buffers
+    included) loads back into a Sampler that draws the same samples."""
+    s1, pose, _ = tiny_stages
+    cfg = tiny_stage2(s1, pose, **{"train.steps": 4, "model.gaussian_start": "true", "train.lr": 1.0e-3})
+    run = tmp_path / "gs"
+    untrained = train(cfg, run, progress=False, factors=["bg"], stop_after=0)["nets"]
+    emb = load_checkpoint(run / "embeddings.pt")
+    train_idx, _ = split_holdout(len(emb["bg"]), cfg.train.holdout, cfg.train.seed)
+    gauss = GaussianBaseline(emb["bg"][train_idx])
+    g = torch.Generator().manual_seed(7)
+    unit = torch.randn(16, emb["bg"].shape[1], generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        mapped = untrained["bg"]((unit * cfg.model.z_std).float())
+    assert torch.allclose(mapped, (gauss.mean + unit @ gauss.chol.T).float(), atol=1e-4)
+    trained = train(cfg, run, resume=True, progress=False, factors=["bg"])["nets"]
+    z = torch.randn(8, emb["bg"].shape[1]) * cfg.model.z_std
+    with torch.no_grad():
+        start = (gauss.mean + (z.double() / cfg.model.z_std) @ gauss.chol.T).float()
+        assert not torch.allclose(trained["bg"](z), start, atol=1e-4)  # the body has learned something
+        assert torch.allclose(Sampler.load(run).sample_z("bg", z), trained["bg"](z), atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 from generator.config import check_ranges
@@ -20,14 +21,47 @@ class Stage2ModelConfig:
     blocks: int = 4  # residual FC blocks in each mapping
     critic_width: int = 512  # FC width of each critic (4 FC layers)
     z_std: float = 0.2  # z ~ N(0, z_std^2), of the embedding's own size
+    # beyond the paper: each mapping is the Gaussian fitted to its training embeddings plus the residual FC stack,
+    # whose last layer starts at zero, so training starts from the Gaussian and adds what a Gaussian lacks
+    gaussian_start: bool = False
 
     def __post_init__(self):
         check_ranges(self, positive=("width_fg", "width_bg", "width_pose", "critic_width", "z_std"),
                      non_negative=("blocks",))
 
 
-def build_mapping(dim: int, width: int, blocks: int) -> nn.Module:
-    """Phi: FC + ``blocks`` residual FC blocks + FC, noise (B, dim) -> embedding (B, dim)."""
+class GaussianStart(nn.Module):
+    """Phi(z) = mean + (z / z_std) C^T + body(z): the Gaussian N(mean, C C^T) fitted to the training embeddings
+    (``fit``; buffers, saved with the weights and never trained) plus a residual FC stack whose last layer starts at
+    zero, so that the untrained mapping samples exactly that Gaussian."""
+
+    def __init__(self, dim: int, width: int, blocks: int, z_std: float):
+        super().__init__()
+        self.z_std = z_std
+        self.body = fc_stack(dim, width, blocks, dim)
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("chol", torch.eye(dim))
+
+    @torch.no_grad()
+    def fit(self, real: torch.Tensor) -> "GaussianStart":
+        """Take the mean and the Cholesky factor of the covariance (+1e-6 on the diagonal) of ``real`` (N, dim)."""
+        x = real.double()
+        cov = torch.cov(x.T) + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
+        self.mean.copy_(x.mean(0))
+        self.chol.copy_(torch.linalg.cholesky(cov))
+        return self
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mean + (z / self.z_std) @ self.chol.T + self.body(z)
+
+
+def build_mapping(dim: int, width: int, blocks: int, gaussian_start: bool = False, z_std: float = 0.2) -> nn.Module:
+    """Phi: FC + ``blocks`` residual FC blocks + FC, noise (B, dim) -> embedding (B, dim); ``gaussian_start``: on
+    top of the fitted Gaussian (``GaussianStart``, whose ``fit`` the training calls)."""
+    if gaussian_start:
+        return GaussianStart(dim, width, blocks, z_std)
     return fc_stack(dim, width, blocks, dim)
 
 

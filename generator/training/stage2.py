@@ -80,7 +80,7 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     device = resolve_device(t.device)
     emb = load_embeddings(cfg, run_dir, progress)
     train_idx, _ = split_holdout(len(emb["fg"]), t.holdout, t.seed)
-    trained = build_trained(cfg, emb, device)
+    trained = build_trained(cfg, {f: emb[f][train_idx] for f in FACTORS}, device)
     steps = restore(trained, run_dir, log) if resume else None
     save_config(cfg, run_dir / "config.yaml")  # after the state is restored: a refused resume leaves it as it was
     if steps is None:
@@ -128,13 +128,19 @@ def _optimiser(params, t: Stage2TrainConfig) -> torch.optim.Optimizer:
     raise UserError(f"train.objective {t.objective!r}: use wgan or wgan-gp")
 
 
-def build_trained(cfg: Stage2Config, emb: dict, device: torch.device) -> dict[str, dict]:
+def build_trained(cfg: Stage2Config, train_emb: dict, device: torch.device) -> dict[str, dict]:
     """The mappings (``nets``), critics and their optimisers (``opt_g``, ``opt_c``) of every factor, each a dict by
-    factor, seeded with ``train.seed``: what the state holds."""
+    factor, seeded with ``train.seed``: what the state holds. ``train_emb``: the training embeddings by factor
+    (their sizes; under ``model.gaussian_start`` the Gaussian each mapping starts from)."""
     t, m = cfg.train, cfg.model
     torch.manual_seed(t.seed)
-    nets = {f: build_mapping(emb[f].shape[1], mapping_width(m, f), m.blocks).to(device) for f in FACTORS}
-    critics = {f: build_critic(emb[f].shape[1], m.critic_width).to(device) for f in FACTORS}
+    nets = {f: build_mapping(train_emb[f].shape[1], mapping_width(m, f), m.blocks, m.gaussian_start, m.z_std)
+            for f in FACTORS}
+    if m.gaussian_start:
+        for f in FACTORS:
+            nets[f].fit(train_emb[f])
+    nets = {f: n.to(device) for f, n in nets.items()}
+    critics = {f: build_critic(train_emb[f].shape[1], m.critic_width).to(device) for f in FACTORS}
     opt_g = {f: _optimiser(nets[f].parameters(), t) for f in FACTORS}
     opt_c = {f: _optimiser(critics[f].parameters(), t) for f in FACTORS}
     return {"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}
