@@ -373,6 +373,8 @@ TOO_FEW_IDS = f"SimMarket needs at least {MIN_IDS} identities (one train, one te
 
 def share_defect(ids: int, train_share: float) -> str | None:
     """Why ``ids`` identities cannot be split at ``train_share`` (as ``generator.simmarket.plan`` does), or None."""
+    if ids < MIN_IDS:
+        return TOO_FEW_IDS
     if not 0 < train_share < 1 or round(ids * train_share) in (0, ids):
         return f"{ids} identities need a share in (0, 1) that leaves at least one identity in each split"
     return None

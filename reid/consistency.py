@@ -261,9 +261,14 @@ def _run_settings(state_path: Path, model: str | None, size: tuple[int, int] | N
     if result.is_file():
         try:
             r = json.loads(result.read_text())
-            trained = {"model": str(r["model"]), "size": tuple(int(v) for v in r["size"])}
-        except (OSError, ValueError, KeyError, TypeError):
-            trained = {}  # not a result this check can read: the given or default settings stand
+            if "model" in r:
+                trained["model"] = str(r["model"])
+            if "size" in r:
+                trained["size"] = tuple(int(v) for v in r["size"])
+        except (OSError, ValueError, TypeError, AttributeError):
+            raise UserError(f"{result}: not a readable re-ID result (the run's model and size are read from it); "
+                            f"rerun or finish the re-ID run, or remove the file and pass --model-name and "
+                            f"--size") from None
     show = {"model": str, "size": lambda hw: f"{hw[0]}x{hw[1]}"}
     for key, given, flag in (("model", model, "--model-name"), ("size", size, "--size")):
         if given is None or key not in trained:

@@ -15,7 +15,7 @@ from tiny import tiny_stage1
 from torch._utils import ExceptionWrapper
 
 from generator.config import save_config
-from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
+from generator.data.keypoints import leave_out_joints_outside, read_keypoints_csv, write_keypoints_csv
 from generator.errors import UserError
 
 TIMEOUT_S = 240  # the refusal takes seconds; a hang would run until killed
@@ -106,6 +106,11 @@ def _rescale_rows(csv, scale, rows=None):
     return names
 
 
+def held_out_keypoints_at_another_size(root):
+    _rescale_rows(root / "market-annotation-test.csv", 2)
+    return [f"{root / 'market-annotation-test.csv'}: ", "outside the 128x64"]
+
+
 def keypoints_at_another_size(root):
     _rescale_rows(root / "market-annotation-train.csv", 2)
     return ["market-annotation-train.csv", "outside the 128x64", "another size", "vmarket keypoints"]
@@ -134,6 +139,7 @@ DEFECTS = {
     missing_keypoint_file: ("check", "train"),
     malformed_keypoint_row: ("check", "train"),
     keypoints_at_another_size: ("check", "train"),
+    held_out_keypoints_at_another_size: ("check",),  # named alone, though the training CSV is fine; stage I: below
     empty_split: ("check", "train", "reid"),
     missing_split_folder: ("check", "reid"),  # stage I trains on the train split alone
 }
@@ -266,7 +272,7 @@ def test_a_few_joints_outside_the_image_are_left_out_and_reported(capsys, tmp_pa
 
     rc, out, err = _run(capsys, "check", "--root", data, "--size", "64x32", "--quiet")
     assert rc == 0, err
-    assert f"1 joints outside the image left out as missing, in 1 rows ({name})" in out
+    assert f"1 joints outside the images left out as missing, in 1 rows ({name})" in out
 
     vectors = pose_vectors(data, ("train",), (64, 32), min_visible=0, flip=False)
     assert float(vectors[..., 0::3].max()) <= 1.0  # every row coordinate inside the image: r/H*2-1 <= 1
@@ -283,3 +289,34 @@ def test_a_few_joints_outside_the_image_are_left_out_and_reported(capsys, tmp_pa
     one_line_error(*_run(capsys, "train", "pose", "-c", pose_cfg, "--run-dir", tmp_path / "pose", "--quiet"),
                    "outside the 64x32", "market-annotation-train.csv")
     assert not (tmp_path / "pose").exists()
+
+
+
+@_timeout
+def test_stage1_says_why_it_has_no_held_out_check(capsys, tmp_path, sim_small):
+    """A held-out split stage I cannot read (its CSV at another size) does not stop training on a sound training
+    split, but the run's log says why there is no held-out SSIM, naming that CSV, instead of dropping it silently."""
+    data = tmp_path / "data"
+    shutil.copytree(sim_small, data)
+    _rescale_rows(data / "market-annotation-test.csv", 2)
+    cfg, run = tmp_path / "stage1.yaml", tmp_path / "run"
+    save_config(tiny_stage1(data, **{"train.steps": 1, "train.eval_every": 1}), cfg)
+    rc, out, err = _run(capsys, "train", "stage1", "-c", cfg, "--run-dir", run, "--quiet")
+    assert rc == 0, err[-3000:]
+    log = (run / "log.txt").read_text()
+    assert "data: no held-out SSIM during training:" in log and "market-annotation-test.csv" in log
+    assert "held-out SSIM 0" not in log
+
+
+def test_a_row_of_joints_outside_is_not_a_csv_at_another_size():
+    """The refusal needs more than 1% of a CSV's joints outside and more than one row's worth: one stray row in a
+    small dataset is left out as missing, two rows' worth is refused."""
+    rcv = np.zeros((5, 18, 3), np.float32)
+    rcv[..., 2] = 1
+    rcv[..., 0], rcv[..., 1] = 10, 5
+    rcv[0, :, 0] = 64  # one whole row on the border of a 64-row image
+    n, rows = leave_out_joints_outside(rcv, list("abcde"), (64, 32), "kp.csv")
+    assert (n, rows) == (18, ["a"]) and not rcv[0, :, 2].any() and rcv[1:, :, 2].all()
+    rcv[:2, :, 2], rcv[:2, :, 0] = 1, 64
+    with pytest.raises(UserError, match="kp.csv: 36 of 90 visible joints lie outside the 64x32"):
+        leave_out_joints_outside(rcv, list("abcde"), (64, 32), "kp.csv")

@@ -36,6 +36,7 @@ from reid.ablation import AblationConfig
     (Stage1Config, "data.splits=[]", "data.splits: empty; name at least one of train, query, gallery"),
     (Stage1Config, "data.simulate_ids=1", "data.simulate_ids: 1: SimMarket needs at least 2 identities"),
     (ReferenceConfig, "train_share=1.5", "train_share: 1.5: 200 identities need a share in (0, 1)"),
+    (ReferenceConfig, "unlabelled_ids=1", "unlabelled_ids: 1: SimMarket needs at least 2 identities"),
 ])
 def test_out_of_range_values_name_the_override(cls, setting, message):
     with pytest.raises(UserError) as e:

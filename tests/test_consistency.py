@@ -252,3 +252,7 @@ def test_filter_scores_at_the_runs_own_model_and_size(sim_small, state, tmp_path
     assert not (tmp_path / "f2").exists()
     assert main([*argv, "--size", f"{SIZE[0]}x{SIZE[1]}"]) == 0  # the run's own, given: fine
     assert json.loads((tmp_path / "f2" / "filter_summary.json").read_text())["size"] == list(SIZE)
+    (run / "result.json").write_text("{not json")  # a result that cannot be read is named, not passed over
+    one_line_error(main([*argv[:-3], "--out", str(tmp_path / "f3"), "--quiet"]), *capsys.readouterr(),
+                   f"{run / 'result.json'}: not a readable re-ID result")
+    assert not (tmp_path / "f3").exists()

@@ -1,4 +1,6 @@
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -181,9 +183,6 @@ def test_stage2_cli_eval_and_sample(capsys, tiny_stages, tmp_path):
 def test_stage2_floor_table_averages_over_seeds():
     """benchmarks/stage2_floor.py: one row per factor, each sampler's Frechet mean ± std over the seeds, precision /
     recall, and plausible poses where measured."""
-    import importlib.util
-    from pathlib import Path
-
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "stage2_floor.py"
     spec = importlib.util.spec_from_file_location("stage2_floor", path)
     mod = importlib.util.module_from_spec(spec)

@@ -15,6 +15,7 @@ from generator.config import load_config
 from generator.data.dataset import check_images, person_dataset
 from generator.data.estimate import plan_keypoints, write_keypoints
 from generator.data.estimators import ESTIMATORS, make_estimator
+from generator.data.keypoints import outside_note
 from generator.data.layouts import DATASET_NAMES, FORMATS, detect_format, scan_dataset
 from generator.errors import UserError
 from generator.pose import NO_PERSON
@@ -66,9 +67,7 @@ def _cmd_check(args) -> None:
         + (f"; without a keypoint row: {ds.skipped_unlabelled} junk / distractor images (never trained on)"
            if ds.skipped_unlabelled else "")
         + (f", {ds.skipped_missing} person images (left out: --skip-missing-keypoints)" if ds.skipped_missing else "")
-        + (f"; {ds.joints_outside} joints outside the image left out as missing, in {len(ds.rows_outside)} rows "
-           f"({', '.join(ds.rows_outside[:NAMES_SHOWN])}{' ...' if len(ds.rows_outside) > NAMES_SHOWN else ''})"
-           if ds.joints_outside else "")
+        + (f"; {outside_note(ds.joints_outside, ds.rows_outside, NAMES_SHOWN)}" if ds.joints_outside else "")
         + f" -> {args.root} ({DATASET_NAMES[fmt]})"
     )
     nobody = ds.without_person()

@@ -94,15 +94,21 @@ def _cmd_train(args) -> None:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
 
 
+def _out_folder(out: str | None, default: Path, files, job: str) -> Path:
+    """The output folder of eval or sample: ``--out``, which must be new or hold nothing but the ``files`` that
+    ``job`` writes there, else ``default`` (RUN/eval, RUN/samples: the commands' own)."""
+    check_output_folder(Path(out) if out else default, "--out")
+    if out:
+        check_own_files(out, files, "--out", job)
+    return Path(out) if out else default
+
+
 def _cmd_eval(args) -> None:
     run = Path(args.run)
     if args.job == "stage2":
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
-        out = Path(args.out) if args.out else run / "eval"
-        check_output_folder(out, "--out")
-        if args.out:  # RUN/eval and RUN/samples are these commands' own
-            check_own_files(out, REPORT_FILES, "--out", "`vmarket eval stage2`")
+        out = _out_folder(args.out, run / "eval", REPORT_FILES, "`vmarket eval stage2`")
         q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
@@ -113,10 +119,7 @@ def _cmd_eval(args) -> None:
     if not Path(data).is_dir():
         raise UserError(f"{data}: {'is a file, not a' if Path(data).exists() else 'no such'} dataset folder; pass "
                         f"--data with the root of the held-out data (query + gallery)")
-    out = Path(args.out) if args.out else run / "eval"
-    check_output_folder(out, "--out")
-    if args.out:  # RUN/eval and RUN/samples are these commands' own
-        check_own_files(out, EVAL_FILES, "--out", "`vmarket eval stage1`")
+    out = _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`")
     result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
@@ -132,10 +135,7 @@ def _cmd_sample(args) -> None:
     run = Path(args.run)
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
-    out = Path(args.out) if args.out else run / "samples"
-    check_output_folder(out, "--out")
-    if args.out:  # RUN/eval and RUN/samples are these commands' own
-        check_own_files(out, SAMPLE_FILES, "--out", "`vmarket sample`")
+    out = _out_folder(args.out, run / "samples", SAMPLE_FILES, "`vmarket sample`")
     paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 

@@ -83,9 +83,11 @@ class ReferenceConfig:
                                                  f"finished stage-I run, or '' to train one here")
         if self.sim_ids < MIN_IDS:
             raise ConfigValueError("sim_ids", f"{self.sim_ids}: {TOO_FEW_IDS}")
+        if 0 < self.unlabelled_ids < MIN_IDS:
+            raise ConfigValueError("unlabelled_ids", f"{self.unlabelled_ids}: {TOO_FEW_IDS}; use 0 for none")
         for key, ids in (("train_share", self.sim_ids), ("unlabelled_train_share", self.unlabelled_ids)):
-            if ids and share_defect(ids, getattr(self, key)):
-                raise ConfigValueError(key, f"{getattr(self, key)}: {share_defect(ids, getattr(self, key))}")
+            if ids and (defect := share_defect(ids, getattr(self, key))):
+                raise ConfigValueError(key, f"{getattr(self, key)}: {defect}")
         if self.unlabelled_ids < 0:
             raise ConfigValueError("unlabelled_ids", f"{self.unlabelled_ids}: use 0 (none) or a number of people")
         if self.eval_pairs < 1:

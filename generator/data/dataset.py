@@ -54,13 +54,15 @@ class PersonDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: list[Record], keypoints: dict[str, np.ndarray], size: tuple[int, int] = (128, 64),
                  flip_prob: float = 0.0, heatmap_radius: int = 4, heatmap_mode: str = "disk", mask_radius: int = 7,
-                 keypoint_source: str = "the keypoint CSV", skip_missing_keypoints: bool = False):
+                 keypoint_source: str = "the keypoint CSV", skip_missing_keypoints: bool = False,
+                 source_of: dict | None = None):
         """``keypoints``: ``{image path or keypoint name (Record.keypoint_name): (18, 2) (y, x)}``, a path entry
         first (``person_dataset`` keys rows by path, so that same-named rows of two splits' CSVs never mix).
 
         Images without a keypoint row: junk (pid -1) and distractors (pid 0), never trained on, are left out
         (counted in ``skipped_unlabelled``); a person image is refused, or with ``skip_missing_keypoints`` left
-        out and counted in ``skipped_missing``."""
+        out and counted in ``skipped_missing``. ``source_of``: the keypoint CSV of each split, where they differ;
+        joints outside the images are judged per CSV (``leave_out_joints_outside``)."""
         if not records:
             raise UserError("no images to load: the split is empty; check the dataset root")
         self.size = tuple(size)
@@ -89,10 +91,17 @@ class PersonDataset(torch.utils.data.Dataset):
         if not self.records:
             raise UserError(f"none of the {len(records)} images has a row in {keypoint_source}; "
                             "check that the keypoint CSV belongs to this dataset")
-        rcv = np.stack(self.rcv)
-        self.joints_outside, self.rows_outside = leave_out_joints_outside(
-            rcv, [r.keypoint_name for r in self.records], self.size, keypoint_source)
-        self.rcv = list(rcv)
+        self.joints_outside, self.rows_outside = 0, []
+        by_source: dict[str, list[int]] = {}
+        for i, r in enumerate(self.records):
+            by_source.setdefault(str((source_of or {}).get(r.split, keypoint_source)), []).append(i)
+        for source, idx in by_source.items():
+            rcv = np.stack([self.rcv[i] for i in idx])
+            n, rows = leave_out_joints_outside(rcv, [self.records[i].keypoint_name for i in idx], self.size, source)
+            self.joints_outside += n
+            self.rows_outside += rows
+            for i, v in zip(idx, rcv, strict=True):
+                self.rcv[i] = v
 
     def __len__(self) -> int:
         return len(self.records)
@@ -219,4 +228,5 @@ def person_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, 
         missing = [r for r in records if source_of[r.split] == src and r.is_person and r.path not in keypoints]
         if missing:
             _refuse_prefixed_rows(tables[src], missing, src)
-    return PersonDataset(records, keypoints, size, keypoint_source=" or ".join(str(s) for s in sources), **kwargs)
+    return PersonDataset(records, keypoints, size, keypoint_source=" or ".join(str(s) for s in sources),
+                         source_of=source_of, **kwargs)

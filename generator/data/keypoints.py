@@ -22,7 +22,8 @@ from generator.io import atomic_write_text
 
 NUM_JOINTS = 18
 HEADER = "name:keypoints_y:keypoints_x"
-# more visible joints outside the images than this share of them: the CSV does not fit the images
+# more visible joints outside the images than this share of a CSV's (and than one row's worth): the CSV does not
+# fit the images
 OUTSIDE_SHARE = 0.01
 
 
@@ -106,8 +107,9 @@ def yx_to_rcv(yx: np.ndarray) -> np.ndarray:
 def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int, int], source) -> tuple[int, list[str]]:
     """Set the visible joints of ``rcv`` (N, 18, 3) that lie outside ``size`` (H, W) images to missing, in place;
     (how many, the ``names`` of their rows). A few are a CSV's rounding at the border or a stray detection. More
-    than ``OUTSIDE_SHARE`` of the visible joints means the CSV (``source``) does not fit the images (written for
-    another size, or its y and x lists swapped): refused, since every pose map, mask and body box would be wrong."""
+    than ``OUTSIDE_SHARE`` of the visible joints, and more than one row's worth, means the CSV (``source``) does not
+    fit the images (written for another size, or its y and x lists swapped): refused, since every pose map, mask
+    and body box would be wrong."""
     h, w = size
     visible = rcv[..., 2] > 0
     outside = visible & ((rcv[..., 0] >= h) | (rcv[..., 1] >= w))
@@ -115,7 +117,7 @@ def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int,
     if not n_out:
         return 0, []
     rows = np.flatnonzero(outside.any(axis=1))
-    if n_out > OUTSIDE_SHARE * n_visible:
+    if n_out > max(OUTSIDE_SHARE * n_visible, NUM_JOINTS):
         raise UserError(
             f"{source}: {n_out} of {n_visible} visible joints lie outside the {h}x{w} (HxW) images (they reach "
             f"y {int(rcv[..., 0][visible].max())}, x {int(rcv[..., 1][visible].max())}; first row {names[rows[0]]}): "
@@ -123,6 +125,13 @@ def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int,
             f"these images (`vmarket keypoints --root DATASET --overwrite`) or resize the images to the CSV's size")
     rcv[outside] = 0
     return n_out, [names[i] for i in rows]
+
+
+def outside_note(joints: int, rows: list[str], shown: int = 5) -> str:
+    """The report of joints ``leave_out_joints_outside`` left out: how many, in how many rows, the first rows."""
+    more = " ..." if len(rows) > shown else ""
+    return (f"{joints} joints outside the images left out as missing, in {len(rows)} rows "
+            f"({', '.join(rows[:shown])}{more})")
 
 
 def rcv_to_yx(rcv: np.ndarray) -> np.ndarray:

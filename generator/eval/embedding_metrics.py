@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from generator.models.stage2 import fit_gaussian
+
 # limbs whose lengths, relative to the torso (neck to mid-hip), describe a plausible body
 PLAUSIBILITY_LIMBS = ((2, 3), (3, 4), (5, 6), (6, 7), (8, 9), (9, 10), (11, 12), (12, 13), (2, 5), (8, 11))
 
@@ -55,10 +57,7 @@ class GaussianBaseline:
     """A Gaussian fitted to real embeddings: the baseline a mapping has to beat."""
 
     def __init__(self, real: torch.Tensor):
-        x = real.double()
-        self.mean = x.mean(0)
-        cov = torch.cov(x.T) + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
-        self.chol = torch.linalg.cholesky(cov)
+        self.mean, self.chol = fit_gaussian(real)
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(int(seed))

@@ -204,14 +204,11 @@ def held_out_people(model: DisentangledModel, root, n: int = 8) -> dict:
 
 
 def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: int, fmt: str = "auto",
-                   fmt_key: str = "format") -> dict | None:
-    """A fixed batch of ``n`` held-out (query + gallery) images for the periodic SSIM check during training;
-    None when there are none. ``fmt``: the dataset layout (generator.data.layouts)."""
-    try:
-        ds = person_dataset(root, ("query", "gallery"), size=size, heatmap_radius=heatmap_radius,
-                            mask_radius=mask_radius, fmt=fmt, fmt_key=fmt_key)
-    except UserError:
-        return None
+                   fmt_key: str = "format") -> dict:
+    """A fixed batch of ``n`` held-out (query + gallery) images for the periodic SSIM check during training; a
+    UserError says why there is none. ``fmt``: the dataset layout (generator.data.layouts)."""
+    ds = person_dataset(root, ("query", "gallery"), size=size, heatmap_radius=heatmap_radius,
+                        mask_radius=mask_radius, fmt=fmt, fmt_key=fmt_key)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].tolist()
     return torch.utils.data.default_collate([ds.item(i) for i in idx])
 

@@ -30,6 +30,14 @@ class Stage2ModelConfig:
                      non_negative=("blocks",))
 
 
+def fit_gaussian(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, C) of the Gaussian fitted to ``x`` (N, dim), in float64: C is the Cholesky factor of the covariance
+    (+1e-6 on the diagonal, so that it exists for a rank-deficient set)."""
+    x = x.double()
+    cov = torch.cov(x.T) + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
+    return x.mean(0), torch.linalg.cholesky(cov)
+
+
 class GaussianStart(nn.Module):
     """Phi(z) = mean + (z / z_std) C^T + body(z): the Gaussian N(mean, C C^T) fitted to the training embeddings
     (``fit``; buffers, saved with the weights and never trained) plus a residual FC stack whose last layer starts at
@@ -46,11 +54,10 @@ class GaussianStart(nn.Module):
 
     @torch.no_grad()
     def fit(self, real: torch.Tensor) -> "GaussianStart":
-        """Take the mean and the Cholesky factor of the covariance (+1e-6 on the diagonal) of ``real`` (N, dim)."""
-        x = real.double()
-        cov = torch.cov(x.T) + 1e-6 * torch.eye(x.shape[1], dtype=torch.float64)
-        self.mean.copy_(x.mean(0))
-        self.chol.copy_(torch.linalg.cholesky(cov))
+        """Take the Gaussian fitted to ``real`` (N, dim): ``fit_gaussian``."""
+        mean, chol = fit_gaussian(real)
+        self.mean.copy_(mean)
+        self.chol.copy_(chol)
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

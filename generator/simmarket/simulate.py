@@ -205,8 +205,8 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         raise UserError(f"--train-cameras {train_cameras}: use 1..{NUM_CAMERAS} (0: every identity keeps 2-6 cameras)")
     if style not in STYLES:
         raise UserError(f"--style {style}: use one of {', '.join(STYLES)}")
-    if share_defect(ids, train_share):
-        raise UserError(f"--train-share {train_share}: {share_defect(ids, train_share)}")
+    if defect := share_defect(ids, train_share):
+        raise UserError(f"--train-share {train_share}: {defect}")
     people_seed = seed if people_seed is None else people_seed
     created = check_output_folder(out, "--out", beside=True)  # the dataset is written beside it, then renamed
     if out.exists() and any(out.iterdir()) and not overwrite:

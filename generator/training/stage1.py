@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from generator.config import ConfigValueError, DataConfig, check_ranges, save_config, to_dict
 from generator.data.dataset import PersonDataset, StepBatchSampler, check_images, person_dataset
+from generator.data.keypoints import outside_note
 from generator.data.layouts import scan_dataset
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
@@ -134,7 +135,7 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
     nets.Gd, nets.Dd = wrap_ddp(nets.G, rt), wrap_ddp(nets.D, rt)
     end = t.steps if stop_after is None else min(t.steps, stop_after)
     loader = make_loader(cfg, rt, ds, start, end)
-    probes = make_probes(cfg, rt, ds)
+    probes = make_probes(cfg, rt, ds, log)
     if rt.is_main:
         sources = ", ".join(map(str, [Path(cfg.data.root), *cfg.data.unlabelled_roots]))
         log.line(f"stage1: {len(ds)} images from {sources}, "
@@ -178,8 +179,7 @@ def load_data(cfg: Stage1Config, rt: Runtime, log: RunLog, progress: bool) -> tu
         log.line(f"data: {ds.skipped_missing} training images without a keypoint row left out "
                  "(data.skip_missing_keypoints)")
     if ds.joints_outside:
-        log.line(f"data: {ds.joints_outside} joints outside the images left out as missing, in "
-                 f"{len(ds.rows_outside)} rows ({', '.join(ds.rows_outside[:3])})")
+        log.line(f"data: {outside_note(ds.joints_outside, ds.rows_outside)}")
     nobody = len(ds.without_person())
     if nobody:
         log.line(f"data: {nobody} training images show no person ({NO_PERSON}); kept, for the background branch")
@@ -233,18 +233,21 @@ def make_loader(cfg: Stage1Config, rt: Runtime, ds: PersonDataset, start: int, e
                                        persistent_workers=False, pin_memory=rt.device.type == "cuda")
 
 
-def make_probes(cfg: Stage1Config, rt: Runtime, ds: PersonDataset) -> tuple[dict, dict | None]:
+def make_probes(cfg: Stage1Config, rt: Runtime, ds: PersonDataset, log: RunLog) -> tuple[dict, dict | None]:
     """(grid batch, held-out batch): the people of the sample grids, spread over the dataset (names sort by
     identity, so the swaps mix different people); the held-out images of the SSIM check (main process, with
-    ``train.eval_every`` > 0; else None)."""
+    ``train.eval_every`` > 0; else None, and when the held-out splits cannot be read the log says why)."""
     t = cfg.train
     grid_idx = torch.linspace(0, len(ds) - 1, min(t.grid_size, len(ds))).long().tolist()
     grid_batch = rt.to_device(torch.utils.data.default_collate([ds.item(i) for i in grid_idx]))
     held_out = None
     if rt.is_main and t.eval_every > 0:
-        held_out = held_out_batch(Path(cfg.data.root), tuple(cfg.data.size), cfg.data.heatmap_radius,
-                                  cfg.data.mask_radius, t.eval_images, fmt=cfg.data.format, fmt_key="data.format")
-        held_out = rt.to_device(held_out) if held_out is not None else None
+        try:
+            held_out = rt.to_device(held_out_batch(Path(cfg.data.root), tuple(cfg.data.size), cfg.data.heatmap_radius,
+                                                   cfg.data.mask_radius, t.eval_images, fmt=cfg.data.format,
+                                                   fmt_key="data.format"))
+        except UserError as e:
+            log.line(f"data: no held-out SSIM during training: {e}")
     return grid_batch, held_out
 
 
