@@ -24,7 +24,7 @@ from generator.errors import UserError
 from generator.io import load_checkpoint, progress_bar
 from generator.models.pose_ae import PoseModelConfig, build_pose_ae
 from generator.models.stage1 import Stage1ModelConfig, build_generator
-from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_mapping, mapping_width
+from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_mapping, factor_settings, mapping_width
 from generator.pose import body_rois, pose_heatmaps, pose_mask
 
 
@@ -172,9 +172,9 @@ class Sampler:
     @classmethod
     def load(cls, run, device="cpu") -> "Sampler":
         where, snap = checked_snapshot(run, "stage-II")
-        m = from_dict(Stage2ModelConfig, snap["config"]["model"], f"{where}: model")
         nets = {}
         for f in FACTORS:
+            m = from_dict(Stage2ModelConfig, factor_settings(snap["config"], f)["model"], f"{where}: model")
             net = build_mapping(snap["dims"][f], mapping_width(m, f), m.blocks, m.gaussian_start, m.z_std)
             net.load_state_dict({k: v.float() for k, v in snap["nets"][f].items()})
             nets[f] = net

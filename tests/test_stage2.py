@@ -1,18 +1,22 @@
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import one_line_error, run_main
 from tiny import tiny_stage2
 
 from generator.api import Sampler
+from generator.config import load_config
+from generator.errors import UserError
 from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
 from generator.eval.neighbours import knn_precision_recall
 from generator.io import load_checkpoint
-from generator.models.stage2 import FACTORS, build_critic, build_mapping, mapping_width
-from generator.training.stage2 import split_holdout, train
+from generator.models.stage2 import FACTORS, GaussianStart, build_critic, build_mapping, mapping_width
+from generator.training.stage2 import Stage2Config, split_holdout, train
 from generator.training.stage2_report import REPORT_FILES, SAMPLE_FILES
 
 
@@ -225,3 +229,42 @@ def test_gaussian_start_mapping_begins_as_the_fitted_gaussian(tiny_stages, tmp_p
         start = (gauss.mean + (z.double() / cfg.model.z_std) @ gauss.chol.T).float()
         assert not torch.allclose(trained["bg"](z), start, atol=1e-4)  # the body has learned something
         assert torch.allclose(Sampler.load(run).sample_z("bg", z), trained["bg"](z), atol=1e-6)
+
+
+def test_per_factor_settings_train_and_load_each_mapping_its_own_way(tiny_stages, tmp_path):
+    """per_factor: the foreground mapping starts from its Gaussian, the background trains under the gradient
+    penalty (its critic is not clipped), the pose mapping as the run's sections say; the snapshot loads back each
+    mapping with its own settings, and a resume with other per_factor entries is refused."""
+    s1, pose, _ = tiny_stages
+    entries = '["fg:model.gaussian_start=true", "bg:train.objective=wgan-gp", "bg:train.lr=1.0e-3"]'
+    cfg = tiny_stage2(s1, pose, **{"train.steps": 3, "per_factor": entries})
+    run = tmp_path / "mixed"
+    out = train(cfg, run, progress=False)
+    assert isinstance(out["nets"]["fg"], GaussianStart)
+    assert not isinstance(out["nets"]["bg"], GaussianStart) and not isinstance(out["nets"]["pose"], GaussianStart)
+    clip = cfg.train.clip
+    assert all(p.abs().max() <= clip + 1e-9 for p in out["critics"]["pose"].parameters())  # clipped
+    assert any(p.abs().max() > clip for p in out["critics"]["bg"].parameters())  # gradient penalty: not clipped
+    sampler = Sampler.load(run)
+    for f in FACTORS:
+        z = torch.randn(4, sampler.dims[f]) * cfg.model.z_std
+        with torch.no_grad():
+            assert torch.allclose(sampler.sample_z(f, z), out["nets"][f](z), atol=1e-6), f
+    (tmp_path / "c.yaml").write_text((run / "config.yaml").read_text().replace("gaussian_start=true",
+                                                                                 "gaussian_start=false"))
+    changed = load_config(Stage2Config, tmp_path / "c.yaml", ["train.steps=4"])
+    with pytest.raises(UserError, match="per_factor is .* here but the run was trained with"):
+        train(changed, run, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ("zz:train.lr=1", "FACTOR one of fg, bg, pose"),
+    ("bg:train.steps=5", "train.steps is the same for every mapping"),
+    ("bg:train.objective=foo", "bg: train: objective: 'foo' is not a valid choice"),
+    ("bg:train.lr=-1", "bg: train: lr: -1.0: must be 0 or more"),
+    ("bg:train.lr", "expected KEY=VALUE"),
+])
+def test_per_factor_entries_are_checked_when_the_config_loads(tmp_path, entry, needle):
+    with pytest.raises(UserError, match=re.escape(needle)) as e:
+        load_config(Stage2Config, None, [f"per_factor=[{json.dumps(entry)}]"])
+    assert "per_factor" in str(e.value)

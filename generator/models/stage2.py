@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from generator.config import check_ranges
+from generator.config import check_ranges, parse_override
+from generator.errors import UserError
 from generator.models.layers import fc_stack
 
 FACTORS = ("fg", "bg", "pose")
@@ -77,6 +78,37 @@ def build_critic(dim: int, width: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2),
                          nn.Linear(width, width), nn.LeakyReLU(0.2), nn.Linear(width, width), nn.LeakyReLU(0.2),
                          nn.Linear(width, 1))
+
+
+# the settings a stage-II config's per_factor entries ("FACTOR:KEY=VALUE") may set for one mapping; the rest (steps,
+# batch, seeds, z_std, widths of the saved snapshot's layout aside) are the run's
+FACTOR_KEYS = ("model.gaussian_start", "model.blocks", "model.critic_width", "train.objective", "train.lr",
+               "train.critic_steps", "train.clip", "train.gp_weight")
+
+
+def split_factor_entry(entry: str) -> tuple[str, list[str], object]:
+    """'bg:train.objective=wgan-gp' -> ("bg", ["train", "objective"], "wgan-gp"); a UserError names a malformed
+    entry."""
+    factor, sep, setting = str(entry).partition(":")
+    if not sep or factor not in FACTORS:
+        raise UserError(f"per_factor: {entry!r}: expected FACTOR:KEY=VALUE with FACTOR one of {', '.join(FACTORS)}, "
+                        f"e.g. 'bg:train.objective=wgan-gp'")
+    keys, value = parse_override(setting, f"per_factor: {entry!r}")
+    if ".".join(keys) not in FACTOR_KEYS:
+        raise UserError(f"per_factor: {entry!r}: {'.'.join(keys)} is the same for every mapping; set one of "
+                        f"{', '.join(FACTOR_KEYS)}")
+    return factor, keys, value
+
+
+def factor_settings(config: dict, factor: str) -> dict:
+    """The stage-II config ``config`` (a plain dict, as a snapshot stores it) with the ``per_factor`` entries of
+    ``factor`` applied to its model and train sections."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for entry in config.get("per_factor", []):
+        f, (section, key), value = split_factor_entry(entry)
+        if f == factor:
+            out[section][key] = value
+    return out
 
 
 def mapping_width(m: Stage2ModelConfig, factor: str) -> int:

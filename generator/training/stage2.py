@@ -8,7 +8,7 @@ steps per mapping step; WGAN-GP is an option (``generator.training.loss.Stage2Lo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +19,15 @@ from generator.config import ConfigValueError, check_ranges, from_dict, save_con
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_save, load_checkpoint, progress_bar
-from generator.models.stage2 import FACTORS, Stage2ModelConfig, build_critic, build_mapping, mapping_width
+from generator.models.stage2 import (
+    FACTORS,
+    Stage2ModelConfig,
+    build_critic,
+    build_mapping,
+    factor_settings,
+    mapping_width,
+    split_factor_entry,
+)
 from generator.training.loss import Stage2Loss
 from generator.training.runs import RunLog, capture_state, check_resume, restore_state
 from generator.training.runtime import time_up
@@ -53,10 +61,34 @@ class Stage2Config:
     factors: list[Literal["fg", "bg", "pose"]] = field(default_factory=lambda: list(FACTORS))  # mappings to train
     model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
     train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
+    # settings of one mapping that differ from the model and train sections, "FACTOR:KEY=VALUE" each, e.g.
+    # "fg:model.gaussian_start=true" or "bg:train.objective=wgan-gp" (generator.models.stage2.FACTOR_KEYS)
+    per_factor: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.factors:
             raise ConfigValueError("factors", "empty; name at least one of fg, bg, pose")
+        for entry in self.per_factor:  # each entry well formed
+            try:
+                split_factor_entry(entry)
+            except UserError as e:
+                raise ConfigValueError("per_factor", str(e).removeprefix("per_factor: ")) from None
+        for f in FACTORS:  # each mapping's settings in range
+            try:
+                d = factor_settings(to_dict(self), f)
+                from_dict(Stage2ModelConfig, d["model"], "model")
+                from_dict(Stage2TrainConfig, d["train"], "train")
+            except (UserError, ConfigValueError) as e:
+                raise ConfigValueError("per_factor", f"{f}: {str(e).removeprefix('per_factor: ')}") from None
+
+
+def factor_config(cfg: Stage2Config, factor: str) -> Stage2Config:
+    """``cfg`` with the ``per_factor`` entries of ``factor`` applied: the settings its mapping trains with."""
+    if not cfg.per_factor:
+        return cfg
+    d = factor_settings(to_dict(cfg), factor)
+    return replace(cfg, model=from_dict(Stage2ModelConfig, d["model"], f"per_factor ({factor})"),
+                   train=from_dict(Stage2TrainConfig, d["train"], f"per_factor ({factor})"))
 
 
 def split_holdout(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +106,7 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     check_job(cfg, factors)
     run_dir = Path(run_dir)
     if resume:
-        check_resume(run_dir, cfg, "stage2")
+        check_resume(run_dir, cfg, "stage2", fixed=("model", "per_factor"))
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir)
     device = resolve_device(t.device)
@@ -86,9 +118,8 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     if steps is None:
         steps = {f: 0 for f in FACTORS}
     end = t.steps if stop_after is None else min(t.steps, stop_after)
-    loss = Stage2Loss(t.objective, t.gp_weight)
     for f in factors:
-        train_factor(cfg, f, emb[f][train_idx].to(device), trained, loss, steps, end, run_dir, emb, log, progress,
+        train_factor(cfg, f, emb[f][train_idx].to(device), trained, steps, end, run_dir, emb, log, progress,
                      deadline)
         if steps[f] < end:
             break
@@ -132,17 +163,17 @@ def build_trained(cfg: Stage2Config, train_emb: dict, device: torch.device) -> d
     """The mappings (``nets``), critics and their optimisers (``opt_g``, ``opt_c``) of every factor, each a dict by
     factor, seeded with ``train.seed``: what the state holds. ``train_emb``: the training embeddings by factor
     (their sizes; under ``model.gaussian_start`` the Gaussian each mapping starts from)."""
-    t, m = cfg.train, cfg.model
-    torch.manual_seed(t.seed)
-    nets = {f: build_mapping(train_emb[f].shape[1], mapping_width(m, f), m.blocks, m.gaussian_start, m.z_std)
-            for f in FACTORS}
-    if m.gaussian_start:
-        for f in FACTORS:
+    torch.manual_seed(cfg.train.seed)
+    c = {f: factor_config(cfg, f) for f in FACTORS}  # each mapping's own settings
+    nets = {f: build_mapping(train_emb[f].shape[1], mapping_width(c[f].model, f), c[f].model.blocks,
+                             c[f].model.gaussian_start, c[f].model.z_std) for f in FACTORS}
+    for f in FACTORS:
+        if c[f].model.gaussian_start:
             nets[f].fit(train_emb[f])
     nets = {f: n.to(device) for f, n in nets.items()}
-    critics = {f: build_critic(train_emb[f].shape[1], m.critic_width).to(device) for f in FACTORS}
-    opt_g = {f: _optimiser(nets[f].parameters(), t) for f in FACTORS}
-    opt_c = {f: _optimiser(critics[f].parameters(), t) for f in FACTORS}
+    critics = {f: build_critic(train_emb[f].shape[1], c[f].model.critic_width).to(device) for f in FACTORS}
+    opt_g = {f: _optimiser(nets[f].parameters(), c[f].train) for f in FACTORS}
+    opt_c = {f: _optimiser(critics[f].parameters(), c[f].train) for f in FACTORS}
     return {"nets": nets, "critics": critics, "opt_g": opt_g, "opt_c": opt_c}
 
 
@@ -159,17 +190,19 @@ def restore(trained: dict[str, dict], run_dir: Path, log: RunLog) -> dict[str, i
     return steps
 
 
-def train_factor(cfg: Stage2Config, f: str, real_all: torch.Tensor, trained: dict[str, dict], loss: Stage2Loss,
-                 steps: dict[str, int], end: int, run_dir: Path, emb: dict, log: RunLog, progress: bool,
-                 deadline: float | None) -> None:
-    """Train factor ``f``'s mapping from ``steps[f]`` to ``end`` on its real embeddings ``real_all``, advancing
-    ``steps[f]``, with its metric records and checkpoints; it stops early when ``deadline`` passes."""
+def train_factor(cfg: Stage2Config, f: str, real_all: torch.Tensor, trained: dict[str, dict], steps: dict[str, int],
+                 end: int, run_dir: Path, emb: dict, log: RunLog, progress: bool, deadline: float | None) -> None:
+    """Train factor ``f``'s mapping, with its own settings (``factor_config``), from ``steps[f]`` to ``end`` on its
+    real embeddings ``real_all``, advancing ``steps[f]``, with its metric records and checkpoints; it stops early
+    when ``deadline`` passes."""
     t = cfg.train
+    own = factor_config(cfg, f)
+    loss = Stage2Loss(own.train.objective, own.train.gp_weight)
     bar = progress_bar(total=end, initial=steps[f], desc=f"stage2 {f}", unit="step", enabled=progress)
     t_last, acc = time.time(), {"w_dist": 0.0, "n": 0}
     for step in range(steps[f], end):
         g = torch.Generator().manual_seed(t.seed * 1_000_003 + FACTORS.index(f) * 100_003 + step)
-        w_dist = mapping_step(cfg, f, real_all, trained, loss, g)
+        w_dist = mapping_step(own, f, real_all, trained, loss, g)
         steps[f] = done = step + 1
         acc["w_dist"] += w_dist
         acc["n"] += 1
