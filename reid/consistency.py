@@ -257,6 +257,7 @@ def _run_settings(state_path: Path, model: str | None, size: tuple[int, int] | N
     with (its ``result.json`` beside ``state_path``, when the run finished), else the run's, else the defaults. A
     model scored at another size than it trained at still runs (global pooling) and silently ranks worse."""
     result = state_path.parent / "result.json"
+    size = tuple(size) if size is not None else None
     trained = {}
     if result.is_file():
         try:
@@ -273,13 +274,12 @@ def _run_settings(state_path: Path, model: str | None, size: tuple[int, int] | N
     for key, given, flag in (("model", model, "--model-name"), ("size", size, "--size")):
         if given is None or key not in trained:
             continue
-        if (tuple(given) if key == "size" else given) != trained[key]:
+        if given != trained[key]:
             raise UserError(f"{flag} {show[key](given)}: the re-ID run of {state_path} trained with {key} "
                             f"{show[key](trained[key])} ({result}); pass {flag} {show[key](trained[key])} or leave it "
                             f"out")
     default = ReidTrainConfig()  # a run without a result.json: `vmarket reid`'s defaults
-    return (model or trained.get("model", default.model),
-            tuple(size) if size is not None else trained.get("size", tuple(default.size)))
+    return model or trained.get("model", default.model), size or trained.get("size", tuple(default.size))
 
 
 def filter_decisions(gen: list, gen_pids: np.ndarray, is_new: np.ndarray, keep: np.ndarray, reasons: np.ndarray

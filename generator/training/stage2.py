@@ -75,20 +75,23 @@ class Stage2Config:
                 raise ConfigValueError("per_factor", str(e).removeprefix("per_factor: ")) from None
         for f in FACTORS:  # each mapping's settings in range
             try:
-                d = factor_settings(to_dict(self), f)
-                from_dict(Stage2ModelConfig, d["model"], "model")
-                from_dict(Stage2TrainConfig, d["train"], "train")
+                _factor_sections(self, f)
             except (UserError, ConfigValueError) as e:
-                raise ConfigValueError("per_factor", f"{f}: {str(e).removeprefix('per_factor: ')}") from None
+                raise ConfigValueError("per_factor", f"{f}: {e}") from None
+
+
+def _factor_sections(cfg: Stage2Config, factor: str) -> tuple[Stage2ModelConfig, Stage2TrainConfig]:
+    """The model and train sections of ``cfg`` with the ``per_factor`` entries of ``factor`` applied."""
+    d = factor_settings(to_dict(cfg), factor)
+    return from_dict(Stage2ModelConfig, d["model"], "model"), from_dict(Stage2TrainConfig, d["train"], "train")
 
 
 def factor_config(cfg: Stage2Config, factor: str) -> Stage2Config:
     """``cfg`` with the ``per_factor`` entries of ``factor`` applied: the settings its mapping trains with."""
     if not cfg.per_factor:
         return cfg
-    d = factor_settings(to_dict(cfg), factor)
-    return replace(cfg, model=from_dict(Stage2ModelConfig, d["model"], f"per_factor ({factor})"),
-                   train=from_dict(Stage2TrainConfig, d["train"], f"per_factor ({factor})"))
+    model, train = _factor_sections(cfg, factor)
+    return replace(cfg, model=model, train=train)
 
 
 def split_holdout(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
