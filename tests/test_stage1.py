@@ -8,9 +8,10 @@ import pytest
 import torch
 from tiny import tiny_pose, tiny_stage1
 
+from generator.config import ConfigValueError
 from generator.data.dataset import person_dataset
 from generator.models.pose_ae import PoseAutoencoder
-from generator.models.stage1 import DisentangledGenerator, build_generator
+from generator.models.stage1 import DisentangledGenerator, Stage1ModelConfig, build_generator, level_width
 from generator.training.pose_ae import train as train_pose
 from generator.training.runs import rng_state, set_rng_state
 from generator.training.stage1 import train
@@ -36,6 +37,31 @@ def test_official_embedding_sizes():
     whole = DisentangledGenerator(size=(64, 32), channels=8, enc_levels=2, dec_levels=2, fg_encoder="wholebody")
     fg, bg = whole.encode(torch.randn(b, 3, 64, 32), torch.ones(b, 1, 64, 32), boxes, torch.ones(b, 7))
     assert fg.shape == (b, 224) and bg.shape == (b, 128)
+
+
+def test_max_level_channels_caps_the_deep_levels_only():
+    """A cap on a level's width shrinks the deep levels (where the parameters are) and leaves the stem and the
+    shallow levels, the embeddings and the output as they are; 0 is the uncapped model."""
+    assert [level_width(16, i) for i in range(4)] == [16, 32, 48, 64]
+    assert [level_width(16, i, 40) for i in range(4)] == [16, 32, 40, 40]
+    kw = dict(size=(64, 32), channels=16, enc_levels=4, dec_levels=4, roi_size=12)
+    torch.manual_seed(0)
+    full, capped = DisentangledGenerator(**kw), DisentangledGenerator(**kw, max_level_channels=32)
+    assert sum(p.numel() for p in DisentangledGenerator(**kw, max_level_channels=64).parameters()) == \
+        sum(p.numel() for p in full.parameters())  # a cap at the widest level changes nothing
+    n_full, n_capped = (sum(p.numel() for p in g.parameters()) for g in (full, capped))
+    assert n_capped < 0.6 * n_full
+    assert capped.stem[0].out_channels == full.stem[0].out_channels == 16
+    assert [blk.conv1.in_channels for blk in capped.decoder.down_blocks] == [16, 32, 32, 32]
+    b = 2
+    boxes = torch.tensor([[4.0, 4.0, 28.0, 60.0]]).repeat(b, 7, 1)
+    out, fg, bg = capped(torch.randn(b, 3, 64, 32), torch.ones(b, 1, 64, 32), boxes, torch.ones(b, 7),
+                         torch.zeros(b, 18, 64, 32))
+    assert out.shape == (b, 3, 64, 32) and fg.shape == (b, 224) and bg.shape == (b, 128)
+    out.abs().mean().backward()
+    assert all(p.grad is not None for p in capped.parameters())
+    with pytest.raises(ConfigValueError, match="max_level_channels"):
+        Stage1ModelConfig(channels=32, max_level_channels=16)
 
 
 @pytest.mark.parametrize("crop", ["roi_align", "grid_sample"])
@@ -230,3 +256,14 @@ def test_stage1_keeps_images_without_a_person_and_counts_them(sim_small, tmp_pat
     train(tiny_stage1(data, **{"train.steps": 1}), tmp_path / "s1", progress=False)
     log = (tmp_path / "s1" / "log.txt").read_text()
     assert f"stage1: {len(kps)} images" in log and "data: 3 training images show no person" in log
+
+
+def test_stage1_sizes_table_shows_what_a_cap_saves():
+    """benchmarks/stage1_sizes.py: one row per variant, the capped model smaller and cheaper than the uncapped."""
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "stage1_sizes.py"), "--variant", "16",
+                          "--variant", "16:24"], capture_output=True, text=True, cwd=repo, check=True).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 16")]
+    assert [r[1].strip() for r in rows] == ["16, 32, 48, 64", "16, 24, 24, 24"]
+    (p_full, p_cap), (f_full, f_cap) = ([float(r[i].split()[0]) for r in rows] for i in (2, 4))
+    assert p_cap < 0.6 * p_full and f_cap < f_full

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from generator.config import check_ranges
+from generator.config import ConfigValueError, check_ranges
 from generator.models.layers import ResBlock, activation, xavier_init
 
 FG_ROIS = 7
@@ -23,6 +23,9 @@ FG_ROIS = 7
 @dataclass
 class Stage1ModelConfig:
     channels: int = 128  # stem width; encoder / decoder levels are channels x 1..levels
+    # beyond the paper: the widest a level may be (0: no cap). The deepest levels hold most of the parameters and
+    # few of the FLOPs, so a cap keeps a wide model's shallow levels while its checkpoint stays small
+    max_level_channels: int = 0
     enc_levels: int = 5  # residual levels of the fg / bg encoders
     dec_levels: int = 5  # levels of the U-Net decoder
     roi_size: int = 48  # side of each body-ROI crop
@@ -39,24 +42,34 @@ class Stage1ModelConfig:
     def __post_init__(self):
         check_ranges(self, positive=("channels", "enc_levels", "dec_levels", "roi_size", "fg_dim", "bg_dim",
                                      "bottleneck", "roi_sampling_ratio", "disc_channels"))
+        if self.max_level_channels and self.max_level_channels < self.channels:
+            raise ConfigValueError("max_level_channels", f"{self.max_level_channels}: below the stem's "
+                                                         f"{self.channels} channels; use 0 (no cap) or at least "
+                                                         f"model.channels")
+
+
+def level_width(ch: int, level: int, cap: int = 0) -> int:
+    """Channels of encoder / decoder level ``level`` (0-based): ``ch * (level + 1)``, at most ``cap`` (0: no cap)."""
+    return min(ch * (level + 1), cap) if cap else ch * (level + 1)
 
 
 class ConvEncoder(nn.Module):
-    """``levels`` residual blocks at widths ch, 2ch, ..., levels*ch with a stride-2 conv + ReLU between;
-    then flatten and a linear FC to ``out_dim`` (no pooling). Input has ``ch`` channels (the stem's)."""
+    """``levels`` residual blocks at widths ch, 2ch, ..., levels*ch (each at most ``cap``, 0: none) with a stride-2
+    conv + ReLU between; then flatten and a linear FC to ``out_dim`` (no pooling). Input has ``ch`` channels (the
+    stem's)."""
 
-    def __init__(self, ch: int, levels: int, in_size: tuple[int, int], out_dim: int):
+    def __init__(self, ch: int, levels: int, in_size: tuple[int, int], out_dim: int, cap: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
         h, w = in_size
         for i in range(levels):
-            width = ch * (i + 1)
+            width = level_width(ch, i, cap)
             layers.append(ResBlock(width))
             if i < levels - 1:
-                layers += [nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), activation()]
+                layers += [nn.Conv2d(width, level_width(ch, i + 1, cap), 3, stride=2, padding=1), activation()]
                 h, w = (h + 1) // 2, (w + 1) // 2
         self.body = nn.Sequential(*layers)
-        self.fc = nn.Linear(ch * levels * h * w, out_dim)
+        self.fc = nn.Linear(level_width(ch, levels - 1, cap) * h * w, out_dim)
 
     def forward(self, x):
         return self.fc(self.body(x).flatten(1))
@@ -101,7 +114,7 @@ class UNetDecoder(nn.Module):
     """
 
     def __init__(self, app_dim: int, pose_ch: int, ch: int, levels: int, size: tuple[int, int], bottleneck: int,
-                 injection: str = "tile"):
+                 injection: str = "tile", cap: int = 0):
         super().__init__()
         self.injection = injection
         if injection == "tile":
@@ -114,23 +127,24 @@ class UNetDecoder(nn.Module):
         self.down_blocks, self.downs = nn.ModuleList(), nn.ModuleList()
         h, w = size
         for i in range(levels):
-            width = ch * (i + 1)
+            width = level_width(ch, i, cap)
             self.down_blocks.append(ResBlock(width))
             if i < levels - 1:
-                self.downs.append(nn.Sequential(nn.Conv2d(width, ch * (i + 2), 3, stride=2, padding=1), activation()))
+                self.downs.append(nn.Sequential(nn.Conv2d(width, level_width(ch, i + 1, cap), 3, stride=2, padding=1),
+                                                activation()))
                 h, w = (h + 1) // 2, (w + 1) // 2
         self.ch, self.low = ch, (h, w)
-        self.to_z = nn.Linear(ch * levels * h * w, bottleneck)
+        self.to_z = nn.Linear(level_width(ch, levels - 1, cap) * h * w, bottleneck)
         self.from_z = nn.Linear(bottleneck, ch * h * w)
         self.up_blocks, self.ups = nn.ModuleList(), nn.ModuleList()
         width = ch  # channels coming out of the bottleneck
         for i in reversed(range(levels)):
-            cat = width + ch * (i + 1)  # plus the skip of this level
+            cat = width + level_width(ch, i, cap)  # plus the skip of this level
             self.up_blocks.append(ResBlock(cat))
             if i > 0:
-                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cat, ch * i, 1),
+                width = level_width(ch, i - 1, cap)
+                self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cat, width, 1),
                                               activation()))
-                width = ch * i
             else:
                 width = cat
         self.out = nn.Conv2d(width, 3, 3, padding=1)
@@ -164,7 +178,7 @@ class DisentangledGenerator(nn.Module):
     def __init__(self, size=(128, 64), channels: int = 128, enc_levels: int = 5, dec_levels: int = 5,
                  roi_size: int = 48, fg_dim: int = 32 * FG_ROIS, bg_dim: int = 128, bottleneck: int = 64,
                  fg_encoder: str = "bodyroi7", roi_crop: str = "roi_align", roi_sampling_ratio: int = 1,
-                 injection: str = "tile", pose_ch: int = 18):
+                 injection: str = "tile", pose_ch: int = 18, max_level_channels: int = 0):
         super().__init__()
         self.size, self.fg_dim, self.bg_dim = tuple(size), fg_dim, bg_dim
         self.fg_encoder_kind, self.roi_size = fg_encoder, roi_size
@@ -173,13 +187,15 @@ class DisentangledGenerator(nn.Module):
         if fg_encoder == "bodyroi7":
             if fg_dim % FG_ROIS:
                 raise ValueError(f"fg_dim {fg_dim} must be a multiple of {FG_ROIS} ROIs")
-            self.fg_encoder = ConvEncoder(channels, enc_levels, (roi_size, roi_size), fg_dim // FG_ROIS)
+            self.fg_encoder = ConvEncoder(channels, enc_levels, (roi_size, roi_size), fg_dim // FG_ROIS,
+                                          max_level_channels)
         elif fg_encoder == "wholebody":
-            self.fg_encoder = ConvEncoder(channels, enc_levels, self.size, fg_dim)
+            self.fg_encoder = ConvEncoder(channels, enc_levels, self.size, fg_dim, max_level_channels)
         else:
             raise ValueError(f"unknown foreground encoder {fg_encoder!r}; use bodyroi7 or wholebody")
-        self.bg_encoder = ConvEncoder(channels, enc_levels, self.size, bg_dim)
-        self.decoder = UNetDecoder(fg_dim + bg_dim, pose_ch, channels, dec_levels, self.size, bottleneck, injection)
+        self.bg_encoder = ConvEncoder(channels, enc_levels, self.size, bg_dim, max_level_channels)
+        self.decoder = UNetDecoder(fg_dim + bg_dim, pose_ch, channels, dec_levels, self.size, bottleneck, injection,
+                                   max_level_channels)
         xavier_init(self)
 
     def encode(self, image, pose_mask, roi_boxes, roi_visible):
@@ -241,4 +257,5 @@ def build_generator(m: Stage1ModelConfig, size) -> DisentangledGenerator:
     return DisentangledGenerator(size=tuple(size), channels=m.channels, enc_levels=m.enc_levels,
                                  dec_levels=m.dec_levels, roi_size=m.roi_size, fg_dim=m.fg_dim, bg_dim=m.bg_dim,
                                  bottleneck=m.bottleneck, fg_encoder=m.fg_encoder, roi_crop=m.roi_crop,
-                                 roi_sampling_ratio=m.roi_sampling_ratio, injection=m.injection)
+                                 roi_sampling_ratio=m.roi_sampling_ratio, injection=m.injection,
+                                 max_level_channels=m.max_level_channels)
