@@ -7,6 +7,11 @@ real and fake, Adam on both, bf16 autocast and channels_last as configured. FLOP
 synchronised repetitions. Without CUDA it runs on the CPU (a dry run of the script, fp32).
 
     python benchmarks/bench_gpu.py [--config configs/stage1_market.yaml] [--batches 16,64] [--steps 30] [--compile]
+        [--cuda-graph]
+
+``--cuda-graph`` also times the L1 warm-up's step (G alone: the phase whose end ships) eagerly and captured in one
+CUDA graph (Adam with ``capturable=True``, the batch copied into static buffers, replayed): the launch overhead a
+small model pays per kernel, measured as the ratio of the two in one run. It needs CUDA.
 """
 from __future__ import annotations
 
@@ -63,12 +68,50 @@ def make_step(G, D, opt_g, opt_d, amp: bool, l1_weight: float, device: torch.dev
     return step
 
 
+def make_l1_step(G, opt_g, amp: bool, l1_weight: float, device: torch.device):
+    """The L1 warm-up's step: G forward and backward on the weighted L1 loss, Adam."""
+    def step(b):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+            fake, _, _ = G(b["image"], b["pose_mask"], b["roi_boxes"], b["roi_visible"], b["pose_maps"])
+            loss = l1_weight * (fake.float() - b["image"]).abs().mean()
+        loss.backward()
+        opt_g.step()
+        return loss
+    return step
+
+
+def graphed(step, opt, batch: dict, warmup: int = 3):
+    """``step`` captured in one CUDA graph (torch.cuda.graphs' whole-network recipe): warm-up steps on a side
+    stream, then one capture with the gradients left allocated; the returned function copies a batch into the
+    captured inputs and replays."""
+    static = {k: v.clone() for k, v in batch.items() if torch.is_tensor(v)}
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            opt.zero_grad(set_to_none=True)
+            step(static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step(static)
+
+    def replay(b):
+        for k, v in static.items():
+            v.copy_(b[k])
+        graph.replay()
+    return replay
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="configs/stage1_market.yaml")
     ap.add_argument("--batches", default="16,64", help="comma-separated batch sizes")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd G and D")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="also time the L1 warm-up's step eagerly and captured in a CUDA graph (needs CUDA)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the CPU: a dry run of the script
     from torch.utils.flop_counter import FlopCounterMode
@@ -132,6 +175,48 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+    if args.cuda_graph:
+        if device.type != "cuda":
+            print("  CUDA graph: skipped, it needs a CUDA GPU")
+            return
+        for batch_size in batches:
+            timed = {}
+            for captured in (False, True):
+                torch.manual_seed(0)
+                G = build_generator(m, size).to(device)
+                batch = {k: v.to(device) if torch.is_tensor(v) else v
+                         for k, v in torch.utils.data.default_collate(items[:batch_size]).items()}
+                if t.channels_last:
+                    G = G.to(memory_format=torch.channels_last)
+                    batch = {k: v.contiguous(memory_format=torch.channels_last)
+                             if torch.is_tensor(v) and v.dim() == 4 else v for k, v in batch.items()}
+                opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), capturable=captured)
+                l1 = make_l1_step(G, opt_g, amp, t.l1_weight, device)
+                try:
+                    if captured:
+                        step = graphed(l1, opt_g, batch)
+                    else:
+                        def step(b, l1=l1, opt_g=opt_g):
+                            opt_g.zero_grad(set_to_none=True)
+                            l1(b)
+                        for _ in range(3):
+                            step(batch)
+                    times = []
+                    for _ in range(args.steps):
+                        sync(device)
+                        t0 = time.perf_counter()
+                        step(batch)
+                        sync(device)
+                        times.append(time.perf_counter() - t0)
+                except Exception as e:  # a capture that fails is a finding, not the end of the run
+                    print(f"  batch {batch_size:4d} L1 step, CUDA graph: failed: {type(e).__name__}: {e}")
+                    break
+                timed[captured] = statistics.median(times)
+                print(f"  batch {batch_size:4d} L1 step, {'CUDA graph' if captured else 'eager     '}: "
+                      f"{timed[captured] * 1e3:7.2f} ms/step, {batch_size / timed[captured]:8.1f} img/s"
+                      + (f", {timed[False] / timed[True]:.2f}x the eager step" if captured else ""))
+                del G, opt_g
+                torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
