@@ -68,6 +68,29 @@ def make_step(G, D, opt_g, opt_d, amp: bool, l1_weight: float, device: torch.dev
     return step
 
 
+def on_device(nets: list, items: list, channels_last: bool, device: torch.device) -> tuple[list, dict]:
+    """The networks and the collated batch of ``items`` on ``device``, in channels_last where configured."""
+    nets = [n.to(device) for n in nets]
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in torch.utils.data.default_collate(items).items()}
+    if channels_last:
+        nets = [n.to(memory_format=torch.channels_last) for n in nets]
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4 else v
+                 for k, v in batch.items()}
+    return nets, batch
+
+
+def median_step_s(step, batch: dict, steps: int, device: torch.device) -> float:
+    """The median wall time of ``steps`` synchronised calls of ``step(batch)``."""
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t0 = time.perf_counter()
+        step(batch)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def make_l1_step(G, opt_g, amp: bool, l1_weight: float, device: torch.device):
     """The L1 warm-up's step: G forward and backward on the weighted L1 loss, Adam."""
     def step(b):
@@ -142,14 +165,8 @@ def main() -> None:
     variants = [(b, False) for b in batches] + ([(b, True) for b in batches] if args.compile else [])
     for batch_size, compiled in variants:
         torch.manual_seed(0)
-        G = build_generator(m, size).to(device)
-        D = DCGANDiscriminator(size, m.disc_channels).to(device)
-        batch = {k: v.to(device) if torch.is_tensor(v) else v
-                 for k, v in torch.utils.data.default_collate(items[:batch_size]).items()}
-        if t.channels_last:
-            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-            batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4 else v
-                     for k, v in batch.items()}
+        (G, D), batch = on_device([build_generator(m, size), DCGANDiscriminator(size, m.disc_channels)],
+                                  items[:batch_size], t.channels_last, device)
         opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
         opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
         Gs, Ds = (torch.compile(G), torch.compile(D)) if compiled else (G, D)
@@ -159,14 +176,7 @@ def main() -> None:
         with FlopCounterMode(display=False) as fc:
             step(batch)
         flops = fc.get_total_flops()
-        times = []
-        for _ in range(args.steps):
-            sync(device)
-            t0 = time.perf_counter()
-            step(batch)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        sec = statistics.median(times)
+        sec = median_step_s(step, batch, args.steps, device)
         mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
         print(f"  batch {batch_size:4d}{' compiled' if compiled else '         '}: {sec * 1e3:7.2f} ms/step, "
               f"{batch_size / sec:8.1f} img/s, {flops / 1e9:8.1f} GFLOP/step, {flops / sec / 1e12:6.1f} TFLOP/s = "
@@ -183,13 +193,7 @@ def main() -> None:
             timed = {}
             for captured in (False, True):
                 torch.manual_seed(0)
-                G = build_generator(m, size).to(device)
-                batch = {k: v.to(device) if torch.is_tensor(v) else v
-                         for k, v in torch.utils.data.default_collate(items[:batch_size]).items()}
-                if t.channels_last:
-                    G = G.to(memory_format=torch.channels_last)
-                    batch = {k: v.contiguous(memory_format=torch.channels_last)
-                             if torch.is_tensor(v) and v.dim() == 4 else v for k, v in batch.items()}
+                (G,), batch = on_device([build_generator(m, size)], items[:batch_size], t.channels_last, device)
                 opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), capturable=captured)
                 l1 = make_l1_step(G, opt_g, amp, t.l1_weight, device)
                 try:
@@ -201,17 +205,10 @@ def main() -> None:
                             l1(b)
                         for _ in range(3):
                             step(batch)
-                    times = []
-                    for _ in range(args.steps):
-                        sync(device)
-                        t0 = time.perf_counter()
-                        step(batch)
-                        sync(device)
-                        times.append(time.perf_counter() - t0)
+                    timed[captured] = median_step_s(step, batch, args.steps, device)
                 except Exception as e:  # a capture that fails is a finding, not the end of the run
                     print(f"  batch {batch_size:4d} L1 step, CUDA graph: failed: {type(e).__name__}: {e}")
                     break
-                timed[captured] = statistics.median(times)
                 print(f"  batch {batch_size:4d} L1 step, {'CUDA graph' if captured else 'eager     '}: "
                       f"{timed[captured] * 1e3:7.2f} ms/step, {batch_size / timed[captured]:8.1f} img/s"
                       + (f", {timed[False] / timed[True]:.2f}x the eager step" if captured else ""))

@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from generator.config import load_config
-from generator.models.stage1 import build_generator
+from generator.models.stage1 import build_generator, level_width
 from generator.shipped import default_dir
 from generator.simmarket.simulate import parse_size
 from generator.training.stage1 import Stage1Config
@@ -55,7 +55,7 @@ def main() -> None:
     print("| channels | level widths | parameters | fp16 MiB | forward GFLOP / image | FLOPs vs first |")
     print("| --- | --- | --- | --- | --- | --- |")
     for v, m, r in rows:
-        widths = [min(m.channels * (i + 1), m.max_level_channels or 10 ** 9) for i in range(m.dec_levels)]
+        widths = [level_width(m.channels, i, m.max_level_channels) for i in range(m.dec_levels)]
         print(f"| {v} | {', '.join(map(str, widths))} | {r['params_m']:.2f} M | {r['fp16_mib']:.1f} | "
               f"{r['gflop']:.2f} | {r['gflop'] / base:.2f}x |")
     shipped = default_dir()
