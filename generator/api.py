@@ -194,18 +194,25 @@ class Sampler:
 
 @torch.no_grad()
 def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
-                    progress: bool = True) -> dict[str, torch.Tensor]:
-    """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}."""
+                    progress: bool = True, unlabelled_roots=()) -> dict[str, torch.Tensor]:
+    """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}. The training
+    splits of ``unlabelled_roots`` (other people, in any supported layout) are encoded after it, with pid -1: their
+    identities are never read."""
     model = DisentangledModel.load(stage1_run, pose=pose_run)
     root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
     fmt = "auto" if data_root else model.data.format  # another root: its own layout, detected
-    ds = person_dataset(root, ("train",), size=model.size, heatmap_radius=model.heatmap_radius,
-                        mask_radius=model.mask_radius, skip_missing_keypoints=model.data.skip_missing_keypoints,
-                        fmt=fmt)
+    kw = {"size": model.size, "heatmap_radius": model.heatmap_radius, "mask_radius": model.mask_radius,
+          "skip_missing_keypoints": model.data.skip_missing_keypoints}
+    ds = person_dataset(root, ("train",), **kw, fmt=fmt)
+    labelled = len(ds)
+    for extra in unlabelled_roots:
+        ds.extend(person_dataset(extra, ("train",), **kw, fmt="auto", fmt_key="unlabelled_roots"))
     out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
     for s in progress_bar(range(0, len(ds), batch), desc="embedding", unit="batch", enabled=progress, mininterval=0.1):
         b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])
         f = model.encode(b["image"], b["keypoints"])
         for k, v in (("fg", f.fg), ("bg", f.bg), ("pose", f.pose), ("keypoints", f.keypoints), ("pid", b["pid"])):
             out[k].append(v.cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
+    emb = {k: torch.cat(v) for k, v in out.items()}
+    emb["pid"][labelled:] = -1
+    return emb

@@ -109,7 +109,7 @@ def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, dat
         c["data"]["simulate_ids"] = 0
 
     def runs_here(c):
-        c.update(stage1_run=str(s1_run), pose_run=str(pose_run), data_root=str(data_root))
+        c.update(stage1_run=str(s1_run), pose_run=str(pose_run), data_root=str(data_root), unlabelled_roots=[])
 
     for name, run, edit, cls in (("stage1", s1_run, data_here, Stage1Config), ("pose", pose_run, data_here, PoseConfig),
                                  ("stage2", s2_run, runs_here, Stage2Config)):

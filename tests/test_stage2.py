@@ -9,13 +9,14 @@ import torch
 from conftest import one_line_error, run_main
 from tiny import tiny_stage2
 
-from generator.api import Sampler
+from generator.api import Sampler, real_embeddings
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
 from generator.eval.neighbours import knn_precision_recall
 from generator.io import load_checkpoint
 from generator.models.stage2 import FACTORS, GaussianStart, build_critic, build_mapping, mapping_width
+from generator.simmarket.simulate import simulate
 from generator.training.stage2 import Stage2Config, split_holdout, train
 from generator.training.stage2_report import REPORT_FILES, SAMPLE_FILES
 
@@ -268,3 +269,23 @@ def test_per_factor_entries_are_checked_when_the_config_loads(tmp_path, entry, n
     with pytest.raises(UserError, match=re.escape(needle)) as e:
         load_config(Stage2Config, None, [f"per_factor=[{json.dumps(entry)}]"])
     assert "per_factor" in str(e.value)
+
+
+def test_unlabelled_roots_are_embedded_after_the_labelled_people_without_identities(tiny_stages, tmp_path):
+    """Stage II learns every person stage I saw: the training splits of ``unlabelled_roots`` are embedded after the
+    labelled ones, as the frozen encoders see them, with pid -1."""
+    s1, pose, _ = tiny_stages
+    other = tmp_path / "others"
+    simulate(other, 6, seed=9, size=(64, 32), progress=False)
+    labelled = real_embeddings(s1, pose, progress=False)
+    alone = real_embeddings(s1, pose, other, progress=False)
+    train(tiny_stage2(s1, pose, **{"train.steps": 1, "unlabelled_roots": f"[{other}]"}), tmp_path / "s2",
+          progress=False, factors=["fg"])
+    emb = load_checkpoint(tmp_path / "s2" / "embeddings.pt")
+    n = len(labelled["fg"])
+    assert len(emb["fg"]) == n + len(alone["fg"]) and len(alone["fg"]) > 0
+    assert torch.equal(emb["pid"][:n], labelled["pid"]) and (labelled["pid"] >= 0).all()
+    assert (emb["pid"][n:] == -1).all()
+    for f in FACTORS:
+        torch.testing.assert_close(emb[f][:n], labelled[f])
+        torch.testing.assert_close(emb[f][n:], alone[f])

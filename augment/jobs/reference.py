@@ -108,7 +108,9 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, dead
     out = Path(cfg.out)
     gen_root = out / "data" / "sim-gen"
     unl_root = out / "data" / "sim-unlabelled"
-    extra = [f"{job}:data.unlabelled_roots=[{unl_root}]" for job in ("stage1", "pose")] if cfg.unlabelled_ids else []
+    # the unlabelled people train stage I and the pose AE, and stage II learns their embeddings too
+    extra = ([f"{job}:data.unlabelled_roots=[{unl_root}]" for job in ("stage1", "pose")]
+             + [f"stage2:unlabelled_roots=[{unl_root}]"]) if cfg.unlabelled_ids else []
     # every job config is loaded (and a bad one refused) before anything is written
     s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2,
                                            cfg.set + extra)

@@ -58,6 +58,9 @@ class Stage2Config:
     stage1_run: str = ""  # run directory (or snapshot) of stage I
     pose_run: str = ""  # run directory (or snapshot) of the pose autoencoder
     data_root: str = ""  # images to embed (default: stage I's data.root), train split
+    # the training splits of other people to embed too (pid -1, identities never read): the mappings then learn
+    # every person stage I saw, e.g. the unlabelled roots it trained on
+    unlabelled_roots: list[str] = field(default_factory=list)
     factors: list[Literal["fg", "bg", "pose"]] = field(default_factory=lambda: list(FACTORS))  # mappings to train
     model: Stage2ModelConfig = field(default_factory=Stage2ModelConfig)
     train: Stage2TrainConfig = field(default_factory=Stage2TrainConfig)
@@ -148,7 +151,8 @@ def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool) -> dict:
     cache = run_dir / "embeddings.pt"
     if cache.exists():
         return load_checkpoint(cache)
-    emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress)
+    emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress,
+                          unlabelled_roots=cfg.unlabelled_roots)
     atomic_save(emb, cache)
     return emb
 
