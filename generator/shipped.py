@@ -88,6 +88,23 @@ def _install_one(src: Path, dst_dir: Path, edit) -> dict:
     return snap
 
 
+def check_installed_from(out: str | os.PathLike, reference_dir: str | os.PathLike | None = None) -> None:
+    """Refuse (UserError) when ``out`` holds run directories installed from other reference checkpoints than
+    ``reference_dir``'s (``out/reference.json``): what was generated with them came from another generator."""
+    stamp = Path(out) / "reference.json"
+    if not stamp.is_file():
+        return
+    ref = Path(reference_dir) if reference_dir else default_dir()
+    then = json.loads(stamp.read_text()).get("sha256", {})
+    now = {n: provenance(ref)["files"][n]["sha256"] for n in FILES.values()}
+    if then != now:
+        name = next((n for n in FILES.values() if then.get(n) != now[n]), FILES["stage1"])
+        raise UserError(f"{out}: installed from other reference checkpoints than {ref} holds ({name} sha256 "
+                        f"{str(then.get(name))[:12]} there, {now[name][:12]} here), so what was generated beside it "
+                        f"came from another generator; give a new out folder to rerun with these checkpoints, or "
+                        f"set reference to the folder of the ones it was made with")
+
+
 def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, data_root: str | os.PathLike,
             progress: bool = True) -> dict:
     """Write ``out/{stage1,pose,stage2}`` run directories from the verified reference checkpoints, with their data
@@ -107,6 +124,7 @@ def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, dat
     def data_here(c):
         c["data"]["root"] = str(data_root)
         c["data"]["simulate_ids"] = 0
+        c["data"]["unlabelled_roots"] = []  # the other people it trained on stay with the training run
 
     def runs_here(c):
         c.update(stage1_run=str(s1_run), pose_run=str(pose_run), data_root=str(data_root), unlabelled_roots=[])

@@ -65,6 +65,15 @@ def test_pipeline_with_reference_checkpoints(tmp_path):
     rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set",
                            "generated=remixes")
     assert rc == 2 and "generated" in err and "remix, hybrid, inpaint" in err
+    # a run installed from other checkpoints (an older shipped generator) is not continued with these
+    stamp = json.loads((demo / "reference.json").read_text())
+    stamp["sha256"]["stage1.pt"] = "0" * 64
+    (demo / "reference.json").write_text(json.dumps(stamp))
+    before = sorted(p.stat().st_mtime_ns for p in demo.rglob("*") if p.is_file())
+    rc, out, err = run_cli(*args)
+    assert rc == 2 and "other reference checkpoints" in err and "stage1.pt sha256 000000000000" in err, err
+    assert err.count("\n") == 1
+    assert sorted(p.stat().st_mtime_ns for p in demo.rglob("*") if p.is_file()) == before
 
 
 def test_pipeline_refuses_simmarket_of_other_settings(tmp_path):

@@ -13,7 +13,15 @@ from generator.data.dataset import person_dataset
 from generator.errors import UserError
 from generator.eval.image_metrics import ssim
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate
-from generator.shipped import FILES, PROVENANCE, default_dir, provenance, sha256_file, simulate_reference_data
+from generator.shipped import (
+    FILES,
+    PROVENANCE,
+    check_installed_from,
+    default_dir,
+    provenance,
+    sha256_file,
+    simulate_reference_data,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +37,7 @@ def test_shipped_checkpoints_match_provenance_and_decode(reference_data):
     prov = provenance(ref)  # raises unless every file matches its sha256
     for name in FILES.values():
         assert sha256_file(ref / name) == prov["files"][name]["sha256"]
-    assert sum((ref / n).stat().st_size for n in FILES.values()) <= 20 * 2 ** 20
+    assert sum((ref / n).stat().st_size for n in FILES.values()) <= 48 * 2 ** 20
     snap = torch.load(ref / FILES["stage1"], map_location="cpu", weights_only=True)
     assert {v.dtype for v in snap["G"].values() if v.is_floating_point()} == {torch.float16}
     assert prov["steps"]["stage1"] == snap["step"]
@@ -111,6 +119,18 @@ def test_changed_checkpoint_is_refused(tmp_path):
     (ref / PROVENANCE).unlink()
     with pytest.raises(UserError, match="make reference"):
         provenance(ref)
+
+
+def test_runs_installed_from_other_checkpoints_are_refused(tmp_path):
+    check_installed_from(tmp_path, None)  # nothing installed: nothing to refuse
+    stamp = {"reference": str(default_dir()), "data_root": "x",
+             "sha256": {n: f["sha256"] for n, f in provenance()["files"].items()}}
+    (tmp_path / "reference.json").write_text(json.dumps(stamp))
+    check_installed_from(tmp_path, None)  # the same checkpoints
+    stamp["sha256"][FILES["stage2"]] = "f" * 64
+    (tmp_path / "reference.json").write_text(json.dumps(stamp))
+    with pytest.raises(UserError, match=r"other reference checkpoints .*stage2\.pt sha256 ffffffffffff"):
+        check_installed_from(tmp_path, None)
 
 
 @pytest.mark.slow

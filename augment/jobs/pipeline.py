@@ -28,7 +28,7 @@ from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, check_size
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import check_output_folder
-from generator.shipped import install, provenance
+from generator.shipped import check_installed_from, install, provenance
 from generator.simmarket.world import NUM_CAMERAS
 from reid.ablation import AblationConfig, MoreGenerated, run_ablation
 from reid.torchreid_adapter import check_model
@@ -103,6 +103,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     check_reference_recipe(cfg.reference_recipe)
     if not cfg.from_scratch:
         provenance(cfg.reference or None)  # the reference checkpoints are there and whole, before any data is made
+        check_installed_from(out, cfg.reference or None)  # a run made with other checkpoints is not continued
     check_model(rcfg.train.model, rcfg.train.weights or None)
     resolve_device(rcfg.train.device)
     check_output_folder(out, "out")

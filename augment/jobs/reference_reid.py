@@ -41,7 +41,7 @@ from augment.makers.plates import PLATES_OF
 from generator.config import save_config
 from generator.errors import UserError
 from generator.io import atomic_write_text, check_output_folder
-from generator.shipped import install, model_size
+from generator.shipped import check_installed_from, install, model_size
 from generator.simmarket.simulate import simulate
 from reid.ablation import AblationConfig, MoreGenerated, finished_result, run_ablation, stage_dir
 from reid.consistency import filter_generated
@@ -103,6 +103,9 @@ class GeneratedData:
         out = self.path(name)
         if name in self.made:
             return out
+        if "checked" not in self.made:  # generated data made with another generator is never reused
+            check_installed_from(self.gen, self.cfg.reference or None)
+            self.made.add("checked")
         if name in PLATES_OF:
             plates = name != "cutpaste"  # the generator's plates, not the donor images alone
             if plates and not (out / "cutpaste.json").is_file():
