@@ -2,26 +2,32 @@
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import run_cli, run_main
 
 from augment.jobs.reference import reference_checks
 from generator.api import DisentangledModel, Sampler
+from generator.config import load_config
 from generator.data.dataset import person_dataset
 from generator.errors import UserError
 from generator.eval.image_metrics import ssim
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate
+from generator.io import load_checkpoint
 from generator.shipped import (
     FILES,
     PROVENANCE,
     check_installed_from,
     default_dir,
+    install,
     provenance,
     sha256_file,
     simulate_reference_data,
 )
+from generator.training.stage2 import Stage2Config
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +167,35 @@ def test_reference_job_trains_packages_and_reuses(tmp_path):
     assert rc == 0, err[-3000:]
     assert stdout.count("reusing") == 3  # a rerun (or a resume after a kill) trains nothing that finished
     assert provenance(pkg)["metrics"] == prov["metrics"]  # the same weights, packaged again, score the same
+
+
+@pytest.mark.slow
+def test_reference_job_with_unlabelled_people_gives_them_to_every_stage_and_ships_clean_configs(tmp_path):
+    """A reference with unlabelled people (as configs/reference/reference-48-unlabelled.yaml): stage I, the pose AE
+    and stage II all learn them, stage II's embeddings of them carry no identity, each mapping trains its own way,
+    and the shipped checkpoints install without the training run's data paths."""
+    out, pkg = tmp_path / "runs", tmp_path / "pkg"
+    rc, stdout, err = run_cli("reference", "tests/configs/reference_tiny.yaml", "--set", f"out={out}", "--set",
+                              f"package={pkg}", "--set", "figures=''", "--set", "unlabelled_ids=8", "--set",
+                              "ship_stage1=snapshot.pt", "--set", "stage2=configs/reference/stage2-per-factor.yaml",
+                              "--quiet")
+    assert rc == 0, err[-3000:]
+    prov = provenance(pkg)
+    unl = out / "data" / "sim-unlabelled"
+    assert prov["unlabelled_data"]["identities"] == 8 and prov["unlabelled_data"]["people_seed"] == 1
+    for job in ("stage1", "pose"):
+        assert [Path(p).resolve() for p in prov["configs"][job]["data"]["unlabelled_roots"]] == [unl.resolve()]
+    assert [Path(p).resolve() for p in prov["configs"]["stage2"]["unlabelled_roots"]] == [unl.resolve()]
+    assert prov["configs"]["stage2"]["per_factor"] == load_config(
+        Stage2Config, "configs/reference/stage2-per-factor.yaml").per_factor != []
+    emb = load_checkpoint(out / "stage2" / "embeddings.pt")
+    labelled = len(person_dataset(out / "data" / "sim-gen", ("train",), size=(64, 32)))
+    others = len(person_dataset(unl, ("train",), size=(64, 32)))
+    assert len(emb["pid"]) == labelled + others and others > 0
+    assert (emb["pid"][:labelled] >= 0).all() and (emb["pid"][labelled:] == -1).all()
+    installed = tmp_path / "installed"
+    install(pkg, installed, out / "data" / "sim-gen", progress=False)
+    for job in ("stage1", "pose"):
+        assert yaml.safe_load((installed / job / "config.yaml").read_text())["data"]["unlabelled_roots"] == []
+    assert yaml.safe_load((installed / "stage2" / "config.yaml").read_text())["unlabelled_roots"] == []
+    assert len(load_checkpoint(installed / "stage2" / "embeddings.pt")["pid"]) == labelled
