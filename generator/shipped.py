@@ -88,6 +88,12 @@ def _install_one(src: Path, dst_dir: Path, edit) -> dict:
     return snap
 
 
+def checkpoint_sha256(reference_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """The sha256 of each verified reference checkpoint (file name -> hex digest): what names a generator in the
+    provenance of what it made."""
+    return {n: provenance(reference_dir)["files"][n]["sha256"] for n in FILES.values()}
+
+
 def check_installed_from(out: str | os.PathLike, reference_dir: str | os.PathLike | None = None) -> None:
     """Refuse (UserError) when ``out`` holds run directories installed from other reference checkpoints than
     ``reference_dir``'s (``out/reference.json``): what was generated with them came from another generator."""
@@ -96,7 +102,7 @@ def check_installed_from(out: str | os.PathLike, reference_dir: str | os.PathLik
         return
     ref = Path(reference_dir) if reference_dir else default_dir()
     then = json.loads(stamp.read_text()).get("sha256", {})
-    now = {n: provenance(ref)["files"][n]["sha256"] for n in FILES.values()}
+    now = checkpoint_sha256(ref)
     if then != now:
         name = next((n for n in FILES.values() if then.get(n) != now[n]), FILES["stage1"])
         raise UserError(f"{out}: installed from other reference checkpoints than {ref} holds ({name} sha256 "

@@ -164,6 +164,15 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
                                                                             "cutpaste_baseline=false"])
     text = section(11.0, other)
     assert "not the same experiment" in text and "SimMarket identities: 200 there, 100 here" in text
+    # the reference checkpoints this run installed against those the ablation's generated images came from
+    prov = json.loads((ref / "provenance.json").read_text())
+    (ref / "provenance.json").write_text(json.dumps(prov | {"generator": {"stage1.pt": "b" * 64}}))
+    (out / "reference.json").write_text(json.dumps({"sha256": {"stage1.pt": "a" * 64}}))
+    text = section(11.0)
+    assert "not the same experiment" in text and "+12.0 ± 0.7 rank-1" not in text
+    assert "reference checkpoints (sha256): stage I bbbbbbbbbbbb there, stage I aaaaaaaaaaaa here" in text
+    (out / "reference.json").write_text(json.dumps({"sha256": {"stage1.pt": "b" * 64}}))
+    assert "+12.0 ± 0.7 rank-1" in section(11.0)
 
 
 def test_report_sets_the_generated_recipe_beside_its_own_cut_and_paste_run(tmp_path):

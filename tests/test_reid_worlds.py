@@ -18,6 +18,7 @@ from augment.jobs.reference_reid import GeneratedData, _ablation_config
 from augment.jobs.reid_recipes import Recipe, Regime, ReidReferenceConfig, Shipped, World
 from generator.config import load_config, to_dict
 from generator.errors import UserError
+from generator.shipped import checkpoint_sha256
 
 BASE = [Recipe("real"), Recipe("cutpaste", setting="real+remix", generated="cutpaste")]
 
@@ -172,6 +173,29 @@ def test_shipped_rows_are_reused_only_for_the_same_training(tmp_path, monkeypatc
     changed = old | {"train": to_dict(cfg.train) | {"epochs": 3}}
     (tmp_path / "repo" / cfg.package / "provenance.json").write_text(json.dumps({"config": changed}))
     assert not Shipped(cfg).rows
+
+
+def test_shipped_rows_of_the_generator_are_reused_only_for_the_same_reference_checkpoints(tmp_path, monkeypatch):
+    """A row whose images came from the generator is reused only when the shipped table's provenance names the
+    reference checkpoints this config uses; rows without the generator (real-only, cut-and-paste) are reused
+    whatever it names."""
+    monkeypatch.setattr(recipes_module, "REPO", tmp_path / "repo")
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE + [Recipe(
+        "c+h", setting="real+remix", generated="cutpaste+hybrid", share=[0.25, 0.125])], anchor="real")
+    _ship(tmp_path / "repo", cfg, _rows("reference", 0.0), to_dict(cfg))
+    prov_path = tmp_path / "repo" / cfg.package / "provenance.json"
+
+    def made_with(generator):
+        prov = json.loads(prov_path.read_text())
+        prov.pop("generator", None)
+        prov_path.write_text(json.dumps(prov | ({"generator": generator} if generator else {})))
+        return Shipped(cfg)
+
+    assert {k[2] for k in made_with(checkpoint_sha256()).rows} == {"real", "cutpaste", "c+h"}
+    for other in (None, checkpoint_sha256() | {"stage1.pt": "0" * 64}):  # not recorded, or another generator
+        shipped = made_with(other)
+        assert {k[2] for k in shipped.rows} == {"real", "cutpaste"}
+        assert "none of the generator's" in shipped.summary
 
 
 def test_a_finished_combined_run_is_reused_only_for_the_same_kinds(tmp_path):

@@ -22,6 +22,7 @@ from augment.jobs.provenance import REPO, git_commit, repo_relative
 from generator.config import to_dict
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, write_or_check
+from generator.shipped import checkpoint_sha256
 from reid.ablation import paired
 
 # the columns of an ablation.csv written before the glossary (docs/glossary.md): the recipe's name was `setting`, its
@@ -247,7 +248,9 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_bef
             "runs_shipped": int(sum(not isinstance(c, list) for c in df["cmc"])),
             # seconds each run trained, where it trained; under --jobs runs overlap, so the sum is not elapsed time
             "run_seconds_sum": round(sum(times.values()), 1), "run_seconds": times, "plateau": plateaus,
-            "filters": filters}
+            "filters": filters,
+            # the reference checkpoints every generated image of the table came from (sha256 of each file)
+            "generator": checkpoint_sha256(cfg.reference or None)}
     atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, default=str))
 
 

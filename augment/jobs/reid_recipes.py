@@ -12,6 +12,7 @@ from augment.jobs.provenance import REPO
 from augment.makers.plates import PLATES_OF
 from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, to_dict
 from generator.errors import UserError
+from generator.shipped import checkpoint_sha256
 from generator.simmarket.world import NUM_CAMERAS
 from reid.train import ReidTrainConfig
 
@@ -192,6 +193,9 @@ class Shipped:
             self.summary = (f"the shipped ablation ({dest}) was trained with other {', '.join(differ)}: none of its "
                             "rows is reused")
             return
+        # rows of the recipes that use the generator are reused only when their generated images came from the same
+        # reference checkpoints (a table made before the provenance recorded them: not reused)
+        same_generator = provenance.get("generator") == checkpoint_sha256(cfg.reference or None)
         recipes = {r["name"]: r for r in shipped.get("recipes", [])}
         anchor_same = recipes.get(cfg.anchor) == to_dict(next(r for r in cfg.recipes if r.name == cfg.anchor))
         worlds = shipped.get("worlds") or [{"name": REFERENCE_WORLD, "sim_seed": shipped.get("sim_seed", 0)}]
@@ -217,6 +221,8 @@ class Shipped:
                 continue
             if recipe.filter and not anchor_same:  # scored by another anchor's model than this config's
                 continue
+            if not same_generator and any(k != "cutpaste" for k in recipe.kinds):
+                continue
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
             self.rows[(world, row["regime"], row["recipe"], int(row["seed"]))] = {
                 **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
@@ -224,7 +230,9 @@ class Shipped:
                 "cmc": cmc.get((row["world"], row["regime"], row["recipe"], int(row["seed"]))),
                 "curve": None}
         self.summary = (f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
-                        + (f"; training {', '.join(fresh)} here again" if fresh else ""))
+                        + (f"; training {', '.join(fresh)} here again" if fresh else "")
+                        + ("" if same_generator else "; none of the generator's: its images came from other reference "
+                                                     "checkpoints than these"))
 
     def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
         return self.rows.get((world.name, regime.name, recipe.name, seed))

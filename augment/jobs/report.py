@@ -87,8 +87,15 @@ def _reference_world(ref: dict, sim_seed: int) -> tuple[str, int]:
     return world["name"], world["sim_seed"]
 
 
-def _differences(ref: dict, cfg, rcfg, names: dict) -> list[str]:
-    """How the demo's re-ID differs from the reference ablation's runs of the same recipe ([] when it does not)."""
+def _checkpoints(sha: dict | None) -> str:
+    return f"stage I {sha['stage1.pt'][:12]}" if sha else "not recorded"
+
+
+def _differences(ref: dict, cfg, rcfg, names: dict, generators: tuple[dict | None, dict | None] = (None, None)
+                 ) -> list[str]:
+    """How the demo's re-ID differs from the reference ablation's runs of the same recipe ([] when it does not).
+    ``generators``: the sha256 of the reference checkpoints the ablation's generated images came from, and of those
+    this run installed (None: not recorded, or not installed)."""
     t = ref["train"]
     seed = _reference_world(ref, cfg.sim_seed)[1]
     pairs = [("SimMarket identities", ref["sim_ids"], cfg.sim_ids), ("SimMarket seed", seed, cfg.sim_seed),
@@ -99,6 +106,8 @@ def _differences(ref: dict, cfg, rcfg, names: dict) -> list[str]:
              ("batch", t["batch"], rcfg.train.batch), ("iteration-matched", True, rcfg.matched_steps),
              ("generator", "the shipped reference", "trained from scratch" if cfg.from_scratch else
               "the shipped reference")]
+    if not cfg.from_scratch:
+        pairs.append(("reference checkpoints (sha256)", *map(_checkpoints, generators)))
     for r in ref["recipes"]:
         if r["name"] in names.values() and r.get("generated", r.get("source")):  # source: an older provenance's
             pairs.append(("label smoothing", r.get("epsilon", 0.1), rcfg.virtual_epsilon))
@@ -164,7 +173,9 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     if "real+cutpaste" in settings:
         names["real+cutpaste"] = _reference_row(ref, regime, "real+remix", rcfg, transforms, "cutpaste") \
             if regime else None
-    differ = _differences(prov["config"], cfg, rcfg, names)
+    stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
+    installed = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
+    differ = _differences(prov["config"], cfg, rcfg, names, (prov.get("generator"), installed))
     base = "real"
     for s in [s for s in settings if s != base] if base in settings else []:
         d, n = _paired_own(own, s, base)
