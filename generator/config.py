@@ -117,7 +117,8 @@ def _coerce(value, tp, where: str, key: str = "", example=None):
     if tp in (int, float) and isinstance(value, bool):
         raise UserError(f"{at}: expected a number, got {value!r}")
     if isinstance(tp, type) and not isinstance(value, tp):
-        empty = " (an empty value; write '' for an empty string)" if value is None and tp is str else ""
+        empty = (" (an empty value; for an empty string write '', in a shell --set \"KEY=''\")"
+                 if value is None and tp is str else "")
         raise UserError(f"{at}: expected {_type_name(tp)}, got {value!r}{empty}")
     return value
 

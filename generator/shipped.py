@@ -91,7 +91,8 @@ def _install_one(src: Path, dst_dir: Path, edit) -> dict:
 def checkpoint_sha256(reference_dir: str | os.PathLike | None = None) -> dict[str, str]:
     """The sha256 of each verified reference checkpoint (file name -> hex digest): what names a generator in the
     provenance of what it made."""
-    return {n: provenance(reference_dir)["files"][n]["sha256"] for n in FILES.values()}
+    files = provenance(reference_dir)["files"]
+    return {n: files[n]["sha256"] for n in FILES.values()}
 
 
 def check_installed_from(out: str | os.PathLike, reference_dir: str | os.PathLike | None = None) -> None:

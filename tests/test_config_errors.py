@@ -115,7 +115,7 @@ def test_wrong_type_from_set_names_the_set(tmp_path, monkeypatch, capsys):
     ("pipeline", ["nosuch=1"], ["'nosuch'"]),
     ("pipeline", ["set=[stage1:train.nosuch=1]"], ["set 'stage1:train.nosuch=1'", "'train.nosuch'"]),
     ("pipeline", ["set=[stage1train.steps=1]"], ["'stage1train.steps=1'", "JOB:KEY=VALUE"]),
-    ("pipeline", ["out="], ["out: expected str, got None", "write '' for an empty string"]),
+    ("pipeline", ["out="], ["out: expected str, got None", "--set \"KEY=''\""]),
 ])
 def test_bad_set(tmp_path, monkeypatch, capsys, cmd, sets, needles):
     _refused(tmp_path, monkeypatch, capsys, cmd, {}, sets, *needles)

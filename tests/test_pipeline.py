@@ -170,7 +170,7 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     (out / "reference.json").write_text(json.dumps({"sha256": {"stage1.pt": "a" * 64}}))
     text = section(11.0)
     assert "not the same experiment" in text and "+12.0 ± 0.7 rank-1" not in text
-    assert "reference checkpoints (sha256): stage I bbbbbbbbbbbb there, stage I aaaaaaaaaaaa here" in text
+    assert "reference checkpoints (sha256): stage1.pt bbbbbbbbbbbb there, stage1.pt aaaaaaaaaaaa here" in text
     (out / "reference.json").write_text(json.dumps({"sha256": {"stage1.pt": "b" * 64}}))
     assert "+12.0 ± 0.7 rank-1" in section(11.0)
 

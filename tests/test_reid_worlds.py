@@ -9,6 +9,7 @@ import augment.jobs.reid_recipes as recipes_module
 from augment.jobs import reference_reid
 from augment.jobs.ablation_figures import pair_differences, pairs_figure
 from augment.jobs.ablation_tables import (
+    generator_record,
     pairs_table,
     read_ablation,
     runs_line,
@@ -195,7 +196,32 @@ def test_shipped_rows_of_the_generator_are_reused_only_for_the_same_reference_ch
     for other in (None, checkpoint_sha256() | {"stage1.pt": "0" * 64}):  # not recorded, or another generator
         shipped = made_with(other)
         assert {k[2] for k in shipped.rows} == {"real", "cutpaste"}
-        assert "none of the generator's" in shipped.summary
+        assert "not the 3 of the generator's recipes" in shipped.summary
+
+
+def test_the_table_records_the_one_generator_that_made_its_images_and_refuses_an_out_of_another(tmp_path):
+    def installed(scope, sha, out=tmp_path):
+        (out / scope / "generator").mkdir(parents=True)
+        (out / scope / "generator" / "reference.json").write_text(json.dumps({"sha256": sha}))
+
+    a, b = {"stage1.pt": "a" * 64}, {"stage1.pt": "b" * 64}
+    assert generator_record(tmp_path) == {"generator": None}  # no generator installed: none recorded
+    installed("reference/full", a)
+    installed("w2/full", a)
+    assert generator_record(tmp_path) == {"generator": a} == generator_record(tmp_path, a)
+    mixed = generator_record(tmp_path, b)  # shipped rows of another generator beside these runs
+    assert mixed["generator"] is None and mixed["generators"]["shipped rows"] == b
+    # an out whose generator was installed from other checkpoints than the config's is refused before anything
+    out = tmp_path / "out"
+    cfg = ReidReferenceConfig(out=str(out), recipes=BASE, anchor="real",
+                              worlds=[World("reference"), World("w2", 1, "textured")])
+    installed("reference/full", checkpoint_sha256(), out)
+    installed("w2/cameras2", checkpoint_sha256() | {"stage2.pt": "c" * 64}, out)
+    for job in (lambda: reference_reid.collect(cfg, log=lambda *a: None),
+                lambda: reference_reid.run(cfg, progress=False, log=lambda *a: None)):
+        with pytest.raises(UserError, match=r"w2/cameras2/generator: installed from other reference checkpoints"):
+            job()
+    assert not (out / "config.yaml").exists()
 
 
 def test_a_finished_combined_run_is_reused_only_for_the_same_kinds(tmp_path):

@@ -4,11 +4,14 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import one_line_error, run_main
 from tiny import tiny_stage2
 
+from augment.makers.build_config import BuildConfig
+from augment.makers.builder import build
 from generator.api import Sampler, real_embeddings
 from generator.config import load_config
 from generator.errors import UserError
@@ -289,3 +292,14 @@ def test_unlabelled_roots_are_embedded_after_the_labelled_people_without_identit
     for f in FACTORS:
         torch.testing.assert_close(emb[f][:n], labelled[f])
         torch.testing.assert_close(emb[f][n:], alone[f])
+    # the builder's banks are the labelled people's: a remix of every real identity, as from a labelled-only run
+    build(load_config(BuildConfig, None, [f"stage2_run={tmp_path / 's2'}", f"out={tmp_path / 'vm'}", "fg_mode=real",
+                                          "identities=0", "images_per_id=1"]), progress=False)
+    m = pd.read_csv(tmp_path / "vm" / "manifest.csv")
+    assert set(m.pid) == set(labelled["pid"].tolist()) and m.source.notna().all()
+    for factor in ("bg", "pose"):
+        bank = m[m[f"{factor}_source"] == "bank"]
+        assert (bank[f"{factor}_key"] < n).all() and bank[f"{factor}_image"].notna().all()
+    # a run directory whose embeddings hold other unlabelled roots than its config names is refused, not reused
+    with pytest.raises(UserError, match="embeds other unlabelled roots"):
+        train(tiny_stage2(s1, pose, **{"train.steps": 1}), tmp_path / "s2", progress=False, factors=["fg"])

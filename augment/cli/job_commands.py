@@ -104,7 +104,7 @@ def add_reference_reid(sub) -> None:
                          "not repeat its numbers on another machine or day: pair runs of one machine)")
     rr.add_argument("--no-shipped", action="store_true",
                     help="train every run here, also those whose rows the shipped ablation (the config's package) "
-                         "holds from runs of the same recipe and training")
+                         "holds from runs of the same recipe, training and reference checkpoints")
     rr.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="runs at a time, in worker processes (default 1: seed by seed); a GPU holds many, a 2-core "
                          "CPU gains nothing")

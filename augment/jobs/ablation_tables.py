@@ -22,7 +22,6 @@ from augment.jobs.provenance import REPO, git_commit, repo_relative
 from generator.config import to_dict
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, write_or_check
-from generator.shipped import checkpoint_sha256
 from reid.ablation import paired
 
 # the columns of an ablation.csv written before the glossary (docs/glossary.md): the recipe's name was `setting`, its
@@ -213,10 +212,11 @@ def read_cmc(path: Path) -> dict[tuple[str, str, str, int], list[float]]:
 
 
 def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_before: dict | None = None,
-                  filters_before: dict | None = None) -> None:
+                  filters_before: dict | None = None, generator_before: dict | None = None) -> None:
     """The ablation's files under ``cfg.out`` from its ``rows``. ``plateaus_before``: (world, regime) -> the shipped
     provenance's plateau, kept where every anchor row of that world and regime is the shipped table's (no curve
-    here); ``filters_before``: the shipped filter summaries, kept where no filter of that name ran here."""
+    here); ``filters_before``: the shipped filter summaries, kept where no filter of that name ran here;
+    ``generator_before``: the reference checkpoints of the shipped generator rows reused here (None: none reused)."""
     out = Path(cfg.out)
     df = pd.DataFrame(rows)
     df = df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
@@ -248,10 +248,23 @@ def write_outputs(cfg, rows: list[dict], times: dict, command: str, plateaus_bef
             "runs_shipped": int(sum(not isinstance(c, list) for c in df["cmc"])),
             # seconds each run trained, where it trained; under --jobs runs overlap, so the sum is not elapsed time
             "run_seconds_sum": round(sum(times.values()), 1), "run_seconds": times, "plateau": plateaus,
-            "filters": filters,
-            # the reference checkpoints every generated image of the table came from (sha256 of each file)
-            "generator": checkpoint_sha256(cfg.reference or None)}
+            "filters": filters, **generator_record(out, generator_before)}
     atomic_write_text(out / "provenance.json", json.dumps(prov, indent=1, default=str))
+
+
+def generator_record(out: Path, before: dict | None = None) -> dict:
+    """The provenance's record of the reference checkpoints the table's generated images came from: ``generator``
+    (sha256 of each file) when one set made them all, from the install stamp of every world and regime under ``out``
+    and the shipped rows reused (``before``); None when none did, or when several did (``generators`` then says
+    which made each)."""
+    made = {f"{p.parent.parent.parent.name}/{p.parent.parent.name}": json.loads(p.read_text()).get("sha256")
+            for p in sorted(out.glob("*/*/generator/reference.json"))}  # <world>/<regime>/generator
+    if before is not None:
+        made["shipped rows"] = before
+    distinct = {json.dumps(v, sort_keys=True) for v in made.values()}
+    if len(distinct) > 1:
+        return {"generator": None, "generators": made}
+    return {"generator": next(iter(made.values()), None)}
 
 
 def package(cfg, log=print) -> None:

@@ -99,13 +99,11 @@ class GeneratedData:
 
     def generated(self, name: str) -> Path:
         """The generated data ``name``, made unless ``out`` already holds it from the same settings. A complete one is
-        recognised without the generator (paths as given), so a copy of ``out`` verifies on another machine."""
+        recognised without running the generator (paths as given), so a copy of ``out`` verifies on another machine
+        (``check_generators`` has checked, by sha256, that it came from the config's reference checkpoints)."""
         out = self.path(name)
         if name in self.made:
             return out
-        if "checked" not in self.made:  # generated data made with another generator is never reused
-            check_installed_from(self.gen, self.cfg.reference or None)
-            self.made.add("checked")
         if name in PLATES_OF:
             plates = name != "cutpaste"  # the generator's plates, not the donor images alone
             if plates and not (out / "cutpaste.json").is_file():
@@ -237,6 +235,13 @@ def _worker_run(cfg: ReidReferenceConfig, world: World, regime: Regime, recipe: 
     return _one_run(cfg, recipe, seed, regime_data, shipped)
 
 
+def check_generators(cfg: ReidReferenceConfig) -> None:
+    """Refuse an ``out`` whose generator was installed, in any world and regime, from other reference checkpoints
+    than ``cfg.reference``: its generated data and runs came from another generator, and one table holds one."""
+    for world, regime in _scopes(cfg):
+        check_installed_from(Path(cfg.out) / world.name / regime.name / "generator", cfg.reference or None)
+
+
 def _scopes(cfg: ReidReferenceConfig, worlds: list[str] | None = None) -> list[tuple[World, Regime]]:
     """Every (world, regime) of the config, in its order; ``worlds``: those worlds only."""
     if worlds:
@@ -274,7 +279,8 @@ def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict |
 
 def _write(cfg: ReidReferenceConfig, rows: list[dict], times: dict, command: str, shipped: Shipped | None) -> None:
     """The outputs of ``rows``, with the shipped table's plateaus and filter summaries where its rows are reused."""
-    write_outputs(cfg, rows, times, command, *((shipped.plateaus, shipped.filters) if shipped else ()))
+    write_outputs(cfg, rows, times, command, *((shipped.plateaus, shipped.filters, shipped.generator)
+                                               if shipped else ()))
 
 
 def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: bool = True) -> pd.DataFrame:
@@ -284,6 +290,7 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     out = Path(cfg.out)
     times_path = out / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    check_generators(cfg)
     shipped = Shipped(cfg) if reuse else None
     if shipped is not None:
         log(shipped.summary)
@@ -403,6 +410,7 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
         raise UserError(f"{old}: runs in the layout before worlds were a key; move that folder to "
                         f"{out / cfg.worlds[0].name / old.name} if its SimMarket is world {cfg.worlds[0].name!r} "
                         f"(seed {cfg.worlds[0].sim_seed}), else delete it")
+    check_generators(cfg)
     shipped = Shipped(cfg, fresh or []) if reuse else None
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

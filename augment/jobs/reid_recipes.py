@@ -166,8 +166,9 @@ class Shipped:
     the provenance's config agrees with this one on everything but the recipes, seeds and worlds; its recipe of that
     name is this config's recipe (and, for a filtered recipe, so is the anchor whose model scores the filter); and
     its world is drawn as one of this config's worlds (the same sim_seed and style; the row takes that world's
-    name here; a table shipped before worlds were a key holds the world of its ``sim_seed``, drawn flat). Such rows
-    carry no CMC curve or learning curve; the provenance's plateaus of those worlds come with them."""
+    name here; a table shipped before worlds were a key holds the world of its ``sim_seed``, drawn flat); and, for a
+    recipe that uses the generator, its provenance records the reference checkpoints this config uses (``generator``).
+    Such rows carry no CMC curve or learning curve; the provenance's plateaus of those worlds come with them."""
 
     SAME = ("sim_ids", "regimes", "train", "finetune_epochs", "curve_every", "remix_images_per_id", "new_identities",
             "new_images_per_id", "filter_new_tau", "anchor", "reference")
@@ -181,6 +182,7 @@ class Shipped:
         self.rows: dict[tuple[str, str, str, int], dict] = {}
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
+        self.generator: dict | None = None  # the reference checkpoints of the generator rows reused (sha256)
         dest = REPO / cfg.package
         self.summary = f"no shipped ablation at {dest} to reuse rows from"
         if not (dest / "ablation.csv").is_file() or not (dest / "provenance.json").is_file():
@@ -194,8 +196,13 @@ class Shipped:
                             "rows is reused")
             return
         # rows of the recipes that use the generator are reused only when their generated images came from the same
-        # reference checkpoints (a table made before the provenance recorded them: not reused)
-        same_generator = provenance.get("generator") == checkpoint_sha256(cfg.reference or None)
+        # reference checkpoints (a table whose provenance records none: not reused)
+        made_with = provenance.get("generator")
+        try:
+            same_generator = made_with is not None and made_with == checkpoint_sha256(cfg.reference or None)
+        except UserError:  # no reference checkpoints where the config points: none of them is the same
+            same_generator = False
+        skipped = 0
         recipes = {r["name"]: r for r in shipped.get("recipes", [])}
         anchor_same = recipes.get(cfg.anchor) == to_dict(next(r for r in cfg.recipes if r.name == cfg.anchor))
         worlds = shipped.get("worlds") or [{"name": REFERENCE_WORLD, "sim_seed": shipped.get("sim_seed", 0)}]
@@ -222,7 +229,10 @@ class Shipped:
             if recipe.filter and not anchor_same:  # scored by another anchor's model than this config's
                 continue
             if not same_generator and any(k != "cutpaste" for k in recipe.kinds):
+                skipped += 1
                 continue
+            if any(k != "cutpaste" for k in recipe.kinds):
+                self.generator = made_with
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
             self.rows[(world, row["regime"], row["recipe"], int(row["seed"]))] = {
                 **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
@@ -231,8 +241,9 @@ class Shipped:
                 "curve": None}
         self.summary = (f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
                         + (f"; training {', '.join(fresh)} here again" if fresh else "")
-                        + ("" if same_generator else "; none of the generator's: its images came from other reference "
-                                                     "checkpoints than these"))
+                        + (f"; not the {skipped} of the generator's recipes: their images came from other reference "
+                           f"checkpoints than these, or from checkpoints the shipped provenance does not record"
+                           if skipped else ""))
 
     def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
         return self.rows.get((world.name, regime.name, recipe.name, seed))

@@ -87,8 +87,16 @@ def _reference_world(ref: dict, sim_seed: int) -> tuple[str, int]:
     return world["name"], world["sim_seed"]
 
 
-def _checkpoints(sha: dict | None) -> str:
-    return f"stage I {sha['stage1.pt'][:12]}" if sha else "not recorded"
+def _checkpoint_difference(there: dict | None, here: dict | None) -> tuple[str, str]:
+    """The first reference checkpoint whose sha256 differs, as (there, here); equal strings when none does."""
+    if not there and not here:
+        return "not recorded", "not recorded"
+    if not there or not here:
+        return ("not recorded" if not there else "recorded"), ("not recorded" if not here else "installed")
+    name = next((n for n in sorted(there.keys() | here.keys()) if there.get(n) != here.get(n)), None)
+    if name is None:
+        return "the same", "the same"
+    return f"{name} {str(there.get(name))[:12]}", f"{name} {str(here.get(name))[:12]}"
 
 
 def _differences(ref: dict, cfg, rcfg, names: dict, generators: tuple[dict | None, dict | None] = (None, None)
@@ -107,7 +115,7 @@ def _differences(ref: dict, cfg, rcfg, names: dict, generators: tuple[dict | Non
              ("generator", "the shipped reference", "trained from scratch" if cfg.from_scratch else
               "the shipped reference")]
     if not cfg.from_scratch:
-        pairs.append(("reference checkpoints (sha256)", *map(_checkpoints, generators)))
+        pairs.append(("reference checkpoints (sha256)", *_checkpoint_difference(*generators)))
     for r in ref["recipes"]:
         if r["name"] in names.values() and r.get("generated", r.get("source")):  # source: an older provenance's
             pairs.append(("label smoothing", r.get("epsilon", 0.1), rcfg.virtual_epsilon))

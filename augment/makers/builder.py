@@ -75,7 +75,10 @@ class Builder:
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no stage-II snapshot.pt; set stage2_run to a trained stage-II run directory")
         self.s2cfg, self.sampler, self.model = load_stage2(run)
-        self.emb = load_checkpoint(run / "embeddings.pt")  # the real banks: fg, bg, keypoints, pid
+        emb = load_checkpoint(run / "embeddings.pt")  # the real banks: fg, bg, keypoints, pid
+        # the labelled people's rows: unlabelled people (pid -1, stage II's unlabelled_roots) trained the mappings,
+        # but are no image of the data the builder names and remixes
+        self.emb = {k: v[emb["pid"] >= 0] for k, v in emb.items() if torch.is_tensor(v)}
         self.size = self.model.size
         self.D = self._load_discriminator()
         if self.D is None and cfg.quality_keep < 1:

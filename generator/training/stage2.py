@@ -150,11 +150,21 @@ def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool) -> dict:
     stage I and pose autoencoder and saved there."""
     cache = run_dir / "embeddings.pt"
     if cache.exists():
-        return load_checkpoint(cache)
+        emb = load_checkpoint(cache)
+        then = emb.get("unlabelled_roots")
+        if then is None:  # a cache made before it recorded its roots: it embedded some iff it holds pid -1 rows
+            same = bool((emb["pid"] < 0).any()) == bool(cfg.unlabelled_roots)
+        else:
+            same = then == list(cfg.unlabelled_roots)
+        if not same:
+            raise UserError(f"{cache}: embeds other unlabelled roots ({then if then is not None else 'some'}) than "
+                            f"the config names ({cfg.unlabelled_roots}); train stage II with these in a new run "
+                            f"directory")
+        return emb
     emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress,
                           unlabelled_roots=cfg.unlabelled_roots)
-    atomic_save(emb, cache)
-    return emb
+    atomic_save({**emb, "unlabelled_roots": list(cfg.unlabelled_roots)}, cache)
+    return {**emb, "unlabelled_roots": list(cfg.unlabelled_roots)}
 
 
 def _optimiser(params, t: Stage2TrainConfig) -> torch.optim.Optimizer:
