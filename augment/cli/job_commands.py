@@ -74,7 +74,7 @@ def add_reid(sub) -> None:
 def add_reference(sub) -> None:
     rf = sub.add_parser("reference",
                         help="train, evaluate and ship the SimMarket reference models (what `make reference` runs)")
-    config_arguments(rf, "configs/reference/reference.yaml", "reference YAML")
+    config_arguments(rf, "configs/reference/reference-48-unlabelled.yaml", "reference YAML")
     rf.add_argument("--rescore", action="store_true",
                     help="score the shipped stage I (`package`) again under the current metric definitions and "
                          "record it in its provenance.json; trains nothing")

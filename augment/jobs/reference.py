@@ -40,7 +40,8 @@ from generator.shipped import (
     simulate_reference_data,
 )
 
-COMMAND = "make reference  (vmarket reference configs/reference/reference.yaml)"  # the provenance's default command
+# the provenance's default command
+COMMAND = "make reference  (vmarket reference configs/reference/reference-48-unlabelled.yaml)"
 
 
 @dataclass
