@@ -215,6 +215,15 @@ def test_report_sets_the_generated_recipe_beside_its_own_cut_and_paste_run(tmp_p
     assert "real+remix − real+cutpaste = +2.0 rank-1" in text and "cannot separate the two on its own" in text
     # cut-and-paste itself is set beside real-only, as the reference ablation's `cutpaste` recipe
     assert "real+cutpaste − real = +14.0 rank-1" in text and "recipe `cutpaste` against `real`" in text
+    # an ablation made with other reference checkpoints: the generated recipe is not set against it, cut-and-paste
+    # (no generator) still is
+    prov = json.loads((ref / "provenance.json").read_text())
+    (ref / "provenance.json").write_text(json.dumps(prov | {"generator": {"stage1.pt": "b" * 64}}))
+    (out / "reference.json").write_text(json.dumps({"sha256": {"stage1.pt": "a" * 64}}))
+    text = section(2.0)
+    assert "`hybrid` is not the same experiment (reference checkpoints (sha256)" in text
+    assert "recipe `hybrid` against `cutpaste`" not in text
+    assert "real+cutpaste − real = +14.0 rank-1" in text and "recipe `cutpaste` against `real`" in text
 
 
 def test_a_combined_demo_recipe_is_cut_and_paste_with_the_generated_images_on_top(tmp_path):

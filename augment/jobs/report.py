@@ -99,6 +99,14 @@ def _checkpoint_difference(there: dict | None, here: dict | None) -> tuple[str, 
     return f"{name} {str(there.get(name))[:12]}", f"{name} {str(here.get(name))[:12]}"
 
 
+def _uses_generator(ref: dict, name: str | None) -> bool:
+    """Whether the reference ablation's recipe ``name`` trains on images the generator made (cut-and-paste alone
+    does not: its rows do not depend on the reference checkpoints)."""
+    r = next((r for r in ref.get("recipes", []) if r["name"] == name), None)
+    kinds = (r.get("generated") or r.get("source") or "").split("+") if r else []
+    return any(k and k != "cutpaste" for k in kinds)
+
+
 def _differences(ref: dict, cfg, rcfg, names: dict, generators: tuple[dict | None, dict | None] = (None, None)
                  ) -> list[str]:
     """How the demo's re-ID differs from the reference ablation's runs of the same recipe ([] when it does not).
@@ -183,9 +191,11 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
             if regime else None
     stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
     installed = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
-    differ = _differences(prov["config"], cfg, rcfg, names, (prov.get("generator"), installed))
+    with_generator = _differences(prov["config"], cfg, rcfg, names, (prov.get("generator"), installed))
+    without = _differences(prov["config"], cfg, rcfg, names)  # for recipes that use no generator
     base = "real"
     for s in [s for s in settings if s != base] if base in settings else []:
+        differ = with_generator if _uses_generator(prov["config"], names.get(s)) else without
         d, n = _paired_own(own, s, base)
         text = (f"**This run** ({n} seed{'s' if n != 1 else ''}): {s} − {base} = {d['rank1'].mean():+.1f} rank-1, "
                 f"{d['mAP'].mean():+.1f} mAP (points, paired by seed).")
