@@ -88,24 +88,31 @@ def _install_one(src: Path, dst_dir: Path, edit) -> dict:
     return snap
 
 
+def _sha256_of(prov: dict) -> dict[str, str]:
+    return {n: prov["files"][n]["sha256"] for n in FILES.values()}
+
+
 def checkpoint_sha256(reference_dir: str | os.PathLike | None = None) -> dict[str, str]:
     """The sha256 of each verified reference checkpoint (file name -> hex digest): what names a generator in the
     provenance of what it made."""
-    files = provenance(reference_dir)["files"]
-    return {n: files[n]["sha256"] for n in FILES.values()}
+    return _sha256_of(provenance(reference_dir))
 
 
-def check_installed_from(out: str | os.PathLike, reference_dir: str | os.PathLike | None = None) -> None:
-    """Refuse (UserError) when ``out`` holds run directories installed from other reference checkpoints than
-    ``reference_dir``'s (``out/reference.json``): what was generated with them came from another generator."""
-    stamp = Path(out) / "reference.json"
-    if not stamp.is_file():
-        return
+def check_installed_from(outs, reference_dir: str | os.PathLike | None = None) -> None:
+    """Refuse (UserError) when one of the folders ``outs`` holds run directories installed from other reference
+    checkpoints than ``reference_dir``'s (its ``reference.json``): what was generated with them came from another
+    generator. The checkpoints are hashed once, and only when a folder holds a stamp."""
     ref = Path(reference_dir) if reference_dir else default_dir()
-    then = json.loads(stamp.read_text()).get("sha256", {})
-    now = checkpoint_sha256(ref)
-    if then != now:
-        name = next((n for n in FILES.values() if then.get(n) != now[n]), FILES["stage1"])
+    now = None
+    for out in outs:
+        stamp = Path(out) / "reference.json"
+        if not stamp.is_file():
+            continue
+        then = json.loads(stamp.read_text()).get("sha256", {})
+        now = now or checkpoint_sha256(ref)
+        name = next((n for n in FILES.values() if then.get(n) != now[n]), None)
+        if name is None:
+            continue
         raise UserError(f"{out}: installed from other reference checkpoints than {ref} holds ({name} sha256 "
                         f"{str(then.get(name))[:12]} there, {now[name][:12]} here), so what was generated beside it "
                         f"came from another generator; give a new out folder to rerun with these checkpoints, or "
@@ -122,8 +129,7 @@ def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, dat
     prov = provenance(ref)
     out, data_root = Path(out), Path(data_root)
     stamp = out / "reference.json"
-    marker = {"reference": str(ref), "sha256": {n: prov["files"][n]["sha256"] for n in FILES.values()},
-              "data_root": str(data_root)}
+    marker = {"reference": str(ref), "sha256": _sha256_of(prov), "data_root": str(data_root)}
     if stamp.is_file() and json.loads(stamp.read_text()) == marker and (out / "stage2" / "embeddings.pt").is_file():
         return prov
     s1_run, pose_run, s2_run = out / "stage1", out / "pose", out / "stage2"

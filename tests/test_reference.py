@@ -128,15 +128,15 @@ def test_changed_checkpoint_is_refused(tmp_path):
 
 
 def test_runs_installed_from_other_checkpoints_are_refused(tmp_path):
-    check_installed_from(tmp_path, None)  # nothing installed: nothing to refuse
+    check_installed_from([tmp_path], None)  # nothing installed: nothing to refuse
     stamp = {"reference": str(default_dir()), "data_root": "x",
              "sha256": {n: f["sha256"] for n, f in provenance()["files"].items()}}
     (tmp_path / "reference.json").write_text(json.dumps(stamp))
-    check_installed_from(tmp_path, None)  # the same checkpoints
+    check_installed_from([tmp_path], None)  # the same checkpoints
     stamp["sha256"][FILES["stage2"]] = "f" * 64
     (tmp_path / "reference.json").write_text(json.dumps(stamp))
     with pytest.raises(UserError, match=r"other reference checkpoints .*stage2\.pt sha256 ffffffffffff"):
-        check_installed_from(tmp_path, None)
+        check_installed_from([tmp_path], None)
 
 
 @pytest.mark.slow

@@ -103,7 +103,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     check_reference_recipe(cfg.reference_recipe)
     if not cfg.from_scratch:
         provenance(cfg.reference or None)  # the reference checkpoints are there and whole, before any data is made
-        check_installed_from(out, cfg.reference or None)  # a run made with other checkpoints is not continued
+        check_installed_from([out], cfg.reference or None)  # a run made with other checkpoints is not continued
     check_model(rcfg.train.model, rcfg.train.weights or None)
     resolve_device(rcfg.train.device)
     check_output_folder(out, "out")

@@ -238,8 +238,8 @@ def _worker_run(cfg: ReidReferenceConfig, world: World, regime: Regime, recipe: 
 def check_generators(cfg: ReidReferenceConfig) -> None:
     """Refuse an ``out`` whose generator was installed, in any world and regime, from other reference checkpoints
     than ``cfg.reference``: its generated data and runs came from another generator, and one table holds one."""
-    for world, regime in _scopes(cfg):
-        check_installed_from(Path(cfg.out) / world.name / regime.name / "generator", cfg.reference or None)
+    check_installed_from([Path(cfg.out) / w.name / r.name / "generator" for w, r in _scopes(cfg)],
+                         cfg.reference or None)
 
 
 def _scopes(cfg: ReidReferenceConfig, worlds: list[str] | None = None) -> list[tuple[World, Regime]]:

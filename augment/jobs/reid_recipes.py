@@ -99,6 +99,11 @@ class Recipe:
         return self.generated.split("+") if self.generated else []
 
     @property
+    def uses_generator(self) -> bool:
+        """Whether it trains on images the generator made (cut-and-paste alone does not)."""
+        return any(k != "cutpaste" for k in self.kinds)
+
+    @property
     def combined(self) -> bool:
         """Several kinds, each its own part of the batch (a share per kind)."""
         return isinstance(self.share, list)
@@ -228,10 +233,10 @@ class Shipped:
                 continue
             if recipe.filter and not anchor_same:  # scored by another anchor's model than this config's
                 continue
-            if not same_generator and any(k != "cutpaste" for k in recipe.kinds):
-                skipped += 1
-                continue
-            if any(k != "cutpaste" for k in recipe.kinds):
+            if recipe.uses_generator:
+                if not same_generator:
+                    skipped += 1
+                    continue
                 self.generator = made_with
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
             self.rows[(world, row["regime"], row["recipe"], int(row["seed"]))] = {
