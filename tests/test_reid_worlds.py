@@ -199,6 +199,38 @@ def test_shipped_rows_of_the_generator_are_reused_only_for_the_same_reference_ch
         assert "not the 3 of the generator's recipes" in shipped.summary
 
 
+def test_rows_are_reused_from_the_package_then_from_another_shipped_table(tmp_path, monkeypatch):
+    """``reuse`` names a second shipped table: a config packaged elsewhere (another generator's recipes) takes the
+    runs that need no generator from it, its own package's rows first, and none of its generator rows made with
+    other checkpoints."""
+    monkeypatch.setattr(recipes_module, "REPO", tmp_path / "repo")
+    combined = Recipe("c+h", setting="real+remix", generated="cutpaste+hybrid", share=[0.25, 0.125])
+    main = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE + [combined], anchor="real")
+    _ship(tmp_path / "repo", main, _rows("reference", 0.0), to_dict(main) | {"generator": None})
+    prov = json.loads((tmp_path / "repo" / main.package / "provenance.json").read_text())
+    (tmp_path / "repo" / main.package / "provenance.json").write_text(json.dumps(prov | {
+        "generator": checkpoint_sha256() | {"stage1.pt": "0" * 64}}))  # made by another generator
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out2"), recipes=BASE + [combined], anchor="real",
+                              package="reid/reference/48ch", reuse=main.package)
+    shipped = Shipped(cfg)
+    assert {k[2] for k in shipped.rows} == {"real", "cutpaste"} and shipped.generator is None
+    assert "no shipped ablation at" in shipped.summary and "reusing 6 rows" in shipped.summary
+    # once packaged, its own rows (this generator's) come first; the other table fills in what it lacks
+    own = [r | {"rank1": r["rank1"] + 0.5} for r in _rows("reference", 0.0) if r["recipe"] != "real"]
+    _ship(tmp_path / "repo", cfg, own, to_dict(cfg) | {"generator": None})
+    prov = json.loads((tmp_path / "repo" / cfg.package / "provenance.json").read_text())
+    (tmp_path / "repo" / cfg.package / "provenance.json").write_text(json.dumps(prov | {
+        "generator": checkpoint_sha256()}))
+    shipped = Shipped(cfg)
+    assert {k[2] for k in shipped.rows} == {"real", "cutpaste", "c+h"} and shipped.generator == checkpoint_sha256()
+    assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 1)["rank1"] == pytest.approx(0.91)
+    assert shipped.row(World("reference"), Regime("full", 0), BASE[0], 1)["rank1"] == pytest.approx(0.31)
+    # a config that would train otherwise than the other table reuses none of it
+    other = ReidReferenceConfig(out=str(tmp_path / "out3"), recipes=BASE, anchor="real", package="reid/x",
+                                reuse=main.package, curve_every=5)
+    assert not Shipped(other).rows and "other curve_every" in Shipped(other).summary
+
+
 def test_the_table_records_the_one_generator_that_made_its_images_and_refuses_an_out_of_another(tmp_path):
     def installed(scope, sha, out=tmp_path):
         (out / scope / "generator").mkdir(parents=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation, read_cmc
@@ -138,6 +139,9 @@ class ReidReferenceConfig:
     anchor: str = "real"
     reference: str = ""  # generator checkpoints ('' = those shipped with the package)
     package: str = "reid/reference"  # where --package copies the table, rows and provenance (in the repository)
+    # the shipped ablation whose rows are reused ('' = package): another table's runs that this config would train
+    # the same way (its real-only and cut-and-paste runs, for one) are not trained again
+    reuse: str = ""
     figures: str = "docs/reid_reference"  # and the figures: <figures>_{cmc,curve,pairs}.png
     RENAMED: ClassVar[dict[str, str]] = {"sim_seed": "worlds"}  # a world's sim_seed: worlds: [{sim_seed: 0}]
 
@@ -166,14 +170,15 @@ class ReidReferenceConfig:
 
 
 class Shipped:
-    """The rows of the shipped ablation (``package``: its ``ablation.csv`` and ``provenance.json``) that this config
-    would train the same way: a run whose row is there is not trained again (``run``'s ``reuse``). A row counts when
-    the provenance's config agrees with this one on everything but the recipes, seeds and worlds; its recipe of that
-    name is this config's recipe (and, for a filtered recipe, so is the anchor whose model scores the filter); and
-    its world is drawn as one of this config's worlds (the same sim_seed and style; the row takes that world's
-    name here; a table shipped before worlds were a key holds the world of its ``sim_seed``, drawn flat); and, for a
-    recipe that uses the generator, its provenance records the reference checkpoints this config uses (``generator``).
-    Such rows carry no CMC curve or learning curve; the provenance's plateaus of those worlds come with them."""
+    """The rows of the shipped ablations (``package``, then ``reuse``: each one's ``ablation.csv`` and
+    ``provenance.json``) that this config would train the same way: a run whose row is there is not trained again
+    (``run``'s ``reuse``; where both hold a run, ``package``'s row). A row counts when the provenance's config agrees
+    with this one on everything but the recipes, seeds and worlds; its recipe of that name is this config's recipe
+    (and, for a filtered recipe, so is the anchor whose model scores the filter); and its world is drawn as one of
+    this config's worlds (the same sim_seed and style; the row takes that world's name here; a table shipped before
+    worlds were a key holds the world of its ``sim_seed``, drawn flat); and, for a recipe that uses the generator,
+    its provenance records the reference checkpoints this config uses (``generator``). Such rows carry no CMC curve
+    or learning curve; the provenance's plateaus of those worlds come with them."""
 
     SAME = ("sim_ids", "regimes", "train", "finetune_epochs", "curve_every", "remix_images_per_id", "new_identities",
             "new_images_per_id", "filter_new_tau", "anchor", "reference")
@@ -188,18 +193,20 @@ class Shipped:
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
         self.generator: dict | None = None  # the reference checkpoints of the generator rows reused (sha256)
-        dest = REPO / cfg.package
-        self.summary = f"no shipped ablation at {dest} to reuse rows from"
+        sources = dict.fromkeys(p for p in (cfg.package, cfg.reuse) if p)
+        self.summary = "; ".join(self._read(REPO / p, cfg, fresh) for p in sources)
+
+    def _read(self, dest: Path, cfg: ReidReferenceConfig, fresh: list[str]) -> str:
+        """Take the rows of the shipped ablation at ``dest`` that no earlier source gave; what was reused, in words."""
         if not (dest / "ablation.csv").is_file() or not (dest / "provenance.json").is_file():
-            return
+            return f"no shipped ablation at {dest} to reuse rows from"
         provenance = json.loads((dest / "provenance.json").read_text())
         shipped = provenance.get("config", {})
         mine = to_dict(cfg)
         differ = [k for k in self.SAME if shipped.get(k) != mine[k]]
         if differ:
-            self.summary = (f"the shipped ablation ({dest}) was trained with other {', '.join(differ)}: none of its "
-                            "rows is reused")
-            return
+            return (f"the shipped ablation ({dest}) was trained with other {', '.join(differ)}: none of its rows is "
+                    "reused")
         # rows of the recipes that use the generator are reused only when their generated images came from the same
         # reference checkpoints (a table whose provenance records none: not reused)
         made_with = provenance.get("generator")
@@ -207,7 +214,7 @@ class Shipped:
             same_generator = made_with is not None and made_with == checkpoint_sha256(cfg.reference or None)
         except UserError:  # no reference checkpoints where the config points: none of them is the same
             same_generator = False
-        skipped = 0
+        skipped = reused = 0
         recipes = {r["name"]: r for r in shipped.get("recipes", [])}
         anchor_same = recipes.get(cfg.anchor) == to_dict(next(r for r in cfg.recipes if r.name == cfg.anchor))
         worlds = shipped.get("worlds") or [{"name": REFERENCE_WORLD, "sim_seed": shipped.get("sim_seed", 0)}]
@@ -219,12 +226,12 @@ class Shipped:
         for key, value in provenance.get("plateau", {}).items():
             world, _, regime = key.rpartition("/") if many else (worlds[0]["name"], "", key)
             if here.get(world) and value:
-                self.plateaus[here[world], regime] = value
+                self.plateaus.setdefault((here[world], regime), value)
         for key, value in provenance.get("filters", {}).items():  # <regime>/<name> in a table without worlds
             parts = key.split("/")
             world = here.get(parts[0] if len(parts) == 3 else worlds[0]["name"])
             if world:
-                self.filters["/".join([world, *parts[-2:]])] = value
+                self.filters.setdefault("/".join([world, *parts[-2:]]), value)
         cmc = read_cmc(dest / "cmc.csv")  # the shipped runs' CMC, where it was kept
         for row in read_ablation(dest / "ablation.csv").to_dict("records"):
             world = here.get(row["world"])
@@ -233,22 +240,26 @@ class Shipped:
                 continue
             if recipe.filter and not anchor_same:  # scored by another anchor's model than this config's
                 continue
+            key = (world, row["regime"], row["recipe"], int(row["seed"]))
+            if key in self.rows:  # an earlier source's row of the same run
+                continue
             if recipe.uses_generator:
                 if not same_generator:
                     skipped += 1
                     continue
                 self.generator = made_with
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
-            self.rows[(world, row["regime"], row["recipe"], int(row["seed"]))] = {
+            self.rows[key] = {
                 **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
                 "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")),
                 "cmc": cmc.get((row["world"], row["regime"], row["recipe"], int(row["seed"]))),
                 "curve": None}
-        self.summary = (f"reusing {len(self.rows)} rows of the shipped ablation ({dest}) for runs trained the same way"
-                        + (f"; training {', '.join(fresh)} here again" if fresh else "")
-                        + (f"; not the {skipped} of the generator's recipes: their images came from other reference "
-                           f"checkpoints than these, or from checkpoints the shipped provenance does not record"
-                           if skipped else ""))
+            reused += 1
+        return (f"reusing {reused} rows of the shipped ablation ({dest}) for runs trained the same way"
+                + (f"; training {', '.join(fresh)} here again" if fresh else "")
+                + (f"; not the {skipped} of the generator's recipes: their images came from other reference "
+                   f"checkpoints than these, or from checkpoints the shipped provenance does not record"
+                   if skipped else ""))
 
     def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
         return self.rows.get((world.name, regime.name, recipe.name, seed))
