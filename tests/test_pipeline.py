@@ -173,6 +173,16 @@ def test_report_sets_the_demo_beside_the_reference(tmp_path):
     assert "reference checkpoints (sha256): stage1.pt bbbbbbbbbbbb there, stage1.pt aaaaaaaaaaaa here" in text
     (out / "reference.json").write_text(json.dumps({"sha256": {"stage1.pt": "b" * 64}}))
     assert "+12.0 ± 0.7 rank-1" in section(11.0)
+    # an ablation shipped in a folder of the reference one, made with the checkpoints installed here, is the one set
+    # beside the run (the same experiment); the reference one stays where none is
+    _fake_reference(ref / "48ch", [20, 20, 20, 20, 20])
+    prov = json.loads((ref / "48ch" / "provenance.json").read_text())
+    (ref / "48ch" / "provenance.json").write_text(json.dumps(prov | {"generator": {"stage1.pt": "a" * 64}}))
+    assert "+12.0 ± 0.7 rank-1" in section(11.0) and "48ch" not in section(11.0)
+    (out / "reference.json").write_text(json.dumps({"sha256": {"stage1.pt": "a" * 64}}))
+    text = section(11.0)
+    assert "+20.0 ± 0.0 rank-1" in text and f"shipped with the package, `{ref / '48ch'}/`" in text
+    assert "not the same experiment" not in text
 
 
 def test_report_sets_the_generated_recipe_beside_its_own_cut_and_paste_run(tmp_path):

@@ -167,12 +167,28 @@ def _against_reference(d: dict, n: int, ref: pd.DataFrame, regime: str, a: str, 
                    "separate the two on its own; the reference table below is the evidence.")
 
 
+def reference_table(installed: dict | None, reference: Path = REFERENCE_REID) -> Path:
+    """The shipped ablation to set a run beside: of ``reference`` and the ablations shipped in its folders (another
+    generator's, another size's), the first whose generated images came from the reference checkpoints this run
+    installed (``installed``: their sha256), else ``reference`` itself."""
+    tables = [reference, *sorted(p for p in reference.glob("*") if p.is_dir())] if reference.is_dir() else []
+    for table in tables:
+        if (table / "ablation.csv").is_file() and (table / "provenance.json").is_file() and installed and \
+                json.loads((table / "provenance.json").read_text()).get("generator") == installed:
+            return table
+    return reference
+
+
 def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     """The demo's own re-ID table (the generated recipe, and cut-and-paste beside it), what it shows on its own,
-    and the shipped reference ablation beside it."""
+    and the shipped reference ablation beside it: the one under ``reference`` made with the generator this run
+    installed, where one is shipped."""
     own, tables = _own_runs(out, getattr(cfg, "cutpaste_baseline", False))
     lines = ["### This run", "", *tables]
     settings = list(dict.fromkeys(own.setting))
+    stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
+    installed = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
+    reference = reference_table(installed, reference)
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])
     prov = json.loads((reference / "provenance.json").read_text())
@@ -189,8 +205,6 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     if "real+cutpaste" in settings:
         names["real+cutpaste"] = _reference_row(ref, regime, "real+remix", rcfg, transforms, "cutpaste") \
             if regime else None
-    stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
-    installed = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
     with_generator = _differences(prov["config"], cfg, rcfg, names, (prov.get("generator"), installed))
     without = _differences(prov["config"], cfg, rcfg, names)  # for recipes that use no generator
     base = "real"
@@ -217,7 +231,8 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
                      f"{100 * c1_se:.1f} rank-1, {100 * cap:+.1f} ± {100 * cap_se:.1f} mAP.")
         lines += [text, ""]
     devices = ", ".join(f"{v} on {k}" for k, v in prov.get("run_devices", {}).items())
-    lines += ["### The reference ablation (shipped with the package, `reid/reference/`)", "",
+    where = reference.relative_to(REPO) if reference.is_relative_to(REPO) else reference
+    lines += [f"### The reference ablation (shipped with the package, `{where}/`)", "",
               f"`{prov['command']}`: {prov['runs']} runs ({devices}), {prov['date']}; SimMarket "
               f"{prov['config']['sim_ids']} identities, {prov['config']['train']['model']} at "
               f"{prov['config']['train']['size'][0]}x{prov['config']['train']['size'][1]}, "
