@@ -32,74 +32,79 @@ def test_a_stale_reference_is_reported(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_headline_table_matches_the_shipped_ablation():
-    """The README's small table quotes reid/reference/ablation.csv: its numbers are the CSV's, rounded as shown."""
+    """The README's two small tables and its headline quote the shipped ablations: rows marked 32ch
+    reid/reference/ablation.csv, rows marked 48ch reid/reference/48ch/ablation.csv (the shipped generator); their
+    numbers are the CSVs', rounded as shown."""
     from pathlib import Path
+
+    import pandas as pd
 
     from augment.jobs.ablation_tables import read_ablation
     from reid.ablation import paired
 
     repo = Path(__file__).resolve().parents[1]
-    every = read_ablation(repo / "reid" / "reference" / "ablation.csv")
-    df = every[every.world == "reference"]  # the first table's world: the one the generator was trained on
+    old, new = (read_ablation(repo / "reid" / "reference" / p / "ablation.csv") for p in ("", "48ch"))
     readme = (repo / "README.md").read_text()
-    row = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:4]]
-           for line in readme.splitlines() if line.startswith("| ") and line.count("|") == 4}
+    first, second_table = readme.split("## The result in one table")[1].split("| second world |")
 
-    def mean(regime, recipe, rows=df):
+    def rows_of(text):
+        return {line.split("|")[1].strip().strip("*"): [c.strip().strip("*") for c in line.split("|")[2:4]]
+                for line in text.splitlines() if line.startswith("| ") and line.count("|") == 4}
+
+    def mean(regime, recipe, rows):
         return f"{100 * rows[(rows.regime == regime) & (rows.recipe == recipe)].rank1.mean():.1f}"
 
-    def diff(regime, recipe, rows=df):
-        m, se, _ = paired(rows, regime, recipe, "cutpaste", "rank1")
+    def diff(regime, recipe, rows, against="cutpaste", metric="rank1"):
+        m, se, _ = paired(rows, regime, recipe, against, metric)
         return f"{100 * m:+.1f} ± {100 * se:.1f}"
 
-    real = row["real only, best standard transforms"]
-    assert real == [mean("full", "real"), mean("cameras2", "real")]
-    cut = row["cut-and-paste: the real person pasted into another camera's image (no generator)"]
-    assert cut == [mean("full", "cutpaste"), mean("cameras2", "cutpaste")]
+    def cell(regime, recipe, rows):
+        return f"{mean(regime, recipe, rows)} ({diff(regime, recipe, rows)})"
+
+    regimes = ("full", "cameras2")
+    for world, table in (("reference", rows_of(first)), ("seed1-textured", rows_of(second_table))):
+        o, n = old[old.world == world], new[new.world == world]
+        real = table["real only, best standard transforms" if world == "reference" else "real only"]
+        assert real == [mean(r, "real", o) for r in regimes] == [mean(r, "real", n) for r in regimes]
+        paste = table["cut-and-paste: the real person pasted into another camera's image (no generator)"
+                      if world == "reference" else "cut-and-paste"]
+        assert paste == [mean(r, "cutpaste", o) for r in regimes] == [mean(r, "cutpaste", n) for r in regimes]
+        assert table["cut-and-paste + remixes in new poses (48ch)"] == [cell(r, "cutpaste+remix-newpose", n)
+                                                                         for r in regimes]
+        assert table["the generator alone: the hybrid (48ch)"] == [cell(r, "hybrid", n) for r in regimes]
+        control = next(k for k in table if k.startswith("control: more pasted images instead"))
+        assert table[control] == [cell(r, "cutpaste-s37", o) for r in regimes]
+        # the headline sentence: the 48ch remixes on top against cut-and-paste (rank-1 and mAP), against as many
+        # pasted images, and image for image at pasting's best share; the 32ch ones against the same controls
+        head = readme.split("**What the generator adds over cut-and-paste:**")[1].split("The full tables")[0]
+        for r in regimes:
+            for metric in ("rank1", "mAP"):
+                assert diff(r, "cutpaste+remix-newpose", n, metric=metric) in head
+            assert diff(r, "cutpaste+remix-newpose", n, "cutpaste-s37") in head
+        for metric in ("rank1", "mAP"):
+            assert diff("cameras2", "cutpaste-s37+remix-newpose", n, "cutpaste-s50", metric) in head
+        assert diff("cameras2", "cutpaste+remix-newpose", o, "cutpaste-s37") in head
+        assert diff("cameras2", "cutpaste-s37+remix-newpose", o, "cutpaste-s50") in head
+    # the 32-channel rows of the reference world: the best generator recipe alone, and on top of cut-and-paste (at
+    # 0.25), among the recipes with every seed
+    df, table = old[old.world == "reference"], rows_of(first)
     generated = df.generated.fillna("")
     alone = df[generated.str.contains("hybrid|inpaint|mixed|remix|new") & ~generated.str.contains("cutpaste")]
-    # the generator on top of the row above's cut-and-paste (at 0.25); on top of more pasting (cutpaste-s37+...)
-    # has a sentence of its own, against pasting at that share
     combined = df[generated.str.startswith("cutpaste+") & ~df.recipe.str.startswith("cutpaste-s")]
     names = {"inpaint hybrid": "inpaint", "hybrid": "hybrid", "mixed hybrid": "mixed",
              "+ the hybrid": "cutpaste+hybrid", "+ remixes in new poses": "cutpaste+remix-newpose"}
-    for label, rows in (("best generator recipe alone", alone), ("best: that cut-and-paste with the generator on top",
-                                                                 combined)):
-        for cell, regime in zip(row[label], ("full", "cameras2"), strict=True):
-            value, recipe = cell.split(" (")[0].split(", ")
-            name = names[recipe]
-            assert value == mean(regime, name)
-            assert f"({diff(regime, name)}" in cell
+    for label, rows in (("best generator recipe alone (32ch)", alone),
+                        ("cut-and-paste with the generator on top (32ch)", combined)):
+        for text, regime in zip(table[label], regimes, strict=True):
+            value, recipe = text.split(" (")[0].split(", ")
+            assert value == mean(regime, names[recipe], df) and f"({diff(regime, names[recipe], df)}" in text
             g = rows[rows.regime == regime].groupby("recipe")
             complete = g.seed.nunique() == df.seed.nunique()  # a recipe still running its seeds is not compared yet
-            assert g.rank1.mean()[complete].idxmax() == name  # it is the best one
-    # the second world: the recipes the reference world picked, measured where neither they nor the generator were
-    # tuned (the pick is not made again there)
-    picked = {regime: names[c.split(" (")[0].split(", ")[1]]
-              for c, regime in zip(row["best: that cut-and-paste with the generator on top"], ("full", "cameras2"),
-                                   strict=True)}
-    second = every[every.world == "seed1-textured"]
-    assert row["real only"] == [mean("full", "real", second), mean("cameras2", "real", second)]
-    assert row["cut-and-paste"] == [mean("full", "cutpaste", second), mean("cameras2", "cutpaste", second)]
-    for cell, regime in zip(row["the generator alone: the hybrid"], ("full", "cameras2"), strict=True):
-        assert cell == f"{mean(regime, 'hybrid', second)} ({diff(regime, 'hybrid', second)})"
-    for cell, regime in zip(row["cut-and-paste with the generator on top, as the reference world picked"],
-                            ("full", "cameras2"), strict=True):
-        value, recipe = cell.split(" (")[0].split(", ")
-        assert names[recipe] == picked[regime] and value == mean(regime, picked[regime], second)
-        assert f"({diff(regime, picked[regime], second)}" in cell
-    for cell, regime in zip(row["control: more pasted images instead (19 per batch, the combined recipes' total)"],
-                            ("full", "cameras2"), strict=True):
-        assert cell == f"{mean(regime, 'cutpaste-s37', second)} ({diff(regime, 'cutpaste-s37', second)})"
-    for rows in (df, second):  # the headline's sentence on new identities on top of cut-and-paste, both worlds
-        for regime in ("full", "cameras2"):
-            assert diff(regime, "cutpaste+new", rows) in readme.split("`cutpaste+new`")[1].split("Alone,")[0]
-        assert diff("cameras2", "cutpaste-s50", rows) in readme.split("`cutpaste-s50`")[1].split("Alone,")[0]
-        for recipe in ("cutpaste-s37+remix-newpose", "cutpaste-s37+hybrid"):
-            m, se, _ = paired(rows, "cameras2", recipe, "cutpaste-s50", "rank1")
-            assert f"{100 * m:+.1f} ± {100 * se:.1f}" in readme.split(f"`{recipe}`")[1].split("Alone,")[0]
-    m, se, _ = paired(second, "cameras2", "cutpaste-s37+hybrid", "cutpaste-s50", "mAP")
-    assert f"({100 * m:+.1f} ± {100 * se:.1f} mAP)" in readme.split("`cutpaste-s37+hybrid`")[1].split("Alone,")[0]
-    seeds = second[second.recipe.isin(["real", "cutpaste", "hybrid", *picked.values()])].groupby(
-        ["regime", "recipe"]).seed.nunique()
-    assert f"{seeds.min()} to {seeds.max()} seeds" in readme or f"{seeds.min()} seeds" in readme
+            assert g.rank1.mean()[complete].idxmax() == names[recipe]  # it is the best one
+    second = old[old.world == "seed1-textured"]
+    assert rows_of(second_table)["the generator alone: the hybrid (32ch)"] == [cell(r, "hybrid", second)
+                                                                                for r in regimes]
+    both = pd.concat([new[new.recipe.isin(["real", "cutpaste", "hybrid", "cutpaste+remix-newpose", "cutpaste-s37"])],
+                      second[second.recipe == "hybrid"]])
+    seeds = both[both.world == "seed1-textured"].groupby(["regime", "recipe"]).seed.nunique()
+    assert seeds.min() == seeds.max() and f"{seeds.min()} seeds per row" in readme
