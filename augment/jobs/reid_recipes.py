@@ -31,6 +31,12 @@ def _check_folder_name(name: str) -> None:
         raise ConfigValueError("name", f"{name!r}: use letters, digits, '-', '_' and '.' (it names a folder under out)")
 
 
+def uses_generator(generated: str) -> bool:
+    """Whether a recipe of these generated kinds (``generated``, e.g. ``cutpaste+hybrid``) trains on images the
+    generator made: cut-and-paste alone does not, so its rows do not depend on the reference checkpoints."""
+    return any(k and k != "cutpaste" for k in (generated or "").split("+"))
+
+
 @dataclass
 class World:
     name: str = "reference"  # its rows' `world` in ablation.csv, and its folder under out
@@ -101,8 +107,7 @@ class Recipe:
 
     @property
     def uses_generator(self) -> bool:
-        """Whether it trains on images the generator made (cut-and-paste alone does not)."""
-        return any(k != "cutpaste" for k in self.kinds)
+        return uses_generator(self.generated)
 
     @property
     def combined(self) -> bool:
@@ -194,7 +199,8 @@ class Shipped:
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
         self.generator: dict | None = None  # the reference checkpoints of the generator rows reused (sha256)
         sources = dict.fromkeys(p for p in (cfg.package, cfg.reuse) if p)
-        self.summary = "; ".join(self._read(REPO / p, cfg, fresh) for p in sources)
+        self.summary = "; ".join(self._read(REPO / p, cfg, fresh) for p in sources) + (
+            f"; training {', '.join(fresh)} here again" if fresh else "")
 
     def _read(self, dest: Path, cfg: ReidReferenceConfig, fresh: list[str]) -> str:
         """Take the rows of the shipped ablation at ``dest`` that no earlier source gave; what was reused, in words."""
@@ -256,7 +262,6 @@ class Shipped:
                 "curve": None}
             reused += 1
         return (f"reusing {reused} rows of the shipped ablation ({dest}) for runs trained the same way"
-                + (f"; training {', '.join(fresh)} here again" if fresh else "")
                 + (f"; not the {skipped} of the generator's recipes: their images came from other reference "
                    f"checkpoints than these, or from checkpoints the shipped provenance does not record"
                    if skipped else ""))

@@ -11,7 +11,8 @@ import pandas as pd
 from augment.gallery.collect import read_dataset
 from augment.gallery.figure import triplet_figure
 from augment.jobs.ablation_tables import REFERENCE_WORLD, read_ablation
-from augment.jobs.provenance import REPO
+from augment.jobs.provenance import REPO, repo_relative
+from augment.jobs.reid_recipes import uses_generator
 from generator.config import from_dict
 from generator.errors import UserError
 from generator.io import atomic_write_text, load_checkpoint
@@ -100,11 +101,10 @@ def _checkpoint_difference(there: dict | None, here: dict | None) -> tuple[str, 
 
 
 def _uses_generator(ref: dict, name: str | None) -> bool:
-    """Whether the reference ablation's recipe ``name`` trains on images the generator made (cut-and-paste alone
-    does not: its rows do not depend on the reference checkpoints)."""
-    r = next((r for r in ref.get("recipes", []) if r["name"] == name), None)
-    kinds = (r.get("generated") or r.get("source") or "").split("+") if r else []
-    return any(k and k != "cutpaste" for k in kinds)
+    """Whether the reference ablation's recipe ``name`` trains on images the generator made (``source``: an older
+    provenance's name for ``generated``)."""
+    r = next((r for r in ref.get("recipes", []) if r["name"] == name), {})
+    return uses_generator(r.get("generated") or r.get("source") or "")
 
 
 def _differences(ref: dict, cfg, rcfg, names: dict, generators: tuple[dict | None, dict | None] = (None, None)
@@ -171,10 +171,12 @@ def reference_table(installed: dict | None, reference: Path = REFERENCE_REID) ->
     """The shipped ablation to set a run beside: of ``reference`` and the ablations shipped in its folders (another
     generator's, another size's), the first whose generated images came from the reference checkpoints this run
     installed (``installed``: their sha256), else ``reference`` itself."""
-    tables = [reference, *sorted(p for p in reference.glob("*") if p.is_dir())] if reference.is_dir() else []
-    for table in tables:
-        if (table / "ablation.csv").is_file() and (table / "provenance.json").is_file() and installed and \
-                json.loads((table / "provenance.json").read_text()).get("generator") == installed:
+    if not installed or not reference.is_dir():
+        return reference
+    for table in [reference, *sorted(p for p in reference.iterdir() if p.is_dir())]:
+        prov = table / "provenance.json"
+        if (table / "ablation.csv").is_file() and prov.is_file() and \
+                json.loads(prov.read_text()).get("generator") == installed:
             return table
     return reference
 
@@ -231,8 +233,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
                      f"{100 * c1_se:.1f} rank-1, {100 * cap:+.1f} ± {100 * cap_se:.1f} mAP.")
         lines += [text, ""]
     devices = ", ".join(f"{v} on {k}" for k, v in prov.get("run_devices", {}).items())
-    where = reference.relative_to(REPO) if reference.is_relative_to(REPO) else reference
-    lines += [f"### The reference ablation (shipped with the package, `{where}/`)", "",
+    lines += [f"### The reference ablation (shipped with the package, `{repo_relative(str(reference), REPO)}/`)", "",
               f"`{prov['command']}`: {prov['runs']} runs ({devices}), {prov['date']}; SimMarket "
               f"{prov['config']['sim_ids']} identities, {prov['config']['train']['model']} at "
               f"{prov['config']['train']['size'][0]}x{prov['config']['train']['size'][1]}, "
