@@ -309,3 +309,18 @@ def test_collect_reads_a_finished_combined_run_without_its_data(tmp_path):
         "mINP": 0.2, "cmc": [0.5], "mix": mix, "date": "2026-12-05"}))
     (df,) = [reference_reid.collect(cfg, log=lambda *a: None, reuse=False)]
     assert list(df.recipe) == ["c+h"] and df.share[0] == "0.25+0.125" and df.date[0] == "2026-12-05"
+
+
+def test_the_log_marks_a_shipped_row_as_shipped_whether_or_not_it_has_a_cmc(tmp_path):
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE, anchor="real")
+    (tmp_path / "out").mkdir()
+    lines: list[str] = []
+    results = reference_reid._Results(cfg, lines.append, "cmd")
+    row = {"world": "w2", "regime": "full", "recipe": "real", "seed": 0, "rank1": 0.3, "mAP": 0.25}
+    results.record((0, 0, 0), row | {"cmc": [0.3, 0.4]}, None, True)  # a shipped anchor keeps its CMC
+    results.record((0, 0, 1), row | {"recipe": "cutpaste", "cmc": []}, None, False)  # finished here before
+    results.record((1, 0, 1), row | {"recipe": "cutpaste", "seed": 1, "cmc": [0.5]}, 12.0)  # trained now
+    assert lines == ["[w2/full] real seed 0: rank-1 30.0, mAP 25.0 (shipped)",
+                     "[w2/full] cutpaste seed 0: rank-1 30.0, mAP 25.0",
+                     "[w2/full] cutpaste seed 1: rank-1 30.0, mAP 25.0"]
+    assert json.loads((tmp_path / "out" / "times.json").read_text()) == {"w2/full/cutpaste/seed1": 12.0}

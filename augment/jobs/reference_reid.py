@@ -202,9 +202,10 @@ def _row(recipe: Recipe, world: World, regime: Regime, seed: int, acfg: Ablation
 
 
 def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: GeneratedData,
-             shipped: Shipped | None = None) -> tuple[dict, float | None]:
-    """The run's row, and the seconds it trained (None: finished before, read from its results or from the shipped
-    ablation, its generated data not needed and maybe not on this machine)."""
+             shipped: Shipped | None = None) -> tuple[dict, float | None, bool]:
+    """The run's row, the seconds it trained (None: finished before, read from its results or from the shipped
+    ablation, its generated data not needed and maybe not on this machine), and whether the row is the shipped
+    ablation's."""
     t = time.perf_counter()
     world, regime = regime_data.world, regime_data.regime
     acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
@@ -212,9 +213,9 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
     res = finished_result(acfg, recipe.setting, seed, steps_per_epoch=regime_data.steps_per_epoch()) \
         if started else None
     if res is not None:
-        return _row(recipe, world, regime, seed, acfg, res), None
+        return _row(recipe, world, regime, seed, acfg, res), None, False
     if shipped is not None and (row := shipped.row(world, regime, recipe, seed)) is not None:
-        return row, None
+        return row, None, True
     if recipe.filter:
         state = stage_dir(_runs(cfg, world, regime, cfg.anchor), "real", seed) / "state.pt"
         if not state.is_file():
@@ -223,11 +224,11 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
                             f"ablation; run `--no-shipped --only {recipe.name}` to train the anchor and it here")
     acfg = _ablation_config(cfg, recipe, regime_data, seed)
     (res,) = run_ablation(acfg, progress=False)
-    return _row(recipe, world, regime, seed, acfg, res), time.perf_counter() - t
+    return _row(recipe, world, regime, seed, acfg, res), time.perf_counter() - t, False
 
 
 def _worker_run(cfg: ReidReferenceConfig, world: World, regime: Regime, recipe: Recipe, seed: int, made: set[str],
-                threads: int, shipped: Shipped | None) -> tuple[dict, float]:
+                threads: int, shipped: Shipped | None) -> tuple[dict, float | None, bool]:
     """One run in a worker process; the regime's generated data were made by the parent (``made``)."""
     torch.set_num_threads(threads)
     regime_data = GeneratedData(cfg, world, regime, False, lambda msg: print(msg, flush=True))
@@ -315,15 +316,14 @@ class _Results:
         self.times = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
         self.by_key: dict[tuple[int, int, int], dict] = {}  # (seed, scope, recipe) index -> row
 
-    def record(self, key: tuple[int, int, int], row: dict, seconds: float | None) -> None:
+    def record(self, key: tuple[int, int, int], row: dict, seconds: float | None, shipped: bool = False) -> None:
         name = f"{row['world']}/{row['regime']}/{row['recipe']}/seed{row['seed']}"
         if seconds is not None:  # trained now
             self.times[name] = round(seconds, 1)
             atomic_write_text(self.times_path, json.dumps(self.times, indent=1))
         self.by_key[key] = row
         self.log(f"[{row['world']}/{row['regime']}] {row['recipe']} seed {row['seed']}: rank-1 "
-                 f"{100 * row['rank1']:.1f}, mAP {100 * row['mAP']:.1f}" + ("" if seconds is not None or row['cmc']
-                                                                             else " (shipped)"))
+                 f"{100 * row['rank1']:.1f}, mAP {100 * row['mAP']:.1f}" + (" (shipped)" if shipped else ""))
 
     def rows(self) -> list[dict]:
         return [self.by_key[k] for k in sorted(self.by_key)]
