@@ -103,14 +103,14 @@ def test_a_recipe_key_renamed_is_refused_naming_its_new_name(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_reference_reid_end_to_end(tmp_path, monkeypatch):
+def test_reference_reid_end_to_end(tmp_path, monkeypatch, capsys):
     """A tiny reference ablation through the CLI: a camera-limited SimMarket, the shipped generator installed on
     it, the cut-and-paste baseline and the filtered hybrid, 2 seeds; then a rerun reuses every run, and --package
-    ships the outputs (into a temporary repository root)."""
+    ships the outputs (into a temporary repository root). The runs that train go through the console script; those
+    that reuse or refuse run in this process (``run_main``), which saves starting Python and torch each time."""
     import json
 
-    from conftest import run_cli
-
+    from conftest import run_cli, run_main
 
     # one thread everywhere: a CPU run's numbers depend on its thread count, and --jobs 2 gives each worker 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -150,30 +150,32 @@ recipes:
     assert prov["plateau"]["c2"]["epochs"] == [1, 2] and prov["plateau"]["c2"]["recipe"] == "flip"
     assert "cutpaste" in (tmp_path / "out" / "ablation.md").read_text()
     before = (tmp_path / "out" / "ablation.csv").read_text()
-    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--only", "cutpaste", timeout=300)
+    rc, out, err = run_main(capsys, "reference-reid", cfg, "--quiet", "--only", "cutpaste")
     assert rc == 0 and "| c2 | cutpaste | 2 |" in out, err[-2000:]
-    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--only", "nothing", timeout=120)
+    rc, out, err = run_main(capsys, "reference-reid", cfg, "--quiet", "--only", "nothing")
     assert rc == 2 and "no recipe named 'nothing'" in err
-    rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)  # every run reused
+    rc, out, err = run_main(capsys, "reference-reid", cfg, "--quiet")  # every run reused
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before
-    _workers_reuse_the_runs(tmp_path, cfg, before)
+    _workers_reuse_the_runs(tmp_path, cfg, before, capsys)
     # ... and still refused when trained otherwise than the config asks
-    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--set", "train.epochs=3", timeout=300)
+    rc, out, err = run_main(capsys, "reference-reid", cfg, "--quiet", "--set", "train.epochs=3")
     assert rc == 2 and "trained with epochs 2 (the config: 3)" in err, err[-2000:]
     _package_ships_beside(tmp_path, cfg, before, monkeypatch)
 
 
-def _workers_reuse_the_runs(tmp_path, cfg, before):
+def _workers_reuse_the_runs(tmp_path, cfg, before, capsys):
     """The same rows from worker processes, and from finished runs whose data is not here."""
     import json
     import shutil
 
-    from conftest import run_cli
+    from conftest import run_cli, run_main
 
     import augment.jobs.reference_reid as rr
 
-    # in worker processes, recipe by recipe, the generated data reused (recognised without the generator): the same rows
-    shutil.rmtree(tmp_path / "out" / "reference" / "c2" / "runs")
+    # in worker processes, recipe by recipe, the generated data reused (recognised without the generator) and
+    # filtered again by the anchor's finished model: the same rows
+    for recipe in ("cutpaste", "hybrid-filtered"):
+        shutil.rmtree(tmp_path / "out" / "reference" / "c2" / "runs" / recipe)
     shutil.rmtree(tmp_path / "out" / "reference" / "c2" / "generator")
     for p in (tmp_path / "out" / "reference" / "c2" / "generated").glob("*-filtered-seed*"):
         shutil.rmtree(p)
@@ -181,13 +183,13 @@ def _workers_reuse_the_runs(tmp_path, cfg, before):
     rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "2", timeout=600)
     assert rc == 0, err[-2000:]
     assert (tmp_path / "out" / "ablation.csv").read_text() == before
-    assert len(json.loads((tmp_path / "out" / "times.json").read_text())) == 8
-    rc, out, err = run_cli("reference-reid", cfg, "--quiet", "--jobs", "0", timeout=120)
+    assert len(json.loads((tmp_path / "out" / "times.json").read_text())) == 4  # the runs trained again
+    rc, out, err = run_main(capsys, "reference-reid", cfg, "--quiet", "--jobs", "0")
     assert rc == 2 and "--jobs 0" in err
     # finished runs are read without their data (trained elsewhere, the generated images not copied here) ...
     for p in (tmp_path / "out" / "reference" / "c2" / "generated").glob("*-filtered-seed*"):
         shutil.rmtree(p / "bounding_box_train")
-    rc, out, err = run_cli("reference-reid", cfg, "--quiet", timeout=300)
+    rc, out, err = run_main(capsys, "reference-reid", cfg, "--quiet")
     assert rc == 0 and (tmp_path / "out" / "ablation.csv").read_text() == before, err[-2000:]
     (tmp_path / "out" / "ablation.csv").unlink()
     rr.collect(load_config(ReidReferenceConfig, cfg), log=lambda *a: None)  # --package-only: tabulate, train nothing
