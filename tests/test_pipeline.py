@@ -35,11 +35,13 @@ def test_pipeline_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_pipeline_with_reference_checkpoints(tmp_path):
+def test_pipeline_with_reference_checkpoints(tmp_path, capsys):
     """The default: the shipped reference models, nothing trained but the re-ID baselines; here with the hybrid as
     the generated images (the from-scratch test has the builder's remixes): the real people over plates the
-    installed stage I decodes, at the re-ID size, with their real pids."""
+    installed stage I decodes, at the re-ID size, with their real pids. The run goes through the console script;
+    the rerun and the refusals run in this process (``run_main``: no second start of Python and torch)."""
     import pandas as pd
+    from conftest import run_main
 
     demo = tmp_path / "demo"
     args = ("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set", "from_scratch=false",
@@ -56,21 +58,22 @@ def test_pipeline_with_reference_checkpoints(tmp_path):
     assert (demo / "stage1" / "eval" / "metrics.md").read_text() in report
     for fig in re.findall(r"\]\(figures/([^)]+)\)", report):
         assert (demo / "figures" / fig).exists(), fig
-    rc, out, err = run_cli(*args[:-1])
+    rc, out, err = run_main(capsys, *args[:-1])
     assert rc == 0, err[-3000:]
     assert "reusing" in out
     # one output folder holds one kind of run: from scratch on top of reference models is refused
-    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--from-scratch")
+    rc, out, err = run_main(capsys, "pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}",
+                            "--from-scratch")
     assert rc == 2 and "reference checkpoints" in err and err.count("\n") == 1
-    rc, out, err = run_cli("pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set",
-                           "generated=remixes")
+    rc, out, err = run_main(capsys, "pipeline", "tests/configs/pipeline_tiny.yaml", "--set", f"out={demo}", "--set",
+                            "generated=remixes")
     assert rc == 2 and "generated" in err and "remix, hybrid, inpaint" in err
     # a run installed from other checkpoints (an older shipped generator) is not continued with these
     stamp = json.loads((demo / "reference.json").read_text())
     stamp["sha256"]["stage1.pt"] = "0" * 64
     (demo / "reference.json").write_text(json.dumps(stamp))
     before = sorted(p.stat().st_mtime_ns for p in demo.rglob("*") if p.is_file())
-    rc, out, err = run_cli(*args)
+    rc, out, err = run_main(capsys, *args)
     assert rc == 2 and "other reference checkpoints" in err and "stage1.pt sha256 000000000000" in err, err
     assert err.count("\n") == 1
     assert sorted(p.stat().st_mtime_ns for p in demo.rglob("*") if p.is_file()) == before
