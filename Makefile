@@ -40,9 +40,10 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# every test, the `slow` tier included (end to end, kill-and-resume, DDP): what CI runs, under 8 minutes on 2 cores
+# every test, the `slow` tier included (end to end, kill-and-resume, DDP): what CI runs, under 8 minutes on 2 cores;
+# the 15 slowest are listed at the end, to see which one nears that bound
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # the fast tier (-m "not slow"): under 3 minutes on 2 idle cores; the tiers are defined in pyproject.toml
 test-fast: $(STAMP)

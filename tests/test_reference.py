@@ -140,7 +140,10 @@ def test_runs_installed_from_other_checkpoints_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_reference_job_trains_packages_and_reuses(tmp_path):
+def test_reference_job_trains_packages_and_reuses(tmp_path, capsys):
+    """The console script trains and packages; the rerun (in this process: no second start of torch) reuses it."""
+    from conftest import run_main
+
     out, pkg, figs = tmp_path / "runs", tmp_path / "pkg", tmp_path / "docs"
     args = ("reference", "tests/configs/reference_tiny.yaml", "--set", f"out={out}", "--set", f"package={pkg}",
             "--set", f"figures={figs}", "--quiet")
@@ -163,7 +166,7 @@ def test_reference_job_trains_packages_and_reuses(tmp_path):
     assert (out / "stage1" / "snapshot-l1.pt").exists()  # the end of the L1 warm-up is kept
     for fig in ("stage1_grid.png", "swaps_vs_truth.png", "sampled_identities.png", "interpolation.png"):
         assert (figs / fig).stat().st_size > 0
-    rc, stdout, err = run_cli(*args)
+    rc, stdout, err = run_main(capsys, *args)
     assert rc == 0, err[-3000:]
     assert stdout.count("reusing") == 3  # a rerun (or a resume after a kill) trains nothing that finished
     assert provenance(pkg)["metrics"] == prov["metrics"]  # the same weights, packaged again, score the same
