@@ -2,7 +2,7 @@
 the recipes that need no generator?
 
 For each SimMarket world (a seed and drawing style: the reference world the generator was trained on, and others
-it never saw) and each data regime (full camera coverage, and every training identity limited to k cameras) it
+drawn from other seeds) and each data regime (full camera coverage, and every training identity limited to k cameras) it
 simulates SimMarket, installs the shipped reference generator on that data (rendered once more at the generator's
 size when re-ID trains at another), makes the generated data the recipes train with, under
 ``out/<world>/<regime>/generated/`` (generator remixes of the real identities, new identities, the cut-and-paste
