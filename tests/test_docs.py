@@ -94,7 +94,7 @@ def test_readme_headline_table_matches_the_shipped_ablation():
     names = {"inpaint hybrid": "inpaint", "hybrid": "hybrid", "mixed hybrid": "mixed",
              "+ the hybrid": "cutpaste+hybrid", "+ remixes in new poses": "cutpaste+remix-newpose"}
     for label, rows in (("best generator recipe alone (32ch)", alone),
-                        ("cut-and-paste with the generator on top (32ch)", combined)):
+                        ("cut-and-paste at a quarter of each batch, the generator on top (32ch)", combined)):
         for text, regime in zip(table[label], regimes, strict=True):
             value, recipe = text.split(" (")[0].split(", ")
             assert value == mean(regime, names[recipe], df) and f"({diff(regime, names[recipe], df)}" in text
