@@ -48,7 +48,7 @@ from reid.consistency import filter_generated
 from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import train_sampler
 
-COMMAND = "vmarket reference-reid configs/reference/reid.yaml (make reference-reid)"  # the provenance's default
+COMMAND = "vmarket reference-reid configs/reference/reid-48.yaml (make reference-reid)"  # the provenance's default
 
 
 class GeneratedData:
