@@ -46,6 +46,7 @@ def test_readme_headline_table_matches_the_shipped_ablation():
     old, new = (read_ablation(repo / "reid" / "reference" / p / "ablation.csv") for p in ("", "48ch"))
     readme = (repo / "README.md").read_text()
     first, second_table = readme.split("## The result in one table")[1].split("| second world |")
+    second_table, third_table = second_table.split("| new world |")
 
     def rows_of(text):
         return {line.split("|")[1].strip().strip("*"): [c.strip().strip("*") for c in line.split("|")[2:4]]
@@ -108,3 +109,23 @@ def test_readme_headline_table_matches_the_shipped_ablation():
                  & new.recipe.isin(["real", "cutpaste", "hybrid", "cutpaste+remix-newpose", "cutpaste-s37"])]
     seeds = pd.concat([quoted, second[second.recipe == "hybrid"]]).groupby(["regime", "recipe"]).seed.nunique()
     assert seeds.min() == seeds.max() and f"{seeds.min()} seeds per row" in readme
+    # the world new to the shipped generator (seed2-textured): its rows, and the headline's pairs there
+    third, table = new[new.world == "seed2-textured"], rows_of(third_table)
+    assert table["real only, flip alone"] == [mean(r, "real-flip", third) for r in regimes]
+    assert table["cut-and-paste"] == [mean(r, "cutpaste", third) for r in regimes]
+    for label, recipe in (("cut-and-paste + remixes in new poses (48ch)", "cutpaste+remix-newpose"),
+                          ("control: more pasted images instead (19 per batch)", "cutpaste-s37"),
+                          ("pasting at half of each batch", "cutpaste-s50"),
+                          ("half of each batch pasted, 8 of those 32 images the generator's remixes instead (48ch)",
+                           "cutpaste-s37+remix-newpose")):
+        assert table[label] == [cell(r, recipe, third) for r in regimes]
+    for r in regimes:
+        for metric in ("rank1", "mAP"):
+            assert diff(r, "cutpaste+remix-newpose", third, metric=metric) in head
+            assert diff(r, "cutpaste-s37+remix-newpose", third, "cutpaste-s50", metric) in head
+        assert diff(r, "cutpaste+remix-newpose", third, "cutpaste-s37") in head
+    quoted = third[third.recipe.isin(["real-flip", "cutpaste", "cutpaste+remix-newpose", "cutpaste-s37",
+                                      "cutpaste-s50", "cutpaste-s37+remix-newpose"])]
+    seeds = quoted.groupby(["regime", "recipe"]).seed.nunique()
+    assert len(seeds) == 12 and seeds.min() == seeds.max()
+    assert f"{seeds.min()} seeds per row" in readme.split("| second world |")[1].split("| new world |")[0]
