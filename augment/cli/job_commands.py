@@ -89,7 +89,7 @@ def add_reference_reid(sub) -> None:
     rr = sub.add_parser("reference-reid",
                         help="the reference re-ID ablation: every recipe (generator, cut-and-paste, standard "
                              "transforms) x data regime x seed on SimMarket (what `make reference-reid` runs)")
-    config_arguments(rr, "configs/reference/reid-48.yaml", "ablation YAML")
+    config_arguments(rr, reference_reid.CONFIG, "ablation YAML")
     rr.add_argument("--package", action="store_true",
                     help="then copy the table, rows and provenance to reid/reference/ and the figures to docs/, and "
                          "rewrite the tables of docs/results.md from the shipped ablations")

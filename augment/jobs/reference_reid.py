@@ -48,7 +48,8 @@ from reid.consistency import filter_generated
 from reid.torchreid_adapter import market_records, train_batches_per_epoch
 from reid.train import train_sampler
 
-COMMAND = "vmarket reference-reid configs/reference/reid-48.yaml (make reference-reid)"  # the provenance's default
+CONFIG = "configs/reference/reid-48.yaml"  # the shipped generator's ablation: the CLI's default config
+COMMAND = f"vmarket reference-reid {CONFIG} (make reference-reid)"  # the provenance's default
 
 
 class GeneratedData:
