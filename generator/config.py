@@ -210,6 +210,17 @@ def check_size(cfg, *names: str) -> None:
                                          f"[128, 64])")
 
 
+def repeated(values) -> object | None:
+    """The first value that ``values`` holds twice, else None (a config list of seeds, splits or settings names
+    each once: a second copy would be a silent duplicate run or double weight)."""
+    seen = []
+    for v in values:
+        if v in seen:
+            return v
+        seen.append(v)
+    return None
+
+
 def digest(data) -> str:
     """16 hex digits of the sha256 of ``data`` (plain JSON data, keys sorted): what a resumable job records of the
     settings it was started with, to tell its own unfinished output from another's."""
@@ -261,8 +272,10 @@ class _UniqueKeys(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: the anchor's keys, flattened below
+                continue
             key = self.construct_object(key_node, deep=deep)
-            if key != "<<" and key in seen:
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice (again on line {key_node.start_mark.line + 1}); keep one",
                     key_node.start_mark)
@@ -273,7 +286,7 @@ class _UniqueKeys(yaml.SafeLoader):
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeys) or {}  # noqa: S506 (a SafeLoader)
+        data = yaml.load(path.read_text(), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
     except OSError as e:
         raise UserError(f"{path}: cannot read config ({e.strerror}); check the path") from None
     except UnicodeDecodeError as e:
@@ -281,6 +294,9 @@ def _read_yaml(path: Path) -> dict:
                         "a config is YAML text: save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    if data is None:  # taken as "every default", an empty file would run a job the user never configured
+        raise UserError(f"{path}: empty config (no keys, or comments only); fill it in (the files under configs/ are "
+                        "examples) or name another config")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config must be a mapping of sections such as 'train:'")
     return data
@@ -322,7 +338,8 @@ def read_config(path: Path, chain: tuple[Path, ...] = (), files: tuple[str, ...]
         raise UserError(f"{path}: base: {base} extends itself ({' -> '.join(str(p) for p in (*chain, base_path))}); "
                         "remove the loop")
     if not base_path.is_file():
-        raise UserError(f"{path}: base: {base}: no such file ({base_path}); give a path relative to {path.parent}")
+        what = "a folder, not a config file" if base_path.is_dir() else "no such file"
+        raise UserError(f"{path}: base: {base}: {what} ({base_path}); give a path relative to {path.parent}")
     return merge(read_config(base_path, chain, files), data)
 
 
@@ -408,6 +425,10 @@ class DataConfig:
         check_size(self, "size")
         if not self.splits:
             raise ConfigValueError("splits", "empty; name at least one of train, query, gallery")
+        for name in ("splits", "unlabelled_roots"):  # a second copy would train on its images twice as often
+            twice = repeated(getattr(self, name))
+            if twice is not None:
+                raise ConfigValueError(name, f"{twice!r} given twice; name each once")
         if self.simulate_ids == 1:
             raise ConfigValueError("simulate_ids", f"1: {TOO_FEW_IDS}; use 0 for a dataset that is there")
 

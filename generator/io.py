@@ -8,6 +8,7 @@ truncated file under a valid name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -61,6 +62,8 @@ def _unwritable(folder: Path) -> str | None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".vmarket-probe-", dir=folder))
     except OSError as e:
+        if e.errno == errno.ENOENT:  # the folder is there, but its file system makes nothing in it (/proc, /sys)
+            return "its file system accepts no new files"
         return e.strerror or type(e).__name__
     return None
 

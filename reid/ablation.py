@@ -28,8 +28,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from generator.config import ConfigValueError, DataFormat, save_config
+from generator.config import ConfigValueError, DataFormat, repeated, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, check_output_folder
@@ -81,6 +82,9 @@ class AblationConfig:
             if not getattr(self, name):
                 raise ConfigValueError(name, f"empty; name at least one (e.g. {name}: "
                                              f"{['real'] if name == 'settings' else [0]})")
+            twice = repeated(getattr(self, name))
+            if twice is not None:  # a seed twice would count one run as two; a setting twice, train it twice
+                raise ConfigValueError(name, f"{twice!r} given twice; list each once")
         for s in self.settings:
             bad = next((st for st in (t.strip() for t in s.split("->")) if st not in TRAIN_SETS), None)
             if bad is not None:
@@ -164,6 +168,7 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     stages_of = {s: parse_setting(s) for s in cfg.settings}
     check_output_folder(cfg.out, "out")  # before the data is read and checked, which takes a while
+    check_ablation_folder(Path(cfg.out))
     check_model(cfg.train.model, cfg.train.weights or None)
     if any(not (stage_dir(cfg.out, s, seed, k) / "result.json").is_file()
            for s, stages in stages_of.items() for seed in cfg.seeds for k in range(len(stages))):
@@ -196,6 +201,20 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
                 print(f"{setting} seed {seed}: rank-1 {res['rank1']:.3f}, mAP {res['mAP']:.3f}")
     write_results(results, out, matched=cfg.matched_steps)
     return results
+
+
+def check_ablation_folder(out: Path) -> None:
+    """Refuse an ``out`` that holds files but is no ablation's output (its ``config.yaml`` names ``settings``): the
+    runs and tables would be written among another job's files, or into a dataset."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        config = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = None
+    if not isinstance(config, dict) or "settings" not in config:
+        raise UserError(f"{out}: not empty, and not a re-ID ablation's output (no config.yaml of one); choose another "
+                        "out (--set out=...) or empty the folder")
 
 
 def _combined(setting: str, seed: int, steps: int, res: dict) -> dict:

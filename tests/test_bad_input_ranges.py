@@ -29,6 +29,7 @@ def _absent(path):
     ("train.lr=-1", "train.lr: -1"), ("train.batch=0", "train.batch: 0"), ("train.epochs=0", "train.epochs: 0"),
     ("train.device=bogus", "'bogus' is not a device"), ("seeds=[]", "seeds: empty"),
     ("train.transforms=[random_flop]", "'random_flop' is not one of"),
+    ("seeds=[0,0]", "seeds: 0 given twice"), ("settings=[real,real]", "settings: 'real' given twice"),
 ])
 def test_reid_ablate_refuses_bad_training_values_before_writing(sim_small, tmp_path, capsys, override, needle):
     out = tmp_path / "reid"
@@ -208,3 +209,55 @@ def test_a_checkpoint_that_is_no_runs_snapshot_is_named(tiny_stages, sim_small, 
     _absent(tmp_path / "x")
     with pytest.raises(UserError, match="finetune_epochs: -1"):
         load_config(AblationConfig, None, ["finetune_epochs=-1"])
+
+
+def test_reid_ablate_refuses_a_folder_that_holds_other_files(sim_small, copy, tmp_path, capsys):
+    """An out that holds files but no ablation's config.yaml (a dataset, another job's folder) is never written into:
+    the runs and tables would land among the user's own files."""
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", _reid_config(tmp_path, sim_small, copy), "--quiet"),
+                   str(copy), "not a re-ID ablation's output")
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.yaml").write_text("train: {steps: 2}\n")  # another job's config
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", _reid_config(tmp_path, sim_small, tmp_path / "other"),
+                             "--quiet"), "not a re-ID ablation's output")
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["config.yaml"]
+
+
+def test_eval_refuses_another_kind_of_run_and_other_sized_data_leaving_no_out(tiny_stages, tmp_path, capsys):
+    from generator.simmarket.simulate import simulate
+
+    s1, _, s2 = tiny_stages
+    out = tmp_path / "x" / "eval"  # two folders deep: neither may be left behind
+    one_line_error(*run_main(capsys, "eval", "stage1", "--run", s2, "--out", out),
+                   "a stage-II checkpoint, where a stage-I run is needed")
+    _absent(tmp_path / "x")
+    one_line_error(*run_main(capsys, "eval", "stage2", "--run", s1, "--out", out),
+                   "a stage-I checkpoint, where a stage-II run is needed")
+    _absent(tmp_path / "x")
+    simulate(tmp_path / "big", 4, seed=0, size=(128, 64), progress=False)  # the run trained at 64x32
+    line = one_line_error(*run_main(capsys, "eval", "stage1", "--run", s1, "--data", tmp_path / "big", "--out", out,
+                                    "--pairs", "1", "--limit", "4"), "image is 128x64", "data size is 64x32")
+    assert "keypoint" not in line and "CSV" not in line  # the images are the defect, not their keypoint file
+    _absent(tmp_path / "x")
+
+
+def test_cutpaste_refuses_a_device_that_is_none_with_image_plates(copy, tmp_path, capsys):
+    one_line_error(*run_main(capsys, "cutpaste", "--root", copy, "--out", tmp_path / "cp", "--device", "gpu",
+                             "--quiet"), "'gpu'", "not a device")
+    _absent(tmp_path / "cp")
+
+
+def test_package_only_refuses_names_and_an_out_without_runs(tmp_path, capsys):
+    cfg = tmp_path / "rr.yaml"
+    out, package = tmp_path / "out", tmp_path / "pkg"
+    cfg.write_text(f"out: {out}\npackage: {package}\nsim_ids: 4\nseeds: [0]\nrecipes:\n  - {{name: real}}\n"
+                   "  - {name: cutpaste, setting: real+remix, generated: cutpaste}\n")
+    for flag in ("--only", "--world", "--fresh"):
+        one_line_error(*run_main(capsys, "reference-reid", cfg, "--package-only", flag, "real", "--quiet"),
+                       f"{flag} does not apply to --package-only")
+    one_line_error(*run_main(capsys, "reference-reid", cfg, "--package-only", "--quiet"),
+                   "no finished run of this config here")
+    _absent(out)
+    _absent(package)

@@ -103,3 +103,25 @@ def test_check_reports_images_without_a_person(copy, capsys):
     lines = out.splitlines()
     assert rc == 0 and lines[0].startswith("ok:") and len(lines) == 2, err
     assert lines[1].startswith("no visible person: 2 of ") and all(p in lines[1] for p in planted)
+
+
+def test_a_keypoint_csv_with_a_byte_order_mark_is_read(capsys, copy):
+    csv = copy / "market-annotation-train.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())  # as a spreadsheet's "UTF-8 CSV" export writes it
+    rc, out, err = run_main(capsys, "check", "--root", copy, "--quiet")
+    assert rc == 0, err
+
+
+def test_an_image_filed_under_another_split_names_the_csv_that_has_its_row(capsys, copy):
+    moved = sorted((copy / "bounding_box_train").glob("*.jpg"))[0]
+    shutil.copy(moved, copy / "bounding_box_test" / moved.name)
+    one_line_error(*run_main(capsys, "check", "--root", copy, "--quiet"), moved.name,
+                   "market-annotation-train.csv has a row of that name", "rows are matched per split")
+
+
+def test_an_output_folder_on_a_file_system_that_makes_nothing_is_named_as_such():
+    from generator.errors import UserError
+    from generator.io import check_output_folder
+
+    with pytest.raises(UserError, match="accepts no new files"):
+        check_output_folder("/proc/vmarket-out", "--out")

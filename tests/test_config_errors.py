@@ -158,6 +158,8 @@ def test_pipeline_job_overrides_are_checked_before_anything_runs(tmp_path, monke
     ({"images_per_id": 0}, ["images_per_id", "at least 1"]),
     ({"quality_keep": 0}, ["quality_keep", "(0, 1]"]),
     ({"test_share": 1.5}, ["test_share", "[0, 1]"]),
+    ({"remix_noise": -1}, ["remix_noise", "0 or more"]),
+    ({"novelty_tau": 5}, ["novelty_tau", "[0, 2]"]),
 ])
 def test_build_ranges(tmp_path, monkeypatch, capsys, data, needles):
     _refused(tmp_path, monkeypatch, capsys, "build", data, [], "bad.yaml", *needles)
@@ -240,12 +242,42 @@ def test_every_shipped_config_variant_equals_its_base_plus_its_keys():
     ("base: missing.yaml\n", ["base: missing.yaml: no such file", "relative to"]),
     ("base: bad.yaml\n", ["extends itself", "remove the loop"]),
     ("base: [1, 2]\n", ["is not a file name"]),
+    ("base: sub\n", ["base: sub: a folder, not a config file"]),
 ])
 def test_a_bad_base_is_one_line(tmp_path, monkeypatch, capsys, text, needles):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text(text)
+    (tmp_path / "sub").mkdir()
     one_line_error(main(["train", "stage1", "-c", "bad.yaml", "--quiet"]), *capsys.readouterr(), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "sub"], "something was written"
+
+
+@pytest.mark.parametrize("cmd", ALL)
+@pytest.mark.parametrize("text", ["", "# every key left out\n"])
+def test_an_empty_config_is_refused_not_taken_as_every_default(tmp_path, monkeypatch, capsys, cmd, text):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text(text)
+    one_line_error(main(_command(cmd, tmp_path / "bad.yaml")), *capsys.readouterr(), "bad.yaml: empty config")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "something was written"
+
+
+def test_yaml_merge_keys_are_read_and_a_key_twice_is_still_refused(tmp_path):
+    from generator.config import read_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: &d {size: [64, 32], flip: 0.0}\ntrain: {<<: *d, flip: 1.0, steps: 3}\n")
+    assert read_config(path)["train"] == {"size": [64, 32], "flip": 1.0, "steps": 3}  # its own key wins
+    path.write_text("data: &d {flip: 0.0}\ntrain: {<<: *d, steps: 3, steps: 4}\n")
+    with pytest.raises(UserError, match="key 'steps' given twice"):
+        read_config(path)
+
+
+@pytest.mark.parametrize("sets, needles", [
+    (["data.splits=[train,train]"], ["data.splits: 'train' given twice"]),
+    (["data.unlabelled_roots=[u,u]"], ["data.unlabelled_roots: 'u' given twice"]),
+])
+def test_a_list_item_twice_is_refused(tmp_path, monkeypatch, capsys, sets, needles):
+    _refused(tmp_path, monkeypatch, capsys, "train stage1", {}, sets, *needles)
 
 
 def test_job_configs_are_found_beside_the_config_that_names_them(tmp_path, monkeypatch):

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from augment.cli.parser import count, quiet_argument, seed
+from generator.api import checked_snapshot
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import EVAL_FILES, evaluate
@@ -94,13 +94,32 @@ def _cmd_train(args) -> None:
         print(f"{args.job}: trained to step {result['step']} -> {run_dir}")
 
 
-def _out_folder(out: str | None, default: Path, files, job: str) -> Path:
+@contextmanager
+def _out_folder(out: str | None, default: Path, files, job: str):
     """The output folder of eval or sample: ``--out``, which must be new or hold nothing but the ``files`` that
-    ``job`` writes there, else ``default`` (RUN/eval, RUN/samples: the commands' own)."""
-    check_output_folder(Path(out) if out else default, "--out")
+    ``job`` writes there, else ``default`` (RUN/eval, RUN/samples: the commands' own). A command that fails inside
+    the block leaves no folder it made behind (with the files it wrote there)."""
+    path = Path(out) if out else default
+    created = check_output_folder(path, "--out")
     if out:
         check_own_files(out, files, "--out", job)
-    return Path(out) if out else default
+    try:
+        yield path
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            remove_empty_folders(path.parent, created)
+        raise
+
+
+def _stage1_data(run: Path) -> str:
+    """The data root a stage-I run trained on (its snapshot's data.root), for ``eval stage1`` without ``--data``."""
+    where, snap = checked_snapshot(run, "stage-I")
+    data = snap["config"].get("data")
+    root = data.get("root") if isinstance(data, dict) else None
+    if not isinstance(root, str) or not root:
+        raise UserError(f"{where}: its config names no data.root; pass --data with the root of the held-out data")
+    return root
 
 
 def _cmd_eval(args) -> None:
@@ -108,19 +127,19 @@ def _cmd_eval(args) -> None:
     if args.job == "stage2":
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
-        out = _out_folder(args.out, run / "eval", REPORT_FILES, "`vmarket eval stage2`")
-        q = report(run, out)
+        with _out_folder(args.out, run / "eval", REPORT_FILES, "`vmarket eval stage2`") as out:
+            q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
         return
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-I run")
-    data = args.data or yaml.safe_load((run / "config.yaml").read_text())["data"]["root"]
+    data = args.data or _stage1_data(run)
     if not Path(data).is_dir():
         raise UserError(f"{data}: {'is a file, not a' if Path(data).exists() else 'no such'} dataset folder; pass "
                         f"--data with the root of the held-out data (query + gallery)")
-    out = _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`")
-    result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
+    with _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`") as out:
+        result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
     if result["swaps"]:
@@ -135,8 +154,8 @@ def _cmd_sample(args) -> None:
     run = Path(args.run)
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
-    out = _out_folder(args.out, run / "samples", SAMPLE_FILES, "`vmarket sample`")
-    paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
+    with _out_folder(args.out, run / "samples", SAMPLE_FILES, "`vmarket sample`") as out:
+        paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 
 

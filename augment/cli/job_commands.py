@@ -19,7 +19,11 @@ def _cmd_reference_reid(args) -> None:
     cfg = load_config(ReidReferenceConfig, args.config, args.set)
     command = f"vmarket reference-reid {args.config}"  # how the runs are made (not --package-only, --only, --set)
     if args.package_only:
-        reference_reid.collect(cfg, command=command, reuse=not args.no_shipped)
+        given = next((f"--{k}" for k in ("only", "world", "fresh") if getattr(args, k)), None)
+        if given is not None:
+            raise UserError(f"{given} does not apply to --package-only, which tabulates every finished run of the "
+                            f"config; drop {given}, or drop --package-only to train")
+        reference_reid.collect(cfg, command=command, reuse=not args.no_shipped, runs_here=True)
     else:
         reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs,
                            command=command, worlds=[n for n in args.world.split(",") if n],

@@ -285,10 +285,12 @@ def _write(cfg: ReidReferenceConfig, rows: list[dict], times: dict, command: str
                                                if shipped else ()))
 
 
-def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: bool = True) -> pd.DataFrame:
+def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: bool = True,
+            runs_here: bool = False) -> pd.DataFrame:
     """The table of the runs finished so far, read from their results (nothing trained, no data read), and of the
     shipped ablation's rows of runs not here (``reuse``); writes the outputs, as ``run`` does (``command``: how the
-    runs are made, for the provenance)."""
+    runs are made, for the provenance). ``runs_here``: refuse an ``out`` that holds none of the config's runs (the
+    table to package would be the shipped one's rows alone)."""
     out = Path(cfg.out)
     times_path = out / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
@@ -296,6 +298,9 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     shipped = Shipped(cfg) if reuse else None
     if shipped is not None:
         log(shipped.summary)
+    if runs_here and not _table_rows(cfg, None):  # the shipped rows alone would only be packaged over themselves
+        raise UserError(f"{out}: no finished run of this config here; run `vmarket reference-reid` first, or give the "
+                        "out that holds its runs (--set out=...)")
     rows = _table_rows(cfg, shipped)
     if not rows:
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")

@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from generator.config import ConfigValueError, digest, to_dict
+from generator.config import ConfigValueError, check_ranges, digest, to_dict
 from generator.errors import UserError
 from generator.training.runtime import launch_rank
 
@@ -88,6 +88,10 @@ class BuildConfig:
         for name in ("bg_sample_share", "pose_sample_share", "test_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigValueError(name, f"{getattr(self, name)} is outside [0, 1]; it is a share")
+        check_ranges(self, non_negative=("remix_noise",))
+        if not 0 <= self.novelty_tau <= 2:
+            raise ConfigValueError("novelty_tau", f"{self.novelty_tau} is outside [0, 2], the range of a cosine "
+                                                  f"distance; 0 turns the novelty filter off")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigValueError("jpeg_quality", f"{self.jpeg_quality} is outside 1..100")
 

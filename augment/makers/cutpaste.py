@@ -57,6 +57,7 @@ from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.data.layouts import MSMT17_VERSIONS, resolve_layout
 from generator.data.manifest import write_manifest
 from generator.data.market import MarketWriter, format_name
+from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import (
     atomic_save_image,
@@ -335,6 +336,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
     person at every size rather than carrying a band of the source's background into the donor's camera."""
     mask_radius, blur = scaled_mask(size, mask_radius, blur)
     _check_arguments(per_image, mask_radius, blur, jpeg_quality, plates, stage1_run, size)
+    resolve_device(device)  # a device that is none, or not here, is refused whether or not the plates need it
     out = Path(out)
     # paths as given, as the builder's config hash has them: the same relative paths verify on another machine
     config = {"root": str(root), "per_image": per_image, "seed": seed, "size": list(size),

@@ -97,7 +97,14 @@ class PersonDataset(torch.utils.data.Dataset):
             by_source.setdefault(str((source_of or {}).get(r.split, keypoint_source)), []).append(i)
         for source, idx in by_source.items():
             rcv = np.stack([self.rcv[i] for i in idx])
-            n, rows = leave_out_joints_outside(rcv, [self.records[i].keypoint_name for i in idx], self.size, source)
+            try:
+                n, rows = leave_out_joints_outside(rcv, [self.records[i].keypoint_name for i in idx], self.size,
+                                                   source)
+            except UserError:  # images of another size than the job's are the defect, not the CSV written for them
+                h, w = self.size
+                out = ((rcv[..., 2] > 0) & ((rcv[..., 0] >= h) | (rcv[..., 1] >= w))).any(axis=1)
+                load_image(self.records[idx[int(np.flatnonzero(out)[0])]].path, self.size)
+                raise
             self.joints_outside += n
             self.rows_outside += rows
             for i, v in zip(idx, rcv, strict=True):
@@ -228,5 +235,11 @@ def person_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, 
         missing = [r for r in records if source_of[r.split] == src and r.is_person and r.path not in keypoints]
         if missing:
             _refuse_prefixed_rows(tables[src], missing, src)
+        other = next(((r, o) for r in missing for o in sources if o != src and r.keypoint_name in tables[o]), None)
+        if other is not None and not kwargs.get("skip_missing_keypoints"):
+            r, o = other  # an image filed under another split than the CSV that annotates it
+            raise UserError(f"{r.path}: no keypoint row in {src}, the CSV of its split ({r.split}), but {o} has a row "
+                            f"of that name: rows are matched per split; move the image to the folder of that CSV's "
+                            f"split, or add its row to {src}")
     return PersonDataset(records, keypoints, size, keypoint_source=" or ".join(str(s) for s in sources),
                          source_of=source_of, **kwargs)

@@ -50,7 +50,7 @@ def read_keypoints_csv(path: str | os.PathLike, root: str | os.PathLike | None =
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet exports write one) is dropped
     except OSError as e:
         raise UserError(f"{path}: cannot read keypoint file ({e.strerror}); check the path") from None
     except UnicodeDecodeError:
