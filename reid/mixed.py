@@ -13,7 +13,8 @@ Two kinds of generated image:
 - a *remix* re-renders a real training identity (a ``fg_mode: real`` build) and carries its real pid, so its class
   is that identity's real class;
 - a *new* identity (a Virtual Market identity). ``onehot`` and ``smooth`` give each new identity a class past the
-  real ones (as the pooled ``real+virtual`` merge does); ``lsro`` adds none.
+  real ones (as the pooled ``real+virtual`` merge does); ``lsro`` adds none (and a remix under ``lsro`` keeps its
+  real class, one-hot: the uniform target is for images of no real identity).
 
 Label treatment (generated rows only; real rows keep torchreid's target, (1 - 0.1) one-hot + 0.1 / C, as the
 engine ``build_engine`` makes uses it): ``onehot``, ``smooth`` ((1 - eps) one-hot + eps / C) or ``lsro`` (1 / K on
@@ -163,9 +164,13 @@ def soft_targets(real_labels: torch.Tensor, generated_labels: torch.Tensor, num_
     real = (1 - REAL_EPSILON) * real + REAL_EPSILON / num_classes
     if len(generated_labels) == 0:
         return real
-    if treatment == "lsro":
+    if treatment == "lsro":  # uniform over the real classes for an image of no identity (label -1); a remix shows
+        # a real identity and keeps its class
+        known = generated_labels >= 0
         generated = torch.zeros(len(generated_labels), num_classes)
         generated[:, :num_real] = 1 / num_real
+        generated[known] = torch.zeros(int(known.sum()), num_classes).scatter_(
+            1, generated_labels[known].unsqueeze(1), 1)
     else:
         generated = torch.zeros(len(generated_labels), num_classes).scatter_(1, generated_labels.unsqueeze(1), 1)
         if treatment == "smooth":

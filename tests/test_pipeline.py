@@ -288,3 +288,15 @@ def test_report_of_the_combined_demo_names_its_reference_recipe(tmp_path):
     assert "recipe `cutpaste+remix-newpose` against `real`" in text
     assert "recipe `cutpaste+remix-newpose` against `cutpaste`): +3.0 ± 0.0 rank-1" in text
     assert "real+remix − real+cutpaste = +5.0 rank-1" in text
+
+
+@pytest.mark.parametrize("generated, fg_mode, key", [
+    ("remix", "real", "remix_root"),  # the builder's remixes of the real identities, real pids
+    ("remix", "sample", "virtual_root"), ("remix", "remix", "virtual_root"),  # new identities: classes of their own
+    # the pasted kinds show the real people whatever the (unused) build config says
+    ("hybrid", "sample", "remix_root"), ("inpaint", "remix", "remix_root"), ("hybrid", "real", "remix_root"),
+])
+def test_the_generated_images_are_labelled_by_what_made_them(generated, fg_mode, key):
+    from augment.jobs.pipeline import generated_key
+
+    assert generated_key(generated, fg_mode) == key

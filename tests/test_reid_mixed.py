@@ -15,7 +15,15 @@ from generator.config import load_config
 from generator.errors import UserError
 from generator.io import load_checkpoint
 from reid.ablation import AblationConfig, run_ablation
-from reid.mixed import Mix, MixedLoader, generated_per_batch, generated_pool, soft_cross_entropy, soft_targets
+from reid.mixed import (
+    Mix,
+    MixedLoader,
+    generated_per_batch,
+    generated_pool,
+    soft_cross_entropy,
+    soft_targets,
+    train_labels,
+)
 from reid.torchreid_adapter import (
     build_datamanager,
     build_engine,
@@ -65,6 +73,13 @@ def test_label_treatments(sources):
     t = soft_targets(labels, torch.from_numpy(lsro.labels[:4]), lsro.num_classes, num_real, "lsro")
     assert t.shape == (3 + 4, num_real)
     assert torch.allclose(t[3:], torch.full((4, num_real), 1 / num_real))
+    # a remix under LSRO shows a real identity: it keeps that identity's class, only the new identities are uniform
+    both = generated_pool(real, remix[:2], new[:2], "lsro")
+    t = soft_targets(labels, torch.from_numpy(both.labels), both.num_classes, num_real, "lsro")
+    real_class = train_labels(real)
+    assert torch.equal(t[3:5].argmax(1), torch.tensor([real_class[p] for _, p, _ in remix[:2]]))
+    assert torch.equal(t[3:5].max(1).values, torch.ones(2))
+    assert torch.allclose(t[5:], torch.full((2, num_real), 1 / num_real))
     # one-hot / smooth new identities: a class each past the real ones
     onehot = generated_pool(real, [], new, "onehot")
     num_new = len({p for _, p, _ in new})

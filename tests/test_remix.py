@@ -238,3 +238,20 @@ def test_sampled_poses_that_show_no_person_are_drawn_again(tiny_stages, tmp_path
         builder.model.keypoints_from_pose = lambda pose, decode=decode: decode(pose) * 0
         with pytest.raises(UserError, match="drew no pose that shows a person"):
             builder.plan()
+
+
+def test_remix_of_data_whose_pids_market_names_cannot_hold_is_refused(tiny_stages, tmp_path):
+    """MSMT17 numbers its people from 0 (and its cameras to 15): a remix written in Market-1501 names under person 0's
+    pid would be read as a distractor, or written as person 1. Refused before anything is written."""
+    from tiny import tiny_stage2
+
+    from generator.simmarket.simulate import simulate
+    from generator.training.stage2 import train as train_stage2
+
+    s1, pose, _ = tiny_stages
+    data = tmp_path / "msmt"
+    simulate(data, 6, seed=0, size=(64, 32), layout="msmt17", progress=False)
+    train_stage2(tiny_stage2(s1, pose, data_root=data, **{"train.steps": 2}), tmp_path / "s2", progress=False)
+    with pytest.raises(UserError, match=r"pid 0, camera \d: fg_mode: real writes each remix under its real pid"):
+        Builder(_cfg(tmp_path / "s2", tmp_path / "vm"))
+    assert not (tmp_path / "vm").exists()

@@ -85,6 +85,14 @@ class PipelineConfig:
 GENERATED = ("remix", "hybrid", "inpaint")
 
 
+def generated_key(generated: str, fg_mode: str) -> str:
+    """The re-ID config key of the pipeline's generated images: ``remix_root`` for images of the real training
+    identities under their real pids (the builder's remixes, fg_mode: real; the pasted kinds, hybrid and inpaint,
+    whatever the build config says, since the builder does not make them), ``virtual_root`` for a build of new
+    identities (fg_mode: sample or remix), which are classes of their own."""
+    return "remix_root" if generated != "remix" or fg_mode == "real" else "virtual_root"
+
+
 def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     out = Path(cfg.out)
     gen_root, reid_root = out / "data" / "sim-gen", out / "data" / "sim-reid"
@@ -93,7 +101,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Path:
     # not after an hour of training
     s1cfg, pcfg, s2cfg = generator_configs(out, gen_root, cfg.gen_size, cfg.stage1, cfg.pose, cfg.stage2, cfg.set)
     bcfg = job_config(BuildConfig, cfg.build, [f"stage2_run={s2_run}", f"out={vm}"], cfg.set, "build")
-    generated = "remix_root" if bcfg.fg_mode == "real" else "virtual_root"  # remixes keep the real pids
+    generated = generated_key(cfg.generated, bcfg.fg_mode)
     rcfg = job_config(AblationConfig, cfg.reid, [f"real_root={reid_root}", f"{generated}={vm}",
                                                   f"out={out / 'reid'}"], cfg.set, "reid")
     if cfg.combined_share:

@@ -157,8 +157,9 @@ class IdentityPlan:
     attempts: int
     images: list[ImagePlan] = field(default_factory=list)
     split: str = "train"
-    pid: int = 0  # the pid written (0: index + 1)
+    pid: int | None = None  # the pid written (None: index + 1)
     seq: int = 1  # the sequence digit of the names (real mode: 0, never a real image's)
 
     def __post_init__(self):
-        self.pid = self.pid or self.index + 1
+        if self.pid is None:
+            self.pid = self.index + 1

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 
 from augment.makers.build_config import (
+    MAX_CAMERAS,
+    MAX_PIDS,
     BuildConfig,
     IdentityPlan,
     ImagePlan,
@@ -106,6 +108,16 @@ class Builder:
             raise UserError(f"{root}: its training split ({len(ds.records)} images) is not the data of "
                             f"{self.cfg.stage2_run}/embeddings.pt ({len(pids)} embeddings); set data_root to the "
                             f"dataset stage II embedded")
+        # a remix is written under its real pid and a real camera, in Market-1501 names (pid 1..9999, camera 1..9):
+        # a person whose pid or camera those names cannot hold (MSMT17 numbers people from 0, cameras to 15) would be
+        # written as someone else
+        bad = next((r for r, shown in zip(ds.records, self.person, strict=True)
+                    if shown and not (1 <= r.pid <= MAX_PIDS and 1 <= r.camid <= MAX_CAMERAS)), None)
+        if bad is not None:
+            raise UserError(f"{bad.path}: pid {bad.pid}, camera {bad.camid}: fg_mode: real writes each remix under its "
+                            f"real pid and camera in Market-1501 names, which hold pids 1..{MAX_PIDS} and cameras "
+                            f"1..{MAX_CAMERAS}; remix a Market-1501-layout dataset, or use `vmarket cutpaste` (it "
+                            f"writes MSMT17's layout for MSMT17 data)")
         n_ids = len(np.unique(pids[self.person]))  # identities with an image that shows a person
         if self.cfg.identities > n_ids:
             raise UserError(f"identities {self.cfg.identities}: {root} has {n_ids} training identities with an "
