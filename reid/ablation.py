@@ -34,6 +34,8 @@ from generator.config import ConfigValueError, DataFormat, repeated, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, check_output_folder
+from reid.consistency import NEW_ORIGIN, REAL_ORIGINS
+from reid.extra_training import manifest_origins
 from reid.mixed import LabelTreatment, Mix, generated_pool, parts_per_batch
 from reid.torchreid_adapter import check_model, market_records, merge_records, register_dataset, train_batches_per_epoch
 from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
@@ -122,6 +124,22 @@ def stage_dir(out: str | Path, setting: str, seed: int, stage: int = 0) -> Path:
     return Path(out) / _slug(setting) / f"seed{seed}" / f"stage{stage}-{_slug(parse_setting(setting)[stage])}"
 
 
+def check_kind(root, records: list, kind: str, given_as: str, fix: str) -> None:
+    """Refuse generated images given as ``kind`` (remix: images of the real training identities, under their
+    classes; new: identities of their own) whose folder's manifest says they show the other kind: read as given,
+    every one would train under a class that is not the person shown. A folder without a manifest is taken as given."""
+    manifest, origins = manifest_origins(root)
+    want = REAL_ORIGINS if kind == "remix" else (NEW_ORIGIN,)
+    wrong = next(((path, origins[Path(path).name]) for path, _, _ in records
+                  if origins.get(Path(path).name, want[0]) not in want), None)
+    if wrong is not None:
+        shows = "a new identity" if wrong[1] == NEW_ORIGIN else "a real identity" if wrong[1] in REAL_ORIGINS else \
+            "neither a real identity nor a new one"
+        raise UserError(f"{wrong[0]}: {manifest} gives it origin {wrong[1]!r} ({shows}), but {given_as} takes its "
+                        f"folder as {'real identities' if kind == 'remix' else 'new identities'}; give that folder as "
+                        f"{fix}")
+
+
 def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = False
                         ) -> tuple[dict[str, str], dict[str, Mix], list]:
     """torchreid dataset names for the training sets the settings use (all share the real query / gallery, the
@@ -137,6 +155,7 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
         if not cfg.virtual_root:
             raise UserError("virtual_root: the settings use virtual data; set it to a Virtual Market build")
         virtual = market_records(cfg.virtual_root, ("train",), progress=progress)["train"]
+        check_kind(cfg.virtual_root, virtual, "new", "virtual_root", "remix_root")
     if needed & {"virtual", "real+virtual"}:
         names["virtual"] = register_dataset("vm_virtual", virtual, real["query"], real["gallery"])
         merged, _ = merge_records(real["train"], virtual)
@@ -146,12 +165,15 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
             raise UserError("remix_root: the settings use remixes of the real identities; set it to a build made "
                             "with fg_mode: real")
         remix = market_records(cfg.remix_root, ("train",), progress=progress)["train"]
+        check_kind(cfg.remix_root, remix, "remix", "remix_root", "virtual_root")
     more = []
     if needed & set(MIXED):
         for m in cfg.more_generated:
             if not m.root:
                 raise UserError("more_generated: every entry needs a root (a generated data folder)")
             records = market_records(m.root, ("train",), progress=progress)["train"]
+            check_kind(m.root, records, m.kind, f"more_generated kind {m.kind}",
+                       f"kind {'new' if m.kind == 'remix' else 'remix'}")
             pool = generated_pool(real["train"], records if m.kind == "remix" else [],
                                   records if m.kind == "new" else [], m.label)
             more.append(Mix(pool, m.share, m.label, m.epsilon, cfg.virtual_triplet, data=Path(m.root).name))

@@ -36,7 +36,7 @@ IDENTITIES = ("auto", "real", "new")  # how the extra images' pids are read: by 
 LOADER = "register_with_extra_training"  # the function the outputs' README.txt shows
 
 
-def _manifest_origins(root) -> tuple[Path | None, dict[str, str]]:
+def manifest_origins(root) -> tuple[Path | None, dict[str, str]]:
     """(the manifest read, {image file name: origin}) of an extra set: its ``manifest.csv`` beside the split
     folders or in the root; (None, {}) when it has none with an ``origin`` column."""
     layout = resolve_layout(root)
@@ -58,7 +58,7 @@ def split_extra(records: list, root, real_pids: set[int], identities: str = "aut
     ``(path, pid, camid)``; a real-identity image whose pid no real training identity has is refused."""
     if identities not in IDENTITIES:
         raise UserError(f"identities={identities!r}: use one of {', '.join(IDENTITIES)}")
-    manifest, origins = _manifest_origins(root) if identities == "auto" else (None, {})
+    manifest, origins = manifest_origins(root) if identities == "auto" else (None, {})
     if identities == "auto" and manifest is None:
         raise UserError(f"{root}: no manifest.csv with an origin column to tell real identities from new ones; "
                         "pass identities='real' (its pids are the real dataset's identities) or identities='new'")

@@ -261,3 +261,22 @@ def test_package_only_refuses_names_and_an_out_without_runs(tmp_path, capsys):
                    "no finished run of this config here")
     _absent(out)
     _absent(package)
+
+
+def test_generated_images_given_as_the_other_kind_are_refused_before_writing(sim_small, tmp_path, capsys):
+    """A folder whose manifest says its images show new identities, given as remixes of the real ones (or the other
+    way round), would train every image under a class that is not the person shown."""
+    gen = tmp_path / "gen"
+    (gen / "bounding_box_train").mkdir(parents=True)
+    for src in sorted((sim_small / "bounding_box_train").glob("*.jpg"))[:2]:
+        shutil.copy(src, gen / "bounding_box_train" / src.name)
+    names = sorted(p.name for p in (gen / "bounding_box_train").iterdir())
+    for origin, given, setting, fix in (("virtual", "remix_root", "real+remix", "give that folder as virtual_root"),
+                                        ("cutpaste", "virtual_root", "real+new", "give that folder as remix_root")):
+        (gen / "manifest.csv").write_text("path,origin\n" + "".join(f"bounding_box_train/{n},{origin}\n"
+                                                                  for n in names))
+        out = tmp_path / "reid"
+        rc, o, e = run_main(capsys, "reid", "ablate", "-c", _reid_config(tmp_path, sim_small, out), "--set",
+                            f"settings=[{setting}]", "--set", f"{given}={gen}", "--quiet")
+        one_line_error(rc, o, e, names[0], f"origin {origin!r}", f"but {given} takes its folder as", fix)
+        _absent(out)
