@@ -159,6 +159,7 @@ def test_pipeline_job_overrides_are_checked_before_anything_runs(tmp_path, monke
     ({"quality_keep": 0}, ["quality_keep", "(0, 1]"]),
     ({"test_share": 1.5}, ["test_share", "[0, 1]"]),
     ({"remix_noise": -1}, ["remix_noise", "0 or more"]),
+    ({"fg_mode": "remix", "remix_noise": 0}, ["remix_noise", "real people as new identities"]),
     ({"novelty_tau": 5}, ["novelty_tau", "[0, 2]"]),
 ])
 def test_build_ranges(tmp_path, monkeypatch, capsys, data, needles):

@@ -89,6 +89,9 @@ class BuildConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigValueError(name, f"{getattr(self, name)} is outside [0, 1]; it is a share")
         check_ranges(self, non_negative=("remix_noise",))
+        if self.fg_mode == "remix" and self.remix_noise == 0:  # the real person's own foreground, under a new pid
+            raise ConfigValueError("remix_noise", "0 with fg_mode: remix would write real people as new identities; "
+                                                  "give the perturbation a size (0.5 by default)")
         if not 0 <= self.novelty_tau <= 2:
             raise ConfigValueError("novelty_tau", f"{self.novelty_tau} is outside [0, 2], the range of a cosine "
                                                   f"distance; 0 turns the novelty filter off")
