@@ -127,14 +127,14 @@ def stage_dir(out: str | Path, setting: str, seed: int, stage: int = 0) -> Path:
 def check_kind(root, records: list, kind: str, given_as: str, fix: str) -> None:
     """Refuse generated images given as ``kind`` (remix: images of the real training identities, under their
     classes; new: identities of their own) whose folder's manifest says they show the other kind: read as given,
-    every one would train under a class that is not the person shown. A folder without a manifest is taken as given."""
+    every one would train under a class that is not the person shown. A folder without a manifest, or of origins of
+    neither kind (a SimMarket's), is taken as given."""
     manifest, origins = manifest_origins(root)
-    want = REAL_ORIGINS if kind == "remix" else (NEW_ORIGIN,)
+    other = (NEW_ORIGIN,) if kind == "remix" else REAL_ORIGINS  # the other kind; any other origin (sim): as given
     wrong = next(((path, origins[Path(path).name]) for path, _, _ in records
-                  if origins.get(Path(path).name, want[0]) not in want), None)
+                  if origins.get(Path(path).name) in other), None)
     if wrong is not None:
-        shows = "a new identity" if wrong[1] == NEW_ORIGIN else "a real identity" if wrong[1] in REAL_ORIGINS else \
-            "neither a real identity nor a new one"
+        shows = "a new identity" if kind == "remix" else "a real identity"
         raise UserError(f"{wrong[0]}: {manifest} gives it origin {wrong[1]!r} ({shows}), but {given_as} takes its "
                         f"folder as {'real identities' if kind == 'remix' else 'new identities'}; give that folder as "
                         f"{fix}")
