@@ -111,9 +111,13 @@ def test_readme_headline_table_matches_the_shipped_ablation():
     assert seeds.min() == seeds.max() and f"{seeds.min()} seeds per row" in readme
     # the world new to the shipped generator (seed2-textured): its rows, and the headline's pairs there
     third, table = new[new.world == "seed2-textured"], rows_of(third_table)
+    assert table["real only, best standard transforms"] == [mean(r, "real", third) for r in regimes]
     assert table["real only, flip alone"] == [mean(r, "real-flip", third) for r in regimes]
     assert table["cut-and-paste"] == [mean(r, "cutpaste", third) for r in regimes]
-    for label, recipe in (("cut-and-paste + remixes in new poses (48ch)", "cutpaste+remix-newpose"),
+    for label, recipe in (("the generator alone: the hybrid (48ch)", "hybrid"),
+                          ("cut-and-paste + the hybrid (48ch)", "cutpaste+hybrid"),
+                          ("cut-and-paste + new identities (48ch)", "cutpaste+new"),
+                          ("cut-and-paste + remixes in new poses (48ch)", "cutpaste+remix-newpose"),
                           ("control: more pasted images instead (19 per batch)", "cutpaste-s37"),
                           ("pasting at half of each batch", "cutpaste-s50"),
                           ("half of each batch pasted, 8 of those 32 images the generator's remixes instead (48ch)",
@@ -124,8 +128,15 @@ def test_readme_headline_table_matches_the_shipped_ablation():
             assert diff(r, "cutpaste+remix-newpose", third, metric=metric) in head
             assert diff(r, "cutpaste-s37+remix-newpose", third, "cutpaste-s50", metric) in head
         assert diff(r, "cutpaste+remix-newpose", third, "cutpaste-s37") in head
-    quoted = third[third.recipe.isin(["real-flip", "cutpaste", "cutpaste+remix-newpose", "cutpaste-s37",
-                                      "cutpaste-s50", "cutpaste-s37+remix-newpose"])]
+    quoted = third[third.recipe.isin(["real", "real-flip", "cutpaste", "hybrid", "cutpaste+hybrid", "cutpaste+new",
+                                      "cutpaste+remix-newpose", "cutpaste-s37", "cutpaste-s50",
+                                      "cutpaste-s37+remix-newpose"])]
     seeds = quoted.groupby(["regime", "recipe"]).seed.nunique()
-    assert len(seeds) == 12 and seeds.min() == seeds.max()
+    assert len(seeds) == 20 and seeds.min() == seeds.max()
+    # what the plates and the new identities add there, as the paragraph after the headline says
+    after = readme.split("The generator's plates stay near cut-and-paste")[1].split("The full tables")[0]
+    for r in regimes:
+        assert diff(r, "hybrid", third) in after and diff(r, "cutpaste+new", third) in after
+    assert diff("full", "cutpaste+new", third, "cutpaste-s37") in after
+    assert diff("cameras2", "cutpaste+hybrid", third) in after
     assert f"{seeds.min()} seeds per row" in second_table  # the third table's intro ends the second's part
