@@ -298,7 +298,7 @@ def _read_yaml(path: Path) -> dict:
         return {}
     if data is None:  # taken as "every default", an empty file would run a job the user never configured
         raise UserError(f"{path}: empty config (no keys, or comments only); fill it in (the files under configs/ are "
-                        "examples) or name another config")
+                        f"examples), or name {os.devnull} for every default")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config must be a mapping of sections such as 'train:'")
     return data
