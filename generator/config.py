@@ -210,15 +210,14 @@ def check_size(cfg, *names: str) -> None:
                                          f"[128, 64])")
 
 
-def repeated(values) -> object | None:
-    """The first value that ``values`` holds twice, else None (a config list of seeds, splits or settings names
-    each once: a second copy would be a silent duplicate run or double weight)."""
-    seen = []
-    for v in values:
-        if v in seen:
-            return v
-        seen.append(v)
-    return None
+def check_unique(cfg, *names: str) -> None:
+    """Lists that name each item once (seeds, splits, settings, data roots): a second copy would be a silent
+    duplicate run, or twice the weight of its images."""
+    for name in names:
+        values = getattr(cfg, name)
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise ConfigValueError(name, f"{twice!r} given twice; list each once")
 
 
 def digest(data) -> str:
@@ -427,10 +426,7 @@ class DataConfig:
         check_size(self, "size")
         if not self.splits:
             raise ConfigValueError("splits", "empty; name at least one of train, query, gallery")
-        for name in ("splits", "unlabelled_roots"):  # a second copy would train on its images twice as often
-            twice = repeated(getattr(self, name))
-            if twice is not None:
-                raise ConfigValueError(name, f"{twice!r} given twice; name each once")
+        check_unique(self, "splits", "unlabelled_roots")
         if self.simulate_ids == 1:
             raise ConfigValueError("simulate_ids", f"1: {TOO_FEW_IDS}; use 0 for a dataset that is there")
 

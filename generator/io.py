@@ -122,6 +122,20 @@ def check_own_files(path: str | os.PathLike, names: Iterable[str], key: str = "-
                         f"the folder")
 
 
+@contextlib.contextmanager
+def removed_on_failure(work: str | os.PathLike | None, out: str | os.PathLike, created: str | os.PathLike | None):
+    """A job's writing block: when it fails or is interrupted, its ``work`` folder (None: none yet) goes, and then the
+    empty folders it made on the way to ``out`` (``created``, from ``check_output_folder``), so a refused or killed
+    job leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        remove_empty_folders(Path(out).parent, created)
+        raise
+
+
 def remove_empty_folders(path: str | os.PathLike, top: str | os.PathLike | None) -> None:
     """Remove ``path`` and its parents up to ``top`` (a folder ``check_output_folder`` returned) while they are empty
     folders: what a refused job created on its way to its output, and nothing that holds a file."""

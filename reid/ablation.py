@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from generator.config import ConfigValueError, DataFormat, repeated, save_config
+from generator.config import ConfigValueError, DataFormat, check_unique, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, check_output_folder
@@ -84,9 +84,7 @@ class AblationConfig:
             if not getattr(self, name):
                 raise ConfigValueError(name, f"empty; name at least one (e.g. {name}: "
                                              f"{['real'] if name == 'settings' else [0]})")
-            twice = repeated(getattr(self, name))
-            if twice is not None:  # a seed twice would count one run as two; a setting twice, train it twice
-                raise ConfigValueError(name, f"{twice!r} given twice; list each once")
+        check_unique(self, "settings", "seeds")
         for s in self.settings:
             bad = next((st for st in (t.strip() for t in s.split("->")) if st not in TRAIN_SETS), None)
             if bad is not None:

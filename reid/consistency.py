@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,7 @@ from generator.io import (
     link_or_copy,
     load_checkpoint,
     progress_bar,
-    remove_empty_folders,
+    removed_on_failure,
 )
 from reid.torchreid_adapter import build_model, market_records
 from reid.train import ReidTrainConfig
@@ -221,16 +220,12 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = fresh_work_folder(out, _PARTIAL_MARKER, "vmarket filter output")
-    try:
+    with removed_on_failure(work, out, made):
         _write_filtered(work, gen, keep, generated_root, decisions, report, summary)
         (work / _PARTIAL_MARKER).unlink()
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        remove_empty_folders(out.parent, made)
-        raise
     return summary
 
 

@@ -168,9 +168,8 @@ def soft_targets(real_labels: torch.Tensor, generated_labels: torch.Tensor, num_
         # a real identity and keeps its class
         known = generated_labels >= 0
         generated = torch.zeros(len(generated_labels), num_classes)
-        generated[:, :num_real] = 1 / num_real
-        generated[known] = torch.zeros(int(known.sum()), num_classes).scatter_(
-            1, generated_labels[known].unsqueeze(1), 1)
+        generated[~known, :num_real] = 1 / num_real
+        generated[known, generated_labels[known]] = 1
     else:
         generated = torch.zeros(len(generated_labels), num_classes).scatter_(1, generated_labels.unsqueeze(1), 1)
         if treatment == "smooth":

@@ -10,7 +10,7 @@ from generator.api import checked_snapshot
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import EVAL_FILES, evaluate
-from generator.io import check_output_folder, check_own_files, remove_empty_folders
+from generator.io import check_output_folder, check_own_files, remove_empty_folders, removed_on_failure
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir, not_a_run_of
 from generator.training.runtime import launch_rank
@@ -103,13 +103,8 @@ def _out_folder(out: str | None, default: Path, files, job: str):
     created = check_output_folder(path, "--out")
     if out:
         check_own_files(out, files, "--out", job)
-    try:
+    with removed_on_failure(path if created is not None else None, path, created):
         yield path
-    except BaseException:
-        if created is not None:
-            shutil.rmtree(path, ignore_errors=True)
-            remove_empty_folders(path.parent, created)
-        raise
 
 
 def _stage1_data(run: Path) -> str:

@@ -298,10 +298,11 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     shipped = Shipped(cfg) if reuse else None
     if shipped is not None:
         log(shipped.summary)
-    if runs_here and not _table_rows(cfg, None):  # the shipped rows alone would only be packaged over themselves
+    rows = _table_rows(cfg, shipped)
+    if runs_here and all(shipped is not None and shipped.rows.get(
+            (r["world"], r["regime"], r["recipe"], r["seed"])) is r for r in rows):  # the shipped rows alone
         raise UserError(f"{out}: no finished run of this config here; run `vmarket reference-reid` first, or give the "
                         "out that holds its runs (--set out=...)")
-    rows = _table_rows(cfg, shipped)
     if not rows:
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
     check_output_folder(out, "out")

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from generator.data.keypoints import leave_out_joints_outside, rcv_to_pose_vector, read_keypoints_csv, yx_to_rcv
+from generator.data.keypoints import (
+    joints_outside,
+    leave_out_joints_outside,
+    rcv_to_pose_vector,
+    read_keypoints_csv,
+    yx_to_rcv,
+)
 from generator.data.layouts import (
     layout_keypoint_file,
     read_layout,
@@ -101,9 +107,8 @@ class PersonDataset(torch.utils.data.Dataset):
                 n, rows = leave_out_joints_outside(rcv, [self.records[i].keypoint_name for i in idx], self.size,
                                                    source)
             except UserError:  # images of another size than the job's are the defect, not the CSV written for them
-                h, w = self.size
-                out = ((rcv[..., 2] > 0) & ((rcv[..., 0] >= h) | (rcv[..., 1] >= w))).any(axis=1)
-                load_image(self.records[idx[int(np.flatnonzero(out)[0])]].path, self.size)
+                first = int(np.flatnonzero(joints_outside(rcv, self.size).any(axis=1))[0])
+                load_image(self.records[idx[first]].path, self.size)
                 raise
             self.joints_outside += n
             self.rows_outside += rows

@@ -104,6 +104,12 @@ def yx_to_rcv(yx: np.ndarray) -> np.ndarray:
     return rcv
 
 
+def joints_outside(rcv: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., 18) the visible joints of ``rcv`` (..., 18, 3) that lie outside ``size`` (H, W) images."""
+    h, w = size
+    return (rcv[..., 2] > 0) & ((rcv[..., 0] >= h) | (rcv[..., 1] >= w))
+
+
 def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int, int], source) -> tuple[int, list[str]]:
     """Set the visible joints of ``rcv`` (N, 18, 3) that lie outside ``size`` (H, W) images to missing, in place;
     (how many, the ``names`` of their rows). A few are a CSV's rounding at the border or a stray detection. More
@@ -112,7 +118,7 @@ def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int,
     and body box would be wrong."""
     h, w = size
     visible = rcv[..., 2] > 0
-    outside = visible & ((rcv[..., 0] >= h) | (rcv[..., 1] >= w))
+    outside = joints_outside(rcv, size)
     n_out, n_visible = int(outside.sum()), int(visible.sum())
     if not n_out:
         return 0, []

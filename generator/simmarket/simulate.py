@@ -41,7 +41,7 @@ from generator.data.layouts import (
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS
 from generator.errors import UserError
-from generator.io import atomic_save_image, check_output_folder, progress_bar, remove_empty_folders
+from generator.io import atomic_save_image, check_output_folder, progress_bar, removed_on_failure
 from generator.simmarket.body import Pose
 from generator.simmarket.identity import Identity, make_identities
 from generator.simmarket.plan import ImageSpec, plan_dataset
@@ -224,15 +224,11 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
             **{k: v for k, v in (("train_cameras", train_cameras), ("layout", layout), ("style", style),
                                  ("train_share", train_share)) if v != DEFAULTS[k]},
             **({"people_seed": people_seed} if people_seed != seed else {})}
-    try:
+    with removed_on_failure(tmp, out, created):  # a failed or interrupted run leaves nothing behind
         summary = _write_dataset(tmp, world, identities, specs, placed, meta, progress)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:  # a failed or interrupted run leaves nothing: no work folder, no parent folder it made
-        shutil.rmtree(tmp, ignore_errors=True)
-        remove_empty_folders(out.parent, created)
-        raise
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
