@@ -15,8 +15,9 @@ Which images are remixes: the generated folder's ``manifest.csv`` says so per im
 new identity; ``remix``, ``cutpaste`` and ``hybrid`` carry a real pid). Without a manifest an image is a remix iff
 its pid is a real training pid (new-identity builds number their pids 1..N, so they need their manifest).
 
-The output is a Market-1501 folder of the kept images (hard links where possible), usable wherever the generated
-folder was (``reid.ablation``'s ``virtual_root`` / ``remix_root``), with the manifest and keypoint rows of the
+The output is a folder of the kept images (hard links where possible) in the generated folder's layout (Market-1501,
+or MSMT17's for the outputs made from MSMT17 data: ``MSMT17_V1/train/`` and ``list_train.txt``), usable wherever the
+generated folder was (``reid.ablation``'s ``virtual_root`` / ``remix_root``), with the manifest and keypoint rows of the
 kept images, ``filter_report.csv`` (the rejection rate per generated identity), ``filter_rejected.csv`` (each
 dropped image and why) and ``filter_summary.json``. It is written in ``.OUT.partial`` beside ``OUT`` and renamed
 when complete, so a killed or refused run leaves nothing under ``OUT``.
@@ -37,8 +38,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
+from generator.data.layouts import MSMT17_OUT, Msmt17Writer, msmt17_image_dirs, resolve_layout
 from generator.data.manifest import write_manifest
-from generator.data.market import SPLIT_DIRS, resolve_root
+from generator.data.market import SPLIT_DIRS
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import (
@@ -161,12 +163,19 @@ def extract_image_features(model: torch.nn.Module, paths: list[str], size: tuple
     return torch.cat(feats) if feats else torch.empty(0, 0)
 
 
+def _manifest_path(root) -> Path | None:
+    """A generated folder's ``manifest.csv``: beside its split folders or MSMT17 list, or in its root."""
+    layout = resolve_layout(root)
+    return next((f / "manifest.csv" for f in dict.fromkeys([layout.base, layout.root])
+                 if (f / "manifest.csv").is_file()), None)
+
+
 def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids: set[int]) -> np.ndarray:
     """(N,) bool: which generated training records ``(path, pid, camid)`` are new identities, from the folder's
     ``manifest.csv`` where it names the image (``origin``), else by the pid (a pid of no real identity)."""
-    manifest = resolve_root(generated_root) / "manifest.csv"
+    manifest = _manifest_path(generated_root)
     origin: dict[str, str] = {}
-    if manifest.is_file():
+    if manifest is not None:
         df = pd.read_csv(manifest)
         if {"path", "origin"} <= set(df.columns):
             origin = {Path(p).name: str(o) for p, o in zip(df["path"], df["origin"], strict=True)}
@@ -215,7 +224,7 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
         "new_tau": new_tau, "model_state": str(state_path.resolve()), "model": model, "size": list(size),
         "real_root": str(Path(real_root).resolve()), "real_images": len(real),
         "real_identities": int(len(np.unique(real_pids))), "generated_root": str(Path(generated_root).resolve()),
-        "out": str(out),
+        "out": str(out), "layout": "msmt17" if resolve_layout(generated_root).format == "msmt17" else "market1501",
     }
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -297,29 +306,47 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
     """The filtered folder in ``work``: the split folders with the kept images (hard links where possible), the
     generated folder's manifest and keypoint rows of the kept images, the report, the rejected images, the
     summary and a README."""
-    for d in SPLIT_DIRS.values():  # train-only, as the builder and cut-and-paste write it
-        (work / d).mkdir()
-    train_dir = work / SPLIT_DIRS["train"]
-    for (path, _, _), k in zip(gen, keep, strict=True):
-        if k:
-            link_or_copy(path, train_dir / Path(path).name)
-    base = resolve_root(generated_root)
+    layout = resolve_layout(generated_root)
     kept_names = set(decisions.loc[decisions.kept, "name"])
-    if (base / "manifest.csv").is_file():
-        df = pd.read_csv(base / "manifest.csv")
+    if layout.format == "msmt17":  # as the builder and cut-and-paste write MSMT17 data: entries PPPP/NAME.jpg
+        train_dir = msmt17_image_dirs(layout.base)[0].resolve()
+        writer = Msmt17Writer(work)
+        kept = [(os.path.relpath(path, train_dir), pid) for (path, pid, _), k in zip(gen, keep, strict=True) if k]
+        for entry, _ in kept:
+            writer.path_for("train", entry).parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(train_dir / entry, writer.path_for("train", entry))
+        writer.base.mkdir(parents=True, exist_ok=True)
+        writer.write_list([e for e, _ in kept], [p for _, p in kept])
+        data_dir, prefix, key = writer.base, f"{MSMT17_OUT}/", lambda name: Path(name).name
+    else:
+        for d in SPLIT_DIRS.values():  # train-only, as the builder and cut-and-paste write it
+            (work / d).mkdir()
+        train_dir = work / SPLIT_DIRS["train"]
+        for (path, _, _), k in zip(gen, keep, strict=True):
+            if k:
+                link_or_copy(path, train_dir / Path(path).name)
+        data_dir, prefix, key = work, SPLIT_DIRS["train"] + "/", lambda name: name
+    manifest = _manifest_path(generated_root)
+    if manifest is not None:
+        df = pd.read_csv(manifest)
         if "path" in df.columns:
-            rows = df["path"].map(lambda p: str(p).startswith(SPLIT_DIRS["train"] + "/")
-                                  and Path(p).name in kept_names)
+            rows = df["path"].map(lambda p: str(p).startswith(prefix) and Path(p).name in kept_names)
             write_manifest(df[rows].reset_index(drop=True), work / "manifest.csv")
-    if (base / "market-annotation-train.csv").is_file():
-        kps = read_keypoints_csv(base / "market-annotation-train.csv")
-        write_keypoints_csv(work / "market-annotation-train.csv",
-                            {k: v for k, v in kps.items() if k in kept_names})
+    kp_file = next((f / "market-annotation-train.csv" for f in dict.fromkeys([layout.base, layout.root])
+                    if (f / "market-annotation-train.csv").is_file()), None)
+    if kp_file is not None:  # keyed by file name, or for MSMT17 by list entry
+        kps = read_keypoints_csv(kp_file)
+        write_keypoints_csv(data_dir / "market-annotation-train.csv",
+                            {k: v for k, v in kps.items() if key(k) in kept_names})
     report.to_csv(work / "filter_report.csv", index=False)
     decisions.loc[~decisions.kept, ["name", "pid", "kind", "reason"]].to_csv(work / "filter_rejected.csv",
                                                                              index=False)
     atomic_write_json(work / "filter_summary.json", summary)
     (work / "README.txt").write_text(_readme(summary))
+
+
+FILTERED_IMAGES = {"market1501": "bounding_box_train/",
+                   "msmt17": f"{MSMT17_OUT}/train/ and {MSMT17_OUT}/list_train.txt (MSMT17's layout, as generated)"}
 
 
 def _readme(s: dict) -> str:
@@ -335,7 +362,7 @@ def _readme(s: dict) -> str:
         f"kept: {s['kept']} ({1 - s['rejection_rate']:.1%}); a real identity's image is kept iff its nearest real "
         f"centroid is its own, a new identity's iff its cosine to every real centroid is below {s['new_tau']}",
         "",
-        "files: bounding_box_train/ (kept images, same names), manifest.csv and market-annotation-train.csv "
-        "(their rows, where the generated folder has them), filter_report.csv (per identity), "
-        "filter_rejected.csv (per dropped image, with the reason), filter_summary.json.",
+        f"files: {FILTERED_IMAGES[s.get('layout', 'market1501')]} (kept images, same names), manifest.csv and "
+        "market-annotation-train.csv (their rows, where the generated folder has them), filter_report.csv "
+        "(per identity), filter_rejected.csv (per dropped image, with the reason), filter_summary.json.",
     ]) + "\n"

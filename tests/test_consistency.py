@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -256,3 +257,51 @@ def test_filter_scores_at_the_runs_own_model_and_size(sim_small, state, tmp_path
     one_line_error(main([*argv[:-3], "--out", str(tmp_path / "f3"), "--quiet"]), *capsys.readouterr(),
                    f"{run / 'result.json'}: not a readable re-ID result")
     assert not (tmp_path / "f3").exists()
+
+
+def test_filter_keeps_an_msmt17_layout_folder_in_msmt17_layout(tmp_path, monkeypatch):
+    """Cut-and-paste (and the builder's remixes) of MSMT17 data are written in MSMT17's layout, pids from 0: the
+    filtered folder keeps that layout (list_train.txt with each kept image's pid, the keypoint CSV keyed by list
+    entry), so person 0 stays person 0, and it loads where the generated folder did."""
+    from augment.makers.cutpaste import cut_paste
+    from generator.data.dataset import person_dataset
+    from generator.data.layouts import scan_dataset
+    from generator.simmarket.simulate import simulate
+
+    data = tmp_path / "msmt"
+    simulate(data, 6, seed=0, size=SIZE, layout="msmt17", progress=False)
+    gen = tmp_path / "cp"
+    cut_paste(data, gen, seed=1, size=SIZE, progress=False)
+    real = market_records(data, ("train",))["train"]
+    pids = sorted({p for _, p, _ in real})
+    generated = scan_dataset(gen, ("train",))
+    planted = generated[0]  # shows its pid's person, but scores as the next pid's
+    truth = {str(Path(r.path).resolve()): r.pid for r in generated}
+    truth[str(Path(planted.path).resolve())] = pids[(pids.index(planted.pid) + 1) % len(pids)]
+    for path, pid, _ in real:
+        truth[str(Path(path).resolve())] = pid
+
+    def extract(model, paths, size, device="cpu", progress=True, desc=""):
+        return _onehot([pids.index(truth[str(Path(p).resolve())]) for p in paths], len(pids))
+
+    monkeypatch.setattr(C, "extract_image_features", extract)
+    torch.manual_seed(0)
+    state = tmp_path / "run" / "state.pt"
+    state.parent.mkdir()
+    atomic_save(capture_state({"model": build_model("osnet_x0_25", len(pids), "softmax")}, epoch=1, steps=1,
+                              steps_per_epoch=0, mix=None), state)
+    out = tmp_path / "filtered"
+    s = C.filter_generated(state, data, gen, out, size=SIZE, progress=False)
+    assert (s["images"], s["kept"], s["layout"]) == (len(generated), len(generated) - 1, "msmt17")
+    kept = scan_dataset(out, ("train",))
+    assert {r.layout for r in kept} == {"msmt17"} and not (out / "bounding_box_train").exists()
+    before = {Path(r.path).name: r for r in generated}
+    assert sorted(before) == sorted([Path(r.path).name for r in kept] + [Path(planted.path).name])
+    for r in kept:  # the same entry, pid and camera as generated, a link to the same file
+        g = before[Path(r.path).name]
+        assert (r.pid, r.camid, r.key) == (g.pid, g.camid, g.key) and os.path.samefile(r.path, g.path)
+    assert 0 in {r.pid for r in kept}
+    m = pd.read_csv(out / "manifest.csv")
+    assert sorted(m.path) == sorted(Path(r.path).relative_to(out.resolve()).as_posix() for r in kept)
+    assert len(person_dataset(out, ("train",))) == len(kept)  # keypoints keyed by list entry, one per kept image
+    assert "MSMT17_V1/list_train.txt" in (out / "README.txt").read_text()

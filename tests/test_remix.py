@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -240,18 +241,57 @@ def test_sampled_poses_that_show_no_person_are_drawn_again(tiny_stages, tmp_path
             builder.plan()
 
 
-def test_remix_of_data_whose_pids_market_names_cannot_hold_is_refused(tiny_stages, tmp_path):
-    """MSMT17 numbers its people from 0 (and its cameras to 15): a remix written in Market-1501 names under person 0's
-    pid would be read as a distractor, or written as person 1. Refused before anything is written."""
+def test_remix_of_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tiny_stages, tmp_path):
+    """MSMT17 numbers its people from 0 (and its cameras to 15), which Market-1501 names cannot hold: a remix of
+    MSMT17 data takes MSMT17's layout, as cut-and-paste does. Every image keeps its source's pid (person 0
+    included), its name carries its background's camera, and the folder loads as a training split beside the real
+    data without adding an identity."""
     from tiny import tiny_stage2
 
+    from generator.data.dataset import person_dataset
+    from generator.data.layouts import scan_dataset
     from generator.simmarket.simulate import simulate
     from generator.training.stage2 import train as train_stage2
+    from reid.extra_training import extra_training_records
 
     s1, pose, _ = tiny_stages
     data = tmp_path / "msmt"
     simulate(data, 6, seed=0, size=(64, 32), layout="msmt17", progress=False)
     train_stage2(tiny_stage2(s1, pose, data_root=data, **{"train.steps": 2}), tmp_path / "s2", progress=False)
-    with pytest.raises(UserError, match=r"pid 0, camera \d: fg_mode: real writes each remix under its real pid"):
-        Builder(_cfg(tmp_path / "s2", tmp_path / "vm"))
-    assert not (tmp_path / "vm").exists()
+    real = {Path(r.path).relative_to(data).as_posix(): r for r in scan_dataset(data, ("train",))}
+    assert min(r.pid for r in real.values()) == 0
+    vm = tmp_path / "vm"
+    s = build(_cfg(tmp_path / "s2", vm), progress=False)
+    m = pd.read_csv(vm / "manifest.csv").set_index("path")
+    out = scan_dataset(vm, ("train",))
+    assert s["finalized"] and {r.layout for r in out} == {"msmt17"} and len(out) == len(m) == 3 * len(
+        {r.pid for r in real.values()})
+    assert not (vm / "bounding_box_train").exists()
+    for r in out:
+        row = m.loc[Path(r.path).relative_to(vm).as_posix()]
+        assert r.pid == row.pid == real[row.source].pid  # the person it shows, under the real pid
+        assert r.camid == row.camid  # its background's camera, where MSMT17 readers take it
+        if row.bg_source == "bank":
+            assert real[row.bg_image].camid == row.camid
+    assert 0 in set(m.pid)
+    assert len(person_dataset(vm, ("train",))) == len(out)  # the keypoint CSV, keyed by list entry, holds each
+    merged = extra_training_records(data, [vm])
+    assert len(merged["train"]) == len(real) + len(out)
+    assert {p for _, p, _ in merged["train"]} == {r.pid for r in real.values()}  # no identity added
+    assert "MSMT17's layout" in (vm / "README.txt").read_text()
+    with pytest.raises(UserError, match="export_msmt17: true: .* is MSMT17 data"):
+        Builder(_cfg(tmp_path / "s2", tmp_path / "vm2", export_msmt17="true"))
+    # a camera MSMT17 names cannot hold (two digits) is refused before anything is written
+    lst = data / "list_train.txt"
+    entry, pid = lst.read_text().splitlines()[0].split()
+    moved = entry.split("_")
+    moved[2] = "100"
+    moved = "_".join(moved)
+    (data / "train" / entry).rename(data / "train" / moved)
+    lst.write_text(lst.read_text().replace(entry, moved, 1))
+    kp = data / "market-annotation-train.csv"
+    kp.write_text(kp.read_text().replace(entry, moved, 1))
+    with pytest.raises(UserError, match=r"pid \d+, camera 100: fg_mode: real writes each remix under its real pid "
+                                        r"and camera in MSMT17 names, which hold pids 0..9999 and cameras 1..99"):
+        Builder(_cfg(tmp_path / "s2", tmp_path / "vm3"))
+    assert not (tmp_path / "vm3").exists()

@@ -13,6 +13,7 @@ import pandas as pd
 from augment.makers.build_config import TORCHREID_MARKET_PIDS, BuildConfig
 from generator.config import to_dict
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
+from generator.data.layouts import MSMT17_OUT, Msmt17Writer, msmt17_entry, msmt17_out_entry, msmt17_out_path
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, format_name
 from generator.io import atomic_write_text, link_or_copy
@@ -33,15 +34,26 @@ def read_parts(out: Path) -> dict[int, dict]:
     return recs
 
 
+def image_entry(path: str, msmt17: bool) -> str:
+    """What the writer and the keypoint CSV name a built image by, from its manifest ``path``: the file name, or in
+    MSMT17's layout the list entry ``PPPP/NAME.jpg``."""
+    return msmt17_out_entry(path) if msmt17 else path.split("/")[-1]
+
+
 def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int, dict]) -> dict:
-    """Manifest (CSV + parquet), keypoint CSVs, optional ImageFolder export and README.txt, from the progress files."""
+    """Manifest (CSV + parquet), keypoint CSVs, optional ImageFolder export and README.txt, from the progress files;
+    in MSMT17's layout (``builder.msmt17``) also ``list_train.txt``, beside which the keypoint CSV sits."""
+    msmt17 = builder.msmt17
     rows = [r for p in plans for r in recs[p.index]["rows"]]
     kp = {"train": {}, "test": {}}
     for r in rows:
-        kp["train" if r["split"] == "train" else "test"][r["path"].split("/")[-1]] = np.asarray(r["keypoints"])
+        kp["train" if r["split"] == "train" else "test"][image_entry(r["path"], msmt17)] = np.asarray(r["keypoints"])
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "keypoints"} for r in rows])
     write_manifest(df, out / "manifest.csv")
-    write_keypoints_csv(out / "market-annotation-train.csv", kp["train"])
+    data_dir = out / MSMT17_OUT if msmt17 else out  # where a reader looks for the keypoint CSV (and MSMT17's list)
+    write_keypoints_csv(data_dir / "market-annotation-train.csv", kp["train"])
+    if msmt17:
+        Msmt17Writer(out).write_list([image_entry(p, True) for p in df.path], df.pid)
     if kp["test"]:
         write_keypoints_csv(out / "market-annotation-test.csv", kp["test"])
     if cfg.export_imagefolder:
@@ -61,7 +73,8 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int,
         *([f"cameras (the real data's, of each background): {sorted(df.camid.unique().tolist())}; backgrounds "
            f"from a camera the identity was never seen in: {df.bg_unseen_camera.mean():.1%}",
            f"build seed: {cfg.seed}; identity seeds derived from (seed, pid); fg mode: real ({cfg.real_fg}): "
-           f"real training identities, real pids, names PPPP_cCs0_... (column source: the real image)"]
+           f"real training identities, real pids, names "
+           + ("in MSMT17's layout (MSMT17 data)" if msmt17 else "PPPP_cCs0_...") + " (column source: the real image)"]
           if cfg.fg_mode == "real" else
           [f"cameras (background clusters): {sorted(df.camid.unique().tolist())}; "
            f"every identity in >= {int(cams.min())} cameras",
@@ -88,10 +101,14 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int,
         "config:",
         *[f"  {k}: {v}" for k, v in to_dict(cfg).items()],
         "",
-        "files: bounding_box_train/ query/ bounding_box_test/ (Market-1501 names PPPP_cCs1_FFFFFF_01.jpg),",
+        *([f"files: {msmt17_out_path('PPPP/PPPP_FFFFFF_CC_remix_0000_0.jpg')} (MSMT17's layout: pids as the data "
+           f"numbers them, from 0; cameras from 01; FFFFFF the image's number within its identity), listed with "
+           f"their pids in {MSMT17_OUT}/list_train.txt,"] if msmt17 else
+          ["files: bounding_box_train/ query/ bounding_box_test/ (Market-1501 names PPPP_cCs1_FFFFFF_01.jpg),"]),
         "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, the real",
         "images they came from (fg_image, bg_image, pose_image: empty where sampled), d_score),",
-        "market-annotation-*.csv (the poses used, name:keypoints_y:keypoints_x).",
+        (f"{MSMT17_OUT}/market-annotation-train.csv (the poses used, list entry:keypoints_y:keypoints_x)."
+         if msmt17 else "market-annotation-*.csv (the poses used, name:keypoints_y:keypoints_x)."),
     ]
     if cfg.fg_mode != "real" and (cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6):
         lines.append(f"torchreid's built-in market1501 asserts pid <= {TORCHREID_MARKET_PIDS} and camera <= 6, so it "
@@ -181,12 +198,14 @@ def test_splits(cams: list[int]) -> list[str]:
     return splits
 
 
-def manifest_rows(p, keep: list[int], scores, kps, bank_names: list[str] | None = None) -> list[dict]:
+def manifest_rows(p, keep: list[int], scores, kps, bank_names: list[str] | None = None,
+                  msmt17: bool = False) -> list[dict]:
     """One manifest row per kept candidate ``keep`` of identity plan ``p``. ``bank_names``: the real image of each
     bank row (relative to the data's base folder), for the columns that name the real images an image took its
     factors from: ``fg_image`` (fg_mode remix: the real image whose foreground was perturbed), ``bg_image`` and
     ``pose_image`` (a background or pose from the real bank); each is empty where the factor was sampled from
-    Phi (or ``bank_names`` is None)."""
+    Phi (or ``bank_names`` is None). ``msmt17``: paths in MSMT17's layout (a real-mode build of MSMT17 data, whose
+    images are all training images)."""
     splits = test_splits([p.images[j].camera for j in keep]) if p.split == "test" else ["train"] * len(keep)
 
     def bank_image(source: str, key: int) -> str:
@@ -197,8 +216,9 @@ def manifest_rows(p, keep: list[int], scores, kps, bank_names: list[str] | None 
     rows = []
     for j, split in zip(keep, splits, strict=True):
         im = p.images[j]
-        name = format_name(p.pid, im.camera, p.seq, j + 1, 1)
-        row = {"path": f"{SPLIT_DIRS[split]}/{name}", "split": split, "pid": p.pid, "camid": im.camera,
+        path = (msmt17_out_path(msmt17_entry(p.pid, im.camera, j + 1, "remix")) if msmt17 else
+                f"{SPLIT_DIRS[split]}/{format_name(p.pid, im.camera, p.seq, j + 1, 1)}")
+        row = {"path": path, "split": split, "pid": p.pid, "camid": im.camera,
                "origin": "remix" if im.source else "virtual", "identity": p.index, "fg_source": p.fg_source,
                "novelty_attempts": p.attempts, "bg_source": im.bg_source, "bg_key": im.bg_key,
                "pose_source": im.pose_source, "pose_key": im.pose_key,

@@ -10,7 +10,10 @@ real training identities themselves: each image takes the foreground embedding o
 images (or their mean), a background from a camera the identity was never seen in (where one exists) and a
 pose from another image; it keeps the real pid and gets its background's real camera, so that the folder
 merges with the real training data without an offset. Names use sequence 0 (``PPPP_cCs0_...``), which real
-Market-1501 and SimMarket names (s1..s6) never do.
+Market-1501 and SimMarket names (s1..s6) never do. MSMT17 data, whose pids start at 0 and cameras run to 15, gets
+MSMT17's own layout instead, as ``vmarket cutpaste`` writes it: ``MSMT17_V1/train/PPPP/PPPP_FFFFFF_CC_remix_0000_0.jpg``
+(the candidate's number as the frame, the camera from 01), ``MSMT17_V1/list_train.txt`` with the real pids and the
+keypoint CSV beside it, keyed by list entry.
 
 A real training image whose pose shows no person (``generator.pose.shows_person``: fewer than
 ``MIN_PERSON_JOINTS`` visible joints, or none joined by a limb) is never a foreground, a pose or a bank
@@ -49,11 +52,11 @@ from augment.makers.build_config import (
     config_hash,
     same_build,
 )
-from augment.makers.build_output import finalize, manifest_rows, read_parts
+from augment.makers.build_output import finalize, image_entry, manifest_rows, read_parts
 from generator.api import snapshot_path
 from generator.config import from_dict, to_dict
 from generator.data.dataset import person_dataset
-from generator.data.layouts import resolve_layout
+from generator.data.layouts import MSMT17_MAX_CAMERA, Msmt17Writer, msmt17_out_path, resolve_layout
 from generator.data.market import MarketWriter, Record
 from generator.errors import UserError
 from generator.eval.neighbours import CosineIndex, kmeans, nearest
@@ -93,6 +96,7 @@ class Builder:
         if not self.person.any():
             raise UserError(f"{run}/embeddings.pt: none of its {len(self.person)} training images shows a person "
                             f"({NO_PERSON}); train stage II on data whose keypoints find the people")
+        self.msmt17 = False  # the build is written in MSMT17's layout (real mode on MSMT17 data)
         self.records = self._real_records() if cfg.fg_mode == "real" else None
         self.bank_names = self._bank_names()
 
@@ -108,16 +112,23 @@ class Builder:
             raise UserError(f"{root}: its training split ({len(ds.records)} images) is not the data of "
                             f"{self.cfg.stage2_run}/embeddings.pt ({len(pids)} embeddings); set data_root to the "
                             f"dataset stage II embedded")
-        # a remix is written under its real pid and a real camera, in Market-1501 names (pid 1..9999, camera 1..9):
-        # a person whose pid or camera those names cannot hold (MSMT17 numbers people from 0, cameras to 15) would be
+        # a remix is written under its real pid and a real camera: in MSMT17's layout for MSMT17 data (which numbers
+        # people from 0 and cameras to 15), else in Market-1501 names; a person those names cannot hold would be
         # written as someone else
+        layout = resolve_layout(root, fmt)
+        self.msmt17 = layout.format == "msmt17"
+        lowest, cameras = (0, MSMT17_MAX_CAMERA) if self.msmt17 else (1, MAX_CAMERAS)
         bad = next((r for r, shown in zip(ds.records, self.person, strict=True)
-                    if shown and not (1 <= r.pid <= MAX_PIDS and 1 <= r.camid <= MAX_CAMERAS)), None)
+                    if shown and not (lowest <= r.pid <= MAX_PIDS and 1 <= r.camid <= cameras)), None)
         if bad is not None:
+            names = "MSMT17 names" if self.msmt17 else "Market-1501 names"
             raise UserError(f"{bad.path}: pid {bad.pid}, camera {bad.camid}: fg_mode: real writes each remix under its "
-                            f"real pid and camera in Market-1501 names, which hold pids 1..{MAX_PIDS} and cameras "
-                            f"1..{MAX_CAMERAS}; remix a Market-1501-layout dataset, or use `vmarket cutpaste` (it "
-                            f"writes MSMT17's layout for MSMT17 data)")
+                            f"real pid and camera in {names}, which hold pids {lowest}..{MAX_PIDS} and cameras "
+                            f"1..{cameras}; renumber the dataset's people and cameras into those ranges")
+        if self.msmt17 and self.cfg.export_msmt17:
+            raise UserError(f"export_msmt17: true: {root} is MSMT17 data, so this build is written in MSMT17's layout "
+                            f"already ({msmt17_out_path('')}, list_train.txt with the real pids); set "
+                            f"export_msmt17: false")
         n_ids = len(np.unique(pids[self.person]))  # identities with an image that shows a person
         if self.cfg.identities > n_ids:
             raise UserError(f"identities {self.cfg.identities}: {root} has {n_ids} training identities with an "
@@ -125,7 +136,7 @@ class Builder:
         if n_ids < 2:
             raise UserError(f"{root}: one training identity with an image that shows a person; a remix takes its "
                             f"backgrounds from other identities' images, so it needs at least two")
-        self.data_base = resolve_layout(root, fmt).base
+        self.data_base = layout.base
         return ds.records
 
     def _bank_names(self) -> list[str] | None:
@@ -387,16 +398,16 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
             done[rec["identity"]] = rec
             good.append(line)
         atomic_write_text(progress_file, "".join(line + "\n" for line in good))  # drop the cut line before appending
-    writer = MarketWriter(out, cfg.jpeg_quality)
+    writer = Msmt17Writer(out, cfg.jpeg_quality) if builder.msmt17 else MarketWriter(out, cfg.jpeg_quality)
     todo = [p for p in mine if p.index not in done]
     n_img, t_render = 0, time.perf_counter()
     for p in progress_bar(todo, desc=f"build shard {i}/{n}", unit="id", enabled=progress, mininterval=0.5):
         imgs, scores, kps = builder.render_identity(p)
         keep = builder.select(p, scores)
-        rows = manifest_rows(p, keep, scores, kps, builder.bank_names)
+        rows = manifest_rows(p, keep, scores, kps, builder.bank_names, builder.msmt17)
         for r in rows:
             j = r["candidate"]
-            writer.write(r["split"], r["path"].split("/")[-1], imgs[j])
+            writer.write(r["split"], image_entry(r["path"], builder.msmt17), imgs[j])
         n_img += len(rows)
         with open(progress_file, "a") as f:  # identity done: its images are all in place
             f.write(json.dumps({"identity": p.index, "rows": rows}) + "\n")

@@ -54,13 +54,12 @@ from generator.api import DisentangledModel
 from generator.config import digest
 from generator.data.dataset import load_image, person_dataset
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
-from generator.data.layouts import MSMT17_VERSIONS, resolve_layout
+from generator.data.layouts import MSMT17_OUT, Msmt17Writer, msmt17_entry, resolve_layout
 from generator.data.manifest import write_manifest
 from generator.data.market import MarketWriter, format_name
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import (
-    atomic_save_image,
     atomic_write_json,
     atomic_write_text,
     check_output_folder,
@@ -72,7 +71,6 @@ from reid.extra_training import loading_readme
 
 MAX_FRAME = 999999  # Market-1501 names: six frame digits
 CHUNK = 64  # outputs per batch (one generator call for the plates)
-MSMT17_OUT = "MSMT17_V1"  # the dataset folder of an output in MSMT17's layout (MSMT17 data)
 SKIPPED_COLUMNS = ("source", "pid", "camid", "visible_joints", "reason")  # skipped.csv
 # README.txt: the names and files of an output in each layout
 NAMES_NOTE = {"market1501": "PPPP_cCs0_FFFFFF_01.jpg",
@@ -86,29 +84,11 @@ FILES_NOTE = {"market1501": "bounding_box_train/, manifest.csv (source, donor an
                         "list entry), cutpaste.json (config)"}
 
 
-class Msmt17Writer:
-    """Training images in MSMT17's layout under ``root``: ``MSMT17_V1/train/<entry>``, the entry
-    (``PPPP/NAME.jpg``) being what ``list_train.txt`` and the keypoint CSV name (generator.data.layouts)."""
-
-    def __init__(self, root: str | os.PathLike, jpeg_quality: int = 95):
-        self.base = Path(root) / MSMT17_OUT
-        self.jpeg_quality = jpeg_quality
-
-    def path_for(self, split: str, name: str) -> Path:
-        return self.base / MSMT17_VERSIONS[MSMT17_OUT][0] / name
-
-    def write(self, split: str, name: str, image) -> Path:
-        path = self.path_for(split, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save_image(image, path, quality=self.jpeg_quality)
-        return path
-
-
 def output_name(pid: int, camid: int, frame: int, copy: int, msmt17: bool) -> str:
     """A Market-1501 name (sequence 0, box 1), or an MSMT17 list entry ``PPPP/PPPP_FFFFFF_CC_cutpaste_KKKK_0.jpg``
     (the camera from 01 in the third field, where MSMT17 readers take it; the frame makes it unique)."""
     if msmt17:
-        return f"{pid:04d}/{pid:04d}_{frame:06d}_{camid:02d}_cutpaste_{copy:04d}_0.jpg"
+        return msmt17_entry(pid, camid, frame, "cutpaste", copy)
     return format_name(pid, camid, 0, frame, 1)
 
 
@@ -317,8 +297,7 @@ def _write_files(plan: _Plan, work: Path, writer, rows: list[dict], kp: dict, su
     data_dir = writer.base if plan.msmt17 else work  # where a reader looks for the keypoint CSV (and MSMT17's list)
     write_keypoints_csv(data_dir / "market-annotation-train.csv", kp)
     if plan.msmt17:
-        atomic_write_text(data_dir / "list_train.txt", "".join(f"{name} {pid}\n" for name, pid in zip(
-            plan.names, df.pid, strict=True)))
+        writer.write_list(plan.names, df.pid)
     if len(plan.skipped):
         atomic_write_text(work / "skipped.csv", plan.skipped.to_csv(index=False))
     return df

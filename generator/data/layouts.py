@@ -51,7 +51,7 @@ from scipy.io import loadmat
 from generator.config import DataFormat
 from generator.data.market import MARKET_SUBDIR, SPLIT_DIRS, Record, resolve_root, scan_market, scan_split_folders
 from generator.errors import UserError
-from generator.io import folder_defect
+from generator.io import atomic_save_image, atomic_write_text, folder_defect
 
 FORMATS = tuple(f for f in typing.get_args(DataFormat) if f != "auto")  # the layouts `auto` chooses between
 DATASET_NAMES = {"market1501": "Market-1501", "duke": "DukeMTMC-reID", "msmt17": "MSMT17",
@@ -61,6 +61,8 @@ DUKE_CAMERAS = 8
 # MSMT17 version folder -> its (train, test) image folders, as torchreid's MSMT17 names them
 MSMT17_VERSIONS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
 MSMT17_LISTS = {"train": "list_train.txt", "query": "list_query.txt", "gallery": "list_gallery.txt"}
+MSMT17_OUT = "MSMT17_V1"  # the dataset folder of the project's outputs in MSMT17's layout (made from MSMT17 data)
+MSMT17_MAX_CAMERA = 99  # MSMT17 names: two camera digits, from 01
 CUHK03_SUBDIR = "cuhk03"
 CUHK03_VARIANTS = {"cuhk03_detected": "detected", "cuhk03_labeled": "labeled"}
 # keypoint files, as pose-transfer work on Market-1501 names them: train split / query + gallery
@@ -232,6 +234,50 @@ def msmt17_image_dirs(base: Path) -> tuple[Path, Path]:
         if (base / train).is_dir() or (base / test).is_dir():
             return base / train, base / test
     return base / pairs[0][0], base / pairs[0][1]
+
+
+def msmt17_entry(pid: int, camid: int, frame: int, tag: str, copy: int = 0) -> str:
+    """An MSMT17 list entry ``PPPP/PPPP_FFFFFF_CC_TAG_KKKK_0.jpg`` for an image the project writes: the camera from
+    01 in the third field, where MSMT17 readers take it; ``tag`` (``cutpaste``, ``remix``) says what wrote it, which
+    no real MSMT17 name carries there; ``frame`` and ``copy`` make it unique."""
+    return f"{pid:04d}/{pid:04d}_{frame:06d}_{camid:02d}_{tag}_{copy:04d}_0.jpg"
+
+
+def msmt17_out_path(entry: str) -> str:
+    """The path of training image ``entry`` (``msmt17_entry``) relative to an output in MSMT17's layout."""
+    return f"{MSMT17_OUT}/{MSMT17_VERSIONS[MSMT17_OUT][0]}/{entry}"
+
+
+def msmt17_out_entry(path: str) -> str:
+    """The list entry of an output's training image from its path relative to the output (``msmt17_out_path``)."""
+    prefix = msmt17_out_path("")
+    if not path.startswith(prefix):
+        raise ValueError(f"{path}: not under {prefix}")
+    return path[len(prefix):]
+
+
+class Msmt17Writer:
+    """Training images in MSMT17's layout under ``root``: ``MSMT17_V1/train/<entry>``, the entry
+    (``PPPP/NAME.jpg``) being what ``list_train.txt`` and the keypoint CSV name. Each image goes to a temp file
+    first and is then renamed."""
+
+    def __init__(self, root: str | os.PathLike, jpeg_quality: int = 95):
+        self.base = Path(root) / MSMT17_OUT
+        self.jpeg_quality = jpeg_quality
+
+    def path_for(self, split: str, name: str) -> Path:
+        return self.base / MSMT17_VERSIONS[MSMT17_OUT][0] / name
+
+    def write(self, split: str, name: str, image) -> Path:
+        path = self.path_for(split, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_image(image, path, quality=self.jpeg_quality)
+        return path
+
+    def write_list(self, entries, pids) -> None:
+        """``list_train.txt``: one line ``ENTRY PID`` per training image."""
+        atomic_write_text(self.base / MSMT17_LISTS["train"],
+                          "".join(f"{e} {int(p)}\n" for e, p in zip(entries, pids, strict=True)))
 
 
 def _camera_field(rel: str) -> int | None:
