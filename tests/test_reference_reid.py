@@ -334,3 +334,31 @@ def test_results_doc_blocks(tmp_path):
         render_results_doc(block("c.csv"), tmp_path)
     with pytest.raises(UserError, match="is not 'a vs b'"):
         render_results_doc(block("a.csv; pairs: hybrid"), tmp_path)
+
+
+def test_a_table_pinned_to_a_generator_refuses_other_checkpoints(tmp_path):
+    """generator_sha256 names the generator a table is of: each shipped config pins the checkpoints its packaged
+    table's provenance records, a run with other checkpoints is refused in one line naming the file, and a malformed
+    pin is refused when the config loads."""
+    import json
+
+    from augment.jobs.reference_reid import check_generators
+    from generator.shipped import checkpoint_sha256
+
+    for path in ("configs/reference/reid.yaml", "configs/reference/reid-48.yaml"):
+        cfg = load_config(ReidReferenceConfig, path)
+        made_with = json.loads((Path(cfg.package) / "provenance.json").read_text())["generator"]
+        assert cfg.generator_sha256 == [made_with[f] for f in ("stage1.pt", "pose.pt", "stage2.pt")], path
+    here = list(checkpoint_sha256().values())
+    check_generators(ReidReferenceConfig(out=str(tmp_path / "a"), recipes=[Recipe("real"), Recipe("cutpaste")],
+                                         generator_sha256=here))
+    other = [here[0], "0" * 64, here[2]]
+    with pytest.raises(UserError, match=f"whose pose.pt has sha256 000000000000, and generator/reference holds "
+                                        f"{here[1][:12]}; restore those checkpoints"):
+        check_generators(ReidReferenceConfig(out=str(tmp_path / "b"), recipes=[Recipe("real"), Recipe("cutpaste")],
+                                             generator_sha256=other))
+    assert not (tmp_path / "b").exists()
+    for bad in (here[:2], [*here[:2], "xyz"]):
+        with pytest.raises(UserError, match="generator_sha256: .* give the sha256 \\(64 hex digits\\) of stage1.pt, "
+                                            "pose.pt, stage2.pt"):
+            ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste")], generator_sha256=bad)

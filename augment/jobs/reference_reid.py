@@ -41,7 +41,7 @@ from augment.makers.plates import PLATES_OF
 from generator.config import save_config
 from generator.errors import UserError
 from generator.io import atomic_write_text, check_output_folder
-from generator.shipped import check_installed_from, install, model_size
+from generator.shipped import FILES, check_installed_from, checkpoint_sha256, install, model_size
 from generator.simmarket.simulate import simulate
 from reid.ablation import AblationConfig, MoreGenerated, finished_result, run_ablation, stage_dir
 from reid.consistency import filter_generated
@@ -239,9 +239,19 @@ def _worker_run(cfg: ReidReferenceConfig, world: World, regime: Regime, recipe: 
 
 def check_generators(cfg: ReidReferenceConfig) -> None:
     """Refuse an ``out`` whose generator was installed, in any world and regime, from other reference checkpoints
-    than ``cfg.reference``: its generated data and runs came from another generator, and one table holds one."""
+    than ``cfg.reference``: its generated data and runs came from another generator, and one table holds one; and
+    refuse checkpoints other than those ``cfg.generator_sha256`` names."""
     check_installed_from([Path(cfg.out) / w.name / r.name / "generator" for w, r in _scopes(cfg)],
                          cfg.reference or None)
+    if cfg.generator_sha256:  # the config names the generator its table is of
+        now = checkpoint_sha256(cfg.reference or None)
+        for file, pinned in zip(FILES.values(), cfg.generator_sha256, strict=True):
+            if now[file] != pinned:
+                where = cfg.reference or "generator/reference"
+                raise UserError(f"generator_sha256: the table of this config is of the generator whose {file} has "
+                                f"sha256 {pinned[:12]}, and {where} holds {now[file][:12]}; restore those checkpoints "
+                                f"(`git log -- generator/reference` finds their commit) or set reference to their "
+                                f"folder")
 
 
 def _scopes(cfg: ReidReferenceConfig, worlds: list[str] | None = None) -> list[tuple[World, Regime]]:

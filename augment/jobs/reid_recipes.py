@@ -13,7 +13,7 @@ from augment.jobs.provenance import REPO
 from augment.makers.plates import PLATES_OF
 from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, to_dict
 from generator.errors import UserError
-from generator.shipped import checkpoint_sha256
+from generator.shipped import FILES, checkpoint_sha256
 from generator.simmarket.world import NUM_CAMERAS
 from reid.train import ReidTrainConfig
 
@@ -143,6 +143,9 @@ class ReidReferenceConfig:
     # of the same seed scores the identity-consistency filter
     anchor: str = "real"
     reference: str = ""  # generator checkpoints ('' = those shipped with the package)
+    # the generator the table's rows are of: the sha256 of the reference checkpoints stage1.pt, pose.pt and stage2.pt,
+    # in that order ([] = whichever `reference` holds); run or packaged with other checkpoints, the table is refused
+    generator_sha256: list[str] = field(default_factory=list)
     package: str = "reid/reference"  # where --package copies the table, rows and provenance (in the repository)
     # the shipped ablation whose rows are reused ('' = package): another table's runs that this config would train
     # the same way (its real-only and cut-and-paste runs, for one) are not trained again
@@ -172,6 +175,10 @@ class ReidReferenceConfig:
             raise ConfigValueError(key, f"{getattr(self, key)}: use 0 or a number of epochs")
         if not self.worlds or len({w.name for w in self.worlds}) != len(self.worlds):
             raise ConfigValueError("worlds", "give at least one world, each with a name of its own")
+        if self.generator_sha256 and (len(self.generator_sha256) != len(FILES) or not all(
+                isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h) for h in self.generator_sha256)):
+            raise ConfigValueError("generator_sha256", f"{self.generator_sha256}: give the sha256 (64 hex digits) of "
+                                                       f"{', '.join(FILES.values())}, in that order, or [] for any")
 
 
 class Shipped:
