@@ -47,7 +47,7 @@ TRAIN_SETS = ("real", "virtual", "real+virtual", *MIXED)  # what one stage of a 
 @dataclass
 class MoreGenerated:
     """A further kind of generated image in every batch of the mixed training sets (a combined mix)."""
-    root: str = ""  # a build or cut-and-paste folder (Market-1501 layout)
+    root: str = ""  # a build or cut-and-paste folder (Market-1501 layout, or MSMT17's for MSMT17 data)
     kind: Literal["remix", "new"] = "remix"  # remix: real identities with their real pids; new: identities of its own
     share: float = 0.125  # its share of every batch
     label: LabelTreatment = "smooth"

@@ -197,9 +197,9 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
                      size: tuple[int, int] | None = None, new_tau: float = 0.9, progress: bool = True,
                      device: str = "auto") -> dict:
     """Score ``generated_root``'s training images with the re-ID model of ``state_path`` (trained on
-    ``real_root``'s training split) and write the consistent ones to ``out`` (Market-1501 layout); the summary.
-    ``model`` and ``size`` (None: the run's own, from its ``result.json``; else osnet_x0_25 at 128x64) must be those
-    the run trained with. Every check runs before anything is written."""
+    ``real_root``'s training split) and write the consistent ones to ``out`` (in ``generated_root``'s layout);
+    the summary. ``model`` and ``size`` (None: the run's own, from its ``result.json``; else osnet_x0_25 at
+    128x64) must be those the run trained with. Every check runs before anything is written."""
     out = Path(out)
     made, state_path = _check_filter_args(out, Path(state_path), new_tau, size)
     model, size = _run_settings(state_path, model, size)
@@ -315,7 +315,7 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
         for entry, _ in kept:
             writer.path_for("train", entry).parent.mkdir(parents=True, exist_ok=True)
             link_or_copy(train_dir / entry, writer.path_for("train", entry))
-        writer.base.mkdir(parents=True, exist_ok=True)
+        writer.path_for("train", "").mkdir(parents=True, exist_ok=True)  # there when every image was rejected
         writer.write_list([e for e, _ in kept], [p for _, p in kept])
         data_dir, prefix, key = writer.base, f"{MSMT17_OUT}/", lambda name: Path(name).name
     else:

@@ -193,6 +193,9 @@ def test_filter_generated_drops_the_planted_image(sim_small, state, tmp_path, mo
     assert "7 images" in line and "kept 5" in line and "28.6%" in line and line.endswith(str(out2))
     assert sorted(p.name for p in (out2 / "bounding_box_train").iterdir()) == kept
     one_line_error(main([*argv, "--out", str(out2)]), *capsys.readouterr(), str(out2), "not empty")
+    # `vmarket check` reads the output as the training-only set it is (it used to stop at the empty query/)
+    assert main(["check", "--root", str(out2), "--size", "64x32", "--quiet"]) == 0
+    assert "a training-only set, by its filter_summary.json" in capsys.readouterr().out
 
 
 def test_filter_generated_refusals(sim_small, state, tmp_path, capsys):
@@ -305,3 +308,15 @@ def test_filter_keeps_an_msmt17_layout_folder_in_msmt17_layout(tmp_path, monkeyp
     assert sorted(m.path) == sorted(Path(r.path).relative_to(out.resolve()).as_posix() for r in kept)
     assert len(person_dataset(out, ("train",))) == len(kept)  # keypoints keyed by list entry, one per kept image
     assert "MSMT17_V1/list_train.txt" in (out / "README.txt").read_text()
+    # every image rejected: an empty list beside its (empty) image folder, which reads as an empty training split
+    generated_paths = {str(Path(r.path).resolve()) for r in generated}
+
+    def every_one_wrong(model, paths, *args, **kwargs):  # each generated image scores as the next pid
+        return _onehot([(pids.index(truth[str(Path(p).resolve())]) + (str(Path(p).resolve()) in generated_paths))
+                        % len(pids) for p in paths], len(pids))
+
+    monkeypatch.setattr(C, "extract_image_features", every_one_wrong)
+    s = C.filter_generated(state, data, gen, tmp_path / "none", size=SIZE, progress=False)
+    assert s["kept"] == 0 and (tmp_path / "none" / "MSMT17_V1" / "train").is_dir()
+    with pytest.raises(UserError, match="list_train.txt: empty list"):
+        scan_dataset(tmp_path / "none", ("train",))

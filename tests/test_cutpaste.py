@@ -340,7 +340,7 @@ def test_a_finished_folder_made_without_the_person_check_is_refused(no_person, s
     assert C.cut_paste(sim2, tmp_path / "clean", seed=1, progress=False)["already_complete"]
 
 
-def test_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tmp_path):
+def test_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tmp_path, capsys):
     """MSMT17 numbers identities from 0 and has 15 cameras, which Market-1501 names cannot carry: the output takes
     MSMT17's layout, every image keeps its source's pid, and it loads as a training split beside the real data."""
     from generator.data.layouts import scan_dataset
@@ -364,3 +364,7 @@ def test_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tmp_path):
     assert len(merged["train"]) == 2 * len(real)
     assert {p for _, p, _ in merged["train"]} == {r.pid for r in real.values()}  # no identity added
     assert "MSMT17's layout" in (tmp_path / "cp" / "README.txt").read_text()
+    # `vmarket check` reads it as the training-only set it is (it has no query or gallery to check)
+    assert main(["check", "--root", str(tmp_path / "cp"), "--quiet"]) == 0
+    line = capsys.readouterr().out
+    assert f"train {len(real)} / " in line and "a training-only set, by its cutpaste.json" in line

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+
+import pandas as pd
 
 from augment.cli.parser import config_arguments, number, quiet_argument, seed
 from augment.gallery.collect import read_dataset
@@ -40,11 +43,29 @@ def _cmd_simulate(args) -> None:
 
 
 NAMES_SHOWN = 5  # `vmarket check`: images named per class of problem
+# the files that mark an output of vmarket's which may be a training-only set (no query or gallery)
+OUTPUT_MARKERS = ("cutpaste.json", "build.json", "filter_summary.json")
+
+
+def training_only(root) -> str | None:
+    """The marker file of a training-only set that vmarket wrote at ``root`` (a cut-and-paste, a build with no test
+    split, a filter's output: its ``manifest.csv`` lists no query image), else None."""
+    root = Path(root)
+    marker = next((m for m in OUTPUT_MARKERS if (root / m).is_file()), None)
+    if marker is None or not (root / "manifest.csv").is_file():
+        return None
+    try:
+        columns = pd.read_csv(root / "manifest.csv", nrows=0).columns
+        splits = pd.read_csv(root / "manifest.csv", usecols=["split"]).split if "split" in columns else []
+    except (OSError, ValueError):
+        return None  # an unreadable manifest: checked as any dataset
+    return None if "query" in set(splits) else marker
 
 
 def _cmd_check(args) -> None:
     size = parse_size(args.size)
-    splits = ("train", "query", "gallery")
+    marker = training_only(args.root)
+    splits = ("train",) if marker else ("train", "query", "gallery")
     # names, then image contents, then keypoints: the first error named is the file's own defect, not the
     # keypoint row a broken or stray file never had
     fmt = args.format if args.format != "auto" else detect_format(args.root)
@@ -57,7 +78,7 @@ def _cmd_check(args) -> None:
         raise UserError(f"{args.root}: no training image has a keypoint row (--skip-missing-keypoints left out "
                         f"{ds.skipped_missing} person images), so no training command can use this dataset; check "
                         "that the training keypoint CSV names these images")
-    ids = {s: len({r.pid for r in ds.records if r.split == s and r.is_person}) for s in splits}
+    ids = {s: len({r.pid for r in ds.records if r.split == s and r.is_person}) for s in ("train", "query", "gallery")}
     cams = sorted({r.camid for r in ds.records})
     missing = sum(int((rcv[:, 2] == 0).sum()) for rcv in ds.rcv)
     print(
@@ -68,7 +89,8 @@ def _cmd_check(args) -> None:
            if ds.skipped_unlabelled else "")
         + (f", {ds.skipped_missing} person images (left out: --skip-missing-keypoints)" if ds.skipped_missing else "")
         + (f"; {outside_note(ds.joints_outside, ds.rows_outside, NAMES_SHOWN)}" if ds.joints_outside else "")
-        + f" -> {args.root} ({DATASET_NAMES[fmt]})"
+        + f" -> {args.root} ({DATASET_NAMES[fmt]}"
+        + (f"; a training-only set, by its {marker}: its training split checked" if marker else "") + ")"
     )
     nobody = ds.without_person()
     if nobody:
@@ -186,7 +208,8 @@ def add_check(sub) -> None:
 
 
 def add_build(sub) -> None:
-    b = sub.add_parser("build", help="build a Virtual Market: N identities x K images, filters, Market-1501 export",
+    b = sub.add_parser("build", help="build a Virtual Market: N identities x K images, filters, Market-1501 layout "
+                                     "and exports",
                        description="Build a Virtual Market. With test_share: 0 (the default) the output is a "
                                    "training-only set: its query/ is empty, so torchreid's Market1501 raises "
                                    "IndexError on it. Train on it beside a real dataset with "
@@ -247,9 +270,12 @@ def add_filter(sub) -> None:
                              "the real data places nearer another identity (or, for a new identity, too near a real "
                              "one)")
     fl.add_argument("--model", required=True, help="state.pt of a re-ID run trained on --real-root (vmarket reid)")
-    fl.add_argument("--real-root", required=True, help="the real Market-1501-format dataset the model trained on")
-    fl.add_argument("--generated", required=True, help="generated dataset (Market-1501 layout; its training split)")
-    fl.add_argument("--out", required=True, help="output folder (Market-1501 layout; must not exist or be empty)")
+    fl.add_argument("--real-root", required=True,
+                    help="the real dataset the model trained on (any layout the project reads)")
+    fl.add_argument("--generated", required=True,
+                    help="generated dataset: a build, cut-and-paste or hybrid output (its training split)")
+    fl.add_argument("--out", required=True, help="output folder, in --generated's layout (Market-1501, or MSMT17's "
+                                                 "for MSMT17 data); must not exist or be empty")
     fl.add_argument("--model-name", default=None,
                     help="torchreid model of the run (default: the run's, from the result.json beside --model; "
                          "osnet_x0_25 without one)")

@@ -24,7 +24,7 @@ TORCHREID_MARKET_PIDS = 1501  # torchreid's built-in market1501 asserts 0 <= pid
 @dataclass
 class BuildConfig:
     stage2_run: str = ""  # stage-II run directory (its config names the stage-I and pose-AE runs)
-    out: str = "outputs/virtual_market"  # dataset folder (Market-1501 layout)
+    out: str = "outputs/virtual_market"  # dataset folder (Market-1501 layout; fg_mode: real of MSMT17 data: MSMT17's)
     identities: int = 500  # identities to build (real mode: the first N real training identities by pid; 0: all)
     images_per_id: int = 24  # images kept per identity
     seed: int = 0  # build seed; identity i uses seeds derived from (seed, i)
