@@ -257,6 +257,27 @@ def test_simmarket_gallery(browser, sim_root, tmp_path, capsys):
     page.tab.close()
 
 
+def test_a_simmarket_in_msmt17s_layout_keeps_its_train_and_test_people_apart(tmp_path):
+    """MSMT17's layout numbers training and test people apart, each from 0, and has no distractors: training
+    person 0 is a person (not "distractors"), and is not test person 0. Each card holds one SimMarket person."""
+    from generator.simmarket.simulate import simulate
+
+    simulate(tmp_path / "msmt", 6, seed=0, size=(64, 32), layout="msmt17", progress=False)
+    m = pd.read_csv(tmp_path / "msmt" / "manifest.csv")
+    g = read_dataset(tmp_path / "msmt")
+    parts = m.split.map(lambda s: "train" if s == "train" else "test")
+    assert len(g.identities) == len(set(zip(parts, m.pid, strict=True))) == m.identity.nunique()
+    assert {i.label for i in g.identities} == {"SimMarket identity"}
+    assert g.summary[0][1] == str(len(g.identities))  # every card counted as an identity
+    people = m.set_index("path").identity
+    for ident in g.identities:
+        assert len({people[item.result.title] for item in ident.items}) == 1  # one person per card
+    records = [page_module._identity_record(i, {"sim": 0}, lambda p: 0, lambda n: 0) for i in g.identities]
+    assert len({entry[0] for _, entry in records}) == len(records)  # the page's keys are unique
+    shown = {rec[4] for rec, _ in records}
+    assert {"train pid 0", "test pid 0"} <= shown
+
+
 def test_the_triplet_figure(cutpaste_set, tmp_path):
     path = triplet_figure(read_dataset(cutpaste_set), tmp_path / "t.png", rows=3)
     with Image.open(path) as im:

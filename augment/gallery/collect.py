@@ -27,6 +27,7 @@ from generator.io import folder_defect
 COLUMNS = ("path", "pid", "camid", "origin")  # what every manifest has
 IMAGE_COLUMNS = ("source", "fg_image", "bg_image", "pose_image")  # paths relative to the real data's base folder
 PLATE_NOTES = {"generator": "generated plate", "inpaint": "person filled in"}  # cut-and-paste's plate
+NUMBERED_APART = ("msmt17",)  # layouts whose training and test people are numbered apart, each from 0
 FIX = "pass the --out folder of vmarket build, cutpaste, filter or simulate"
 
 
@@ -235,8 +236,18 @@ def _read_simmarket(folder: Path, real: Path | None) -> Gallery:
     df = _manifest(folder, "SimMarket")
     rows = [(r["pid"], "sim", Item(_result(folder, r), r["origin"], r.get("split", "train")))
             for r in df.to_dict("records")]
-    g = Gallery(f"SimMarket (seed {meta.get('seed', '?')}): {folder.name}", "simmarket", folder, None,
-                list(_group(rows).values()))
+    if meta.get("layout") in NUMBERED_APART:  # training and test people numbered apart: group each part alone
+        train = _group([row for row in rows if row[2].split == "train"])
+        test = _group([row for row in rows if row[2].split != "train"])
+        past = max(train, default=-1) + 1
+        for ident in train.values():
+            ident.part = "train"
+        for ident in test.values():
+            ident.part, ident.key = "test", past + ident.pid
+        identities = [*train.values(), *test.values()]
+    else:
+        identities = list(_group(rows).values())
+    g = Gallery(f"SimMarket (seed {meta.get('seed', '?')}): {folder.name}", "simmarket", folder, None, identities)
     splits = df.get("split", pd.Series(dtype=str)).value_counts()
     g.summary = summary(g, [(s, count(int(splits.get(s, 0))), "split") for s in ("train", "query", "gallery")])
     return g
@@ -286,7 +297,7 @@ def summary(g: Gallery, extra: list[tuple[str, str, str]]) -> list[tuple[str, st
     images shown, and ``extra``."""
     kinds, others = {}, []
     for ident in g.identities:
-        if ident.kind == "sim" and ident.pid <= 0:  # SimMarket's distractors and junk are no one
+        if ident.is_no_one:  # SimMarket's distractors and junk
             others.append(f"{ident.label} as pid {ident.pid}")
         else:
             kinds[ident.label] = kinds.get(ident.label, 0) + 1

@@ -54,18 +54,33 @@ class Item:
 @dataclass
 class Identity:
     """One person: ``pid`` as the dataset labels it; ``kind`` real (a real training identity), new (sampled by the
-    generator) or sim (a SimMarket person; pid 0 holds the distractors and -1 the junk images)."""
+    generator) or sim (a SimMarket person; pid 0 holds the distractors and -1 the junk images). ``part``: train or
+    test where the dataset numbers its training and test people apart (MSMT17's layout: its training person 0 and
+    test person 0 are two people, and neither is a distractor); ``key`` the number the page knows it by, unique
+    within the gallery (the pid, or past every training pid for such a test person)."""
 
     pid: int
     kind: str
     real: list[Picture] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
+    part: str = ""
+    key: int | None = None
 
     @property
     def label(self) -> str:
-        if self.kind == "sim" and self.pid <= 0:
+        if self.is_no_one:
             return "distractors" if self.pid == 0 else "junk"
         return {"real": "real identity", "new": "new identity", "sim": "SimMarket identity"}[self.kind]
+
+    @property
+    def is_no_one(self) -> bool:
+        """SimMarket's distractors and junk, in the layouts that have them."""
+        return self.kind == "sim" and self.pid <= 0 and not self.part
+
+    @property
+    def shown(self) -> str:
+        """How the page names it: ``pid 7``, or ``test pid 7`` where training and test people are numbered apart."""
+        return f"{self.part + ' ' if self.part else ''}pid {self.pid}"
 
 
 @dataclass

@@ -108,7 +108,8 @@ def _identity_record(ident: Identity, origins, thumbs, notes) -> tuple[list, lis
         real_bits |= 1 << p.camid
     keys = sorted({((origins[it.origin] * 64) + it.result.camid) * 2 + int(it.kept is not False)
                    for it in ident.items})
-    return [ident.pid, ident.label, real, items], [ident.pid, real_bits, keys]
+    key = ident.pid if ident.key is None else ident.key
+    return [key, ident.label, real, items, ident.shown], [key, real_bits, keys]
 
 
 def _data_files(g: Gallery, work: Path, thumbs: Thumbnails, page: int) -> dict:

@@ -94,14 +94,14 @@
   }
 
   function section(rec) {
-    const [pid, label, real, items] = rec;
+    const [pid, label, real, items, shown] = rec;
     const sec = el("section", "identity");
     sec.dataset.pid = pid;
     const h = el("h2");
     const counts = el("span", "counts");
     if (real.length) counts.append(el("b", "n-real", String(real.length)), " real \u00b7 ");
     counts.append(el("b", "n-gen", String(items.length)), " " + X.itemWord);
-    h.append(el("span", "pid", "pid " + pid), " ", el("span", "kind", label), " ", counts);
+    h.append(el("span", "pid", shown), " ", el("span", "kind", label), " ", counts);
     sec.append(h);
     const shownReal = real.filter((r) => realOk(r[1]));
     if (shownReal.length) {
