@@ -38,7 +38,15 @@ from PIL import Image
 from torchvision import transforms as T
 
 from generator.data.keypoints import read_keypoints_csv, write_keypoints_csv
-from generator.data.layouts import MSMT17_OUT, Msmt17Writer, msmt17_image_dirs, resolve_layout
+from generator.data.layouts import (
+    KEYPOINT_FILES,
+    MSMT17_OUT,
+    Msmt17Writer,
+    keypoint_dirs,
+    msmt17_image_dirs,
+    msmt17_out_path,
+    resolve_layout,
+)
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS
 from generator.device import resolve_device
@@ -307,7 +315,10 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
     generated folder's manifest and keypoint rows of the kept images, the report, the rejected images, the
     summary and a README."""
     layout = resolve_layout(generated_root)
-    kept_names = set(decisions.loc[decisions.kept, "name"])
+    manifest = _manifest_path(generated_root)
+    df = pd.read_csv(manifest) if manifest is not None else None
+    if df is not None and "path" not in df.columns:
+        df = None
     if layout.format == "msmt17":  # as the builder and cut-and-paste write MSMT17 data: entries PPPP/NAME.jpg
         train_dir = msmt17_image_dirs(layout.base)[0].resolve()
         writer = Msmt17Writer(work)
@@ -317,7 +328,10 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
             link_or_copy(train_dir / entry, writer.path_for("train", entry))
         writer.path_for("train", "").mkdir(parents=True, exist_ok=True)  # there when every image was rejected
         writer.write_list([e for e, _ in kept], [p for _, p in kept])
-        data_dir, prefix, key = writer.base, f"{MSMT17_OUT}/", lambda name: Path(name).name
+        data_dir, keys = writer.base, {e for e, _ in kept}  # keypoint rows are keyed by list entry
+        if df is not None:  # the kept rows, their paths now under this folder's MSMT17_V1/train/
+            entries = df["path"].map(lambda p: os.path.relpath((manifest.parent / str(p)).resolve(), train_dir))
+            df = df[entries.isin(keys)].assign(path=entries[entries.isin(keys)].map(msmt17_out_path))
     else:
         for d in SPLIT_DIRS.values():  # train-only, as the builder and cut-and-paste write it
             (work / d).mkdir()
@@ -325,19 +339,16 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
         for (path, _, _), k in zip(gen, keep, strict=True):
             if k:
                 link_or_copy(path, train_dir / Path(path).name)
-        data_dir, prefix, key = work, SPLIT_DIRS["train"] + "/", lambda name: name
-    manifest = _manifest_path(generated_root)
-    if manifest is not None:
-        df = pd.read_csv(manifest)
-        if "path" in df.columns:
-            rows = df["path"].map(lambda p: str(p).startswith(prefix) and Path(p).name in kept_names)
-            write_manifest(df[rows].reset_index(drop=True), work / "manifest.csv")
-    kp_file = next((f / "market-annotation-train.csv" for f in dict.fromkeys([layout.base, layout.root])
-                    if (f / "market-annotation-train.csv").is_file()), None)
-    if kp_file is not None:  # keyed by file name, or for MSMT17 by list entry
-        kps = read_keypoints_csv(kp_file)
-        write_keypoints_csv(data_dir / "market-annotation-train.csv",
-                            {k: v for k, v in kps.items() if key(k) in kept_names})
+        data_dir, keys = work, set(decisions.loc[decisions.kept, "name"])  # keyed by file name
+        if df is not None:
+            df = df[df["path"].map(lambda p: str(p).startswith(SPLIT_DIRS["train"] + "/") and Path(p).name in keys)]
+    if df is not None:
+        write_manifest(df.reset_index(drop=True), work / "manifest.csv")
+    kp_file = next((f / KEYPOINT_FILES["train"] for f in keypoint_dirs(layout)
+                    if (f / KEYPOINT_FILES["train"]).is_file()), None)
+    if kp_file is not None:
+        write_keypoints_csv(data_dir / KEYPOINT_FILES["train"],
+                            {k: v for k, v in read_keypoints_csv(kp_file).items() if k in keys})
     report.to_csv(work / "filter_report.csv", index=False)
     decisions.loc[~decisions.kept, ["name", "pid", "kind", "reason"]].to_csv(work / "filter_rejected.csv",
                                                                              index=False)

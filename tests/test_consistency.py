@@ -262,7 +262,7 @@ def test_filter_scores_at_the_runs_own_model_and_size(sim_small, state, tmp_path
     assert not (tmp_path / "f3").exists()
 
 
-def test_filter_keeps_an_msmt17_layout_folder_in_msmt17_layout(tmp_path, monkeypatch):
+def test_filter_keeps_an_msmt17_layout_folder_in_msmt17_layout(tmp_path, monkeypatch, capsys):
     """Cut-and-paste (and the builder's remixes) of MSMT17 data are written in MSMT17's layout, pids from 0: the
     filtered folder keeps that layout (list_train.txt with each kept image's pid, the keypoint CSV keyed by list
     entry), so person 0 stays person 0, and it loads where the generated folder did."""
@@ -308,6 +308,16 @@ def test_filter_keeps_an_msmt17_layout_folder_in_msmt17_layout(tmp_path, monkeyp
     assert sorted(m.path) == sorted(Path(r.path).relative_to(out.resolve()).as_posix() for r in kept)
     assert len(person_dataset(out, ("train",))) == len(kept)  # keypoints keyed by list entry, one per kept image
     assert "MSMT17_V1/list_train.txt" in (out / "README.txt").read_text()
+    # a generated folder whose lists sit in its root (no MSMT17_V1/): the kept rows' paths are rewritten to where
+    # the filter puts the images
+    s = C.filter_generated(state, data, data, tmp_path / "sim-kept", size=SIZE, progress=False)
+    m = pd.read_csv(tmp_path / "sim-kept" / "manifest.csv")
+    assert s["kept"] == s["images"] == len(real) == len(m) > 0
+    assert all((tmp_path / "sim-kept" / p).is_file() and p.startswith("MSMT17_V1/train/") for p in m.path)
+    # `vmarket check` knows a filter's output for the training-only set it is, manifest or not
+    (tmp_path / "sim-kept" / "manifest.csv").unlink()
+    assert main(["check", "--root", str(tmp_path / "sim-kept"), "--size", "64x32", "--quiet"]) == 0
+    assert f"train {len(real)} / " in capsys.readouterr().out
     # every image rejected: an empty list beside its (empty) image folder, which reads as an empty training split
     generated_paths = {str(Path(r.path).resolve()) for r in generated}
 

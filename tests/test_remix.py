@@ -241,7 +241,7 @@ def test_sampled_poses_that_show_no_person_are_drawn_again(tiny_stages, tmp_path
             builder.plan()
 
 
-def test_remix_of_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tiny_stages, tmp_path):
+def test_remix_of_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tiny_stages, tmp_path, capsys):
     """MSMT17 numbers its people from 0 (and its cameras to 15), which Market-1501 names cannot hold: a remix of
     MSMT17 data takes MSMT17's layout, as cut-and-paste does. Every image keeps its source's pid (person 0
     included), its name carries its background's camera, and the folder loads as a training split beside the real
@@ -279,6 +279,8 @@ def test_remix_of_msmt17_data_is_written_in_msmt17_layout_with_its_real_pids(tin
     assert len(merged["train"]) == len(real) + len(out)
     assert {p for _, p, _ in merged["train"]} == {r.pid for r in real.values()}  # no identity added
     assert "MSMT17's layout" in (vm / "README.txt").read_text()
+    assert main(["check", "--root", str(vm), "--size", "64x32", "--quiet"]) == 0
+    assert "a training-only set, by its build.json" in capsys.readouterr().out
     with pytest.raises(UserError, match="export_msmt17: true: .* is MSMT17 data"):
         Builder(_cfg(tmp_path / "s2", tmp_path / "vm2", export_msmt17="true"))
     # a camera MSMT17 names cannot hold (two digits) is refused before anything is written

@@ -1,10 +1,9 @@
 """The dataset commands: simulate, check, keypoints, cutpaste, build, filter, browse."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
-
-import pandas as pd
 
 from augment.cli.parser import config_arguments, number, quiet_argument, seed
 from augment.gallery.collect import read_dataset
@@ -43,28 +42,26 @@ def _cmd_simulate(args) -> None:
 
 
 NAMES_SHOWN = 5  # `vmarket check`: images named per class of problem
-# the files that mark an output of vmarket's which may be a training-only set (no query or gallery)
-OUTPUT_MARKERS = ("cutpaste.json", "build.json", "filter_summary.json")
 
 
-def training_only(root) -> str | None:
-    """The marker file of a training-only set that vmarket wrote at ``root`` (a cut-and-paste, a build with no test
-    split, a filter's output: its ``manifest.csv`` lists no query image), else None."""
+def training_only_marker(root) -> str | None:
+    """The file that marks ``root`` as a training-only set vmarket wrote (no query or gallery), else None: a
+    cut-and-paste or hybrid (``cutpaste.json``), a filter's output (``filter_summary.json``), a build with
+    ``test_share: 0`` (``build.json``)."""
     root = Path(root)
-    marker = next((m for m in OUTPUT_MARKERS if (root / m).is_file()), None)
-    if marker is None or not (root / "manifest.csv").is_file():
-        return None
+    for marker in ("cutpaste.json", "filter_summary.json"):
+        if (root / marker).is_file():
+            return marker
     try:
-        columns = pd.read_csv(root / "manifest.csv", nrows=0).columns
-        splits = pd.read_csv(root / "manifest.csv", usecols=["split"]).split if "split" in columns else []
-    except (OSError, ValueError):
-        return None  # an unreadable manifest: checked as any dataset
-    return None if "query" in set(splits) else marker
+        test_share = json.loads((root / "build.json").read_text())["config"]["test_share"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no build, or an unreadable marker: checked as any dataset
+    return "build.json" if test_share == 0 else None
 
 
 def _cmd_check(args) -> None:
     size = parse_size(args.size)
-    marker = training_only(args.root)
+    marker = training_only_marker(args.root)
     splits = ("train",) if marker else ("train", "query", "gallery")
     # names, then image contents, then keypoints: the first error named is the file's own defect, not the
     # keypoint row a broken or stray file never had

@@ -248,10 +248,10 @@ def check_generators(cfg: ReidReferenceConfig) -> None:
         for file, pinned in zip(FILES.values(), cfg.generator_sha256, strict=True):
             if now[file] != pinned:
                 where = cfg.reference or "generator/reference"
+                fix = ("restore those checkpoints (`git log -- generator/reference` finds their commit) or set "
+                       "reference to their folder" if not cfg.reference else "set reference to their folder")
                 raise UserError(f"generator_sha256: the table of this config is of the generator whose {file} has "
-                                f"sha256 {pinned[:12]}, and {where} holds {now[file][:12]}; restore those checkpoints "
-                                f"(`git log -- generator/reference` finds their commit) or set reference to their "
-                                f"folder")
+                                f"sha256 {pinned[:12]}, and {where} holds {now[file][:12]}; {fix}")
 
 
 def _scopes(cfg: ReidReferenceConfig, worlds: list[str] | None = None) -> list[tuple[World, Regime]]:

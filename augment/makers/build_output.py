@@ -102,8 +102,8 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int,
         *[f"  {k}: {v}" for k, v in to_dict(cfg).items()],
         "",
         *([f"files: {msmt17_out_path('PPPP/PPPP_FFFFFF_CC_remix_0000_0.jpg')} (MSMT17's layout: pids as the data "
-           f"numbers them, from 0; cameras from 01; FFFFFF the image's number within its identity), listed with "
-           f"their pids in {MSMT17_OUT}/list_train.txt,"] if msmt17 else
+           f"numbers them, from 0; cameras from 01; FFFFFF the number of the identity's candidate image kept), "
+           f"listed with their pids in {MSMT17_OUT}/list_train.txt,"] if msmt17 else
           ["files: bounding_box_train/ query/ bounding_box_test/ (Market-1501 names PPPP_cCs1_FFFFFF_01.jpg),"]),
         "manifest.csv / manifest.parquet (one row per image: pid, camid, fg / bg / pose sources and seeds, the real",
         "images they came from (fg_image, bg_image, pose_image: empty where sampled), d_score),",

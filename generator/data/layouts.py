@@ -1,4 +1,5 @@
-"""Re-ID dataset layouts: Market-1501, DukeMTMC-reID, MSMT17 and CUHK03 (new protocol), detected and read.
+"""Re-ID dataset layouts: Market-1501, DukeMTMC-reID, MSMT17 and CUHK03 (new protocol), detected and read; and
+the writer of MSMT17's layout (``Msmt17Writer``) for what the project makes from MSMT17 data.
 
 Each reader follows the file conventions of torchreid's own dataset class (``torchreid.reid.data.datasets.image``),
 so that the records ``(path, pid, camid - 1)`` that ``reid.torchreid_adapter.market_records`` makes of ours equal
