@@ -257,6 +257,31 @@ def test_simmarket_gallery(browser, sim_root, tmp_path, capsys):
     page.tab.close()
 
 
+def test_the_pid_box_finds_train_and_test_people_numbered_apart(browser, tmp_path, capsys, monkeypatch):
+    """The page's pid box: "test 2" goes to test person 2, a bare "2" to the first person numbered 2 (training
+    person 2), and a pid the page does not show is reported on the box, with no script error."""
+    from generator.simmarket.simulate import simulate
+
+    simulate(tmp_path / "msmt", 6, seed=0, size=(64, 32), layout="msmt17", progress=False)
+    monkeypatch.setattr(page_module, "PAGE_ITEMS", 1)  # one identity a page
+    _browse(capsys, tmp_path / "msmt", tmp_path / "gallery")
+    page = Page(browser, tmp_path / "gallery")
+    names = page.tab.locator("section.identity .pid")
+
+    def find(text: str) -> tuple[list[str], str]:
+        page.tab.fill("#pid", text)
+        page.tab.press("#pid", "Enter")
+        page.tab.wait_for_selector("body[data-state=ready]")
+        return names.all_text_contents(), page.tab.evaluate("document.getElementById('pid').validationMessage")
+
+    assert find("test 2") == (["test pid 2"], "")
+    assert find("2") == (["train pid 2"], "")
+    assert find("test pid 0") == (["test pid 0"], "")
+    assert find("99")[1] == "99 is not shown with these filters"
+    assert page.errors == []
+    page.tab.close()
+
+
 def test_a_simmarket_in_msmt17s_layout_keeps_its_train_and_test_people_apart(tmp_path):
     """MSMT17's layout numbers training and test people apart, each from 0, and has no distractors: training
     person 0 is a person (not "distractors"), and is not test person 0. Each card holds one SimMarket person."""

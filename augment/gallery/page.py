@@ -109,7 +109,7 @@ def _identity_record(ident: Identity, origins, thumbs, notes) -> tuple[list, lis
     keys = sorted({((origins[it.origin] * 64) + it.result.camid) * 2 + int(it.kept is not False)
                    for it in ident.items})
     key = ident.pid if ident.key is None else ident.key
-    return [key, ident.label, real, items, ident.shown], [key, real_bits, keys]
+    return [key, ident.label, real, items, ident.shown], [key, real_bits, keys, ident.shown]
 
 
 def _data_files(g: Gallery, work: Path, thumbs: Thumbnails, page: int) -> dict:
@@ -178,7 +178,7 @@ def index_html(g: Gallery) -> str:
 <div class="stats">{stats}</div>
 {_legend(g)}
 </header>
-<div class="filters">{"".join(groups)}<label>pid <input id="pid" type="number" inputmode="numeric"></label></div>
+<div class="filters">{"".join(groups)}<label>pid <input id="pid" type="text" size="8" placeholder="7"></label></div>
 {pager}
 <main id="identities"></main>
 {pager}

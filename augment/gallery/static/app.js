@@ -8,7 +8,7 @@
   const chunks = {};  // chunk number -> Map(pid -> identity record)
   const waiting = {};  // chunk number -> [[resolve, reject]] while its script loads
   const main = document.getElementById("identities");
-  let matched = X.ids;  // the index entries [pid, chunk, real camera bits, card keys] that pass the filters
+  let matched = X.ids;  // the index entries [key, chunk, real camera bits, card keys, name] that pass the filters
   let renderToken = 0;
 
   window.VM_CHUNK = function (n, records) {
@@ -171,13 +171,17 @@
   });
   const find = document.getElementById("pid");
   find.addEventListener("change", async () => {
-    const pid = Number(find.value);
-    const i = matched.findIndex((e) => e[0] === pid);
-    find.setCustomValidity(i < 0 ? "pid " + find.value + " is not shown with these filters" : "");
+    // "7", "pid 7", or where training and test people are numbered apart "test 7" / "test pid 7" (entry[4] is how
+    // the page names an identity); a bare number finds the first identity of that pid
+    const m = find.value.trim().toLowerCase().match(/^(?:([a-z]+)\s+)?(?:pid\s*)?(-?\d+)$/);
+    const name = m ? (m[1] ? m[1] + " " : "") + "pid " + m[2] : "";
+    let i = m ? matched.findIndex((e) => e[4] === name) : -1;
+    if (i < 0 && m && !m[1]) i = matched.findIndex((e) => e[4].endsWith(" " + name));
+    find.setCustomValidity(i < 0 ? find.value + " is not shown with these filters" : "");
     find.reportValidity();
     if (i < 0) return;
     await go(Math.floor(i / X.perPage));
-    const target = main.querySelector('section[data-pid="' + pid + '"]');
+    const target = main.querySelector('section[data-pid="' + matched[i][0] + '"]');
     if (target) target.scrollIntoView();
   });
   render();
