@@ -124,6 +124,17 @@ def test_a_rank_that_is_not_one_of_its_world_is_refused(monkeypatch, env):
         launch_rank()
 
 
+def test_stage2_under_torchrun_is_refused_before_writing(monkeypatch, tmp_path, capsys):
+    """Stage II has no process group: under torchrun every rank would train the same mappings into one run
+    directory. Refused on each rank in one line, nothing written."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    one_line_error(*run_main(capsys, "train", "stage2", "-c", "configs/demo/stage2.yaml", "--run-dir",
+                             tmp_path / "s2", "--quiet"),
+                   "WORLD_SIZE=2: stage II trains in one process", "run it without torchrun")
+    assert not (tmp_path / "s2").exists()
+
+
 @pytest.mark.parametrize("cls, setting", [
     (AblationConfig, "train.size=[0, 0]"), (Stage1Config, "data.size=[8, 4]"), (AblationConfig, "train.size=[64]"),
     (PipelineConfig, "gen_size=[8, 4]"), (PipelineConfig, "reid_size=[0, 0]"), (ReferenceConfig, "gen_size=[8, 4]")])

@@ -30,7 +30,7 @@ from generator.models.stage2 import (
 )
 from generator.training.loss import Stage2Loss
 from generator.training.runs import RunLog, capture_state, check_resume, restore_state
-from generator.training.runtime import time_up
+from generator.training.runtime import launch_rank, time_up
 
 
 @dataclass
@@ -109,6 +109,9 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     ``train`` (a deadline stops the factor in training and leaves the rest for the resumed run)."""
     t = cfg.train
     factors = factors or cfg.factors
+    if launch_rank()[1] > 1:  # no process group here: every rank would train the same mappings into one run
+        raise UserError(f"WORLD_SIZE={launch_rank()[1]}: stage II trains in one process (its mappings are small); "
+                        "run it without torchrun")
     check_job(cfg, factors)
     run_dir = Path(run_dir)
     if resume:
