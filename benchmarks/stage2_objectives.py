@@ -15,13 +15,12 @@ Every variant resumes after a kill; a finished one is only scored again. Writes 
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 
 from variants import add_arguments, parse_variant, prepare, save
 
 from generator.config import load_config
-from generator.io import atomic_write_text, load_checkpoint
+from generator.io import atomic_copy, atomic_write_text, load_checkpoint
 from generator.models.stage2 import FACTORS
 from generator.shipped import FILES, default_dir
 from generator.training.stage2 import Stage2Config, train
@@ -45,11 +44,11 @@ def main(argv: list[str] | None = None) -> None:
         shared = out / "embeddings.pt"  # the real embeddings of stage I, computed once for every variant
         if shared.exists() and not (run / "embeddings.pt").exists():
             run.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shared, run / "embeddings.pt")
+            atomic_copy(shared, run / "embeddings.pt")
         t = time.perf_counter()
         train(cfg, run, resume=True, progress=not args.quiet)
         if not shared.exists():
-            shutil.copyfile(run / "embeddings.pt", shared)
+            atomic_copy(run / "embeddings.pt", shared)
         seconds = time.perf_counter() - t
         steps = load_checkpoint(run / "snapshot.pt")["steps"]
         q = embedding_quality(run)

@@ -171,11 +171,19 @@ def fresh_work_folder(out: str | os.PathLike, marker: str, what: str) -> Path:
 
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """A hard link ``dst`` to ``src``; a copy where links are not possible (another file system, or not allowed)."""
+    """A hard link ``dst`` to ``src``; a copy where links are not possible (another file system, or not allowed),
+    written beside ``dst`` and renamed, so that a killed copy leaves no cut-short file under the name."""
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copy2(src, dst)
+        atomic_copy(src, dst, metadata=True)
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike, metadata: bool = False) -> None:
+    """Copy ``src`` to ``dst`` through a temp file beside it (``metadata``: with its times and mode, as
+    ``shutil.copy2``)."""
+    with atomic_path(dst) as tmp:
+        (shutil.copy2 if metadata else shutil.copyfile)(src, tmp)
 
 
 def write_or_check(path: Path, text: str, check: bool, fix: str) -> int:

@@ -42,14 +42,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def provenance(reference_dir: str | os.PathLike | None = None) -> dict:
-    """``provenance.json`` of a reference folder, after checking each checkpoint against its sha256."""
+def provenance(reference_dir: str | os.PathLike | None = None, provisional_ok: bool = False) -> dict:
+    """``provenance.json`` of a reference folder, after checking each checkpoint against its sha256.
+    ``provisional_ok``: also the provisional one (the files alone) that packaging writes before it evaluates them."""
     ref = Path(reference_dir) if reference_dir else default_dir()
     path = ref / PROVENANCE
     if not path.is_file():
         raise UserError(f"{path}: no reference checkpoints here; run `make reference` to train them, "
                         "or pass --from-scratch to train every stage in this run")
     prov = json.loads(path.read_text())
+    if prov.get("provisional") and not provisional_ok:
+        raise UserError(f"{path}: the packaging of these checkpoints did not finish (its provenance is provisional); "
+                        "rerun the reference job that wrote them (it resumes)")
     for name in FILES.values():
         f = ref / name
         if not f.is_file():
@@ -120,13 +124,14 @@ def check_installed_from(outs, reference_dir: str | os.PathLike | None = None) -
 
 
 def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, data_root: str | os.PathLike,
-            progress: bool = True) -> dict:
+            progress: bool = True, provisional_ok: bool = False) -> dict:
     """Write ``out/{stage1,pose,stage2}`` run directories from the verified reference checkpoints, with their data
     paths pointing at ``data_root``, and stage II's real embedding banks computed on that data. Returns the provenance.
+    ``provisional_ok``: as for ``provenance`` (the packaging job evaluates what it is packaging).
 
     Skipped when ``out`` already holds them from the same checkpoints (``out/reference.json``)."""
     ref = Path(reference_dir) if reference_dir else default_dir()
-    prov = provenance(ref)
+    prov = provenance(ref, provisional_ok)
     out, data_root = Path(out), Path(data_root)
     stamp = out / "reference.json"
     marker = {"reference": str(ref), "sha256": _sha256_of(prov), "data_root": str(data_root)}

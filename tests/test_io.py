@@ -42,3 +42,37 @@ def test_processes_writing_one_file_never_fail(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert target.read_text() in (f"writer {i}\n" * 200 for i in range(2))
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_a_copy_cut_short_leaves_nothing_under_its_name(tmp_path, monkeypatch):
+    """link_or_copy falls back to a copy where a hard link is refused; a copy killed half-way leaves no cut-short
+    file under the name (which a rerun would take for done), and the old file stays whole."""
+    import os
+    import shutil
+
+    import generator.io as io_module
+
+    src = tmp_path / "a.jpg"
+    src.write_bytes(b"x" * 1000)
+
+    def no_links(a, b):
+        raise OSError("cross-device link")
+
+    def half_then_killed(a, b, **kwargs):
+        with open(b, "wb") as f:
+            f.write(b"x" * 500)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(shutil, "copy2", half_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        io_module.link_or_copy(src, tmp_path / "b.jpg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]
+    monkeypatch.undo()
+    io_module.link_or_copy(src, tmp_path / "b.jpg")
+    assert (tmp_path / "b.jpg").read_bytes() == src.read_bytes()
+    (tmp_path / "c.jpg").write_bytes(b"old")
+    monkeypatch.setattr(shutil, "copyfile", half_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        io_module.atomic_copy(src, tmp_path / "c.jpg")
+    assert (tmp_path / "c.jpg").read_bytes() == b"old"

@@ -202,3 +202,20 @@ def test_reference_job_with_unlabelled_people_gives_them_to_every_stage_and_ship
         assert yaml.safe_load((installed / job / "config.yaml").read_text())["data"]["unlabelled_roots"] == []
     assert yaml.safe_load((installed / "stage2" / "config.yaml").read_text())["unlabelled_roots"] == []
     assert len(load_checkpoint(installed / "stage2" / "embeddings.pt")["pid"]) == labelled
+
+
+def test_a_provisional_provenance_is_taken_only_by_the_packaging_job(tmp_path):
+    """Packaging writes a provisional provenance (the files alone) to evaluate the checkpoints as shipped; a kill
+    before the full one leaves it. Everything but that job refuses it in one line instead of failing later on a
+    missing key."""
+    from generator.shipped import FILES, default_dir, provenance
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for name in FILES.values():
+        shutil.copyfile(default_dir() / name, ref / name)
+    files = json.loads((default_dir() / "provenance.json").read_text())["files"]
+    (ref / "provenance.json").write_text(json.dumps({"files": files, "provisional": True}))
+    with pytest.raises(UserError, match="the packaging of these checkpoints did not finish"):
+        provenance(ref)
+    assert provenance(ref, provisional_ok=True)["files"] == files

@@ -372,3 +372,39 @@ def test_a_table_pinned_to_a_generator_refuses_other_checkpoints(tmp_path):
         with pytest.raises(UserError, match="generator_sha256: .* give the sha256 \\(64 hex digits\\) of stage1.pt, "
                                             "pose.pt, stage2.pt"):
             ReidReferenceConfig(recipes=[Recipe("real"), Recipe("cutpaste")], generator_sha256=bad)
+
+
+def test_packaging_puts_the_provenance_back_last(tmp_path, monkeypatch):
+    """The shipped rows are reused against their provenance: packaging removes the old provenance first and copies
+    the new one last, so that a kill in between leaves rows that nothing vouches for, never new rows under the old
+    table's provenance."""
+    from types import SimpleNamespace
+
+    import augment.jobs.ablation_tables as T
+
+    out, dest = tmp_path / "out", tmp_path / "pkg"
+    out.mkdir()
+    dest.mkdir()
+    for name in ("ablation.csv", "ablation.md", "cmc.csv"):
+        (out / name).write_text(f"new {name}")
+    (out / "provenance.json").write_text('{"runs_shipped": 1}')
+    (out / "pairs.png").write_bytes(b"png")
+    (dest / "provenance.json").write_text("old")
+    (dest / "ablation.csv").write_text("old")
+    cfg = SimpleNamespace(out=str(out), package=str(dest), figures=str(tmp_path / "docs" / "fig"))
+    monkeypatch.setattr(T, "write_results_doc", lambda repo: False)
+    copy = T.atomic_copy
+
+    def killed_at_the_provenance(src, dst, **kwargs):
+        if Path(dst).name == "provenance.json":
+            raise KeyboardInterrupt
+        copy(src, dst, **kwargs)
+
+    monkeypatch.setattr(T, "atomic_copy", killed_at_the_provenance)
+    with pytest.raises(KeyboardInterrupt):
+        T.package(cfg, log=lambda msg: None)
+    assert not (dest / "provenance.json").exists() and (dest / "ablation.csv").read_text() == "new ablation.csv"
+    monkeypatch.setattr(T, "atomic_copy", copy)
+    T.package(cfg, log=lambda msg: None)
+    assert (dest / "provenance.json").read_text() == '{"runs_shipped": 1}'
+    assert (tmp_path / "docs" / "fig_pairs.png").read_bytes() == b"png"

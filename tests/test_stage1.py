@@ -267,3 +267,26 @@ def test_stage1_sizes_table_shows_what_a_cap_saves():
     assert [r[1].strip() for r in rows] == ["16, 32, 48, 64", "16, 24, 24, 24"]
     (p_full, p_cap), (f_full, f_cap) = ([float(r[i].split()[0]) for r in rows] for i in (2, 4))
     assert p_cap < 0.6 * p_full and f_cap < f_full
+
+
+def test_a_kill_as_the_l1_warm_up_ends_keeps_its_snapshot(sim_small, tmp_path, monkeypatch):
+    """``snapshot-l1.pt`` (the end of the L1 warm-up, which the reference ships) is written before the state that
+    moves past it: a run killed while saving that state resumes from the step before, and still writes it."""
+    import generator.training.stage1 as S
+
+    cfg = tiny_stage1(sim_small, **{"train.steps": 4, "train.l1_only_steps": 2, "train.snapshot_every": 2})
+    real_save = S.save_state
+
+    def killed_at_the_warm_up(trained, step, is_main, run_dir):
+        if step == 2:
+            raise KeyboardInterrupt  # the kill, while the state of step 2 is being saved
+        real_save(trained, step, is_main, run_dir)
+
+    monkeypatch.setattr(S, "save_state", killed_at_the_warm_up)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "s1", progress=False)
+    assert (tmp_path / "s1" / "snapshot-l1.pt").is_file()
+    monkeypatch.setattr(S, "save_state", real_save)
+    train(cfg, tmp_path / "s1", resume=True, progress=False)
+    l1 = torch.load(tmp_path / "s1" / "snapshot-l1.pt", weights_only=True)
+    assert l1["step"] == 2 and torch.load(tmp_path / "s1" / "snapshot.pt", weights_only=True)["step"] == 4

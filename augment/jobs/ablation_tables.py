@@ -8,7 +8,6 @@ import argparse
 import json
 import platform
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from augment.jobs.ablation_figures import figures, scopes
 from augment.jobs.provenance import REPO, git_commit, repo_relative
 from generator.config import to_dict
 from generator.errors import UserError
-from generator.io import atomic_path, atomic_write_text, write_or_check
+from generator.io import atomic_copy, atomic_path, atomic_write_text, write_or_check
 from reid.ablation import paired
 
 # the columns of an ablation.csv written before the glossary (docs/glossary.md): the recipe's name was `setting`, its
@@ -277,16 +276,19 @@ def package(cfg, log=print) -> None:
     dest, figs = REPO / cfg.package, REPO / cfg.figures
     dest.mkdir(parents=True, exist_ok=True)
     figs.parent.mkdir(parents=True, exist_ok=True)
-    for name in ("ablation.csv", "ablation.md", "provenance.json", "cmc.csv"):
+    # each file through a temp file; the provenance, against which the rows are reused, goes first and comes back
+    # last, so that a kill in between leaves no rows vouched for by another table's provenance
+    (dest / "provenance.json").unlink(missing_ok=True)
+    for name in ("ablation.csv", "ablation.md", "cmc.csv", "provenance.json"):
         if (out / name).is_file() or name != "cmc.csv":  # an out tabulated before the CMC was kept has none
-            shutil.copyfile(out / name, dest / name)
-    shutil.copyfile(out / "pairs.png", figs.with_name(f"{figs.name}_pairs.png"))  # from the rows: always whole
+            atomic_copy(out / name, dest / name)
+    atomic_copy(out / "pairs.png", figs.with_name(f"{figs.name}_pairs.png"))  # from the rows: always whole
     if json.loads((out / "provenance.json").read_text()).get("runs_shipped", 0):
         log(f"kept the figures {figs}_*.png: some rows were reused from the shipped table, and the figures of the "
             f"runs here alone would leave those out")
     else:
         for name in ("cmc", "curve"):
-            shutil.copyfile(out / f"{name}.png", figs.with_name(f"{figs.name}_{name}.png"))
+            atomic_copy(out / f"{name}.png", figs.with_name(f"{figs.name}_{name}.png"))
     log(f"packaged {out} -> {dest} and {figs.parent}/")
     if write_results_doc(REPO):
         log(f"rewrote the generated tables of {RESULTS_DOC} from the shipped ablations")

@@ -252,14 +252,15 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print, command: str
                  "nets": {f: half(n) for f, n in s2["nets"].items()}}, pkg / FILES["stage2"])
     files = {name: {"sha256": sha256_file(pkg / name), "bytes": (pkg / name).stat().st_size, "dtype": "float16"}
              for name in FILES.values()}
-    # a provisional provenance (files only), so that install() can verify them; the full one is written last
-    atomic_write_text(pkg / PROVENANCE, json.dumps({"files": files}, indent=1))
+    # a provisional provenance (files only), so that install() can verify them; the full one is written last, and
+    # nothing but this job takes the provisional one
+    atomic_write_text(pkg / PROVENANCE, json.dumps({"files": files, "provisional": True}, indent=1))
 
     # evaluate the checkpoints as shipped (fp16 weights, computed in fp32), in run directories of their own
     shipped = out / "shipped"
     if shipped.exists():
         shutil.rmtree(shipped)
-    install(pkg, shipped, gen_root, progress=progress)
+    install(pkg, shipped, gen_root, progress=progress, provisional_ok=True)
     evaluate_generator(shipped, gen_root, cfg.eval_pairs, StageTimer(shipped), progress, log)
     model32 = DisentangledModel.load(shipped_stage1(cfg))
     fp16 = fp16_error(model32.G, held_out_people(model32, gen_root))

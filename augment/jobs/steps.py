@@ -156,7 +156,7 @@ def evaluate_generator(out: Path, gen_root: Path, eval_pairs: int, stage: StageT
         if not (s2_run / "eval" / "metrics.json").exists():
             check_deadline(deadline, "the stage-II evaluation")
             stage2_report(s2_run)
-        if not (s2_run / "samples" / "b_identities.png").exists():
+        if not (s2_run / "samples" / "d_interpolation.png").exists():  # the last grid sample_grids writes
             sample_grids(s2_run, s2_run / "samples")
 
     stage("eval_stage1", eval1)

@@ -251,6 +251,6 @@ def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int 
     if simmarket:
         swaps = counterfactual_metrics(model, data_root, pairs, grid_path=out_dir / "swaps.png")
     result = {"reconstruction": recon, "swaps": swaps}
-    atomic_write_json(out_dir / "metrics.json", result)
     atomic_write_text(out_dir / "metrics.md", metrics_table(recon, swaps))
+    atomic_write_json(out_dir / "metrics.json", result)  # last: a rerun takes it as the finished evaluation
     return result

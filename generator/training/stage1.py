@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from generator.data.layouts import scan_dataset
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
 from generator.eval.stage1_report import held_out_batch, held_out_ssim
-from generator.io import atomic_path, atomic_save, load_checkpoint, progress_bar
+from generator.io import atomic_copy, atomic_save, load_checkpoint, progress_bar
 from generator.models.stage1 import DCGANDiscriminator, Stage1ModelConfig, build_generator
 from generator.pose import NO_PERSON
 from generator.training.identity import IdentityTerm, identity_labels
@@ -357,10 +356,10 @@ def checkpoint(run_dir: Path, cfg: Stage1Config, nets: Stage1Nets, done: int, is
     """The snapshot and state of step ``done``; at the end of an L1 warm-up followed by an adversarial phase,
     also ``snapshot-l1.pt``, a copy of the snapshot kept beside the final model so the phases can be compared."""
     t = cfg.train
-    save_checkpoints(run_dir, cfg, nets.trained, done, is_main)
-    if is_main and done == t.l1_only_steps < t.steps and t.adv_weight > 0:
-        with atomic_path(run_dir / "snapshot-l1.pt") as tmp:
-            shutil.copyfile(run_dir / "snapshot.pt", tmp)
+    save_snapshot(run_dir, cfg, nets.trained, done, is_main)
+    if is_main and done == t.l1_only_steps < t.steps and t.adv_weight > 0:  # before the state that moves past it
+        atomic_copy(run_dir / "snapshot.pt", run_dir / "snapshot-l1.pt")
+    save_state(nets.trained, done, is_main, run_dir)
 
 
 def initial_weights(path: Path, m: Stage1ModelConfig) -> dict:
@@ -376,11 +375,15 @@ def initial_weights(path: Path, m: Stage1ModelConfig) -> dict:
     return snap["G"]
 
 
-def save_checkpoints(run_dir: Path, cfg: Stage1Config, trained: dict, step: int, is_main: bool) -> None:
-    """The snapshot (G and the config) and the state (every module and optimiser in ``trained``, RNGs, step)."""
-    if not is_main:
-        return
-    atomic_save({"kind": "stage1", "config": to_dict(cfg), "step": step, "G": unwrap(trained["G"]).state_dict()},
-                run_dir / "snapshot.pt")
-    atomic_save(capture_state({k: unwrap(v) for k, v in trained.items()}, kind="stage1", step=step),
-                run_dir / "state.pt")
+def save_snapshot(run_dir: Path, cfg: Stage1Config, trained: dict, step: int, is_main: bool) -> None:
+    """The snapshot: G and the config."""
+    if is_main:
+        atomic_save({"kind": "stage1", "config": to_dict(cfg), "step": step, "G": unwrap(trained["G"]).state_dict()},
+                    run_dir / "snapshot.pt")
+
+
+def save_state(trained: dict, step: int, is_main: bool, run_dir: Path) -> None:
+    """The state a resumed run starts from: every module and optimiser in ``trained``, RNGs, step."""
+    if is_main:
+        atomic_save(capture_state({k: unwrap(v) for k, v in trained.items()}, kind="stage1", step=step),
+                    run_dir / "state.pt")

@@ -123,6 +123,6 @@ def report(run: Path, out_dir: Path | None = None, seed: int = 0) -> dict:
     out_dir = out_dir or Path(run) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     q = embedding_quality(run, seed=seed)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(q, indent=1))
     atomic_write_text(out_dir / "metrics.md", quality_table(q))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(q, indent=1))  # last: the pipeline's finished marker
     return q

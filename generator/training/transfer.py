@@ -146,9 +146,9 @@ def pack(src: str | os.PathLike, dest: str | os.PathLike, budget_mib: float = 44
         raise UserError(f"{src}: {len(archive) / MIB:.1f} MiB even in fp16 without optimiser state, over the "
                         f"{budget_mib:g} MiB budget; train a smaller model or raise the budget")
     dest.mkdir(parents=True, exist_ok=True)
+    (dest / INDEX).unlink(missing_ok=True)  # no index until every part it names is written
     for old in dest.glob(f"{PART}*"):
         old.unlink()
-    (dest / INDEX).unlink(missing_ok=True)  # no index until every part it names is written
     step = int(part_mib * MIB)
     parts = []
     for i, start in enumerate(range(0, len(archive), step)):
