@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from generator.config import DataConfig, from_dict
 from generator.data.dataset import person_dataset
@@ -199,7 +198,7 @@ def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
     splits of ``unlabelled_roots`` (other people, in any supported layout) are encoded after it, with pid -1: their
     identities are never read."""
     model = DisentangledModel.load(stage1_run, pose=pose_run)
-    root = data_root or yaml.safe_load((Path(stage1_run) / "config.yaml").read_text())["data"]["root"]
+    root = data_root or model.data.root  # the snapshot's own (stage1_run may be a snapshot file)
     fmt = "auto" if data_root else model.data.format  # another root: its own layout, detected
     kw = {"size": model.size, "heatmap_radius": model.heatmap_radius, "mask_radius": model.mask_radius,
           "skip_missing_keypoints": model.data.skip_missing_keypoints}

@@ -170,6 +170,19 @@ def fresh_work_folder(out: str | os.PathLike, marker: str, what: str) -> Path:
     return work
 
 
+def read_json_object(path: str | os.PathLike, fix: str) -> dict:
+    """The JSON object a job of the project wrote at ``path``; a file cut short by a kill, edited into something
+    else or unreadable is a UserError naming it and ``fix``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not readable JSON ({type(e).__name__}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not the JSON object vmarket writes; {fix}")
+    return data
+
+
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """A hard link ``dst`` to ``src``; a copy where links are not possible (another file system, or not allowed),
     written beside ``dst`` and renamed, so that a killed copy leaves no cut-short file under the name."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from generator.api import real_embeddings
 from generator.config import from_dict, save_config
 from generator.errors import UserError
-from generator.io import atomic_save, atomic_write_json, load_checkpoint
+from generator.io import atomic_save, atomic_write_json, load_checkpoint, read_json_object
 from generator.simmarket.simulate import settings, simulate
 from generator.training.pose_ae import PoseConfig
 from generator.training.stage1 import Stage1Config
@@ -50,7 +49,11 @@ def provenance(reference_dir: str | os.PathLike | None = None, provisional_ok: b
     if not path.is_file():
         raise UserError(f"{path}: no reference checkpoints here; run `make reference` to train them, "
                         "or pass --from-scratch to train every stage in this run")
-    prov = json.loads(path.read_text())
+    prov = read_json_object(path, "reinstall the package or rerun `make reference`")
+    if not isinstance(prov.get("files"), dict) or any(not isinstance(prov["files"].get(n), dict)
+                                                       or "sha256" not in prov["files"][n] for n in FILES.values()):
+        raise UserError(f"{path}: no sha256 for each of {', '.join(FILES.values())}; reinstall the package or rerun "
+                        "`make reference`")
     if prov.get("provisional") and not provisional_ok:
         raise UserError(f"{path}: the packaging of these checkpoints did not finish (its provenance is provisional); "
                         "rerun the reference job that wrote them (it resumes)")
@@ -112,7 +115,7 @@ def check_installed_from(outs, reference_dir: str | os.PathLike | None = None) -
         stamp = Path(out) / "reference.json"
         if not stamp.is_file():
             continue
-        then = json.loads(stamp.read_text()).get("sha256", {})
+        then = read_json_object(stamp, f"delete {out} (the runs installed there are made again)").get("sha256", {})
         now = now or checkpoint_sha256(ref)
         name = next((n for n in FILES.values() if then.get(n) != now[n]), None)
         if name is None:
@@ -135,7 +138,9 @@ def install(reference_dir: str | os.PathLike | None, out: str | os.PathLike, dat
     out, data_root = Path(out), Path(data_root)
     stamp = out / "reference.json"
     marker = {"reference": str(ref), "sha256": _sha256_of(prov), "data_root": str(data_root)}
-    if stamp.is_file() and json.loads(stamp.read_text()) == marker and (out / "stage2" / "embeddings.pt").is_file():
+    installed = read_json_object(stamp, f"delete {out} (the runs installed there are made again)") \
+        if stamp.is_file() else None
+    if installed == marker and (out / "stage2" / "embeddings.pt").is_file():
         return prov
     s1_run, pose_run, s2_run = out / "stage1", out / "pose", out / "stage2"
 

@@ -20,7 +20,6 @@ are the real data's, so they are iteration-matched to ``real`` with or without `
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ import yaml
 from generator.config import ConfigValueError, DataFormat, check_unique, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
-from generator.io import atomic_path, atomic_write_text, check_output_folder
+from generator.io import atomic_path, atomic_write_text, check_output_folder, read_json_object
 from reid.consistency import NEW_ORIGIN, REAL_ORIGINS
 from reid.extra_training import manifest_origins
 from reid.mixed import LabelTreatment, Mix, generated_pool, parts_per_batch
@@ -262,7 +261,7 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
         path = stage_dir(cfg.out, setting, seed, k) / "result.json"
         if not path.is_file():
             return None
-        res = json.loads(path.read_text())
+        res = read_json_object(path, f"delete {path.parent} to train it again")
         # the day it trained (a CPU run's numbers depend on the machine and day): a result written before it was
         # recorded has its file's date
         res.setdefault("date", time.strftime("%Y-%m-%d", time.localtime(path.stat().st_mtime)))

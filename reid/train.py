@@ -21,7 +21,7 @@ import torch
 from generator.config import ConfigValueError, check_ranges, check_size
 from generator.device import resolve_device
 from generator.errors import UserError
-from generator.io import atomic_save, atomic_write_text, load_checkpoint
+from generator.io import atomic_save, atomic_write_text, load_checkpoint, read_json_object
 from generator.training.runs import capture_state, restore_state
 from reid.metrics import RankResult, evaluate_features
 from reid.mixed import Mix, MixedLoader
@@ -111,8 +111,8 @@ def train_and_evaluate(train_set: str, test_set: str, cfg: ReidTrainConfig, run_
     run_dir.mkdir(parents=True, exist_ok=True)
     mix_summary = mix.summary(cfg.batch) if mix is not None else None
     if (run_dir / "result.json").exists():
-        done = json.loads((run_dir / "result.json").read_text())
-        _check_same_training(run_dir / "result.json", done["steps_per_epoch"], cfg.steps_per_epoch,
+        done = read_json_object(run_dir / "result.json", f"delete {run_dir} to train it again")
+        _check_same_training(run_dir / "result.json", done.get("steps_per_epoch"), cfg.steps_per_epoch,
                              done.get("mix"), mix_summary, done.get("transforms", ["random_flip"]), cfg.transforms,
                              done.get("epochs", cfg.epochs), cfg.epochs)
         return done

@@ -103,6 +103,25 @@ def test_stage2_resume_is_bit_identical(tiny_stages, tmp_path):
     assert same_weights(full["nets"]["fg"], resumed["nets"]["fg"])
 
 
+def test_a_log_line_cut_by_a_kill_is_dropped_on_resume_and_a_snapshot_file_names_its_data(tiny_stages, tmp_path):
+    """A kill mid-append leaves a cut last line in metrics.jsonl: the resume drops it (it used to stop with a
+    JSONDecodeError) and equals an uninterrupted run. stage1_run may name a snapshot file (as a shipped reference's
+    stage1.pt): without data_root, the data are the snapshot's own (it used to read config.yaml beside it)."""
+    s1, pose, _ = tiny_stages
+    cfg = tiny_stage2(s1, pose, **{"train.steps": 6, "train.log_every": 2, "train.snapshot_every": 2})
+    full = train(cfg, tmp_path / "full", progress=False, factors=["fg"])
+    train(cfg, tmp_path / "part", progress=False, factors=["fg"], stop_after=4)
+    with open(tmp_path / "part" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "factor": "fg", "loss_')  # the kill
+    resumed = train(cfg, tmp_path / "part", resume=True, progress=False, factors=["fg"])
+    assert same_weights(full["nets"]["fg"], resumed["nets"]["fg"])
+    assert _records(tmp_path / "part") == _records(tmp_path / "full")
+    by_file = tiny_stage2(s1 / "snapshot.pt", pose, **{"train.steps": 2})
+    train(by_file, tmp_path / "by-file", progress=False, factors=["fg"])
+    assert torch.equal(load_checkpoint(tmp_path / "by-file" / "embeddings.pt")["fg"],
+                       load_checkpoint(tmp_path / "full" / "embeddings.pt")["fg"])
+
+
 def _records(run):
     """metrics.jsonl without its wall-clock field."""
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -10,7 +10,6 @@ loading code of either's README.txt. A filter's rejected images are those of the
 (``generated_root`` of ``filter_summary.json``). ``--real`` (``real``) overrides the recorded real data."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from augment.gallery.model import Gallery, Identity, Item, Picture, count, find_
 from augment.makers.plates import PLATES
 from generator.data.layouts import read_layout, resolve_layout
 from generator.errors import UserError
-from generator.io import folder_defect
+from generator.io import folder_defect, read_json_object
 
 COLUMNS = ("path", "pid", "camid", "origin")  # what every manifest has
 IMAGE_COLUMNS = ("source", "fg_image", "bg_image", "pose_image")  # paths relative to the real data's base folder
@@ -55,13 +54,7 @@ def _read(folder: Path, real: Path | None) -> Gallery:
 
 
 def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not readable JSON ({type(e).__name__}); make the dataset again") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not the JSON object vmarket writes; make the dataset again")
-    return data
+    return read_json_object(path, "make the dataset again")
 
 
 def _csv(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from augment.makers.cutpaste import cut_paste
 from augment.makers.plates import PLATES_OF
 from generator.config import save_config
 from generator.errors import UserError
-from generator.io import atomic_write_text, check_output_folder
+from generator.io import atomic_write_text, check_output_folder, read_json_object
 from generator.shipped import FILES, check_installed_from, checkpoint_sha256, install, model_size
 from generator.simmarket.simulate import simulate
 from reid.ablation import AblationConfig, MoreGenerated, finished_result, run_ablation, stage_dir
@@ -146,7 +146,7 @@ class GeneratedData:
         out = self.path(name, seed)
         summary = out / "filter_summary.json"
         if summary.is_file():
-            scored_by = json.loads(summary.read_text())["model_state"]
+            scored_by = read_json_object(summary, f"delete {out} to filter again").get("model_state", "")
             tail = model_state.parts[-5:]  # <anchor>/real/seed<k>/stage0-real/state.pt, wherever ``out`` lies
             if Path(scored_by).parts[-5:] != tail:
                 raise UserError(f"{out}: filtered with {scored_by}, not the anchor's model {model_state}; delete "
@@ -303,7 +303,7 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     table to package would be the shipped one's rows alone)."""
     out = Path(cfg.out)
     times_path = out / "times.json"
-    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    times = read_json_object(times_path, TIMES_FIX) if times_path.exists() else {}
     check_generators(cfg)
     shipped = Shipped(cfg) if reuse else None
     if shipped is not None:
@@ -330,7 +330,7 @@ class _Results:
     def __init__(self, cfg: ReidReferenceConfig, log, command: str, shipped: Shipped | None = None):
         self.cfg, self.log, self.command, self.shipped = cfg, log, command, shipped
         self.times_path = Path(cfg.out) / "times.json"
-        self.times = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
+        self.times = read_json_object(self.times_path, TIMES_FIX) if self.times_path.exists() else {}
         self.by_key: dict[tuple[int, int, int], dict] = {}  # (seed, scope, recipe) index -> row
 
     def record(self, key: tuple[int, int, int], row: dict, seconds: float | None, shipped: bool = False) -> None:
@@ -348,6 +348,9 @@ class _Results:
     def write(self) -> None:
         fresh = {(r["world"], r["regime"], r["recipe"], r["seed"]): r for r in self.rows()}
         _write(self.cfg, _table_rows(self.cfg, self.shipped, fresh), self.times, self.command, self.shipped)
+
+
+TIMES_FIX = "delete it (it records each run's wall time alone; the runs' results stay)"
 
 
 def _recipes_to_run(cfg: ReidReferenceConfig, only: list[str] | None) -> list[Recipe]:

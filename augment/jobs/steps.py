@@ -9,7 +9,7 @@ from pathlib import Path
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import evaluate
-from generator.io import atomic_write_text, load_checkpoint
+from generator.io import atomic_write_text, load_checkpoint, read_json_object
 from generator.simmarket.simulate import DEFAULTS, settings, simulate
 from generator.training.pose_ae import PoseConfig
 from generator.training.pose_ae import train as train_pose
@@ -57,7 +57,8 @@ class StageTimer:
 
     def __init__(self, out: Path):
         self.path = out / "times.json"
-        self.times: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.times: dict[str, float] = (read_json_object(self.path, "delete it (it records the stages' wall time "
+                                                         "alone)") if self.path.exists() else {})
 
     def __call__(self, name: str, fn):
         t = time.perf_counter()
@@ -76,7 +77,7 @@ def simulate_data(roots_sizes, sim_ids: int, sim_seed: int, progress: bool, log=
     for root, size in roots_sizes:
         meta = root / "simmarket.json"
         if meta.exists():
-            have = settings(json.loads(meta.read_text()))
+            have = settings(read_json_object(meta, f"delete {root} to simulate it again"))
             asked = {"identities": sim_ids, "seed": sim_seed, "height": size[0], "width": size[1],
                      "train_cameras": train_cameras, "style": style, "layout": DEFAULTS["layout"],
                      "people_seed": people_seed, "train_share": train_share}

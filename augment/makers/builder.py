@@ -60,7 +60,7 @@ from generator.data.layouts import MSMT17_MAX_CAMERA, Msmt17Writer, msmt17_out_p
 from generator.data.market import MarketWriter, Record
 from generator.errors import UserError
 from generator.eval.neighbours import CosineIndex, kmeans, nearest
-from generator.io import atomic_write_text, check_output_folder, load_checkpoint, progress_bar
+from generator.io import atomic_write_text, check_output_folder, load_checkpoint, progress_bar, read_json_object
 from generator.models.stage1 import DCGANDiscriminator
 from generator.pose import NO_PERSON, shows_person
 from generator.training.stage1 import Stage1Config
@@ -359,7 +359,7 @@ def is_complete(cfg: BuildConfig) -> bool:
     writes last); checked without loading any model, so a copied build verifies where its stage-II run is absent."""
     marker = Path(cfg.out) / "build.json"
     return (marker.is_file() and (Path(cfg.out) / "README.txt").is_file()
-            and same_build(json.loads(marker.read_text()), cfg))
+            and same_build(read_json_object(marker, f"delete {cfg.out} and build again"), cfg))
 
 
 def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
@@ -368,14 +368,15 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     h = config_hash(cfg)
     marker = out / "build.json"
     check_output_folder(out, "out")
+    begun = read_json_object(marker, f"delete {out} and build again") if marker.exists() else None
     if out.exists() and any(out.iterdir()):
-        if not marker.exists() or not same_build(json.loads(marker.read_text()), cfg):
+        if begun is None or not same_build(begun, cfg):
             raise UserError(f"{out}: not empty and not a build of this config; choose another out or delete it")
     t0 = time.perf_counter()
     builder = Builder(cfg)  # a missing stage-II run or an impossible novelty filter is refused before out exists
     plans, stats = builder.plan()
     skips = {k: stats[k] for k in NO_PERSON_KEYS}
-    if marker.exists() and NO_PERSON_KEYS[0] not in json.loads(marker.read_text()) and skips[NO_PERSON_KEYS[0]]:
+    if begun is not None and NO_PERSON_KEYS[0] not in begun and skips[NO_PERSON_KEYS[0]]:
         raise UserError(f"{out}: begun without the person check, while {skips[NO_PERSON_KEYS[0]]} real training "
                         f"images show no person ({NO_PERSON}) and may be its foregrounds, poses or backgrounds; "
                         f"delete {out} and build again")

@@ -39,7 +39,6 @@ function of the config), a refused one leaves nothing.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -64,6 +63,7 @@ from generator.io import (
     atomic_write_text,
     check_output_folder,
     progress_bar,
+    read_json_object,
     remove_empty_folders,
 )
 from generator.pose import MIN_PERSON_JOINTS, NO_PERSON, no_person_reason, shows_person
@@ -166,8 +166,11 @@ def _already_made(out: Path, config: dict, h: str, load_data) -> dict:
     # also the hash of the same settings with resolved paths: folders whose cutpaste.json hashed absolute paths
     resolved = {**config, "root": str(Path(config["root"]).resolve()),
                 "stage1_run": str(Path(config["stage1_run"]).resolve()) if config["stage1_run"] is not None else None}
-    if marker.is_file() and json.loads(marker.read_text()).get("config_hash") in (h, digest(resolved)):
-        summary = json.loads(marker.read_text())["summary"]
+    made = read_json_object(marker, f"delete {out} and run cutpaste again") if marker.is_file() else {}
+    if made.get("config_hash") in (h, digest(resolved)):
+        summary = made.get("summary")
+        if not isinstance(summary, dict):
+            raise UserError(f"{marker}: no summary; delete {out} and run cutpaste again")
         if "skipped_no_person" not in summary:
             _refuse_unchecked(out, load_data())
         return {**summary, "already_complete": True}
@@ -207,13 +210,21 @@ def _donors_and_names(root, records, rcv, has_person, jobs, per_image: int, seed
     return _Plan(records, rcv, has_person, pids, cams, donors, unseen, skipped, jobs, own, names, base, msmt17)
 
 
+def _partial_marker(marker: Path) -> dict:
+    """An unfinished run's ``cutpaste.json``; {} where a kill cut it short (that run is cleared, as another's)."""
+    try:
+        return read_json_object(marker, "")
+    except UserError:
+        return {}
+
+
 def _work_folder(out: Path, started: dict, config: dict) -> Path:
     """``.OUT.partial`` beside ``out``, for the run ``started`` describes: resumed when it is that run's, cleared
     when it is another unfinished cut-and-paste, refused otherwise."""
     work = out.parent / f".{out.name}.partial"
     marker = work / "cutpaste.json"
     if work.exists() and not (marker.is_file()
-                              and all(json.loads(marker.read_text()).get(k) == v for k, v in started.items())):
+                              and all(_partial_marker(marker).get(k) == v for k, v in started.items())):
         if marker.is_file():  # an unfinished run of another config: ours to clear
             shutil.rmtree(work)
         else:

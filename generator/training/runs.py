@@ -101,7 +101,12 @@ class RunLog:
         for line in path.read_text().splitlines():
             if not line.strip():
                 continue
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill mid-append: dropped, as a step after the state is
+            if not isinstance(rec, dict):
+                continue
             upto = step.get(rec.get("factor"), 0) if isinstance(step, dict) else step
             if rec.get("step", 0) <= upto:
                 keep.append(line)

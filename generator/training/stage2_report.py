@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from generator.api import interpolate
 from generator.data.dataset import person_dataset
@@ -90,7 +89,7 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
     _save([model.decode(ids, sampler.sample("bg", n, seed + 11), sampler.sample("pose", n, seed + 12))], cols,
           out_dir / "b_identities.png")
 
-    root = cfg.data_root or yaml.safe_load((Path(cfg.stage1_run) / "config.yaml").read_text())["data"]["root"]
+    root = cfg.data_root or model.data.root  # stage I's snapshot's own (stage1_run may be a snapshot file)
     ds = person_dataset(root, ("query",), size=model.size, heatmap_radius=model.heatmap_radius,
                         mask_radius=model.mask_radius)
     b = torch.utils.data.default_collate([ds.item(i)

@@ -1,0 +1,55 @@
+"""Files the project wrote and a user kept: one cut short by a kill, edited by hand or not the JSON object it was is
+refused in one line naming it and the fix (exit 2), never a traceback; nothing else is touched."""
+import json
+
+import pytest
+from conftest import one_line_error, run_main
+
+from augment.makers.build_config import BuildConfig
+from augment.makers.builder import build
+from augment.makers.cutpaste import cut_paste
+from generator.config import load_config
+from generator.errors import UserError
+from generator.io import read_json_object
+from generator.shipped import check_installed_from
+
+DAMAGE = {"cut short": '{"config_hash": "ab', "a list": "[1, 2]", "empty": ""}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_read_json_object_names_the_file_and_the_fix(tmp_path, damage):
+    path = tmp_path / "x.json"
+    path.write_text(DAMAGE[damage])
+    with pytest.raises(UserError, match=r"x.json: not (readable JSON|the JSON object vmarket writes).*; do this"):
+        read_json_object(path, "do this")
+    path.write_text('{"a": 1}')
+    assert read_json_object(path, "do this") == {"a": 1}
+
+
+def test_a_damaged_cutpaste_json_is_one_line(sim_small, tmp_path, capsys):
+    out = tmp_path / "cp"
+    cut_paste(sim_small, out, size=(64, 32), progress=False)
+    argv = ["cutpaste", "--root", str(sim_small), "--out", str(out), "--size", "64x32", "--quiet"]
+    assert run_main(capsys, *argv)[0] == 0  # already complete
+    made = json.loads((out / "cutpaste.json").read_text())
+    (out / "cutpaste.json").write_text(json.dumps(made)[:40])
+    one_line_error(*run_main(capsys, *argv), "cutpaste.json: not readable JSON", f"delete {out}")
+    del made["summary"]
+    (out / "cutpaste.json").write_text(json.dumps(made))
+    one_line_error(*run_main(capsys, *argv), "cutpaste.json: no summary", f"delete {out}")
+
+
+def test_a_damaged_build_json_is_one_line(tiny_stages, tmp_path, capsys):
+    out = tmp_path / "vm"
+    sets = [f"stage2_run={tiny_stages[2]}", f"out={out}", "identities=2", "images_per_id=2", "quality_keep=1.0"]
+    build(load_config(BuildConfig, None, sets), progress=False)
+    (out / "build.json").write_text("[]")
+    argv = ["build", "-c", "/dev/null", "--quiet", *[a for s in sets for a in ("--set", s)]]
+    one_line_error(*run_main(capsys, *argv), "build.json: not the JSON object vmarket writes", f"delete {out}")
+
+
+def test_a_damaged_install_stamp_is_one_line(tmp_path):
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "reference.json").write_text('{"sha256": ')
+    with pytest.raises(UserError, match="reference.json: not readable JSON .*; delete .*gen"):
+        check_installed_from([tmp_path / "gen"])
