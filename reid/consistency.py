@@ -178,13 +178,21 @@ def _manifest_path(root) -> Path | None:
                  if (f / "manifest.csv").is_file()), None)
 
 
+def _read_manifest(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # pandas' parser and empty-file errors are ValueErrors
+        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}); restore it, or remove it (its images are "
+                        "then told apart by pid: a real training pid is a remix)") from None
+
+
 def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids: set[int]) -> np.ndarray:
     """(N,) bool: which generated training records ``(path, pid, camid)`` are new identities, from the folder's
     ``manifest.csv`` where it names the image (``origin``), else by the pid (a pid of no real identity)."""
     manifest = _manifest_path(generated_root)
     origin: dict[str, str] = {}
     if manifest is not None:
-        df = pd.read_csv(manifest)
+        df = _read_manifest(manifest)
         if {"path", "origin"} <= set(df.columns):
             origin = {Path(p).name: str(o) for p, o in zip(df["path"], df["origin"], strict=True)}
     out = np.zeros(len(records), bool)
@@ -316,7 +324,7 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
     summary and a README."""
     layout = resolve_layout(generated_root)
     manifest = _manifest_path(generated_root)
-    df = pd.read_csv(manifest) if manifest is not None else None
+    df = _read_manifest(manifest) if manifest is not None else None
     if df is not None and "path" not in df.columns:
         df = None
     if layout.format == "msmt17":  # as the builder and cut-and-paste write MSMT17 data: entries PPPP/NAME.jpg

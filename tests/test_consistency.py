@@ -214,6 +214,12 @@ def test_filter_generated_refusals(sim_small, state, tmp_path, capsys):
     one_line_error(rc, *capsys.readouterr(), str(out), "not empty")
     assert [p.name for p in out.iterdir()] == ["x"] and not (tmp_path / ".out.partial").exists()
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+    # a generated folder whose manifest.csv was emptied: one line naming it, nothing written
+    shutil.copytree(sim_small, gen, dirs_exist_ok=True)
+    (gen / "manifest.csv").write_text("")
+    rc = main([*argv[:3], "--generated", str(gen), *argv[5:], "--model", str(state), "--out", str(tmp_path / "o2")])
+    one_line_error(rc, *capsys.readouterr(), "manifest.csv: unreadable manifest (EmptyDataError)")
+    assert not (tmp_path / "o2").exists()
 
 
 @pytest.mark.parametrize("origin", ["remix", *ORIGINS])  # every origin the builder and cut-and-paste write

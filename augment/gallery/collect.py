@@ -167,12 +167,23 @@ def stage_roots(stage2_run: str | None, dataset: Path) -> list[str]:
     run = find_folder(stage2_run, dataset)
     if run is None or not (run / "config.yaml").is_file():
         return []
-    s2 = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    s2 = _yaml_mapping(run / "config.yaml")
     roots = [s2.get("data_root")]
     s1 = find_folder(s2.get("stage1_run"), dataset)
     if s1 is not None and (s1 / "config.yaml").is_file():
-        roots.append(((yaml.safe_load((s1 / "config.yaml").read_text()) or {}).get("data") or {}).get("root"))
-    return [r for r in roots if r]
+        data = _yaml_mapping(s1 / "config.yaml").get("data")
+        roots.append(data.get("root") if isinstance(data, dict) else None)
+    return [r for r in roots if isinstance(r, str) and r]
+
+
+def _yaml_mapping(path: Path) -> dict:
+    """A run's config, read only for the data root it records: {} where it cannot be read (the other records of
+    the real data, or --real, are tried instead)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def build_parts(row: dict, data: RealData | None) -> list[tuple[str, Picture]]:
