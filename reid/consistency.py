@@ -43,6 +43,7 @@ from generator.data.layouts import (
     MSMT17_OUT,
     Msmt17Writer,
     keypoint_dirs,
+    manifest_file,
     msmt17_image_dirs,
     msmt17_out_path,
     resolve_layout,
@@ -171,13 +172,6 @@ def extract_image_features(model: torch.nn.Module, paths: list[str], size: tuple
     return torch.cat(feats) if feats else torch.empty(0, 0)
 
 
-def _manifest_path(root) -> Path | None:
-    """A generated folder's ``manifest.csv``: beside its split folders or MSMT17 list, or in its root."""
-    layout = resolve_layout(root)
-    return next((f / "manifest.csv" for f in dict.fromkeys([layout.base, layout.root])
-                 if (f / "manifest.csv").is_file()), None)
-
-
 def _read_manifest(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -189,7 +183,7 @@ def _read_manifest(path: Path) -> pd.DataFrame:
 def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids: set[int]) -> np.ndarray:
     """(N,) bool: which generated training records ``(path, pid, camid)`` are new identities, from the folder's
     ``manifest.csv`` where it names the image (``origin``), else by the pid (a pid of no real identity)."""
-    manifest = _manifest_path(generated_root)
+    manifest = manifest_file(generated_root)
     origin: dict[str, str] = {}
     if manifest is not None:
         df = _read_manifest(manifest)
@@ -323,7 +317,7 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
     generated folder's manifest and keypoint rows of the kept images, the report, the rejected images, the
     summary and a README."""
     layout = resolve_layout(generated_root)
-    manifest = _manifest_path(generated_root)
+    manifest = manifest_file(generated_root)
     df = _read_manifest(manifest) if manifest is not None else None
     if df is not None and "path" not in df.columns:
         df = None

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from generator.data.layouts import resolve_layout
+from generator.data.layouts import manifest_file
 from generator.errors import UserError
 from reid.consistency import NEW_ORIGIN, REAL_ORIGINS
 from reid.torchreid_adapter import market_records, merge_records, register_dataset
@@ -39,17 +39,16 @@ LOADER = "register_with_extra_training"  # the function the outputs' README.txt 
 def manifest_origins(root) -> tuple[Path | None, dict[str, str]]:
     """(the manifest read, {image file name: origin}) of an extra set: its ``manifest.csv`` beside the split
     folders or in the root; (None, {}) when it has none with an ``origin`` column."""
-    layout = resolve_layout(root)
-    for folder in dict.fromkeys([layout.base, layout.root]):
-        path = folder / "manifest.csv"
-        if path.is_file():
-            try:
-                df = pd.read_csv(path, usecols=lambda c: c in ("path", "origin"))
-            except (OSError, ValueError) as e:
-                raise UserError(f"{path}: unreadable manifest ({type(e).__name__}); restore it, or pass "
-                                "identities='real' or 'new' to say what its images show") from None
-            if {"path", "origin"} <= set(df.columns):
-                return path, {Path(p).name: str(o) for p, o in zip(df["path"], df["origin"], strict=True)}
+    path = manifest_file(root)
+    if path is None:
+        return None, {}
+    try:
+        df = pd.read_csv(path, usecols=lambda c: c in ("path", "origin"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}); restore it, or pass "
+                        "identities='real' or 'new' to say what its images show") from None
+    if {"path", "origin"} <= set(df.columns):
+        return path, {Path(p).name: str(o) for p, o in zip(df["path"], df["origin"], strict=True)}
     return None, {}
 
 

@@ -375,6 +375,14 @@ def keypoint_dirs(layout: Layout) -> list[Path]:
     return list(dict.fromkeys([layout.base, layout.root]))
 
 
+def manifest_file(root) -> Path | None:
+    """A dataset's ``manifest.csv`` (the project's outputs and SimMarket write one): beside its split folders or
+    MSMT17 list, or in its root; None where it has none."""
+    layout = resolve_layout(root)
+    return next((f / "manifest.csv" for f in dict.fromkeys([layout.base, layout.root])
+                 if (f / "manifest.csv").is_file()), None)
+
+
 def keypoint_path(root, split: str, fmt: str = "auto", fmt_key: str = "format") -> Path:
     """Where the keypoint CSV of ``split`` belongs (for a writer): beside the split folders, list files or (CUHK03)
     in the variant's image folder."""
