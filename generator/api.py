@@ -9,6 +9,7 @@ swap a factor between two batches and interpolate between two embeddings.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -69,6 +70,18 @@ def checked_snapshot(path, kind: str) -> tuple[str, dict]:
     return where, snap
 
 
+@contextmanager
+def fitted(where: str, kind: str):
+    """Building a ``kind`` model from the snapshot ``where``: a snapshot whose config or weights do not fit this
+    version's models (another version wrote it, or it was edited) is one line naming it, not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"{where}: its config or weights do not fit this version's {kind} model ({why}); train the "
+                        f"{kind} run again with this version, or load it with the version that wrote it") from None
+
+
 def snapshot_path(path) -> Path:
     """The snapshot of a run: ``path/snapshot.pt`` for a run directory, ``path`` itself for a snapshot file."""
     path = Path(path)
@@ -89,15 +102,17 @@ class DisentangledModel:
         """From a stage-I run directory or snapshot file, and optionally a pose-AE run."""
         where, snap = checked_snapshot(stage1, "stage-I")
         # only the model and data sections are needed for inference; the training section stays with the run
-        model_cfg = from_dict(Stage1ModelConfig, snap["config"]["model"], f"{where}: model")
-        data = from_dict(DataConfig, snap["config"]["data"], f"{where}: data")
-        G = build_generator(model_cfg, data.size)
-        G.load_state_dict({k: v.float() for k, v in snap["G"].items()})
+        with fitted(where, "stage-I"):
+            model_cfg = from_dict(Stage1ModelConfig, snap["config"]["model"], f"{where}: model")
+            data = from_dict(DataConfig, snap["config"]["data"], f"{where}: data")
+            G = build_generator(model_cfg, data.size)
+            G.load_state_dict({k: v.float() for k, v in snap["G"].items()})
         pose_ae = None
         if pose is not None:
             pwhere, psnap = checked_snapshot(pose, "pose-AE")
-            pose_ae = build_pose_ae(from_dict(PoseModelConfig, psnap["config"]["model"], f"{pwhere}: model"))
-            pose_ae.load_state_dict({k: v.float() for k, v in psnap["model"].items()})
+            with fitted(pwhere, "pose-AE"):
+                pose_ae = build_pose_ae(from_dict(PoseModelConfig, psnap["config"]["model"], f"{pwhere}: model"))
+                pose_ae.load_state_dict({k: v.float() for k, v in psnap["model"].items()})
         model = cls(G, data.size, data.heatmap_radius, data.mask_radius, pose_ae, device)
         model.data = data  # the data section the model trained with
         return model
@@ -172,11 +187,12 @@ class Sampler:
     def load(cls, run, device="cpu") -> "Sampler":
         where, snap = checked_snapshot(run, "stage-II")
         nets = {}
-        for f in FACTORS:
-            m = from_dict(Stage2ModelConfig, factor_settings(snap["config"], f)["model"], f"{where}: model")
-            net = build_mapping(snap["dims"][f], mapping_width(m, f), m.blocks, m.gaussian_start, m.z_std)
-            net.load_state_dict({k: v.float() for k, v in snap["nets"][f].items()})
-            nets[f] = net
+        with fitted(where, "stage-II"):
+            for f in FACTORS:
+                m = from_dict(Stage2ModelConfig, factor_settings(snap["config"], f)["model"], f"{where}: model")
+                net = build_mapping(snap["dims"][f], mapping_width(m, f), m.blocks, m.gaussian_start, m.z_std)
+                net.load_state_dict({k: v.float() for k, v in snap["nets"][f].items()})
+                nets[f] = net
         return cls(nets, m.z_std, snap["dims"], device)
 
     @torch.no_grad()

@@ -53,3 +53,61 @@ def test_a_damaged_install_stamp_is_one_line(tmp_path):
     (tmp_path / "gen" / "reference.json").write_text('{"sha256": ')
     with pytest.raises(UserError, match="reference.json: not readable JSON .*; delete .*gen"):
         check_installed_from([tmp_path / "gen"])
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("simmarket.json", lambda p: p.write_text(p.read_text()[:30])),
+    ("identities.json", lambda p: p.write_text('[{"colour": 1}]')),
+    ("manifest.csv", lambda p: p.write_text("path,split\nx.jpg,query\n")),
+    ("poses.npz", lambda p: p.write_bytes(p.read_bytes()[:200])),
+])
+def test_a_damaged_simmarket_is_one_line_naming_the_file(tiny_stages, sim_small, tmp_path, capsys, name, damage):
+    """`vmarket eval stage1` re-renders swaps from the SimMarket's own files: a damaged one is named, with the fix."""
+    import shutil
+
+    from generator.simmarket.simulate import SimMarket
+
+    root = tmp_path / "sim"
+    shutil.copytree(sim_small, root)
+    SimMarket(root)  # whole, it loads
+    damage(root / name)
+    with pytest.raises(UserError, match=f"{name}: not as `vmarket simulate` wrote it"):
+        SimMarket(root)
+    rc, out, err = run_main(capsys, "eval", "stage1", "--run", str(tiny_stages[0]), "--data", str(root), "--pairs", "4",
+                            "--limit", "8", "--out", str(tmp_path / "eval"))
+    one_line_error(rc, out, err, f"{name}: not as `vmarket simulate` wrote it", "simulate")
+
+
+@pytest.mark.parametrize("which, damage", [
+    ("stage1", lambda s: s["G"].pop(next(iter(s["G"])))),  # a weight the model needs is missing
+    ("stage1", lambda s: s["config"]["model"].update(channels=s["config"]["model"]["channels"] * 2)),  # shapes differ
+    ("pose", lambda s: s["model"].update({k: v[:1] for k, v in s["model"].items()})),
+    ("stage2", lambda s: s.pop("dims")),
+])
+def test_a_snapshot_that_does_not_fit_the_model_is_one_line(tiny_stages, tmp_path, which, damage):
+    """A snapshot from another version of the models, or edited, is refused naming it, not with a state-dict
+    traceback."""
+    import shutil
+
+    import torch
+
+    from generator.api import DisentangledModel, Sampler
+    from generator.io import atomic_save
+
+    runs = {}
+    for name, run in zip(("stage1", "pose", "stage2"), tiny_stages, strict=True):
+        runs[name] = tmp_path / name
+        shutil.copytree(run, runs[name])
+
+    def load():
+        DisentangledModel.load(runs["stage1"], pose=runs["pose"])
+        Sampler.load(runs["stage2"])
+
+    load()  # as trained, they load
+    snap = torch.load(runs[which] / "snapshot.pt", map_location="cpu", weights_only=True)
+    damage(snap)
+    atomic_save(snap, runs[which] / "snapshot.pt")
+    kind = {"stage1": "stage-I", "pose": "pose-AE", "stage2": "stage-II"}[which]
+    with pytest.raises(UserError, match=f"{which}/snapshot.pt: its config or weights do not fit this version's "
+                                        f"{kind} model .*train the {kind} run again"):
+        load()

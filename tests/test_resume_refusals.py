@@ -82,3 +82,25 @@ def test_resume_and_run_dir_naming_two_runs_is_refused(runs, tmp_path, capsys):
                             "--quiet")
     one_line_error(rc, out, err, "name two runs")
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("run, key", [("s1", "step"), ("pose", "step"), ("s2", "steps")])
+def test_a_run_killed_between_its_snapshot_and_its_state_is_unfinished(runs, run, key):
+    """The snapshot is written before the state: a kill between them at the last step leaves the state a save
+    behind. Such a run must count as unfinished, so that its resume trains that stretch again, rather than be
+    reused with a stale state (the reference would then ship stage I without its discriminator)."""
+    import torch
+
+    from augment.jobs.steps import finished
+    from generator.io import atomic_save, load_checkpoint
+
+    path = runs[run]
+    done = load_checkpoint(path / "snapshot.pt")[key]
+    steps = done if key == "step" else min(done.values())
+    assert finished(path, steps, key)
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    state[key] = done - 1 if key == "step" else {f: v - 1 for f, v in done.items()}
+    atomic_save(state, path / "state.pt")
+    assert not finished(path, steps, key)
+    (path / "state.pt").unlink()  # a run copied without its state (trained elsewhere): the snapshot decides
+    assert finished(path, steps, key)

@@ -42,14 +42,19 @@ def job_config(cls, path: str, fixed: list[str], set_: list[str], job: str):
 
 
 def finished(run: Path, steps: int, key: str = "step", factors: list[str] | None = None) -> bool:
-    # the snapshot (the model alone) is written with every training state and first, so it tells the step without
-    # loading the optimiser state, and also for a run trained elsewhere and copied without it
+    """Whether the training run ``run`` reached ``steps``: its snapshot (the model alone, also there for a run trained
+    elsewhere and copied without its state) says so, and the state beside it, when there is one, is of the same step.
+    The snapshot is written first, so a kill between the two at the last step leaves a state behind it: the run
+    is then unfinished, and its resume trains that stretch again and writes both."""
     snap = run / "snapshot.pt"
     if not snap.exists():
         return False
     st = load_checkpoint(snap)
     done = st[key] if key == "step" else min(v for f, v in st[key].items() if factors is None or f in factors)
-    return int(done) >= steps
+    if int(done) < steps:
+        return False
+    state = run / "state.pt"
+    return not state.exists() or load_checkpoint(state).get(key) == st[key]
 
 
 class StageTimer:

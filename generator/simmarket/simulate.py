@@ -300,6 +300,11 @@ def _write_dataset(tmp: Path, world: World, identities: list[Identity], specs: l
     return summary
 
 
+# the manifest columns a SimMarket re-renders from
+SIM_MANIFEST_COLUMNS = ("path", "identity", "view", "occluder_colour", "bg_camera", "bg_variant", "bg_offset",
+                        "noise_key")
+
+
 class SimMarket:
     """A SimMarket dataset on disk, able to re-render any (identity, pose, background) combination."""
 
@@ -309,13 +314,28 @@ class SimMarket:
         if not meta.is_file():
             raise UserError(f"{meta}: missing; {self.root} is not a SimMarket dataset "
                             f"(make one with `vmarket simulate`)")
-        self.meta = settings(json.loads(meta.read_text()))
-        self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"], style=self.meta["style"])
-        self.identities = [Identity(**d) for d in json.loads((self.root / "identities.json").read_text())]
-        self.manifest = pd.read_csv(self.root / "manifest.csv")
-        poses = np.load(self.root / "poses.npz")
-        self._joints, self._visible = poses["joints"], poses["visible"]
-        self._occluder, self._scale = poses["occluder"], poses["scale"]
+        # every file ``simulate`` wrote, read and checked here: a file cut short, edited or missing is one line
+        # naming it, not a traceback in the middle of an evaluation
+        path = meta
+        try:
+            self.meta = settings(json.loads(meta.read_text()))
+            self.world = World(self.meta["seed"], self.meta["height"], self.meta["width"], style=self.meta["style"])
+            path = self.root / "identities.json"
+            self.identities = [Identity(**d) for d in json.loads(path.read_text())]
+            path = self.root / "manifest.csv"
+            self.manifest = pd.read_csv(path)
+            missing = sorted(set(SIM_MANIFEST_COLUMNS) - set(self.manifest.columns))
+            if missing:
+                raise KeyError(", ".join(missing))
+            path = self.root / "poses.npz"
+            with np.load(path) as poses:
+                self._joints, self._visible = poses["joints"], poses["visible"]
+                self._occluder, self._scale = poses["occluder"], poses["scale"]
+            if not len(self._joints) == len(self._scale) == len(self.manifest):
+                raise ValueError(f"{len(self._joints)} poses for {len(self.manifest)} images")
+        except Exception as e:  # OSError, JSON, CSV, zip and key errors alike: the file is not as simulate wrote it
+            raise UserError(f"{path}: not as `vmarket simulate` wrote it ({type(e).__name__}: {str(e)[:120]}); "
+                            f"simulate {self.root} again (delete it, then `vmarket simulate`)") from None
         self._row = {p.split("/")[-1]: i for i, p in enumerate(self.manifest.path)}
 
     def row(self, name: str) -> int:
