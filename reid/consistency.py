@@ -48,7 +48,7 @@ from generator.data.layouts import (
     msmt17_out_path,
     resolve_layout,
 )
-from generator.data.manifest import write_manifest
+from generator.data.manifest import read_manifest, write_manifest
 from generator.data.market import SPLIT_DIRS
 from generator.device import resolve_device
 from generator.errors import UserError
@@ -173,11 +173,8 @@ def extract_image_features(model: torch.nn.Module, paths: list[str], size: tuple
 
 
 def _read_manifest(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # pandas' parser and empty-file errors are ValueErrors
-        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}); restore it, or remove it (its images are "
-                        "then told apart by pid: a real training pid is a remix)") from None
+    return read_manifest(path, "restore it, or remove it (its images are then told apart by pid: a real training "
+                               "pid is a remix)")
 
 
 def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids: set[int]) -> np.ndarray:
@@ -317,6 +314,12 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
     generated folder's manifest and keypoint rows of the kept images, the report, the rejected images, the
     summary and a README."""
     layout = resolve_layout(generated_root)
+    kp_file = next((f / KEYPOINT_FILES["train"] for f in keypoint_dirs(layout)
+                    if (f / KEYPOINT_FILES["train"]).is_file()), None)
+
+    def kept_keypoints(keys: set) -> dict | None:  # the keypoint rows of the kept images, when the input has any
+        return None if kp_file is None else {k: v for k, v in read_keypoints_csv(kp_file).items() if k in keys}
+
     manifest = manifest_file(generated_root)
     df = _read_manifest(manifest) if manifest is not None else None
     if df is not None and "path" not in df.columns:
@@ -329,8 +332,8 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
             writer.path_for("train", entry).parent.mkdir(parents=True, exist_ok=True)
             link_or_copy(train_dir / entry, writer.path_for("train", entry))
         writer.path_for("train", "").mkdir(parents=True, exist_ok=True)  # there when every image was rejected
-        writer.write_list([e for e, _ in kept], [p for _, p in kept])
-        data_dir, keys = writer.base, {e for e, _ in kept}  # keypoint rows are keyed by list entry
+        keys = {e for e, _ in kept}  # keypoint rows are keyed by list entry
+        writer.write_list([e for e, _ in kept], [p for _, p in kept], kept_keypoints(keys))
         if df is not None:  # the kept rows, their paths now under this folder's MSMT17_V1/train/
             entries = df["path"].map(lambda p: os.path.relpath((manifest.parent / str(p)).resolve(), train_dir))
             df = df[entries.isin(keys)].assign(path=entries[entries.isin(keys)].map(msmt17_out_path))
@@ -341,16 +344,13 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
         for (path, _, _), k in zip(gen, keep, strict=True):
             if k:
                 link_or_copy(path, train_dir / Path(path).name)
-        data_dir, keys = work, set(decisions.loc[decisions.kept, "name"])  # keyed by file name
+        keys = set(decisions.loc[decisions.kept, "name"])  # keypoint rows are keyed by file name
+        if kp_file is not None:
+            write_keypoints_csv(work / KEYPOINT_FILES["train"], kept_keypoints(keys))
         if df is not None:
             df = df[df["path"].map(lambda p: str(p).startswith(SPLIT_DIRS["train"] + "/") and Path(p).name in keys)]
     if df is not None:
         write_manifest(df.reset_index(drop=True), work / "manifest.csv")
-    kp_file = next((f / KEYPOINT_FILES["train"] for f in keypoint_dirs(layout)
-                    if (f / KEYPOINT_FILES["train"]).is_file()), None)
-    if kp_file is not None:
-        write_keypoints_csv(data_dir / KEYPOINT_FILES["train"],
-                            {k: v for k, v in read_keypoints_csv(kp_file).items() if k in keys})
     report.to_csv(work / "filter_report.csv", index=False)
     decisions.loc[~decisions.kept, ["name", "pid", "kind", "reason"]].to_csv(work / "filter_rejected.csv",
                                                                              index=False)

@@ -25,9 +25,8 @@ import os
 import textwrap
 from pathlib import Path
 
-import pandas as pd
-
 from generator.data.layouts import manifest_file
+from generator.data.manifest import read_manifest
 from generator.errors import UserError
 from reid.consistency import NEW_ORIGIN, REAL_ORIGINS
 from reid.torchreid_adapter import market_records, merge_records, register_dataset
@@ -42,11 +41,8 @@ def manifest_origins(root) -> tuple[Path | None, dict[str, str]]:
     path = manifest_file(root)
     if path is None:
         return None, {}
-    try:
-        df = pd.read_csv(path, usecols=lambda c: c in ("path", "origin"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}); restore it, or pass "
-                        "identities='real' or 'new' to say what its images show") from None
+    df = read_manifest(path, "restore it, or pass identities='real' or 'new' to say what its images show",
+                       ("path", "origin"))
     if {"path", "origin"} <= set(df.columns):
         return path, {Path(p).name: str(o) for p, o in zip(df["path"], df["origin"], strict=True)}
     return None, {}

@@ -15,7 +15,7 @@ from augment.jobs.provenance import REPO, repo_relative
 from augment.jobs.reid_recipes import uses_generator
 from generator.config import from_dict
 from generator.errors import UserError
-from generator.io import atomic_write_text, load_checkpoint
+from generator.io import atomic_write_text, load_checkpoint, read_json_object
 from generator.models.stage1 import Stage1ModelConfig
 from reid.ablation import paired
 
@@ -189,7 +189,8 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     lines = ["### This run", "", *tables]
     settings = list(dict.fromkeys(own.setting))
     stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
-    installed = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
+    installed = (read_json_object(stamp, "delete it and run again: the reference checkpoints are installed anew")
+                 .get("sha256") if stamp.is_file() else None)
     reference = reference_table(installed, reference)
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])
@@ -279,7 +280,8 @@ def write_report(out: Path, cfg, prov: dict | None, times: dict, rcfg) -> Path:
     interp = _copy(s2_run / "samples" / "d_interpolation.png", figs / "interpolation.png")
     people = _copy(s2_run / "samples" / "a_sampled_people.png", figs / "sampled_people.png")
     cmc = _copy(out / "reid" / "cmc.png", figs / "cmc.png")
-    sim = json.loads((out / "data" / "sim-reid" / "simmarket.json").read_text())
+    sim = read_json_object(out / "data" / "sim-reid" / "simmarket.json",
+                           f"delete {out / 'data' / 'sim-reid'} and run again: it is simulated anew")
     readme = (vm / "README.txt").read_text().splitlines()
     triplets = triplet_figure(read_dataset(vm), figs / "triplets.png")
     lines = [

@@ -13,7 +13,14 @@ import pandas as pd
 from augment.makers.build_config import TORCHREID_MARKET_PIDS, BuildConfig
 from generator.config import to_dict
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
-from generator.data.layouts import MSMT17_OUT, Msmt17Writer, msmt17_entry, msmt17_out_entry, msmt17_out_path
+from generator.data.layouts import (
+    KEYPOINT_FILES,
+    MSMT17_OUT,
+    Msmt17Writer,
+    msmt17_entry,
+    msmt17_out_entry,
+    msmt17_out_path,
+)
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, format_name
 from generator.io import atomic_write_text, link_or_copy
@@ -50,12 +57,12 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int,
         kp["train" if r["split"] == "train" else "test"][image_entry(r["path"], msmt17)] = np.asarray(r["keypoints"])
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "keypoints"} for r in rows])
     write_manifest(df, out / "manifest.csv")
-    data_dir = out / MSMT17_OUT if msmt17 else out  # where a reader looks for the keypoint CSV (and MSMT17's list)
-    write_keypoints_csv(data_dir / "market-annotation-train.csv", kp["train"])
-    if msmt17:
-        Msmt17Writer(out).write_list([image_entry(p, True) for p in df.path], df.pid)
+    if msmt17:  # the list, and the keypoint CSV beside it
+        Msmt17Writer(out).write_list([image_entry(p, True) for p in df.path], df.pid, kp["train"])
+    else:
+        write_keypoints_csv(out / KEYPOINT_FILES["train"], kp["train"])
     if kp["test"]:
-        write_keypoints_csv(out / "market-annotation-test.csv", kp["test"])
+        write_keypoints_csv(out / KEYPOINT_FILES["query"], kp["test"])
     if cfg.export_imagefolder:
         export_imagefolder(out, df)
     if cfg.export_msmt17:

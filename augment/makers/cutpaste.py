@@ -53,7 +53,7 @@ from generator.api import DisentangledModel
 from generator.config import digest
 from generator.data.dataset import load_image, person_dataset
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
-from generator.data.layouts import MSMT17_OUT, Msmt17Writer, msmt17_entry, resolve_layout
+from generator.data.layouts import KEYPOINT_FILES, MSMT17_OUT, Msmt17Writer, msmt17_entry, resolve_layout
 from generator.data.manifest import write_manifest
 from generator.data.market import MarketWriter, format_name
 from generator.device import resolve_device
@@ -305,10 +305,10 @@ def _write_files(plan: _Plan, work: Path, writer, rows: list[dict], kp: dict, su
     """The manifest, the keypoint CSV (beside MSMT17's list for MSMT17 data) and skipped.csv, in ``work``."""
     df = pd.DataFrame(rows)
     write_manifest(df, work / "manifest.csv")
-    data_dir = writer.base if plan.msmt17 else work  # where a reader looks for the keypoint CSV (and MSMT17's list)
-    write_keypoints_csv(data_dir / "market-annotation-train.csv", kp)
-    if plan.msmt17:
-        writer.write_list(plan.names, df.pid)
+    if plan.msmt17:  # the list, and the keypoint CSV beside it
+        writer.write_list(plan.names, df.pid, kp)
+    else:
+        write_keypoints_csv(work / KEYPOINT_FILES["train"], kp)
     if len(plan.skipped):
         atomic_write_text(work / "skipped.csv", plan.skipped.to_csv(index=False))
     return df

@@ -50,6 +50,7 @@ import numpy as np
 from scipy.io import loadmat
 
 from generator.config import DataFormat
+from generator.data.keypoints import write_keypoints_csv
 from generator.data.market import MARKET_SUBDIR, SPLIT_DIRS, Record, resolve_root, scan_market, scan_split_folders
 from generator.errors import UserError
 from generator.io import atomic_save_image, atomic_write_text, folder_defect
@@ -275,10 +276,13 @@ class Msmt17Writer:
         atomic_save_image(image, path, quality=self.jpeg_quality)
         return path
 
-    def write_list(self, entries, pids) -> None:
-        """``list_train.txt``: one line ``ENTRY PID`` per training image."""
+    def write_list(self, entries, pids, keypoints: dict | None = None) -> None:
+        """``list_train.txt``: one line ``ENTRY PID`` per training image; with ``keypoints`` (by entry), also the
+        keypoint CSV beside it, where every reader of MSMT17 data looks for it."""
         atomic_write_text(self.base / MSMT17_LISTS["train"],
                           "".join(f"{e} {int(p)}\n" for e, p in zip(entries, pids, strict=True)))
+        if keypoints is not None:
+            write_keypoints_csv(self.base / KEYPOINT_FILES["train"], keypoints)
 
 
 def _camera_field(rel: str) -> int | None:

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from generator.errors import UserError
 from generator.io import atomic_path
+
+
+def read_manifest(path: Path, fix: str, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The manifest CSV at ``path`` (only ``columns`` of it, those it has, when given); one that cannot be read
+    (cut short, not a CSV, not text) is a UserError naming it and ``fix``."""
+    try:
+        return pd.read_csv(path, usecols=None if columns is None else (lambda c: c in columns))
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # pandas' parser and empty-file errors are ValueErrors
+        raise UserError(f"{path}: unreadable manifest ({type(e).__name__}); {fix}") from None
 
 
 def write_manifest(df: pd.DataFrame, path: Path) -> None:
