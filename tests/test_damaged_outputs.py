@@ -111,3 +111,29 @@ def test_a_snapshot_that_does_not_fit_the_model_is_one_line(tiny_stages, tmp_pat
     with pytest.raises(UserError, match=f"{which}/snapshot.pt: its config or weights do not fit this version's "
                                         f"{kind} model .*train the {kind} run again"):
         load()
+
+
+def test_a_simmarket_manifest_without_a_column_its_swap_pairs_need_is_one_line(sim_small, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from generator.simmarket.simulate import SimMarket
+
+    root = tmp_path / "sim"
+    shutil.copytree(sim_small, root)
+    df = pd.read_csv(root / "manifest.csv")
+    df.drop(columns=["visible_joints"]).to_csv(root / "manifest.csv", index=False)
+    with pytest.raises(UserError, match=r"manifest.csv: not as `vmarket simulate` wrote it \(KeyError: .visible_j"):
+        SimMarket(root)
+
+
+def test_an_install_stamp_without_its_checkpoints_sha256_is_one_line(tmp_path):
+    from augment.jobs.report import _installed
+
+    stamp = tmp_path / "reference.json"
+    stamp.write_text(json.dumps({"reference": "x"}))
+    with pytest.raises(UserError, match="reference.json: no sha256 of the installed checkpoints; delete it"):
+        _installed(stamp)
+    stamp.write_text(json.dumps({"sha256": {"stage1.pt": "ab"}}))
+    assert _installed(stamp) == {"stage1.pt": "ab"}

@@ -102,5 +102,6 @@ def test_a_run_killed_between_its_snapshot_and_its_state_is_unfinished(runs, run
     state[key] = done - 1 if key == "step" else {f: v - 1 for f, v in done.items()}
     atomic_save(state, path / "state.pt")
     assert not finished(path, steps, key)
+    assert finished(path, steps - 1, key)  # fewer steps asked now: the state is past them, nothing to train again
     (path / "state.pt").unlink()  # a run copied without its state (trained elsewhere): the snapshot decides
     assert finished(path, steps, key)

@@ -181,6 +181,15 @@ def reference_table(installed: dict | None, reference: Path = REFERENCE_REID) ->
     return reference
 
 
+def _installed(stamp: Path) -> dict:
+    """The sha256 of the reference checkpoints a run installed, from its ``reference.json``."""
+    fix = "delete it and run again: the reference checkpoints are installed anew"
+    stamped = read_json_object(stamp, fix)
+    if not isinstance(stamped.get("sha256"), dict):
+        raise UserError(f"{stamp}: no sha256 of the installed checkpoints; {fix}")
+    return stamped["sha256"]
+
+
 def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     """The demo's own re-ID table (the generated recipe, and cut-and-paste beside it), what it shows on its own,
     and the shipped reference ablation beside it: the one under ``reference`` made with the generator this run
@@ -189,8 +198,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     lines = ["### This run", "", *tables]
     settings = list(dict.fromkeys(own.setting))
     stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
-    installed = (read_json_object(stamp, "delete it and run again: the reference checkpoints are installed anew")
-                 .get("sha256") if stamp.is_file() else None)
+    installed = _installed(stamp) if stamp.is_file() else None
     reference = reference_table(installed, reference)
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])

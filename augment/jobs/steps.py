@@ -43,18 +43,29 @@ def job_config(cls, path: str, fixed: list[str], set_: list[str], job: str):
 
 def finished(run: Path, steps: int, key: str = "step", factors: list[str] | None = None) -> bool:
     """Whether the training run ``run`` reached ``steps``: its snapshot (the model alone, also there for a run trained
-    elsewhere and copied without its state) says so, and the state beside it, when there is one, is of the same step.
+    elsewhere and copied without its state) says so, and the state beside it, when there is one, is not behind it.
     The snapshot is written first, so a kill between the two at the last step leaves a state behind it: the run
     is then unfinished, and its resume trains that stretch again and writes both."""
     snap = run / "snapshot.pt"
     if not snap.exists():
         return False
-    st = load_checkpoint(snap)
-    done = st[key] if key == "step" else min(v for f, v in st[key].items() if factors is None or f in factors)
-    if int(done) < steps:
+    done = _counted(load_checkpoint(snap)[key], factors)
+    if min(done.values()) < steps:
         return False
     state = run / "state.pt"
-    return not state.exists() or load_checkpoint(state).get(key) == st[key]
+    kept = load_checkpoint(state).get(key) if state.exists() else None
+    if kept is None:
+        return True
+    # behind the snapshot and short of ``steps`` (a state ahead, or past ``steps``, leaves nothing to train again)
+    kept = _counted(kept, factors)
+    return all(kept.get(f, -1) >= min(s, steps) for f, s in done.items())
+
+
+def _counted(steps, factors: list[str] | None) -> dict[str, int]:
+    """The steps a snapshot or state records, by factor (stage II: those of ``factors``, or all) or as one ``""``."""
+    if isinstance(steps, dict):
+        return {f: int(v) for f, v in steps.items() if factors is None or f in factors}
+    return {"": int(steps)}
 
 
 class StageTimer:

@@ -300,9 +300,9 @@ def _write_dataset(tmp: Path, world: World, identities: list[Identity], specs: l
     return summary
 
 
-# the manifest columns a SimMarket re-renders from
+# the manifest columns a SimMarket re-renders from, and those its swap pairs are drawn by
 SIM_MANIFEST_COLUMNS = ("path", "identity", "view", "occluder_colour", "bg_camera", "bg_variant", "bg_offset",
-                        "noise_key")
+                        "noise_key", "split", "pid", "occluded", "truncated", "visible_joints")
 
 
 class SimMarket:
