@@ -64,16 +64,12 @@ def main() -> None:
     ap.add_argument("--no-tie-check", action="store_true")
     args = ap.parse_args()
     from reid.metrics import evaluate_distances, evaluate_features, squared_euclidean
-    from reid.torchreid_adapter import import_torchreid
-
-    import_torchreid()
-    from torchreid.reid.metrics.rank import evaluate_rank
+    from reid.torchreid_adapter import torchreid_evaluate_rank
 
     def reference(distmat, qp, gp, qc, gc):
         keep = gp != -1  # torchreid's dataset classes drop junk before evaluation
         t = time.perf_counter()
-        cmc, mAP = evaluate_rank(distmat[:, keep], qp, gp[keep], qc, gc[keep], max_rank=50, use_metric_cuhk03=False,
-                                 use_cython=False)
+        cmc, mAP = torchreid_evaluate_rank(distmat[:, keep], qp, gp[keep], qc, gc[keep], max_rank=50)
         return cmc, mAP, time.perf_counter() - t
 
     def timed(fn, times):

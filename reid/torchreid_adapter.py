@@ -19,6 +19,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from generator.data.dataset import check_images
@@ -37,6 +38,19 @@ def import_torchreid():
         import torchreid
         import torchreid.reid.metrics.rank  # noqa: F401  (the warning is raised here)
     return torchreid
+
+
+# the prefix of the identity classifier's parameters in every torchreid model (classifier.weight, classifier.0.*,
+# classifier_global.*): the one part of a model that is tied to its training set's identities
+CLASSIFIER = "classifier"
+
+
+def torchreid_evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50):
+    """torchreid's own ranking (``evaluate_rank``, its Python code, Market-1501 protocol): the reference our
+    evaluation (``reid.metrics``) is checked against. (CMC, mAP)."""
+    rank = import_torchreid().reid.metrics.rank
+    return rank.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,
+                              use_metric_cuhk03=False, use_cython=False)
 
 
 def builtin_market1501(root: str | os.PathLike, verbose: bool = False, **kwargs):
@@ -101,6 +115,11 @@ def merge_records(real: list, virtual: list, pid_offset: int | None = None) -> t
 
 def register_dataset(name: str, train: list, query: list, gallery: list) -> str:
     """Register ``name`` with torchreid; train pids are relabelled 0..N-1 as torchreid expects."""
+    for split, records in (("training", train), ("query", query), ("gallery", gallery)):
+        if not records:  # torchreid would fail on its first record (IndexError) when the data manager is built
+            raise UserError(f"dataset {name!r}: its {split} split holds no images (a folder of junk images, pid -1, "
+                            f"alone counts as empty); re-ID training and evaluation need images in train, query "
+                            f"and gallery")
     torchreid = import_torchreid()
     from torchreid.reid.data.datasets.dataset import ImageDataset
 
@@ -162,11 +181,16 @@ def _read_weights(path: Path) -> dict:
     """The tensors of a state-dict file (a torchreid checkpoint's ``state_dict`` entry, or the dict itself)."""
     if not path.is_file():
         raise UserError(f"{path}: weights file missing; give a local state-dict file (nothing is downloaded)")
+    # a checkpoint torchreid's engine saved holds numpy scalars (its rank-1) beside the state dict: they are allowed,
+    # and nothing else that is not a tensor, a container or a number
+    numpy_scalars = [np._core.multiarray.scalar, np.dtype,
+                     *(t for t in vars(np.dtypes).values() if isinstance(t, type) and issubclass(t, np.dtype))]
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_scalars):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors alike: the file is not a state dict torch can read
         raise UserError(f"{path}: not a readable state-dict file ({type(e).__name__}); give a .pth/.pt file saved "
-                        "with torch.save(model.state_dict())") from None
+                        "with torch.save(model.state_dict()), or a checkpoint of torchreid's engine") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path}: holds no tensors by name; give a file saved with torch.save(model.state_dict())")

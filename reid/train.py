@@ -26,6 +26,7 @@ from generator.training.runs import capture_state, restore_state
 from reid.metrics import RankResult, evaluate_features
 from reid.mixed import Mix, MixedLoader
 from reid.torchreid_adapter import (
+    CLASSIFIER,
     TRANSFORMS,
     build_datamanager,
     build_engine,
@@ -33,6 +34,14 @@ from reid.torchreid_adapter import (
     image_reader,
     train_one_epoch,
 )
+
+
+def start_from(model: torch.nn.Module, state: dict) -> None:
+    """Load the previous stage's weights (``state``, a state dict) into ``model``, the features only: never the
+    identity classifier, whose classes are the previous training set's people, even when their count is the same."""
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape
+                           and not k.startswith(CLASSIFIER)}, strict=False)
 
 
 @dataclass
@@ -132,9 +141,7 @@ def train_and_evaluate(train_set: str, test_set: str, cfg: ReidTrainConfig, run_
     if cfg.channels_last:  # convolutions follow the weights' memory format; inputs can stay NCHW
         model = model.to(memory_format=torch.channels_last)
     if init_from is not None:
-        state = load_checkpoint(init_from)["model"]
-        own = model.state_dict()
-        model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+        start_from(model, load_checkpoint(init_from)["model"])
     engine, optimizer, scheduler = build_engine(cfg.loss, dm, model, cfg.lr, cfg.epochs, use_gpu=device.type == "cuda",
                                                 mixed_loader=mixed_loader)
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}

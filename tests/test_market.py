@@ -58,3 +58,12 @@ def test_scan_errors(tmp_path):
     (tmp_path / "query" / "0002_c2s1_000001_01.jpg").unlink()
     with pytest.raises(UserError, match="empty split"):
         scan_market(tmp_path)
+
+
+def test_a_split_of_junk_images_alone_is_refused_unless_junk_is_kept(tmp_path):
+    """Junk (pid -1) is left out of re-ID; a query of junk alone would reach torchreid empty and fail there."""
+    _tiny(tmp_path)
+    (tmp_path / "query" / "0002_c2s1_000001_01.jpg").rename(tmp_path / "query" / "-1_c2s1_000001_01.jpg")
+    with pytest.raises(UserError, match=r"query: only junk images \(pid -1\).*the query split needs images"):
+        scan_market(tmp_path)
+    assert [r.pid for r in scan_market(tmp_path, keep_junk=True) if r.split == "query"] == [-1]

@@ -70,3 +70,48 @@ def test_steps_per_epoch_caps_and_extends_an_epoch(sim_small, loss):
             assert ran == steps and engine.num_batches == steps  # torchreid's logging reads len(train_loader)
         else:
             assert ran == natural if loss == "softmax" else 0 < ran <= natural
+
+
+def test_a_dataset_with_an_empty_split_is_refused_before_torchreid_sees_it(sim_root):
+    from generator.errors import UserError
+    from reid.torchreid_adapter import register_dataset
+
+    rec = market_records(sim_root[0])
+    for split in ("train", "query", "gallery"):
+        parts = {s: (rec[s] if s != split else []) for s in ("train", "query", "gallery")}
+        with pytest.raises(UserError, match=f"dataset 'vm_empty': its {split.replace('train', 'training')} split "
+                                            "holds no images"):
+            register_dataset("vm_empty", parts["train"], parts["query"], parts["gallery"])
+
+
+def test_weights_from_a_checkpoint_of_torchreids_engine_are_read(tmp_path):
+    """torchreid's engine saves its rank-1 as a numpy scalar beside the state dict; weights_only loading refuses
+    such a file unless numpy scalars are allowed."""
+    import numpy as np
+
+    from reid.torchreid_adapter import _read_weights, build_model
+
+    model = build_model("osnet_x0_25", 5)
+    path = tmp_path / "model.pth.tar-3"
+    torch.save({"state_dict": model.state_dict(), "epoch": 3, "rank1": np.float32(0.5), "mAP": np.float64(0.4),
+                "optimizer": None}, path)
+    state = _read_weights(path)
+    assert set(state) == set(model.state_dict())
+    assert build_model("osnet_x0_25", 5, weights=str(path)).state_dict()["conv1.conv.weight"].equal(
+        model.state_dict()["conv1.conv.weight"])
+
+
+def test_a_later_stage_starts_from_the_features_never_the_classifier():
+    """virtual->real fine-tunes from the virtual stage's model: its classifier's classes are other people, so it is
+    not carried over, also when the two stages have as many identities."""
+    from reid.torchreid_adapter import build_model
+    from reid.train import start_from
+
+    torch.manual_seed(0)
+    before, after = build_model("osnet_x0_25", 7), build_model("osnet_x0_25", 7)
+    fresh = {k: v.clone() for k, v in after.state_dict().items()}
+    start_from(after, before.state_dict())
+    for k, v in after.state_dict().items():
+        source = fresh if k.startswith("classifier") else before.state_dict()
+        assert v.equal(source[k]), k
+    assert not fresh["classifier.weight"].equal(before.state_dict()["classifier.weight"])

@@ -138,6 +138,9 @@ def scan_split_folders(base: Path, splits, parse, keep_junk: bool, layout: str, 
                 raise UserError(f"{folder / name}: junk or distractor image in the training split; "
                                 f"move it to bounding_box_test/ or remove it")
             records.append(Record(str((folder / name).resolve()), pid, camid, split, layout=layout))
+        if not any(r.split == split for r in records):
+            raise UserError(f"{folder}: only junk images (pid -1), which re-ID leaves out; the {split} split needs "
+                            f"images of identities")
     return records
 
 
