@@ -120,6 +120,8 @@ def _coerce(value, tp, where: str, key: str = "", example=None):
         empty = (" (an empty value; for an empty string write '', in a shell --set \"KEY=''\")"
                  if value is None and tp is str else "")
         raise UserError(f"{at}: expected {_type_name(tp)}, got {value!r}{empty}")
+    if tp is str and value.startswith("~"):  # a path in the home folder (`out: ~/runs`), as a shell would read it
+        value = os.path.expanduser(value)
     return value
 
 

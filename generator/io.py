@@ -106,6 +106,21 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
     return next(p for p in [*reversed(path.absolute().parents), path.absolute()] if not os.path.lexists(p))
 
 
+def check_apart(out: str | os.PathLike, key: str, inputs: dict) -> None:
+    """Refuse an output folder ``out`` (set by the option ``key``) that is one of the job's inputs or holds one
+    (``inputs``: {what names the input, such as its option: its path}; empty paths are skipped). Without this, the
+    refusal of a non-empty ``out`` would advise deleting the input."""
+    o = Path(out).expanduser().absolute().resolve()
+    for name, path in inputs.items():
+        if not path:
+            continue
+        i = Path(path).expanduser().absolute().resolve()
+        if o == i:
+            raise UserError(f"{out}: is the {name} folder itself; choose a new folder for {key}")
+        if o in i.parents:
+            raise UserError(f"{out}: holds {path}, the {name} folder; choose a {key} outside it")
+
+
 def check_own_files(path: str | os.PathLike, names: Iterable[str], key: str = "--out", job: str = "this command"):
     """Refuse an existing folder ``path`` that holds anything but the files ``names`` that ``job`` writes there (and
     the temp files of its writes, ``atomic_path``): running the job again replaces its own files, never another's,
@@ -215,7 +230,7 @@ def write_or_check(path: Path, text: str, check: bool, fix: str) -> int:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:

@@ -54,6 +54,7 @@ from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import (
     atomic_write_json,
+    check_apart,
     check_output_folder,
     fresh_work_folder,
     link_or_copy,
@@ -208,6 +209,7 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     the summary. ``model`` and ``size`` (None: the run's own, from its ``result.json``; else osnet_x0_25 at
     128x64) must be those the run trained with. Every check runs before anything is written."""
     out = Path(out)
+    check_apart(out, "--out", {"--generated": generated_root, "--real-root": real_root, "--model": state_path})
     made, state_path = _check_filter_args(out, Path(state_path), new_tau, size)
     model, size = _run_settings(state_path, model, size)
     real = market_records(real_root, ("train",), progress=progress)["train"]
@@ -234,8 +236,9 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
         "out": str(out), "layout": "msmt17" if resolve_layout(generated_root).format == "msmt17" else "market1501",
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = fresh_work_folder(out, _PARTIAL_MARKER, "vmarket filter output")
+    with removed_on_failure(None, out, made):  # a refusal here leaves none of the folders made on the way
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = fresh_work_folder(out, _PARTIAL_MARKER, "vmarket filter output")
     with removed_on_failure(work, out, made):
         _write_filtered(work, gen, keep, generated_root, decisions, report, summary)
         (work / _PARTIAL_MARKER).unlink()
@@ -251,6 +254,9 @@ def _check_filter_args(out: Path, state_path: Path, new_tau: float, size: tuple[
     made = check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
+    work = out.parent / f".{out.name}.partial"  # refused now, not after the scoring, when it is no leftover of ours
+    if work.exists() and not (work / _PARTIAL_MARKER).is_file():
+        raise UserError(f"{work}: exists and is not an unfinished vmarket filter output; delete it")
     if state_path.is_dir():
         state_path = state_path / "state.pt"
     if not state_path.is_file():

@@ -280,3 +280,85 @@ def test_generated_images_given_as_the_other_kind_are_refused_before_writing(sim
                             f"settings=[{setting}]", "--set", f"{given}={gen}", "--quiet")
         one_line_error(rc, o, e, names[0], f"origin {origin!r}", f"but {given} takes its folder as", fix)
         _absent(out)
+
+
+def test_simulate_overwrite_replaces_a_simmarket_never_other_data(tmp_path, capsys):
+    data = tmp_path / "Market-1501"
+    (data / "bounding_box_train").mkdir(parents=True)
+    (data / "bounding_box_train" / "0001_c1s1_000001_00.jpg").write_bytes(b"a real image")
+    one_line_error(*run_main(capsys, "simulate", "--out", data, "--ids", "4", "--size", "64x32", "--overwrite",
+                             "--quiet"), "not a SimMarket dataset (no simmarket.json), so --overwrite does not delete")
+    assert (data / "bounding_box_train" / "0001_c1s1_000001_00.jpg").read_bytes() == b"a real image"
+
+
+@pytest.mark.parametrize("key", ["out", "package", "figures"])
+def test_the_reference_job_refuses_paths_it_could_not_write_before_training(tmp_path, capsys, key):
+    """`vmarket reference` trains for hours before it writes its package and figures: a path it could not write
+    is refused first, in one line, and nothing is made."""
+    afile = tmp_path / "file.txt"
+    afile.write_text("mine\n")
+    paths = {"out": tmp_path / "runs", "package": tmp_path / "pkg", "figures": tmp_path / "figs", key: afile / "sub"}
+    sets = [a for k, v in paths.items() for a in ("--set", f"{k}={v}")]
+    one_line_error(*run_main(capsys, "reference", "tests/configs/reference_tiny.yaml", *sets, "--quiet"),
+                   f"{afile}: is a file, not a folder, so {afile / 'sub'} cannot be made; choose another {key}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_the_reference_job_refuses_an_out_that_holds_other_files(tmp_path, capsys):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine\n")
+    one_line_error(*run_main(capsys, "reference", "tests/configs/reference_tiny.yaml", "--set", f"out={out}",
+                             "--set", f"package={tmp_path / 'pkg'}", "--set", "figures=''", "--quiet"),
+                   "holds files but no reference run")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and not (tmp_path / "pkg").exists()
+
+
+def test_a_path_in_the_home_folder_is_expanded_where_the_shell_does_not(tmp_path, capsys, monkeypatch):
+    """`--out=~/x` and `out: ~/x` reach vmarket with the tilde (the shell expands neither): they mean the home
+    folder, never a folder named `~` under the current one."""
+    from generator.config import load_config
+    from reid.ablation import AblationConfig
+
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir(), here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    assert load_config(AblationConfig, None, ["out=~/runs"]).out == str(home / "runs")
+    rc, _, err = run_main(capsys, "simulate", "--out=~/sim", "--ids", "4", "--size", "64x32", "--quiet")
+    assert rc == 0, err
+    assert (home / "sim" / "simmarket.json").is_file() and not list(here.iterdir())
+
+
+def test_an_out_that_is_or_holds_an_input_is_refused_without_advice_to_delete_it(sim_small, tiny_stages, tmp_path,
+                                                                                 capsys):
+    """`--out` naming the input (or a folder above it) must not get "not empty; delete it": that deletes the input."""
+    s1, _, s2 = tiny_stages
+    data = tmp_path / "data"
+    shutil.copytree(sim_small, data / "sim")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    cases = [
+        (["cutpaste", "--root", data / "sim", "--out", data / "sim", "--size", "64x32", "--quiet"],
+         "the --root folder itself"),
+        (["cutpaste", "--root", data / "sim", "--out", data, "--size", "64x32", "--quiet"],
+         "the --root folder; choose a --out outside it"),
+        (["filter", "--model", tmp_path / "state.pt", "--real-root", data / "sim", "--generated", data / "sim",
+          "--out", data / "sim", "--quiet"], "the --generated folder itself"),
+        (["browse", data / "sim", "--out", data / "sim", "--quiet"], "the dataset folder itself"),
+        (["sample", "--run", s2, "--out", s2], "the --run folder itself"),
+        (["eval", "stage1", "--run", s1, "--data", data / "sim", "--out", data], "the --data folder; choose a --out"),
+    ]
+    for argv, defect in cases:
+        rc, out, err = run_main(capsys, *argv)
+        one_line_error(rc, out, err, defect)
+        assert "delete" not in err and "empty the folder" not in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_filter_refuses_a_stray_work_folder_before_it_scores_anything(sim_small, tmp_path, capsys):
+    (tmp_path / ".kept.partial").mkdir()
+    (tmp_path / ".kept.partial" / "mine.txt").write_text("mine\n")
+    rc, out, err = run_main(capsys, "filter", "--model", tmp_path / "state.pt", "--real-root", sim_small,
+                            "--generated", sim_small, "--out", tmp_path / "kept", "--quiet")
+    one_line_error(rc, out, err, ".kept.partial: exists and is not an unfinished vmarket filter output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kept.partial"]

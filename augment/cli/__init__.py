@@ -5,6 +5,7 @@ Errors a user can fix (``UserError``) print as one line and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from augment.cli import data_commands, generator_commands, job_commands
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a path in the home folder given where the shell does not expand it (`--out=~/runs`, a quoted "~/runs")
+    for name, value in vars(args).items():
+        if isinstance(value, (str, os.PathLike)) and str(value).startswith("~"):
+            setattr(args, name, type(value)(os.path.expanduser(value)))
     try:
         args.func(args)
     except UserError as e:

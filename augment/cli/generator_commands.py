@@ -10,7 +10,7 @@ from generator.api import checked_snapshot
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import EVAL_FILES, evaluate
-from generator.io import check_output_folder, check_own_files, remove_empty_folders, removed_on_failure
+from generator.io import check_apart, check_output_folder, check_own_files, remove_empty_folders, removed_on_failure
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir, not_a_run_of
 from generator.training.runtime import launch_rank
@@ -95,13 +95,14 @@ def _cmd_train(args) -> None:
 
 
 @contextmanager
-def _out_folder(out: str | None, default: Path, files, job: str):
+def _out_folder(out: str | None, default: Path, files, job: str, inputs: dict):
     """The output folder of eval or sample: ``--out``, which must be new or hold nothing but the ``files`` that
     ``job`` writes there, else ``default`` (RUN/eval, RUN/samples: the commands' own). A command that fails inside
     the block leaves no folder it made behind (with the files it wrote there)."""
     path = Path(out) if out else default
     created = check_output_folder(path, "--out")
     if out:
+        check_apart(out, "--out", inputs)
         check_own_files(out, files, "--out", job)
     with removed_on_failure(path if created is not None else None, path, created):
         yield path
@@ -122,7 +123,7 @@ def _cmd_eval(args) -> None:
     if args.job == "stage2":
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
-        with _out_folder(args.out, run / "eval", REPORT_FILES, "`vmarket eval stage2`") as out:
+        with _out_folder(args.out, run / "eval", REPORT_FILES, "`vmarket eval stage2`", {"--run": run}) as out:
             q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
@@ -133,7 +134,8 @@ def _cmd_eval(args) -> None:
     if not Path(data).is_dir():
         raise UserError(f"{data}: {'is a file, not a' if Path(data).exists() else 'no such'} dataset folder; pass "
                         f"--data with the root of the held-out data (query + gallery)")
-    with _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`") as out:
+    with _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`", {"--run": run, "--data": data}) \
+            as out:
         result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
@@ -149,7 +151,7 @@ def _cmd_sample(args) -> None:
     run = Path(args.run)
     if not (run / "snapshot.pt").is_file():
         raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
-    with _out_folder(args.out, run / "samples", SAMPLE_FILES, "`vmarket sample`") as out:
+    with _out_folder(args.out, run / "samples", SAMPLE_FILES, "`vmarket sample`", {"--run": run}) as out:
         paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
 

@@ -19,7 +19,14 @@ from PIL import Image, UnidentifiedImageError
 
 from augment.gallery.model import ORIGIN_NOTES, ROLE_NOTES, ROLES, Gallery, Identity, Item, Picture
 from generator.errors import UserError
-from generator.io import atomic_write_json, check_output_folder, fresh_work_folder, progress_bar, remove_empty_folders
+from generator.io import (
+    atomic_write_json,
+    check_apart,
+    check_output_folder,
+    fresh_work_folder,
+    progress_bar,
+    remove_empty_folders,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 MARKER = "gallery.json"  # a finished gallery: what it shows
@@ -222,6 +229,7 @@ def write_gallery(g: Gallery, out: str | os.PathLike, progress: bool = True) -> 
     t0 = time.perf_counter()
     out = Path(out)
     created = check_output_folder(out, "--out", beside=True)
+    check_apart(out, "--out", {"dataset": g.dataset, "real data": g.real_root})
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise UserError(f"{out}: not empty and not a gallery; choose another --out or delete it")
     work = None

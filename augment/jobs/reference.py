@@ -28,7 +28,7 @@ from generator.api import DisentangledModel
 from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, check_size, share_defect, to_dict
 from generator.errors import UserError
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate, held_out_people
-from generator.io import atomic_save, atomic_write_text, load_checkpoint
+from generator.io import atomic_copy, atomic_save, atomic_write_text, check_output_folder, load_checkpoint
 from generator.shipped import (
     FILES,
     PROVENANCE,
@@ -109,6 +109,7 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, dead
     out = Path(cfg.out)
     gen_root = out / "data" / "sim-gen"
     unl_root = out / "data" / "sim-unlabelled"
+    check_reference_paths(cfg, training=True)
     # the unlabelled people train stage I and the pose AE, and stage II learns their embeddings too
     extra = ([f"{job}:data.unlabelled_roots=[{unl_root}]" for job in ("stage1", "pose")]
              + [f"stage2:unlabelled_roots=[{unl_root}]"]) if cfg.unlabelled_ids else []
@@ -131,6 +132,21 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, dead
     s2cfg.stage1_run = str(shipped_stage1(cfg, check=False))  # stage II learns the embeddings of the stage I that ships
     train_generator(out, gen_root, s1cfg, pcfg, s2cfg, cfg.eval_pairs, stage, progress, log, deadline)
     return out
+
+
+def check_reference_paths(cfg: ReferenceConfig, training: bool) -> None:
+    """Refuse, before hours of training, an ``out``, ``package`` or ``figures`` the job could not write (a file, a
+    folder under a file, an unwritable one), and an ``out`` that holds something else: files but no record of a
+    reference run (``commits.txt``, ``times.json``)."""
+    if training:
+        out = Path(cfg.out)
+        check_output_folder(out, "out")
+        if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in ("commits.txt", "times.json")):
+            raise UserError(f"{out}: holds files but no reference run (no commits.txt or times.json); set out to a "
+                            "new folder, or to the folder of the reference run to resume")
+    check_output_folder(cfg.package, "package")
+    if cfg.figures:
+        check_output_folder(cfg.figures, "figures")
 
 
 def import_stage1(src: Path, dst: Path, s1cfg, log=print) -> None:
@@ -234,6 +250,7 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print, command: str
     and the README figures in ``cfg.figures``."""
     out, pkg = Path(cfg.out), Path(cfg.package)
     gen_root = out / "data" / "sim-gen"
+    check_reference_paths(cfg, training=False)
     s1 = load_checkpoint(shipped_stage1(cfg))
     pose, s2 = (load_checkpoint(out / r / "snapshot.pt") for r in ("pose", "stage2"))
     pkg.mkdir(parents=True, exist_ok=True)
@@ -302,7 +319,7 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print, command: str
                           (shipped / "stage1" / "eval" / "swaps.png", "swaps_vs_truth.png"),
                           (shipped / "stage2" / "samples" / "b_identities.png", "sampled_identities.png"),
                           (shipped / "stage2" / "samples" / "d_interpolation.png", "interpolation.png")):
-            shutil.copyfile(src, figs / name)
+            atomic_copy(src, figs / name)
     atomic_write_text(pkg / PROVENANCE, json.dumps(prov, indent=1))
     total = sum(f["bytes"] for f in files.values())
     log(f"[package] {len(files)} checkpoints, {total / 2 ** 20:.1f} MiB, "

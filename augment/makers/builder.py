@@ -60,7 +60,14 @@ from generator.data.layouts import MSMT17_MAX_CAMERA, Msmt17Writer, msmt17_out_p
 from generator.data.market import MarketWriter, Record
 from generator.errors import UserError
 from generator.eval.neighbours import CosineIndex, kmeans, nearest
-from generator.io import atomic_write_text, check_output_folder, load_checkpoint, progress_bar, read_json_object
+from generator.io import (
+    atomic_write_text,
+    check_apart,
+    check_output_folder,
+    load_checkpoint,
+    progress_bar,
+    read_json_object,
+)
 from generator.models.stage1 import DCGANDiscriminator
 from generator.pose import NO_PERSON, shows_person
 from generator.training.stage1 import Stage1Config
@@ -368,6 +375,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     h = config_hash(cfg)
     marker = out / "build.json"
     check_output_folder(out, "out")
+    check_apart(out, "out", {"stage2_run": cfg.stage2_run, "data_root": cfg.data_root})
     begun = read_json_object(marker, f"delete {out} and build again") if marker.exists() else None
     if out.exists() and any(out.iterdir()):
         if begun is None or not same_build(begun, cfg):

@@ -209,8 +209,12 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         raise UserError(f"--train-share {train_share}: {defect}")
     people_seed = seed if people_seed is None else people_seed
     created = check_output_folder(out, "--out", beside=True)  # the dataset is written beside it, then renamed
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
+        if not (out / "simmarket.json").is_file():  # --overwrite replaces a SimMarket, never other data
+            raise UserError(f"{out}: not a SimMarket dataset (no simmarket.json), so --overwrite does not delete it; "
+                            "choose another --out")
     t0 = time.perf_counter()
     h, w = size
     world = World(seed, h, w, style=style)
