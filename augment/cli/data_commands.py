@@ -183,7 +183,7 @@ def add_simulate(sub) -> None:
                         "people in the same cameras, e.g. an unlabelled split for a generator (default: --seed)")
     s.add_argument("--train-share", type=number(0.0, 1.0), default=0.5, metavar="S",
                    help="share of the identities in the training split (default 0.5)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    s.add_argument("--overwrite", action="store_true", help="replace the SimMarket at --out (never other data)")
     quiet_argument(s, "bar")
     s.set_defaults(func=_cmd_simulate)
 
@@ -319,7 +319,8 @@ def add_keypoints(sub) -> None:
                     help="dataset layout (default auto: detected from the folder; CUHK03's labelled boxes: "
                          "cuhk03_labeled)")
     kp.add_argument("--out", default=None, metavar="CSV",
-                    help="one CSV for all splits (default: market-annotation-train.csv and market-annotation-test.csv "
+                    help="one CSV file (.csv) for all splits, outside the image folders (default: "
+                         "market-annotation-train.csv and market-annotation-test.csv "
                          "where check and training read them: beside the split folders or MSMT17 lists, in CUHK03's "
                          "images_detected/ or images_labeled/)")
     kp.add_argument("--estimator", choices=ESTIMATORS, default="mediapipe",
