@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -139,6 +140,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the CPU: a dry run of the script
     from torch.utils.flop_counter import FlopCounterMode
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, also where it is not installed
+
     from generator.config import load_config
     from generator.data.dataset import person_dataset
     from generator.models.stage1 import DCGANDiscriminator, build_generator
@@ -169,7 +172,9 @@ def main() -> None:
                                   items[:batch_size], t.channels_last, device)
         opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
         opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
-        Gs, Ds = (torch.compile(G), torch.compile(D)) if compiled else (G, D)
+        if compiled:  # each batch size compiled afresh: a graph traced at another size would be a dynamic-shape one
+            torch._dynamo.reset()
+        Gs, Ds = (torch.compile(G, dynamic=False), torch.compile(D, dynamic=False)) if compiled else (G, D)
         step = make_step(Gs, Ds, opt_g, opt_d, amp, t.l1_weight, device)
         for _ in range(3):
             step(batch)  # warm-up (and compilation)

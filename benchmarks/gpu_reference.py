@@ -33,8 +33,11 @@ from generator.io import atomic_write_text, load_checkpoint
 from generator.training.runtime import TimeLimitReached
 from generator.training.transfer import pack, unpack
 
-PACK_MARGIN_S = 45  # seconds kept after training for evaluation, packing and the copy back
+PACK_MARGIN_S = 90  # seconds kept after training for evaluation, packing and the copy back
 MAX_FILES = 8  # files a window gives back: the parts, transfer.json and summary.json
+# what a window's files may hold: 64 MiB come back from a window, and 64 MiB travel to the next one with the
+# working tree, of which the repository takes about 28
+CARRY_MIB, RETURN_MIB = 32.0, 56.0
 
 
 def _steps(work: Path) -> dict:
@@ -56,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=480.0,
                     help=f"seconds this job may take in all; training stops {PACK_MARGIN_S} s before (default 480)")
     ap.add_argument("--work", default="/tmp/vm_reference", help="working folder on this machine")
-    ap.add_argument("--part-mib", type=float, default=16.0, help="largest file written to OUT (MiB)")
-    ap.add_argument("--budget-mib", type=float, default=44.0,
-                    help="all parts together (MiB): what can travel back to the next window beside the repository")
+    ap.add_argument("--part-mib", type=float, default=15.0, help="largest file written to OUT (MiB)")
+    ap.add_argument("--budget-mib", type=float, default=CARRY_MIB,
+                    help="all parts together (MiB) of a run stopped at its budget: what travels on to the next "
+                         f"window beside the repository (default {CARRY_MIB:g})")
+    ap.add_argument("--finished-mib", type=float, default=RETURN_MIB,
+                    help="all parts together (MiB) of a finished run, which only comes back (default "
+                         f"{RETURN_MIB:g}; at most {MAX_FILES - 2} parts)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[gpu_reference] continued from {args.resume_from} ({index['level']} state)", flush=True)
         cfg = load_config(ReferenceConfig, args.config, args.set + [f"out={work}", f"package={work / 'package'}",
                                                                     f"figures={work / 'figures'}"])
+        if not any(s.startswith("stage2:train.device=") for s in cfg.set):  # stage II's own default is the CPU
+            cfg.set = [*cfg.set, "stage2:train.device=auto"]
         status = "failed"  # until training ends one way or the other; the runs are packed whatever happens
         try:
             run_reference(cfg, progress=not args.quiet, deadline=t0 + args.budget_s - PACK_MARGIN_S,
@@ -83,8 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         except TimeLimitReached as e:
             status = "stopped"
             print(f"[gpu_reference] {e}", flush=True)
-        finally:
-            index = pack(work, out, budget_mib=args.budget_mib, part_mib=args.part_mib, exclude=("data", "shipped"))
+        finally:  # a finished run travels no further: it may use what a window gives back
+            budget = (min(args.finished_mib, (MAX_FILES - 2) * args.part_mib) if status == "finished"
+                      else args.budget_mib)
+            try:
+                index = pack(work, out, budget_mib=budget, part_mib=args.part_mib, exclude=("data", "shipped"))
+            except UserError as e:  # the summary still comes back, and says why nothing else did
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(out / "summary.json", json.dumps(
+                    {"status": status, "steps": _steps(work), "seconds": round(time.time() - t0, 1),
+                     "packed": {"error": str(e)}, "config": args.config, "set": args.set}, indent=1))
+                raise
     except UserError as e:
         print(f"gpu_reference: error: {e}", file=sys.stderr)
         return 2

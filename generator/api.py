@@ -209,11 +209,11 @@ class Sampler:
 
 @torch.no_grad()
 def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
-                    progress: bool = True, unlabelled_roots=()) -> dict[str, torch.Tensor]:
-    """Encode the training split with the frozen stage I and pose AE: {fg, bg, pose, keypoints, pid}. The training
-    splits of ``unlabelled_roots`` (other people, in any supported layout) are encoded after it, with pid -1: their
-    identities are never read."""
-    model = DisentangledModel.load(stage1_run, pose=pose_run)
+                    progress: bool = True, unlabelled_roots=(), device="cpu") -> dict[str, torch.Tensor]:
+    """Encode the training split with the frozen stage I and pose AE (on ``device``; the embeddings come back on the
+    CPU): {fg, bg, pose, keypoints, pid}. The training splits of ``unlabelled_roots`` (other people, in any
+    supported layout) are encoded after it, with pid -1: their identities are never read."""
+    model = DisentangledModel.load(stage1_run, pose=pose_run, device=device)
     root = data_root or model.data.root  # the snapshot's own (stage1_run may be a snapshot file)
     fmt = "auto" if data_root else model.data.format  # another root: its own layout, detected
     kw = {"size": model.size, "heatmap_radius": model.heatmap_radius, "mask_radius": model.mask_radius,

@@ -196,15 +196,21 @@ def test_stage2_cli_eval_and_sample(capsys, tiny_stages, tmp_path):
     assert names == ["a_sampled_people.png", "b_identities.png", "c_resampled_factors.png", "d_interpolation.png"]
     assert names == sorted(SAMPLE_FILES) and sorted(p.name for p in (tmp_path / "run" / "eval").iterdir()) == sorted(
         REPORT_FILES)  # what the --out checks below allow
-    # again into the same folders: each replaces its own files; into a folder with anything else (the run itself,
-    # whose metrics.md is its training log's table): refused, the folder as it was
+    # again into the same folders: each replaces its own files; into the run itself (whose metrics.md is its
+    # training log's table) or a folder with anything else: refused, the folder as it was
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "metrics.md").write_text("mine\n")
+    (tmp_path / "other" / "notes.txt").write_text("mine\n")
     for args in (["eval", "stage2", "--run", tmp_path / "run"], ["sample", "--run", tmp_path / "run", "--rows", 1]):
         rc, out, err = run_main(capsys, *args)
         assert rc == 0, err
         before = {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
-        one_line_error(*run_main(capsys, *args, "--out", tmp_path / "run"), f"{tmp_path / 'run'}: holds", "--out",
-                       "does not write")
+        one_line_error(*run_main(capsys, *args, "--out", tmp_path / "run"), f"{tmp_path / 'run'}: is the --run "
+                       "folder itself")
         assert {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+        one_line_error(*run_main(capsys, *args, "--out", tmp_path / "other"), f"{tmp_path / 'other'}: holds",
+                       "--out", "does not write")
+        assert (tmp_path / "other" / "metrics.md").read_text() == "mine\n"
 
 
 def test_stage2_floor_table_averages_over_seeds():
@@ -322,3 +328,29 @@ def test_unlabelled_roots_are_embedded_after_the_labelled_people_without_identit
     # a run directory whose embeddings hold other unlabelled roots than its config names is refused, not reused
     with pytest.raises(UserError, match="embeds other unlabelled roots"):
         train(tiny_stage2(s1, pose, **{"train.steps": 1}), tmp_path / "s2", progress=False, factors=["fg"])
+
+
+def test_without_faiss_the_exact_searches_give_the_same_metrics(monkeypatch):
+    """A lent GPU machine's image has no faiss and cannot install it: the stage-II report's k-NN precision / recall
+    and the builder's cosine index then run in NumPy, with the same results; k-means alone is refused, in one line."""
+    import sys
+
+    import numpy as np
+
+    from generator.errors import UserError
+    from generator.eval import neighbours
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(400, 16)), rng.normal(0.3, 1.2, size=(300, 16))
+    with_faiss = neighbours.knn_precision_recall(real, fake, k=3)
+    index = neighbours.CosineIndex(16)
+    index.add(real[:50])
+    near = index.nearest_distance(fake[:20])
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    assert neighbours.knn_precision_recall(real, fake, k=3) == with_faiss
+    index = neighbours.CosineIndex(16)
+    assert np.isinf(index.nearest_distance(fake[:2])).all()
+    index.add(real[:50])
+    assert np.allclose(index.nearest_distance(fake[:20]), near, atol=1e-5) and len(index) == 50
+    with pytest.raises(UserError, match="k-means needs faiss"):
+        neighbours.kmeans(real.astype(np.float32), 4)

@@ -99,6 +99,8 @@ class ReferenceConfig:
                                                   f"final model)")
 
 
+PACKAGING_RESERVE_S = 60  # seconds before a deadline after which packaging waits for the next run
+
 # the stage-I snapshots a reference may ship: the final model, or the end of the L1 warm-up
 SNAPSHOT_NAME = re.compile(r"snapshot(-l1)?\.pt")
 
@@ -241,7 +243,8 @@ def run_reference(cfg: ReferenceConfig, progress: bool = True, log=print, comman
     """``make reference``: train (or resume), evaluate, then ship; ``deadline`` as in ``train_reference``, and
     packaging starts only before it."""
     train_reference(cfg, progress, log, deadline)
-    check_deadline(deadline, "packaging")
+    # packaging evaluates the shipped checkpoints (a minute or two): it starts only with that much time left
+    check_deadline(None if deadline is None else deadline - PACKAGING_RESERVE_S, "packaging")
     return package(cfg, progress, log, command)
 
 

@@ -71,7 +71,7 @@ from generator.io import (
 from generator.models.stage1 import DCGANDiscriminator
 from generator.pose import NO_PERSON, shows_person
 from generator.training.stage1 import Stage1Config
-from generator.training.stage2 import load_stage2
+from generator.training.stage2 import load_embeddings, load_stage2
 
 POSE_TRIES = 20  # Phi_pose samples drawn for one image before the build is refused (each shows no person)
 NO_PERSON_KEYS = ("no_person_images", "no_person_identities", "real_images")  # the skip counts build.json keeps
@@ -87,7 +87,7 @@ class Builder:
         if not (run / "snapshot.pt").is_file():
             raise UserError(f"{run}: no stage-II snapshot.pt; set stage2_run to a trained stage-II run directory")
         self.s2cfg, self.sampler, self.model = load_stage2(run)
-        emb = load_checkpoint(run / "embeddings.pt")  # the real banks: fg, bg, keypoints, pid
+        emb = load_embeddings(self.s2cfg, run, progress=False)  # the real banks: fg, bg, keypoints, pid
         # the labelled people's rows: unlabelled people (pid -1, stage II's unlabelled_roots) trained the mappings,
         # but are no image of the data the builder names and remixes
         self.emb = {k: v[emb["pid"] >= 0] for k, v in emb.items() if torch.is_tensor(v)}

@@ -1,12 +1,55 @@
-"""Exact nearest-neighbour search with faiss (flat indexes), for re-ID retrieval and embedding metrics."""
+"""Exact nearest-neighbour search with faiss (flat indexes), for re-ID retrieval and embedding metrics.
+
+Where faiss cannot be imported (a lent GPU machine whose image lacks it, and no network to install it), the exact
+searches run in NumPy instead (``ExactIndex``): the same neighbours and distances, in float32, by blocks of
+queries; only ``kmeans`` needs faiss itself."""
 from __future__ import annotations
+
+import types
 
 import numpy as np
 
+from generator.errors import UserError
+
+
+class ExactIndex:
+    """A flat index in NumPy with faiss's ``add`` / ``search`` / ``ntotal``: squared L2 distances (``"l2"``) or
+    inner products (``"ip"``), exact, each query's results sorted nearest first."""
+
+    def __init__(self, dim: int, metric: str = "l2"):
+        self.dim, self.metric = dim, metric
+        self.data = np.zeros((0, dim), np.float32)
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.data)
+
+    def add(self, x: np.ndarray) -> None:
+        self.data = np.concatenate([self.data, np.asarray(x, np.float32).reshape(-1, self.dim)])
+
+    def search(self, x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, np.float32).reshape(-1, self.dim)
+        k = min(k, self.ntotal)
+        dists, idx = np.empty((len(x), k), np.float32), np.empty((len(x), k), np.int64)
+        sq = (self.data ** 2).sum(1)
+        for s in range(0, len(x), block):
+            q = x[s:s + block]
+            prod = q @ self.data.T
+            score = prod if self.metric == "ip" else np.maximum((q ** 2).sum(1)[:, None] + sq[None] - 2 * prod, 0)
+            order = -score if self.metric == "ip" else score
+            part = (np.argpartition(order, k - 1, axis=1)[:, :k] if k < self.ntotal
+                    else np.broadcast_to(np.arange(self.ntotal), order.shape).copy())
+            part = np.take_along_axis(part, np.argsort(np.take_along_axis(order, part, 1), 1, kind="stable"), 1)
+            idx[s:s + block], dists[s:s + block] = part, np.take_along_axis(score, part, 1)
+        return dists, idx
+
 
 def _faiss():
-    import faiss
-
+    try:
+        import faiss
+    except ImportError:  # the exact flat indexes in NumPy; k-means is refused (kmeans)
+        return types.SimpleNamespace(IndexFlatL2=lambda d: ExactIndex(d, "l2"),
+                                     IndexFlatIP=lambda d: ExactIndex(d, "ip"), Kmeans=None)
     return faiss
 
 
@@ -48,6 +91,9 @@ def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tupl
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25) -> np.ndarray:
     """(k, D) centroids of ``x`` (faiss k-means, seeded)."""
     faiss = _faiss()
+    if faiss.Kmeans is None:
+        raise UserError("k-means needs faiss, which is not installed here: pip install faiss-cpu (a dependency of "
+                        "this project)")
     x = np.ascontiguousarray(x, dtype=np.float32)
     km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False, min_points_per_centroid=1)
     km.train(x)

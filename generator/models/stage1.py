@@ -81,7 +81,8 @@ def crop_rois(feat: torch.Tensor, boxes: torch.Tensor, size: int, method: str = 
     if method == "roi_align":
         # boxes in float32 whatever the autocast dtype: batch indices and pixel coordinates must stay exact
         idx = torch.arange(b, device=feat.device, dtype=torch.float32).repeat_interleave(r)[:, None]
-        xyxy = boxes.reshape(-1, 4)[:, [1, 0, 3, 2]].float()
+        xyxy = boxes.reshape(-1, 2, 2).flip(-1).reshape(-1, 4).float()  # (x1, y1, x2, y2); no index tensor, so
+        # nothing is copied from the host while a CUDA graph captures the step
         crops = roi_align(feat.float(), torch.cat([idx, xyxy], 1), (size, size), spatial_scale=1.0,
                           sampling_ratio=sampling_ratio, aligned=True)
         return crops.to(feat.dtype)

@@ -30,7 +30,7 @@ from generator.models.stage2 import (
 )
 from generator.training.loss import Stage2Loss
 from generator.training.runs import RunLog, capture_state, check_resume, restore_state
-from generator.training.runtime import launch_rank, time_up
+from generator.training.runtime import TimeLimitReached, launch_rank, time_up
 
 
 @dataclass
@@ -119,6 +119,8 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir)
     device = resolve_device(t.device)
+    if not (run_dir / "embeddings.pt").exists() and time_up(deadline):  # embedding every image takes a while
+        raise TimeLimitReached("the time limit came before stage II embedded its training images")
     emb = load_embeddings(cfg, run_dir, progress)
     train_idx, _ = split_holdout(len(emb["fg"]), t.holdout, t.seed)
     trained = build_trained(cfg, {f: emb[f][train_idx] for f in FACTORS}, device)
@@ -165,7 +167,7 @@ def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool) -> dict:
                             f"directory")
         return emb
     emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress,
-                          unlabelled_roots=cfg.unlabelled_roots)
+                          unlabelled_roots=cfg.unlabelled_roots, device=resolve_device(cfg.train.device))
     atomic_save({**emb, "unlabelled_roots": list(cfg.unlabelled_roots)}, cache)
     return {**emb, "unlabelled_roots": list(cfg.unlabelled_roots)}
 

@@ -16,14 +16,14 @@ from generator.data.dataset import person_dataset
 from generator.eval.embedding_metrics import GaussianBaseline, frechet_distance, plausible_share
 from generator.eval.grids import save_grid
 from generator.eval.neighbours import knn_precision_recall
-from generator.io import atomic_write_text, load_checkpoint
+from generator.io import atomic_write_text
 from generator.models.stage2 import FACTORS
-from generator.training.stage2 import load_stage2, split_holdout
+from generator.training.stage2 import load_embeddings, load_stage2, split_holdout
 
 
 def embedding_quality(run: Path, n: int = 2000, seed: int = 0) -> dict:
     cfg, sampler, model = load_stage2(run)
-    emb = load_checkpoint(Path(run) / "embeddings.pt")
+    emb = load_embeddings(cfg, Path(run), progress=False)  # made again when missing (a run packed without it)
     train_idx, hold_idx = split_holdout(len(emb["fg"]), cfg.train.holdout, cfg.train.seed)
     out = {}
     for f in FACTORS:
