@@ -117,3 +117,14 @@ def test_gpu_script_stops_packs_and_the_next_window_finishes(tmp_path):
     index = json.loads((tmp_path / "w2" / INDEX).read_text())
     assert not any(name.startswith(("data/", "shipped/")) for name in index["files"])
     assert script.main([str(tmp_path / "w3"), "--part-mib", "1", *common[:-4]]) == 2  # 44 parts: too many files
+
+
+def test_a_window_whose_runs_do_not_pack_still_returns_its_summary(tmp_path):
+    """The window's only report when its runs exceed the budget: summary.json, saying why nothing else came back."""
+    script = _script()
+    rc = script.main([str(tmp_path / "w1"), "--budget-s", "0", "--config", "tests/configs/reference_tiny.yaml",
+                      "--work", str(tmp_path / "work"), "--quiet", "--part-mib", "0.001", "--budget-mib", "0.001"])
+    assert rc == 2
+    summary = json.loads((tmp_path / "w1" / "summary.json").read_text())
+    assert summary["status"] == "stopped" and "over the 0.001 MiB budget" in summary["packed"]["error"]
+    assert [p.name for p in (tmp_path / "w1").iterdir()] == ["summary.json"]
