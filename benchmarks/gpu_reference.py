@@ -2,7 +2,7 @@
 
 One run makes the SimMarket data, trains (or continues) stage I, the pose AE and stage II of a reference config
 (``vmarket reference``), evaluates and packages them when training finishes, and leaves everything in OUT as a
-few files of at most 16 MiB (``generator.training.transfer``): ``runs.tar.NNN`` parts, ``transfer.json`` (their
+few files of at most 15 MiB (``generator.training.transfer``): ``runs.tar.NNN`` parts, ``transfer.json`` (their
 index) and ``summary.json`` (status, steps, times, device). Training stops at a wall-clock budget, so that the
 state is saved and packed before the window's limit kills the job; the next window passes that OUT back with
 ``--resume-from`` and continues from the saved steps. The data is not packed: it is rebuilt from the config's
@@ -98,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 index = pack(work, out, budget_mib=budget, part_mib=args.part_mib, exclude=("data", "shipped"))
             except UserError as e:  # the summary still comes back, and says why nothing else did
+                failure = e.__context__  # the training's own error, when it failed
                 out.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(out / "summary.json", json.dumps(
                     {"status": status, "steps": _steps(work), "seconds": round(time.time() - t0, 1),
-                     "packed": {"error": str(e)}, "config": args.config, "set": args.set}, indent=1))
+                     "packed": {"error": str(e)}, "config": args.config, "set": args.set,
+                     **({"error": f"{type(failure).__name__}: {failure}"} if status == "failed" and failure else {})},
+                    indent=1))
                 raise
     except UserError as e:
         print(f"gpu_reference: error: {e}", file=sys.stderr)

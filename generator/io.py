@@ -110,11 +110,17 @@ def check_apart(out: str | os.PathLike, key: str, inputs: dict) -> None:
     """Refuse an output folder ``out`` (set by the option ``key``) that is one of the job's inputs or holds one
     (``inputs``: {what names the input, such as its option: its path}; empty paths are skipped). Without this, the
     refusal of a non-empty ``out`` would advise deleting the input."""
-    o = Path(out).expanduser().absolute().resolve()
+    def resolved(p) -> Path | None:  # None for a link loop: check_output_folder or the input's reader names it
+        try:
+            return Path(p).expanduser().absolute().resolve()
+        except (OSError, RuntimeError):
+            return None
+
+    o = resolved(out)
     for name, path in inputs.items():
-        if not path:
+        i = resolved(path) if path else None
+        if o is None or i is None:
             continue
-        i = Path(path).expanduser().absolute().resolve()
         if o == i:
             raise UserError(f"{out}: is the {name} folder itself; choose a new folder for {key}")
         if o in i.parents:

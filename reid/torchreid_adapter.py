@@ -177,16 +177,25 @@ def check_model(name: str, weights: str | None = None) -> None:
         _read_weights(Path(weights))
 
 
+def _numpy_scalars_allowed():
+    """A checkpoint torchreid's engine saved holds numpy scalars (its rank-1) beside the state dict: while loading
+    under ``weights_only`` they are allowed, by either of the names numpy 1 and 2 pickle them under, and nothing
+    else that is not a tensor, a container or a number. (A torch without ``safe_globals`` allows nothing more.)"""
+    if not hasattr(torch.serialization, "safe_globals"):
+        return contextlib.nullcontext()
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    dtypes = [t for t in vars(getattr(np, "dtypes", np)).values() if isinstance(t, type) and issubclass(t, np.dtype)]
+    return torch.serialization.safe_globals([scalar, (scalar, "numpy.core.multiarray.scalar"),
+                                             (scalar, "numpy._core.multiarray.scalar"), np.dtype, *dtypes])
+
+
 def _read_weights(path: Path) -> dict:
     """The tensors of a state-dict file (a torchreid checkpoint's ``state_dict`` entry, or the dict itself)."""
     if not path.is_file():
         raise UserError(f"{path}: weights file missing; give a local state-dict file (nothing is downloaded)")
-    # a checkpoint torchreid's engine saved holds numpy scalars (its rank-1) beside the state dict: they are allowed,
-    # and nothing else that is not a tensor, a container or a number
-    numpy_scalars = [np._core.multiarray.scalar, np.dtype,
-                     *(t for t in vars(np.dtypes).values() if isinstance(t, type) and issubclass(t, np.dtype))]
     try:
-        with torch.serialization.safe_globals(numpy_scalars):
+        with _numpy_scalars_allowed():
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors alike: the file is not a state dict torch can read
         raise UserError(f"{path}: not a readable state-dict file ({type(e).__name__}); give a .pth/.pt file saved "

@@ -116,7 +116,7 @@ def test_gpu_script_stops_packs_and_the_next_window_finishes(tmp_path):
     assert prov["steps"]["stage1"] == 4 and "gpu_reference" in prov["command"]  # the L1 warm-up's end ships
     index = json.loads((tmp_path / "w2" / INDEX).read_text())
     assert not any(name.startswith(("data/", "shipped/")) for name in index["files"])
-    assert script.main([str(tmp_path / "w3"), "--part-mib", "1", *common[:-4]]) == 2  # 44 parts: too many files
+    assert script.main([str(tmp_path / "w3"), "--part-mib", "1", *common[:-4]]) == 2  # 32 parts: too many files
 
 
 def test_a_window_whose_runs_do_not_pack_still_returns_its_summary(tmp_path):

@@ -354,3 +354,29 @@ def test_without_faiss_the_exact_searches_give_the_same_metrics(monkeypatch):
     assert np.allclose(index.nearest_distance(fake[:20]), near, atol=1e-5) and len(index) == 50
     with pytest.raises(UserError, match="k-means needs faiss"):
         neighbours.kmeans(real.astype(np.float32), 4)
+
+
+def test_a_stage2_run_without_its_embeddings_is_reported_and_built_from_again(tiny_stages, tmp_path):
+    """A run packed for the next GPU window leaves its embeddings cache behind (it is rebuilt): the report and the
+    builder make it again, and a stage II started past its time limit stops before it embeds anything."""
+    import shutil
+
+    from augment.makers.builder import Builder
+    from generator.training.runtime import TimeLimitReached
+    from generator.training.stage2 import train as train_stage2
+    from generator.training.stage2_report import embedding_quality
+
+    s1, pose, s2 = tiny_stages
+    run = tmp_path / "s2"
+    shutil.copytree(s2, run)
+    before = load_checkpoint(run / "embeddings.pt")
+    (run / "embeddings.pt").unlink()
+    q = embedding_quality(run)
+    assert q["heldout"] > 0 and (run / "embeddings.pt").is_file()
+    assert torch.equal(load_checkpoint(run / "embeddings.pt")["fg"], before["fg"])
+    (run / "embeddings.pt").unlink()
+    Builder(load_config(BuildConfig, None, [f"stage2_run={run}", "out=" + str(tmp_path / "vm")]))
+    assert (run / "embeddings.pt").is_file()
+    with pytest.raises(TimeLimitReached, match="before stage II embedded"):
+        train_stage2(tiny_stage2(s1, pose, **{"train.steps": 20}), tmp_path / "late", progress=False, deadline=0.0)
+    assert not (tmp_path / "late" / "embeddings.pt").exists()

@@ -319,7 +319,7 @@ def add_keypoints(sub) -> None:
                     help="dataset layout (default auto: detected from the folder; CUHK03's labelled boxes: "
                          "cuhk03_labeled)")
     kp.add_argument("--out", default=None, metavar="CSV",
-                    help="one CSV file (.csv) for all splits, outside the image folders (default: "
+                    help="one CSV file (.csv) for all splits (default: "
                          "market-annotation-train.csv and market-annotation-test.csv "
                          "where check and training read them: beside the split folders or MSMT17 lists, in CUHK03's "
                          "images_detected/ or images_labeled/)")

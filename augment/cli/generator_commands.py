@@ -134,8 +134,8 @@ def _cmd_eval(args) -> None:
     if not Path(data).is_dir():
         raise UserError(f"{data}: {'is a file, not a' if Path(data).exists() else 'no such'} dataset folder; pass "
                         f"--data with the root of the held-out data (query + gallery)")
-    with _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`", {"--run": run, "--data": data}) \
-            as out:
+    inputs = {"--run": run, "--data" if args.data else "run's data.root": data}
+    with _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`", inputs) as out:
         result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"

@@ -106,14 +106,9 @@ def plan_keypoints(root: str | os.PathLike, out: str | os.PathLike | None = None
     an ``out`` in a missing folder."""
     layout = resolve_layout(root, fmt, "--format")
     records = read_layout(layout, ("train", "query", "gallery"), keep_junk=True)
-    if out is not None:
-        if str(out).endswith(("/", os.sep)) or Path(out).suffix.lower() != ".csv":
-            raise UserError(f"{out}: --out names the keypoint CSV file to write, ending in .csv (e.g. "
-                            f"keypoints.csv)")
-        images = {os.path.dirname(r.path) for r in records}
-        if os.path.dirname(Path(out).resolve()) in images:
-            raise UserError(f"{out}: lies in a folder of the dataset's images, where it would be read as one; write "
-                            f"--out elsewhere")
+    if out is not None and (str(out).endswith(("/", os.sep)) or Path(out).suffix.lower() != ".csv"):
+        # a folder's name would become a file's; a name such as x.jpg among the images, one more image to read
+        raise UserError(f"{out}: --out names the keypoint CSV file to write, ending in .csv (e.g. keypoints.csv)")
     groups = _targets(layout, out, records)
     for path in groups:
         if path.is_dir():

@@ -211,10 +211,11 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     created = check_output_folder(out, "--out", beside=True)  # the dataset is written beside it, then renamed
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
+            raise UserError(f"{out}: exists and is not empty; choose another output folder, or replace it "
+                            f"(vmarket simulate --overwrite)")
         if not (out / "simmarket.json").is_file():  # --overwrite replaces a SimMarket, never other data
             raise UserError(f"{out}: not a SimMarket dataset (no simmarket.json), so --overwrite does not delete it; "
-                            "choose another --out")
+                            "choose another output folder")
     t0 = time.perf_counter()
     h, w = size
     world = World(seed, h, w, style=style)
