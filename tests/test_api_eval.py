@@ -120,4 +120,4 @@ def test_eval_cli_writes_table(capsys, tiny_stages, tmp_path):
                    f"{out}: holds notes.txt, which `vmarket eval stage1` does not write", "--out")
     assert (out / "metrics.md").read_bytes() == before
     one_line_error(*run_main(capsys, "eval", "stage1", "--run", tiny_stages[0], "--out", tiny_stages[0]),
-                   f"{tiny_stages[0]}: holds", "more")
+                   f"{tiny_stages[0]}: is the --run folder itself; choose a new folder for --out")
