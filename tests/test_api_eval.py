@@ -121,3 +121,27 @@ def test_eval_cli_writes_table(capsys, tiny_stages, tmp_path):
     assert (out / "metrics.md").read_bytes() == before
     one_line_error(*run_main(capsys, "eval", "stage1", "--run", tiny_stages[0], "--out", tiny_stages[0]),
                    f"{tiny_stages[0]}: is the --run folder itself; choose a new folder for --out")
+
+
+def test_an_evaluation_stopped_halfway_does_not_look_finished(tiny_stages, sim_small, tmp_path, monkeypatch):
+    """metrics.json marks a finished evaluation (the pipeline reuses it): a rerun stopped after its first figures
+    must not leave the earlier run's metrics.json beside them."""
+    from generator.eval import stage1_report
+    from generator.training import stage2_report
+
+    out = tmp_path / "eval"
+    stage1_report.evaluate(tiny_stages[0], sim_small, out, pairs=4, limit=8)
+    stage2_report.report(tiny_stages[2], tmp_path / "eval2")
+    assert (out / "metrics.json").is_file() and (tmp_path / "eval2" / "metrics.json").is_file()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage1_report, "reconstruction_metrics", killed)
+    monkeypatch.setattr(stage2_report, "embedding_quality", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stage1_report.evaluate(tiny_stages[0], sim_small, out, pairs=4, limit=8)
+    with pytest.raises(KeyboardInterrupt):
+        stage2_report.report(tiny_stages[2], tmp_path / "eval2")
+    assert (out / "grid.png").is_file() and not (out / "metrics.json").exists()
+    assert not (tmp_path / "eval2" / "metrics.json").exists()

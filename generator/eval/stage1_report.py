@@ -244,6 +244,7 @@ def evaluate(stage1_run, data_root, out_dir: Path, pairs: int = 200, limit: int 
                         "the swap scores compare pairs of them; evaluate on a SimMarket with more test identities "
                         "(vmarket simulate --ids)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # an earlier run's marker: until this one ends, unfinished
     people = held_out_people(model, data_root)
     save_grid(swap_grid(model.G, people), len(people["image"]), out_dir / "grid.png")
     recon = reconstruction_metrics(model, data_root, limit)

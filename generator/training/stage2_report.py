@@ -121,6 +121,7 @@ def sample_grids(run: Path, out_dir: Path, seed: int = 0, cols: int = 8, rows: i
 def report(run: Path, out_dir: Path | None = None, seed: int = 0) -> dict:
     out_dir = out_dir or Path(run) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # an earlier run's marker: until this one ends, unfinished
     q = embedding_quality(run, seed=seed)
     atomic_write_text(out_dir / "metrics.md", quality_table(q))
     atomic_write_text(out_dir / "metrics.json", json.dumps(q, indent=1))  # last: the pipeline's finished marker
