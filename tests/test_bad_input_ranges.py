@@ -261,6 +261,11 @@ def test_package_only_refuses_names_and_an_out_without_runs(tmp_path, capsys):
                    "no finished run of this config here")
     _absent(out)
     _absent(package)
+    afile = tmp_path / "file.txt"
+    afile.write_text("mine\n")
+    one_line_error(*run_main(capsys, "reference-reid", cfg, "--package-only", "--set", f"out={afile}", "--quiet"),
+                   f"{afile}: is a file, not a folder; choose another out")
+    _absent(package)
 
 
 def test_generated_images_given_as_the_other_kind_are_refused_before_writing(sim_small, tmp_path, capsys):

@@ -302,6 +302,7 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     runs are made, for the provenance). ``runs_here``: refuse an ``out`` that holds none of the config's runs (the
     table to package would be the shipped one's rows alone)."""
     out = Path(cfg.out)
+    check_output_folder(out, "out")  # a file, or a folder under one: said as such, before anything is read
     times_path = out / "times.json"
     times = read_json_object(times_path, TIMES_FIX) if times_path.exists() else {}
     check_generators(cfg)
