@@ -74,11 +74,14 @@ def folder_defect(path: str | os.PathLike) -> str | None:
     return None if path.is_dir() else "is a file, not a folder" if path.exists() else "no such folder"
 
 
-def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: bool = False) -> Path | None:
+def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: bool = False,
+                        inputs: dict | None = None) -> Path | None:
     """Refuse (UserError naming ``path`` and the option ``key`` that set it) an output folder that a job could not
     make or write, before the job starts: ``path`` is a file or a link that leads nowhere, one of its parents is a
     file, or the folder it would be made in (and ``path`` itself, when it exists) cannot be written. ``beside``: the
     job also writes next to ``path`` (a work folder renamed onto it when complete), so its parent must be writable.
+    ``inputs`` ({what names an input, such as its option: its path}): ``path`` is none of the job's inputs and
+    holds none, or the refusal of a non-empty ``path`` would advise deleting the input.
 
     Returns the first of ``path`` and its parents that does not exist yet, the folder the job will create (None when
     ``path`` exists): a job that fails removes its own files, then the folders it made on the way
@@ -101,15 +104,14 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
         if reason is not None:
             raise UserError(f"{folder}: cannot write there ({reason}); choose another {key} or make the folder "
                             "writable")
+    _check_apart(path, key, inputs or {})
     if path.exists():
         return None
     return next(p for p in [*reversed(path.absolute().parents), path.absolute()] if not os.path.lexists(p))
 
 
-def check_apart(out: str | os.PathLike, key: str, inputs: dict) -> None:
-    """Refuse an output folder ``out`` (set by the option ``key``) that is one of the job's inputs or holds one
-    (``inputs``: {what names the input, such as its option: its path}; empty paths are skipped). Without this, the
-    refusal of a non-empty ``out`` would advise deleting the input."""
+def _check_apart(out: Path, key: str, inputs: dict) -> None:
+    """``check_output_folder``'s refusal of an ``out`` that is one of ``inputs`` or holds one (empty paths skipped)."""
     def resolved(p) -> Path | None:  # None for a link loop: check_output_folder or the input's reader names it
         try:
             return Path(p).expanduser().absolute().resolve()
@@ -258,13 +260,15 @@ def atomic_save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, 
         image.save(tmp, format=_IMAGE_FORMATS[path.suffix.lower()], **save_kwargs)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
+    """The checkpoint at ``path``; ``mmap``: its tensors mapped from the file, not read, for a caller that wants the
+    numbers beside them (a step)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint missing; train the stage first or point at a run directory that has it")
     # our checkpoints hold tensors, dicts, lists and numbers only, so weights_only loading works
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated or foreign file
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}): check that the path names a "
                         f"checkpoint this project wrote; if it does, the file is cut short or damaged: train it "

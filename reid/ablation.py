@@ -32,7 +32,7 @@ import yaml
 from generator.config import ConfigValueError, DataFormat, check_unique, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
-from generator.io import atomic_path, atomic_write_text, check_apart, check_output_folder, read_json_object
+from generator.io import atomic_path, atomic_write_text, check_output_folder, read_json_object
 from reid.consistency import NEW_ORIGIN, REAL_ORIGINS
 from reid.extra_training import manifest_origins
 from reid.mixed import LabelTreatment, Mix, generated_pool, parts_per_batch
@@ -186,9 +186,8 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     stages_of = {s: parse_setting(s) for s in cfg.settings}
-    check_output_folder(cfg.out, "out")  # before the data is read and checked, which takes a while
-    check_apart(cfg.out, "out", {"real_root": cfg.real_root, "virtual_root": cfg.virtual_root,
-                                 "remix_root": cfg.remix_root})
+    check_output_folder(cfg.out, "out", inputs={"real_root": cfg.real_root, "virtual_root": cfg.virtual_root,
+                                                "remix_root": cfg.remix_root})  # before the data is read
     check_ablation_folder(Path(cfg.out))
     check_model(cfg.train.model, cfg.train.weights or None)
     if any(not (stage_dir(cfg.out, s, seed, k) / "result.json").is_file()

@@ -54,7 +54,6 @@ from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import (
     atomic_write_json,
-    check_apart,
     check_output_folder,
     fresh_work_folder,
     link_or_copy,
@@ -173,9 +172,8 @@ def extract_image_features(model: torch.nn.Module, paths: list[str], size: tuple
     return torch.cat(feats) if feats else torch.empty(0, 0)
 
 
-def _read_manifest(path: Path) -> pd.DataFrame:
-    return read_manifest(path, "restore it, or remove it (its images are then told apart by pid: a real training "
-                               "pid is a remix)")
+# what to do about a generated folder's unreadable manifest.csv
+MANIFEST_FIX = "restore it, or remove it (its images are then told apart by pid: a real training pid is a remix)"
 
 
 def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids: set[int]) -> np.ndarray:
@@ -184,7 +182,7 @@ def generated_is_new(records: list, generated_root: str | os.PathLike, real_pids
     manifest = manifest_file(generated_root)
     origin: dict[str, str] = {}
     if manifest is not None:
-        df = _read_manifest(manifest)
+        df = read_manifest(manifest, MANIFEST_FIX)
         if {"path", "origin"} <= set(df.columns):
             origin = {Path(p).name: str(o) for p, o in zip(df["path"], df["origin"], strict=True)}
     out = np.zeros(len(records), bool)
@@ -209,8 +207,8 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     the summary. ``model`` and ``size`` (None: the run's own, from its ``result.json``; else osnet_x0_25 at
     128x64) must be those the run trained with. Every check runs before anything is written."""
     out = Path(out)
-    check_apart(out, "--out", {"--generated": generated_root, "--real-root": real_root, "--model": state_path})
-    made, state_path = _check_filter_args(out, Path(state_path), new_tau, size)
+    made, state_path = _check_filter_args(out, Path(state_path), new_tau, size, {
+        "--generated": generated_root, "--real-root": real_root, "--model": state_path})
     model, size = _run_settings(state_path, model, size)
     real = market_records(real_root, ("train",), progress=progress)["train"]
     gen = market_records(generated_root, ("train",), progress=progress)["train"]
@@ -248,10 +246,12 @@ def filter_generated(state_path: str | os.PathLike, real_root: str | os.PathLike
     return summary
 
 
-def _check_filter_args(out: Path, state_path: Path, new_tau: float, size: tuple[int, int]) -> tuple[Path | None, Path]:
+def _check_filter_args(out: Path, state_path: Path, new_tau: float, size: tuple[int, int],
+                       inputs: dict) -> tuple[Path | None, Path]:
     """(what ``check_output_folder`` made, the state file): the refusals of ``filter_generated`` that need no data
-    read; a run directory given as ``state_path`` stands for its ``state.pt``."""
-    made = check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
+    read (``inputs``: the folders ``out`` must be apart from); a run directory given as ``state_path`` stands for
+    its ``state.pt``."""
+    made = check_output_folder(out, "--out", beside=True, inputs=inputs)  # written beside it, then renamed
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
     work = out.parent / f".{out.name}.partial"  # refused now, not after the scoring, when it is no leftover of ours
@@ -327,7 +327,7 @@ def _write_filtered(work: Path, gen: list, keep: np.ndarray, generated_root: str
         return None if kp_file is None else {k: v for k, v in read_keypoints_csv(kp_file).items() if k in keys}
 
     manifest = manifest_file(generated_root)
-    df = _read_manifest(manifest) if manifest is not None else None
+    df = read_manifest(manifest, MANIFEST_FIX) if manifest is not None else None
     if df is not None and "path" not in df.columns:
         df = None
     if layout.format == "msmt17":  # as the builder and cut-and-paste write MSMT17 data: entries PPPP/NAME.jpg

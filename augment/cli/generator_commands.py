@@ -10,7 +10,7 @@ from generator.api import checked_snapshot
 from generator.config import load_config
 from generator.errors import UserError
 from generator.eval.stage1_report import EVAL_FILES, evaluate
-from generator.io import check_apart, check_output_folder, check_own_files, remove_empty_folders, removed_on_failure
+from generator.io import check_output_folder, check_own_files, remove_empty_folders, removed_on_failure
 from generator.training import pose_ae, stage1, stage2
 from generator.training.runs import latest_run_dir, new_run_dir, not_a_run_of
 from generator.training.runtime import launch_rank
@@ -100,9 +100,8 @@ def _out_folder(out: str | None, default: Path, files, job: str, inputs: dict):
     ``job`` writes there, else ``default`` (RUN/eval, RUN/samples: the commands' own). A command that fails inside
     the block leaves no folder it made behind (with the files it wrote there)."""
     path = Path(out) if out else default
-    created = check_output_folder(path, "--out")
+    created = check_output_folder(path, "--out", inputs=inputs)
     if out:
-        check_apart(out, "--out", inputs)
         check_own_files(out, files, "--out", job)
     with removed_on_failure(path if created is not None else None, path, created):
         yield path

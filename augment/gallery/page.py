@@ -21,7 +21,6 @@ from augment.gallery.model import ORIGIN_NOTES, ROLE_NOTES, ROLES, Gallery, Iden
 from generator.errors import UserError
 from generator.io import (
     atomic_write_json,
-    check_apart,
     check_output_folder,
     fresh_work_folder,
     progress_bar,
@@ -228,8 +227,7 @@ def write_gallery(g: Gallery, out: str | os.PathLike, progress: bool = True) -> 
     """Write the gallery of ``g`` to ``out`` (see the module docstring); returns its counts, bytes and seconds."""
     t0 = time.perf_counter()
     out = Path(out)
-    created = check_output_folder(out, "--out", beside=True)
-    check_apart(out, "--out", {"dataset": g.dataset, "real data": g.real_root})
+    created = check_output_folder(out, "--out", beside=True, inputs={"dataset": g.dataset, "real data": g.real_root})
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise UserError(f"{out}: not empty and not a gallery; choose another --out or delete it")
     work = None

@@ -111,7 +111,11 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, dead
     out = Path(cfg.out)
     gen_root = out / "data" / "sim-gen"
     unl_root = out / "data" / "sim-unlabelled"
-    check_reference_paths(cfg, training=True)
+    check_output_folder(out, "out")  # before hours of training, as are the package's folders below
+    if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in ("commits.txt", "times.json")):
+        raise UserError(f"{out}: holds files but no reference run (no commits.txt or times.json); set out to a "
+                        "new folder, or to the folder of the reference run to resume")
+    check_package_paths(cfg)
     # the unlabelled people train stage I and the pose AE, and stage II learns their embeddings too
     extra = ([f"{job}:data.unlabelled_roots=[{unl_root}]" for job in ("stage1", "pose")]
              + [f"stage2:unlabelled_roots=[{unl_root}]"]) if cfg.unlabelled_ids else []
@@ -136,16 +140,9 @@ def train_reference(cfg: ReferenceConfig, progress: bool = True, log=print, dead
     return out
 
 
-def check_reference_paths(cfg: ReferenceConfig, training: bool) -> None:
-    """Refuse, before hours of training, an ``out``, ``package`` or ``figures`` the job could not write (a file, a
-    folder under a file, an unwritable one), and an ``out`` that holds something else: files but no record of a
-    reference run (``commits.txt``, ``times.json``)."""
-    if training:
-        out = Path(cfg.out)
-        check_output_folder(out, "out")
-        if out.is_dir() and any(out.iterdir()) and not any((out / f).is_file() for f in ("commits.txt", "times.json")):
-            raise UserError(f"{out}: holds files but no reference run (no commits.txt or times.json); set out to a "
-                            "new folder, or to the folder of the reference run to resume")
+def check_package_paths(cfg: ReferenceConfig) -> None:
+    """Refuse a ``package`` or ``figures`` the job could not write (a file, a folder under a file, an unwritable
+    one): checked before training, which takes hours, and again before packaging."""
     check_output_folder(cfg.package, "package")
     if cfg.figures:
         check_output_folder(cfg.figures, "figures")
@@ -253,7 +250,7 @@ def package(cfg: ReferenceConfig, progress: bool = True, log=print, command: str
     and the README figures in ``cfg.figures``."""
     out, pkg = Path(cfg.out), Path(cfg.package)
     gen_root = out / "data" / "sim-gen"
-    check_reference_paths(cfg, training=False)
+    check_package_paths(cfg)
     s1 = load_checkpoint(shipped_stage1(cfg))
     pose, s2 = (load_checkpoint(out / r / "snapshot.pt") for r in ("pose", "stage2"))
     pkg.mkdir(parents=True, exist_ok=True)

@@ -316,7 +316,6 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
                         "out that holds its runs (--set out=...)")
     if not rows:
         raise UserError(f"{out}: no finished run yet; run `vmarket reference-reid` first")
-    check_output_folder(out, "out")
     out.mkdir(parents=True, exist_ok=True)  # every row may be the shipped table's
     _write(cfg, rows, times, command, shipped)
     log(f"collected {len(rows)} finished runs of {len(cfg.seeds) * len(_scopes(cfg)) * len(cfg.recipes)}")

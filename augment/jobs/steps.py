@@ -49,11 +49,11 @@ def finished(run: Path, steps: int, key: str = "step", factors: list[str] | None
     snap = run / "snapshot.pt"
     if not snap.exists():
         return False
-    done = _counted(load_checkpoint(snap)[key], factors)
+    done = _counted(load_checkpoint(snap, mmap=True)[key], factors)
     if min(done.values()) < steps:
         return False
     state = run / "state.pt"
-    kept = load_checkpoint(state).get(key) if state.exists() else None
+    kept = load_checkpoint(state, mmap=True).get(key) if state.exists() else None
     if kept is None:
         return True
     # behind the snapshot and short of ``steps`` (a state ahead, or past ``steps``, leaves nothing to train again)

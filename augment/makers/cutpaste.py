@@ -61,7 +61,6 @@ from generator.errors import UserError
 from generator.io import (
     atomic_write_json,
     atomic_write_text,
-    check_apart,
     check_output_folder,
     progress_bar,
     read_json_object,
@@ -336,8 +335,8 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
               "keypoints_csv": str(keypoints_csv) if keypoints_csv is not None else None,
               "skip_missing_keypoints": skip_missing_keypoints, "jpeg_quality": jpeg_quality}
     h = digest(config)
-    created = check_output_folder(out, "--out", beside=True)  # written beside it (.OUT.partial), then renamed
-    check_apart(out, "--out", {"--root": root, "--stage1-run": stage1_run})
+    created = check_output_folder(out, "--out", beside=True,  # written beside it (.OUT.partial), then renamed
+                                  inputs={"--root": root, "--stage1-run": stage1_run})
 
     def load_data():
         return person_dataset(root, ("train",), size=size, keypoints_csv=keypoints_csv,

@@ -127,6 +127,7 @@ def scan_split_folders(base: Path, splits, parse, keep_junk: bool, layout: str, 
         names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg", ".png")))
         if not names:
             raise UserError(f"{folder}: empty split, no images found; fill it or point at the right root")
+        before = len(records)
         for name in names:
             pid, camid = parse(str(folder / name))
             if not (folder / name).exists():  # resolve() below would raise on a loop
@@ -138,7 +139,7 @@ def scan_split_folders(base: Path, splits, parse, keep_junk: bool, layout: str, 
                 raise UserError(f"{folder / name}: junk or distractor image in the training split; "
                                 f"move it to bounding_box_test/ or remove it")
             records.append(Record(str((folder / name).resolve()), pid, camid, split, layout=layout))
-        if not any(r.split == split for r in records):
+        if len(records) == before:
             raise UserError(f"{folder}: only junk images (pid -1), which re-ID leaves out; the {split} split needs "
                             f"images of identities")
     return records

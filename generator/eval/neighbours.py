@@ -18,27 +18,29 @@ class ExactIndex:
 
     def __init__(self, dim: int, metric: str = "l2"):
         self.dim, self.metric = dim, metric
-        self.data = np.zeros((0, dim), np.float32)
-
-    @property
-    def ntotal(self) -> int:
-        return len(self.data)
+        self.blocks: list[np.ndarray] = []  # joined when searched: an index grows a row at a time (CosineIndex)
+        self.ntotal = 0
 
     def add(self, x: np.ndarray) -> None:
-        self.data = np.concatenate([self.data, np.asarray(x, np.float32).reshape(-1, self.dim)])
+        x = np.asarray(x, np.float32).reshape(-1, self.dim)
+        self.blocks.append(x)
+        self.ntotal += len(x)
 
     def search(self, x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float32).reshape(-1, self.dim)
+        if len(self.blocks) > 1:
+            self.blocks = [np.concatenate(self.blocks)]
+        data = self.blocks[0] if self.blocks else np.zeros((0, self.dim), np.float32)
         k = min(k, self.ntotal)
         dists, idx = np.empty((len(x), k), np.float32), np.empty((len(x), k), np.int64)
-        sq = (self.data ** 2).sum(1)
+        sq = (data ** 2).sum(1) if self.metric == "l2" else None
         for s in range(0, len(x), block):
             q = x[s:s + block]
-            prod = q @ self.data.T
-            score = prod if self.metric == "ip" else np.maximum((q ** 2).sum(1)[:, None] + sq[None] - 2 * prod, 0)
-            order = -score if self.metric == "ip" else score
+            prod = q @ data.T
+            score = prod if sq is None else np.maximum((q ** 2).sum(1)[:, None] + sq[None] - 2 * prod, 0)
+            order = -score if sq is None else score
             part = (np.argpartition(order, k - 1, axis=1)[:, :k] if k < self.ntotal
-                    else np.broadcast_to(np.arange(self.ntotal), order.shape).copy())
+                    else np.broadcast_to(np.arange(self.ntotal), order.shape))
             part = np.take_along_axis(part, np.argsort(np.take_along_axis(order, part, 1), 1, kind="stable"), 1)
             idx[s:s + block], dists[s:s + block] = part, np.take_along_axis(score, part, 1)
         return dists, idx

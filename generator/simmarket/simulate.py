@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -338,7 +339,7 @@ class SimMarket:
                 self._occluder, self._scale = poses["occluder"], poses["scale"]
             if not len(self._joints) == len(self._scale) == len(self.manifest):
                 raise ValueError(f"{len(self._joints)} poses for {len(self.manifest)} images")
-        except Exception as e:  # OSError, JSON, CSV, zip and key errors alike: the file is not as simulate wrote it
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:  # read, JSON, CSV, zip
             raise UserError(f"{path}: not as `vmarket simulate` wrote it ({type(e).__name__}: {str(e)[:120]}); "
                             f"simulate {self.root} again (delete it, then `vmarket simulate`)") from None
         self._row = {p.split("/")[-1]: i for i, p in enumerate(self.manifest.path)}

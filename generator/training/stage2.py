@@ -119,9 +119,7 @@ def train(cfg: Stage2Config, run_dir: Path, resume: bool = False, progress: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir)
     device = resolve_device(t.device)
-    if not (run_dir / "embeddings.pt").exists() and time_up(deadline):  # embedding every image takes a while
-        raise TimeLimitReached("the time limit came before stage II embedded its training images")
-    emb = load_embeddings(cfg, run_dir, progress)
+    emb = load_embeddings(cfg, run_dir, progress, deadline)
     train_idx, _ = split_holdout(len(emb["fg"]), t.holdout, t.seed)
     trained = build_trained(cfg, {f: emb[f][train_idx] for f in FACTORS}, device)
     steps = restore(trained, run_dir, log) if resume else None
@@ -150,9 +148,10 @@ def check_job(cfg: Stage2Config, factors: list[str]) -> None:
         raise UserError("stage2 needs stage1_run and pose_run (run directories of the trained stage I and pose AE)")
 
 
-def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool) -> dict:
+def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool, deadline: float | None = None) -> dict:
     """The real embeddings of every factor: ``run_dir/embeddings.pt`` when present, else computed by the frozen
-    stage I and pose autoencoder and saved there."""
+    stage I and pose autoencoder and saved there; that takes a while, and after ``deadline`` (``time.time()``
+    seconds) it is left to the next run (``TimeLimitReached``)."""
     cache = run_dir / "embeddings.pt"
     if cache.exists():
         emb = load_checkpoint(cache)
@@ -166,6 +165,8 @@ def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool) -> dict:
                             f"the config names ({cfg.unlabelled_roots}); train stage II with these in a new run "
                             f"directory")
         return emb
+    if time_up(deadline):
+        raise TimeLimitReached("the time limit came before stage II embedded its training images")
     emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress,
                           unlabelled_roots=cfg.unlabelled_roots, device=resolve_device(cfg.train.device))
     atomic_save({**emb, "unlabelled_roots": list(cfg.unlabelled_roots)}, cache)
