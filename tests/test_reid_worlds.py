@@ -225,6 +225,20 @@ def test_rows_are_reused_from_the_package_then_from_another_shipped_table(tmp_pa
     assert {k[2] for k in shipped.rows} == {"real", "cutpaste", "c+h"} and shipped.generator == checkpoint_sha256()
     assert shipped.row(World("reference"), Regime("full", 0), BASE[1], 1)["rank1"] == pytest.approx(0.91)
     assert shipped.row(World("reference"), Regime("full", 0), BASE[0], 1)["rank1"] == pytest.approx(0.31)
+    # but in the table, the other table's runs without the generator stand: every difference to them pairs with the
+    # runs that table pairs, over its package's rows and over a run here of the same recipe (a filtered recipe
+    # trains the anchor here for its model)
+    world, full = World("reference"), Regime("full", 0)
+    assert shipped.pinned_row(world, full, BASE[1], 1)["rank1"] == pytest.approx(0.41)
+    assert shipped.pinned_row(world, full, combined, 1) is None  # the generator's rows: its own package's
+    here = {("reference", "full", "real", 0): {"recipe": "real", "world": "reference", "regime": "full", "seed": 0,
+                                               "rank1": 0.99, "mAP": 0.9}}
+    table = {(r["recipe"], r["seed"]): r["rank1"] for r in reference_reid._table_rows(cfg, shipped, here)}
+    assert table[("real", 0)] == pytest.approx(0.30) and table[("cutpaste", 1)] == pytest.approx(0.41)
+    assert table[("c+h", 1)] == pytest.approx(0.912)  # the generator's rows: its own package's
+    data = GeneratedData(cfg, world, full, False, lambda *a: None)
+    assert reference_reid._one_run(cfg, BASE[0], 2, data, shipped)[0]["rank1"] == pytest.approx(0.32)
+    assert {k[2] for k in Shipped(cfg, ["cutpaste"]).pinned} == {"real"}  # --fresh: trained here, its rows stand
     # a config that would train otherwise than the other table reuses none of it
     other = ReidReferenceConfig(out=str(tmp_path / "out3"), recipes=BASE, anchor="real", package="reid/x",
                                 reuse=main.package, curve_every=5)

@@ -209,6 +209,8 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
     ablation's."""
     t = time.perf_counter()
     world, regime = regime_data.world, regime_data.regime
+    if shipped is not None and (row := shipped.pinned_row(world, regime, recipe, seed)) is not None:
+        return row, None, True
     acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
     started = stage_dir(acfg.out, recipe.setting, seed).exists()  # else nothing to read here: no data needed
     res = finished_result(acfg, recipe.setting, seed, steps_per_epoch=regime_data.steps_per_epoch()) \
@@ -267,7 +269,7 @@ def _scopes(cfg: ReidReferenceConfig, worlds: list[str] | None = None) -> list[t
 def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict | None = None) -> list[dict]:
     """Every row the table has so far, in its order (seed, world and regime, recipe, the anchor first): a run's row
     from ``fresh`` (this process's, by (world, regime, recipe, seed)), else from its finished results here, else from
-    the shipped table (nothing trained, no data read)."""
+    the shipped table (nothing trained, no data read); a row the reused table pins (``Shipped.pinned``) before all."""
     fresh = fresh or {}
     recipes = sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor)
     rows = []
@@ -277,6 +279,8 @@ def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict |
             world, regime = regime_data.world, regime_data.regime
             for recipe in recipes:
                 row = fresh.get((world.name, regime.name, recipe.name, seed))
+                if shipped is not None:
+                    row = shipped.pinned_row(world, regime, recipe, seed) or row
                 if row is None:
                     acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
                     res = finished_result(acfg, recipe.setting, seed)
@@ -310,8 +314,9 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     if shipped is not None:
         log(shipped.summary)
     rows = _table_rows(cfg, shipped)
-    if runs_here and all(shipped is not None and shipped.rows.get(
-            (r["world"], r["regime"], r["recipe"], r["seed"])) is r for r in rows):  # the shipped rows alone
+    if runs_here and all(shipped is not None and any(
+            d.get((r["world"], r["regime"], r["recipe"], r["seed"])) is r for d in (shipped.rows, shipped.pinned))
+            for r in rows):  # the shipped rows alone
         raise UserError(f"{out}: no finished run of this config here; run `vmarket reference-reid` first, or give the "
                         "out that holds its runs (--set out=...)")
     if not rows:

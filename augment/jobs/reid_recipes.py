@@ -190,7 +190,12 @@ class Shipped:
     this config's worlds (the same sim_seed and style; the row takes that world's name here; a table shipped before
     worlds were a key holds the world of its ``sim_seed``, drawn flat); and, for a recipe that uses the generator,
     its provenance records the reference checkpoints this config uses (``generator``). Such rows carry no CMC curve
-    or learning curve; the provenance's plateaus of those worlds come with them."""
+    or learning curve; the provenance's plateaus of those worlds come with them.
+
+    ``pinned``: the ``reuse`` table's rows of the recipes that need no generator (real-only, cut-and-paste), unless
+    ``fresh`` names them. They are the runs that table compares, so they stand in this table even where the same run
+    was trained here as well (a filtered recipe trains the anchor here for its model: ``--no-shipped``), and every
+    difference to them pairs with the very runs the reused table pairs."""
 
     SAME = ("sim_ids", "regimes", "train", "finetune_epochs", "curve_every", "remix_images_per_id", "new_identities",
             "new_images_per_id", "filter_new_tau", "anchor", "reference")
@@ -205,12 +210,15 @@ class Shipped:
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
         self.generator: dict | None = None  # the reference checkpoints of the generator rows reused (sha256)
+        self.pinned: dict[tuple[str, str, str, int], dict] = {}
         sources = dict.fromkeys(p for p in (cfg.package, cfg.reuse) if p)
-        self.summary = "; ".join(self._read(REPO / p, cfg, fresh) for p in sources) + (
+        self.summary = "; ".join(self._read(REPO / p, cfg, fresh, pin=p == cfg.reuse and p != cfg.package)
+                                 for p in sources) + (
             f"; training {', '.join(fresh)} here again" if fresh else "")
 
-    def _read(self, dest: Path, cfg: ReidReferenceConfig, fresh: list[str]) -> str:
-        """Take the rows of the shipped ablation at ``dest`` that no earlier source gave; what was reused, in words."""
+    def _read(self, dest: Path, cfg: ReidReferenceConfig, fresh: list[str], pin: bool = False) -> str:
+        """Take the rows of the shipped ablation at ``dest`` that no earlier source gave; what was reused, in words.
+        ``pin``: its rows of the recipes that need no generator are ``pinned``."""
         if not (dest / "ablation.csv").is_file() or not (dest / "provenance.json").is_file():
             return f"no shipped ablation at {dest} to reuse rows from"
         provenance = json.loads((dest / "provenance.json").read_text())
@@ -254,7 +262,8 @@ class Shipped:
             if recipe.filter and not anchor_same:  # scored by another anchor's model than this config's
                 continue
             key = (world, row["regime"], row["recipe"], int(row["seed"]))
-            if key in self.rows:  # an earlier source's row of the same run
+            pinned = pin and not recipe.uses_generator
+            if key in self.rows and not pinned:  # an earlier source's row of the same run
                 continue
             if recipe.uses_generator:
                 if not same_generator:
@@ -262,12 +271,14 @@ class Shipped:
                     continue
                 self.generator = made_with
             row = {k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}  # NaN: an empty cell
-            self.rows[key] = {
-                **row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
-                "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")),
-                "cmc": cmc.get((row["world"], row["regime"], row["recipe"], int(row["seed"]))),
-                "curve": None}
-            reused += 1
+            row = {**row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
+                   "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")),
+                   "cmc": cmc.get((row["world"], row["regime"], row["recipe"], int(row["seed"]))), "curve": None}
+            if pinned:
+                self.pinned[key] = row
+            if key not in self.rows:
+                self.rows[key] = row
+                reused += 1
         return (f"reusing {reused} rows of the shipped ablation ({dest}) for runs trained the same way"
                 + (f"; not the {skipped} of the generator's recipes: their images came from other reference "
                    f"checkpoints than these, or from checkpoints the shipped provenance does not record"
@@ -275,3 +286,7 @@ class Shipped:
 
     def row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
         return self.rows.get((world.name, regime.name, recipe.name, seed))
+
+    def pinned_row(self, world: World, regime: Regime, recipe: Recipe, seed: int) -> dict | None:
+        """The reused table's row of this run, where it stands over a run here (``pinned``)."""
+        return self.pinned.get((world.name, regime.name, recipe.name, seed))
