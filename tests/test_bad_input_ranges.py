@@ -367,3 +367,17 @@ def test_filter_refuses_a_stray_work_folder_before_it_scores_anything(sim_small,
                             "--generated", sim_small, "--out", tmp_path / "kept", "--quiet")
     one_line_error(rc, out, err, ".kept.partial: exists and is not an unfinished vmarket filter output")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".kept.partial"]
+
+
+def test_status_refuses_the_flags_of_a_run_and_writes_nothing(tmp_path, capsys):
+    cfg = tmp_path / "rr.yaml"
+    out = tmp_path / "out"
+    cfg.write_text(f"out: {out}\npackage: {tmp_path / 'pkg'}\nsim_ids: 4\nseeds: [0]\nrecipes:\n  - {{name: real}}\n"
+                   "  - {name: cutpaste, setting: real+remix, generated: cutpaste}\n")
+    for flags in (["--package"], ["--package-only"], ["--only", "real"], ["--fresh", "real"], ["--jobs", "2"]):
+        one_line_error(*run_main(capsys, "reference-reid", cfg, "--status", *flags, "--quiet"),
+                       f"{flags[0]} does not apply to --status")
+    code, text, _ = run_main(capsys, "reference-reid", cfg, "--status", "--no-shipped")
+    assert code in (0, None) and text.startswith(f"{out}: 0 of 4 runs finished (here)")
+    assert "- reference/full: real (seed 0); cutpaste (seed 0)" in text
+    _absent(out)

@@ -1,6 +1,7 @@
 """The reference ablation's worlds, combined recipes and the shipped rows it reuses: config checks, the tables
 with a world column, and a run that trains only what the shipped table does not hold."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -338,3 +339,39 @@ def test_the_log_marks_a_shipped_row_as_shipped_whether_or_not_it_has_a_cmc(tmp_
                      "[w2/full] cutpaste seed 0: rank-1 30.0, mAP 25.0",
                      "[w2/full] cutpaste seed 1: rank-1 30.0, mAP 25.0"]
     assert json.loads((tmp_path / "out" / "times.json").read_text()) == {"w2/full/cutpaste/seed1": 12.0}
+
+
+def test_status_counts_the_runs_here_shipped_and_missing_and_times_the_rest(tmp_path, monkeypatch):
+    """``--status`` trains, reads and writes nothing: it says which runs are finished here or shipped, which are
+    missing (with their seeds), and what the missing ones cost at the pace of the runs here."""
+    monkeypatch.setattr(recipes_module, "REPO", tmp_path / "repo")
+    filtered = Recipe("h-f", setting="real+remix", generated="hybrid", filter=True)
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE + [filtered], anchor="real", seeds=[0, 1, 2],
+                              regimes=[Regime("full", 0)], worlds=[World("reference"), World("w2", 1, "textured")])
+    _ship(tmp_path / "repo", cfg, [r for r in _rows("reference", 0.0) if r["recipe"] == "real"], to_dict(cfg))
+    here = {("w2", "real", 0), ("w2", "real", 1), ("w2", "cutpaste", 0)}  # finished in w2
+
+    def finished(acfg, setting, seed, steps_per_epoch=None):
+        parts = Path(acfg.out).parts
+        return {"rank1": 0.5} if (parts[-4], parts[-1], seed) in here else None
+
+    monkeypatch.setattr(reference_reid, "finished_result", finished)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "times.json").write_text(json.dumps({
+        "w2/full/real/seed0": 100.0, "w2/full/real/seed1": 120.0, "w2/full/cutpaste/seed0": 200.0}))
+    text = reference_reid.status(cfg)
+    assert text.startswith(f"{cfg.out}: 6 of 18 runs finished (here or shipped)")
+    assert "| reference | full | 0 | 3 | 0 | 6 |" in text and "| w2 | full | 3 | 0 | 0 | 6 |" in text
+    assert ("- reference/full: cutpaste (seeds 0-2); h-f (seeds 0-2, needs --no-shipped: the filter's anchor model "
+            "is not here)") in text
+    assert "- w2/full: real (seed 2); cutpaste (seeds 1-2); h-f (seeds 0-2)\n" in text  # its anchor trains first
+    # the pace is the regime's, in any world: real's seed 2 at real's median (110 s), cutpaste's 5 runs at its own
+    # (200 s), h-f's 6 at the regime's (120 s; no h-f run here): 1,830 s
+    assert "about 0.5 h of training left" in text
+    assert len([line for line in text.splitlines() if line.startswith("- ")]) == 2
+    assert "nothing left to train" not in text and not (tmp_path / "out" / "ablation.csv").exists()
+    # without the shipped rows: the anchor's are missing as well, and the filter needs nothing more
+    bare = reference_reid.status(cfg, reuse=False, worlds=["reference"])
+    assert bare.startswith(f"{cfg.out}: 0 of 9 runs finished (here)") and "needs --no-shipped" not in bare
+    with pytest.raises(UserError, match="no world named 'w3'"):
+        reference_reid.status(cfg, worlds=["w3"])

@@ -18,6 +18,15 @@ from reid.ablation import AblationConfig, run_ablation
 def _cmd_reference_reid(args) -> None:
     cfg = load_config(ReidReferenceConfig, args.config, args.set)
     command = f"vmarket reference-reid {args.config}"  # how the runs are made (not --package-only, --only, --set)
+    if args.status:
+        given = next((flag for flag, v in (("--package", args.package), ("--package-only", args.package_only),
+                                           ("--only", args.only), ("--fresh", args.fresh), ("--jobs", args.jobs != 1))
+                      if v), None)
+        if given is not None:
+            raise UserError(f"{given} does not apply to --status, which trains and writes nothing; drop {given}")
+        print(reference_reid.status(cfg, reuse=not args.no_shipped,
+                                    worlds=[n for n in args.world.split(",") if n]), end="")
+        return
     if args.package_only:
         given = next((f"--{k}" for k in ("only", "world", "fresh") if getattr(args, k)), None)
         if given is not None:
@@ -99,6 +108,9 @@ def add_reference_reid(sub) -> None:
                          "rewrite the tables of docs/results.md from the shipped ablations")
     rr.add_argument("--package-only", action="store_true",
                     help="train nothing: tabulate the runs finished so far and package them")
+    rr.add_argument("--status", action="store_true",
+                    help="train and write nothing: the runs finished (here or shipped) and missing per world and "
+                         "regime, and the training time the missing ones take at this machine's pace")
     rr.add_argument("--only", default="", metavar="NAME,NAME",
                     help="run these recipes only this time (real always runs); a later full run reuses them")
     rr.add_argument("--world", default="", metavar="NAME,NAME",

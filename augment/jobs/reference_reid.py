@@ -327,6 +327,88 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     return pd.DataFrame(rows)
 
 
+def _seeds_text(seeds: list[int]) -> str:
+    """``[0, 1, 2, 4]`` as ``0-2, 4``."""
+    runs, out = [], []
+    for s in sorted(seeds):
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    for a, b in runs:
+        out.append(f"{a}" if a == b else f"{a}-{b}")
+    return ", ".join(out)
+
+
+def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | None = None) -> str:
+    """What the ablation holds and lacks, in words; trains, reads no data and writes nothing. Per world and regime:
+    the runs finished here, those a shipped table gives (``Shipped``, as ``run`` takes them), the runs started but
+    not finished, and the recipes short of a seed, with the seeds they lack (a filtered recipe whose anchor of that
+    seed is shipped, its model not here, needs ``--no-shipped``); then the training time the missing runs take at
+    this machine's pace: per run, the median seconds of the same recipe's runs here in that regime (``times.json``),
+    else of any recipe's there. An ``out`` of another generator's runs is refused, as ``run`` refuses it."""
+    check_output_folder(Path(cfg.out), "out")
+    scopes = _scopes(cfg, worlds)  # an unknown world refused first
+    check_generators(cfg)
+    shipped = Shipped(cfg) if reuse else None
+    times_path = Path(cfg.out) / "times.json"
+    times = read_json_object(times_path, TIMES_FIX) if times_path.exists() else {}
+    by = {}  # (regime, recipe) -> seconds of its runs here; (regime, None) -> any recipe's
+    for name, seconds in times.items():
+        parts = name.split("/")
+        if len(parts) == 4 and isinstance(seconds, (int, float)):
+            by.setdefault((parts[1], parts[2]), []).append(float(seconds))
+            by.setdefault((parts[1], None), []).append(float(seconds))
+    lines = ["| world | regime | finished here | shipped | started | missing |", "| --- " * 6 + "|"]
+    gaps, left, unknown, total, done = [], 0.0, 0, 0, 0
+    for world, regime in scopes:
+        data = GeneratedData(cfg, world, regime, False, lambda *a: None)
+        here = from_shipped = started = 0
+        lacking: dict[str, list[int]] = {}
+        needs_anchor: set[str] = set()
+        for recipe in sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor):
+            for seed in cfg.seeds:
+                total += 1
+                if shipped is not None and shipped.pinned_row(world, regime, recipe, seed) is not None:
+                    from_shipped += 1
+                    continue
+                acfg = _ablation_config(cfg, recipe, data, seed, data=False)
+                if finished_result(acfg, recipe.setting, seed) is not None:
+                    here += 1
+                    continue
+                if shipped is not None and shipped.row(world, regime, recipe, seed) is not None:
+                    from_shipped += 1
+                    continue
+                started += stage_dir(acfg.out, recipe.setting, seed).exists()
+                lacking.setdefault(recipe.name, []).append(seed)
+                anchor = next(r for r in cfg.recipes if r.name == cfg.anchor)
+                model = stage_dir(_runs(cfg, world, regime, cfg.anchor), "real", seed) / "state.pt"
+                if recipe.filter and shipped is not None and not model.is_file() and (
+                        shipped.pinned_row(world, regime, anchor, seed) or shipped.row(world, regime, anchor, seed)):
+                    needs_anchor.add(recipe.name)  # the anchor's row is shipped, so a run here does not train it
+                med = by.get((regime.name, recipe.name)) or by.get((regime.name, None))
+                if med:
+                    left += float(pd.Series(med).median())
+                else:
+                    unknown += 1
+        missing = sum(len(s) for s in lacking.values())
+        done += here + from_shipped
+        lines.append(f"| {world.name} | {regime.name} | {here} | {from_shipped} | {started} | {missing} |")
+        if lacking:
+            gaps.append(f"- {world.name}/{regime.name}: " + "; ".join(
+                f"{name} (seed{'s' if len(seeds) > 1 else ''} {_seeds_text(seeds)}"
+                + (", needs --no-shipped: the filter's anchor model is not here" if name in needs_anchor else "")
+                + ")" for name, seeds in lacking.items()))
+    head = f"{cfg.out}: {done} of {total} runs finished ({'here or shipped' if reuse else 'here'})"
+    if not gaps:
+        return head + "; nothing left to train\n\n" + "\n".join(lines) + "\n"
+    pace = (f"about {left / 3600:.1f} h of training left at this machine's pace (the median seconds of each "
+            f"recipe's runs here, {times_path})" if left else "")
+    if unknown:
+        pace += ("; " if pace else "") + f"{unknown} runs of recipes and regimes with no run here to time"
+    return (head + "\n\n" + "\n".join(lines) + "\n\nmissing:\n" + "\n".join(gaps) + "\n\n" + pace + "\n")
+
+
 class _Results:
     """The rows finished so far, in the sequential order (seed, world and regime, recipe), and the seconds each run
     trained (``times.json``: a reused run keeps the time it took). The table it writes holds them and every other
