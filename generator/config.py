@@ -364,6 +364,11 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
     for text in overrides:
         name = set_name(text)
         keys, value = parse_override(text, name)
+        if ":" in keys[0] and "set" in {f.name for f in dataclasses.fields(cls)}:  # a key of one of its jobs
+            job, _, first = keys[0].partition(":")
+            key = ".".join([first, *keys[1:]])
+            raise UserError(f"{name}: {job}:{key} is a key of the {job} job, which --set reaches through this "
+                            f"config's set list: --set 'set=[{job}:{key}={text.partition('=')[2]}]'")
         tp, example = _override_type(cls, keys, name)
         _coerce(value, tp, name, ".".join(keys), example)  # named by its override, not by the file
         node = data

@@ -115,6 +115,9 @@ def test_wrong_type_from_set_names_the_set(tmp_path, monkeypatch, capsys):
     ("pipeline", ["nosuch=1"], ["'nosuch'"]),
     ("pipeline", ["set=[stage1:train.nosuch=1]"], ["set 'stage1:train.nosuch=1'", "'train.nosuch'"]),
     ("pipeline", ["set=[stage1train.steps=1]"], ["'stage1train.steps=1'", "JOB:KEY=VALUE"]),
+    # a job's key set as the pipeline's own: the form that reaches it, with the value given
+    ("pipeline", ["stage1:train.steps=300"], ["stage1:train.steps is a key of the stage1 job",
+                                              "--set 'set=[stage1:train.steps=300]'"]),
     ("pipeline", ["out="], ["out: expected str, got None", "--set \"KEY=''\""]),
 ])
 def test_bad_set(tmp_path, monkeypatch, capsys, cmd, sets, needles):

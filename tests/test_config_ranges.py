@@ -74,7 +74,9 @@ def test_a_key_given_twice_is_refused(tmp_path):
     (["simulate", "--out", "{tmp}/x", "--ids", "6", "--train-share", "nan"], "--train-share: nan: use a finite"),
     (["cutpaste", "--root", "{tmp}", "--out", "{tmp}/x", "--blur", "inf"], "argument --blur: inf: use a finite number"),
     (["cutpaste", "--root", "{tmp}", "--out", "{tmp}/x", "--size", "64x32", "--mask-radius", "100000"],
-     "--mask-radius 100000: need blur 0..64 and mask radius 1..64 px"),
+     "--mask-radius 100000: use 1..64 px"),
+    (["cutpaste", "--root", "{tmp}", "--out", "{tmp}/x", "--size", "64x32", "--blur", "65"],
+     "--blur 65.0: use 0..64 px"),
     (["reference", "--time-limit", "nan"], "--time-limit nan: give seconds >= 0"),
 ])
 def test_cli_numbers_are_refused_before_anything_runs(tmp_path, capsys, args, needle):

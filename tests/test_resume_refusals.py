@@ -105,3 +105,18 @@ def test_a_run_killed_between_its_snapshot_and_its_state_is_unfinished(runs, run
     assert finished(path, steps - 1, key)  # fewer steps asked now: the state is past them, nothing to train again
     (path / "state.pt").unlink()  # a run copied without its state (trained elsewhere): the snapshot decides
     assert finished(path, steps, key)
+
+
+def test_a_bare_resume_without_a_config_names_the_runs_it_could_mean(tmp_path, capsys):
+    """``--resume`` resumes the newest run of the config given with -c; without -c it cannot tell which config's,
+    so it says how to name one and lists the runs there instead of reporting none."""
+    rc, out, err = run_main(capsys, "train", "stage1", "--resume", "--out", tmp_path, "--quiet")
+    one_line_error(rc, out, err, "no run with a state.pt to resume", "start one with -c CONFIG")
+    for name in ("00000-stage1_market", "00001-stage1_demo"):
+        (tmp_path / "stage1" / name).mkdir(parents=True)
+        (tmp_path / "stage1" / name / "state.pt").write_bytes(b"")
+    (tmp_path / "stage1" / "00002-stage1_demo").mkdir()  # no state: nothing to resume
+    rc, out, err = run_main(capsys, "train", "stage1", "--resume", "--out", tmp_path, "--quiet")
+    line = one_line_error(rc, out, err, "pass -c CONFIG", "or --resume RUN_DIR",
+                          "runs there: 00000-stage1_market, 00001-stage1_demo")
+    assert "00002" not in line

@@ -67,7 +67,7 @@ def _cmd_check(args) -> None:
     # keypoint row a broken or stray file never had
     fmt = args.format if args.format != "auto" else detect_format(args.root)
     check_images(scan_dataset(args.root, splits, keep_junk=True, fmt=fmt, fmt_key="--format"), size,
-                 progress=not args.quiet)
+                 progress=not args.quiet, size_fix="pass --size {h}x{w} to check data of that size (default 128x64)")
     ds = person_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True,
                         skip_missing_keypoints=args.skip_missing_keypoints, fmt=fmt, fmt_key="--format")
     by_split = Counter(r.split for r in ds.records)

@@ -25,6 +25,13 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
     """(config path, run directory, resuming?) for a training command."""
     desc = Path(config).stem if config else "default"
     if resume not in (None, False):
+        if resume is True and not run_dir and config is None:  # which config's newest run: not said
+            parent = Path(out) / job
+            runs = sorted(p.name for p in parent.iterdir() if (p / "state.pt").exists()) if parent.is_dir() else []
+            if not runs:
+                raise UserError(f"{parent}: no run with a state.pt to resume; start one with -c CONFIG")
+            raise UserError(f"--resume without -c: pass -c CONFIG (its newest run under {parent} is resumed) or "
+                            f"--resume RUN_DIR; runs there: {', '.join(runs[-5:])}")
         if resume is True:
             found = Path(run_dir) if run_dir else latest_run_dir(Path(out) / job, desc)
             if found is None:

@@ -148,9 +148,10 @@ def _check_arguments(per_image: int, mask_radius: int, blur: float, jpeg_quality
                      stage1_run, size: tuple[int, int]) -> None:
     if per_image < 1:
         raise UserError(f"--per-image {per_image}: write at least 1 image per source image")
-    if not (0 <= blur <= size[0] and 1 <= mask_radius <= size[0]):  # NaN fails both
-        raise UserError(f"--blur {blur} / --mask-radius {mask_radius}: need blur 0..{size[0]} and mask radius "
-                        f"1..{size[0]} px (the image height)")
+    if not 0 <= blur <= size[0]:  # NaN fails
+        raise UserError(f"--blur {blur}: use 0..{size[0]} px (the image height)")
+    if not 1 <= mask_radius <= size[0]:
+        raise UserError(f"--mask-radius {mask_radius}: use 1..{size[0]} px (the image height)")
     if not 1 <= jpeg_quality <= 100:
         raise UserError(f"--jpeg-quality {jpeg_quality}: use 1..100")
     if plates not in PLATES:

@@ -30,9 +30,12 @@ from generator.errors import UserError
 from generator.io import progress_bar
 from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask, shows_person
 
+SIZE_FIX = "resize the images or set the size to match"
 
-def load_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H, W, 3) uint8; UserError naming the file if it is unreadable or not ``size`` (H, W)."""
+
+def load_image(path: str, size: tuple[int, int] | None = None, size_fix: str = SIZE_FIX) -> np.ndarray:
+    """(H, W, 3) uint8; UserError naming the file if it is unreadable or not ``size`` (H, W) (``size_fix``: what
+    to do then, in the words of the command that asked)."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -42,17 +45,16 @@ def load_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
     if size is not None and img.shape[:2] != tuple(size):
         raise UserError(
             f"{path}: image is {img.shape[0]}x{img.shape[1]} (HxW) but the data size is {size[0]}x{size[1]}; "
-            "resize the images or set the size to match"
-        )
+            + size_fix.format(h=img.shape[0], w=img.shape[1]))
     return img
 
 
 def check_images(records: list[Record], size: tuple[int, int] | None = None, progress: bool = False,
-                 desc: str = "checking images") -> None:
+                 desc: str = "checking images", size_fix: str = SIZE_FIX) -> None:
     """Decode every image once (UserError naming the first unreadable or wrong-sized file), so that a job refuses
     bad data before it writes anything, not when a worker first loads the file hours into training."""
     for r in progress_bar(records, desc=desc, unit="img", enabled=progress, mininterval=0.5):
-        load_image(r.path, size)
+        load_image(r.path, size, size_fix)
 
 
 class PersonDataset(torch.utils.data.Dataset):
