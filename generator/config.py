@@ -352,6 +352,9 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
     section by section. The top-level keys that ``cls.CONFIG_FILES`` lists name other config files, relative to the
     folder of the file that gives them (or, where only that exists, to the current folder).
 
+    A config with a ``set`` list (``JOB:KEY=VALUE`` entries for the jobs it runs) takes ``--set JOB:KEY=VALUE`` as
+    one more entry, after the file's, so that it wins over them.
+
     Every error (file, key, type, choice, range) is raised here, before the job writes anything. ``set_name(text)``
     is how an error names an override (default ``--set 'text'``)."""
     data: dict = {}
@@ -364,11 +367,10 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
     for text in overrides:
         name = set_name(text)
         keys, value = parse_override(text, name)
-        if ":" in keys[0] and "set" in {f.name for f in dataclasses.fields(cls)}:  # a key of one of its jobs
-            job, _, first = keys[0].partition(":")
-            key = ".".join([first, *keys[1:]])
-            raise UserError(f"{name}: {job}:{key} is a key of the {job} job, which --set reaches through this "
-                            f"config's set list: --set 'set=[{job}:{key}={text.partition('=')[2]}]'")
+        if ":" in keys[0] and "set" in {f.name for f in dataclasses.fields(cls)}:
+            # a key of one of its jobs (JOB:KEY=VALUE): one more entry of its set list, after the file's, so it wins
+            data["set"] = [*(data.get("set") or []), text.strip()]
+            continue
         tp, example = _override_type(cls, keys, name)
         _coerce(value, tp, name, ".".join(keys), example)  # named by its override, not by the file
         node = data

@@ -12,6 +12,7 @@ import yaml
 from conftest import one_line_error, run_cli
 
 from augment.cli import main
+from augment.jobs.reference import ReferenceConfig
 from augment.makers.build_config import BuildConfig
 from generator.config import from_dict, load_config, save_config, to_dict
 from generator.errors import UserError
@@ -115,9 +116,9 @@ def test_wrong_type_from_set_names_the_set(tmp_path, monkeypatch, capsys):
     ("pipeline", ["nosuch=1"], ["'nosuch'"]),
     ("pipeline", ["set=[stage1:train.nosuch=1]"], ["set 'stage1:train.nosuch=1'", "'train.nosuch'"]),
     ("pipeline", ["set=[stage1train.steps=1]"], ["'stage1train.steps=1'", "JOB:KEY=VALUE"]),
-    # a job's key set as the pipeline's own: the form that reaches it, with the value given
-    ("pipeline", ["stage1:train.steps=300"], ["stage1:train.steps is a key of the stage1 job",
-                                              "--set 'set=[stage1:train.steps=300]'"]),
+    # a job's key set directly joins the set list, and is checked as its entries are
+    ("pipeline", ["stage1:train.stepz=300"], ["set 'stage1:train.stepz=300'", "'train.stepz'"]),
+    ("pipeline", ["nojob:x=1"], ["set 'nojob:x=1'", "job 'nojob' is not one of"]),
     ("pipeline", ["out="], ["out: expected str, got None", "--set \"KEY=''\""]),
 ])
 def test_bad_set(tmp_path, monkeypatch, capsys, cmd, sets, needles):
@@ -316,3 +317,13 @@ def test_job_configs_are_found_beside_the_config_that_names_them(tmp_path, monke
     (tmp_path / "p.yaml").write_text("stage1: nowhere.yaml\n")
     with pytest.raises(UserError, match=f"{tmp_path / 'nowhere.yaml'}: cannot read config"):
         job_config(Stage1Config, load_config(PipelineConfig, tmp_path / "p.yaml").stage1, [], [], "stage1")
+
+
+def test_a_job_key_set_directly_joins_the_set_list_after_the_files_entries():
+    """``--set JOB:KEY=VALUE`` on a config that runs jobs is one more entry of its ``set`` list, after the file's own
+    (which it overrides, entries applying in order), rather than a replacement of the list that would drop them."""
+    path = Path(__file__).parents[1] / "configs" / "reference" / "reference-48-unlabelled.yaml"
+    cfg = load_config(ReferenceConfig, path, ["stage1:train.steps=300"])
+    assert cfg.set == ["stage1:model.channels=48", "stage1:train.steps=4500", "stage1:train.steps=300"]
+    cfg = load_config(ReferenceConfig, path, ["set=[pose:train.steps=5]", "stage1:train.steps=300"])  # in order
+    assert cfg.set == ["pose:train.steps=5", "stage1:train.steps=300"]

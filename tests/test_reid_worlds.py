@@ -375,3 +375,32 @@ def test_status_counts_the_runs_here_shipped_and_missing_and_times_the_rest(tmp_
     assert bare.startswith(f"{cfg.out}: 0 of 9 runs finished (here)") and "needs --no-shipped" not in bare
     with pytest.raises(UserError, match="no world named 'w3'"):
         reference_reid.status(cfg, worlds=["w3"])
+
+
+def test_recipes_trained_fresh_stay_fresh_for_every_later_command(tmp_path, monkeypatch):
+    """``--fresh`` is recorded in ``out``: a resume, ``--package-only`` and ``--status`` take those recipes' runs
+    here, not the other table's pinned rows, without being told again."""
+    monkeypatch.setattr(recipes_module, "REPO", tmp_path / "repo")
+    main = ReidReferenceConfig(out=str(tmp_path / "main"), recipes=BASE, anchor="real", seeds=[0, 1, 2],
+                               regimes=[Regime("full", 0)])
+    _ship(tmp_path / "repo", main, _rows("reference", 0.0), to_dict(main))
+    out = tmp_path / "out"
+    cfg = ReidReferenceConfig(out=str(out), recipes=BASE, anchor="real", seeds=[0, 1, 2], regimes=[Regime("full", 0)],
+                              package="reid/reference/48ch", reuse=main.package)
+    shipped = Shipped(cfg)
+    assert {k[2] for k in shipped.pinned} == {"real", "cutpaste"}
+    assert "and its 6 rows without the generator over the same runs here" in shipped.summary
+
+    def one_run(c, recipe, seed, data, shipped):
+        return ({"recipe": recipe.name, "world": "reference", "regime": "full", "seed": seed, "rank1": 0.9,
+                 "mAP": 0.8}, 1.0, False)
+
+    monkeypatch.setattr(reference_reid, "_one_run", one_run)
+    monkeypatch.setattr(reference_reid, "write_outputs", lambda *a, **k: None)
+    reference_reid.run(cfg, progress=False, log=lambda *a: None, only=["cutpaste"], fresh=["cutpaste"])
+    assert json.loads((out / "fresh.json").read_text()) == ["cutpaste"]
+    later = Shipped(cfg)  # no --fresh given this time
+    assert {k[2] for k in later.pinned} == {"real"} and all(k[2] != "cutpaste" for k in later.rows)
+    (out / "fresh.json").write_text('{"cutpaste": 1}')
+    with pytest.raises(UserError, match="fresh.json: not a JSON list of recipe names"):
+        Shipped(cfg)

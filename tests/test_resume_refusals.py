@@ -117,6 +117,7 @@ def test_a_bare_resume_without_a_config_names_the_runs_it_could_mean(tmp_path, c
         (tmp_path / "stage1" / name / "state.pt").write_bytes(b"")
     (tmp_path / "stage1" / "00002-stage1_demo").mkdir()  # no state: nothing to resume
     rc, out, err = run_main(capsys, "train", "stage1", "--resume", "--out", tmp_path, "--quiet")
+    runs = tmp_path / "stage1"
     line = one_line_error(rc, out, err, "pass -c CONFIG", "or --resume RUN_DIR",
-                          "runs there: 00000-stage1_market, 00001-stage1_demo")
+                          f"runs there: {runs / '00000-stage1_market'}, {runs / '00001-stage1_demo'}")
     assert "00002" not in line

@@ -31,7 +31,7 @@ def resolve_run(job: str, config: str | None, resume, run_dir: str | None, out: 
             if not runs:
                 raise UserError(f"{parent}: no run with a state.pt to resume; start one with -c CONFIG")
             raise UserError(f"--resume without -c: pass -c CONFIG (its newest run under {parent} is resumed) or "
-                            f"--resume RUN_DIR; runs there: {', '.join(runs[-5:])}")
+                            f"--resume RUN_DIR; runs there: {', '.join(str(parent / r) for r in runs[-5:])}")
         if resume is True:
             found = Path(run_dir) if run_dir else latest_run_dir(Path(out) / job, desc)
             if found is None:

@@ -117,7 +117,8 @@ def add_reference_reid(sub) -> None:
                     help="run these worlds of the config only this time; a later full run reuses them")
     rr.add_argument("--fresh", default="", metavar="NAME,NAME",
                     help="train these recipes here even where the shipped ablation holds their rows (a CPU run does "
-                         "not repeat its numbers on another machine or day: pair runs of one machine)")
+                         "not repeat its numbers on another machine or day: pair runs of one machine); out/fresh.json "
+                         "keeps them for later commands")
     rr.add_argument("--no-shipped", action="store_true",
                     help="train every run here, also those whose rows the shipped ablation (the config's package) "
                          "holds from runs of the same recipe, training and reference checkpoints")

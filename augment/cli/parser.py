@@ -23,7 +23,9 @@ def config_arguments(p: argparse.ArgumentParser, default: str | None, what: str)
         p.add_argument("-c", "--config", required=True, help=what)
     else:
         p.add_argument("config", nargs="?", default=default, help=f"{what} (default {default})")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value; in a config that runs jobs (a set list), JOB:KEY=VALUE sets a key "
+                        "of one job, after the file's own entries")
 
 
 def count(minimum: int):

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from augment.jobs.ablation_tables import write_outputs
-from augment.jobs.reid_recipes import KINDS, Recipe, Regime, ReidReferenceConfig, Shipped, World
+from augment.jobs.reid_recipes import FRESH, KINDS, Recipe, Regime, ReidReferenceConfig, Shipped, World, read_fresh
 from augment.jobs.steps import simulate_data
 from augment.makers.build_config import BuildConfig
 from augment.makers.builder import build, is_complete
@@ -327,6 +327,16 @@ def collect(cfg: ReidReferenceConfig, log=print, command: str = COMMAND, reuse: 
     return pd.DataFrame(rows)
 
 
+def _check_layout(cfg: ReidReferenceConfig) -> None:
+    """Refuse runs in the layout before worlds were a key (``<out>/<regime>/runs``)."""
+    out = Path(cfg.out)
+    old = next((out / r.name for r in cfg.regimes if (out / r.name / "runs").is_dir()), None)
+    if old is not None:
+        raise UserError(f"{old}: runs in the layout before worlds were a key; move that folder to "
+                        f"{out / cfg.worlds[0].name / old.name} if its SimMarket is world {cfg.worlds[0].name!r} "
+                        f"(seed {cfg.worlds[0].sim_seed}), else delete it")
+
+
 def _seeds_text(seeds: list[int]) -> str:
     """``[0, 1, 2, 4]`` as ``0-2, 4``."""
     runs, out = [], []
@@ -346,9 +356,12 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     not finished, and the recipes short of a seed, with the seeds they lack (a filtered recipe whose anchor of that
     seed is shipped, its model not here, needs ``--no-shipped``); then the training time the missing runs take at
     this machine's pace: per run, the median seconds of the same recipe's runs here in that regime (``times.json``),
-    else of any recipe's there. An ``out`` of another generator's runs is refused, as ``run`` refuses it."""
-    check_output_folder(Path(cfg.out), "out")
+    else of any recipe's there. An ``out`` of another generator's runs, or in the layout before worlds, is refused,
+    as ``run`` refuses it; an ``out`` it may not write to is read."""
+    if Path(cfg.out).is_file():
+        raise UserError(f"{cfg.out}: is a file, not the ablation's out folder; set out to that folder (--set out=...)")
     scopes = _scopes(cfg, worlds)  # an unknown world refused first
+    _check_layout(cfg)
     check_generators(cfg)
     shipped = Shipped(cfg) if reuse else None
     times_path = Path(cfg.out) / "times.json"
@@ -512,15 +525,13 @@ def run(cfg: ReidReferenceConfig, progress: bool = True, log=print, only: list[s
     recipes = _recipes_to_run(cfg, only)  # unknown names are refused before anything is written
     out = Path(cfg.out)
     check_output_folder(out, "out")
-    old = next((out / r.name for r in cfg.regimes if (out / r.name / "runs").is_dir()), None)
-    if old is not None:  # the layout before worlds: <out>/<regime>/runs
-        raise UserError(f"{old}: runs in the layout before worlds were a key; move that folder to "
-                        f"{out / cfg.worlds[0].name / old.name} if its SimMarket is world {cfg.worlds[0].name!r} "
-                        f"(seed {cfg.worlds[0].sim_seed}), else delete it")
+    _check_layout(cfg)
     check_generators(cfg)
     shipped = Shipped(cfg, fresh or []) if reuse else None
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    if fresh:  # kept, so that every later command (a resume, --package-only, --status) takes their runs here too
+        atomic_write_text(out / FRESH, json.dumps(sorted(set(fresh) | set(read_fresh(cfg))), indent=1))
     if shipped is not None:
         log(shipped.summary)
     results = _Results(cfg, log, command, shipped)

@@ -181,6 +181,25 @@ class ReidReferenceConfig:
                                                        f"{', '.join(FILES.values())}, in that order, or [] for any")
 
 
+FRESH = "fresh.json"  # in ``out``: the recipes a run was asked to train here again (``--fresh``), kept for later ones
+
+
+def read_fresh(cfg: ReidReferenceConfig) -> list[str]:
+    """The recipes of ``cfg`` that a run of it trained fresh (``out/fresh.json``; names no longer in the config are
+    left out)."""
+    path = Path(cfg.out) / FRESH
+    if not path.is_file():
+        return []
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: not a JSON list of recipe names; fix it or delete it (the recipes a run trained "
+                        f"here again with --fresh: their shipped rows are not reused)")
+    return [n for n in names if any(r.name == n for r in cfg.recipes)]
+
+
 class Shipped:
     """The rows of the shipped ablations (``package``, then ``reuse``: each one's ``ablation.csv`` and
     ``provenance.json``) that this config would train the same way: a run whose row is there is not trained again
@@ -201,11 +220,14 @@ class Shipped:
             "new_images_per_id", "filter_new_tau", "anchor", "reference")
 
     def __init__(self, cfg: ReidReferenceConfig, fresh: list[str] = ()):
-        """``fresh``: recipes whose shipped rows are not reused (trained here again)."""
+        """``fresh``: recipes whose shipped rows are not reused (trained here again); with those an earlier run of
+        ``out`` was given (``read_fresh``)."""
         unknown = sorted(set(fresh) - {r.name for r in cfg.recipes})
         if unknown:
             raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}; the config's recipes are "
                             f"{', '.join(r.name for r in cfg.recipes)}")
+        fresh = [*fresh, *(n for n in read_fresh(cfg) if n not in fresh)]
+        self.fresh = fresh
         self.rows: dict[tuple[str, str, str, int], dict] = {}
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
@@ -279,7 +301,9 @@ class Shipped:
             if key not in self.rows:
                 self.rows[key] = row
                 reused += 1
+        pinned = len(self.pinned) if pin else 0  # one source pins: the other table
         return (f"reusing {reused} rows of the shipped ablation ({dest}) for runs trained the same way"
+                + (f", and its {pinned} rows without the generator over the same runs here" if pinned else "")
                 + (f"; not the {skipped} of the generator's recipes: their images came from other reference "
                    f"checkpoints than these, or from checkpoints the shipped provenance does not record"
                    if skipped else ""))
