@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from generator.eval.image_metrics import ssim_map
 from generator.training.identity import IdentityTerm, remix
 
 
@@ -28,11 +29,19 @@ def running_stats_kept(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
+def ssim_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM of ``fake`` against ``real`` ((B, 3, H, W) in [-1, 1]; the metric's window and valid part), the batch's
+    mean, in float32. The reconstruction is not clamped, so its gradient reaches every pixel."""
+    return 1 - ssim_map((fake.float() + 1) / 2, (real.float() + 1) / 2, exact=False).mean()
+
+
 class Stage1Loss:
     """Stage I's objective. The generator's: ``l1_weight`` x the L1 reconstruction loss, plus ``adv_weight`` x the
     DCGAN adversarial loss from step ``l1_only_steps`` on, plus (in that phase too) ``fm_weight`` x the feature
     matching loss (beyond the paper, as in pix2pixHD: the mean L1 distance between the discriminator's activations
-    on the real image and on its reconstruction, averaged over its 4 blocks), plus ``id_weight`` x the identity
+    on the real image and on its reconstruction, averaged over its 4 blocks), plus ``ssim_weight`` x the SSIM loss
+    (beyond the paper, as in Zhao et al. 2017: 1 - the SSIM of the reconstruction against the real image, the
+    metric's own definition, in float32), plus ``id_weight`` x the identity
     loss on remixes (``generator.training.identity``) from step ``id_start`` on, when ``ident`` is given. The
     discriminator's: the DCGAN loss on real images and the generator's fakes.
 
@@ -40,8 +49,9 @@ class Stage1Loss:
 
     def __init__(self, device: torch.device, autocast: Callable[[], ContextManager], l1_weight: float = 20.0,
                  adv_weight: float = 1.0, l1_only_steps: int = 0, id_weight: float = 0.0, id_start: int = 0,
-                 ident: IdentityTerm | None = None, fm_weight: float = 0.0):
+                 ident: IdentityTerm | None = None, fm_weight: float = 0.0, ssim_weight: float = 0.0):
         self.device, self.autocast = device, autocast
+        self.ssim_weight = ssim_weight
         self.l1_weight, self.adv_weight, self.l1_only_steps = l1_weight, adv_weight, l1_only_steps
         self.fm_weight = fm_weight
         self.id_weight, self.id_start, self.ident = id_weight, id_start, ident
@@ -66,7 +76,12 @@ class Stage1Loss:
             g_id = (self.ident.loss(remix(G, batch, fg, bg), batch)
                     if self.ident is not None and step >= self.id_start else zero)
             total = self.l1_weight * l1 + self.adv_weight * g_adv + self.fm_weight * g_fm + self.id_weight * g_id
+        if self.ssim_weight > 0:  # outside autocast: the moments need float32
+            d_ssim = ssim_loss(fake, real)
+            total = total + self.ssim_weight * d_ssim
         terms = {"l1": l1, "g_adv": g_adv}
+        if self.ssim_weight > 0:
+            terms["d_ssim"] = d_ssim
         if self.fm_weight > 0:
             terms["g_fm"] = g_fm
         if self.ident is not None:

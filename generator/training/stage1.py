@@ -59,13 +59,17 @@ class Stage1TrainConfig:
     # feature matching in the adversarial phase (beyond the paper, as in pix2pixHD; generator/training/loss.py):
     # its weight (0: off)
     fm_weight: float = 0.0
+    # the SSIM loss beside L1 (beyond the paper, as in Zhao et al. 2017; generator/training/loss.py): its weight
+    # (0: off)
+    ssim_weight: float = 0.0
     init_from: str = ""  # a stage-I snapshot whose generator weights start the run (fine-tuning; same model config)
 
     def __post_init__(self):
         check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every", "grid_size",
                                      "sample_every", "eval_images"),
                      non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "id_weight", "id_start",
-                                   "id_lr", "fm_weight", "l1_weight", "adv_weight"), below_one=("beta1", "beta2"))
+                                   "id_lr", "fm_weight", "l1_weight", "adv_weight", "ssim_weight"),
+                     below_one=("beta1", "beta2"))
         if self.fm_weight > 0 and self.adv_weight <= 0:
             raise ConfigValueError("fm_weight", f"{self.fm_weight} with train.adv_weight {self.adv_weight}: "
                                    "feature matching compares the discriminator's activations, and the "
@@ -143,7 +147,7 @@ def train(cfg: Stage1Config, run_dir: Path, resume: bool = False, progress: bool
                  f"world {rt.world_size}")
     loss = Stage1Loss(rt.device, rt.autocast, l1_weight=t.l1_weight, adv_weight=t.adv_weight,
                       l1_only_steps=t.l1_only_steps, id_weight=t.id_weight, id_start=t.id_start, ident=nets.ident,
-                      fm_weight=t.fm_weight)
+                      fm_weight=t.fm_weight, ssim_weight=t.ssim_weight)
     end = run_steps(cfg, rt, nets, loss, loader, log, run_dir, probes, start, end, progress, deadline)
     if rt.is_main:
         log.line(f"stage1 finished at step {end}" if end == t.steps or end == stop_after
@@ -273,8 +277,9 @@ def train_step(nets: Stage1Nets, loss: Stage1Loss, batch: dict, step: int, t: St
         d_loss.backward()
         nets.opt_d.step()
     logged = {"l1": terms["l1"], "g_adv": terms["g_adv"], "d_loss": d_loss}
-    if "g_fm" in terms:
-        logged["g_fm"] = terms["g_fm"]
+    for name in ("g_fm", "d_ssim"):
+        if name in terms:
+            logged[name] = terms[name]
     if nets.ident is not None:
         logged.update(g_id=terms["g_id"], id_classifier=c_loss, id_acc_real=id_acc)
     return logged
