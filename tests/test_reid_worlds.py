@@ -366,8 +366,9 @@ def test_status_counts_the_runs_here_shipped_and_missing_and_times_the_rest(tmp_
             "is not here)") in text
     assert "- w2/full: real (seed 2); cutpaste (seeds 1-2); h-f (seeds 0-2)\n" in text  # its anchor trains first
     # the pace is the regime's, in any world: real's seed 2 at real's median (110 s), cutpaste's 5 runs at its own
-    # (200 s), h-f's 6 at the regime's (120 s; no h-f run here): 1,830 s
-    assert "about 0.5 h of training left" in text
+    # (200 s), h-f's 6 at the regime's (120 s; no h-f run here): 1,830 s; and the reference world's 3 anchor runs that
+    # --no-shipped trains again for h-f's model, at real's: 330 s more
+    assert "about 0.6 h of training left" in text
     assert len([line for line in text.splitlines() if line.startswith("- ")]) == 2
     assert "nothing left to train" not in text and not (tmp_path / "out" / "ablation.csv").exists()
     # without the shipped rows: the anchor's are missing as well, and the filter needs nothing more

@@ -355,9 +355,10 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     the runs finished here, those a shipped table gives (``Shipped``, as ``run`` takes them), the runs started but
     not finished, and the recipes short of a seed, with the seeds they lack (a filtered recipe whose anchor of that
     seed is shipped, its model not here, needs ``--no-shipped``); then the training time the missing runs take at
-    this machine's pace: per run, the median seconds of the same recipe's runs here in that regime (``times.json``),
-    else of any recipe's there. An ``out`` of another generator's runs, or in the layout before worlds, is refused,
-    as ``run`` refuses it; an ``out`` it may not write to is read."""
+    this machine's pace, and the anchor runs ``--no-shipped`` trains again: per run, the median seconds of the same
+    recipe's runs here in that regime (``times.json``), else of any recipe's there. An ``out`` of another generator's
+    runs, or in the layout before worlds, is refused, as ``run`` refuses it; an ``out`` it may not write to is
+    read."""
     if Path(cfg.out).is_file():
         raise UserError(f"{cfg.out}: is a file, not the ablation's out folder; set out to that folder (--set out=...)")
     scopes = _scopes(cfg, worlds)  # an unknown world refused first
@@ -379,6 +380,7 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
         here = from_shipped = started = 0
         lacking: dict[str, list[int]] = {}
         needs_anchor: set[str] = set()
+        retrain: set[int] = set()  # the seeds whose anchor --no-shipped trains again for a filter's model
         for recipe in sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor):
             for seed in cfg.seeds:
                 total += 1
@@ -399,11 +401,17 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
                 if recipe.filter and shipped is not None and not model.is_file() and (
                         shipped.pinned_row(world, regime, anchor, seed) or shipped.row(world, regime, anchor, seed)):
                     needs_anchor.add(recipe.name)  # the anchor's row is shipped, so a run here does not train it
+                    retrain.add(seed)
                 med = by.get((regime.name, recipe.name)) or by.get((regime.name, None))
                 if med:
                     left += float(pd.Series(med).median())
                 else:
                     unknown += 1
+        med = by.get((regime.name, cfg.anchor)) or by.get((regime.name, None))
+        if retrain and med:
+            left += len(retrain) * float(pd.Series(med).median())
+        elif retrain:
+            unknown += len(retrain)
         missing = sum(len(s) for s in lacking.values())
         done += here + from_shipped
         lines.append(f"| {world.name} | {regime.name} | {here} | {from_shipped} | {started} | {missing} |")
