@@ -24,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import multiprocessing
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -373,6 +374,12 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
         if len(parts) == 4 and isinstance(seconds, (int, float)):
             by.setdefault((parts[1], parts[2]), []).append(float(seconds))
             by.setdefault((parts[1], None), []).append(float(seconds))
+    pace = {key: statistics.median(v) for key, v in by.items()}
+
+    def seconds(regime: Regime, name: str) -> float | None:
+        return pace.get((regime.name, name), pace.get((regime.name, None)))
+
+    anchor = next(r for r in cfg.recipes if r.name == cfg.anchor)
     lines = ["| world | regime | finished here | shipped | started | missing |", "| --- " * 6 + "|"]
     gaps, left, unknown, total, done = [], 0.0, 0, 0, 0
     for world, regime in scopes:
@@ -396,22 +403,19 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
                     continue
                 started += stage_dir(acfg.out, recipe.setting, seed).exists()
                 lacking.setdefault(recipe.name, []).append(seed)
-                anchor = next(r for r in cfg.recipes if r.name == cfg.anchor)
                 model = stage_dir(_runs(cfg, world, regime, cfg.anchor), "real", seed) / "state.pt"
                 if recipe.filter and shipped is not None and not model.is_file() and (
                         shipped.pinned_row(world, regime, anchor, seed) or shipped.row(world, regime, anchor, seed)):
                     needs_anchor.add(recipe.name)  # the anchor's row is shipped, so a run here does not train it
                     retrain.add(seed)
-                med = by.get((regime.name, recipe.name)) or by.get((regime.name, None))
-                if med:
-                    left += float(pd.Series(med).median())
-                else:
+                if (s := seconds(regime, recipe.name)) is None:
                     unknown += 1
-        med = by.get((regime.name, cfg.anchor)) or by.get((regime.name, None))
-        if retrain and med:
-            left += len(retrain) * float(pd.Series(med).median())
-        elif retrain:
+                else:
+                    left += s
+        if retrain and (s := seconds(regime, cfg.anchor)) is None:
             unknown += len(retrain)
+        elif retrain:
+            left += len(retrain) * s
         missing = sum(len(s) for s in lacking.values())
         done += here + from_shipped
         lines.append(f"| {world.name} | {regime.name} | {here} | {from_shipped} | {started} | {missing} |")
@@ -423,11 +427,11 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     head = f"{cfg.out}: {done} of {total} runs finished ({'here or shipped' if reuse else 'here'})"
     if not gaps:
         return head + "; nothing left to train\n\n" + "\n".join(lines) + "\n"
-    pace = (f"about {left / 3600:.1f} h of training left at this machine's pace (the median seconds of each "
-            f"recipe's runs here, {times_path})" if left else "")
+    left_text = (f"about {left / 3600:.1f} h of training left at this machine's pace (the median seconds of each "
+                 f"recipe's runs here, {times_path})" if left else "")
     if unknown:
-        pace += ("; " if pace else "") + f"{unknown} runs of recipes and regimes with no run here to time"
-    return (head + "\n\n" + "\n".join(lines) + "\n\nmissing:\n" + "\n".join(gaps) + "\n\n" + pace + "\n")
+        left_text += ("; " if left_text else "") + f"{unknown} runs of recipes and regimes with no run here to time"
+    return (head + "\n\n" + "\n".join(lines) + "\n\nmissing:\n" + "\n".join(gaps) + "\n\n" + left_text + "\n")
 
 
 class _Results:

@@ -227,7 +227,6 @@ class Shipped:
             raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}; the config's recipes are "
                             f"{', '.join(r.name for r in cfg.recipes)}")
         fresh = [*fresh, *(n for n in read_fresh(cfg) if n not in fresh)]
-        self.fresh = fresh
         self.rows: dict[tuple[str, str, str, int], dict] = {}
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
