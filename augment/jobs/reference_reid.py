@@ -203,6 +203,34 @@ def _row(recipe: Recipe, world: World, regime: Regime, seed: int, acfg: Ablation
             "date": res.get("date", ""), "cmc": res["cmc"], "curve": res.get("curve")}
 
 
+SHIPPED, HERE = "shipped", "here"
+
+
+def _found_row(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: GeneratedData,
+               shipped: Shipped | None, fresh: dict | None = None, check_steps: bool = False,
+               need_row: bool = True) -> tuple[str, dict | None]:
+    """Where a run's row is found, in the one order that training, the table and ``--status`` all take, and the row:
+    a row the reused table pins (``Shipped.pinned``) before all; then ``fresh`` (this process's rows, by (world,
+    regime, recipe, seed)); then the run's finished results here; then the shipped table. (``SHIPPED`` or ``HERE``,
+    the row), or (``""``, None) where the run is missing. Reads no generated data; ``check_steps``: a result here
+    must also match the regime's steps per epoch (which reads the real data); ``need_row=False``: a run finished here
+    is found without making its row (None)."""
+    world, regime = regime_data.world, regime_data.regime
+    if shipped is not None and (row := shipped.pinned_row(world, regime, recipe, seed)) is not None:
+        return SHIPPED, row
+    if fresh and (row := fresh.get((world.name, regime.name, recipe.name, seed))) is not None:
+        return HERE, row
+    acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
+    # the steps per epoch read the real data: only where a run was started here, to check it
+    if not check_steps or stage_dir(acfg.out, recipe.setting, seed).exists():
+        steps = {"steps_per_epoch": regime_data.steps_per_epoch()} if check_steps else {}
+        if (res := finished_result(acfg, recipe.setting, seed, **steps)) is not None:
+            return HERE, _row(recipe, world, regime, seed, acfg, res) if need_row else None
+    if shipped is not None and (row := shipped.row(world, regime, recipe, seed)) is not None:
+        return SHIPPED, row
+    return "", None
+
+
 def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: GeneratedData,
              shipped: Shipped | None = None) -> tuple[dict, float | None, bool]:
     """The run's row, the seconds it trained (None: finished before, read from its results or from the shipped
@@ -210,16 +238,9 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
     ablation's."""
     t = time.perf_counter()
     world, regime = regime_data.world, regime_data.regime
-    if shipped is not None and (row := shipped.pinned_row(world, regime, recipe, seed)) is not None:
-        return row, None, True
-    acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
-    started = stage_dir(acfg.out, recipe.setting, seed).exists()  # else nothing to read here: no data needed
-    res = finished_result(acfg, recipe.setting, seed, steps_per_epoch=regime_data.steps_per_epoch()) \
-        if started else None
-    if res is not None:
-        return _row(recipe, world, regime, seed, acfg, res), None, False
-    if shipped is not None and (row := shipped.row(world, regime, recipe, seed)) is not None:
-        return row, None, True
+    source, row = _found_row(cfg, recipe, seed, regime_data, shipped, check_steps=True)
+    if source:
+        return row, None, source == SHIPPED
     if recipe.filter:
         state = stage_dir(_runs(cfg, world, regime, cfg.anchor), "real", seed) / "state.pt"
         if not state.is_file():
@@ -270,25 +291,15 @@ def _scopes(cfg: ReidReferenceConfig, worlds: list[str] | None = None) -> list[t
 def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict | None = None) -> list[dict]:
     """Every row the table has so far, in its order (seed, world and regime, recipe, the anchor first): a run's row
     from ``fresh`` (this process's, by (world, regime, recipe, seed)), else from its finished results here, else from
-    the shipped table (nothing trained, no data read); a row the reused table pins (``Shipped.pinned``) before all."""
-    fresh = fresh or {}
+    the shipped table (nothing trained, no data read); a row the reused table pins (``Shipped.pinned``) before all
+    (``_found_row``)."""
     recipes = sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor)
     rows = []
     data = [GeneratedData(cfg, world, regime, False, print) for world, regime in _scopes(cfg)]
     for seed in cfg.seeds:
         for regime_data in data:
-            world, regime = regime_data.world, regime_data.regime
             for recipe in recipes:
-                row = fresh.get((world.name, regime.name, recipe.name, seed))
-                if shipped is not None:
-                    row = shipped.pinned_row(world, regime, recipe, seed) or row
-                if row is None:
-                    acfg = _ablation_config(cfg, recipe, regime_data, seed, data=False)
-                    res = finished_result(acfg, recipe.setting, seed)
-                    if res is not None:
-                        row = _row(recipe, world, regime, seed, acfg, res)
-                    elif shipped is not None:
-                        row = shipped.row(world, regime, recipe, seed)
+                _, row = _found_row(cfg, recipe, seed, regime_data, shipped, fresh)
                 if row is not None:
                     rows.append(row)
     return rows
@@ -391,16 +402,12 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
         for recipe in sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor):
             for seed in cfg.seeds:
                 total += 1
-                if shipped is not None and shipped.pinned_row(world, regime, recipe, seed) is not None:
-                    from_shipped += 1
+                source, _ = _found_row(cfg, recipe, seed, data, shipped, need_row=False)
+                here += source == HERE
+                from_shipped += source == SHIPPED
+                if source:
                     continue
                 acfg = _ablation_config(cfg, recipe, data, seed, data=False)
-                if finished_result(acfg, recipe.setting, seed) is not None:
-                    here += 1
-                    continue
-                if shipped is not None and shipped.row(world, regime, recipe, seed) is not None:
-                    from_shipped += 1
-                    continue
                 started += stage_dir(acfg.out, recipe.setting, seed).exists()
                 lacking.setdefault(recipe.name, []).append(seed)
                 model = stage_dir(_runs(cfg, world, regime, cfg.anchor), "real", seed) / "state.pt"
