@@ -151,15 +151,21 @@ def _paired_own(own: pd.DataFrame, a: str, b: str) -> tuple[dict, int]:
     return d, len(d["rank1"])
 
 
+def _ref_paired(ref: pd.DataFrame, regime: str, a: str, b: str) -> tuple[str, int, float]:
+    """The reference ablation's ``a - b`` in ``regime``, paired by seed, in words ("+x ± se rank-1, +y ± se mAP",
+    points, mean ± SE); the seeds paired; rank-1's standard error (a fraction)."""
+    (r1, r1_se, k), (ap, ap_se, _) = (paired(ref, regime, a, b, m) for m in ("rank1", "mAP"))
+    return f"{100 * r1:+.1f} ± {100 * r1_se:.1f} rank-1, {100 * ap:+.1f} ± {100 * ap_se:.1f} mAP", k, r1_se
+
+
 def _against_reference(d: dict, n: int, ref: pd.DataFrame, regime: str, a: str, b: str) -> str:
     """The reference ablation's paired ``a - b`` beside this run's ``d`` over ``n`` seeds, and whether this run
     separates the two on its own (beyond twice the difference's seed-to-seed spread)."""
-    (r1, r1_se, k), (ap, ap_se, _) = (paired(ref, regime, a, b, m) for m in ("rank1", "mAP"))
+    words, k, r1_se = _ref_paired(ref, regime, a, b)
     sd = 100 * r1_se * np.sqrt(k)  # the paired difference's spread from seed to seed
     seeds = f"{n} seed{'s' if n != 1 else ''}"
     text = (f" **Reference ablation** (shipped, {k} seeds, regime `{regime}`, recipe `{a}` against `{b}`): "
-            f"{100 * r1:+.1f} ± {100 * r1_se:.1f} rank-1, {100 * ap:+.1f} ± {100 * ap_se:.1f} mAP (mean ± SE); the "
-            f"difference moves by {sd:.1f} rank-1 points (std) from seed to seed.")
+            f"{words} (mean ± SE); the difference moves by {sd:.1f} rank-1 points (std) from seed to seed.")
     if n and abs(d["rank1"].mean()) > 2 * sd / np.sqrt(n):
         return text + (f" This run's difference is more than twice that spread (over {seeds}) from zero, so this "
                        "run separates the two on its own.")
@@ -235,11 +241,10 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
         if s != "real+cutpaste" and "real+cutpaste" in settings:
             text += _against_cutpaste(own, s, ref, regime, ref_name, names["real+cutpaste"], differ)
         elif s != "real+cutpaste" and ref_name and "cutpaste" in set(ref[ref.regime == regime].recipe):
-            (c1, c1_se, k), (cap, cap_se, _) = (paired(ref, regime, ref_name, "cutpaste", m) for m in ("rank1", "mAP"))
+            words, k, _ = _ref_paired(ref, regime, ref_name, "cutpaste")
             mean = ref[(ref.regime == regime) & (ref.recipe == "cutpaste")]
             text += (f" **Against cut-and-paste**, the baseline that needs no generator (reference ablation, "
-                     f"`cutpaste`, {k} seeds, rank-1 {100 * mean.rank1.mean():.1f}): `{ref_name}` {100 * c1:+.1f} ± "
-                     f"{100 * c1_se:.1f} rank-1, {100 * cap:+.1f} ± {100 * cap_se:.1f} mAP.")
+                     f"`cutpaste`, {k} seeds, rank-1 {100 * mean.rank1.mean():.1f}): `{ref_name}` {words}.")
         if s != "real+cutpaste" and ref_name:
             text += _against_longer(ref, regime, ref_name)
         lines += [text, ""]
@@ -261,13 +266,12 @@ def _against_longer(ref: pd.DataFrame, regime: str, ref_name: str) -> str:
     that control in ``regime``: what the generator's recipe is worth once the baseline spends as many steps again."""
     if ref_name == LONGER or LONGER not in set(ref[ref.regime == regime].recipe):
         return ""
-    (c1, c1_se, k), (cap, cap_se, _) = (paired(ref, regime, ref_name, LONGER, m) for m in ("rank1", "mAP"))
+    words, k, _ = _ref_paired(ref, regime, ref_name, LONGER)
     if k == 0:
         return ""
     return (f" **Against cut-and-paste trained twice as long** (reference ablation, `{LONGER}`: a first stage on the "
-            f"real data, then real + cut-and-paste; no generator; {k} seeds): `{ref_name}` {100 * c1:+.1f} ± "
-            f"{100 * c1_se:.1f} rank-1, {100 * cap:+.1f} ± {100 * cap_se:.1f} mAP: this run and the recipe set "
-            "beside it train as many optimiser steps as real-only, the control twice as many.")
+            f"real data, then real + cut-and-paste; no generator; {k} seeds): `{ref_name}` {words}: this run and the "
+            "recipe set beside it train as many optimiser steps as real-only, the control twice as many.")
 
 
 def _against_cutpaste(own: pd.DataFrame, s: str, ref: pd.DataFrame, regime: str, ref_name: str | None,
