@@ -378,6 +378,42 @@ def test_status_counts_the_runs_here_shipped_and_missing_and_times_the_rest(tmp_
         reference_reid.status(cfg, worlds=["w3"])
 
 
+def test_status_times_a_recipe_with_no_run_here_at_its_shipped_pace(tmp_path, monkeypatch):
+    """On a machine with few runs of its own, ``--status`` times a missing run from the seconds the shipped runs took
+    (their provenance's ``run_seconds``): scaled by this machine's pace against theirs in a regime it has runs of, and
+    said apart, at their own pace, in a regime it has none of."""
+    monkeypatch.setattr(recipes_module, "REPO", tmp_path / "repo")
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE + [Recipe("r2", transforms=["random_flip"])],
+                              anchor="real", seeds=[0, 1], regimes=[Regime("full", 0), Regime("cameras2", 2)])
+    shipped_rows = [r | {"regime": regime} for r in _rows("reference", 0.0) if r["recipe"] == "real" and r["seed"] < 2
+                    for regime in ("full", "cameras2")]
+    _ship(tmp_path / "repo", cfg, shipped_rows, to_dict(cfg))
+    prov = tmp_path / "repo" / cfg.package / "provenance.json"
+    # shipped: real 100 s a run in both regimes, cutpaste 300 s at full coverage and 200 s camera-limited
+    prov.write_text(json.dumps(json.loads(prov.read_text()) | {"run_seconds": {
+        "reference/full/real/seed0": 100.0, "reference/full/real/seed1": 100.0, "reference/full/cutpaste/seed0": 300.0,
+        "reference/cameras2/real/seed0": 100.0, "reference/cameras2/cutpaste/seed0": 200.0}}))
+    (tmp_path / "out").mkdir()
+    # here: one r2 run at full coverage, in 200 s: this machine's pace there is 200 / 100 (the shipped median) of theirs
+    (tmp_path / "out" / "times.json").write_text(json.dumps({"reference/full/r2/seed0": 200.0}))
+    here = {("full", "r2", 0)}
+    monkeypatch.setattr(reference_reid, "finished_result", lambda acfg, setting, seed, steps_per_epoch=None:
+                        {"rank1": 0.5} if (*Path(acfg.out).parts[-3::2], seed) in here else None)
+    text = reference_reid.status(cfg)
+    assert text.startswith(f"{cfg.out}: 5 of 12 runs finished (here or shipped)")
+    # full: cutpaste's 2 runs at its shipped 300 s x 200 / 100, r2's seed 1 at its own 200 s: 1,400 s here
+    assert "about 0.4 h of training left at this machine's pace" in text
+    # cameras2, with no run here: cutpaste's 2 runs at its shipped 200 s, r2's 2 at the regime's shipped median
+    # (150 s, of real's 100 and cutpaste's 200): 700 s
+    assert ("and about 0.2 h for 4 runs at the pace of the shipped runs (their median seconds in provenance.json "
+            f"of {cfg.package}") in text
+    assert "with no run here to time" not in text
+    # no shipped seconds and no run of the regime here: that regime's runs are counted, not timed
+    prov.write_text(json.dumps({k: v for k, v in json.loads(prov.read_text()).items() if k != "run_seconds"}))
+    text = reference_reid.status(cfg)
+    assert "4 runs of recipes and regimes with no run here to time" in text and "pace of the shipped" not in text
+
+
 def test_recipes_trained_fresh_stay_fresh_for_every_later_command(tmp_path, monkeypatch):
     """``--fresh`` is recorded in ``out``: a resume, ``--package-only`` and ``--status`` take those recipes' runs
     here, not the other table's pinned rows, without being told again."""

@@ -110,7 +110,8 @@ def add_reference_reid(sub) -> None:
                     help="train nothing: tabulate the runs finished so far and package them")
     rr.add_argument("--status", action="store_true",
                     help="train and write nothing: the runs finished (here or shipped) and missing per world and "
-                         "regime, and the training time the missing ones take at this machine's pace")
+                         "regime, and the training time the missing ones take at this machine's pace (of a regime "
+                         "with no run here, at the shipped runs')")
     rr.add_argument("--only", default="", metavar="NAME,NAME",
                     help="run these recipes only this time (real always runs); a later full run reuses them")
     rr.add_argument("--world", default="", metavar="NAME,NAME",

@@ -33,7 +33,18 @@ import pandas as pd
 import torch
 
 from augment.jobs.ablation_tables import write_outputs
-from augment.jobs.reid_recipes import FRESH, KINDS, Recipe, Regime, ReidReferenceConfig, Shipped, World, read_fresh
+from augment.jobs.reid_recipes import (
+    FRESH,
+    KINDS,
+    Recipe,
+    Regime,
+    ReidReferenceConfig,
+    Shipped,
+    World,
+    read_fresh,
+    shipped_seconds,
+    shipped_tables,
+)
 from augment.jobs.steps import simulate_data
 from augment.makers.build_config import BuildConfig
 from augment.makers.builder import build, is_complete
@@ -368,9 +379,11 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     not finished, and the recipes short of a seed, with the seeds they lack (a filtered recipe whose anchor of that
     seed is shipped, its model not here, needs ``--no-shipped``); then the training time the missing runs take at
     this machine's pace, and the anchor runs ``--no-shipped`` trains again: per run, the median seconds of the same
-    recipe's runs here in that regime (``times.json``), else of any recipe's there. An ``out`` of another generator's
-    runs, or in the layout before worlds, is refused, as ``run`` refuses it; an ``out`` it may not write to is
-    read."""
+    recipe's runs here in that regime (``times.json``), else of its shipped runs (the shipped tables'
+    ``run_seconds``) scaled by the regime's pace here against theirs, else of any recipe's runs here in that regime;
+    with no run of the regime here, at the shipped runs' own pace, said apart (another machine or day). An ``out``
+    of another generator's runs, or in the layout before worlds, is refused, as ``run`` refuses it; an ``out`` it
+    may not write to is read."""
     if Path(cfg.out).is_file():
         raise UserError(f"{cfg.out}: is a file, not the ablation's out folder; set out to that folder (--set out=...)")
     scopes = _scopes(cfg, worlds)  # an unknown world refused first
@@ -379,20 +392,24 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     shipped = Shipped(cfg) if reuse else None
     times_path = Path(cfg.out) / "times.json"
     times = read_json_object(times_path, TIMES_FIX) if times_path.exists() else {}
-    by = {}  # (regime, recipe) -> seconds of its runs here; (regime, None) -> any recipe's
-    for name, seconds in times.items():
-        parts = name.split("/")
-        if len(parts) == 4 and isinstance(seconds, (int, float)):
-            by.setdefault((parts[1], parts[2]), []).append(float(seconds))
-            by.setdefault((parts[1], None), []).append(float(seconds))
-    pace = {key: statistics.median(v) for key, v in by.items()}
+    pace = _pace(times)
+    theirs = _pace(shipped_seconds(cfg))
 
-    def seconds(regime: Regime, name: str) -> float | None:
-        return pace.get((regime.name, name), pace.get((regime.name, None)))
+    def seconds(regime: Regime, name: str) -> tuple[float | None, bool]:
+        """A missing run's seconds, and whether at this machine's pace (else the shipped runs')."""
+        mine, their = pace.get((regime.name, None)), theirs.get((regime.name, None))
+        if (regime.name, name) in pace:
+            return pace[regime.name, name], True
+        if (regime.name, name) in theirs and mine is not None:
+            return theirs[regime.name, name] * mine / their, True
+        if mine is not None:
+            return mine, True
+        return theirs.get((regime.name, name), their), False
 
     anchor = next(r for r in cfg.recipes if r.name == cfg.anchor)
     lines = ["| world | regime | finished here | shipped | started | missing |", "| --- " * 6 + "|"]
-    gaps, left, unknown, total, done = [], 0.0, 0, 0, 0
+    gaps, left, unknown, total, done = [], {True: 0.0, False: 0.0}, 0, 0, 0
+    counted = {True: 0, False: 0}
     for world, regime in scopes:
         data = GeneratedData(cfg, world, regime, False, lambda *a: None)
         here = from_shipped = started = 0
@@ -415,14 +432,18 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
                         shipped.pinned_row(world, regime, anchor, seed) or shipped.row(world, regime, anchor, seed)):
                     needs_anchor.add(recipe.name)  # the anchor's row is shipped, so a run here does not train it
                     retrain.add(seed)
-                if (s := seconds(regime, recipe.name)) is None:
+                s, ours = seconds(regime, recipe.name)
+                if s is None:
                     unknown += 1
                 else:
-                    left += s
-        if retrain and (s := seconds(regime, cfg.anchor)) is None:
+                    left[ours] += s
+                    counted[ours] += 1
+        s, ours = seconds(regime, cfg.anchor)
+        if retrain and s is None:
             unknown += len(retrain)
         elif retrain:
-            left += len(retrain) * s
+            left[ours] += len(retrain) * s
+            counted[ours] += len(retrain)
         missing = sum(len(s) for s in lacking.values())
         done += here + from_shipped
         lines.append(f"| {world.name} | {regime.name} | {here} | {from_shipped} | {started} | {missing} |")
@@ -434,11 +455,28 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     head = f"{cfg.out}: {done} of {total} runs finished ({'here or shipped' if reuse else 'here'})"
     if not gaps:
         return head + "; nothing left to train\n\n" + "\n".join(lines) + "\n"
-    left_text = (f"about {left / 3600:.1f} h of training left at this machine's pace (the median seconds of each "
-                 f"recipe's runs here, {times_path})" if left else "")
+    left_text = (f"about {left[True] / 3600:.1f} h of training left at this machine's pace (the median seconds of each "
+                 f"recipe's runs here, {times_path})" if counted[True] else "")
+    if counted[False]:
+        left_text += ("; " if left_text else "") + (
+            f"{'and ' if counted[True] else ''}about {left[False] / 3600:.1f} h for {counted[False]} runs at the pace "
+            f"of the shipped runs (their median seconds in provenance.json of {', '.join(shipped_tables(cfg))}: "
+            "another machine or day), with no run of their regime here to time")
     if unknown:
         left_text += ("; " if left_text else "") + f"{unknown} runs of recipes and regimes with no run here to time"
     return (head + "\n\n" + "\n".join(lines) + "\n\nmissing:\n" + "\n".join(gaps) + "\n\n" + left_text + "\n")
+
+
+def _pace(times: dict) -> dict[tuple[str, str | None], float]:
+    """Median seconds per run from ``times`` ("world/regime/recipe/seedN" -> seconds): by (regime, recipe), and by
+    (regime, None) over every recipe of the regime."""
+    by: dict[tuple[str, str | None], list[float]] = {}
+    for name, seconds in times.items():
+        parts = name.split("/")
+        if len(parts) == 4 and isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+            by.setdefault((parts[1], parts[2]), []).append(float(seconds))
+            by.setdefault((parts[1], None), []).append(float(seconds))
+    return {key: statistics.median(v) for key, v in by.items()}
 
 
 class _Results:

@@ -200,6 +200,26 @@ def read_fresh(cfg: ReidReferenceConfig) -> list[str]:
     return [n for n in names if any(r.name == n for r in cfg.recipes)]
 
 
+def shipped_tables(cfg: ReidReferenceConfig) -> list[str]:
+    """The shipped ablations this config reads (its package, then the table it reuses)."""
+    return list(dict.fromkeys(p for p in (cfg.package, cfg.reuse) if p))
+
+
+def shipped_seconds(cfg: ReidReferenceConfig) -> dict:
+    """The seconds each shipped run trained (``run_seconds`` of the shipped tables' provenance; the package's where
+    both hold a run); {} where none is shipped or readable."""
+    seconds: dict = {}
+    for table in reversed(shipped_tables(cfg)):
+        path = REPO / table / "provenance.json"
+        try:
+            recorded = json.loads(path.read_text()).get("run_seconds", {})
+        except (OSError, ValueError, AttributeError):
+            continue  # a pace to estimate with, no more: the table itself is checked where its rows are read
+        if isinstance(recorded, dict):
+            seconds.update(recorded)
+    return seconds
+
+
 class Shipped:
     """The rows of the shipped ablations (``package``, then ``reuse``: each one's ``ablation.csv`` and
     ``provenance.json``) that this config would train the same way: a run whose row is there is not trained again
@@ -232,7 +252,7 @@ class Shipped:
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
         self.generator: dict | None = None  # the reference checkpoints of the generator rows reused (sha256)
         self.pinned: dict[tuple[str, str, str, int], dict] = {}
-        sources = dict.fromkeys(p for p in (cfg.package, cfg.reuse) if p)
+        sources = shipped_tables(cfg)
         self.summary = "; ".join(self._read(REPO / p, cfg, fresh, pin=p == cfg.reuse and p != cfg.package)
                                  for p in sources) + (
             f"; training {', '.join(fresh)} here again" if fresh else "")
