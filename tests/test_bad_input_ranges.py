@@ -297,6 +297,26 @@ def test_simulate_overwrite_replaces_a_simmarket_never_other_data(tmp_path, caps
     assert (data / "bounding_box_train" / "0001_c1s1_000001_00.jpg").read_bytes() == b"a real image"
 
 
+@pytest.mark.parametrize("layout", ["market1501", "cuhk03"])
+def test_simulate_overwrite_keeps_what_the_user_put_in_a_simmarket(tmp_path, capsys, layout):
+    """--overwrite replaces the files SimMarket wrote; a SimMarket folder that also holds the user's own files (notes,
+    a dataset made inside it) is refused, and those files stay. Without them it is replaced."""
+    data = tmp_path / "sim"
+    simulate(data, 4, size=(64, 32), progress=False, layout=layout)
+    split = next(p for p in sorted(data.iterdir()) if p.is_dir())
+    (data / "notes.txt").write_text("mine\n")
+    (split / "x").mkdir()
+    (split / "x" / "manifest.csv").write_text("a dataset made inside it\n")
+    args = ("simulate", "--out", data, "--ids", "4", "--size", "64x32", "--layout", layout, "--overwrite", "--quiet")
+    one_line_error(*run_main(capsys, *args), f"{data}: holds {split.name}/x/manifest.csv, notes.txt, which "
+                   "SimMarket did not write; --overwrite replaces a SimMarket and never other data")
+    assert (data / "notes.txt").read_text() == "mine\n" and (split / "x" / "manifest.csv").is_file()
+    (data / "notes.txt").unlink()
+    shutil.rmtree(split / "x")
+    rc, _, _ = run_main(capsys, *args)
+    assert rc == 0 and (data / "simmarket.json").is_file()
+
+
 @pytest.mark.parametrize("key", ["out", "package", "figures"])
 def test_the_reference_job_refuses_paths_it_could_not_write_before_training(tmp_path, capsys, key):
     """`vmarket reference` trains for hours before it writes its package and figures: a path it could not write

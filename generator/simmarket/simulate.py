@@ -217,6 +217,11 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         if not (out / "simmarket.json").is_file():  # --overwrite replaces a SimMarket, never other data
             raise UserError(f"{out}: not a SimMarket dataset (no simmarket.json), so --overwrite does not delete it; "
                             "choose another output folder")
+        if foreign := _not_written_by_simulate(out):
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise UserError(f"{out}: holds {', '.join(foreign[:3])}{more}, which SimMarket did not write; --overwrite "
+                            "replaces a SimMarket and never other data: move them out of it, or choose another "
+                            "output folder")
     t0 = time.perf_counter()
     h, w = size
     world = World(seed, h, w, style=style)
@@ -237,6 +242,36 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
         os.replace(tmp, out)
     summary["seconds"] = time.perf_counter() - t0
     return summary
+
+
+# what simulate writes beside the images (each layout writes some): the only other files a SimMarket folder holds
+SIM_FILES = frozenset({"simmarket.json", "manifest.csv", "manifest.parquet", "identities.json", "poses.npz",
+                       "market-annotation-train.csv", "market-annotation-test.csv", "list_train.txt",
+                       "list_val.txt", "list_query.txt", "list_gallery.txt",
+                       "cuhk03_new_protocol_config_detected.mat", "cuhk03_new_protocol_config_labeled.mat"})
+
+
+def _not_written_by_simulate(out: Path) -> list[str]:
+    """The files under the SimMarket folder ``out`` that ``simulate`` did not write (its relative paths, sorted):
+    anything but its images (the manifest's paths; CUHK03's labelled crops share the detected ones' names), the
+    keypoint CSVs beside them and ``SIM_FILES`` at the top. A manifest that cannot be read leaves every image
+    unaccounted for."""
+    try:
+        images = set(pd.read_csv(out / "manifest.csv", usecols=["path"]).path.astype(str))
+    except (OSError, ValueError, pd.errors.ParserError):
+        images = set()
+    images |= {"images_labeled/" + p.split("/", 1)[1] for p in images if p.startswith("images_detected/")}
+    foreign = []
+    for folder, _, files in os.walk(out):
+        rel = Path(folder).relative_to(out)
+        for name in files:
+            path = (rel / name).as_posix()
+            top = rel == Path(".")
+            if path in images or (top and name in SIM_FILES) or (
+                    not top and name.startswith("market-annotation-") and name.endswith(".csv")):
+                continue
+            foreign.append(path)
+    return sorted(foreign)
 
 
 def _write_dataset(tmp: Path, world: World, identities: list[Identity], specs: list[ImageSpec],
