@@ -75,13 +75,15 @@ def folder_defect(path: str | os.PathLike) -> str | None:
 
 
 def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: bool = False,
-                        inputs: dict | None = None) -> Path | None:
+                        inputs: dict | None = None, datasets: Iterable[str] = ()) -> Path | None:
     """Refuse (UserError naming ``path`` and the option ``key`` that set it) an output folder that a job could not
     make or write, before the job starts: ``path`` is a file or a link that leads nowhere, one of its parents is a
     file, or the folder it would be made in (and ``path`` itself, when it exists) cannot be written. ``beside``: the
     job also writes next to ``path`` (a work folder renamed onto it when complete), so its parent must be writable.
     ``inputs`` ({what names an input, such as its option: its path}): ``path`` is none of the job's inputs and
-    holds none, or the refusal of a non-empty ``path`` would advise deleting the input.
+    holds none, or the refusal of a non-empty ``path`` would advise deleting the input. ``datasets``: the names in
+    ``inputs`` that are datasets, which ``path`` may not lie inside either (their scan would read what the job writes,
+    and replacing the dataset would delete it); a run directory may hold its own outputs (RUN/eval).
 
     Returns the first of ``path`` and its parents that does not exist yet, the folder the job will create (None when
     ``path`` exists): a job that fails removes its own files, then the folders it made on the way
@@ -104,14 +106,15 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
         if reason is not None:
             raise UserError(f"{folder}: cannot write there ({reason}); choose another {key} or make the folder "
                             "writable")
-    _check_apart(path, key, inputs or {})
+    _check_apart(path, key, inputs or {}, set(datasets))
     if path.exists():
         return None
     return next(p for p in [*reversed(path.absolute().parents), path.absolute()] if not os.path.lexists(p))
 
 
-def _check_apart(out: Path, key: str, inputs: dict) -> None:
-    """``check_output_folder``'s refusal of an ``out`` that is one of ``inputs`` or holds one (empty paths skipped)."""
+def _check_apart(out: Path, key: str, inputs: dict, datasets: set[str]) -> None:
+    """``check_output_folder``'s refusal of an ``out`` that is one of ``inputs`` or holds one, or lies inside one of
+    them that is a dataset (``datasets``: their names); empty paths skipped."""
     def resolved(p) -> Path | None:  # None for a link loop: check_output_folder or the input's reader names it
         try:
             return Path(p).expanduser().absolute().resolve()
@@ -127,6 +130,9 @@ def _check_apart(out: Path, key: str, inputs: dict) -> None:
             raise UserError(f"{out}: is the {name} folder itself; choose a new folder for {key}")
         if o in i.parents:
             raise UserError(f"{out}: holds {path}, the {name} folder; choose a {key} outside it")
+        if name in datasets and i in o.parents:
+            raise UserError(f"{out}: lies inside {path}, the {name} folder, a dataset that would then hold it; "
+                            f"choose a {key} outside it")
 
 
 def check_own_files(path: str | os.PathLike, names: Iterable[str], key: str = "--out", job: str = "this command"):

@@ -187,7 +187,8 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
 def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
     stages_of = {s: parse_setting(s) for s in cfg.settings}
     check_output_folder(cfg.out, "out", inputs={"real_root": cfg.real_root, "virtual_root": cfg.virtual_root,
-                                                "remix_root": cfg.remix_root})  # before the data is read
+                                                "remix_root": cfg.remix_root},
+                       datasets=["real_root", "virtual_root", "remix_root"])  # before the data is read
     check_ablation_folder(Path(cfg.out))
     check_model(cfg.train.model, cfg.train.weights or None)
     if any(not (stage_dir(cfg.out, s, seed, k) / "result.json").is_file()

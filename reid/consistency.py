@@ -251,7 +251,8 @@ def _check_filter_args(out: Path, state_path: Path, new_tau: float, size: tuple[
     """(what ``check_output_folder`` made, the state file): the refusals of ``filter_generated`` that need no data
     read (``inputs``: the folders ``out`` must be apart from); a run directory given as ``state_path`` stands for
     its ``state.pt``."""
-    made = check_output_folder(out, "--out", beside=True, inputs=inputs)  # written beside it, then renamed
+    # written beside it, then renamed
+    made = check_output_folder(out, "--out", beside=True, inputs=inputs, datasets=["--generated", "--real-root"])
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
     work = out.parent / f".{out.name}.partial"  # refused now, not after the scoring, when it is no leftover of ours

@@ -373,6 +373,15 @@ def test_an_out_that_is_or_holds_an_input_is_refused_without_advice_to_delete_it
         (["browse", data / "sim", "--out", data / "sim", "--quiet"], "the dataset folder itself"),
         (["sample", "--run", s2, "--out", s2], "the --run folder itself"),
         (["eval", "stage1", "--run", s1, "--data", data / "sim", "--out", data], "the --data folder; choose a --out"),
+        # inside a dataset: its scan would read the output, and replacing the dataset would delete it
+        (["cutpaste", "--root", data / "sim", "--out", data / "sim" / "bounding_box_train" / "x", "--size", "64x32",
+          "--quiet"], f"lies inside {data / 'sim'}, the --root folder, a dataset that would then hold "
+         "it; choose a --out outside it"),
+        (["filter", "--model", tmp_path / "state.pt", "--real-root", data / "sim", "--generated", data / "sim",
+          "--out", data / "sim" / "kept", "--quiet"], "the --generated folder, a dataset"),
+        (["browse", data / "sim", "--out", data / "sim" / "gallery", "--quiet"], "the dataset folder, a dataset"),
+        (["eval", "stage1", "--run", s1, "--data", data / "sim", "--out", data / "sim" / "eval"],
+         "the --data folder, a dataset"),
     ]
     for argv, defect in cases:
         rc, out, err = run_main(capsys, *argv)

@@ -105,9 +105,10 @@ def _cmd_train(args) -> None:
 def _out_folder(out: str | None, default: Path, files, job: str, inputs: dict):
     """The output folder of eval or sample: ``--out``, which must be new or hold nothing but the ``files`` that
     ``job`` writes there, else ``default`` (RUN/eval, RUN/samples: the commands' own). A command that fails inside
-    the block leaves no folder it made behind (with the files it wrote there)."""
+    the block leaves no folder it made behind (with the files it wrote there). ``inputs``' runs may hold it, their
+    datasets (every input but ``--run``) not."""
     path = Path(out) if out else default
-    created = check_output_folder(path, "--out", inputs=inputs)
+    created = check_output_folder(path, "--out", inputs=inputs, datasets=[k for k in inputs if k != "--run"])
     if out:
         check_own_files(out, files, "--out", job)
     with removed_on_failure(path if created is not None else None, path, created):

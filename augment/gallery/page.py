@@ -227,7 +227,8 @@ def write_gallery(g: Gallery, out: str | os.PathLike, progress: bool = True) -> 
     """Write the gallery of ``g`` to ``out`` (see the module docstring); returns its counts, bytes and seconds."""
     t0 = time.perf_counter()
     out = Path(out)
-    created = check_output_folder(out, "--out", beside=True, inputs={"dataset": g.dataset, "real data": g.real_root})
+    created = check_output_folder(out, "--out", beside=True, inputs={"dataset": g.dataset, "real data": g.real_root},
+                                  datasets=["dataset", "real data"])
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise UserError(f"{out}: not empty and not a gallery; choose another --out or delete it")
     work = None

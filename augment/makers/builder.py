@@ -373,7 +373,8 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
     out = Path(cfg.out)
     h = config_hash(cfg)
     marker = out / "build.json"
-    check_output_folder(out, "out", inputs={"stage2_run": cfg.stage2_run, "data_root": cfg.data_root})
+    check_output_folder(out, "out", inputs={"stage2_run": cfg.stage2_run, "data_root": cfg.data_root},
+                        datasets=["data_root"])
     begun = read_json_object(marker, f"delete {out} and build again") if marker.exists() else None
     if out.exists() and any(out.iterdir()):
         if begun is None or not same_build(begun, cfg):

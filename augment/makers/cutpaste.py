@@ -337,7 +337,7 @@ def cut_paste(root: str | os.PathLike, out: str | os.PathLike, per_image: int = 
               "skip_missing_keypoints": skip_missing_keypoints, "jpeg_quality": jpeg_quality}
     h = digest(config)
     created = check_output_folder(out, "--out", beside=True,  # written beside it (.OUT.partial), then renamed
-                                  inputs={"--root": root, "--stage1-run": stage1_run})
+                                  inputs={"--root": root, "--stage1-run": stage1_run}, datasets=["--root"])
 
     def load_data():
         return person_dataset(root, ("train",), size=size, keypoints_csv=keypoints_csv,
