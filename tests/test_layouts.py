@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import one_line_error, run_main
-from scipy.io import savemat
+from scipy.io import loadmat, savemat
 from tiny import tiny_pose, tiny_stage1
 
 from augment.cli import main as cli_main
@@ -278,3 +278,40 @@ def test_cli_refuses_a_forced_format_that_does_not_match(capsys, tiny_layouts, t
     one_line_error(*run_main(capsys, "train", "stage1", "-c", cfg, "--run-dir", run, "--quiet"),
                    str(root), "holds DukeMTMC-reID, not MSMT17 (data.format: msmt17)", "set data.format: duke")
     assert not run.exists()
+
+
+def test_labels_that_contradict_the_names_are_refused_before_an_image_is_written(tiny_layouts, tmp_path, capsys):
+    """An MSMT17 list line or a CUHK03 label that gives one of a person's images another label than its other images
+    (or two persons one label) is refused by check and by every reader, naming the line; cut-and-paste would
+    otherwise write the image under an identity it does not show."""
+    ms = tmp_path / "msmt17"
+    shutil.copytree(tiny_layouts["msmt17"][1], ms)
+    lines = (ms / "list_train.txt").read_text().splitlines()
+    person, label = lines[0].split()[0].split("/")[0], lines[0].split()[1]
+    other = next(line.split()[1] for line in lines if line.split()[1] != label)
+    (ms / "list_train.txt").write_text("\n".join([f"{lines[0].split()[0]} {other}", *lines[1:]]) + "\n")
+    one_line_error(*run_main(capsys, "check", "--root", ms), f"list_train.txt:1: label {other}, while the other "
+                   f"images of person {person} have label {label}; a person has one label: fix it")
+    one_line_error(*run_main(capsys, "cutpaste", "--root", ms, "--out", tmp_path / "pasted", "--size", "64x32",
+                             "--quiet"), "list_train.txt:1: label")
+    assert not (tmp_path / "pasted").exists()
+    # every image of one person relabelled as another: two persons, one label
+    theirs = [line for line in lines if line.split()[0].split("/")[0] == person]
+    (ms / "list_train.txt").write_text("\n".join(
+        [f"{line.split()[0]} {other}" if line in theirs else line for line in lines]) + "\n")
+    one_line_error(*run_main(capsys, "check", "--root", ms), f"label {other} is given to person", "two persons "
+                   "cannot share a label")
+
+    cu = tmp_path / "cuhk03"
+    shutil.copytree(tiny_layouts["cuhk03"][1], cu)
+    mat_path = cu / "cuhk03_new_protocol_config_detected.mat"
+    mat = {k: v for k, v in loadmat(str(mat_path)).items() if not k.startswith("__")}
+    names = [str(f.ravel()[0]) for f in mat["filelist"].ravel()]
+    mat["labels"] = mat["labels"].copy()
+    mat["labels"].ravel()[1] = 77
+    savemat(str(mat_path), mat)
+    one_line_error(*run_main(capsys, "check", "--root", cu), f"labels[1] (filelist {names[1]!r}): label 77, while "
+                   f"the other images of person {'_'.join(names[1].split('_')[:2])} have label")
+    mat["labels"] = mat["labels"] + 0.5
+    savemat(str(mat_path), mat)
+    one_line_error(*run_main(capsys, "check", "--root", cu), "labels are not whole numbers")

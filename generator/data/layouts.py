@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import re
 import typing
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,9 +292,28 @@ def _camera_field(rel: str) -> int | None:
     return int(fields[2]) if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) >= 1 else None
 
 
+def _one_label_each(labels: dict[str, list[tuple[int, str]]], what: str) -> None:
+    """Refuse labels that contradict the names: ``labels`` maps each person a name gives (MSMT17's folder, CUHK03's
+    camera pair and number) to its images' (label, where the label is read), and every person must have one label,
+    and no two persons the same one; an image whose label contradicts the others' would be written under an
+    identity it does not show."""
+    owner: dict[int, str] = {}
+    for person, seen in labels.items():
+        label = Counter(lab for lab, _ in seen).most_common(1)[0][0]  # the label most of its images carry
+        for other, where in seen:
+            if other != label:
+                raise UserError(f"{where}: label {other}, while the other images of {what} {person} have label "
+                                f"{label}; a person has one label: fix it")
+        if label in owner:
+            raise UserError(f"{seen[0][1]}: label {label} is given to {what} {person} and to {what} {owner[label]}; "
+                            "two persons cannot share a label: fix it")
+        owner[label] = person
+
+
 def _scan_msmt17(base: Path, splits) -> list[Record]:
     train_dir, test_dir = msmt17_image_dirs(base)
     records: list[Record] = []
+    persons: dict[str, dict[str, list[tuple[int, str]]]] = {}  # per numbering (train; query + gallery)
     for split in splits:
         image_dir = train_dir if split == "train" else test_dir
         list_path = base / MSMT17_LISTS[split]
@@ -323,9 +343,14 @@ def _scan_msmt17(base: Path, splits) -> list[Record]:
             if not (image_dir / rel).is_file():
                 raise UserError(f"{list_path}:{lineno}: {image_dir / rel}: missing image; restore it or remove the "
                                 "line")
+            person = rel.split("/", 1)[0] if "/" in rel else Path(rel).name.split("_", 1)[0]
+            persons.setdefault("train" if split == "train" else "test", {}).setdefault(person, []).append(
+                (pid, f"{list_path}:{lineno}"))
             records.append(Record(str(resolved / rel), pid, cam, split, key=rel, layout="msmt17"))
         if len(records) == before:
             raise UserError(f"{list_path}: empty list, no images; fill it or point at the right root")
+    for numbering in persons.values():
+        _one_label_each(numbering, "person")
     return records
 
 
@@ -349,6 +374,15 @@ def _scan_cuhk03(base: Path, fmt: str, splits) -> list[Record]:
     if len(filelist) != len(labels):
         raise UserError(f"{mat_path}: {len(filelist)} files but {len(labels)} labels; replace it with CUHK03's "
                         "new-protocol file")
+    if labels.dtype.kind not in "iuf" or (labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0)):
+        raise UserError(f"{mat_path}: labels are not whole numbers; replace it with CUHK03's new-protocol file")
+    persons: dict[str, list[tuple[int, str]]] = {}
+    for i, entry in enumerate(filelist):
+        name = str(np.asarray(entry).ravel()[0]) if np.asarray(entry).size else ""
+        if name.count("_") >= 2:  # camera pair and person number: 1_001_1_01.png
+            persons.setdefault("_".join(name.split("_")[:2]), []).append(
+                (int(labels[i]), f"{mat_path}: labels[{i}] (filelist {name!r})"))
+    _one_label_each(persons, "person")
     resolved = image_dir.resolve()
     records: list[Record] = []
     for split in splits:
