@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 from conftest import one_line_error, run_main
+from PIL import Image
 from test_bad_input import _reid_config
 from tiny import tiny_stage1
 
@@ -419,3 +420,15 @@ def test_check_names_the_size_flag_for_data_of_another_size(tmp_path, capsys):
                    "image is 64x32 (HxW) but the data size is 128x64", "pass --size 64x32")
     rc, out, err = run_main(capsys, "check", "--root", tmp_path / "small", "--size", "64x32", "--quiet")
     assert "image is 64x32" not in err  # that size is what it checks now (the keypoints are another matter)
+
+
+def test_an_image_of_too_many_pixels_is_refused_in_one_line(sim_small, tmp_path, capsys, monkeypatch):
+    """Pillow refuses to decode an image far larger than its pixel limit (a decompression bomb): the commands that
+    read images name the file in one line, as for any unreadable image. The limit is lowered here, so that the
+    dataset's own 64x32 images exceed it."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow raises beyond twice the limit: 2,048 > 1,000
+    one_line_error(*run_main(capsys, "check", "--root", sim_small, "--quiet"), "unreadable image (over Pillow's "
+                   "limit of pixels: far too large for an image of a person); replace or remove the file")
+    one_line_error(*run_main(capsys, "browse", sim_small, "--out", tmp_path / "gallery", "--quiet"),
+                   "over Pillow's limit of pixels")
+    assert not (tmp_path / "gallery").exists()

@@ -315,3 +315,7 @@ def test_labels_that_contradict_the_names_are_refused_before_an_image_is_written
     mat["labels"] = mat["labels"] + 0.5
     savemat(str(mat_path), mat)
     one_line_error(*run_main(capsys, "check", "--root", cu), "labels are not whole numbers")
+    for cut in (b"", mat_path.read_bytes()[:100], b"garbage\n"):  # empty, truncated, not MATLAB data
+        mat_path.write_bytes(cut)
+        one_line_error(*run_main(capsys, "check", "--root", cu), f"{mat_path}: unreadable .mat file",
+                       "replace it with CUHK03's new-protocol file")

@@ -15,9 +15,10 @@ import shutil
 import time
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from augment.gallery.model import ORIGIN_NOTES, ROLE_NOTES, ROLES, Gallery, Identity, Item, Picture
+from generator.data.dataset import IMAGE_ERRORS, image_error
 from generator.errors import UserError
 from generator.io import (
     atomic_write_json,
@@ -74,8 +75,8 @@ class Thumbnails:
                         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
                                        Image.BILINEAR)
                     im.save(dst, format="JPEG", quality=THUMB_QUALITY)
-            except (OSError, UnidentifiedImageError) as e:
-                raise UserError(f"{path}: not a readable image ({type(e).__name__}); put the file back or make the "
+            except IMAGE_ERRORS as e:
+                raise UserError(f"{path}: not a readable image ({image_error(e)}); put the file back or make the "
                                 "dataset again") from None
             total += dst.stat().st_size
         return total

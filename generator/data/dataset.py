@@ -31,6 +31,16 @@ from generator.io import progress_bar
 from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask, shows_person
 
 SIZE_FIX = "resize the images or set the size to match"
+# what opening a broken image raises: a truncated or foreign file, and one of more pixels than Pillow decodes (a
+# decompression bomb, or no image of a person)
+IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError)
+
+
+def image_error(e: Exception) -> str:
+    """Why an image could not be opened, in words for a one-line error."""
+    if isinstance(e, Image.DecompressionBombError):
+        return "over Pillow's limit of pixels: far too large for an image of a person"
+    return type(e).__name__
 
 
 def load_image(path: str, size: tuple[int, int] | None = None, size_fix: str = SIZE_FIX) -> np.ndarray:
@@ -40,8 +50,8 @@ def load_image(path: str, size: tuple[int, int] | None = None, size_fix: str = S
         with Image.open(path) as im:
             im.load()
             img = np.array(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise UserError(f"{path}: unreadable image ({type(e).__name__}); replace or remove the file") from None
+    except IMAGE_ERRORS as e:
+        raise UserError(f"{path}: unreadable image ({image_error(e)}); replace or remove the file") from None
     if size is not None and img.shape[:2] != tuple(size):
         raise UserError(
             f"{path}: image is {img.shape[0]}x{img.shape[1]} (HxW) but the data size is {size[0]}x{size[1]}; "

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.io import loadmat
+from scipy.io.matlab import MatReadError
 
 from generator.config import DataFormat
 from generator.data.keypoints import write_keypoints_csv
@@ -363,9 +364,9 @@ def _scan_cuhk03(base: Path, fmt: str, splits) -> list[Record]:
                         "cuhk03_release/cuhk-03.mat)")
     try:
         mat = loadmat(str(mat_path))
-    except (OSError, ValueError, TypeError, NotImplementedError) as e:
-        raise UserError(f"{mat_path}: unreadable .mat file ({type(e).__name__}); replace it with CUHK03's "
-                        "new-protocol file") from None
+    except (OSError, ValueError, TypeError, NotImplementedError, IndexError, MatReadError) as e:
+        raise UserError(f"{mat_path}: unreadable .mat file ({type(e).__name__}: truncated or not MATLAB data?); "
+                        "replace it with CUHK03's new-protocol file") from None
     fields = ("train_idx", "query_idx", "gallery_idx", "labels", "filelist")
     missing = [f for f in fields if f not in mat]
     if missing:
