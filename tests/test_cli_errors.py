@@ -125,3 +125,12 @@ def test_an_output_folder_on_a_file_system_that_makes_nothing_is_named_as_such()
 
     with pytest.raises(UserError, match="accepts no new files"):
         check_output_folder("/proc/vmarket-out", "--out")
+
+
+def test_a_name_the_file_system_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    """A path component over the file system's 255 bytes fails inside the job (an OSError, not a UserError): the
+    command still prints one line naming the path and the fix, exits 2, and makes nothing."""
+    out = tmp_path / ("a" * 300)
+    one_line_error(*run_main(capsys, "simulate", "--out", out, "--ids", "4", "--size", "64x32", "--quiet"),
+                   f"{out}: File name too long; use a shorter name (at most 255 bytes a name")
+    assert not list(tmp_path.iterdir())

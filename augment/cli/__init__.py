@@ -1,10 +1,12 @@
 """`vmarket`: the one console script. Subcommands parse arguments and call the library.
 
-Errors a user can fix (``UserError``) print as one line and exit with code 2.
+Errors a user can fix (``UserError``, and the errors of the file system a user's paths or disk cause: a name too
+long, a full disk, a folder that cannot be written) print as one line and exit with code 2.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -40,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# errors of the file system that a user's paths or disk cause, and what to do about each
+OS_FIXES = {errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes a name, 4,096 a path)",
+            errno.ENOSPC: "free space on that disk, or write to another one",
+            errno.EDQUOT: "free space within your disk quota, or write elsewhere",
+            errno.EROFS: "that file system is read-only: write elsewhere",
+            errno.EACCES: "choose a path you may write to, or change its permissions",
+            errno.EPERM: "choose a path you may write to, or change its permissions"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # a path in the home folder given where the shell does not expand it (`--out=~/runs`, a quoted "~/runs")
@@ -50,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as e:
         sys.stderr.write(f"vmarket {args.command}: error: {e}\n")
+        return 2
+    except OSError as e:
+        if e.errno not in OS_FIXES:
+            raise
+        where = f"{e.filename}: " if e.filename is not None else ""
+        sys.stderr.write(f"vmarket {args.command}: error: {where}{e.strerror}; {OS_FIXES[e.errno]}\n")
         return 2
     except TimeLimitReached as e:
         sys.stderr.write(f"vmarket {args.command}: {e}; run the same command again to continue\n")
