@@ -432,3 +432,14 @@ def test_an_image_of_too_many_pixels_is_refused_in_one_line(sim_small, tmp_path,
     one_line_error(*run_main(capsys, "browse", sim_small, "--out", tmp_path / "gallery", "--quiet"),
                    "over Pillow's limit of pixels")
     assert not (tmp_path / "gallery").exists()
+
+
+def test_a_body_part_crop_larger_than_the_images_is_refused_at_load(tmp_path, capsys):
+    """model.roi_size beyond the image size would build a model of tens of GB before the first step (the process is
+    killed without a word): the config is refused when read, and no run directory is made."""
+    with pytest.raises(UserError, match=r"model.roi_size: 1000: larger than the images \(64x32\)"):
+        load_config(Stage1Config, None, ["data.size=[64,32]", "model.roi_size=1000"])
+    assert load_config(Stage1Config, None, ["data.size=[64,32]", "model.roi_size=64"]).model.roi_size == 64
+    one_line_error(*run_main(capsys, "train", "stage1", "-c", "configs/demo/stage1.yaml", "--set",
+                             "model.roi_size=1000", "--run-dir", tmp_path / "run", "--quiet"), "model.roi_size: 1000")
+    assert not (tmp_path / "run").exists()

@@ -83,6 +83,13 @@ class Stage1Config:
     model: Stage1ModelConfig = field(default_factory=Stage1ModelConfig)
     train: Stage1TrainConfig = field(default_factory=Stage1TrainConfig)
 
+    def __post_init__(self):
+        h, w = self.data.size
+        if self.model.roi_size > max(h, w):  # a body part's crop, resampled to roi_size x roi_size
+            raise ConfigValueError("model.roi_size", f"{self.model.roi_size}: larger than the images ({h}x{w}), "
+                                   "whose body parts it crops; use at most the image height (the paper: 48 at "
+                                   "128x64, the reference: 24 at 64x32)")
+
 
 def learning_rate(t: Stage1TrainConfig, step: int) -> float:
     lr = t.lr * 0.5 ** (step // t.lr_halve_every)
