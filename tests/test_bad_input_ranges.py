@@ -101,10 +101,13 @@ def test_simulate_refuses_no_folder_or_the_folder_it_stands_in(tmp_path, capsys,
 
 def test_sample_and_eval_refuse_bad_counts_and_a_file_for_out(tiny_stages, tmp_path, capsys):
     s1, _, s2 = tiny_stages
-    for args in (["sample", "--run", s2, "--cols", "0"], ["sample", "--run", s2, "--rows", "-1"],
-                 ["eval", "stage1", "--run", s1, "--pairs", "0"], ["eval", "stage1", "--run", s1, "--limit", "0"]):
+    for args, defect in ((["sample", "--run", s2, "--cols", "0"], "use 1 to 64"),
+                         (["sample", "--run", s2, "--cols", "100000"], "100000: use 1 to 64"),
+                         (["sample", "--run", s2, "--rows", "-1"], "use 1 to 64"),
+                         (["eval", "stage1", "--run", s1, "--pairs", "0"], "use 1 or more"),
+                         (["eval", "stage1", "--run", s1, "--limit", "0"], "use 1 or more")):
         rc, o, e = run_main(capsys, *args, "--out", tmp_path / "x")
-        one_line_error(rc, o, e, "use ")
+        one_line_error(rc, o, e, defect)
         _absent(tmp_path / "x")
     afile = tmp_path / "afile"
     afile.write_text("not a folder\n")

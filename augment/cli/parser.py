@@ -28,15 +28,17 @@ def config_arguments(p: argparse.ArgumentParser, default: str | None, what: str)
                         "of one job, after the file's own entries")
 
 
-def count(minimum: int):
-    """An argparse type: a whole number of at least ``minimum`` (argparse names the option when it is not)."""
+def count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number of at least ``minimum`` and at most ``maximum`` (None: no bound; argparse
+    names the option when it is not)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one of {minimum} or more") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value}: use {minimum} or more")
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"{minimum} or more" if maximum is None else f"{minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"{value}: use {allowed}")
         return value
 
     parse.__name__ = "count"  # argparse's message names the type
