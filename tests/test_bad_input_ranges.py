@@ -414,6 +414,14 @@ def test_status_refuses_the_flags_of_a_run_and_writes_nothing(tmp_path, capsys):
     code, text, _ = run_main(capsys, "reference-reid", cfg, "--status", "--no-shipped")
     assert code in (0, None) and text.startswith(f"{out}: 0 of 4 runs finished (here)")
     assert "- reference/full: real (seed 0); cutpaste (seed 0)" in text
+    # a selection that names nothing, seeds given twice or none, and a table to reuse that is not there
+    for flags, defect in ((["--world", ""], "--world '': names nothing; give NAME,NAME or drop --world"),
+                          (["--world", ","], "--world ',': names nothing"),
+                          (["--set", "seeds=[]"], "seeds: []: give at least one seed, none twice"),
+                          (["--set", "seeds=[0,0]"], "seeds: [0, 0]: give at least one seed, none twice"),
+                          (["--set", f"reuse={tmp_path / 'none'}"], f"reuse: {tmp_path / 'none'}: no such folder")):
+        one_line_error(*run_main(capsys, "reference-reid", cfg, "--status", *flags, "--quiet"), defect)
+    one_line_error(*run_main(capsys, "reference-reid", cfg, "--only", " , ", "--quiet"), "--only ' , ': names nothing")
     _absent(out)
 
 

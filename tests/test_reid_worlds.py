@@ -389,12 +389,14 @@ def test_status_times_a_recipe_with_no_run_here_at_its_shipped_pace(tmp_path, mo
                     for regime in ("full", "cameras2")]
     _ship(tmp_path / "repo", cfg, shipped_rows, to_dict(cfg))
     prov = tmp_path / "repo" / cfg.package / "provenance.json"
-    # shipped: real 100 s a run in both regimes, cutpaste 300 s at full coverage and 200 s camera-limited
+    # shipped: real 100 s a run in both regimes, cutpaste 300 s at full coverage and 200 s camera-limited, r2 100 s
+    # at full coverage (a run of another seed)
     prov.write_text(json.dumps(json.loads(prov.read_text()) | {"run_seconds": {
         "reference/full/real/seed0": 100.0, "reference/full/real/seed1": 100.0, "reference/full/cutpaste/seed0": 300.0,
-        "reference/cameras2/real/seed0": 100.0, "reference/cameras2/cutpaste/seed0": 200.0}}))
+        "reference/full/r2/seed3": 100.0, "reference/cameras2/real/seed0": 100.0,
+        "reference/cameras2/cutpaste/seed0": 200.0}}))
     (tmp_path / "out").mkdir()
-    # here: one r2 run at full coverage, in 200 s: this machine's pace there is 200 / 100 (the shipped median) of theirs
+    # here: one r2 run at full coverage, in 200 s: this machine takes 200 / 100 of the shipped runs' time for r2
     (tmp_path / "out" / "times.json").write_text(json.dumps({"reference/full/r2/seed0": 200.0}))
     here = {("full", "r2", 0)}
     monkeypatch.setattr(reference_reid, "finished_result", lambda acfg, setting, seed, steps_per_epoch=None:

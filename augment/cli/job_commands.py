@@ -15,28 +15,38 @@ from generator.errors import UserError
 from reid.ablation import AblationConfig, run_ablation
 
 
+def _names(args, flag: str) -> list[str]:
+    """The names a NAME,NAME option gives ([] when it is not given); one that gives none is refused."""
+    value = getattr(args, flag.lstrip("-"))
+    if value is None:
+        return []
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"{flag} {value!r}: names nothing; give NAME,NAME or drop {flag}")
+    return names
+
+
 def _cmd_reference_reid(args) -> None:
     cfg = load_config(ReidReferenceConfig, args.config, args.set)
+    only, worlds, fresh = (_names(args, flag) for flag in ("--only", "--world", "--fresh"))
     command = f"vmarket reference-reid {args.config}"  # how the runs are made (not --package-only, --only, --set)
     if args.status:
         given = next((flag for flag, v in (("--package", args.package), ("--package-only", args.package_only),
-                                           ("--only", args.only), ("--fresh", args.fresh), ("--jobs", args.jobs != 1))
+                                           ("--only", only), ("--fresh", fresh), ("--jobs", args.jobs != 1))
                       if v), None)
         if given is not None:
             raise UserError(f"{given} does not apply to --status, which trains and writes nothing; drop {given}")
-        print(reference_reid.status(cfg, reuse=not args.no_shipped,
-                                    worlds=[n for n in args.world.split(",") if n]), end="")
+        print(reference_reid.status(cfg, reuse=not args.no_shipped, worlds=worlds), end="")
         return
     if args.package_only:
-        given = next((f"--{k}" for k in ("only", "world", "fresh") if getattr(args, k)), None)
+        given = next((flag for flag, v in (("--only", only), ("--world", worlds), ("--fresh", fresh)) if v), None)
         if given is not None:
             raise UserError(f"{given} does not apply to --package-only, which tabulates every finished run of the "
                             f"config; drop {given}, or drop --package-only to train")
         reference_reid.collect(cfg, command=command, reuse=not args.no_shipped, runs_here=True)
     else:
-        reference_reid.run(cfg, progress=not args.quiet, only=[n for n in args.only.split(",") if n], jobs=args.jobs,
-                           command=command, worlds=[n for n in args.world.split(",") if n],
-                           reuse=not args.no_shipped, fresh=[n for n in args.fresh.split(",") if n])
+        reference_reid.run(cfg, progress=not args.quiet, only=only, jobs=args.jobs, command=command, worlds=worlds,
+                           reuse=not args.no_shipped, fresh=fresh)
     print((Path(cfg.out) / "ablation.md").read_text(), end="")
     print(f"-> {cfg.out}/ablation.csv, ablation.md, cmc.png, curve.png, pairs.png, provenance.json")
     if args.package or args.package_only:
@@ -112,11 +122,11 @@ def add_reference_reid(sub) -> None:
                     help="train and write nothing: the runs finished (here or shipped) and missing per world and "
                          "regime, and the training time the missing ones take at this machine's pace (of a regime "
                          "with no run here, at the shipped runs')")
-    rr.add_argument("--only", default="", metavar="NAME,NAME",
+    rr.add_argument("--only", metavar="NAME,NAME",
                     help="run these recipes only this time (real always runs); a later full run reuses them")
-    rr.add_argument("--world", default="", metavar="NAME,NAME",
+    rr.add_argument("--world", metavar="NAME,NAME",
                     help="run these worlds of the config only this time; a later full run reuses them")
-    rr.add_argument("--fresh", default="", metavar="NAME,NAME",
+    rr.add_argument("--fresh", metavar="NAME,NAME",
                     help="train these recipes here even where the shipped ablation holds their rows (a CPU run does "
                          "not repeat its numbers on another machine or day: pair runs of one machine); out/fresh.json "
                          "keeps them for later commands")

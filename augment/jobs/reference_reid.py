@@ -380,8 +380,9 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     seed is shipped, its model not here, needs ``--no-shipped``); then the training time the missing runs take at
     this machine's pace, and the anchor runs ``--no-shipped`` trains again: per run, the median seconds of the same
     recipe's runs here in that regime (``times.json``), else of its shipped runs (the shipped tables'
-    ``run_seconds``) scaled by the regime's pace here against theirs, else of any recipe's runs here in that regime;
-    with no run of the regime here, at the shipped runs' own pace, said apart (another machine or day). An ``out``
+    ``run_seconds``) scaled by this machine's pace against theirs (the median ratio over the recipes run in both
+    places, in that regime), else of any recipe's runs here in that regime; with no run here to scale by, at the
+    shipped runs' own pace, said apart (another machine or day). An ``out``
     of another generator's runs, or in the layout before worlds, is refused, as ``run`` refuses it; an ``out`` it
     may not write to is read."""
     if Path(cfg.out).is_file():
@@ -395,16 +396,24 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     pace = _pace(times)
     theirs = _pace(shipped_seconds(cfg))
 
+    scale = {}  # regime -> this machine's seconds over the shipped runs', per run of the same recipe (median)
+    for regime in cfg.regimes:
+        ratios = [pace[k] / theirs[k] for k in pace if k[0] == regime.name and k[1] and theirs.get(k)]
+        if ratios:
+            scale[regime.name] = statistics.median(ratios)
+
     def seconds(regime: Regime, name: str) -> tuple[float | None, bool]:
         """A missing run's seconds, and whether at this machine's pace (else the shipped runs')."""
-        mine, their = pace.get((regime.name, None)), theirs.get((regime.name, None))
-        if (regime.name, name) in pace:
-            return pace[regime.name, name], True
-        if (regime.name, name) in theirs and mine is not None:
-            return theirs[regime.name, name] * mine / their, True
-        if mine is not None:
-            return mine, True
-        return theirs.get((regime.name, name), their), False
+        key = (regime.name, name)
+        if key in pace:
+            return pace[key], True
+        if key in theirs and regime.name in scale:
+            return theirs[key] * scale[regime.name], True
+        if key in theirs:
+            return theirs[key], False
+        if (regime.name, None) in pace:
+            return pace[regime.name, None], True
+        return theirs.get((regime.name, None)), False
 
     anchor = next(r for r in cfg.recipes if r.name == cfg.anchor)
     lines = ["| world | regime | finished here | shipped | started | missing |", "| --- " * 6 + "|"]

@@ -173,6 +173,8 @@ class ReidReferenceConfig:
         if self.finetune_epochs < 0 or self.curve_every < 0:
             key = "finetune_epochs" if self.finetune_epochs < 0 else "curve_every"
             raise ConfigValueError(key, f"{getattr(self, key)}: use 0 or a number of epochs")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigValueError("seeds", f"{self.seeds}: give at least one seed, none twice")
         if not self.worlds or len({w.name for w in self.worlds}) != len(self.worlds):
             raise ConfigValueError("worlds", "give at least one world, each with a name of its own")
         if self.generator_sha256 and (len(self.generator_sha256) != len(FILES) or not all(
@@ -246,6 +248,9 @@ class Shipped:
         if unknown:
             raise UserError(f"--fresh {','.join(fresh)}: no recipe named {unknown[0]!r}; the config's recipes are "
                             f"{', '.join(r.name for r in cfg.recipes)}")
+        if cfg.reuse and not (REPO / cfg.reuse).is_dir():
+            raise UserError(f"reuse: {cfg.reuse}: no such folder in {REPO}; name the folder of a shipped ablation "
+                            "(such as reid/reference), or set reuse: '' (the config's package)")
         fresh = [*fresh, *(n for n in read_fresh(cfg) if n not in fresh)]
         self.rows: dict[tuple[str, str, str, int], dict] = {}
         self.plateaus: dict[tuple[str, str], dict] = {}  # (world, regime) -> the shipped anchor's plateau
