@@ -454,3 +454,26 @@ def test_a_body_part_crop_larger_than_the_images_is_refused_at_load(tmp_path, ca
     one_line_error(*run_main(capsys, "train", "stage1", "-c", "configs/demo/stage1.yaml", "--set",
                              "model.roi_size=1000", "--run-dir", tmp_path / "run", "--quiet"), "model.roi_size: 1000")
     assert not (tmp_path / "run").exists()
+
+
+def test_check_refuses_a_test_split_that_breaks_the_reid_protocol(sim_small, tmp_path, capsys):
+    """A training identity in the query (a test of what the model trained on), and a query identity with no gallery
+    image (no search can find it), are refused by check, naming the image."""
+    data = tmp_path / "sim"
+    shutil.copytree(sim_small, data)
+    train = sorted((data / "bounding_box_train").glob("*.jpg"))[0]
+    rows = (data / "market-annotation-train.csv").read_text().splitlines()
+    row = next(line for line in rows if line.startswith(train.name))
+    shutil.copy(train, data / "query" / train.name)
+    with open(data / "market-annotation-test.csv", "a") as f:
+        f.write(row + "\n")
+    one_line_error(*run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet"),
+                   f"{data / 'query' / train.name}: query image of identity {int(train.name[:4])}, which the "
+                   "training split holds too")
+    (data / "query" / train.name).unlink()
+    assert run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet")[0] in (0, None)
+    query = sorted((data / "query").glob("*.jpg"))[0]
+    for image in (data / "bounding_box_test").glob(f"{query.name[:4]}_*.jpg"):
+        image.unlink()
+    one_line_error(*run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet"),
+                   f"query image of identity {int(query.name[:4])}, of which the gallery holds no image")

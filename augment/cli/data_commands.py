@@ -59,6 +59,23 @@ def training_only_marker(root) -> str | None:
     return "build.json" if test_share == 0 else None
 
 
+def _check_protocol(records, fmt: str) -> None:
+    """Refuse a test split that breaks the re-ID protocol: a query or gallery identity that the training split holds
+    too (re-ID tests on identities it never trained on; MSMT17 numbers its test identities apart, so there the same
+    number is another person), and a query identity with no gallery image, which no search can find."""
+    person = [r for r in records if r.is_person]
+    train = {r.pid for r in person if r.split == "train"}
+    gallery = {r.pid for r in person if r.split == "gallery"}
+    for r in person:
+        if r.split != "train" and r.pid in train and fmt != "msmt17":
+            raise UserError(f"{r.path}: {r.split} image of identity {r.pid}, which the training split holds too; a "
+                            "re-ID test holds identities never trained on: move that identity's images out of one "
+                            "of the splits")
+        if r.split == "query" and r.pid not in gallery:
+            raise UserError(f"{r.path}: query image of identity {r.pid}, of which the gallery holds no image, so no "
+                            "search can find it; add its gallery images or remove it from the query")
+
+
 def _cmd_check(args) -> None:
     size = parse_size(args.size)
     marker = training_only_marker(args.root)
@@ -71,6 +88,8 @@ def _cmd_check(args) -> None:
     ds = person_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True,
                         skip_missing_keypoints=args.skip_missing_keypoints, fmt=fmt, fmt_key="--format")
     by_split = Counter(r.split for r in ds.records)
+    if not marker:
+        _check_protocol(ds.records, fmt)
     if ds.skipped_missing and not by_split["train"]:
         raise UserError(f"{args.root}: no training image has a keypoint row (--skip-missing-keypoints left out "
                         f"{ds.skipped_missing} person images), so no training command can use this dataset; check "
