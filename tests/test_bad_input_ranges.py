@@ -477,3 +477,12 @@ def test_check_refuses_a_test_split_that_breaks_the_reid_protocol(sim_small, tmp
         image.unlink()
     one_line_error(*run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet"),
                    f"query image of identity {int(query.name[:4])}, of which the gallery holds no image")
+
+
+def test_a_folder_by_the_keypoint_csvs_name_is_named_as_such(sim_small, tmp_path, capsys):
+    data = tmp_path / "sim"
+    shutil.copytree(sim_small, data)
+    (data / "market-annotation-train.csv").unlink()
+    (data / "market-annotation-train.csv").mkdir()
+    one_line_error(*run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet"),
+                   f"{data / 'market-annotation-train.csv'}: not a file, where the keypoint CSV belongs")

@@ -435,6 +435,12 @@ def layout_keypoint_file(layout: Layout, split: str) -> Path:
         if (folder / KEYPOINT_FILES[split]).is_file():
             return folder / KEYPOINT_FILES[split]
     variant = f" --format {layout.format}" if layout.format == "cuhk03_labeled" else ""  # auto reads the detected
+    there = next((folder / KEYPOINT_FILES[split] for folder in dirs if (folder / KEYPOINT_FILES[split]).exists()),
+                 None)
+    if there is not None:  # a folder, or something else that is no file, by the CSV's name
+        raise UserError(f"{there}: not a file, where the keypoint CSV belongs; move it away and put the 18-joint CSV "
+                        f"(name:keypoints_y:keypoints_x) there, or estimate it with `vmarket keypoints --root "
+                        f"{layout.root}{variant}`")
     raise UserError(
         f"{dirs[0] / KEYPOINT_FILES[split]}: keypoint file missing; estimate it with `vmarket keypoints --root "
         f"{layout.root}{variant}`, or put the 18-joint CSV (name:keypoints_y:keypoints_x) there or pass its path"
