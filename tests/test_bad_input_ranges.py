@@ -12,7 +12,7 @@ from test_bad_input import _reid_config
 from tiny import tiny_stage1
 
 from augment.makers.build_config import BuildConfig
-from augment.makers.builder import Builder
+from augment.makers.builder import Builder, build
 from generator.config import load_config, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
@@ -317,8 +317,13 @@ def test_simulate_overwrite_keeps_what_the_user_put_in_a_simmarket(tmp_path, cap
     assert (data / "notes.txt").read_text() == "mine\n" and (split / "x" / "manifest.csv").is_file()
     (data / "notes.txt").unlink()
     shutil.rmtree(split / "x")
+    (split / "market-annotation-mine.csv").write_text("mine\n")  # not where simulate writes its keypoints
+    one_line_error(*run_main(capsys, *args), f"holds {split.name}/market-annotation-mine.csv, which SimMarket")
+    (split / "market-annotation-mine.csv").unlink()
+    (data / ".market-annotation-train.csv.partial").write_text("")  # a killed `vmarket keypoints`: its own
     rc, _, _ = run_main(capsys, *args)
     assert rc == 0 and (data / "simmarket.json").is_file()
+    assert not (data / ".market-annotation-train.csv.partial").exists()
 
 
 @pytest.mark.parametrize("key", ["out", "package", "figures"])
@@ -473,7 +478,14 @@ def test_check_refuses_a_test_split_that_breaks_the_reid_protocol(sim_small, tmp
     (data / "query" / train.name).unlink()
     assert run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet")[0] in (0, None)
     query = sorted((data / "query").glob("*.jpg"))[0]
-    for image in (data / "bounding_box_test").glob(f"{query.name[:4]}_*.jpg"):
+    gallery = sorted((data / "bounding_box_test").glob(f"{query.name[:4]}_*.jpg"))
+    # its gallery images without keypoint rows, left out by --skip-missing-keypoints: still there to be found
+    csv = data / "market-annotation-test.csv"
+    csv.write_text("".join(line + "\n" for line in csv.read_text().splitlines()
+                           if not any(line.startswith(g.name) for g in gallery)))
+    rc, out, err = run_main(capsys, "check", "--root", data, "--size", "64x32", "--skip-missing-keypoints", "--quiet")
+    assert rc in (0, None) and out.startswith("ok:"), err
+    for image in gallery:
         image.unlink()
     one_line_error(*run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet"),
                    f"query image of identity {int(query.name[:4])}, of which the gallery holds no image")
@@ -486,3 +498,13 @@ def test_a_folder_by_the_keypoint_csvs_name_is_named_as_such(sim_small, tmp_path
     (data / "market-annotation-train.csv").mkdir()
     one_line_error(*run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet"),
                    f"{data / 'market-annotation-train.csv'}: not a file, where the keypoint CSV belongs")
+
+
+def test_a_build_inside_the_data_it_reads_is_refused_before_it_starts(sim_small, tiny_stages, tmp_path):
+    """The build reads the data its stage II (or stage I) trained on where the config names none: an out inside that
+    dataset is refused before anything is made there."""
+    out = sim_small / "vm"
+    with pytest.raises(UserError, match=f"{out}: lies inside {sim_small}, the data_root folder, a dataset"):
+        build(BuildConfig(stage2_run=str(tiny_stages[2]), out=str(out), identities=2, images_per_id=2),
+              progress=False)
+    assert not out.exists()

@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 
 from augment.makers.build_config import BuildConfig
-from augment.makers.build_output import MSMT17_README, export_msmt17, msmt17_records
+from augment.makers.build_output import MSMT17_README, export_msmt17, msmt17_records, query_gallery_split
 from generator.config import load_config
 from reid.extra_training import register_with_extra_training
 from reid.torchreid_adapter import import_torchreid, market_records
@@ -96,3 +96,14 @@ def test_the_ablation_trains_on_a_2000_identity_build(capsys, big_build, sim_sma
 def test_build_config_accepts_2000_identities_with_the_msmt17_export():
     cfg = load_config(BuildConfig, None, ["identities=2000", "export_msmt17=true"])
     assert cfg.export_msmt17 and cfg.identities == 2000
+
+
+@pytest.mark.parametrize("cams", [[3], [3, 3], [3, 3, 3], [1, 2], [1, 2, 3], [1, 1, 2], [2, 1, 1, 4, 4]])
+def test_every_query_of_a_built_test_identity_has_a_gallery_match_from_another_camera(cams):
+    """The Market-1501 protocol drops gallery images of the query's own camera: a query is made only where one of
+    the identity's gallery images comes from another camera, and an identity seen by one camera is gallery alone."""
+    splits = query_gallery_split(cams)
+    queries = [c for c, s in zip(cams, splits, strict=True) if s == "query"]
+    gallery = [c for c, s in zip(cams, splits, strict=True) if s == "gallery"]
+    assert all(any(g != q for g in gallery) for q in queries)
+    assert bool(queries) == (len(set(cams)) > 1)  # every identity seen by two cameras has a query

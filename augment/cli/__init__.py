@@ -47,8 +47,8 @@ OS_FIXES = {errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes a name, 4
             errno.ENOSPC: "free space on that disk, or write to another one",
             errno.EDQUOT: "free space within your disk quota, or write elsewhere",
             errno.EROFS: "that file system is read-only: write elsewhere",
-            errno.EACCES: "choose a path you may write to, or change its permissions",
-            errno.EPERM: "choose a path you may write to, or change its permissions"}
+            errno.EACCES: "choose a path you may read and write, or change its permissions",
+            errno.EPERM: "choose a path you may read and write, or change its permissions"}
 
 
 def main(argv: list[str] | None = None) -> int:

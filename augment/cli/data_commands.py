@@ -83,13 +83,14 @@ def _cmd_check(args) -> None:
     # names, then image contents, then keypoints: the first error named is the file's own defect, not the
     # keypoint row a broken or stray file never had
     fmt = args.format if args.format != "auto" else detect_format(args.root)
-    check_images(scan_dataset(args.root, splits, keep_junk=True, fmt=fmt, fmt_key="--format"), size,
-                 progress=not args.quiet, size_fix="pass --size {h}x{w} to check data of that size (default 128x64)")
+    scanned = scan_dataset(args.root, splits, keep_junk=True, fmt=fmt, fmt_key="--format")
+    check_images(scanned, size, progress=not args.quiet,
+                 size_fix="pass --size {h}x{w} to check data of that size (default 128x64)")
     ds = person_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True,
                         skip_missing_keypoints=args.skip_missing_keypoints, fmt=fmt, fmt_key="--format")
     by_split = Counter(r.split for r in ds.records)
     if not marker:
-        _check_protocol(ds.records, fmt)
+        _check_protocol(scanned, fmt)  # every image on disk, also those --skip-missing-keypoints leaves out
     if ds.skipped_missing and not by_split["train"]:
         raise UserError(f"{args.root}: no training image has a keypoint row (--skip-missing-keypoints left out "
                         f"{ds.skipped_missing} person images), so no training command can use this dataset; check "

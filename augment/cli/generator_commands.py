@@ -205,7 +205,7 @@ def add_sample(sub) -> None:
     sm.add_argument("--out", default=None,
                     help="output folder, new or holding only the sample grids (default: RUN/samples)")
     sm.add_argument("--seed", type=seed, default=0, help="sampling seed; the same seed gives the same grids")
-    # a grid is one PNG to look at: 64 x 64 images of 128x64 is already 8,192 pixels wide
+    # a grid is one PNG to look at: 64 x 64 images of 128x64 are already 4,096 x 8,192 pixels
     sm.add_argument("--cols", type=count(1, 64), default=8, help="images per row (1 to 64)")
     sm.add_argument("--rows", type=count(1, 64), default=4, help="rows (people) per grid (1 to 64)")
     sm.set_defaults(func=_cmd_sample)

@@ -409,11 +409,9 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
             return pace[key], True
         if key in theirs and regime.name in scale:
             return theirs[key] * scale[regime.name], True
-        if key in theirs:
-            return theirs[key], False
         if (regime.name, None) in pace:
             return pace[regime.name, None], True
-        return theirs.get((regime.name, None)), False
+        return theirs.get(key, theirs.get((regime.name, None))), False
 
     anchor = next(r for r in cfg.recipes if r.name == cfg.anchor)
     lines = ["| world | regime | finished here | shipped | started | missing |", "| --- " * 6 + "|"]
@@ -465,7 +463,8 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
     if not gaps:
         return head + "; nothing left to train\n\n" + "\n".join(lines) + "\n"
     left_text = (f"about {left[True] / 3600:.1f} h of training left at this machine's pace (the median seconds of each "
-                 f"recipe's runs here, {times_path})" if counted[True] else "")
+                 f"recipe's runs here, {times_path}, or of its shipped runs scaled to this machine)"
+                 if counted[True] else "")
     if counted[False]:
         left_text += ("; " if left_text else "") + (
             f"{'and ' if counted[True] else ''}about {left[False] / 3600:.1f} h for {counted[False]} runs at the pace "

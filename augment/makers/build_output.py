@@ -190,10 +190,13 @@ def export_imagefolder(out: Path, df) -> None:
         link_or_copy(out / r.path, dst)
 
 
-def test_splits(cams: list[int]) -> list[str]:
+def query_gallery_split(cams: list[int]) -> list[str]:
     """query / gallery for a test identity's images: one query per camera that has two or more images (one
-    query in all if none has), so every query keeps a gallery match from another camera."""
+    query in all if none has), so every query keeps a gallery match from another camera; an identity seen by one
+    camera only (or in one image) is gallery alone, as no query of it could be matched."""
     counts = {c: cams.count(c) for c in set(cams)}
+    if len(counts) < 2:
+        return ["gallery"] * len(cams)
     splits, used = [], set()
     multi = any(n >= 2 for n in counts.values())
     for c in cams:
@@ -213,7 +216,7 @@ def manifest_rows(p, keep: list[int], scores, kps, bank_names: list[str] | None 
     ``pose_image`` (a background or pose from the real bank); each is empty where the factor was sampled from
     Phi (or ``bank_names`` is None). ``msmt17``: paths in MSMT17's layout (a real-mode build of MSMT17 data, whose
     images are all training images)."""
-    splits = test_splits([p.images[j].camera for j in keep]) if p.split == "test" else ["train"] * len(keep)
+    splits = query_gallery_split([p.images[j].camera for j in keep]) if p.split == "test" else ["train"] * len(keep)
 
     def bank_image(source: str, key: int) -> str:
         return bank_names[key] if bank_names is not None and source == "bank" else ""

@@ -106,10 +106,15 @@ class Builder:
         self.records = self._real_records() if cfg.fg_mode == "real" else None
         self.bank_names = self._bank_names()
 
+    @property
+    def data_root(self) -> str:
+        """The real data the build reads: the config's, else stage II's, else stage I's."""
+        return self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
+
     def _real_records(self) -> list[Record]:
         """The training records of the real data, in the order of the embedding banks (as real_embeddings read
         them), so that bank row i is the image records[i]: its name, pid and camera."""
-        root = self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
+        root = self.data_root
         fmt = self.model.data.format
         ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
                             skip_missing_keypoints=self.model.data.skip_missing_keypoints)
@@ -151,7 +156,7 @@ class Builder:
         stage II embedded is not found or is not that of the banks (those columns are then left empty)."""
         if self.records is not None:
             return [os.path.relpath(r.path, self.data_base) for r in self.records]
-        root = self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
+        root = self.data_root
         fmt = self.model.data.format
         try:
             ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
@@ -381,6 +386,7 @@ def build(cfg: BuildConfig, shard: tuple[int, int] = (0, 1), progress: bool = Tr
             raise UserError(f"{out}: not empty and not a build of this config; choose another out or delete it")
     t0 = time.perf_counter()
     builder = Builder(cfg)  # a missing stage-II run or an impossible novelty filter is refused before out exists
+    check_output_folder(out, "out", inputs={"data_root": builder.data_root}, datasets=["data_root"])
     plans, stats = builder.plan()
     skips = {k: stats[k] for k in NO_PERSON_KEYS}
     if begun is not None and NO_PERSON_KEYS[0] not in begun and skips[NO_PERSON_KEYS[0]]:

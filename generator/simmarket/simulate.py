@@ -244,6 +244,7 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     return summary
 
 
+KEYPOINT_CSVS = ("market-annotation-train.csv", "market-annotation-test.csv")
 # what simulate writes beside the images (each layout writes some): the only other files a SimMarket folder holds
 SIM_FILES = frozenset({"simmarket.json", "manifest.csv", "manifest.parquet", "identities.json", "poses.npz",
                        "market-annotation-train.csv", "market-annotation-test.csv", "list_train.txt",
@@ -254,8 +255,8 @@ SIM_FILES = frozenset({"simmarket.json", "manifest.csv", "manifest.parquet", "id
 def _not_written_by_simulate(out: Path) -> list[str]:
     """The files under the SimMarket folder ``out`` that ``simulate`` did not write (its relative paths, sorted):
     anything but its images (the manifest's paths; CUHK03's labelled crops share the detected ones' names), the
-    keypoint CSVs beside them and ``SIM_FILES`` at the top. A manifest that cannot be read leaves every image
-    unaccounted for."""
+    keypoint CSVs where it writes them (and the checkpoints a killed ``vmarket keypoints`` left beside them) and
+    ``SIM_FILES`` at the top. A manifest that cannot be read leaves every image unaccounted for."""
     try:
         images = set(pd.read_csv(out / "manifest.csv", usecols=["path"]).path.astype(str))
     except (OSError, ValueError, pd.errors.ParserError):
@@ -267,8 +268,9 @@ def _not_written_by_simulate(out: Path) -> list[str]:
         for name in files:
             path = (rel / name).as_posix()
             top = rel == Path(".")
-            if path in images or (top and name in SIM_FILES) or (
-                    not top and name.startswith("market-annotation-") and name.endswith(".csv")):
+            keypoints = name.lstrip(".").removesuffix(".partial") in KEYPOINT_CSVS  # or a killed estimate's
+            if path in images or (top and name in SIM_FILES) or (keypoints and rel.as_posix() in (
+                    ".", "images_detected", "images_labeled")):
                 continue
             foreign.append(path)
     return sorted(foreign)
