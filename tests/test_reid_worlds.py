@@ -443,3 +443,23 @@ def test_recipes_trained_fresh_stay_fresh_for_every_later_command(tmp_path, monk
     (out / "fresh.json").write_text('{"cutpaste": 1}')
     with pytest.raises(UserError, match="fresh.json: not a JSON list of recipe names"):
         Shipped(cfg)
+
+
+def test_the_seconds_of_reused_runs_stay_in_the_tables_provenance(tmp_path, monkeypatch):
+    """The table written from rows of a shipped table keeps the seconds those runs trained (their provenance's
+    run_seconds), beside the seconds of the runs here: a package made on a machine that trained few of its runs
+    keeps the time of the rest."""
+    monkeypatch.setattr(recipes_module, "REPO", tmp_path / "repo")
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE, anchor="real", seeds=[0, 1, 2],
+                              regimes=[Regime("full", 0)])
+    _ship(tmp_path / "repo", cfg, [r for r in _rows("reference", 0.0) if r["recipe"] != "c+h"], to_dict(cfg))
+    prov = tmp_path / "repo" / cfg.package / "provenance.json"
+    prov.write_text(json.dumps(json.loads(prov.read_text()) | {"run_seconds": {
+        "reference/full/real/seed0": 100.0, "full/cutpaste/seed1": 250.0}}))  # the second as a table before worlds
+    shipped = Shipped(cfg)
+    written = {}
+    monkeypatch.setattr(reference_reid, "write_outputs", lambda c, rows, times, *a: written.update(times))
+    rows = [shipped.rows[k] for k in sorted(shipped.rows)]
+    reference_reid._write(cfg, rows, {"reference/full/cutpaste/seed2": 300.0}, "cmd", shipped)
+    assert written == {"reference/full/real/seed0": 100.0, "reference/full/cutpaste/seed1": 250.0,
+                       "reference/full/cutpaste/seed2": 300.0}

@@ -317,7 +317,16 @@ def _table_rows(cfg: ReidReferenceConfig, shipped: Shipped | None, fresh: dict |
 
 
 def _write(cfg: ReidReferenceConfig, rows: list[dict], times: dict, command: str, shipped: Shipped | None) -> None:
-    """The outputs of ``rows``, with the shipped table's plateaus and filter summaries where its rows are reused."""
+    """The outputs of ``rows``, with the shipped table's plateaus and filter summaries where its rows are reused,
+    and the seconds each reused row's run trained (its table's provenance: a row pinned over a run here, or one
+    not timed here)."""
+    if shipped is not None:
+        times = dict(times)
+        for r in rows:
+            key = (r["world"], r["regime"], r["recipe"], int(r["seed"]))
+            name = f"{key[0]}/{key[1]}/{key[2]}/seed{key[3]}"
+            if key in shipped.seconds and (key in shipped.pinned or name not in times):
+                times[name] = shipped.seconds[key]
     write_outputs(cfg, rows, times, command, *((shipped.plateaus, shipped.filters, shipped.generator)
                                                if shipped else ()))
 

@@ -257,6 +257,7 @@ class Shipped:
         self.filters: dict[str, dict] = {}  # "<world>/<regime>/<filtered data>" -> its shipped filter summary
         self.generator: dict | None = None  # the reference checkpoints of the generator rows reused (sha256)
         self.pinned: dict[tuple[str, str, str, int], dict] = {}
+        self.seconds: dict[tuple[str, str, str, int], float] = {}  # the seconds a reused row's run trained, if known
         sources = shipped_tables(cfg)
         self.summary = "; ".join(self._read(REPO / p, cfg, fresh, pin=p == cfg.reuse and p != cfg.package)
                                  for p in sources) + (
@@ -300,6 +301,8 @@ class Shipped:
             if world:
                 self.filters.setdefault("/".join([world, *parts[-2:]]), value)
         cmc = read_cmc(dest / "cmc.csv")  # the shipped runs' CMC, where it was kept
+        seconds = provenance.get("run_seconds")
+        seconds = seconds if isinstance(seconds, dict) else {}
         for row in read_ablation(dest / "ablation.csv").to_dict("records"):
             world = here.get(row["world"])
             recipe = next((r for r in cfg.recipes if r.name == row["recipe"] and r.name not in fresh), None)
@@ -320,11 +323,15 @@ class Shipped:
             row = {**row, "world": world, "generated": row.get("generated", ""), "label": row.get("label", ""),
                    "device": row.get("device", ""), "date": row.get("date", provenance.get("date", "")),
                    "cmc": cmc.get((row["world"], row["regime"], row["recipe"], int(row["seed"]))), "curve": None}
+            run = f"{row['regime']}/{row['recipe']}/seed{int(row['seed'])}"  # a table before worlds: no world
+            took = seconds.get(f"{row['world']}/{run}", seconds.get(run))
             if pinned:
                 self.pinned[key] = row
             if key not in self.rows:
                 self.rows[key] = row
                 reused += 1
+            if isinstance(took, (int, float)) and (pinned or key not in self.seconds):
+                self.seconds[key] = float(took)
         pinned = len(self.pinned) if pin else 0  # one source pins: the other table
         return (f"reusing {reused} rows of the shipped ablation ({dest}) for runs trained the same way"
                 + (f", and its {pinned} rows without the generator over the same runs here" if pinned else "")
