@@ -84,6 +84,7 @@ def test_shipped_stage1_rescores_to_its_provenance(reference_data, tmp_path):
     assert reference_checks(m) == prov["checks"]
 
 
+@pytest.mark.slow  # rescoring the shipped stage I: seconds
 def test_rescore_records_new_metrics_and_keeps_the_superseded(capsys, tmp_path):
     """`vmarket reference --rescore` on a package whose provenance holds version-1 metrics (no metrics_version):
     the new metrics and checks replace them, the old ones are kept, the checkpoints are untouched; a second

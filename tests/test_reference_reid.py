@@ -238,6 +238,7 @@ def test_a_filter_scored_by_another_model_is_refused(tmp_path):
     assert src.filtered("hybrid", Path(str(state).format("flip")), 0) == out
 
 
+@pytest.mark.slow  # generated data at another size, and re-ID training on it: seconds
 def test_reid_at_another_size_than_the_generator(tmp_path):
     """Re-ID at 128x64 with the 64x32 reference generator: the generator encodes the same people rendered again at
     its own size, so its remixes carry the re-ID data's pids and the hybrid is written at the re-ID size."""
