@@ -4,6 +4,10 @@ Every command runs in this process (``run_main``); test_config_errors.py checks 
 subprocess.
 """
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -134,3 +138,21 @@ def test_a_name_the_file_system_refuses_is_one_line_and_leaves_nothing(tmp_path,
     one_line_error(*run_main(capsys, "simulate", "--out", out, "--ids", "4", "--size", "64x32", "--quiet"),
                    f"{out}: File name too long; use a shorter name (at most 255 bytes a name")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # a subprocess: seconds of imports
+def test_a_command_stopped_by_sigterm_cleans_up_as_after_ctrl_c(tmp_path):
+    """`kill` or `timeout` (SIGTERM) stops a command the way Ctrl-C does: the unfinished output it was writing goes
+    (here simulate's work folder beside --out), and it exits 143."""
+    out = tmp_path / "sim"
+    work = tmp_path / ".sim.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "augment.cli", "simulate", "--out", str(out), "--ids", "600",
+                             "--size", "64x32", "--quiet"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not work.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert work.is_dir(), "simulate did not start writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().endswith("terminated")
+    assert not work.exists() and not out.exists()

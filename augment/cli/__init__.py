@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
+import threading
 
 from augment.cli import data_commands, generator_commands, job_commands
 from augment.cli.parser import Parser
@@ -51,12 +53,23 @@ OS_FIXES = {errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes a name, 4
             errno.EPERM: "choose a path you may read and write, or change its permissions"}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a scheduler's stop), raised in the command as Ctrl-C is: the same cleanup runs
+    (a job's unfinished output goes, its checkpoints stay for a resume)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # a path in the home folder given where the shell does not expand it (`--out=~/runs`, a quoted "~/runs")
     for name, value in vars(args).items():
         if isinstance(value, (str, os.PathLike)) and str(value).startswith("~"):
             setattr(args, name, type(value)(os.path.expanduser(value)))
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         args.func(args)
     except UserError as e:
@@ -71,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     except TimeLimitReached as e:
         sys.stderr.write(f"vmarket {args.command}: {e}; run the same command again to continue\n")
         return 3
+    except Terminated:
+        sys.stderr.write("terminated\n")
+        return 143
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    finally:
+        if main_thread and before is not None:  # None: a handler Python did not install, left as it was
+            signal.signal(signal.SIGTERM, before)
     return 0
