@@ -244,12 +244,13 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     return summary
 
 
-KEYPOINT_CSVS = ("market-annotation-train.csv", "market-annotation-test.csv")
+KEYPOINT_CSVS = frozenset(KEYPOINT_FILES.values())
 # what simulate writes beside the images (each layout writes some): the only other files a SimMarket folder holds
 SIM_FILES = frozenset({"simmarket.json", "manifest.csv", "manifest.parquet", "identities.json", "poses.npz",
-                       "market-annotation-train.csv", "market-annotation-test.csv", "list_train.txt",
-                       "list_val.txt", "list_query.txt", "list_gallery.txt",
-                       "cuhk03_new_protocol_config_detected.mat", "cuhk03_new_protocol_config_labeled.mat"})
+                       "list_val.txt", *MSMT17_LISTS.values(), *KEYPOINT_CSVS,
+                       *(cuhk03_mat_name(fmt) for fmt in CUHK03_VARIANTS)})
+# where its keypoint CSVs sit: beside the split folders, or in CUHK03's image folders
+KEYPOINT_FOLDERS = frozenset({".", *(cuhk03_image_dir(fmt) for fmt in CUHK03_VARIANTS)})
 
 
 def _not_written_by_simulate(out: Path) -> list[str]:
@@ -261,7 +262,8 @@ def _not_written_by_simulate(out: Path) -> list[str]:
         images = set(pd.read_csv(out / "manifest.csv", usecols=["path"]).path.astype(str))
     except (OSError, ValueError, pd.errors.ParserError):
         images = set()
-    images |= {"images_labeled/" + p.split("/", 1)[1] for p in images if p.startswith("images_detected/")}
+    detected, labeled = (cuhk03_image_dir(fmt) for fmt in CUHK03_VARIANTS)
+    images |= {f"{labeled}/{p.split('/', 1)[1]}" for p in images if p.startswith(f"{detected}/")}
     foreign = []
     for folder, _, files in os.walk(out):
         rel = Path(folder).relative_to(out)
@@ -269,8 +271,7 @@ def _not_written_by_simulate(out: Path) -> list[str]:
             path = (rel / name).as_posix()
             top = rel == Path(".")
             keypoints = name.lstrip(".").removesuffix(".partial") in KEYPOINT_CSVS  # or a killed estimate's
-            if path in images or (top and name in SIM_FILES) or (keypoints and rel.as_posix() in (
-                    ".", "images_detected", "images_labeled")):
+            if path in images or (top and name in SIM_FILES) or (keypoints and rel.as_posix() in KEYPOINT_FOLDERS):
                 continue
             foreign.append(path)
     return sorted(foreign)
