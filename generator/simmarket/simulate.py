@@ -296,32 +296,35 @@ def _write_dataset(tmp: Path, world: World, identities: list[Identity], specs: l
     # file creation is slow on some disks and releases the GIL: write in background threads
     pool = ThreadPoolExecutor(max_workers=2)
     pending: deque = deque()
-    for k, (sp, pl) in enumerate(progress_bar(list(zip(specs, placed, strict=True)), desc="SimMarket", unit="img",
-                                              enabled=progress, mininterval=0.5)):
-        r = render_spec(world, identities, sp)
-        pending.append(pool.submit(_write_image, tmp / pl.path, r.image))
-        if len(pending) > 64:
-            pending.popleft().result()
-        keypoints["train" if sp.split == "train" else "test"][pl.key] = rcv_to_yx(r.rcv)
-        if sp.pose is not None:
-            joints[k], visible[k], scales[k] = sp.pose.joints, sp.pose.visible, sp.pose.scale
-            if sp.pose.occluder is not None:
-                occluders[k] = sp.pose.occluder
-        rows.append({
-            "path": pl.path, "split": sp.split, "pid": pl.pid, "camid": pl.camid,
-            "origin": "sim", "identity": sp.identity,
-            "group": identities[sp.identity].group if sp.identity >= 0 else -1,
-            "view": sp.pose.view if sp.pose is not None else "none", "pose_index": k,
-            "occluder_colour": json.dumps(list(sp.pose.occluder_colour)) if sp.pose is not None else "",
-            "bg_camera": sp.background.camera, "bg_variant": sp.background.variant, "bg_offset": sp.background.offset,
-            "noise_key": sp.noise_key, "occluded": bool(sp.pose is not None and sp.pose.occluder is not None),
-            "truncated": bool(sp.truncated or (sp.pose is not None and (sp.pose.joints[:, 0].min() < 0
-                                                                        or sp.pose.joints[:, 0].max() > h - 1))),
-            "visible_joints": int(r.rcv[:, 2].sum()),
-        })
-    for f in pending:
-        f.result()
-    pool.shutdown()
+    try:
+        for k, (sp, pl) in enumerate(progress_bar(list(zip(specs, placed, strict=True)), desc="SimMarket", unit="img",
+                                                  enabled=progress, mininterval=0.5)):
+            r = render_spec(world, identities, sp)
+            pending.append(pool.submit(_write_image, tmp / pl.path, r.image))
+            if len(pending) > 64:
+                pending.popleft().result()
+            keypoints["train" if sp.split == "train" else "test"][pl.key] = rcv_to_yx(r.rcv)
+            if sp.pose is not None:
+                joints[k], visible[k], scales[k] = sp.pose.joints, sp.pose.visible, sp.pose.scale
+                if sp.pose.occluder is not None:
+                    occluders[k] = sp.pose.occluder
+            rows.append({
+                "path": pl.path, "split": sp.split, "pid": pl.pid, "camid": pl.camid,
+                "origin": "sim", "identity": sp.identity,
+                "group": identities[sp.identity].group if sp.identity >= 0 else -1,
+                "view": sp.pose.view if sp.pose is not None else "none", "pose_index": k,
+                "occluder_colour": json.dumps(list(sp.pose.occluder_colour)) if sp.pose is not None else "",
+                "bg_camera": sp.background.camera, "bg_variant": sp.background.variant,
+                "bg_offset": sp.background.offset,
+                "noise_key": sp.noise_key, "occluded": bool(sp.pose is not None and sp.pose.occluder is not None),
+                "truncated": bool(sp.truncated or (sp.pose is not None and (sp.pose.joints[:, 0].min() < 0
+                                                                            or sp.pose.joints[:, 0].max() > h - 1))),
+                "visible_joints": int(r.rcv[:, 2].sum()),
+            })
+        for f in pending:
+            f.result()
+    finally:  # on a failure or a stop too, so that no write lands in tmp after its removal
+        pool.shutdown(wait=True, cancel_futures=True)
     manifest = pd.DataFrame(rows)
     write_manifest(manifest, tmp / "manifest.csv")
     write_layout_index(tmp, specs, placed, layout)
