@@ -491,6 +491,28 @@ def test_check_refuses_a_test_split_that_breaks_the_reid_protocol(sim_small, tmp
                    f"query image of identity {int(query.name[:4])}, of which the gallery holds no image")
 
 
+def test_check_refuses_a_query_only_its_own_camera_holds_in_the_gallery(sim_small, tmp_path, capsys):
+    """The evaluation leaves out a query's same-identity gallery images from its own camera, so a query whose gallery
+    images all come from that camera can never be found: check names it (before, any gallery image passed)."""
+    data = tmp_path / "sim"
+    shutil.copytree(sim_small, data)
+    query = sorted((data / "query").glob("*.jpg"))[0]
+    cam = query.name[5:7]  # Market names: 0001_c1s1_000151_01.jpg
+    assert run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet")[0] in (0, None)
+    csv = data / "market-annotation-test.csv"
+    rows = csv.read_text()
+    others = [g for g in sorted((data / "bounding_box_test").glob(f"{query.name[:4]}_*.jpg")) if g.name[5:7] != cam]
+    assert others, "the fixture's query identity has gallery images from another camera"
+    for g in others:  # the same images, as if the query's camera had taken them
+        moved = g.name[:5] + cam + g.name[7:]
+        g.rename(g.with_name(moved))
+        rows = rows.replace(g.name + ":", moved + ":")
+    csv.write_text(rows)
+    one_line_error(*run_main(capsys, "check", "--root", data, "--size", "64x32", "--quiet"),
+                   f"{query}: query image of identity {int(query.name[:4])} from camera {int(cam[1])}, whose gallery "
+                   "images all come from that camera too")
+
+
 def test_a_folder_by_the_keypoint_csvs_name_is_named_as_such(sim_small, tmp_path, capsys):
     data = tmp_path / "sim"
     shutil.copytree(sim_small, data)

@@ -116,6 +116,28 @@ def test_a_keypoint_csv_with_a_byte_order_mark_is_read(capsys, copy):
     assert rc == 0, err
 
 
+def test_a_negative_coordinate_other_than_minus_one_is_a_joint_outside_the_image(capsys, copy):
+    """-1 marks a missing joint; -5 is a place above the image (read as a missing joint before, without a word). It is
+    judged as any joint outside the images: one is left out and reported, a CSV full of them refused."""
+    csv = copy / "market-annotation-train.csv"
+    kps = read_keypoints_csv(csv)
+    name = next(iter(kps))
+    kps[name][3] = [-5, 12]
+    write_keypoints_csv(csv, kps)
+    rc, out, err = run_main(capsys, "check", "--root", copy, "--quiet")
+    assert rc in (0, None), err
+    assert f"1 joints outside the images left out as missing, in 1 rows ({name})" in out
+    kps[name][3] = [-1, 12]  # the missing mark on one coordinate stays a missing joint, not reported
+    write_keypoints_csv(csv, kps)
+    rc, out, err = run_main(capsys, "check", "--root", copy, "--quiet")
+    assert rc in (0, None) and "outside the images" not in out, err
+    for yx in kps.values():  # every visible joint moved above the image: the CSV does not fit these images
+        yx[yx[:, 0] >= 0, 0] = -3
+    write_keypoints_csv(csv, kps)
+    one_line_error(*run_main(capsys, "check", "--root", copy, "--quiet"), f"{csv}: ",
+                   "visible joints lie outside the 128x64 (HxW) images (y from -3 to -3")
+
+
 def test_an_image_filed_under_another_split_names_the_csv_that_has_its_row(capsys, copy):
     moved = sorted((copy / "bounding_box_train").glob("*.jpg"))[0]
     shutil.copy(moved, copy / "bounding_box_test" / moved.name)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error
+from conftest import one_line_error, run_main
+from PIL import Image
 from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
 from augment.cli import main
@@ -194,6 +195,22 @@ def test_cli_keypoints_summary(copy, tmp_path, monkeypatch, capsys):
                  "--quiet"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("keypoints (mediapipe): ") and "joints detected" in line and line.endswith("k.csv")
+
+
+def test_keypoints_refuses_images_of_several_sizes_before_estimating(copy, tmp_path, monkeypatch, capsys):
+    """Raw crops (DukeMTMC-reID, MSMT17, CUHK03) differ in size; the generator reads one, and keypoints estimated
+    before a resize would not follow it: refused in one line before the estimator loads, nothing written."""
+    loaded = []
+    monkeypatch.setattr("augment.cli.data_commands.make_estimator",
+                        lambda name, weights, device: loaded.append(name) or FakeEstimator())
+    odd = sorted((copy / "bounding_box_train").glob("*.jpg"))[0]
+    with Image.open(odd) as im:
+        small = im.resize((20, 40))
+    small.save(odd)
+    one_line_error(*run_main(capsys, "keypoints", "--root", copy, "--out", tmp_path / "k.csv", "--quiet"),
+                   f"{copy}: images of 2 sizes (HxW: 128x64: ", f"40x20: 1; e.g. {odd})",
+                   "resize every image to one size (e.g. 128x64) first")
+    assert not loaded and not list(tmp_path.glob("*k.csv*"))
 
 
 def test_keypointrcnn_without_weights_is_one_line(copy, tmp_path, monkeypatch, capsys):

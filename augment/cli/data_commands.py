@@ -62,10 +62,14 @@ def training_only_marker(root) -> str | None:
 def _check_protocol(records, fmt: str) -> None:
     """Refuse a test split that breaks the re-ID protocol: a query or gallery identity that the training split holds
     too (re-ID tests on identities it never trained on; MSMT17 numbers its test identities apart, so there the same
-    number is another person), and a query identity with no gallery image, which no search can find."""
+    number is another person), and a query image with no gallery image of its identity from another camera: the
+    evaluation leaves out the gallery images of the query's own identity and camera, so no search can find it."""
     person = [r for r in records if r.is_person]
     train = {r.pid for r in person if r.split == "train"}
-    gallery = {r.pid for r in person if r.split == "gallery"}
+    gallery: dict[int, set[int]] = {}  # identity -> the cameras of its gallery images
+    for r in person:
+        if r.split == "gallery":
+            gallery.setdefault(r.pid, set()).add(r.camid)
     for r in person:
         if r.split != "train" and r.pid in train and fmt != "msmt17":
             raise UserError(f"{r.path}: {r.split} image of identity {r.pid}, which the training split holds too; a "
@@ -74,6 +78,11 @@ def _check_protocol(records, fmt: str) -> None:
         if r.split == "query" and r.pid not in gallery:
             raise UserError(f"{r.path}: query image of identity {r.pid}, of which the gallery holds no image, so no "
                             "search can find it; add its gallery images or remove it from the query")
+        if r.split == "query" and gallery[r.pid] == {r.camid}:
+            raise UserError(f"{r.path}: query image of identity {r.pid} from camera {r.camid}, whose gallery images "
+                            f"all come from that camera too; the evaluation leaves those out (a same-camera match "
+                            "is not re-identification), so no search can find it: add a gallery image of it from "
+                            "another camera, or remove it from the query")
 
 
 def _cmd_check(args) -> None:

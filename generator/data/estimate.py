@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from generator.data.dataset import load_image
+from generator.data.dataset import IMAGE_ERRORS, load_image
 from generator.data.estimators import Estimator
 from generator.data.keypoints import HEADER, NUM_JOINTS, format_keypoints_row, rcv_to_yx
 from generator.data.layouts import KEYPOINT_FILES, Layout, keypoint_dirs, read_layout, resolve_layout
@@ -98,17 +100,40 @@ def _append(path: Path, lines: list[str]) -> None:
         os.fsync(f.fileno())
 
 
+def _check_one_size(root, records: list[Record]) -> None:
+    """Refuse a dataset whose images differ in size (read from the file headers): the generator reads one size, so
+    such images are resized before use, and keypoints estimated in each image's own pixels would not follow."""
+    sizes: Counter = Counter()
+    example: dict[tuple[int, int], str] = {}
+    for r in records:
+        try:
+            with Image.open(r.path) as im:
+                size = (im.height, im.width)
+        except IMAGE_ERRORS:
+            continue  # an unreadable file is named when the estimator loads it
+        sizes[size] += 1
+        example.setdefault(size, str(r.path))
+    if len(sizes) > 1:
+        common = sizes.most_common()
+        (h, w), _ = common[0]
+        shown = ", ".join(f"{a}x{b}: {n}" for (a, b), n in common[:3]) + (", ..." if len(common) > 3 else "")
+        raise UserError(f"{root}: images of {len(sizes)} sizes (HxW: {shown}; e.g. {example[common[1][0]]}); the "
+                        f"generator reads one size, and keypoints estimated now would not follow a later resize: "
+                        f"resize every image to one size (e.g. {h}x{w}) first, then estimate their keypoints")
+
+
 def plan_keypoints(root: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False,
                    fmt: str = "auto") -> dict[Path, list[Record]]:
     """{keypoint CSV: its images} for ``write_keypoints``, refusing (UserError) what it would refuse, before any
-    estimator loads: a dataset it cannot scan, a CSV that exists without ``overwrite`` (unless an unfinished run's
-    checkpoint beside it holds rows to resume from),
+    estimator loads: a dataset it cannot scan, images of several sizes, a CSV that exists without ``overwrite``
+    (unless an unfinished run's checkpoint beside it holds rows to resume from),
     an ``out`` in a missing folder."""
     layout = resolve_layout(root, fmt, "--format")
     records = read_layout(layout, ("train", "query", "gallery"), keep_junk=True)
     if out is not None and (str(out).endswith(("/", os.sep)) or Path(out).suffix.lower() != ".csv"):
         # a folder's name would become a file's; a name such as x.jpg among the images, one more image to read
         raise UserError(f"{out}: --out names the keypoint CSV file to write, ending in .csv (e.g. keypoints.csv)")
+    _check_one_size(root, records)
     groups = _targets(layout, out, records)
     for path in groups:
         if path.is_dir():

@@ -72,7 +72,7 @@ def read_keypoints_csv(path: str | os.PathLike, root: str | os.PathLike | None =
         if name in out:
             raise UserError(f"{path}:{lineno}: duplicate row for {name}; keep one")
         # kept exactly as written, so a round trip is byte-identical; a joint with
-        # either coordinate -1 counts as missing (see yx_to_rcv)
+        # either coordinate -1 counts as missing, another negative one as outside the image (see yx_to_rcv)
         out[name] = np.stack([np.asarray(ys), np.asarray(xs)], axis=1).astype(np.int64)
     if not out:
         raise UserError(f"{path}: has a header and no rows; regenerate it with "
@@ -97,7 +97,8 @@ def write_keypoints_csv(path: str | os.PathLike, keypoints: dict[str, np.ndarray
 def yx_to_rcv(yx: np.ndarray) -> np.ndarray:
     """(18, 2) (y, x) with -1 missing -> (18, 3) float (row, col, visible), missing = (0, 0, 0)."""
     yx = np.asarray(yx)
-    visible = (yx >= 0).all(axis=-1)
+    # -1 marks a missing joint; any other value is a place, one below 0 outside the image (``joints_outside``)
+    visible = (yx != -1).all(axis=-1)
     rcv = np.zeros(yx.shape[:-1] + (3,), dtype=np.float32)
     rcv[..., :2] = np.where(visible[..., None], yx, 0)
     rcv[..., 2] = visible
@@ -107,7 +108,8 @@ def yx_to_rcv(yx: np.ndarray) -> np.ndarray:
 def joints_outside(rcv: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(..., 18) the visible joints of ``rcv`` (..., 18, 3) that lie outside ``size`` (H, W) images."""
     h, w = size
-    return (rcv[..., 2] > 0) & ((rcv[..., 0] >= h) | (rcv[..., 1] >= w))
+    r, c = rcv[..., 0], rcv[..., 1]
+    return (rcv[..., 2] > 0) & ((r < 0) | (c < 0) | (r >= h) | (c >= w))
 
 
 def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int, int], source) -> tuple[int, list[str]]:
@@ -125,8 +127,9 @@ def leave_out_joints_outside(rcv: np.ndarray, names: list[str], size: tuple[int,
     rows = np.flatnonzero(outside.any(axis=1))
     if n_out > max(OUTSIDE_SHARE * n_visible, NUM_JOINTS):
         raise UserError(
-            f"{source}: {n_out} of {n_visible} visible joints lie outside the {h}x{w} (HxW) images (they reach "
-            f"y {int(rcv[..., 0][visible].max())}, x {int(rcv[..., 1][visible].max())}; first row {names[rows[0]]}): "
+            f"{source}: {n_out} of {n_visible} visible joints lie outside the {h}x{w} (HxW) images (y from "
+            f"{int(rcv[..., 0][visible].min())} to {int(rcv[..., 0][visible].max())}, x from "
+            f"{int(rcv[..., 1][visible].min())} to {int(rcv[..., 1][visible].max())}; first row {names[rows[0]]}): "
             f"the CSV was written for images of another size or has its y and x lists swapped; write keypoints for "
             f"these images (`vmarket keypoints --root DATASET --overwrite`) or resize the images to the CSV's size")
     rcv[outside] = 0
