@@ -209,13 +209,10 @@ class Sampler:
 
 @torch.no_grad()
 def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
-                    progress: bool = True, unlabelled_roots=(), device="cpu",
-                    between_batches=None) -> dict[str, torch.Tensor]:
+                    progress: bool = True, unlabelled_roots=(), device="cpu") -> dict[str, torch.Tensor]:
     """Encode the training split with the frozen stage I and pose AE (on ``device``; the embeddings come back on the
     CPU): {fg, bg, pose, keypoints, pid}. The training splits of ``unlabelled_roots`` (other people, in any
-    supported layout) are encoded after it, with pid -1: their identities are never read. ``between_batches(done,
-    total)``, if given, is called between two batches and may raise to stop (stage II's time limit), keeping
-    nothing."""
+    supported layout) are encoded after it, with pid -1: their identities are never read."""
     model = DisentangledModel.load(stage1_run, pose=pose_run, device=device)
     root = data_root or model.data.root  # the snapshot's own (stage1_run may be a snapshot file)
     fmt = "auto" if data_root else model.data.format  # another root: its own layout, detected
@@ -227,8 +224,6 @@ def real_embeddings(stage1_run, pose_run, data_root=None, batch: int = 64,
         ds.extend(person_dataset(extra, ("train",), **kw, fmt="auto", fmt_key="unlabelled_roots"))
     out: dict[str, list] = {"fg": [], "bg": [], "pose": [], "keypoints": [], "pid": []}
     for s in progress_bar(range(0, len(ds), batch), desc="embedding", unit="batch", enabled=progress, mininterval=0.1):
-        if s and between_batches is not None:
-            between_batches(s, len(ds))
         b = torch.utils.data.default_collate([ds.item(i) for i in range(s, min(s + batch, len(ds)))])
         f = model.encode(b["image"], b["keypoints"])
         for k, v in (("fg", f.fg), ("bg", f.bg), ("pose", f.pose), ("keypoints", f.keypoints), ("pid", b["pid"])):

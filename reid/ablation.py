@@ -318,7 +318,7 @@ def _cell(g, column: str) -> str:
     """``mean ± std`` over the seeds of one setting's ``column``, in percent (the value alone for one seed)."""
     if len(g) == 1:
         return f"{100 * g[column].mean():.1f}"
-    return f"{100 * g[column].mean():.1f} ± {100 * g[column].std(ddof=0):.1f}"
+    return f"{100 * g[column].mean():.1f} ± {100 * g[column].std(ddof=1):.1f}"
 
 
 def paired(df: pd.DataFrame, regime: str, recipe: str, against: str, metric: str,
@@ -354,8 +354,8 @@ def results_table(df, matched: bool = False) -> str:
                       f"(share {r.virtual_share:g}), labels {label}"
                       + (f", then {more} of {r.more_data} (more_generated)" if isinstance(more, str) else "")
                       + (", remixes in the triplet term" if r.virtual_triplet else ""))
-    return ("\n".join(lines) + "\n\n(percent, mean ± std over seeds; evaluated on the real query / gallery; steps: "
-            f"optimiser steps over all stages; {budget}{mixed})\n")
+    return ("\n".join(lines) + "\n\n(percent, mean ± sample std over seeds; evaluated on the real query / gallery; "
+            f"steps: optimiser steps over all stages; {budget}{mixed})\n")
 
 
 def cmc_plot(results: list[dict], path: Path) -> None:

@@ -1,6 +1,7 @@
 """`vmarket keypoints`: the joint conversions, the resumable CSV writer (in every dataset layout), and the
 estimators' refusals."""
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -213,6 +214,25 @@ def test_keypoints_refuses_images_of_several_sizes_before_estimating(copy, tmp_p
     assert not loaded and not list(tmp_path.glob("*k.csv*"))
 
 
+def test_a_checkpoint_made_before_the_images_were_resized_is_refused(copy, tmp_path):
+    """A killed run's checkpoint holds rows in the pixels of the images it saw; after the images are resized, resuming
+    from it would write those rows for the new images without a word."""
+    target = tmp_path / "k.csv"
+    with pytest.raises(KeyboardInterrupt):
+        write_keypoints(copy, FakeEstimator(die_after=1), out=target, batch=4, progress=False)
+    partial = tmp_path / ".k.csv.partial"
+    assert json.loads(partial.read_text().splitlines()[0])["size"] == [128, 64]
+    for image in [*copy.glob("*/*.jpg")]:  # every image resized, as a user would before estimating again
+        with Image.open(image) as im:
+            small = im.resize((32, 64))
+        small.save(image)
+    with pytest.raises(UserError, match=r"checkpoint of an unfinished run on images of 128x64 \(HxW\), and the "
+                                        r"images are 64x32 now: its rows are in the old pixels; delete the file"):
+        write_keypoints(copy, FakeEstimator(), out=target, progress=False)
+    partial.unlink()
+    assert write_keypoints(copy, FakeEstimator(), out=target, progress=False)["done_before"] == 0
+
+
 def test_keypointrcnn_without_weights_is_one_line(copy, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache: nothing to find, nothing fetched
     rc = main(["keypoints", "--root", str(copy), "--estimator", "keypointrcnn", "--out", str(tmp_path / "k.csv")])
@@ -365,4 +385,5 @@ def test_an_out_that_is_no_csv_file_is_refused(copy, out):
     with pytest.raises(UserError, match="ending in .csv"):
         plan_keypoints(copy, out)
     # a CSV may lie among the images (CUHK03's own keypoint files do): only images are read there
-    assert list(plan_keypoints(copy, copy / "bounding_box_train" / "k.csv")) == [copy / "bounding_box_train" / "k.csv"]
+    plan = plan_keypoints(copy, copy / "bounding_box_train" / "k.csv")
+    assert list(plan.groups) == [copy / "bounding_box_train" / "k.csv"] and plan.size == (128, 64)

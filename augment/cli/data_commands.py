@@ -179,10 +179,10 @@ def _cmd_browse(args) -> None:
 
 def _cmd_keypoints(args) -> None:
     # a bad dataset or --out is refused before a model loads
-    plan_keypoints(args.root, args.out, args.overwrite, fmt=args.format)
+    plan = plan_keypoints(args.root, args.out, args.overwrite, fmt=args.format)
     estimator = make_estimator(args.estimator, args.weights, device=args.device)
     s = write_keypoints(args.root, estimator, out=args.out, batch=args.batch, overwrite=args.overwrite,
-                        progress=not args.quiet, fmt=args.format)
+                        progress=not args.quiet, fmt=args.format, plan=plan)
     print(f"keypoints ({args.estimator}): {s['images']} images ({s['estimated_now']} estimated now at "
           f"{s['images_per_s']:.1f} img/s), {s['joints_found']:.1%} joints detected, no person in {s['no_person']} "
           f"-> {', '.join(s['outputs'])}")

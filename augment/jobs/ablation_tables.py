@@ -82,7 +82,7 @@ def summary_table(df: pd.DataFrame) -> str:
              "| --- " * ((12 if extra else 10) + many) + "|"]
 
     def cell(g, m):
-        return f"{100 * g[m].mean():.1f} ± {100 * g[m].std(ddof=0):.1f}" if len(g) > 1 else f"{100 * g[m].mean():.1f}"
+        return f"{100 * g[m].mean():.1f} ± {100 * g[m].std(ddof=1):.1f}" if len(g) > 1 else f"{100 * g[m].mean():.1f}"
 
     def diff(rows, regime, recipe, against, m):
         return "" if recipe == against else _difference(*paired(rows, regime, recipe, against, m))
@@ -95,9 +95,9 @@ def summary_table(df: pd.DataFrame) -> str:
             lines.append(("| " + world + " " if many else "") + f"| {regime} | {recipe} | {len(g)} | "
                          f"{cell(g, 'rank1')} | {cell(g, 'mAP')} | {cell(g, 'mINP')} | " + " | ".join(cells) + " |")
     bests = ", ".join(f"{world + ' ' if many else ''}{regime}: `{name}`" for (world, regime), name in best.items())
-    return ("\n".join(lines) + "\n\n(percent; mean ± std over seeds; differences are paired by seed, mean ± standard "
-            f"error; evaluated on the real query / gallery of each regime; best real-only (highest mean rank-1 of the "
-            f"recipes without generated data): {bests})\n")
+    return ("\n".join(lines) + "\n\n(percent; mean ± sample std over seeds; differences are paired by seed, mean "
+            "± standard error; evaluated on the real query / gallery of each regime; best real-only (highest mean "
+            f"rank-1 of the recipes without generated data): {bests})\n")
 
 
 def pairs_table(df: pd.DataFrame, pairs: list[tuple[str, str]]) -> str:

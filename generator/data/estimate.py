@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,10 @@ def _resumable(path: Path) -> bool:
         return False
 
 
-def _read_partial(path: Path, estimator: str) -> dict[str, np.ndarray]:
+def _read_partial(path: Path, estimator: str, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """The rows a killed run checkpointed: complete lines only (a torn last line is dropped, and the file cut back to
-    the last complete row so that appending goes on cleanly)."""
+    the last complete row so that appending goes on cleanly). A checkpoint made on images of another ``size`` (H, W)
+    than these, resized since, is refused: its rows are in the old pixels."""
     if not path.exists():
         return {}
     data = path.read_bytes()
@@ -75,6 +77,11 @@ def _read_partial(path: Path, estimator: str) -> dict[str, np.ndarray]:
     if meta["estimator"] != estimator:
         raise UserError(f"{path}: checkpoint of an unfinished run with --estimator {meta['estimator']}; rerun with "
                         f"that estimator to finish it, or delete the file to start over")
+    then = meta.get("size")  # a checkpoint written before sizes were recorded holds none
+    if then and size and tuple(then) != tuple(size):
+        raise UserError(f"{path}: checkpoint of an unfinished run on images of {then[0]}x{then[1]} (HxW), and the "
+                        f"images are {size[0]}x{size[1]} now: its rows are in the old pixels; delete the file to "
+                        "estimate them all again")
     rows: dict[str, np.ndarray] = {}
     keep = len(lines[0]) + 1
     for line in lines[1:]:
@@ -100,9 +107,10 @@ def _append(path: Path, lines: list[str]) -> None:
         os.fsync(f.fileno())
 
 
-def _check_one_size(root, records: list[Record]) -> None:
-    """Refuse a dataset whose images differ in size (read from the file headers): the generator reads one size, so
-    such images are resized before use, and keypoints estimated in each image's own pixels would not follow."""
+def _check_one_size(root, records: list[Record]) -> tuple[int, int] | None:
+    """The (H, W) of every image (read from the file headers; None: none readable). A dataset whose images differ in
+    size is refused: the generator reads one size, so such images are resized before use, and keypoints estimated
+    in each image's own pixels would not follow."""
     sizes: Counter = Counter()
     example: dict[tuple[int, int], str] = {}
     for r in records:
@@ -120,20 +128,25 @@ def _check_one_size(root, records: list[Record]) -> None:
         raise UserError(f"{root}: images of {len(sizes)} sizes (HxW: {shown}; e.g. {example[common[1][0]]}); the "
                         f"generator reads one size, and keypoints estimated now would not follow a later resize: "
                         f"resize every image to one size (e.g. {h}x{w}) first, then estimate their keypoints")
+    return next(iter(sizes), None)
+
+
+@dataclass
+class KeypointPlan:
+    groups: dict[Path, list[Record]]  # keypoint CSV -> its images
+    size: tuple[int, int] | None  # (H, W) of every image
 
 
 def plan_keypoints(root: str | os.PathLike, out: str | os.PathLike | None = None, overwrite: bool = False,
-                   fmt: str = "auto") -> dict[Path, list[Record]]:
-    """{keypoint CSV: its images} for ``write_keypoints``, refusing (UserError) what it would refuse, before any
-    estimator loads: a dataset it cannot scan, images of several sizes, a CSV that exists without ``overwrite``
-    (unless an unfinished run's checkpoint beside it holds rows to resume from),
-    an ``out`` in a missing folder."""
+                   fmt: str = "auto") -> KeypointPlan:
+    """What ``write_keypoints`` writes, refusing (UserError) what it would refuse, before any estimator loads: a
+    dataset it cannot scan, a CSV that exists without ``overwrite`` (unless an unfinished run's checkpoint beside it
+    holds rows to resume from), an ``out`` in a missing folder, then images of several sizes."""
     layout = resolve_layout(root, fmt, "--format")
     records = read_layout(layout, ("train", "query", "gallery"), keep_junk=True)
     if out is not None and (str(out).endswith(("/", os.sep)) or Path(out).suffix.lower() != ".csv"):
         # a folder's name would become a file's; a name such as x.jpg among the images, one more image to read
         raise UserError(f"{out}: --out names the keypoint CSV file to write, ending in .csv (e.g. keypoints.csv)")
-    _check_one_size(root, records)
     groups = _targets(layout, out, records)
     for path in groups:
         if path.is_dir():
@@ -143,11 +156,12 @@ def plan_keypoints(root: str | os.PathLike, out: str | os.PathLike | None = None
         check_output_folder(path.parent, "--out")  # the CSV and its checkpoint are written there
         if not path.parent.is_dir():
             raise UserError(f"{path.parent}: no such folder for --out; create it or pick another path")
-    return groups
+    return KeypointPlan(groups, _check_one_size(root, records))  # last: it opens every image
 
 
 def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os.PathLike | None = None,
-                    batch: int = 16, overwrite: bool = False, progress: bool = True, fmt: str = "auto") -> dict:
+                    batch: int = 16, overwrite: bool = False, progress: bool = True, fmt: str = "auto",
+                    plan: KeypointPlan | None = None) -> dict:
     """Estimate the keypoints of every image (junk included) of the dataset at ``root`` in layout ``fmt`` (auto:
     detected) and write the CSVs.
 
@@ -160,18 +174,21 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
 
     Every batch is appended to a hidden checkpoint beside each CSV (``.NAME.partial``); a rerun after a kill reads
     it and estimates only the images it lacks. The CSVs are written (temp file, then rename) once every image is
-    done, then the checkpoints go. A CSV that exists without a checkpoint is refused unless ``overwrite``.
+    done, then the checkpoints go. A CSV that exists without a checkpoint is refused unless ``overwrite``. The
+    checkpoint records the images' size, and one made on images of another size (resized since) is refused.
+    ``plan``: ``plan_keypoints``' answer for these arguments, if the caller has it (it opens every image).
 
     Returns a summary: images, done_before (resumed), joints_found (share of the 18 x images joints present),
     no_person (images with no joint), seconds, images_per_s, outputs.
     """
     if batch < 1:
         raise UserError(f"--batch {batch}: must be 1 or more")
-    groups = plan_keypoints(root, out, overwrite, fmt)
+    plan = plan or plan_keypoints(root, out, overwrite, fmt)
+    groups = plan.groups
     records = [r for recs in groups.values() for r in recs]
     done: dict[Path, dict[str, np.ndarray]] = {}
     for path in groups:
-        done[path] = _read_partial(_partial(path), estimator.name)
+        done[path] = _read_partial(_partial(path), estimator.name, plan.size)
     todo = [(path, r) for path, recs in groups.items() for r in recs if r.keypoint_name not in done[path]]
     before = len(records) - len(todo)
     start = time.time()
@@ -188,7 +205,8 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
             done[path][r.keypoint_name] = yx
             new.setdefault(path, []).append(format_keypoints_row(r.keypoint_name, yx))
         for path, lines in new.items():  # the checkpoint starts with the first batch: a refusal before it leaves none
-            head = [] if _partial(path).exists() else [json.dumps({"estimator": estimator.name, "csv": path.name})]
+            meta = {"estimator": estimator.name, "csv": path.name, "size": list(plan.size or ())}
+            head = [] if _partial(path).exists() else [json.dumps(meta)]
             _append(_partial(path), head + lines)
         bar.update(len(chunk))
     bar.close()

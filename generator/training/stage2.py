@@ -165,21 +165,14 @@ def load_embeddings(cfg: Stage2Config, run_dir: Path, progress: bool, deadline: 
                             f"the config names ({cfg.unlabelled_roots}); train stage II with these in a new run "
                             f"directory")
         return emb
+    # checked before the embedding only: it is saved whole, so a limit that cut it would throw its work away, and a
+    # limit shorter than one embedding would never get past it (seconds on a GPU, a minute or two on a CPU)
     if time_up(deadline):
         raise TimeLimitReached("the time limit came before stage II embedded its training images")
     emb = real_embeddings(cfg.stage1_run, cfg.pose_run, cfg.data_root or None, progress=progress,
-                          unlabelled_roots=cfg.unlabelled_roots, device=resolve_device(cfg.train.device),
-                          between_batches=lambda done, total: _stop_embedding(deadline, done, total))
+                          unlabelled_roots=cfg.unlabelled_roots, device=resolve_device(cfg.train.device))
     atomic_save({**emb, "unlabelled_roots": list(cfg.unlabelled_roots)}, cache)
     return {**emb, "unlabelled_roots": list(cfg.unlabelled_roots)}
-
-
-def _stop_embedding(deadline: float | None, done: int, total: int) -> None:
-    """Between two batches of stage II's embedding: past ``deadline``, stop; the next run embeds them all again (a
-    few seconds on a GPU), as nothing half-done is kept."""
-    if time_up(deadline):
-        raise TimeLimitReached(f"the time limit came while stage II embedded its training images ({done} of {total});"
-                               " the next run embeds them again")
 
 
 def _optimiser(params, t: Stage2TrainConfig) -> torch.optim.Optimizer:
