@@ -210,6 +210,28 @@ def test_shipped_checkpoint_configs_round_trip():
     assert isinstance(cfg.factors, list)
 
 
+def test_every_config_for_real_data_loads_under_its_job():
+    """The configs the README gives for a user's own data (configs/*_market.yaml, build_market_remix.yaml) load
+    under their jobs' config classes, so a key renamed in the code cannot leave them broken; the cut-and-paste
+    recipe's control is the same config with the remixes taken out, as its header says."""
+    from reid.ablation import AblationConfig
+
+    classes = {"stage1": Stage1Config, "pose": PoseConfig, "stage2": Stage2Config, "build": BuildConfig,
+               "reid": AblationConfig}
+    paths = sorted((REPO / "configs").glob("*.yaml"))
+    assert {p.name for p in paths} >= {"build_market_remix.yaml", "reid_market_cutpaste.yaml", "stage1_market.yaml"}
+    for p in paths:
+        load_config(classes[p.stem.split("_")[0]], p)
+    recipe = load_config(AblationConfig, REPO / "configs" / "reid_market_cutpaste.yaml")
+    remixes = load_config(BuildConfig, REPO / "configs" / "build_market_remix.yaml")
+    assert (remixes.fg_mode, remixes.pose_from, remixes.test_share) == ("real", "others", 0.0)
+    assert recipe.more_generated[0].root == remixes.out and recipe.more_generated[0].kind == "remix"
+    control = load_config(AblationConfig, REPO / "configs" / "reid_market_cutpaste.yaml",
+                          ["more_generated=[]", "settings=[real+remix]", "out=outputs/reid/market_cutpaste_alone"])
+    assert control.more_generated == [] and control.settings == ["real+remix"]
+    assert (control.remix_root, control.virtual_share, control.seeds) == (recipe.remix_root, 0.25, recipe.seeds)
+
+
 def test_saved_config_round_trips(tmp_path):
     cfg = load_config(Stage1Config, None, ["data.size=[64,32]", "train.amp=none", "model.injection=linear"])
     assert cfg.data.size == (64, 32)

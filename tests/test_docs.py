@@ -31,6 +31,9 @@ def test_a_stale_reference_is_reported(tmp_path, monkeypatch, capsys):
     assert stale.read_text() == render()
 
 
+PLATES = "the real person over the generator's plates: the hybrid"  # the hybrid rows' label
+
+
 def test_readme_headline_table_matches_the_shipped_ablation():
     """The README's two small tables and its headline quote the shipped ablations: rows marked 32ch
     reid/reference/ablation.csv, rows marked 48ch reid/reference/48ch/ablation.csv (the shipped generator); their
@@ -75,7 +78,7 @@ def test_readme_headline_table_matches_the_shipped_ablation():
         assert paste == [mean(r, "cutpaste", o) for r in regimes] == [mean(r, "cutpaste", n) for r in regimes]
         assert table["cut-and-paste + remixes in new poses (48ch)"] == [cell(r, "cutpaste+remix-newpose", n)
                                                                          for r in regimes]
-        assert table["the generator alone: the hybrid (48ch)"] == [cell(r, "hybrid", n) for r in regimes]
+        assert table[f"{PLATES} (48ch)"] == [cell(r, "hybrid", n) for r in regimes]
         control = next(k for k in table if k.startswith("control: more pasted images instead"))
         assert table[control] == [cell(r, "cutpaste-s37", o) for r in regimes]
         for r in regimes:
@@ -103,8 +106,7 @@ def test_readme_headline_table_matches_the_shipped_ablation():
             complete = g.seed.nunique() == df.seed.nunique()  # a recipe still running its seeds is not compared yet
             assert g.rank1.mean()[complete].idxmax() == names[recipe]  # it is the best one
     second = old[old.world == "seed1-textured"]
-    assert rows_of(second_table)["the generator alone: the hybrid (32ch)"] == [cell(r, "hybrid", second)
-                                                                                for r in regimes]
+    assert rows_of(second_table)[f"{PLATES} (32ch)"] == [cell(r, "hybrid", second) for r in regimes]
     quoted = new[(new.world == "seed1-textured")
                  & new.recipe.isin(["real", "cutpaste", "hybrid", "cutpaste+remix-newpose", "cutpaste-s37"])]
     seeds = pd.concat([quoted, second[second.recipe == "hybrid"]]).groupby(["regime", "recipe"]).seed.nunique()
@@ -114,7 +116,7 @@ def test_readme_headline_table_matches_the_shipped_ablation():
     assert table["real only, best standard transforms"] == [mean(r, "real", third) for r in regimes]
     assert table["real only, flip alone"] == [mean(r, "real-flip", third) for r in regimes]
     assert table["cut-and-paste"] == [mean(r, "cutpaste", third) for r in regimes]
-    for label, recipe in (("the generator alone: the hybrid (48ch)", "hybrid"),
+    for label, recipe in ((f"{PLATES} (48ch)", "hybrid"),
                           ("cut-and-paste + the hybrid (48ch)", "cutpaste+hybrid"),
                           ("cut-and-paste + new identities (48ch)", "cutpaste+new"),
                           ("cut-and-paste + remixes in new poses (48ch)", "cutpaste+remix-newpose"),
@@ -133,6 +135,16 @@ def test_readme_headline_table_matches_the_shipped_ablation():
                                       "cutpaste-s37+remix-newpose"])]
     seeds = quoted.groupby(["regime", "recipe"]).seed.nunique()
     assert len(seeds) == 20 and seeds.min() == seeds.max()
+    # the summary at the top: cut-and-paste over real-only, the remixes on top of it and the longer control, both
+    # regimes, in the reference world and in the world new to the generator
+    short = readme.split("**In short.**")[1].split("\n\n")[0]
+    for r in regimes:
+        ref = new[new.world == "reference"]
+        for rows, recipe, against in ((ref, "cutpaste", "real"), (ref, "cutpaste+remix-newpose", "cutpaste"),
+                                      (ref, "real->cutpaste", "cutpaste"),
+                                      (third, "cutpaste+remix-newpose", "cutpaste"),
+                                      (third, "real->cutpaste", "cutpaste")):
+            assert diff(r, recipe, rows, against) in short, (r, recipe)
     # what the plates and the new identities add there, as the paragraph after the headline says
     after = readme.split("The generator's plates stay near cut-and-paste")[1].split("The full tables")[0]
     for r in regimes:
