@@ -103,7 +103,8 @@ def add_reference(sub) -> None:
                          "record it in its provenance.json; trains nothing")
     rf.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="save the training state and stop after this many seconds (exit code 3); the same command "
-                         "run again continues from there")
+                         "run again continues from there. The limit is checked between training steps: the data are "
+                         "made first, and the stage in training takes at least one step, so every run moves on")
     quiet_argument(rf)
     rf.set_defaults(func=_cmd_reference)
 
