@@ -351,6 +351,9 @@ def test_a_table_pinned_to_a_generator_refuses_other_checkpoints(tmp_path):
     for path in sorted(Path("configs/reference").glob("reid*.yaml")):
         cfg = pins[path.name] = load_config(ReidReferenceConfig, path)
         package = Path(cfg.package)
+        if not (package / "provenance.json").is_file():  # a table not shipped yet records no generator to agree with
+            assert cfg.generator_sha256, path
+            continue
         made_with = json.loads((package / "provenance.json").read_text()).get("generator")
         if made_with is None and (package / "generator_provenance.json").is_file():  # a generator of its own
             made_with = {f: v["sha256"] for f, v in json.loads(
