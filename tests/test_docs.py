@@ -145,6 +145,8 @@ def test_readme_headline_table_matches_the_shipped_ablation():
                                       (third, "cutpaste+remix-newpose", "cutpaste"),
                                       (third, "real->cutpaste", "cutpaste")):
             assert diff(r, recipe, rows, against) in short, (r, recipe)
+        long = read_ablation(repo / "reid" / "reference" / "48ch-long" / "ablation.csv")  # 60 epochs
+        assert diff(r, "cutpaste+remix-newpose", long[long.world == "seed2-textured"]) in short
     # what the plates and the new identities add there, as the paragraph after the headline says
     after = readme.split("The generator's plates stay near cut-and-paste")[1].split("The full tables")[0]
     for r in regimes:
