@@ -69,9 +69,18 @@ def _unwritable(folder: Path) -> str | None:
 
 
 def folder_defect(path: str | os.PathLike) -> str | None:
-    """What keeps ``path`` from being an input folder: "no such folder" or "is a file, not a folder"; None if none."""
+    """What keeps ``path`` from being an input folder: "no such folder" (and, where a command that writes it was cut
+    off, its unfinished ``.NAME.partial`` beside it) or "is a file, not a folder"; None if none."""
     path = Path(path)
-    return None if path.is_dir() else "is a file, not a folder" if path.exists() else "no such folder"
+    if path.is_dir():
+        return None
+    if path.exists():
+        return "is a file, not a folder"
+    partial = path.with_name(f".{path.name}.partial")
+    if partial.is_dir():
+        return (f"no such folder, only {partial.name} beside it, the unfinished work of a command that was stopped "
+                "before it finished: run that command again to complete it")
+    return "no such folder"
 
 
 def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: bool = False,

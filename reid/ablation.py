@@ -32,7 +32,7 @@ import yaml
 from generator.config import ConfigValueError, DataFormat, check_unique, save_config
 from generator.device import resolve_device
 from generator.errors import UserError
-from generator.io import atomic_path, atomic_write_text, check_output_folder, read_json_object
+from generator.io import atomic_path, atomic_write_text, check_output_folder, folder_defect, read_json_object
 from reid.consistency import NEW_ORIGIN, REAL_ORIGINS
 from reid.extra_training import manifest_origins
 from reid.mixed import LabelTreatment, Mix, generated_pool, parts_per_batch
@@ -137,14 +137,42 @@ def check_kind(root, records: list, kind: str, given_as: str, fix: str) -> None:
                         f"{fix}")
 
 
+def describe_data(root) -> str:
+    """A generated folder in a results table: its name, and the origins its manifest gives (``cutpaste_market
+    (cutpaste)``: what a setting such as real+remix was given)."""
+    _, origins = manifest_origins(root)
+    kinds = sorted(set(origins.values()))
+    return f"{Path(root).name} ({', '.join(kinds)})" if kinds else Path(root).name
+
+
+def check_roots(cfg: AblationConfig, needed: set[str]) -> None:
+    """Refuse a dataset folder the settings read that is missing (or a file), before any is read: one line naming
+    its config key and what makes it."""
+    if not cfg.real_root:
+        raise UserError("real_root: set it to a re-ID dataset (Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or a "
+                        "SimMarket; its query / gallery are the test set)")
+    roots = [(cfg.real_root, "real_root", "set real_root to the root of a re-ID dataset (--set real_root=...)")]
+    if needed & {"virtual", "real+virtual", "real+new", "real+remix+new"} and cfg.virtual_root:
+        roots.append((cfg.virtual_root, "virtual_root", "make it with `vmarket build` (new identities, fg_mode: "
+                      "sample) or set virtual_root to such a build"))
+    if needed & {"real+remix", "real+remix+new"} and cfg.remix_root:
+        roots.append((cfg.remix_root, "remix_root", f"make it with `vmarket cutpaste --out {cfg.remix_root}` or a "
+                      "`vmarket build` of fg_mode: real, or set remix_root to such a folder"))
+    if needed & set(MIXED):
+        roots += [(m.root, f"more_generated[{i}].root", "make it first (`vmarket build` of a config whose out it is, "
+                   "or `vmarket cutpaste`), or drop the entry (--set \"more_generated=[]\" drops them all)")
+                  for i, m in enumerate(cfg.more_generated) if m.root]
+    for root, key, fix in roots:
+        if defect := folder_defect(root):
+            raise UserError(f"{key}: {root}: {defect}; {fix}")
+
+
 def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = False
                         ) -> tuple[dict[str, str], dict[str, Mix], list]:
     """torchreid dataset names for the training sets the settings use (all share the real query / gallery, the
     test set), the generated images of each mixed training set (trained on the real dataset), and the real training
     records."""
-    if not cfg.real_root:
-        raise UserError("real_root: set it to a re-ID dataset (Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or a "
-                        "SimMarket; its query / gallery are the test set)")
+    check_roots(cfg, needed)
     real = market_records(cfg.real_root, progress=progress, fmt=cfg.real_format, fmt_key="real_format")
     names = {"real": register_dataset("vm_real", real["train"], real["query"], real["gallery"])}
     virtual = remix = []
@@ -178,8 +206,10 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
     for train_set in needed & set(MIXED):
         pool = generated_pool(real["train"], remix if "remix" in train_set else [],
                               virtual if "new" in train_set else [], cfg.virtual_label)
+        data = " + ".join(describe_data(r) for r, k in ((cfg.remix_root, "remix"), (cfg.virtual_root, "new"))
+                          if k in train_set)
         mixes[train_set] = Mix(pool, cfg.virtual_share, cfg.virtual_label, cfg.virtual_epsilon, cfg.virtual_triplet,
-                               more=more)
+                               more=more, data=data)
         names[train_set] = names["real"]
     return names, mixes, real["train"]
 
@@ -220,7 +250,8 @@ def run_ablation(cfg: AblationConfig, progress: bool = True) -> list[dict]:
             results.append(_combined(setting, seed, steps, res))
             if progress:
                 print(f"{setting} seed {seed}: rank-1 {res['rank1']:.3f}, mAP {res['mAP']:.3f}")
-    write_results(results, out, matched=cfg.matched_steps)
+    data = {setting: mixes[stages[-1]].data for setting, stages in stages_of.items() if stages[-1] in mixes}
+    write_results(results, out, matched=cfg.matched_steps, data=data)
     return results
 
 
@@ -306,11 +337,13 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
     return _combined(setting, seed, steps, res)
 
 
-def write_results(results: list[dict], out: Path, matched: bool = False) -> None:
+def write_results(results: list[dict], out: Path, matched: bool = False, data: dict[str, str] | None = None) -> None:
+    """``results.csv``, ``results.md`` and ``cmc.png`` in ``out``; ``data``: {mixed setting: the generated data its
+    batches were given (``describe_data``)}, named in the table's notes."""
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "cmc"} for r in results])
     with atomic_path(out / "results.csv") as tmp:
         df.to_csv(tmp, index=False)
-    atomic_write_text(out / "results.md", results_table(df, matched=matched))
+    atomic_write_text(out / "results.md", results_table(df, matched=matched, data=data))
     cmc_plot(results, out / "cmc.png")
 
 
@@ -334,7 +367,7 @@ def paired(df: pd.DataFrame, regime: str, recipe: str, against: str, metric: str
     return float(d.mean()), se, len(d)
 
 
-def results_table(df, matched: bool = False) -> str:
+def results_table(df, matched: bool = False, data: dict[str, str] | None = None) -> str:
     lines = ["| setting | seeds | steps | rank-1 | rank-5 | mAP | mINP |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for setting, g in df.groupby("setting", sort=False):
@@ -350,8 +383,9 @@ def results_table(df, matched: bool = False) -> str:
             r = g.iloc[0]
             label = f"smooth eps {r.virtual_epsilon:g}" if r.virtual_label == "smooth" else r.virtual_label
             more = r.get("more_generated_per_batch")
-            mixed += (f"; {setting}: {int(r.generated_per_batch)} generated images appended to every real batch "
-                      f"(share {r.virtual_share:g}), labels {label}"
+            given = f" of {data[setting]}" if data and data.get(setting) else ""
+            mixed += (f"; {setting}: {int(r.generated_per_batch)} generated images{given} appended to every real "
+                      f"batch (share {r.virtual_share:g}), labels {label}"
                       + (f", then {more} of {r.more_data} (more_generated)" if isinstance(more, str) else "")
                       + (", remixes in the triplet term" if r.virtual_triplet else ""))
     return ("\n".join(lines) + "\n\n(percent, mean ± sample std over seeds; evaluated on the real query / gallery; "

@@ -53,6 +53,25 @@ def test_reid_ablate_refuses_an_unknown_model_or_a_missing_gpu_before_writing(si
     _absent(out)
 
 
+@pytest.mark.parametrize("sets, needle", [
+    (["settings=[real,real+remix]", "remix_root={missing}"], ["remix_root: {missing}: no such folder",
+                                                               "vmarket cutpaste --out {missing}"]),
+    (["settings=[real+new]", "virtual_root={missing}"], ["virtual_root: {missing}: no such folder", "vmarket build"]),
+    (["settings=[real+remix]", "remix_root={real}", "more_generated=[{{root: {missing}, kind: remix, share: 0.1}}]"],
+     ["more_generated[0].root: {missing}: no such folder", "more_generated=[]"]),
+    (["real_root={missing}"], ["real_root: {missing}: no such folder", "--set real_root="]),
+])
+def test_reid_ablate_names_the_config_key_of_a_missing_dataset_folder(sim_small, tmp_path, capsys, sets, needle):
+    """A generated folder not made yet (the README's recipe before its build) is named by its key and what makes
+    it, before any image is read or anything written."""
+    out, missing = tmp_path / "reid", tmp_path / "not made"
+    cfg = _reid_config(tmp_path, sim_small, out)
+    args = [a for v in sets for a in ("--set", v.format(missing=missing, real=sim_small))]
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", cfg, *args, "--quiet"),
+                   *(n.format(missing=missing) for n in needle))
+    _absent(out)
+
+
 @pytest.mark.parametrize("override, needle", [
     ("train.batch=0", "train.batch: 0: must be above 0"), ("train.steps=-5", "train.steps: -5"),
     ("train.lr=-1", "train.lr: -1.0: must be 0 or more"), ("train.device=gpu", "'gpu' is not a device"),
@@ -436,6 +455,16 @@ def test_check_names_the_size_flag_for_data_of_another_size(tmp_path, capsys):
                    "image is 64x32 (HxW) but the data size is 128x64", "pass --size 64x32")
     rc, out, err = run_main(capsys, "check", "--root", tmp_path / "small", "--size", "64x32", "--quiet")
     assert "image is 64x32" not in err  # that size is what it checks now (the keypoints are another matter)
+
+
+def test_a_folder_whose_writer_was_stopped_points_to_its_unfinished_work(tmp_path, capsys):
+    """`check` of a cut-and-paste output killed before its rename: not only "no such folder", but where the work is
+    and how it completes."""
+    (tmp_path / ".pasted.partial" / "bounding_box_train").mkdir(parents=True)
+    one_line_error(*run_main(capsys, "check", "--root", tmp_path / "pasted", "--quiet"),
+                   f"{tmp_path / 'pasted'}: no such folder, only .pasted.partial beside it", "run that command again")
+    one_line_error(*run_main(capsys, "check", "--root", tmp_path / "other", "--quiet"),
+                   f"{tmp_path / 'other'}: no such folder;")
 
 
 def test_an_image_of_too_many_pixels_is_refused_in_one_line(sim_small, tmp_path, capsys, monkeypatch):

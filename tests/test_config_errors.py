@@ -4,6 +4,7 @@ no traceback, and no run directory or output folder left behind.
 Most cases call the CLI's ``main`` in this process (an import of the whole CLI costs 5-10 s per subprocess on
 2 cores); two subprocesses check the same through ``vmarket`` itself.
 """
+import re
 import shutil
 from pathlib import Path
 
@@ -226,10 +227,17 @@ def test_every_config_for_real_data_loads_under_its_job():
     remixes = load_config(BuildConfig, REPO / "configs" / "build_market_remix.yaml")
     assert (remixes.fg_mode, remixes.pose_from, remixes.test_share) == ("real", "others", 0.0)
     assert recipe.more_generated[0].root == remixes.out and recipe.more_generated[0].kind == "remix"
-    control = load_config(AblationConfig, REPO / "configs" / "reid_market_cutpaste.yaml",
-                          ["more_generated=[]", "settings=[real+remix]", "out=outputs/reid/market_cutpaste_alone"])
-    assert control.more_generated == [] and control.settings == ["real+remix"]
+    # the README's control, as written: cut-and-paste alone (and real-only) at the recipe's share, seeds and steps,
+    # on the folder its `vmarket cutpaste` writes
+    readme = (REPO / "README.md").read_text().replace("\\\n", " ")
+    command = re.search(r"vmarket reid ablate -c configs/reid_market_cutpaste.yaml (--set .*?)\s+#", readme)
+    assert command, "README.md gives the recipe's cut-and-paste control"
+    sets = [v.strip('"') for v in re.findall(r'--set ("[^"]*"|\S+)', command.group(1))]
+    control = load_config(AblationConfig, REPO / "configs" / "reid_market_cutpaste.yaml", sets)
+    assert control.more_generated == [] and control.settings == recipe.settings == ["real", "real+remix"]
     assert (control.remix_root, control.virtual_share, control.seeds) == (recipe.remix_root, 0.25, recipe.seeds)
+    assert control.out != recipe.out and control.train == recipe.train and control.matched_steps
+    assert f"vmarket cutpaste --root data/market1501 --out {recipe.remix_root} " in readme
 
 
 def test_saved_config_round_trips(tmp_path):

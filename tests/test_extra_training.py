@@ -185,16 +185,25 @@ def readme_md_snippets() -> list[str]:
     return [b for b in blocks if "import torchreid" in b or "reid.extra_training" in b]
 
 
-def test_readme_md_snippets_run(real_and_cutpaste):
+def test_readme_md_snippets_run(real_and_cutpaste, tmp_path, monkeypatch):
+    """Each snippet runs as written, from a folder holding the data where the README's own commands put it: the real
+    set at ``vmarket cutpaste``'s --root and the cut-and-paste set at its --out."""
     real, cp = real_and_cutpaste
     snippets = readme_md_snippets()
     assert snippets, "README.md shows how to load an output in torchreid"
+    command = re.search(r"vmarket cutpaste --root (\S+) --out (\S+)", README.read_text())
+    assert command, "README.md shows the cut-and-paste command the snippets load the output of"
+    root, out = (tmp_path / command.group(1), tmp_path / command.group(2))
+    for path, target in ((root, real), (out, cp)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(target, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
     import_torchreid()
     for code in snippets:
-        assert "data/market1501" in code and "outputs/cutpaste" in code
-        scope = run_snippet(code.replace("data/market1501", str(real)).replace("outputs/cutpaste", str(cp)))
-        dm = scope["datamanager"]
+        dm = run_snippet(code)["datamanager"]
         assert dm.num_train_pids == len({p for _, p, _ in market_records(real)["train"]})
+        assert len(dm.train_loader.dataset.train) == len(market_records(real)["train"]) + len(
+            pd.read_csv(cp / "manifest.csv"))
 
 
 def test_simulated_cuhk03_loads_through_register_market_not_torchreids_class(tmp_path):

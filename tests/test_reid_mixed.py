@@ -201,6 +201,8 @@ def test_share_zero_is_real_only_bit_for_bit(sim_small, tmp_path, monkeypatch, l
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     done = json.loads((runs / "real_plus_remix/seed0/stage0-real_plus_remix/result.json").read_text())
     assert done["mix"]["virtual_share"] == 0 and done["rank1"] == real["rank1"]
+    table = (runs / "results.md").read_text()
+    assert f"real+remix: 0 generated images of {Path(sim_small).name} (sim) appended" in table
     # a finished run is never reused for another recipe
     cfg.virtual_share = 0.25
     with pytest.raises(UserError, match="generated images"):
@@ -390,6 +392,27 @@ def test_combined_batches_hold_each_kind_at_its_count_under_its_own_label(sim_sm
                 assert int(b["pid"][k]) == num_real + new_classes[new_pid[path]]
                 assert b["target"][k].argmax() == num_real + new_classes[new_pid[path]]
                 assert b["target"][k].max() == pytest.approx(0.9 + 0.1 / mixed.num_classes)
+
+
+def test_the_results_table_names_what_a_mixed_setting_was_given(sim_small, tmp_path):
+    """real+remix takes any images of the real identities: the table says which (the folder, its manifest's
+    origins), so that cut-and-paste given as remix_root is not read as the generator's remixes."""
+    import pandas as pd
+
+    from augment.makers.cutpaste import cut_paste
+    from reid.ablation import describe_data, results_table
+
+    pasted = tmp_path / "pasted"
+    cut_paste(sim_small, pasted, size=(64, 32), progress=False)
+    assert describe_data(pasted) == "pasted (cutpaste)"
+    assert describe_data(sim_small) == f"{Path(sim_small).name} (sim)"  # a SimMarket's own people
+    (tmp_path / "bare" / "bounding_box_train").mkdir(parents=True)
+    assert describe_data(tmp_path / "bare") == "bare"  # no manifest: the folder alone
+    row = {"setting": "real+remix", "seed": 0, "steps": 4, "rank1": 0.5, "rank5": 0.6, "mAP": 0.4, "mINP": 0.2,
+           "generated_per_batch": 3, "virtual_share": 0.25, "virtual_label": "smooth", "virtual_epsilon": 0.1,
+           "virtual_triplet": False}
+    table = results_table(pd.DataFrame([row]), data={"real+remix": describe_data(pasted)})
+    assert "real+remix: 3 generated images of pasted (cutpaste) appended to every real batch" in table
 
 
 def test_combined_shares_are_checked():

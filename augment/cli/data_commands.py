@@ -94,7 +94,8 @@ def _cmd_check(args) -> None:
     fmt = args.format if args.format != "auto" else detect_format(args.root)
     scanned = scan_dataset(args.root, splits, keep_junk=True, fmt=fmt, fmt_key="--format")
     check_images(scanned, size, progress=not args.quiet,
-                 size_fix="pass --size {h}x{w} to check data of that size (default 128x64)")
+                 size_fix="every image of a dataset has one size: resize this one, or pass --size {h}x{w} if "
+                          "the whole dataset is {h}x{w} (default 128x64)")
     ds = person_dataset(args.root, splits, size=size, keypoints_csv=args.keypoints, keep_junk=True,
                         skip_missing_keypoints=args.skip_missing_keypoints, fmt=fmt, fmt_key="--format")
     by_split = Counter(r.split for r in ds.records)
