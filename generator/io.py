@@ -77,7 +77,11 @@ def folder_defect(path: str | os.PathLike) -> str | None:
     if path.exists():
         return "is a file, not a folder"
     partial = path.with_name(f".{path.name}.partial")
-    if partial.is_dir():
+    try:
+        stopped = partial.is_dir()
+    except OSError:  # a name too long to carry the prefix and suffix: no command wrote it
+        stopped = False
+    if stopped:
         return (f"no such folder, only {partial.name} beside it, the unfinished work of a command that was stopped "
                 "before it finished: run that command again to complete it")
     return "no such folder"

@@ -142,7 +142,8 @@ def describe_data(root) -> str:
     (cutpaste)``: what a setting such as real+remix was given)."""
     _, origins = manifest_origins(root)
     kinds = sorted(set(origins.values()))
-    return f"{Path(root).name} ({', '.join(kinds)})" if kinds else Path(root).name
+    name = Path(root).resolve().name
+    return f"{name} ({', '.join(kinds)})" if kinds else name
 
 
 def check_roots(cfg: AblationConfig, needed: set[str]) -> None:
@@ -156,8 +157,9 @@ def check_roots(cfg: AblationConfig, needed: set[str]) -> None:
         roots.append((cfg.virtual_root, "virtual_root", "make it with `vmarket build` (new identities, fg_mode: "
                       "sample) or set virtual_root to such a build"))
     if needed & {"real+remix", "real+remix+new"} and cfg.remix_root:
-        roots.append((cfg.remix_root, "remix_root", f"make it with `vmarket cutpaste --out {cfg.remix_root}` or a "
-                      "`vmarket build` of fg_mode: real, or set remix_root to such a folder"))
+        roots.append((cfg.remix_root, "remix_root", "make it with `vmarket cutpaste --root "
+                      f"{cfg.real_root} --out {cfg.remix_root}` or a `vmarket build` of fg_mode: real, or set "
+                      "remix_root to such a folder"))
     if needed & set(MIXED):
         roots += [(m.root, f"more_generated[{i}].root", "make it first (`vmarket build` of a config whose out it is, "
                    "or `vmarket cutpaste`), or drop the entry (--set \"more_generated=[]\" drops them all)")

@@ -55,7 +55,7 @@ def test_reid_ablate_refuses_an_unknown_model_or_a_missing_gpu_before_writing(si
 
 @pytest.mark.parametrize("sets, needle", [
     (["settings=[real,real+remix]", "remix_root={missing}"], ["remix_root: {missing}: no such folder",
-                                                               "vmarket cutpaste --out {missing}"]),
+                                                               "vmarket cutpaste --root", "--out {missing}`"]),
     (["settings=[real+new]", "virtual_root={missing}"], ["virtual_root: {missing}: no such folder", "vmarket build"]),
     (["settings=[real+remix]", "remix_root={real}", "more_generated=[{{root: {missing}, kind: remix, share: 0.1}}]"],
      ["more_generated[0].root: {missing}: no such folder", "more_generated=[]"]),
@@ -70,6 +70,24 @@ def test_reid_ablate_names_the_config_key_of_a_missing_dataset_folder(sim_small,
     one_line_error(*run_main(capsys, "reid", "ablate", "-c", cfg, *args, "--quiet"),
                    *(n.format(missing=missing) for n in needle))
     _absent(out)
+
+
+def test_a_dataset_folder_the_settings_do_not_read_may_be_missing(sim_small, tmp_path):
+    """check_roots refuses only the folders the settings read: real-only with the recipe's remix_root not made yet
+    passes, and its real+remix does not; an entry of more_generated counts only for a mixed setting."""
+    from reid.ablation import MoreGenerated, check_roots
+
+    missing = str(tmp_path / "not made")
+    cfg = AblationConfig(real_root=str(sim_small), remix_root=missing, virtual_root=missing,
+                         more_generated=[MoreGenerated(root=missing, kind="remix", share=0.1)])
+    check_roots(cfg, {"real"})
+    with pytest.raises(UserError, match="remix_root: "):
+        check_roots(cfg, {"real", "real+remix"})
+    with pytest.raises(UserError, match="virtual_root: "):
+        check_roots(cfg, {"virtual"})
+    with pytest.raises(UserError, match=r"more_generated\[0\].root: "):
+        check_roots(AblationConfig(real_root=str(sim_small), remix_root=str(sim_small),
+                                   more_generated=cfg.more_generated), {"real+remix"})
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -465,6 +483,9 @@ def test_a_folder_whose_writer_was_stopped_points_to_its_unfinished_work(tmp_pat
                    f"{tmp_path / 'pasted'}: no such folder, only .pasted.partial beside it", "run that command again")
     one_line_error(*run_main(capsys, "check", "--root", tmp_path / "other", "--quiet"),
                    f"{tmp_path / 'other'}: no such folder;")
+    from generator.io import folder_defect
+
+    assert folder_defect(tmp_path / ("a" * 250)) == "no such folder"  # no room for .NAME.partial: no error either
 
 
 def test_an_image_of_too_many_pixels_is_refused_in_one_line(sim_small, tmp_path, capsys, monkeypatch):

@@ -238,6 +238,13 @@ def test_every_config_for_real_data_loads_under_its_job():
     assert (control.remix_root, control.virtual_share, control.seeds) == (recipe.remix_root, 0.25, recipe.seeds)
     assert control.out != recipe.out and control.train == recipe.train and control.matched_steps
     assert f"vmarket cutpaste --root data/market1501 --out {recipe.remix_root} " in readme
+    alone = re.search(r"vmarket reid ablate -c configs/reid_market_cutpaste.yaml (--set \S+)\s+#", readme)
+    assert alone, "README.md gives the recipe's own command"
+    only = load_config(AblationConfig, REPO / "configs" / "reid_market_cutpaste.yaml", [alone.group(1)[6:].strip('"')])
+    assert only.settings == ["real+remix"] and only.more_generated == recipe.more_generated
+    comment = (REPO / "configs" / "reid_market_cutpaste.yaml").read_text().replace("\\\n#", " ")
+    for text in (command.group(0).rsplit("#", 1)[0], alone.group(0).rsplit("#", 1)[0]):
+        assert " ".join(text.split()) in " ".join(comment.split()), text  # the config's comment says the same
 
 
 def test_saved_config_round_trips(tmp_path):
