@@ -167,6 +167,29 @@ def test_default_files_pass_check_and_refuse_overwrite(copy, capsys):
     write_keypoints(copy, FakeEstimator(), overwrite=True, progress=False)
 
 
+class SparseEstimator(FakeEstimator):
+    """FakeEstimator, but every third image of a batch shows two joints alone: no person (``shows_person``)."""
+
+    def __call__(self, images):
+        out = super().__call__(images)
+        out[::3, 2:] = 0
+        return out
+
+
+def test_keypoints_counts_the_images_without_a_person_as_check_does(copy, capsys):
+    """The person images whose pose shows no person, junk and distractors left out: `vmarket keypoints` and `vmarket
+    check` give one count."""
+    for f in ("market-annotation-train.csv", "market-annotation-test.csv"):
+        (copy / f).unlink()
+    s = write_keypoints(copy, SparseEstimator(), batch=6, progress=False)
+    records = scan_market(copy, keep_junk=True)
+    assert s["person_images"] == sum(r.is_person for r in records) < len(records)  # the copy holds junk
+    assert 0 < s["no_person"] < s["person_images"]
+    assert main(["check", "--root", str(copy), "--quiet"]) == 0, capsys.readouterr().err
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("no visible person: "))
+    assert line.startswith(f"no visible person: {s['no_person']} of {s['person_images']} person images")
+
+
 def test_a_checkpoint_without_rows_does_not_license_replacing_a_csv(copy, tmp_path):
     target = tmp_path / "k.csv"
     target.write_text("keep me\n")

@@ -185,8 +185,8 @@ def _cmd_keypoints(args) -> None:
     s = write_keypoints(args.root, estimator, out=args.out, batch=args.batch, overwrite=args.overwrite,
                         progress=not args.quiet, fmt=args.format, plan=plan)
     print(f"keypoints ({args.estimator}): {s['images']} images ({s['estimated_now']} estimated now at "
-          f"{s['images_per_s']:.1f} img/s), {s['joints_found']:.1%} joints detected, no person in {s['no_person']} "
-          f"-> {', '.join(s['outputs'])}")
+          f"{s['images_per_s']:.1f} img/s), {s['joints_found']:.1%} joints detected, no visible person in "
+          f"{s['no_person']} of {s['person_images']} person images ({NO_PERSON}) -> {', '.join(s['outputs'])}")
 
 
 def add_simulate(sub) -> None:

@@ -16,11 +16,12 @@ from PIL import Image
 
 from generator.data.dataset import IMAGE_ERRORS, load_image
 from generator.data.estimators import Estimator
-from generator.data.keypoints import HEADER, NUM_JOINTS, format_keypoints_row, rcv_to_yx
+from generator.data.keypoints import HEADER, NUM_JOINTS, format_keypoints_row, rcv_to_yx, yx_to_rcv
 from generator.data.layouts import KEYPOINT_FILES, Layout, keypoint_dirs, read_layout, resolve_layout
 from generator.data.market import Record
 from generator.errors import UserError
 from generator.io import atomic_write_text, check_output_folder, progress_bar
+from generator.pose import shows_person
 
 
 def _targets(layout: Layout, out: str | os.PathLike | None, records: list[Record]) -> dict[Path, list[Record]]:
@@ -179,7 +180,8 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
     ``plan``: ``plan_keypoints``' answer for these arguments, if the caller has it (it opens every image).
 
     Returns a summary: images, done_before (resumed), joints_found (share of the 18 x images joints present),
-    no_person (images with no joint), seconds, images_per_s, outputs.
+    no_person (the person images whose pose shows no person, ``generator.pose.shows_person``: what `vmarket check`
+    counts), person_images (junk and distractors left out), seconds, images_per_s, outputs.
     """
     if batch < 1:
         raise UserError(f"--batch {batch}: must be 1 or more")
@@ -217,9 +219,12 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
     for path in groups:
         _partial(path).unlink(missing_ok=True)
     found = np.array([(done[p][r.keypoint_name] >= 0).all(axis=1).sum() for p, recs in groups.items() for r in recs])
+    people = [done[p][r.keypoint_name] for p, recs in groups.items() for r in recs if r.is_person]
+    shown = shows_person(np.stack([yx_to_rcv(yx) for yx in people])) if people else np.zeros(0, bool)
     return {
         "images": len(records), "done_before": before, "estimated_now": len(todo),
-        "joints_found": float(found.sum() / (NUM_JOINTS * len(records))), "no_person": int((found == 0).sum()),
+        "joints_found": float(found.sum() / (NUM_JOINTS * len(records))),
+        "no_person": int((~shown).sum()), "person_images": len(people),
         "seconds": seconds, "images_per_s": len(todo) / seconds if seconds > 0 else 0.0,
         "outputs": [str(p) for p in groups],
     }
