@@ -68,6 +68,13 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """``.NAME.partial`` beside ``path``: where a job writes ``path``'s output until it is complete (then renames it
+    onto ``path``), and where a killed job's work waits for the rerun that resumes it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial"
+
+
 def folder_defect(path: str | os.PathLike) -> str | None:
     """What keeps ``path`` from being an input folder: "no such folder" (and, where a command that writes it was cut
     off, its unfinished ``.NAME.partial`` beside it) or "is a file, not a folder"; None if none."""
@@ -76,7 +83,7 @@ def folder_defect(path: str | os.PathLike) -> str | None:
         return None
     if path.exists():
         return "is a file, not a folder"
-    partial = path.with_name(f".{path.name}.partial")
+    partial = partial_path(path)
     try:
         stopped = partial.is_dir()
     except OSError:  # a name too long to carry the prefix and suffix: no command wrote it
@@ -202,7 +209,7 @@ def fresh_work_folder(out: str | os.PathLike, marker: str, what: str) -> Path:
     ``what``): a job writes its output there and renames it onto ``out`` when complete. A leftover of an unfinished
     run is cleared; a folder of that name without the marker is refused."""
     out = Path(out)
-    work = out.parent / f".{out.name}.partial"
+    work = partial_path(out)
     if work.exists():
         if not (work / marker).is_file():
             raise UserError(f"{work}: exists and is not an unfinished {what}; delete it")

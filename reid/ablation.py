@@ -41,6 +41,8 @@ from reid.train import ReidTrainConfig, train_and_evaluate, train_sampler
 
 MIXED = ("real+remix", "real+new", "real+remix+new")  # real batches with generated images appended (reid.mixed)
 TRAIN_SETS = ("real", "virtual", "real+virtual", *MIXED)  # what one stage of a setting trains on
+USES_VIRTUAL = {"virtual", "real+virtual", "real+new", "real+remix+new"}  # the train sets that read virtual_root
+USES_REMIX = {"real+remix", "real+remix+new"}  # the train sets that read remix_root
 
 
 @dataclass
@@ -121,11 +123,12 @@ def stage_dir(out: str | Path, setting: str, seed: int, stage: int = 0) -> Path:
     return Path(out) / _slug(setting) / f"seed{seed}" / f"stage{stage}-{_slug(parse_setting(setting)[stage])}"
 
 
-def check_kind(root, records: list, kind: str, given_as: str, fix: str) -> None:
+def check_kind(root, records: list, kind: str, given_as: str, fix: str) -> str:
     """Refuse generated images given as ``kind`` (remix: images of the real training identities, under their
     classes; new: identities of their own) whose folder's manifest says they show the other kind: read as given,
     every one would train under a class that is not the person shown. A folder without a manifest, or of origins of
-    neither kind (a SimMarket's), is taken as given."""
+    neither kind (a SimMarket's), is taken as given. Returns the folder as a results table names it: its name, and
+    the origins its manifest gives (``cutpaste_market (cutpaste)``: what a setting such as real+remix was given)."""
     manifest, origins = manifest_origins(root)
     other = (NEW_ORIGIN,) if kind == "remix" else REAL_ORIGINS  # the other kind; any other origin (sim): as given
     wrong = next(((path, origins[Path(path).name]) for path, _, _ in records
@@ -135,12 +138,6 @@ def check_kind(root, records: list, kind: str, given_as: str, fix: str) -> None:
         raise UserError(f"{wrong[0]}: {manifest} gives it origin {wrong[1]!r} ({shows}), but {given_as} takes its "
                         f"folder as {'real identities' if kind == 'remix' else 'new identities'}; give that folder as "
                         f"{fix}")
-
-
-def describe_data(root) -> str:
-    """A generated folder in a results table: its name, and the origins its manifest gives (``cutpaste_market
-    (cutpaste)``: what a setting such as real+remix was given)."""
-    _, origins = manifest_origins(root)
     kinds = sorted(set(origins.values()))
     name = Path(root).resolve().name
     return f"{name} ({', '.join(kinds)})" if kinds else name
@@ -153,10 +150,10 @@ def check_roots(cfg: AblationConfig, needed: set[str]) -> None:
         raise UserError("real_root: set it to a re-ID dataset (Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or a "
                         "SimMarket; its query / gallery are the test set)")
     roots = [(cfg.real_root, "real_root", "set real_root to the root of a re-ID dataset (--set real_root=...)")]
-    if needed & {"virtual", "real+virtual", "real+new", "real+remix+new"} and cfg.virtual_root:
+    if needed & USES_VIRTUAL and cfg.virtual_root:
         roots.append((cfg.virtual_root, "virtual_root", "make it with `vmarket build` (new identities, fg_mode: "
                       "sample) or set virtual_root to such a build"))
-    if needed & {"real+remix", "real+remix+new"} and cfg.remix_root:
+    if needed & USES_REMIX and cfg.remix_root:
         roots.append((cfg.remix_root, "remix_root", "make it with `vmarket cutpaste --root "
                       f"{cfg.real_root} --out {cfg.remix_root}` or a `vmarket build` of fg_mode: real, or set "
                       "remix_root to such a folder"))
@@ -178,21 +175,22 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
     real = market_records(cfg.real_root, progress=progress, fmt=cfg.real_format, fmt_key="real_format")
     names = {"real": register_dataset("vm_real", real["train"], real["query"], real["gallery"])}
     virtual = remix = []
-    if needed & {"virtual", "real+virtual", "real+new", "real+remix+new"}:
+    described = {}  # "new" / "remix" -> its folder as the results table names it
+    if needed & USES_VIRTUAL:
         if not cfg.virtual_root:
             raise UserError("virtual_root: the settings use virtual data; set it to a Virtual Market build")
         virtual = market_records(cfg.virtual_root, ("train",), progress=progress)["train"]
-        check_kind(cfg.virtual_root, virtual, "new", "virtual_root", "remix_root")
+        described["new"] = check_kind(cfg.virtual_root, virtual, "new", "virtual_root", "remix_root")
     if needed & {"virtual", "real+virtual"}:
         names["virtual"] = register_dataset("vm_virtual", virtual, real["query"], real["gallery"])
         merged, _ = merge_records(real["train"], virtual)
         names["real+virtual"] = register_dataset("vm_real_virtual", merged, real["query"], real["gallery"])
-    if needed & {"real+remix", "real+remix+new"}:
+    if needed & USES_REMIX:
         if not cfg.remix_root:
             raise UserError("remix_root: the settings use remixes of the real identities; set it to a build made "
                             "with fg_mode: real")
         remix = market_records(cfg.remix_root, ("train",), progress=progress)["train"]
-        check_kind(cfg.remix_root, remix, "remix", "remix_root", "virtual_root")
+        described["remix"] = check_kind(cfg.remix_root, remix, "remix", "remix_root", "virtual_root")
     more = []
     if needed & set(MIXED):
         for m in cfg.more_generated:
@@ -208,10 +206,8 @@ def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = 
     for train_set in needed & set(MIXED):
         pool = generated_pool(real["train"], remix if "remix" in train_set else [],
                               virtual if "new" in train_set else [], cfg.virtual_label)
-        data = " + ".join(describe_data(r) for r, k in ((cfg.remix_root, "remix"), (cfg.virtual_root, "new"))
-                          if k in train_set)
         mixes[train_set] = Mix(pool, cfg.virtual_share, cfg.virtual_label, cfg.virtual_epsilon, cfg.virtual_triplet,
-                               more=more, data=data)
+                               more=more, data=" + ".join(described[k] for k in ("remix", "new") if k in train_set))
         names[train_set] = names["real"]
     return names, mixes, real["train"]
 
@@ -341,7 +337,7 @@ def finished_result(cfg: AblationConfig, setting: str, seed: int, steps_per_epoc
 
 def write_results(results: list[dict], out: Path, matched: bool = False, data: dict[str, str] | None = None) -> None:
     """``results.csv``, ``results.md`` and ``cmc.png`` in ``out``; ``data``: {mixed setting: the generated data its
-    batches were given (``describe_data``)}, named in the table's notes."""
+    batches were given (``check_kind``'s name of each folder)}, named in the table's notes."""
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "cmc"} for r in results])
     with atomic_path(out / "results.csv") as tmp:
         df.to_csv(tmp, index=False)

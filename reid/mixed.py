@@ -116,7 +116,9 @@ class Mix:
     epsilon: float = 0.1  # smoothing of the `smooth` treatment
     triplet: bool = False  # remixes join the triplet term (new identities never do)
     more: list[Mix] = field(default_factory=list)
-    data: str = ""  # the name of its generated data (its folder's), recorded for a further kind of a combined mix
+    # its generated data: a further kind's folder name (recorded in its runs' results, which are reused only for the
+    # same data); the first kind's folder and manifest origins (reid.ablation.check_kind; named in results.md)
+    data: str = ""
 
     def __post_init__(self):
         pools = [self.pool] + [m.pool for m in self.more]

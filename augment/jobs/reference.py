@@ -28,7 +28,7 @@ from generator.api import DisentangledModel
 from generator.config import MIN_IDS, TOO_FEW_IDS, ConfigValueError, check_size, share_defect, to_dict
 from generator.errors import UserError
 from generator.eval.stage1_report import METRIC_DEFINITIONS, METRICS_VERSION, evaluate, held_out_people
-from generator.io import atomic_copy, atomic_save, atomic_write_text, check_output_folder, load_checkpoint
+from generator.io import atomic_copy, atomic_save, atomic_write_text, check_output_folder, load_checkpoint, partial_path
 from generator.shipped import (
     FILES,
     PROVENANCE,
@@ -172,7 +172,7 @@ def import_stage1(src: Path, dst: Path, s1cfg, log=print) -> None:
                         f"roots, the job config names {len(s1cfg.data.unlabelled_roots)}")
     if int(got["step"]) < s1cfg.train.steps:
         raise UserError(f"{snap}: step {got['step']} of {s1cfg.train.steps}; finish the run first")
-    tmp = dst.with_name(f".{dst.name}.partial")
+    tmp = partial_path(dst)
     for leftover in (tmp, dst):
         if leftover.exists():
             shutil.rmtree(leftover)

@@ -20,7 +20,7 @@ from generator.data.keypoints import HEADER, NUM_JOINTS, format_keypoints_row, r
 from generator.data.layouts import KEYPOINT_FILES, Layout, keypoint_dirs, read_layout, resolve_layout
 from generator.data.market import Record
 from generator.errors import UserError
-from generator.io import atomic_write_text, check_output_folder, progress_bar
+from generator.io import atomic_write_text, check_output_folder, partial_path, progress_bar
 from generator.pose import shows_person
 
 
@@ -46,15 +46,11 @@ def _targets(layout: Layout, out: str | os.PathLike | None, records: list[Record
     return groups
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
 def _resumable(path: Path) -> bool:
     """Whether ``path`` (a CSV) has an unfinished run's checkpoint holding at least one finished row: only such a run
     may replace an existing CSV without ``overwrite`` (a checkpoint of no row did no work that resuming would keep)."""
     try:
-        with open(_partial(path), "rb") as f:
+        with open(partial_path(path), "rb") as f:
             return f.read(1 << 16).count(b"\n") >= 2  # the estimator line, then one complete row
     except FileNotFoundError:
         return False
@@ -190,7 +186,7 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
     records = [r for recs in groups.values() for r in recs]
     done: dict[Path, dict[str, np.ndarray]] = {}
     for path in groups:
-        done[path] = _read_partial(_partial(path), estimator.name, plan.size)
+        done[path] = _read_partial(partial_path(path), estimator.name, plan.size)
     todo = [(path, r) for path, recs in groups.items() for r in recs if r.keypoint_name not in done[path]]
     before = len(records) - len(todo)
     start = time.time()
@@ -208,8 +204,8 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
             new.setdefault(path, []).append(format_keypoints_row(r.keypoint_name, yx))
         for path, lines in new.items():  # the checkpoint starts with the first batch: a refusal before it leaves none
             meta = {"estimator": estimator.name, "csv": path.name, "size": list(plan.size or ())}
-            head = [] if _partial(path).exists() else [json.dumps(meta)]
-            _append(_partial(path), head + lines)
+            head = [] if partial_path(path).exists() else [json.dumps(meta)]
+            _append(partial_path(path), head + lines)
         bar.update(len(chunk))
     bar.close()
     seconds = time.time() - start
@@ -217,7 +213,7 @@ def write_keypoints(root: str | os.PathLike, estimator: Estimator, out: str | os
         rows = [format_keypoints_row(r.keypoint_name, done[path][r.keypoint_name]) for r in recs]
         atomic_write_text(path, "\n".join([HEADER, *rows]) + "\n")
     for path in groups:
-        _partial(path).unlink(missing_ok=True)
+        partial_path(path).unlink(missing_ok=True)
     found = np.array([(done[p][r.keypoint_name] >= 0).all(axis=1).sum() for p, recs in groups.items() for r in recs])
     people = [done[p][r.keypoint_name] for p, recs in groups.items() for r in recs if r.is_person]
     shown = shows_person(np.stack([yx_to_rcv(yx) for yx in people])) if people else np.zeros(0, bool)

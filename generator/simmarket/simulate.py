@@ -42,7 +42,7 @@ from generator.data.layouts import (
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS
 from generator.errors import UserError
-from generator.io import atomic_save_image, check_output_folder, progress_bar, removed_on_failure
+from generator.io import atomic_save_image, check_output_folder, partial_path, progress_bar, removed_on_failure
 from generator.simmarket.body import Pose
 from generator.simmarket.identity import Identity, make_identities
 from generator.simmarket.plan import ImageSpec, plan_dataset
@@ -230,7 +230,7 @@ def simulate(out: str | os.PathLike, ids: int, seed: int = 0, size: tuple[int, i
     if layout != "market1501":  # none of the other datasets has junk or distractor images
         specs = [sp for sp in specs if sp.pid > 0]
     placed = place_specs(specs, layout)
-    tmp = out.with_name(f".{out.name}.partial")  # a leftover of a killed run is replaced
+    tmp = partial_path(out)  # a leftover of a killed run is replaced
     meta = {"version": VERSION, "seed": seed, "height": h, "width": w, "identities": ids,
             **{k: v for k, v in (("train_cameras", train_cameras), ("layout", layout), ("style", style),
                                  ("train_share", train_share)) if v != DEFAULTS[k]},
