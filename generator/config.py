@@ -120,6 +120,8 @@ def _coerce(value, tp, where: str, key: str = "", example=None):
         empty = (" (an empty value; for an empty string write '', in a shell --set \"KEY=''\")"
                  if value is None and tp is str else "")
         raise UserError(f"{at}: expected {_type_name(tp)}, got {value!r}{empty}")
+    if tp is str and "\0" in value:  # YAML's "\0" escape: no file name or path can hold it
+        raise UserError(f"{at}: {value!r} holds a NUL character (\\0), which no path or name can hold; remove it")
     if tp is str and value.startswith("~"):  # a path in the home folder (`out: ~/runs`), as a shell would read it
         value = os.path.expanduser(value)
     return value
@@ -367,7 +369,10 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
     for text in overrides:
         name = set_name(text)
         keys, value = parse_override(text, name)
-        if ":" in keys[0] and "set" in {f.name for f in dataclasses.fields(cls)}:
+        if ":" in keys[0]:
+            if "set" not in {f.name for f in dataclasses.fields(cls)}:
+                raise UserError(f"{name}: JOB:KEY=VALUE sets a key of one job of a config that runs jobs (a set "
+                                f"list), and {where} runs none; set one of its own keys, KEY=VALUE")
             # a key of one of its jobs (JOB:KEY=VALUE): one more entry of its set list, after the file's, so it wins
             data["set"] = [*(data.get("set") or []), text.strip()]
             continue

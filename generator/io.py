@@ -109,6 +109,7 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
     ``path`` exists): a job that fails removes its own files, then the folders it made on the way
     (``remove_empty_folders``), so that a refused command leaves nothing behind."""
     path = Path(path)
+    _check_name_lengths(path)
     if os.path.lexists(path):
         if path.is_symlink() and not path.exists():
             raise UserError(f"{path}: a symbolic link that leads nowhere (or to itself); choose another {key} or "
@@ -130,6 +131,22 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
     if path.exists():
         return None
     return next(p for p in [*reversed(path.absolute().parents), path.absolute()] if not os.path.lexists(p))
+
+
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of one name and of a whole path on Linux file systems
+
+
+def _check_name_lengths(path: Path) -> None:
+    """Refuse a path the file system could not make, before any of its folders is made (a job that made the short
+    parents first and then failed on the long name would leave them behind)."""
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if too_long:
+        name = too_long[0]
+        raise UserError(f"{path}: the name {name[:40]}... is {len(os.fsencode(name))} bytes; use a shorter name (at "
+                        f"most {NAME_MAX} bytes a name, {PATH_MAX:,} a path)")
+    if len(os.fsencode(str(path.absolute()))) >= PATH_MAX:
+        raise UserError(f"{path}: the path is {len(os.fsencode(str(path.absolute())))} bytes; use a shorter one (at "
+                        f"most {NAME_MAX} bytes a name, {PATH_MAX:,} a path)")
 
 
 def _check_apart(out: Path, key: str, inputs: dict, datasets: set[str]) -> None:

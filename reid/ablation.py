@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 
 from generator.config import ConfigValueError, DataFormat, check_unique, save_config
+from generator.data.layouts import resolve_layout
 from generator.device import resolve_device
 from generator.errors import UserError
 from generator.io import atomic_path, atomic_write_text, check_output_folder, folder_defect, read_json_object
@@ -164,6 +165,11 @@ def check_roots(cfg: AblationConfig, needed: set[str]) -> None:
     for root, key, fix in roots:
         if defect := folder_defect(root):
             raise UserError(f"{key}: {root}: {defect}; {fix}")
+        if key == "real_root":  # a folder that holds no dataset is named before the generated folders made from it
+            try:
+                resolve_layout(root, cfg.real_format, "real_format")
+            except UserError as e:
+                raise UserError(f"real_root: {e}") from None
 
 
 def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = False

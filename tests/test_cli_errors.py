@@ -153,13 +153,37 @@ def test_an_output_folder_on_a_file_system_that_makes_nothing_is_named_as_such()
         check_output_folder("/proc/vmarket-out", "--out")
 
 
-def test_a_name_the_file_system_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys):
-    """A path component over the file system's 255 bytes fails inside the job (an OSError, not a UserError): the
-    command still prints one line naming the path and the fix, exits 2, and makes nothing."""
-    out = tmp_path / ("a" * 300)
-    one_line_error(*run_main(capsys, "simulate", "--out", out, "--ids", "4", "--size", "64x32", "--quiet"),
-                   f"{out}: File name too long; use a shorter name (at most 255 bytes a name")
-    assert not list(tmp_path.iterdir())
+@pytest.mark.parametrize("command", [("simulate", "--ids", "4", "--size", "64x32"), ("cutpaste", "--root", "DATA")])
+def test_a_name_the_file_system_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys, copy, command):
+    """A path component over the file system's 255 bytes, under a folder that does not exist yet: one line naming
+    the path and the fix, exit 2, and not even the short parent folder is made."""
+    out = tmp_path / "made" / ("a" * 300) / "x"
+    command = [str(copy) if a == "DATA" else a for a in command]
+    one_line_error(*run_main(capsys, *command, "--out", out, "--quiet"),
+                   str(out), "use a shorter name (at most 255 bytes a name")
+    assert not (tmp_path / "made").exists()
+
+
+def test_a_nul_character_in_a_config_path_is_refused_by_name(tmp_path, capsys):
+    """YAML's "\\0" escape puts a NUL into a string, which no path can hold (os functions raise ValueError, not
+    OSError): the config loader refuses it, naming the key."""
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", "configs/demo/reid.yaml", "--set", 'real_root="sim\\0b"',
+                             "--quiet"), "real_root", "NUL character")
+
+
+def test_a_job_key_on_a_config_that_runs_no_jobs_says_so(capsys):
+    """JOB:KEY=VALUE is for configs with a set list; on another config the message says that, not "unknown key"."""
+    one_line_error(*run_main(capsys, "reference-reid", "configs/reference/reid-48.yaml", "--status", "--set",
+                             "cutpaste:share=0.3"), "JOB:KEY=VALUE sets a key of one job", "runs none")
+
+
+def test_a_real_root_that_holds_no_dataset_is_named_before_the_generated_folders(tmp_path, capsys):
+    """An empty real_root is the defect to name, not the generated folder that would be made from it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(*run_main(capsys, "reid", "ablate", "-c", "configs/demo/reid.yaml", "--set", f"real_root={empty}",
+                             "--set", f"remix_root={tmp_path / 'not made'}", "--quiet"),
+                   f"real_root: {empty}: no re-ID dataset found")
 
 
 @pytest.mark.slow  # a subprocess: seconds of imports
