@@ -134,19 +134,18 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # bytes of one name and of a whole path on Linux file systems
+TOO_LONG_FIX = f"use a shorter name (at most {NAME_MAX} bytes a name, {PATH_MAX:,} a path)"  # and for ENAMETOOLONG
 
 
 def _check_name_lengths(path: Path) -> None:
     """Refuse a path the file system could not make, before any of its folders is made (a job that made the short
     parents first and then failed on the long name would leave them behind)."""
-    too_long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
-    if too_long:
-        name = too_long[0]
-        raise UserError(f"{path}: the name {name[:40]}... is {len(os.fsencode(name))} bytes; use a shorter name (at "
-                        f"most {NAME_MAX} bytes a name, {PATH_MAX:,} a path)")
-    if len(os.fsencode(str(path.absolute()))) >= PATH_MAX:
-        raise UserError(f"{path}: the path is {len(os.fsencode(str(path.absolute())))} bytes; use a shorter one (at "
-                        f"most {NAME_MAX} bytes a name, {PATH_MAX:,} a path)")
+    name = next((part for part in path.parts if len(os.fsencode(part)) > NAME_MAX), None)
+    whole = len(os.fsencode(str(path.absolute())))
+    if name is not None:
+        raise UserError(f"{path}: the name {name[:40]}... is {len(os.fsencode(name))} bytes; {TOO_LONG_FIX}")
+    if whole >= PATH_MAX:
+        raise UserError(f"{path}: the path is {whole} bytes; {TOO_LONG_FIX}")
 
 
 def _check_apart(out: Path, key: str, inputs: dict, datasets: set[str]) -> None:

@@ -150,7 +150,14 @@ def check_roots(cfg: AblationConfig, needed: set[str]) -> None:
     if not cfg.real_root:
         raise UserError("real_root: set it to a re-ID dataset (Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or a "
                         "SimMarket; its query / gallery are the test set)")
-    roots = [(cfg.real_root, "real_root", "set real_root to the root of a re-ID dataset (--set real_root=...)")]
+    if defect := folder_defect(cfg.real_root):
+        raise UserError(f"real_root: {cfg.real_root}: {defect}; set real_root to the root of a re-ID dataset "
+                        "(--set real_root=...)")
+    try:  # a folder that holds no dataset is named before the generated folders that would be made from it
+        resolve_layout(cfg.real_root, cfg.real_format, "real_format")
+    except UserError as e:
+        raise UserError(f"real_root: {e}") from None
+    roots = []
     if needed & USES_VIRTUAL and cfg.virtual_root:
         roots.append((cfg.virtual_root, "virtual_root", "make it with `vmarket build` (new identities, fg_mode: "
                       "sample) or set virtual_root to such a build"))
@@ -165,11 +172,6 @@ def check_roots(cfg: AblationConfig, needed: set[str]) -> None:
     for root, key, fix in roots:
         if defect := folder_defect(root):
             raise UserError(f"{key}: {root}: {defect}; {fix}")
-        if key == "real_root":  # a folder that holds no dataset is named before the generated folders made from it
-            try:
-                resolve_layout(root, cfg.real_format, "real_format")
-            except UserError as e:
-                raise UserError(f"real_root: {e}") from None
 
 
 def register_train_sets(cfg: AblationConfig, needed: set[str], progress: bool = False

@@ -15,6 +15,7 @@ import threading
 from augment.cli import data_commands, generator_commands, job_commands
 from augment.cli.parser import Parser
 from generator.errors import UserError
+from generator.io import TOO_LONG_FIX
 from generator.training.runtime import TimeLimitReached
 
 COMMANDS = (  # in the order `vmarket --help` lists them
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # errors of the file system that a user's paths or disk cause, and what to do about each
-OS_FIXES = {errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes a name, 4,096 a path)",
+OS_FIXES = {errno.ENAMETOOLONG: TOO_LONG_FIX,
             errno.ENOSPC: "free space on that disk, or write to another one",
             errno.EDQUOT: "free space within your disk quota, or write elsewhere",
             errno.EROFS: "that file system is read-only: write elsewhere",
