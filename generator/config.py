@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from generator.errors import UserError
-from generator.io import atomic_write_text
+from generator.io import access_denied, atomic_write_text
 
 SEED_MAX = 2**32 - 1  # the largest seed numpy accepts
 
@@ -290,6 +290,8 @@ class _UniqueKeys(yaml.SafeLoader):
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
+    except PermissionError:
+        raise UserError(f"cannot read config: {access_denied(path, 'read')}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read config ({e.strerror}); check the path") from None
     except UnicodeDecodeError as e:

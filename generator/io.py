@@ -68,6 +68,29 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
+PERMISSION_FIX = "change its permissions, or use another path"
+
+
+def access_denied(path: str | os.PathLike, need: str = "read or write") -> str:
+    """The one-line defect behind a permission error on ``path``: the first folder on the way to it that this user
+    may not enter, else (where ``path`` is not there yet) the deepest folder it could not be made in, else ``path``
+    itself. The error names whichever path the failing call was given, often a file inside the folder that really
+    refuses (a marker probed in a dataset this user may not enter). ``need``: what the command does to a file, in
+    words ("read" for an input)."""
+    path = Path(os.path.abspath(path))
+    here = Path(path.anchor)
+    for part in path.parts[1:]:
+        try:
+            os.lstat(here / part)
+        except PermissionError:
+            return f"{here}: permission denied, this user may not enter that folder; {PERMISSION_FIX}"
+        except OSError:
+            return f"{here}: permission denied, this user may not write in that folder; {PERMISSION_FIX}"
+        here = here / part
+    what = "list or write in that folder" if os.path.isdir(path) else f"{need} that file"
+    return f"{path}: permission denied, this user may not {what}; {PERMISSION_FIX}"
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     """``.NAME.partial`` beside ``path``: where a job writes ``path``'s output until it is complete (then renames it
     onto ``path``), and where a killed job's work waits for the rerun that resumes it."""

@@ -15,7 +15,7 @@ import threading
 from augment.cli import data_commands, generator_commands, job_commands
 from augment.cli.parser import Parser
 from generator.errors import UserError
-from generator.io import TOO_LONG_FIX
+from generator.io import TOO_LONG_FIX, access_denied
 from generator.training.runtime import TimeLimitReached
 
 COMMANDS = (  # in the order `vmarket --help` lists them
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in OS_FIXES:
             raise
+        if e.errno == errno.EACCES and e.filename is not None:  # the folder that refuses, not a file probed inside
+            sys.stderr.write(f"vmarket {args.command}: error: {access_denied(e.filename)}\n")
+            return 2
         where = f"{e.filename}: " if e.filename is not None else ""
         sys.stderr.write(f"vmarket {args.command}: error: {where}{e.strerror}; {OS_FIXES[e.errno]}\n")
         return 2

@@ -27,7 +27,7 @@ from generator.data.layouts import (
 )
 from generator.data.market import Record
 from generator.errors import UserError
-from generator.io import progress_bar
+from generator.io import access_denied, progress_bar
 from generator.pose import body_rois, flip_rcv, pose_heatmaps, pose_mask, shows_person
 
 SIZE_FIX = "resize the images or set the size to match"
@@ -50,6 +50,8 @@ def load_image(path: str, size: tuple[int, int] | None = None, size_fix: str = S
         with Image.open(path) as im:
             im.load()
             img = np.array(im.convert("RGB"))
+    except PermissionError:
+        raise UserError(access_denied(path, "read")) from None
     except IMAGE_ERRORS as e:
         raise UserError(f"{path}: unreadable image ({image_error(e)}); replace or remove the file") from None
     if size is not None and img.shape[:2] != tuple(size):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import UserError
-from generator.io import atomic_write_text
+from generator.io import access_denied, atomic_write_text
 
 NUM_JOINTS = 18
 HEADER = "name:keypoints_y:keypoints_x"
@@ -51,6 +51,8 @@ def read_keypoints_csv(path: str | os.PathLike, root: str | os.PathLike | None =
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet exports write one) is dropped
+    except PermissionError:
+        raise UserError(f"cannot read keypoint file: {access_denied(path, 'read')}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read keypoint file ({e.strerror}); check the path") from None
     except UnicodeDecodeError:
