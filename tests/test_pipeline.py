@@ -259,6 +259,19 @@ def test_a_combined_demo_recipe_is_cut_and_paste_with_the_generated_images_on_to
         combined_config(load_config(PipelineConfig, None, ["combined_share=0.8"]), rcfg, "remix")
 
 
+def _combined_demo_runs(out):
+    """The combined demo's two re-ID runs under ``out``, one seed: real 5 and real+remix 30 rank-1, and beside them
+    cut-and-paste alone at 25."""
+    import pandas as pd
+
+    for run, r1 in (("reid", 0.30), ("reid-cutpaste", 0.25)):
+        (out / run).mkdir(parents=True)
+        (out / run / "results.md").write_text(f"| {run} |\n")
+        pd.DataFrame([{"setting": "real", "seed": 0, "rank1": 0.05, "mAP": 0.07}] * (run == "reid")
+                     + [{"setting": "real+remix", "seed": 0, "rank1": r1, "mAP": 0.2}]
+                     ).to_csv(out / run / "results.csv", index=False)
+
+
 def test_report_of_the_combined_demo_names_its_reference_recipe(tmp_path):
     """The demo's default: cut-and-paste with the generator's remixes on top, set beside the reference ablation's
     recipe the config names (cutpaste+remix-newpose), against real-only and against cut-and-paste."""
@@ -276,12 +289,7 @@ def test_report_of_the_combined_demo_names_its_reference_recipe(tmp_path):
                                                        generated="cutpaste+remix-newpose", share="0.25+0.125",
                                                        rank1=lambda d: d.rank1 + 0.03)
     pd.concat([rows, combined]).to_csv(ref / "ablation.csv", index=False)
-    for run, r1 in (("reid", 0.30), ("reid-cutpaste", 0.25)):
-        (out / run).mkdir(parents=True)
-        (out / run / "results.md").write_text(f"| {run} |\n")
-        pd.DataFrame([{"setting": "real", "seed": 0, "rank1": 0.05, "mAP": 0.07}] * (run == "reid")
-                     + [{"setting": "real+remix", "seed": 0, "rank1": r1, "mAP": 0.2}]
-                     ).to_csv(out / run / "results.csv", index=False)
+    _combined_demo_runs(out)
     cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [f"out={out}"])
     assert cfg.combined_share and cfg.reference_recipe == "cutpaste+remix-newpose"
     text = reid_section(out, cfg, load_config(AblationConfig, "configs/demo/reid.yaml"), reference=ref)
@@ -329,3 +337,49 @@ def test_report_sets_the_reference_recipe_beside_cut_and_paste_trained_twice_as_
     # hybrid 0.15, 0.17, 0.19, 0.16, 0.18 against 0.25: -10, -8, -6, -9, -7 points; mAP 0.08 against 0.10
     assert "**Against cut-and-paste trained twice as long** (reference ablation, `real->cutpaste`" in text
     assert "5 seeds): `hybrid` -8.0 ± 0.7 rank-1, -2.0 ± 0.0 mAP" in text
+
+
+def test_report_gives_the_reference_pair_in_its_other_worlds_and_at_a_longer_schedule(tmp_path):
+    """Beside the demo's world and schedule, the report gives the reference ablation's same pair (the recipe against
+    cut-and-paste) in the table's other worlds, and in a table shipped beside it that trained the same generator's
+    recipes for more epochs; a longer table of another generator is left out."""
+    import pandas as pd
+
+    from augment.jobs.pipeline import PipelineConfig
+    from augment.jobs.report import reid_section
+    from generator.config import load_config
+    from reid.ablation import AblationConfig
+
+    out, ref = tmp_path / "demo", tmp_path / "tables" / "ref"
+    ref.parent.mkdir()
+    _fake_reference(ref, [10, 12, 14, 11, 13])
+    rows = pd.read_csv(ref / "ablation.csv").assign(world="reference")
+    paste = rows[rows.recipe == "cutpaste"]
+    combined = paste.assign(recipe="cutpaste+remix-newpose", generated="cutpaste+remix-newpose", share="0.25+0.125",
+                            rank1=lambda d: d.rank1 + 0.03)
+    # the unseen world: +1..+5 points over cut-and-paste, seed by seed (mean 3.0, SE 0.7)
+    unseen = pd.concat([paste, combined.assign(rank1=lambda d: d.rank1 - 0.03 + (d.seed + 1) / 100)]
+                       ).assign(world="seed2-textured")
+    pd.concat([rows, combined, unseen]).to_csv(ref / "ablation.csv", index=False)
+    prov = json.loads((ref / "provenance.json").read_text())
+    prov["generator"] = {"stage1.pt": "a" * 64}
+    prov["config"]["worlds"] = [{"name": "reference", "sim_seed": 0}, {"name": "seed2-textured", "sim_seed": 2}]
+    (ref / "provenance.json").write_text(json.dumps(prov))
+    for name, generator, gain in (("long", prov["generator"], -0.01), ("other", {"stage1.pt": "b" * 64}, 0.09)):
+        table = ref.parent / name
+        table.mkdir()
+        pd.concat([paste, paste.assign(recipe="cutpaste+remix-newpose", rank1=paste.rank1 + gain)]
+                  ).assign(world="reference").to_csv(table / "ablation.csv", index=False)
+        longer = {**prov, "generator": generator, "config": {**prov["config"], "train": {**prov["config"]["train"],
+                                                                                          "epochs": 60}}}
+        (table / "provenance.json").write_text(json.dumps(longer))
+    _combined_demo_runs(out)
+    (out / "reference.json").write_text(json.dumps({"sha256": prov["generator"]}))
+    cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [f"out={out}"])
+    text = reid_section(out, cfg, load_config(AblationConfig, "configs/demo/reid.yaml"), reference=ref)
+    assert ("**In the reference ablation's other worlds** (this run's is `reference`, the world the shipped generator "
+            "was trained on;") in text
+    assert "`cutpaste+remix-newpose` against `cutpaste`, regime `cameras2`: `seed2-textured` +3.0 ± 0.7 rank-1" in text
+    assert "**Trained for 60 epochs** instead of 30 (`" in text
+    assert "regime `cameras2`: `reference` -1.0 ± 0.0 rank-1" in text
+    assert "+9.0" not in text  # the other generator's longer table

@@ -209,8 +209,9 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])
     prov = json.loads((reference / "provenance.json").read_text())
-    ref = read_ablation(reference / "ablation.csv")
-    ref = ref[ref.world == _reference_world(prov["config"], cfg.sim_seed)[0]]
+    full = read_ablation(reference / "ablation.csv")
+    world = _reference_world(prov["config"], cfg.sim_seed)[0]
+    ref = full[full.world == world]
     regime = next((r["name"] for r in prov["config"]["regimes"]
                    if r["train_cameras"] == cfg.sim_train_cameras), None)
     transforms = "+".join(rcfg.train.transforms)
@@ -230,7 +231,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
         d, n = _paired_own(own, s, base)
         text = (f"**This run** ({n} seed{'s' if n != 1 else ''}): {s} − {base} = {d['rank1'].mean():+.1f} rank-1, "
                 f"{d['mAP'].mean():+.1f} mAP (points, paired by seed).")
-        ref_name, ref_base = names.get(s), names.get(base)
+        ref_name, ref_base, beyond = names.get(s), names.get(base), ""
         if ref_name and ref_base and differ:
             text += (f" The reference ablation's `{ref_name}` is not the same experiment ({'; '.join(differ)}), so "
                      "this run is not set against it; with one seed it cannot tell the two apart on its own.")
@@ -240,6 +241,8 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
             text += " The reference ablation has no run of this recipe in this data regime to compare with."
         if s != "real+cutpaste" and "real+cutpaste" in settings:
             text += _against_cutpaste(own, s, ref, regime, ref_name, names["real+cutpaste"], differ)
+            if ref_name and names["real+cutpaste"] and not differ:
+                beyond = _elsewhere(reference, prov, full, world, regime, ref_name, names["real+cutpaste"])
         elif s != "real+cutpaste" and ref_name and "cutpaste" in set(ref[ref.regime == regime].recipe):
             words, k, _ = _ref_paired(ref, regime, ref_name, "cutpaste")
             mean = ref[(ref.regime == regime) & (ref.recipe == "cutpaste")]
@@ -247,7 +250,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
                      f"`cutpaste`, {k} seeds, rank-1 {100 * mean.rank1.mean():.1f}): `{ref_name}` {words}.")
         if s != "real+cutpaste" and ref_name:
             text += _against_longer(ref, regime, ref_name)
-        lines += [text, ""]
+        lines += [text, ""] + ([beyond, ""] if beyond else [])
     devices = ", ".join(f"{v} on {k}" for k, v in prov.get("run_devices", {}).items())
     lines += [f"### The reference ablation (shipped with the package, `{repo_relative(str(reference), REPO)}/`)", "",
               f"`{prov['command']}`: {prov['runs']} runs ({devices}), {prov['date']}; SimMarket "
@@ -272,6 +275,51 @@ def _against_longer(ref: pd.DataFrame, regime: str, ref_name: str) -> str:
     return (f" **Against cut-and-paste trained twice as long** (reference ablation, `{LONGER}`: a first stage on the "
             f"real data, then real + cut-and-paste; no generator; {k} seeds): `{ref_name}` {words}: this run and the "
             "recipe set beside it train as many optimiser steps as real-only, the control twice as many.")
+
+
+def _pairs_by_world(df: pd.DataFrame, regime: str, a: str, b: str, worlds: list[str]) -> list[str]:
+    """``a - b`` in ``regime`` for each of ``worlds`` that has it paired over two seeds or more, in words."""
+    found = []
+    for world in worlds:
+        words, k, _ = _ref_paired(df[df.world == world], regime, a, b)
+        if k > 1:
+            found.append(f"`{world}` {words} ({k} seeds)")
+    return found
+
+
+def _longer_tables(reference: Path, prov: dict) -> list[tuple[Path, dict]]:
+    """The ablations shipped beside ``reference`` that trained with the same generator for more epochs (none where
+    ``reference`` records no generator)."""
+    epochs, found = prov["config"]["train"]["epochs"], []
+    if not prov.get("generator"):
+        return found
+    for table in sorted(p for p in reference.parent.iterdir() if p.is_dir() and p != reference):
+        if (table / "ablation.csv").is_file() and (table / "provenance.json").is_file():
+            other = json.loads((table / "provenance.json").read_text())
+            if other.get("generator") == prov.get("generator") and other["config"]["train"]["epochs"] > epochs:
+                found.append((table, other))
+    return found
+
+
+def _elsewhere(reference: Path, prov: dict, full: pd.DataFrame, world: str, regime: str, a: str, b: str) -> str:
+    """The reference ablation's ``a - b`` in ``regime`` beyond the demo's world and schedule: in its other worlds,
+    and in the tables shipped beside it that train the same recipes with the same generator for longer. One world
+    and one schedule can flatter a recipe (the generator's own training people; a schedule too short for the
+    baseline); these say how far the demo's answer carries."""
+    text = []
+    others = _pairs_by_world(full, regime, a, b, [w for w in dict.fromkeys(full.world) if w != world])
+    if others:
+        own = ", the world the shipped generator was trained on" if world == REFERENCE_WORLD else ""
+        text.append(f"**In the reference ablation's other worlds** (this run's is `{world}`{own}; what each world "
+                     f"is: docs/results.md), `{a}` against `{b}`, regime `{regime}`: {'; '.join(others)}.")
+    for table, other in _longer_tables(reference, prov):
+        longer = read_ablation(table / "ablation.csv")
+        found = _pairs_by_world(longer, regime, a, b, list(dict.fromkeys([world, *longer.world])))
+        if found:
+            text.append(f"**Trained for {other['config']['train']['epochs']} epochs** instead of "
+                        f"{prov['config']['train']['epochs']} (`{repo_relative(str(table), REPO)}/`, the same "
+                        f"generator), `{a}` against `{b}`, regime `{regime}`: {'; '.join(found)}.")
+    return " ".join(text)
 
 
 def _against_cutpaste(own: pd.DataFrame, s: str, ref: pd.DataFrame, regime: str, ref_name: str | None,
