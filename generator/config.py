@@ -9,6 +9,7 @@ the run directory and in every checkpoint (tuples as lists), so a run can be reb
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -290,9 +291,9 @@ class _UniqueKeys(yaml.SafeLoader):
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
-    except PermissionError:
-        raise UserError(f"cannot read config: {access_denied(path, 'read')}") from None
     except OSError as e:
+        if e.errno == errno.EACCES:
+            raise UserError(access_denied(path, "read", "config")) from None
         raise UserError(f"{path}: cannot read config ({e.strerror}); check the path") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} at offset {e.start}); "

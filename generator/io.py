@@ -69,26 +69,44 @@ def _unwritable(folder: Path) -> str | None:
 
 
 PERMISSION_FIX = "change its permissions, or use another path"
+_WRITE_IN = os.W_OK | os.X_OK  # what making, renaming or removing a file needs of its folder
 
 
-def access_denied(path: str | os.PathLike, need: str = "read or write") -> str:
-    """The one-line defect behind a permission error on ``path``: the first folder on the way to it that this user
-    may not enter, else (where ``path`` is not there yet) the deepest folder it could not be made in, else ``path``
-    itself. The error names whichever path the failing call was given, often a file inside the folder that really
-    refuses (a marker probed in a dataset this user may not enter). ``need``: what the command does to a file, in
-    words ("read" for an input)."""
-    path = Path(os.path.abspath(path))
-    here = Path(path.anchor)
-    for part in path.parts[1:]:
+def access_denied(path: str | bytes | os.PathLike, need: str = "read or write", noun: str = "file") -> str:
+    """The one-line defect behind a permission error (EACCES) on ``path``, naming the place that refuses:
+
+    - the first folder on the way to ``path`` (links followed) that this user may not enter: the error names whatever
+      path the failing call was given, often a file probed inside that folder;
+    - where ``path`` is not there yet, the deepest folder that is, if this user may not write in it;
+    - ``path`` itself, if this user may not ``need`` it (``need``: what the command does to it, "read" for an
+      input; ``noun``: what it is, "config");
+    - where ``path`` is there and may be read, its folder, if this user may not write in it (a removal or rename);
+    - else ``path`` as given, without a guess.
+    """
+    given = os.fsdecode(path)
+    plain = f"{given}: permission denied; {PERMISSION_FIX}"
+    real = Path(os.path.realpath(given))  # a link's target is what the kernel refused
+    here = Path(real.anchor)
+    for part in real.parts[1:]:
         try:
             os.lstat(here / part)
         except PermissionError:
             return f"{here}: permission denied, this user may not enter that folder; {PERMISSION_FIX}"
-        except OSError:
-            return f"{here}: permission denied, this user may not write in that folder; {PERMISSION_FIX}"
+        except OSError:  # not there (or a file in the way): what refused is the folder it would be made in
+            if os.path.isdir(here) and not os.access(here, _WRITE_IN):
+                return f"{here}: permission denied, this user may not write in that folder; {PERMISSION_FIX}"
+            return plain
         here = here / part
-    what = "list or write in that folder" if os.path.isdir(path) else f"{need} that file"
-    return f"{path}: permission denied, this user may not {what}; {PERMISSION_FIX}"
+    if os.path.isdir(real):
+        if not os.access(real, os.R_OK | _WRITE_IN):
+            return f"{real}: permission denied, this user may not list or write in that folder; {PERMISSION_FIX}"
+        return plain
+    modes = {"read": os.R_OK, "write": os.W_OK}.get(need, os.R_OK | os.W_OK)
+    if need == "read" or not os.access(real, modes):
+        return f"{real}: permission denied, this user may not {need} that {noun}; {PERMISSION_FIX}"
+    if not os.access(real.parent, _WRITE_IN):
+        return f"{real.parent}: permission denied, this user may not write in that folder; {PERMISSION_FIX}"
+    return plain
 
 
 def partial_path(path: str | os.PathLike) -> Path:

@@ -15,7 +15,7 @@ import threading
 from augment.cli import data_commands, generator_commands, job_commands
 from augment.cli.parser import Parser
 from generator.errors import UserError
-from generator.io import TOO_LONG_FIX, access_denied
+from generator.io import PERMISSION_FIX, TOO_LONG_FIX, access_denied
 from generator.training.runtime import TimeLimitReached
 
 COMMANDS = (  # in the order `vmarket --help` lists them
@@ -50,8 +50,8 @@ OS_FIXES = {errno.ENAMETOOLONG: TOO_LONG_FIX,
             errno.ENOSPC: "free space on that disk, or write to another one",
             errno.EDQUOT: "free space within your disk quota, or write elsewhere",
             errno.EROFS: "that file system is read-only: write elsewhere",
-            errno.EACCES: "choose a path you may read and write, or change its permissions",
-            errno.EPERM: "choose a path you may read and write, or change its permissions"}
+            errno.EACCES: PERMISSION_FIX,  # with a file name, access_denied names the place that refuses
+            errno.EPERM: PERMISSION_FIX}
 
 
 class Terminated(KeyboardInterrupt):

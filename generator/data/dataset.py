@@ -6,6 +6,7 @@ the 7 body-ROI boxes with their visibilities, the 54-D pose vector, pid and cami
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -50,9 +51,9 @@ def load_image(path: str, size: tuple[int, int] | None = None, size_fix: str = S
         with Image.open(path) as im:
             im.load()
             img = np.array(im.convert("RGB"))
-    except PermissionError:
-        raise UserError(access_denied(path, "read")) from None
     except IMAGE_ERRORS as e:
+        if getattr(e, "errno", None) == errno.EACCES:
+            raise UserError(access_denied(path, "read", "image")) from None
         raise UserError(f"{path}: unreadable image ({image_error(e)}); replace or remove the file") from None
     if size is not None and img.shape[:2] != tuple(size):
         raise UserError(

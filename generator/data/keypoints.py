@@ -11,6 +11,7 @@ pose autoencoder's 54-D vector is ``[r/H*2-1, c/W*2-1, v]`` per joint (Sec. 3.1)
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -51,9 +52,9 @@ def read_keypoints_csv(path: str | os.PathLike, root: str | os.PathLike | None =
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet exports write one) is dropped
-    except PermissionError:
-        raise UserError(f"cannot read keypoint file: {access_denied(path, 'read')}") from None
     except OSError as e:
+        if e.errno == errno.EACCES:
+            raise UserError(access_denied(path, "read", "keypoint file")) from None
         raise UserError(f"{path}: cannot read keypoint file ({e.strerror}); check the path") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (not UTF-8); is this a keypoint CSV?") from None
