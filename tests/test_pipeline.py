@@ -341,8 +341,9 @@ def test_report_sets_the_reference_recipe_beside_cut_and_paste_trained_twice_as_
 
 def test_report_gives_the_reference_pair_in_its_other_worlds_and_at_a_longer_schedule(tmp_path):
     """Beside the demo's world and schedule, the report gives the reference ablation's same pair (the recipe against
-    cut-and-paste) in the table's other worlds, and in a table shipped beside it that trained the same generator's
-    recipes for more epochs; a longer table of another generator is left out."""
+    cut-and-paste) in the table's other worlds, and in a table shipped with it that trained the same generator's
+    recipes on the same data for more epochs; tables of another generator, of as many epochs or of another learning
+    rate are left out."""
     import pandas as pd
 
     from augment.jobs.pipeline import PipelineConfig
@@ -350,8 +351,7 @@ def test_report_gives_the_reference_pair_in_its_other_worlds_and_at_a_longer_sch
     from generator.config import load_config
     from reid.ablation import AblationConfig
 
-    out, ref = tmp_path / "demo", tmp_path / "tables" / "ref"
-    ref.parent.mkdir()
+    out, ref = tmp_path / "demo", tmp_path / "ref"
     _fake_reference(ref, [10, 12, 14, 11, 13])
     rows = pd.read_csv(ref / "ablation.csv").assign(world="reference")
     paste = rows[rows.recipe == "cutpaste"]
@@ -365,14 +365,17 @@ def test_report_gives_the_reference_pair_in_its_other_worlds_and_at_a_longer_sch
     prov["generator"] = {"stage1.pt": "a" * 64}
     prov["config"]["worlds"] = [{"name": "reference", "sim_seed": 0}, {"name": "seed2-textured", "sim_seed": 2}]
     (ref / "provenance.json").write_text(json.dumps(prov))
-    for name, generator, gain in (("long", prov["generator"], -0.01), ("other", {"stage1.pt": "b" * 64}, 0.09)):
-        table = ref.parent / name
+    train = prov["config"]["train"]
+    for name, generator, gain, changed in (("long", prov["generator"], -0.01, {"epochs": 60}),
+                                           ("other", {"stage1.pt": "b" * 64}, 0.09, {"epochs": 60}),
+                                           ("short", prov["generator"], 0.07, {}),
+                                           ("lr", prov["generator"], 0.08, {"epochs": 60, "lr": 0.01})):
+        table = ref / name
         table.mkdir()
         pd.concat([paste, paste.assign(recipe="cutpaste+remix-newpose", rank1=paste.rank1 + gain)]
                   ).assign(world="reference").to_csv(table / "ablation.csv", index=False)
-        longer = {**prov, "generator": generator, "config": {**prov["config"], "train": {**prov["config"]["train"],
-                                                                                          "epochs": 60}}}
-        (table / "provenance.json").write_text(json.dumps(longer))
+        config = {**prov["config"], "train": {**train, **changed}}
+        (table / "provenance.json").write_text(json.dumps({**prov, "generator": generator, "config": config}))
     _combined_demo_runs(out)
     (out / "reference.json").write_text(json.dumps({"sha256": prov["generator"]}))
     cfg = load_config(PipelineConfig, "configs/demo/pipeline.yaml", [f"out={out}"])
@@ -380,6 +383,11 @@ def test_report_gives_the_reference_pair_in_its_other_worlds_and_at_a_longer_sch
     assert ("**In the reference ablation's other worlds** (this run's is `reference`, the world the shipped generator "
             "was trained on;") in text
     assert "`cutpaste+remix-newpose` against `cutpaste`, regime `cameras2`: `seed2-textured` +3.0 ± 0.7 rank-1" in text
-    assert "**Trained for 60 epochs** instead of 30 (`" in text
+    assert "**Re-ID trained for 60 epochs** instead of 30 (`" in text
     assert "regime `cameras2`: `reference` -1.0 ± 0.0 rank-1" in text
-    assert "+9.0" not in text  # the other generator's longer table
+    assert not any(f"+{g}.0 ± 0.0 rank-1" in text for g in (7, 8, 9))  # as many epochs, another lr, another generator
+    prov.pop("generator")  # a table that records no generator has no longer table of the same one
+    (ref / "provenance.json").write_text(json.dumps(prov))
+    (out / "reference.json").unlink()
+    assert "Re-ID trained for" not in reid_section(out, cfg, load_config(AblationConfig, "configs/demo/reid.yaml"),
+                                                   reference=ref)

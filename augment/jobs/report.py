@@ -173,18 +173,25 @@ def _against_reference(d: dict, n: int, ref: pd.DataFrame, regime: str, a: str, 
                    "separate the two on its own; the reference table below is the evidence.")
 
 
+def _shipped_tables(root: Path) -> list[tuple[Path, dict]]:
+    """The ablations shipped under ``root`` (``root`` itself, then its folders: another generator's, another size's,
+    a longer schedule's), each with its provenance."""
+    if not root.is_dir():
+        return []
+    found = []
+    for table in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        if (table / "ablation.csv").is_file() and (table / "provenance.json").is_file():
+            found.append((table, json.loads((table / "provenance.json").read_text())))
+    return found
+
+
 def reference_table(installed: dict | None, reference: Path = REFERENCE_REID) -> Path:
-    """The shipped ablation to set a run beside: of ``reference`` and the ablations shipped in its folders (another
-    generator's, another size's), the first whose generated images came from the reference checkpoints this run
-    installed (``installed``: their sha256), else ``reference`` itself."""
-    if not installed or not reference.is_dir():
+    """The shipped ablation to set a run beside: of ``reference`` and the ablations shipped in its folders, the first
+    whose generated images came from the reference checkpoints this run installed (``installed``: their sha256), else
+    ``reference`` itself."""
+    if not installed:
         return reference
-    for table in [reference, *sorted(p for p in reference.iterdir() if p.is_dir())]:
-        prov = table / "provenance.json"
-        if (table / "ablation.csv").is_file() and prov.is_file() and \
-                json.loads(prov.read_text()).get("generator") == installed:
-            return table
-    return reference
+    return next((table for table, prov in _shipped_tables(reference) if prov.get("generator") == installed), reference)
 
 
 def _installed(stamp: Path) -> dict:
@@ -205,7 +212,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     settings = list(dict.fromkeys(own.setting))
     stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
     installed = _installed(stamp) if stamp.is_file() else None
-    reference = reference_table(installed, reference)
+    root, reference = reference, reference_table(installed, reference)
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])
     prov = json.loads((reference / "provenance.json").read_text())
@@ -242,7 +249,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
         if s != "real+cutpaste" and "real+cutpaste" in settings:
             text += _against_cutpaste(own, s, ref, regime, ref_name, names["real+cutpaste"], differ)
             if ref_name and names["real+cutpaste"] and not differ:
-                beyond = _elsewhere(reference, prov, full, world, regime, ref_name, names["real+cutpaste"])
+                beyond = _elsewhere(root, reference, prov, full, world, regime, ref_name, names["real+cutpaste"])
         elif s != "real+cutpaste" and ref_name and "cutpaste" in set(ref[ref.regime == regime].recipe):
             words, k, _ = _ref_paired(ref, regime, ref_name, "cutpaste")
             mean = ref[(ref.regime == regime) & (ref.recipe == "cutpaste")]
@@ -287,38 +294,53 @@ def _pairs_by_world(df: pd.DataFrame, regime: str, a: str, b: str, worlds: list[
     return found
 
 
-def _longer_tables(reference: Path, prov: dict) -> list[tuple[Path, dict]]:
-    """The ablations shipped beside ``reference`` that trained with the same generator for more epochs (none where
-    ``reference`` records no generator)."""
-    epochs, found = prov["config"]["train"]["epochs"], []
+def _named(config: dict, key: str, names: list[str]) -> list[dict | None]:
+    """The entries of ``config[key]`` (recipes, worlds) of these names, None where one is not there."""
+    return [next((x for x in config.get(key) or [] if x["name"] == n), None) for n in names]
+
+
+def _same_but_epochs(config: dict, other: dict, recipes: list[str]) -> bool:
+    """Whether two ablation configs train ``recipes`` alike on the same data, epochs aside: the other training
+    settings, identities and regimes, those recipes, and every world ``other`` holds, as ``config`` defines them."""
+    def rest(c: dict) -> tuple:
+        return {k: v for k, v in c.get("train", {}).items() if k != "epochs"}, c.get("sim_ids"), c.get("regimes")
+    worlds = [w["name"] for w in other.get("worlds") or []]
+    return (rest(other) == rest(config) and _named(other, "recipes", recipes) == _named(config, "recipes", recipes)
+            and _named(other, "worlds", worlds) == _named(config, "worlds", worlds))
+
+
+def _longer_tables(root: Path, reference: Path, prov: dict, recipes: list[str]) -> list[tuple[Path, dict]]:
+    """The ablations shipped under ``root`` beside ``reference`` (``prov``: its provenance) that trained ``recipes``
+    with the same generator on the same data as it did, for more epochs."""
     if not prov.get("generator"):
-        return found
-    for table in sorted(p for p in reference.parent.iterdir() if p.is_dir() and p != reference):
-        if (table / "ablation.csv").is_file() and (table / "provenance.json").is_file():
-            other = json.loads((table / "provenance.json").read_text())
-            if other.get("generator") == prov.get("generator") and other["config"]["train"]["epochs"] > epochs:
-                found.append((table, other))
-    return found
+        return []
+    epochs = prov["config"]["train"]["epochs"]
+    return [(table, other) for table, other in _shipped_tables(root)
+            if table != reference and other.get("generator") == prov["generator"]
+            and other["config"].get("train", {}).get("epochs", 0) > epochs
+            and _same_but_epochs(prov["config"], other["config"], recipes)]
 
 
-def _elsewhere(reference: Path, prov: dict, full: pd.DataFrame, world: str, regime: str, a: str, b: str) -> str:
+def _elsewhere(root: Path, reference: Path, prov: dict, full: pd.DataFrame, world: str, regime: str, a: str,
+               b: str) -> str:
     """The reference ablation's ``a - b`` in ``regime`` beyond the demo's world and schedule: in its other worlds,
-    and in the tables shipped beside it that train the same recipes with the same generator for longer. One world
-    and one schedule can flatter a recipe (the generator's own training people; a schedule too short for the
+    and in the tables shipped under ``root`` that train the same recipes with the same generator for longer. One
+    world and one schedule can flatter a recipe (the generator's own training people; a schedule too short for the
     baseline); these say how far the demo's answer carries."""
     text = []
     others = _pairs_by_world(full, regime, a, b, [w for w in dict.fromkeys(full.world) if w != world])
     if others:
         own = ", the world the shipped generator was trained on" if world == REFERENCE_WORLD else ""
         text.append(f"**In the reference ablation's other worlds** (this run's is `{world}`{own}; what each world "
-                     f"is: docs/results.md), `{a}` against `{b}`, regime `{regime}`: {'; '.join(others)}.")
-    for table, other in _longer_tables(reference, prov):
+                    f"is: docs/results.md), `{a}` against `{b}`, regime `{regime}`: {'; '.join(others)}.")
+    for table, other in _longer_tables(root, reference, prov, [a, b]):
         longer = read_ablation(table / "ablation.csv")
         found = _pairs_by_world(longer, regime, a, b, list(dict.fromkeys([world, *longer.world])))
         if found:
-            text.append(f"**Trained for {other['config']['train']['epochs']} epochs** instead of "
+            missing = "" if world in set(longer.world) else f" (not run in `{world}`)"
+            text.append(f"**Re-ID trained for {other['config']['train']['epochs']} epochs** instead of "
                         f"{prov['config']['train']['epochs']} (`{repo_relative(str(table), REPO)}/`, the same "
-                        f"generator), `{a}` against `{b}`, regime `{regime}`: {'; '.join(found)}.")
+                        f"generator and data), `{a}` against `{b}`, regime `{regime}`{missing}: {'; '.join(found)}.")
     return " ".join(text)
 
 
