@@ -82,7 +82,7 @@ def builtin_market1501(root: str | os.PathLike, verbose: bool = False, **kwargs)
 
 
 def market_records(root, splits=("train", "query", "gallery"), progress: bool = False, fmt: str = "auto",
-                   fmt_key: str = "format") -> dict[str, list[tuple[str, int, int]]]:
+                   fmt_key: str | None = None) -> dict[str, list[tuple[str, int, int]]]:
     """torchreid records ``(path, pid, camid)`` with 0-based cameras, per split, of a dataset in layout ``fmt``
     (auto: detected; Market-1501, DukeMTMC-reID, MSMT17 or CUHK03, generator.data.layouts): what torchreid's own
     dataset class of that layout gives, training pids not yet relabelled; Market-1501 junk is dropped as torchreid

@@ -92,7 +92,7 @@ def test_a_dataset_folder_the_settings_do_not_read_may_be_missing(sim_small, tmp
 
 @pytest.mark.parametrize("override, needle", [
     ("train.batch=0", "train.batch: 0: must be above 0"), ("train.steps=-5", "train.steps: -5"),
-    ("train.lr=-1", "train.lr: -1.0: must be 0 or more"), ("train.device=gpu", "'gpu' is not a device"),
+    ("train.lr=-1", "train.lr: -1.0: must be above 0"), ("train.device=gpu", "'gpu' is not a device"),
     ("train.sample_every=0", "train.sample_every: 0: must be above 0"),
 ])
 def test_train_stage1_refuses_bad_values_before_a_run_folder(sim_small, tmp_path, capsys, override, needle):
@@ -138,8 +138,8 @@ def test_simulate_refuses_no_folder_or_the_folder_it_stands_in(tmp_path, capsys,
 
 def test_sample_and_eval_refuse_bad_counts_and_a_file_for_out(tiny_stages, tmp_path, capsys):
     s1, _, s2 = tiny_stages
-    for args, defect in ((["sample", "--run", s2, "--cols", "0"], "use 1 to 64"),
-                         (["sample", "--run", s2, "--cols", "100000"], "100000: use 1 to 64"),
+    for args, defect in ((["sample", "--run", s2, "--cols", "2"], "use 3 to 64"),
+                         (["sample", "--run", s2, "--cols", "100000"], "100000: use 3 to 64"),
                          (["sample", "--run", s2, "--rows", "-1"], "use 1 to 64"),
                          (["eval", "stage1", "--run", s1, "--pairs", "0"], "use 1 or more"),
                          (["eval", "stage1", "--run", s1, "--limit", "0"], "use 1 or more")):

@@ -21,6 +21,9 @@ from reid.ablation import AblationConfig
     (AblationConfig, "seeds=[0, -1]", "seeds: -1: a seed"),
     (Stage1Config, "train.lr=.nan", "train.lr: nan: expected a finite number"),
     (Stage1Config, "train.lr=1e400", "train.lr: inf: expected a finite number"),
+    (Stage1Config, "train.lr=0", "train.lr: 0.0: must be above 0"),  # a run whose weights never move
+    (PoseConfig, "train.lr=0", "train.lr: 0.0: must be above 0"),
+    (Stage2Config, "train.lr=0", "train.lr: 0.0: must be above 0"),
     (Stage1Config, "train.beta1=2", "train.beta1: 2.0: use a value in [0, 1)"),
     (PoseConfig, "train.beta2=1.5", "train.beta2: 1.5: use a value in [0, 1)"),
     (Stage1Config, "data.workers=-1", "data.workers: -1: must be 0 or more"),
@@ -47,7 +50,7 @@ def test_out_of_range_values_name_the_override(cls, setting, message):
 
 def test_the_defaults_and_the_edges_of_each_range_load():
     load_config(Stage1Config, None, ["train.seed=0", "train.beta1=0", "data.flip=1", "data.workers=0",
-                                     "train.seed=4294967295", "train.lr=0"])
+                                     "train.seed=4294967295", "train.lr=1e-30"])
     load_config(Stage2Config, None, ["train.holdout=0", "model.blocks=0", "factors=[fg]"])
 
 

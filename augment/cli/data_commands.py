@@ -91,7 +91,7 @@ def _cmd_check(args) -> None:
     splits = ("train",) if marker else ("train", "query", "gallery")
     # names, then image contents, then keypoints: the first error named is the file's own defect, not the
     # keypoint row a broken or stray file never had
-    fmt = args.format if args.format != "auto" else detect_format(args.root)
+    fmt = args.format if args.format != "auto" else detect_format(args.root, "--format")
     scanned = scan_dataset(args.root, splits, keep_junk=True, fmt=fmt, fmt_key="--format")
     check_images(scanned, size, progress=not args.quiet,
                  size_fix="every image of a dataset has one size: resize this one, or pass --size {h}x{w} if "

@@ -125,18 +125,26 @@ def _stage1_data(run: Path) -> str:
     return root
 
 
+def _run_folder(run: str, kind: str) -> Path:
+    """The run directory ``--run`` names (a run directory, or the snapshot.pt in one), its snapshot checked to be
+    a trained ``kind`` run's (missing, damaged or of another stage: one line naming it)."""
+    path = Path(run)
+    if path.is_file() and path.name != "snapshot.pt":
+        raise UserError(f"{path}: a file, not a run; pass the {kind} run directory (or its snapshot.pt): the command "
+                        "writes beside the run and reads what the run keeps next to its snapshot")
+    checked_snapshot(path, kind)
+    return path if path.is_dir() else path.parent
+
+
 def _cmd_eval(args) -> None:
-    run = Path(args.run)
     if args.job == "stage2":
-        if not (run / "snapshot.pt").is_file():
-            raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
+        run = _run_folder(args.run, "stage-II")
         with _out_folder(args.out, run / "eval", REPORT_FILES, "`vmarket eval stage2`", {"--run": run}) as out:
             q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
         return
-    if not (run / "snapshot.pt").is_file():
-        raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-I run")
+    run = _run_folder(args.run, "stage-I")
     data = args.data or _stage1_data(run)
     if not Path(data).is_dir():
         raise UserError(f"{data}: {'is a file, not a' if Path(data).exists() else 'no such'} dataset folder; pass "
@@ -155,9 +163,7 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_sample(args) -> None:
-    run = Path(args.run)
-    if not (run / "snapshot.pt").is_file():
-        raise UserError(f"{run}: no snapshot.pt; pass the run directory of a trained stage-II run")
+    run = _run_folder(args.run, "stage-II")
     with _out_folder(args.out, run / "samples", SAMPLE_FILES, "`vmarket sample`", {"--run": run}) as out:
         paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
@@ -206,6 +212,8 @@ def add_sample(sub) -> None:
                     help="output folder, new or holding only the sample grids (default: RUN/samples)")
     sm.add_argument("--seed", type=seed, default=0, help="sampling seed; the same seed gives the same grids")
     # a grid is one PNG to look at: 64 x 64 images of 128x64 are already 4,096 x 8,192 pixels
-    sm.add_argument("--cols", type=count(1, 64), default=8, help="images per row (1 to 64)")
+    sm.add_argument("--cols", type=count(3, 64), default=8,
+                    help="images per row (3 to 64: a row of the resampled-factor grid is a real image, its "
+                         "reconstruction and at least one sample)")
     sm.add_argument("--rows", type=count(1, 64), default=4, help="rows (people) per grid (1 to 64)")
     sm.set_defaults(func=_cmd_sample)

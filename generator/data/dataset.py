@@ -235,7 +235,7 @@ def _refuse_prefixed_rows(table: dict, missing: list[Record], source: Path) -> N
 
 def person_dataset(root: str | os.PathLike, splits=("train",), size: tuple[int, int] = (128, 64),
                    keypoints_csv: str | os.PathLike | None = None, keep_junk: bool = False, fmt: str = "auto",
-                   fmt_key: str = "format", **kwargs) -> PersonDataset:
+                   fmt_key: str | None = None, **kwargs) -> PersonDataset:
     """A PersonDataset over the given splits of a re-ID dataset root (real or SimMarket) in layout ``fmt`` (auto:
     detected; generator.data.layouts). Keypoints: each split's CSV of the layout, or ``keypoints_csv`` for all."""
     layout = resolve_layout(root, fmt, fmt_key)

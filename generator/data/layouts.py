@@ -127,8 +127,9 @@ def _split_folder_format(folder: Path) -> str:
     return "duke" if duke > market else "market1501"
 
 
-def detect_format(root) -> str:
-    """The layout of the dataset at ``root`` (one of FORMATS), from its folders, list / index files and names."""
+def detect_format(root, fmt_key: str | None = None) -> str:
+    """The layout of the dataset at ``root`` (one of FORMATS), from its folders, list / index files and names.
+    ``fmt_key``: the command's format option, which the error offers where nothing is found (None: it has none)."""
     root = _folder(root)
     cuhk = _cuhk03_base(root)
     if cuhk is not None:
@@ -144,8 +145,8 @@ def detect_format(root) -> str:
             return _split_folder_format(root / d)
     if any((root / d).is_dir() for d in SPLIT_DIRS.values()):
         return "market1501"  # empty split folders: the Market reader names what is missing
-    raise UserError(f"{root}: no re-ID dataset found; expected {_WHAT_AUTO_LOOKS_FOR}: pass the dataset root, "
-                    f"or set the format ({', '.join(FORMATS)})")
+    option = f", or set {fmt_key} to its format ({', '.join(FORMATS)})" if fmt_key else ""
+    raise UserError(f"{root}: no re-ID dataset found; expected {_WHAT_AUTO_LOOKS_FOR}: pass the dataset root{option}")
 
 
 def _family(fmt: str) -> str:
@@ -157,14 +158,16 @@ def _setting(key: str, value: str) -> str:
     return f"{key} {value}" if key.startswith("--") else f"{key}: {value}"
 
 
-def resolve_layout(root, fmt: str = "auto", fmt_key: str = "format") -> Layout:
+def resolve_layout(root, fmt: str = "auto", fmt_key: str | None = None) -> Layout:
     """The layout of ``root``: detected (``fmt`` auto) or as ``fmt`` says, refused when the folder plainly holds
-    another layout. ``fmt_key`` is how errors name the format option (``data.format``, ``real_format``)."""
+    another layout. ``fmt_key`` is how errors name the format option (``data.format``, ``real_format``; None for a
+    command that has none)."""
+    key = fmt_key or "format"
     if fmt != "auto" and fmt not in FORMATS:
-        raise UserError(f"{fmt_key}: {fmt!r} is not a dataset format; use one of auto, {', '.join(FORMATS)}")
+        raise UserError(f"{key}: {fmt!r} is not a dataset format; use one of auto, {', '.join(FORMATS)}")
     root = _folder(root)
     if fmt == "auto":
-        fmt = detect_format(root)
+        fmt = detect_format(root, fmt_key)
     else:
         try:
             found = detect_format(root)
@@ -172,7 +175,7 @@ def resolve_layout(root, fmt: str = "auto", fmt_key: str = "format") -> Layout:
             found = None
         if found is not None and _family(found) != _family(fmt):
             raise UserError(f"{root}: holds {DATASET_NAMES[found]}, not {DATASET_NAMES[fmt]} "
-                            f"({_setting(fmt_key, fmt)}); set {_setting(fmt_key, found)}, or auto to detect it")
+                            f"({_setting(key, fmt)}); set {_setting(key, found)}, or auto to detect it")
     return Layout(fmt, _base(root, fmt), root)
 
 
@@ -201,7 +204,7 @@ def _base(root: Path, fmt: str) -> Path:
 
 
 def scan_dataset(root, splits=("train", "query", "gallery"), keep_junk: bool = False, fmt: str = "auto",
-                 fmt_key: str = "format") -> list[Record]:
+                 fmt_key: str | None = None) -> list[Record]:
     """Validated records of ``splits`` of the dataset at ``root`` in layout ``fmt`` (auto: detected); a split
     that is missing or empty, an unreadable index, a bad name or an image the index names but the folder lacks
     is a UserError naming the file. ``keep_junk``: Market-1501 / DukeMTMC-reID images of pid -1 are kept."""
@@ -422,7 +425,7 @@ def manifest_file(root) -> Path | None:
                  if (f / "manifest.csv").is_file()), None)
 
 
-def keypoint_path(root, split: str, fmt: str = "auto", fmt_key: str = "format") -> Path:
+def keypoint_path(root, split: str, fmt: str = "auto", fmt_key: str | None = None) -> Path:
     """Where the keypoint CSV of ``split`` belongs (for a writer): beside the split folders, list files or (CUHK03)
     in the variant's image folder."""
     return keypoint_dirs(resolve_layout(root, fmt, fmt_key))[0] / KEYPOINT_FILES[split]
@@ -447,7 +450,7 @@ def layout_keypoint_file(layout: Layout, split: str) -> Path:
     )
 
 
-def keypoint_file(root, split: str, fmt: str = "auto", fmt_key: str = "format") -> Path:
+def keypoint_file(root, split: str, fmt: str = "auto", fmt_key: str | None = None) -> Path:
     """The keypoint CSV of ``split`` for the dataset at ``root``: beside the split folders (the dataset folder) or
     in the root above them; CUHK03: in the variant's image folder."""
     return layout_keypoint_file(resolve_layout(root, fmt, fmt_key), split)

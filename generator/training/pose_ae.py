@@ -38,8 +38,8 @@ class PoseTrainConfig:
     snapshot_every: int = 5000
 
     def __post_init__(self):
-        check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every"),
-                     non_negative=("lr", "min_visible", "mse_weight"), below_one=("beta1", "beta2"))
+        check_ranges(self, positive=("steps", "batch", "lr", "lr_halve_every", "log_every", "snapshot_every"),
+                     non_negative=("min_visible", "mse_weight"), below_one=("beta1", "beta2"))
 
 
 @dataclass

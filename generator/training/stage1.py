@@ -65,9 +65,9 @@ class Stage1TrainConfig:
     init_from: str = ""  # a stage-I snapshot whose generator weights start the run (fine-tuning; same model config)
 
     def __post_init__(self):
-        check_ranges(self, positive=("steps", "batch", "lr_halve_every", "log_every", "snapshot_every", "grid_size",
-                                     "sample_every", "eval_images"),
-                     non_negative=("lr", "warmup_steps", "l1_only_steps", "eval_every", "id_weight", "id_start",
+        check_ranges(self, positive=("steps", "batch", "lr", "lr_halve_every", "log_every", "snapshot_every",
+                                     "grid_size", "sample_every", "eval_images"),
+                     non_negative=("warmup_steps", "l1_only_steps", "eval_every", "id_weight", "id_start",
                                    "id_lr", "fm_weight", "l1_weight", "adv_weight", "ssim_weight"),
                      below_one=("beta1", "beta2"))
         if self.fm_weight > 0 and self.adv_weight <= 0:
@@ -375,11 +375,14 @@ def checkpoint(run_dir: Path, cfg: Stage1Config, nets: Stage1Nets, done: int, is
 
 
 def initial_weights(path: Path, m: Stage1ModelConfig) -> dict:
-    """The generator weights of the stage-I snapshot ``path`` (``train.init_from``); refused unless its model
-    config equals ``m``."""
+    """The generator weights of the stage-I snapshot ``path`` (``train.init_from``: a run directory or its snapshot
+    file); refused unless its model config equals ``m``."""
+    path = path / "snapshot.pt" if path.is_dir() else path
     snap = load_checkpoint(path)
     if snap.get("kind") != "stage1":
-        raise UserError(f"{path}: not a stage-I snapshot; train.init_from names a snapshot.pt of a stage-I run")
+        what = f"a {snap['kind']} checkpoint" if isinstance(snap.get("kind"), str) else "not a run's snapshot"
+        raise UserError(f"{path}: {what}, not a stage-I snapshot; train.init_from names a stage-I run directory or "
+                        "its snapshot.pt")
     theirs = {**to_dict(Stage1ModelConfig()), **snap["config"]["model"]}
     diff = sorted(k for k, v in to_dict(m).items() if theirs.get(k) != v)
     if diff:

@@ -49,8 +49,8 @@ class Stage2TrainConfig:
     snapshot_every: int = 2000
 
     def __post_init__(self):
-        check_ranges(self, positive=("steps", "batch", "critic_steps", "log_every", "snapshot_every"),
-                     non_negative=("lr", "clip", "gp_weight"), below_one=("holdout",))
+        check_ranges(self, positive=("steps", "batch", "lr", "critic_steps", "log_every", "snapshot_every"),
+                     non_negative=("clip", "gp_weight"), below_one=("holdout",))
 
 
 @dataclass
