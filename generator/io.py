@@ -348,7 +348,7 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
     numbers beside them (a step)."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{path}: a folder, where a checkpoint file is needed; name the .pt file (a run's snapshot.pt)")
+        raise UserError(f"{path}: a folder, where a checkpoint file is needed; name the checkpoint's .pt file")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint missing; train the stage first or point at a run directory that has it")
     # our checkpoints hold tensors, dicts, lists and numbers only, so weights_only loading works

@@ -227,9 +227,9 @@ BAD = {
     "cuhk03_no_labels": (lambda d: _mini_cuhk03(d, labels=None), "auto", ["config_detected.mat", "no 'labels'"]),
     "cuhk03_missing_image": (lambda d: _mini_cuhk03(d), "auto", ["1_001_1_01.png: missing image"]),
     "cuhk03_labeled_not_there": (lambda d: _mini_cuhk03(d), "cuhk03_labeled",
-                                 ["cuhk03_new_protocol_config_labeled.mat", "cuhk03_detected"]),
+                                 ["cuhk03_new_protocol_config_labeled.mat", "set data.format: cuhk03_detected"]),
     "msmt17_forced_on_duke": (lambda d: _mini_duke(d, "0001_c1_f0000001.jpg"), "msmt17",
-                              ["holds DukeMTMC-reID, not MSMT17", "format: duke"]),
+                              ["holds DukeMTMC-reID, not MSMT17", "set data.format: duke"]),
 }
 
 
@@ -238,7 +238,7 @@ def test_bad_folder_is_a_user_error_naming_the_file_and_fix(tmp_path, defect):
     make, fmt, needles = BAD[defect]
     root = make(tmp_path / "data")
     with pytest.raises(UserError) as e:
-        scan_dataset(root, fmt=fmt)
+        scan_dataset(root, fmt=fmt, fmt_key="data.format")  # as a config's key names the format
     for n in needles:
         assert n in str(e.value), str(e.value)
     assert "\n" not in str(e.value)

@@ -125,32 +125,38 @@ def _stage1_data(run: Path) -> str:
     return root
 
 
-def _run_folder(run: str, kind: str) -> Path:
-    """The run directory ``--run`` names (a run directory, or the snapshot.pt in one), its snapshot checked to be
-    a trained ``kind`` run's (missing, damaged or of another stage: one line naming it)."""
+def _run_path(run: str, kind: str, any_snapshot: bool = False) -> Path:
+    """What ``--run`` names, its snapshot checked to be a trained ``kind`` run's (missing, damaged or of another
+    stage: one line naming it): a run directory, or its snapshot.pt (taken as the run directory); ``any_snapshot``:
+    also another snapshot file (stage I's ``snapshot-l1.pt``, a shipped checkpoint), taken as it is."""
     path = Path(run)
-    if path.is_file() and path.name != "snapshot.pt":
-        raise UserError(f"{path}: a file, not a run; pass the {kind} run directory (or its snapshot.pt): the command "
-                        "writes beside the run and reads what the run keeps next to its snapshot")
+    if path.is_file() and path.name != "snapshot.pt" and not any_snapshot:
+        raise UserError(f"{path}: a file other than a run's snapshot.pt; pass the {kind} run directory (the command "
+                        "reads what the run keeps beside its snapshot)")
     checked_snapshot(path, kind)
-    return path if path.is_dir() else path.parent
+    return path.parent if path.is_file() and path.name == "snapshot.pt" else path
+
+
+def _default_out(run: Path, name: str) -> Path:
+    """RUN/NAME for a run directory; for a snapshot file, a folder beside it named after it."""
+    return run / name if run.is_dir() else run.with_name(f"{run.stem}-{name}")
 
 
 def _cmd_eval(args) -> None:
     if args.job == "stage2":
-        run = _run_folder(args.run, "stage-II")
+        run = _run_path(args.run, "stage-II")
         with _out_folder(args.out, run / "eval", REPORT_FILES, "`vmarket eval stage2`", {"--run": run}) as out:
             q = report(run, out)
         print(quality_table(q), end="")
         print(f"-> {out}/metrics.md")
         return
-    run = _run_folder(args.run, "stage-I")
+    run = _run_path(args.run, "stage-I", any_snapshot=True)
     data = args.data or _stage1_data(run)
     if not Path(data).is_dir():
         raise UserError(f"{data}: {'is a file, not a' if Path(data).exists() else 'no such'} dataset folder; pass "
                         f"--data with the root of the held-out data (query + gallery)")
     inputs = {"--run": run, "--data" if args.data else "run's data.root": data}
-    with _out_folder(args.out, run / "eval", EVAL_FILES, "`vmarket eval stage1`", inputs) as out:
+    with _out_folder(args.out, _default_out(run, "eval"), EVAL_FILES, "`vmarket eval stage1`", inputs) as out:
         result = evaluate(run, data, out, pairs=args.pairs, limit=args.limit)
     r = result["reconstruction"]
     line = f"stage1 eval: reconstruction SSIM {r['ssim']:.3f}, mask-SSIM {r['mask_ssim']:.3f}"
@@ -163,7 +169,7 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_sample(args) -> None:
-    run = _run_folder(args.run, "stage-II")
+    run = _run_path(args.run, "stage-II")
     with _out_folder(args.out, run / "samples", SAMPLE_FILES, "`vmarket sample`", {"--run": run}) as out:
         paths = sample_grids(run, out, seed=args.seed, cols=args.cols, rows=args.rows)
     print(f"sample grids: {', '.join(p.name for p in paths)} -> {out}")
@@ -193,13 +199,16 @@ def add_train(sub) -> None:
 def add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a trained stage: reconstruction SSIM and counterfactual swap scores")
     e.add_argument("job", choices=["stage1", "stage2"], help="what to evaluate")
-    e.add_argument("--run", required=True, help="run directory of the trained stage")
+    e.add_argument("--run", required=True,
+                   help="run directory of the trained stage, or its snapshot.pt (stage1: any stage-I snapshot, such "
+                        "as snapshot-l1.pt)")
     e.add_argument("--data", default=None,
                    help="dataset root (default: the run's data.root); held-out = query + gallery")
     e.add_argument("--pairs", type=count(1), default=200, help="SimMarket swap pairs to score")
     e.add_argument("--limit", type=count(1), default=512, help="held-out images for the reconstruction metrics")
     e.add_argument("--out", default=None,
-                   help="output folder, new or holding only what eval writes there (default: RUN/eval)")
+                   help="output folder, new or holding only what eval writes there (default: RUN/eval; for a "
+                        "snapshot file other than snapshot.pt, SNAPSHOT-eval beside it)")
     e.set_defaults(func=_cmd_eval)
 
 
@@ -207,7 +216,7 @@ def add_sample(sub) -> None:
     sm = sub.add_parser("sample",
                         help="PNG grids from a stage-II run: sampled people, identities, resampled factors, "
                              "interpolations")
-    sm.add_argument("--run", required=True, help="run directory of a trained stage-II run")
+    sm.add_argument("--run", required=True, help="run directory of a trained stage-II run, or its snapshot.pt")
     sm.add_argument("--out", default=None,
                     help="output folder, new or holding only the sample grids (default: RUN/samples)")
     sm.add_argument("--seed", type=seed, default=0, help="sampling seed; the same seed gives the same grids")

@@ -115,7 +115,7 @@ class Builder:
         """The training records of the real data, in the order of the embedding banks (as real_embeddings read
         them), so that bank row i is the image records[i]: its name, pid and camera."""
         root = self.data_root
-        fmt = self.model.data.format
+        fmt = self.model.data.format if root == self.model.data.root else "auto"  # another root: its own layout
         ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
                             skip_missing_keypoints=self.model.data.skip_missing_keypoints)
         pids = self.emb["pid"].numpy()
@@ -157,7 +157,7 @@ class Builder:
         if self.records is not None:
             return [os.path.relpath(r.path, self.data_base) for r in self.records]
         root = self.data_root
-        fmt = self.model.data.format
+        fmt = self.model.data.format if root == self.model.data.root else "auto"  # another root: its own layout
         try:
             ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
                                 skip_missing_keypoints=self.model.data.skip_missing_keypoints)

@@ -174,12 +174,14 @@ def resolve_layout(root, fmt: str = "auto", fmt_key: str | None = None) -> Layou
         except UserError:  # nothing recognisable: the reader of `fmt` names what is missing
             found = None
         if found is not None and _family(found) != _family(fmt):
+            fix = f"set {_setting(fmt_key, found)}, or auto to detect it" if fmt_key else "point at a dataset of " \
+                "that layout"
             raise UserError(f"{root}: holds {DATASET_NAMES[found]}, not {DATASET_NAMES[fmt]} "
-                            f"({_setting(key, fmt)}); set {_setting(key, found)}, or auto to detect it")
-    return Layout(fmt, _base(root, fmt), root)
+                            f"({_setting(key, fmt)}); {fix}")
+    return Layout(fmt, _base(root, fmt, fmt_key), root)
 
 
-def _base(root: Path, fmt: str) -> Path:
+def _base(root: Path, fmt: str, fmt_key: str | None = None) -> Path:
     if fmt == "market1501":
         return resolve_root(root)
     if fmt == "duke":
@@ -197,9 +199,9 @@ def _base(root: Path, fmt: str) -> Path:
         return base
     base = _cuhk03_base(root, fmt)
     if base is None:
+        other = "cuhk03_detected" if fmt == "cuhk03_labeled" else "cuhk03_labeled"
         raise UserError(f"{root}: no {cuhk03_mat_name(fmt)} here or in {CUHK03_SUBDIR}/; put CUHK03's new-protocol "
-                        f"file there" + (" (or set the format to cuhk03_detected)" if fmt == "cuhk03_labeled" else
-                                         " (or set the format to cuhk03_labeled)"))
+                        f"file there" + (f" (or set {_setting(fmt_key, other)})" if fmt_key else ""))
     return base
 
 

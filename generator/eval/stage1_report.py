@@ -204,7 +204,7 @@ def held_out_people(model: DisentangledModel, root, n: int = 8) -> dict:
 
 
 def held_out_batch(root: Path, size, heatmap_radius: int, mask_radius: int, n: int, fmt: str = "auto",
-                   fmt_key: str = "format") -> dict:
+                   fmt_key: str | None = None) -> dict:
     """A fixed batch of ``n`` held-out (query + gallery) images for the periodic SSIM check during training; a
     UserError says why there is none. ``fmt``: the dataset layout (generator.data.layouts)."""
     ds = person_dataset(root, ("query", "gallery"), size=size, heatmap_radius=heatmap_radius,

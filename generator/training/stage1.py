@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from generator.api import checked_snapshot
 from generator.config import ConfigValueError, DataConfig, check_ranges, save_config, to_dict
 from generator.data.dataset import PersonDataset, StepBatchSampler, check_images, person_dataset
 from generator.data.keypoints import outside_note
@@ -20,7 +21,7 @@ from generator.data.layouts import scan_dataset
 from generator.errors import UserError
 from generator.eval.grids import save_grid, swap_grid
 from generator.eval.stage1_report import held_out_batch, held_out_ssim
-from generator.io import atomic_copy, atomic_save, load_checkpoint, progress_bar
+from generator.io import atomic_copy, atomic_save, progress_bar
 from generator.models.stage1 import DCGANDiscriminator, Stage1ModelConfig, build_generator
 from generator.pose import NO_PERSON
 from generator.training.identity import IdentityTerm, identity_labels
@@ -62,7 +63,8 @@ class Stage1TrainConfig:
     # the SSIM loss beside L1 (beyond the paper, as in Zhao et al. 2017; generator/training/loss.py): its weight
     # (0: off)
     ssim_weight: float = 0.0
-    init_from: str = ""  # a stage-I snapshot whose generator weights start the run (fine-tuning; same model config)
+    init_from: str = ""  # a stage-I run directory or snapshot whose generator weights start the run (fine-tuning; same
+    # model config)
 
     def __post_init__(self):
         check_ranges(self, positive=("steps", "batch", "lr", "lr_halve_every", "log_every", "snapshot_every",
@@ -377,12 +379,8 @@ def checkpoint(run_dir: Path, cfg: Stage1Config, nets: Stage1Nets, done: int, is
 def initial_weights(path: Path, m: Stage1ModelConfig) -> dict:
     """The generator weights of the stage-I snapshot ``path`` (``train.init_from``: a run directory or its snapshot
     file); refused unless its model config equals ``m``."""
-    path = path / "snapshot.pt" if path.is_dir() else path
-    snap = load_checkpoint(path)
-    if snap.get("kind") != "stage1":
-        what = f"a {snap['kind']} checkpoint" if isinstance(snap.get("kind"), str) else "not a run's snapshot"
-        raise UserError(f"{path}: {what}, not a stage-I snapshot; train.init_from names a stage-I run directory or "
-                        "its snapshot.pt")
+    where, snap = checked_snapshot(path, "stage-I")
+    path = Path(where)
     theirs = {**to_dict(Stage1ModelConfig()), **snap["config"]["model"]}
     diff = sorted(k for k, v in to_dict(m).items() if theirs.get(k) != v)
     if diff:
