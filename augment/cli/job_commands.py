@@ -124,8 +124,8 @@ def add_reference_reid(sub) -> None:
                          "regime, and the training time the missing ones take at this machine's pace (of a regime "
                          "with no run here, at the shipped runs')")
     rr.add_argument("--only", metavar="NAME,NAME",
-                    help="run these recipes only this time (the config's anchor, its real-only recipe, always runs "
-                         "too: the filter and the plateau need it); a later full run reuses them")
+                    help="run these recipes only this time (the recipe the config's anchor key names, a real-only "
+                         "one, always runs too: the filter and the plateau need it); a later full run reuses them")
     rr.add_argument("--world", metavar="NAME,NAME",
                     help="run these worlds of the config only this time; a later full run reuses them")
     rr.add_argument("--fresh", metavar="NAME,NAME",
