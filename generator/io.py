@@ -101,8 +101,7 @@ def access_denied(path: str | bytes | os.PathLike, need: str = "read or write", 
         if not os.access(real, os.R_OK | _WRITE_IN):
             return f"{real}: permission denied, this user may not list or write in that folder; {PERMISSION_FIX}"
         return plain
-    modes = {"read": os.R_OK, "write": os.W_OK}.get(need, os.R_OK | os.W_OK)
-    if need == "read" or not os.access(real, modes):
+    if need == "read" or not os.access(real, os.R_OK | os.W_OK):
         return f"{real}: permission denied, this user may not {need} that {noun}; {PERMISSION_FIX}"
     if not os.access(real.parent, _WRITE_IN):
         return f"{real.parent}: permission denied, this user may not write in that folder; {PERMISSION_FIX}"

@@ -185,13 +185,15 @@ def _shipped_tables(root: Path) -> list[tuple[Path, dict]]:
     return found
 
 
-def reference_table(installed: dict | None, reference: Path = REFERENCE_REID) -> Path:
-    """The shipped ablation to set a run beside: of ``reference`` and the ablations shipped in its folders, the first
-    whose generated images came from the reference checkpoints this run installed (``installed``: their sha256), else
-    ``reference`` itself."""
+def reference_table(installed: dict | None, reference: Path = REFERENCE_REID,
+                    shipped: list[tuple[Path, dict]] | None = None) -> Path:
+    """The shipped ablation to set a run beside: of ``reference`` and the ablations shipped in its folders
+    (``shipped``: those, when the caller has read them), the first whose generated images came from the reference
+    checkpoints this run installed (``installed``: their sha256), else ``reference`` itself."""
     if not installed:
         return reference
-    return next((table for table, prov in _shipped_tables(reference) if prov.get("generator") == installed), reference)
+    tables = _shipped_tables(reference) if shipped is None else shipped
+    return next((table for table, prov in tables if prov.get("generator") == installed), reference)
 
 
 def _installed(stamp: Path) -> dict:
@@ -212,7 +214,8 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
     settings = list(dict.fromkeys(own.setting))
     stamp = out / "reference.json"  # the reference checkpoints this run installed (generator.shipped.install)
     installed = _installed(stamp) if stamp.is_file() else None
-    root, reference = reference, reference_table(installed, reference)
+    shipped = _shipped_tables(reference)  # read once: the table to compare with, and the longer ones beside it
+    reference = reference_table(installed, reference, shipped)
     if not (reference / "ablation.csv").is_file():
         return "\n".join(lines + ["(no reference ablation shipped with this package: `make reference-reid`)", ""])
     prov = json.loads((reference / "provenance.json").read_text())
@@ -249,7 +252,7 @@ def reid_section(out: Path, cfg, rcfg, reference: Path = REFERENCE_REID) -> str:
         if s != "real+cutpaste" and "real+cutpaste" in settings:
             text += _against_cutpaste(own, s, ref, regime, ref_name, names["real+cutpaste"], differ)
             if ref_name and names["real+cutpaste"] and not differ:
-                beyond = _elsewhere(root, reference, prov, full, world, regime, ref_name, names["real+cutpaste"])
+                beyond = _elsewhere(shipped, reference, prov, full, world, regime, ref_name, names["real+cutpaste"])
         elif s != "real+cutpaste" and ref_name and "cutpaste" in set(ref[ref.regime == regime].recipe):
             words, k, _ = _ref_paired(ref, regime, ref_name, "cutpaste")
             mean = ref[(ref.regime == regime) & (ref.recipe == "cutpaste")]
@@ -309,22 +312,23 @@ def _same_but_epochs(config: dict, other: dict, recipes: list[str]) -> bool:
             and _named(other, "worlds", worlds) == _named(config, "worlds", worlds))
 
 
-def _longer_tables(root: Path, reference: Path, prov: dict, recipes: list[str]) -> list[tuple[Path, dict]]:
-    """The ablations shipped under ``root`` beside ``reference`` (``prov``: its provenance) that trained ``recipes``
-    with the same generator on the same data as it did, for more epochs."""
+def _longer_tables(shipped: list[tuple[Path, dict]], reference: Path, prov: dict, recipes: list[str]
+                   ) -> list[tuple[Path, dict]]:
+    """Of the ``shipped`` ablations (with their provenance), those beside ``reference`` (``prov``: its provenance)
+    that trained ``recipes`` with the same generator on the same data as it did, for more epochs."""
     if not prov.get("generator"):
         return []
     epochs = prov["config"]["train"]["epochs"]
-    return [(table, other) for table, other in _shipped_tables(root)
+    return [(table, other) for table, other in shipped
             if table != reference and other.get("generator") == prov["generator"]
             and other["config"].get("train", {}).get("epochs", 0) > epochs
             and _same_but_epochs(prov["config"], other["config"], recipes)]
 
 
-def _elsewhere(root: Path, reference: Path, prov: dict, full: pd.DataFrame, world: str, regime: str, a: str,
-               b: str) -> str:
+def _elsewhere(shipped: list[tuple[Path, dict]], reference: Path, prov: dict, full: pd.DataFrame, world: str,
+               regime: str, a: str, b: str) -> str:
     """The reference ablation's ``a - b`` in ``regime`` beyond the demo's world and schedule: in its other worlds,
-    and in the tables shipped under ``root`` that train the same recipes with the same generator for longer. One
+    and in the ``shipped`` tables that train the same recipes with the same generator for longer. One
     world and one schedule can flatter a recipe (the generator's own training people; a schedule too short for the
     baseline); these say how far the demo's answer carries."""
     text = []
@@ -333,7 +337,7 @@ def _elsewhere(root: Path, reference: Path, prov: dict, full: pd.DataFrame, worl
         own = ", the world the shipped generator was trained on" if world == REFERENCE_WORLD else ""
         text.append(f"**In the reference ablation's other worlds** (this run's is `{world}`{own}; what each world "
                     f"is: docs/results.md), `{a}` against `{b}`, regime `{regime}`: {'; '.join(others)}.")
-    for table, other in _longer_tables(root, reference, prov, [a, b]):
+    for table, other in _longer_tables(shipped, reference, prov, [a, b]):
         longer = read_ablation(table / "ablation.csv")
         found = _pairs_by_world(longer, regime, a, b, list(dict.fromkeys([world, *longer.world])))
         if found:

@@ -111,11 +111,17 @@ class Builder:
         """The real data the build reads: the config's, else stage II's, else stage I's."""
         return self.cfg.data_root or self.s2cfg.data_root or self.model.data.root
 
+    @property
+    def data_format(self) -> str:
+        """The layout of ``data_root``: stage I's data format for stage I's own data, else detected (another root, in
+        its own layout, as the embeddings read it)."""
+        return self.model.data.format if self.data_root == self.model.data.root else "auto"
+
     def _real_records(self) -> list[Record]:
         """The training records of the real data, in the order of the embedding banks (as real_embeddings read
         them), so that bank row i is the image records[i]: its name, pid and camera."""
         root = self.data_root
-        fmt = self.model.data.format if root == self.model.data.root else "auto"  # another root: its own layout
+        fmt = self.data_format
         ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
                             skip_missing_keypoints=self.model.data.skip_missing_keypoints)
         pids = self.emb["pid"].numpy()
@@ -157,7 +163,7 @@ class Builder:
         if self.records is not None:
             return [os.path.relpath(r.path, self.data_base) for r in self.records]
         root = self.data_root
-        fmt = self.model.data.format if root == self.model.data.root else "auto"  # another root: its own layout
+        fmt = self.data_format
         try:
             ds = person_dataset(root, ("train",), size=self.size, fmt=fmt,
                                 skip_missing_keypoints=self.model.data.skip_missing_keypoints)
