@@ -138,11 +138,14 @@ def loading_readme(folder, real_root, identities: str, training_only: bool) -> l
     return [
         *textwrap.wrap(text, 116, break_on_hyphens=False),
         "",
+        "    import os",
+        "",
         "    import torchreid",
         f"    from reid.extra_training import {LOADER}",
         "",
         f"{call}\"real_plus_extra\", real_root={json.dumps(str(real_root))},",
         f"{' ' * len(call)}extra_roots=[{json.dumps(str(folder))}])",
         "    datamanager = torchreid.data.ImageDataManager(root=\"\", sources=name, targets=name, height=128, "
-        "width=64)",
+        "width=64,",
+        "                                                  workers=min(4, os.cpu_count() or 1))",
     ]

@@ -42,9 +42,9 @@ def real_and_cutpaste(tmp_path_factory):
 
 
 def readme_code(text: str) -> str:
-    """The code block of a README.txt that `loading_readme` wrote: the indented lines from `import torchreid`."""
+    """The code block of a README.txt that `loading_readme` wrote: the indented lines from `import os`."""
     lines = text.splitlines()
-    start = lines.index("    import torchreid")
+    start = lines.index("    import os")
     block = []
     for line in lines[start:]:
         if line and not line.startswith("    "):
@@ -95,7 +95,7 @@ def test_cutpaste_readme_snippet_keeps_real_identities_and_trains(real_and_cutpa
     assert "training-only" in text and "IndexError" in text
     scope = run_snippet(readme_code(text))
     assert_real_identities_kept(real, cp, scope["datamanager"], scope["name"])
-    # torchreid's engine trains on it (in-process loading: the snippet's datamanager would start 4 workers)
+    # torchreid's engine trains on it (in-process loading: no worker processes)
     dm = build_datamanager(scope["name"], scope["name"], (64, 32), batch=4, workers=0)
     model = build_model("osnet_x0_25", dm.num_train_pids)
     engine, _, _ = build_engine("softmax", dm, model)
