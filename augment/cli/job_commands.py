@@ -88,7 +88,9 @@ def _cmd_pipeline(args) -> None:
 def add_reid(sub) -> None:
     r = sub.add_parser("reid", help="re-ID baselines with torchreid: `vmarket reid ablate -c CONFIG`")
     r.add_argument("action", choices=["ablate"],
-                   help="ablate: real / virtual / real+virtual / virtual->real over seeds")
+                   help="ablate: train each of the config's settings over its seeds: real, virtual, "
+                        "real+virtual, real+remix, real+new, real+remix+new, or stages chained with -> "
+                        "(virtual->real); docs/glossary.md")
     config_arguments(r, None, "YAML ablation config (e.g. configs/demo/reid.yaml)")
     quiet_argument(r)
     r.set_defaults(func=_cmd_reid)
