@@ -75,6 +75,8 @@ def _invocation(command, data, out, tmp_path, stages):
         return ["reference-reid", cfg, "--quiet"], cfg
     if command == "reference":
         return ["reference", _yaml(cfg, f"out: {out}\n"), "--quiet"], cfg
+    if command == "export":
+        return ["export", data, "--out", out, "--quiet"], None
     assert command == "keypoints"
     return ["keypoints", "--root", data, "--out", out.with_suffix(".csv"), "--quiet"], None
 
@@ -111,7 +113,7 @@ def stray_text_file(data):
     return text_named_jpg(data)
 
 
-DATA_COMMANDS = ("check", "train stage1", "train pose", "build", "cutpaste", "reid", "keypoints")
+DATA_COMMANDS = ("check", "train stage1", "train pose", "build", "cutpaste", "reid", "keypoints", "export")
 DATA_DEFECTS = {
     symlink_loop: DATA_COMMANDS,
     camera_out_of_range: DATA_COMMANDS,
@@ -147,7 +149,7 @@ def test_a_config_that_is_not_utf8_text_is_refused(capsys, sim_small, tmp_path, 
 
 
 OUTPUT_COMMANDS = ("simulate", "train stage1", "train stage1 --run-dir", "train pose", "train stage2", "build",
-                   "cutpaste", "reid", "pipeline", "reference-reid")
+                   "cutpaste", "reid", "pipeline", "reference-reid", "export")
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import yaml
 from PIL import Image
 
 from augment.makers.build_config import BuildConfig
-from augment.makers.build_output import MSMT17_README, export_msmt17, msmt17_records, query_gallery_split
+from augment.makers.build_output import MSMT17_README, export_build, query_gallery_split
+from augment.makers.export import msmt17_records
 from generator.config import load_config
 from reid.extra_training import register_with_extra_training
 from reid.torchreid_adapter import import_torchreid, market_records
@@ -46,7 +47,7 @@ def test_msmt17_records_number_labels_per_group():
 
 def test_2000_identities_load_in_torchreid(big_build):
     out, df = big_build
-    export_msmt17(out, df)
+    export_build(out, df, "msmt17")
     assert not (out / ".msmt17.partial").exists()
     import_torchreid()
     from torchreid.reid.data.datasets.image.msmt17 import MSMT17

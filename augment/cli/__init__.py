@@ -28,6 +28,7 @@ COMMANDS = (  # in the order `vmarket --help` lists them
     data_commands.add_cutpaste,
     data_commands.add_filter,
     data_commands.add_browse,
+    data_commands.add_export,
     job_commands.add_reid,
     job_commands.add_reference,
     job_commands.add_reference_reid,

@@ -1,9 +1,7 @@
-"""The dataset commands: simulate, check, keypoints, cutpaste, build, filter, browse."""
+"""The dataset commands: simulate, check, keypoints, cutpaste, build, filter, browse, export."""
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 
 from augment.cli.parser import config_arguments, number, quiet_argument, seed
 from augment.gallery.collect import read_dataset
@@ -12,6 +10,7 @@ from augment.makers.build_config import BuildConfig, parse_shard
 from augment.makers.build_output import skipped_line as build_skipped_line
 from augment.makers.builder import build
 from augment.makers.cutpaste import cut_paste, skipped_line
+from augment.makers.export import EXPORTS, export_dataset, training_only_marker
 from augment.makers.plates import PLATES
 from generator.config import load_config
 from generator.data.dataset import check_images, person_dataset
@@ -42,21 +41,6 @@ def _cmd_simulate(args) -> None:
 
 
 NAMES_SHOWN = 5  # `vmarket check`: images named per class of problem
-
-
-def training_only_marker(root) -> str | None:
-    """The file that marks ``root`` as a training-only set vmarket wrote (no query or gallery), else None: a
-    cut-and-paste or hybrid (``cutpaste.json``), a filter's output (``filter_summary.json``), a build with
-    ``test_share: 0`` (``build.json``)."""
-    root = Path(root)
-    for marker in ("cutpaste.json", "filter_summary.json"):
-        if (root / marker).is_file():
-            return marker
-    try:
-        test_share = json.loads((root / "build.json").read_text())["config"]["test_share"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no build, or an unreadable marker: checked as any dataset
-    return "build.json" if test_share == 0 else None
 
 
 def _check_protocol(records, fmt: str) -> None:
@@ -176,6 +160,14 @@ def _cmd_browse(args) -> None:
                         and label != "real images")
     print(f"gallery ({gallery.title}): {s['identities']} identities, {origins}; {s['thumbnails']} thumbnails, "
           f"{s['bytes'] / 1e6:.1f} MB, {s['pages']} pages, in {s['seconds']:.1f} s -> {s['index']}")
+
+
+def _cmd_export(args) -> None:
+    s = export_dataset(args.dataset, args.out, args.to, fmt=args.format, progress=not args.quiet)
+    splits = ", ".join(f"{k} {v}" for k, v in s["splits"].items())
+    print(f"{args.to}: {s['images']} images of {s['identities']} identities ({splits})"
+          + (f"; {s['left_out']} junk or distractor images left out" if s["left_out"] else "")
+          + f", hard links, in {s['seconds']:.1f} s -> {s['out']}")
 
 
 def _cmd_keypoints(args) -> None:
@@ -336,6 +328,27 @@ def add_browse(sub) -> None:
                     help="gallery folder (must not exist, be empty, or hold an earlier gallery, which is replaced)")
     quiet_argument(br, "bar")
     br.set_defaults(func=_cmd_browse)
+
+
+def add_export(sub) -> None:
+    ex = sub.add_parser("export",
+                        help="labelled image folders of a dataset (build, cutpaste, filter, simulate or real data): "
+                             "ImageFolder by split and pid, or MSMT17's list layout; hard links",
+                        description="Write a dataset's person images as labelled folders for other code: "
+                                    "imagefolder (OUT/<split>/<pid>/NAME.jpg; torchvision's ImageFolder(OUT/train) "
+                                    "trains on the training identities alone) or msmt17 (OUT/msmt17/MSMT17_V1/ with "
+                                    "list_*.txt, which torchreid's msmt17 dataset reads with root OUT when the "
+                                    "dataset has a test split). The folder names are the dataset's pids; junk and "
+                                    "distractor images are left out; the files are hard links (copies across file "
+                                    "systems). Written beside OUT and renamed when complete.")
+    ex.add_argument("dataset", help="any dataset the project reads: the --out of vmarket build, cutpaste, filter or "
+                                    "simulate, or real data in any layout (Market-1501, DukeMTMC-reID, MSMT17, CUHK03)")
+    ex.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    ex.add_argument("--to", choices=EXPORTS, default="imagefolder", help="the layout (default imagefolder)")
+    ex.add_argument("--format", choices=["auto", *FORMATS], default="auto",
+                    help="the dataset's layout (default: detected)")
+    quiet_argument(ex, "bar")
+    ex.set_defaults(func=_cmd_export)
 
 
 def add_keypoints(sub) -> None:

@@ -45,7 +45,7 @@ class BuildConfig:
     quality_keep: float = 1.0  # keep this share of candidates per identity, best discriminator scores first
     test_share: float = 0.0  # share of identities for query / gallery (0: everything in bounding_box_train)
     jpeg_quality: int = 95
-    export_imagefolder: bool = False  # also write imagefolder/<pid>/ (hard links); needed above 1501 identities
+    export_imagefolder: bool = False  # also write imagefolder/<split>/<pid>/ (hard links); augment.makers.export
     # also write msmt17/MSMT17_V1/ (MSMT17's list layout, hard links): torchreid's msmt17 loads it, any pid count
     export_msmt17: bool = False
 
@@ -75,7 +75,7 @@ class BuildConfig:
                 "identities", f"{self.identities} is more than the {TORCHREID_MARKET_PIDS} a Market-1501 folder holds "
                               f"(torchreid's market1501 asserts pid <= {TORCHREID_MARKET_PIDS}); set "
                               f"export_msmt17: true for MSMT17's list layout, which torchreid loads, or "
-                              f"export_imagefolder: true for imagefolder/<pid>/ + manifest.csv (up to {MAX_PIDS}), or "
+                              f"export_imagefolder: true for imagefolder/train/<pid>/ (up to {MAX_PIDS}), or "
                               f"split into builds of <= {TORCHREID_MARKET_PIDS} identities (another seed and out each)")
         if self.images_per_id < 1:
             raise ConfigValueError("images_per_id",

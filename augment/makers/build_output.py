@@ -3,14 +3,13 @@ optional ImageFolder and MSMT17-list exports (hard links)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from augment.makers.build_config import TORCHREID_MARKET_PIDS, BuildConfig
+from augment.makers.export import EXPORTS, write_beside
 from generator.config import to_dict
 from generator.data.keypoints import rcv_to_yx, write_keypoints_csv
 from generator.data.layouts import (
@@ -23,7 +22,7 @@ from generator.data.layouts import (
 )
 from generator.data.manifest import write_manifest
 from generator.data.market import SPLIT_DIRS, format_name
-from generator.io import atomic_write_text, link_or_copy
+from generator.io import atomic_write_text
 from generator.pose import NO_PERSON
 from generator.shipped import sha256_file
 from reid.extra_training import LOADER, loading_readme
@@ -63,10 +62,8 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int,
         write_keypoints_csv(out / KEYPOINT_FILES["train"], kp["train"])
     if kp["test"]:
         write_keypoints_csv(out / KEYPOINT_FILES["query"], kp["test"])
-    if cfg.export_imagefolder:
-        export_imagefolder(out, df)
-    if cfg.export_msmt17:
-        export_msmt17(out, df)
+    for kind in (k for k in EXPORTS if getattr(cfg, f"export_{k}")):
+        export_build(out, df, kind)
     counts = {s: int((df.split == s).sum()) for s in ("train", "query", "gallery")}
     s2 = builder.s2cfg
     hashes = {name: sha256_file(Path(path) / "snapshot.pt") for name, path in
@@ -139,55 +136,9 @@ test split (test_share > 0); without one it fails on the empty query as market15
 name's third field minus 1)."""
 
 
-def msmt17_records(df) -> dict[str, list[tuple[str, int, int]]]:
-    """``{"train" | "query" | "gallery": [(relative path in MSMT17_V1/, label, camera 1-based)]}`` for the rows of a
-    build manifest: labels 0..N-1 over the sorted pids of train, and separately of query + gallery (as MSMT17's
-    lists number them); file names carry the camera in field 2, which is where torchreid reads it."""
-    out = {}
-    for splits, folder in ((("train",), "train"), (("query", "gallery"), "test")):
-        part = df[df.split.isin(splits)]
-        labels = {pid: i for i, pid in enumerate(sorted(part.pid.unique()))}
-        count: dict[int, int] = {}
-        for r in part.itertuples():
-            k = count[r.pid] = count.get(r.pid, -1) + 1
-            name = f"{r.pid:04d}_{k:03d}_{r.camid:02d}_vm_{k:04d}_0.jpg"
-            out.setdefault(r.split, []).append((f"{folder}/{r.pid:04d}/{name}", labels[r.pid], int(r.camid)))
-    return out
-
-
-def export_msmt17(out: Path, df) -> None:
-    """msmt17/MSMT17_V1/{train,test}/<pid>/<name>.jpg hard links (copies where links are not possible) and
-    list_{train,val,query,gallery}.txt (val empty), written in a temp folder and renamed into place."""
-    final = out / "msmt17"
-    tmp = out / ".msmt17.partial"
-    if final.exists():
-        return
-    shutil.rmtree(tmp, ignore_errors=True)
-    recs = msmt17_records(df)
-    sources = dict(zip(df.index, df.path, strict=True))
-    lists = {"train": [], "val": [], "query": [], "gallery": []}
-    rows = {s: df.index[df.split == s] for s in ("train", "query", "gallery")}
-    for split, items in recs.items():
-        for idx, (rel, label, _) in zip(rows[split], items, strict=True):
-            dst = tmp / "MSMT17_V1" / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(out / sources[idx], dst)
-            lists[split].append(f"{rel.split('/', 1)[1]} {label}")
-    for name, lines in lists.items():
-        (tmp / "MSMT17_V1" / f"list_{name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
-    (tmp / "MSMT17_V1" / "test").mkdir(parents=True, exist_ok=True)
-    (tmp / "MSMT17_V1" / "train").mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-
-
-def export_imagefolder(out: Path, df) -> None:
-    """imagefolder/<pid>/<name>.jpg hard links (copies where links are not possible)."""
-    for r in df.itertuples():
-        dst = out / "imagefolder" / f"{r.pid:04d}" / Path(r.path).name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists():
-            continue
-        link_or_copy(out / r.path, dst)
+def export_build(out: Path, df, kind: str) -> None:
+    """The build's ``kind`` export (``imagefolder/`` or ``msmt17/`` in ``out``) of its manifest rows ``df``."""
+    write_beside(out / kind, kind, df.assign(src=[str(out / p) for p in df.path]))
 
 
 def query_gallery_split(cams: list[int]) -> list[str]:

@@ -1,0 +1,140 @@
+"""`vmarket export`: every exported image sits under the pid of the person it shows, a test split's identities stay
+apart from the training ones, the MSMT17 export loads in torchreid, and bad input is one line with nothing left."""
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import one_line_error, run_main
+
+import augment.makers.export as export_module
+from augment.makers.build_output import export_build
+from augment.makers.cutpaste import cut_paste
+from generator.data.layouts import scan_dataset
+from generator.simmarket.simulate import simulate
+from reid.torchreid_adapter import import_torchreid
+
+
+@pytest.fixture(scope="module")
+def real_and_cutpaste(tmp_path_factory):
+    """A tiny SimMarket (with junk and distractor images) and a cut-and-paste set made from it."""
+    base = tmp_path_factory.mktemp("export")
+    real = base / "real"
+    simulate(real, 8, seed=4, size=(64, 32), progress=False)
+    cp = base / "cutpaste"
+    cut_paste(real, cp, per_image=1, seed=0, size=(64, 32), progress=False)
+    return real, cp
+
+
+def exported(folder: Path) -> dict[str, tuple[str, int]]:
+    """{file name: (split, pid)} of an imagefolder export, read from where each file sits."""
+    files = {}
+    for path in folder.glob("*/*/*.jpg"):
+        split, pid = path.parent.parent.name, int(path.parent.name)
+        assert path.name not in files, path
+        files[path.name] = (split, pid)
+    return files
+
+
+def test_a_cutpaste_output_exports_every_image_under_its_real_pid(capsys, real_and_cutpaste, tmp_path):
+    _, cp = real_and_cutpaste
+    out = tmp_path / "if"
+    rc, stdout, err = run_main(capsys, "export", cp, "--out", out, "--quiet")
+    assert rc == 0, err
+    manifest = pd.read_csv(cp / "manifest.csv")
+    files = exported(out)
+    assert len(files) == len(manifest) and {s for s, _ in files.values()} == {"train"}  # training-only: no test
+    for row in manifest.itertuples():
+        name = Path(row.path).name
+        assert files[name] == ("train", row.pid)  # the manifest's pid: the person the image shows
+        assert os.path.samefile(out / "train" / f"{row.pid:04d}" / name, cp / row.path)  # a hard link
+    assert "imagefolder export" in (out / "README.txt").read_text()
+    assert f"{len(manifest)} images of {manifest.pid.nunique()} identities" in stdout
+    assert not (tmp_path / ".if.partial").exists()
+
+
+def test_a_dataset_with_a_test_split_keeps_its_splits_apart_and_leaves_out_junk(capsys, real_and_cutpaste, tmp_path):
+    real, _ = real_and_cutpaste
+    out = tmp_path / "if"
+    rc, stdout, err = run_main(capsys, "export", real, "--out", out, "--quiet")
+    assert rc == 0, err
+    records = scan_dataset(real, keep_junk=True)
+    person = [r for r in records if r.is_person]
+    files = exported(out)
+    assert len(files) == len(person) < len(records)  # junk and distractors show no identity: left out
+    for r in person:
+        assert files[r.name] == (r.split, r.pid)
+    pids = {s: {p for split, p in files.values() if split == s} for s in ("train", "query", "gallery")}
+    assert pids["train"] and pids["query"] and not pids["train"] & (pids["query"] | pids["gallery"])
+    assert f"{len(records) - len(person)} junk or distractor images left out" in stdout
+
+
+def test_the_msmt17_export_loads_in_torchreids_msmt17(capsys, real_and_cutpaste, tmp_path):
+    real, _ = real_and_cutpaste
+    rc, _, err = run_main(capsys, "export", real, "--out", tmp_path / "m", "--to", "msmt17", "--quiet")
+    assert rc == 0, err
+    import_torchreid()
+    from torchreid.reid.data.datasets.image.msmt17 import MSMT17
+
+    ds = MSMT17(root=str(tmp_path / "m"), verbose=False)
+    person = [r for r in scan_dataset(real) if r.is_person]
+    for split, rows in (("train", ds.train), ("query", ds.query), ("gallery", ds.gallery)):
+        mine = [r for r in person if r.split == split]
+        assert len(rows) == len(mine)
+        # labels 0..N-1 over the sorted pids: each row's folder is its real pid, its label that pid's rank
+        group = mine if split == "train" else [r for r in person if r.split != "train"]
+        ranks = {pid: i for i, pid in enumerate(sorted({r.pid for r in group}))}
+        for path, label, _, _ in rows:
+            assert label == ranks[int(Path(path).parent.name)]
+    assert ds.num_train_pids == len({r.pid for r in person if r.split == "train"})
+
+
+def test_a_builds_imagefolder_export_is_split_by_split(tmp_path):
+    """A build with a test split: imagefolder/train/ holds its training identities alone."""
+    out = tmp_path / "vm"
+    rows = []
+    for split, pid, cam in (("train", 1, 1), ("train", 1, 2), ("train", 2, 3), ("query", 3, 1), ("gallery", 3, 2)):
+        folder = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}[split]
+        name = f"{pid:04d}_c{cam}s1_{len(rows):06d}_01.jpg"
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        (out / folder / name).write_bytes(b"jpeg")
+        rows.append({"path": f"{folder}/{name}", "split": split, "pid": pid, "camid": cam})
+    export_build(out, pd.DataFrame(rows), "imagefolder")
+    assert exported(out / "imagefolder") == {Path(r["path"]).name: (r["split"], r["pid"]) for r in rows}
+    assert not (out / ".imagefolder.partial").exists()
+
+
+def test_bad_exports_are_one_line_and_leave_nothing(capsys, real_and_cutpaste, tmp_path):
+    real, cp = real_and_cutpaste
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a.txt").write_text("x")
+    one_line_error(*run_main(capsys, "export", cp, "--out", tmp_path / "full"), "full", "not empty")
+    one_line_error(*run_main(capsys, "export", real, "--out", real / "inside"), "inside")
+    assert not (real / "inside").exists()
+    (tmp_path / "empty").mkdir()
+    one_line_error(*run_main(capsys, "export", tmp_path / "empty", "--out", tmp_path / "new" / "x"), "empty")
+    assert not (tmp_path / "new").exists()
+    rc, _, err = run_main(capsys, "export", cp, "--out", tmp_path / "y", "--to", "zip")
+    assert rc == 2 and "invalid choice" in err
+
+
+def test_a_killed_export_leaves_nothing_under_out_and_runs_again(capsys, real_and_cutpaste, tmp_path, monkeypatch):
+    _, cp = real_and_cutpaste
+    out = tmp_path / "if"
+    calls = []
+
+    def dies_on_the_third(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        os.link(src, dst)
+
+    monkeypatch.setattr(export_module, "link_or_copy", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        export_module.export_dataset(cp, out, progress=False)
+    assert not out.exists() and (tmp_path / ".if.partial").is_dir()
+    monkeypatch.undo()
+    rc, _, err = run_main(capsys, "export", cp, "--out", out, "--quiet")
+    assert rc == 0, err
+    assert len(exported(out)) == len(pd.read_csv(cp / "manifest.csv"))
+    assert not (tmp_path / ".if.partial").exists()
