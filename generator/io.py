@@ -156,6 +156,12 @@ def check_output_folder(path: str | os.PathLike, key: str = "--out", beside: boo
                             "remove the link")
         if not path.is_dir():
             raise UserError(f"{path}: is a file, not a folder; choose another {key} or remove the file")
+    if beside and path.is_symlink():  # renamed into place, the output would replace the link, not fill its folder
+        raise UserError(f"{path}: a symbolic link (to {os.path.realpath(path)}); the output is written beside it and "
+                        f"renamed into place, which would replace the link: give the folder itself as {key}")
+    if beside and path.expanduser().absolute().resolve() == Path.cwd().resolve():
+        raise UserError(f"{path}: the current folder; the output is written beside it and renamed into place: choose "
+                        f"a folder of its own as {key} (e.g. {key} out)")
     ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():
         raise UserError(f"{ancestor}: is a file, not a folder, so {path} cannot be made; choose another {key}")
@@ -288,13 +294,18 @@ def read_json_object(path: str | os.PathLike, fix: str) -> dict:
     return data
 
 
-def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
     """A hard link ``dst`` to ``src``; a copy where links are not possible (another file system, or not allowed),
-    written beside ``dst`` and renamed, so that a killed copy leaves no cut-short file under the name."""
+    written beside ``dst`` and renamed, so that a killed copy leaves no cut-short file under the name. Whether it
+    linked; a ``dst`` that exists is an error (FileExistsError), never replaced."""
     try:
         os.link(src, dst)
+        return True
+    except FileExistsError:
+        raise
     except OSError:
         atomic_copy(src, dst, metadata=True)
+        return False
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike, metadata: bool = False) -> None:

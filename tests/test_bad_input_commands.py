@@ -202,6 +202,24 @@ def test_an_output_path_under_a_file_is_refused(capsys, sim_small, tmp_path, tin
              "is a file")
 
 
+@pytest.mark.parametrize("command", ("simulate", "cutpaste", "export"))
+def test_an_output_written_beside_and_renamed_refuses_a_link_and_the_current_folder(capsys, sim_small, tmp_path,
+                                                                                     tiny_stages, monkeypatch, command):
+    """These commands write OUT's contents beside it and rename them onto it: that would replace a link to a folder
+    (not fill the folder), and the current folder cannot be replaced."""
+    (tmp_path / "target").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "target")
+    _refused(capsys, _invocation(command, sim_small, link, tmp_path, tiny_stages)[0], link, str(link),
+             "symbolic link", "folder itself")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    args = _invocation(command, sim_small, Path("."), tmp_path, tiny_stages)[0]
+    one_line_error(*run_main(capsys, *args), "the current folder")
+    assert not any(here.iterdir()) and not any((tmp_path / "target").iterdir())
+
+
 def test_a_failed_simulate_leaves_no_work_folder_and_no_parent_it_made(tmp_path, monkeypatch):
     import generator.simmarket.simulate as sim
 

@@ -1,6 +1,8 @@
 """`vmarket export`: every exported image sits under the pid of the person it shows, a test split's identities stay
 apart from the training ones, the MSMT17 export loads in torchreid, and bad input is one line with nothing left."""
+import errno
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -120,7 +122,7 @@ def test_bad_exports_are_one_line_and_leave_nothing(capsys, real_and_cutpaste, t
 
 def test_a_killed_export_leaves_nothing_under_out_and_runs_again(capsys, real_and_cutpaste, tmp_path, monkeypatch):
     _, cp = real_and_cutpaste
-    out = tmp_path / "if"
+    out = tmp_path / "new" / "if"
     calls = []
 
     def dies_on_the_third(src, dst):
@@ -128,13 +130,71 @@ def test_a_killed_export_leaves_nothing_under_out_and_runs_again(capsys, real_an
         if len(calls) == 3:
             raise KeyboardInterrupt
         os.link(src, dst)
+        return True
 
     monkeypatch.setattr(export_module, "link_or_copy", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         export_module.export_dataset(cp, out, progress=False)
-    assert not out.exists() and (tmp_path / ".if.partial").is_dir()
+    assert list(tmp_path.iterdir()) == []  # no OUT, no work folder, no parent it made
     monkeypatch.undo()
+    # a kill -9 leaves the work folder behind: the rerun clears it and starts over
+    (tmp_path / "new" / ".if.partial" / "train").mkdir(parents=True)
+    (tmp_path / "new" / ".if.partial" / ".vmarket-export").write_text("unfinished vmarket export\n")
     rc, _, err = run_main(capsys, "export", cp, "--out", out, "--quiet")
     assert rc == 0, err
     assert len(exported(out)) == len(pd.read_csv(cp / "manifest.csv"))
-    assert not (tmp_path / ".if.partial").exists()
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["if"]
+
+
+def test_a_test_identity_in_the_training_split_is_refused(capsys, real_and_cutpaste, tmp_path):
+    """Its images would join train/ beside the query's: ImageFolder would train on a test identity."""
+    real, _ = real_and_cutpaste
+    data = tmp_path / "data"
+    shutil.copytree(real, data)
+    query = sorted((data / "query").glob("*.jpg"))[0]
+    shutil.copy(query, data / "bounding_box_train" / query.name)
+    one_line_error(*run_main(capsys, "export", data, "--out", tmp_path / "out"), query.name,
+                   "the training split holds too")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_msmt17_layout_counts_its_train_and_test_people_apart(capsys, tmp_path):
+    """MSMT17 numbers the training and the test identities from 0 each: the same number is two people."""
+    data = tmp_path / "msmt"
+    simulate(data, 8, seed=2, size=(64, 32), progress=False, layout="msmt17")
+    rc, stdout, err = run_main(capsys, "export", data, "--out", tmp_path / "out", "--quiet")
+    assert rc == 0, err
+    person = [r for r in scan_dataset(data) if r.is_person]
+    assert {r.pid for r in person if r.split == "train"} & {r.pid for r in person if r.split != "train"}
+    assert "of 8 identities" in stdout
+    files = exported(tmp_path / "out")
+    assert len(files) == len(person) and all(files[r.name] == (r.split, r.pid) for r in person)
+
+
+def test_copies_across_file_systems_are_counted_and_a_training_only_msmt17_export_says_what_loads_it(
+        capsys, real_and_cutpaste, tmp_path, monkeypatch):
+    _, cp = real_and_cutpaste
+
+    def no_links(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    rc, stdout, err = run_main(capsys, "export", cp, "--out", tmp_path / "m", "--to", "msmt17", "--quiet")
+    assert rc == 0, err
+    n = len(pd.read_csv(cp / "manifest.csv"))
+    assert f"{n} copied (another file system)" in stdout
+    assert "no query" in stdout and "register_with_extra_training" in stdout
+    assert len(list((tmp_path / "m" / "msmt17" / "MSMT17_V1" / "train").glob("*/*.jpg"))) == n
+
+
+def test_an_output_that_is_a_link_or_the_current_folder_is_refused(capsys, real_and_cutpaste, tmp_path, monkeypatch):
+    """The export is renamed onto OUT: it would replace a link, and the current folder cannot be replaced."""
+    _, cp = real_and_cutpaste
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    one_line_error(*run_main(capsys, "export", cp, "--out", tmp_path / "link"), "symbolic link", "folder itself")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    one_line_error(*run_main(capsys, "export", cp, "--out", "."), "the current folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link", "target"]
+    assert not any((tmp_path / "here").iterdir()) and not any((tmp_path / "target").iterdir())

@@ -17,7 +17,7 @@ from generator.data.dataset import check_images, person_dataset
 from generator.data.estimate import plan_keypoints, write_keypoints
 from generator.data.estimators import ESTIMATORS, make_estimator
 from generator.data.keypoints import outside_note
-from generator.data.layouts import DATASET_NAMES, FORMATS, detect_format, scan_dataset
+from generator.data.layouts import DATASET_NAMES, FORMATS, check_protocol, detect_format, scan_dataset
 from generator.errors import UserError
 from generator.pose import NO_PERSON
 from generator.simmarket.simulate import LAYOUTS, parse_size, simulate
@@ -43,32 +43,6 @@ def _cmd_simulate(args) -> None:
 NAMES_SHOWN = 5  # `vmarket check`: images named per class of problem
 
 
-def _check_protocol(records, fmt: str) -> None:
-    """Refuse a test split that breaks the re-ID protocol: a query or gallery identity that the training split holds
-    too (re-ID tests on identities it never trained on; MSMT17 numbers its test identities apart, so there the same
-    number is another person), and a query image with no gallery image of its identity from another camera: the
-    evaluation leaves out the gallery images of the query's own identity and camera, so no search can find it."""
-    person = [r for r in records if r.is_person]
-    train = {r.pid for r in person if r.split == "train"}
-    gallery: dict[int, set[int]] = {}  # identity -> the cameras of its gallery images
-    for r in person:
-        if r.split == "gallery":
-            gallery.setdefault(r.pid, set()).add(r.camid)
-    for r in person:
-        if r.split != "train" and r.pid in train and fmt != "msmt17":
-            raise UserError(f"{r.path}: {r.split} image of identity {r.pid}, which the training split holds too; a "
-                            "re-ID test holds identities never trained on: move that identity's images out of one "
-                            "of the splits")
-        if r.split == "query" and r.pid not in gallery:
-            raise UserError(f"{r.path}: query image of identity {r.pid}, of which the gallery holds no image, so no "
-                            "search can find it; add its gallery images or remove it from the query")
-        if r.split == "query" and gallery[r.pid] == {r.camid}:
-            raise UserError(f"{r.path}: query image of identity {r.pid} from camera {r.camid}, whose gallery images "
-                            f"all come from that camera too; the evaluation leaves those out (a same-camera match "
-                            "is not re-identification), so no search can find it: add a gallery image of it from "
-                            "another camera, or remove it from the query")
-
-
 def _cmd_check(args) -> None:
     size = parse_size(args.size)
     marker = training_only_marker(args.root)
@@ -84,7 +58,7 @@ def _cmd_check(args) -> None:
                         skip_missing_keypoints=args.skip_missing_keypoints, fmt=fmt, fmt_key="--format")
     by_split = Counter(r.split for r in ds.records)
     if not marker:
-        _check_protocol(scanned, fmt)  # every image on disk, also those --skip-missing-keypoints leaves out
+        check_protocol(scanned, fmt)  # every image on disk, also those --skip-missing-keypoints leaves out
     if ds.skipped_missing and not by_split["train"]:
         raise UserError(f"{args.root}: no training image has a keypoint row (--skip-missing-keypoints left out "
                         f"{ds.skipped_missing} person images), so no training command can use this dataset; check "
@@ -165,9 +139,14 @@ def _cmd_browse(args) -> None:
 def _cmd_export(args) -> None:
     s = export_dataset(args.dataset, args.out, args.to, fmt=args.format, progress=not args.quiet)
     splits = ", ".join(f"{k} {v}" for k, v in s["splits"].items())
+    copied = f"{s['copied']} copied (another file system), the rest" if s["copied"] else "all"
     print(f"{args.to}: {s['images']} images of {s['identities']} identities ({splits})"
           + (f"; {s['left_out']} junk or distractor images left out" if s["left_out"] else "")
-          + f", hard links, in {s['seconds']:.1f} s -> {s['out']}")
+          + f"; {copied} hard links; in {s['seconds']:.1f} s -> {s['out']}")
+    if args.to == "msmt17" and s["training_only"]:
+        print("no query: torchreid's msmt17 dataset cannot load this export alone (IndexError on the empty query); "
+              "to train beside real data, give the dataset itself to "
+              "reid.extra_training.register_with_extra_training (docs/export.md)")
 
 
 def _cmd_keypoints(args) -> None:

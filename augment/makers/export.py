@@ -25,9 +25,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from generator.data.layouts import DATASET_NAMES, detect_format, scan_dataset
+from generator.data.layouts import DATASET_NAMES, check_protocol, detect_format, scan_dataset
 from generator.errors import UserError
-from generator.io import atomic_write_text, check_output_folder, link_or_copy, progress_bar, remove_empty_folders
+from generator.io import (
+    atomic_write_text,
+    check_output_folder,
+    fresh_work_folder,
+    link_or_copy,
+    partial_path,
+    progress_bar,
+    removed_on_failure,
+)
 
 EXPORTS = ("imagefolder", "msmt17")
 SPLITS = ("train", "query", "gallery")
@@ -47,21 +55,24 @@ def msmt17_records(df: pd.DataFrame) -> dict[str, list[tuple[str, int, int]]]:
         count: dict[int, int] = {}
         for r in part.itertuples():
             k = count[r.pid] = count.get(r.pid, -1) + 1
-            name = f"{r.pid:04d}_{k:03d}_{r.camid:02d}_vm_{k:04d}_0.jpg"
+            suffix = Path(r.src).suffix if "src" in df.columns else ".jpg"  # a build's images are JPEGs
+            name = f"{r.pid:04d}_{k:03d}_{r.camid:02d}_vm_{k:04d}_0{suffix}"
             out.setdefault(r.split, []).append((f"{folder}/{r.pid:04d}/{name}", labels[r.pid], int(r.camid)))
     return out
 
 
-def write_msmt17(df: pd.DataFrame, dest: Path, progress: bool = False) -> None:
-    """``dest/MSMT17_V1/``: the images of ``df`` (columns src, pid, camid, split) in MSMT17's list layout."""
+def write_msmt17(df: pd.DataFrame, dest: Path, progress: bool = False) -> int:
+    """``dest/MSMT17_V1/``: the images of ``df`` (columns src, pid, camid, split) in MSMT17's list layout; how many
+    are hard links (the others are copies)."""
     recs = msmt17_records(df)
     lists: dict[str, list[str]] = {"train": [], "val": [], "query": [], "gallery": []}
+    linked = 0
     bar = progress_bar(desc="msmt17", unit="img", total=len(df), enabled=progress)
     for split, items in recs.items():
         for src, (rel, label, _) in zip(df.src[df.split == split], items, strict=True):
             target = dest / "MSMT17_V1" / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(src, target)
+            linked += link_or_copy(src, target)
             lists[split].append(f"{rel.split('/', 1)[1]} {label}")
             bar.update()
     bar.close()
@@ -69,14 +80,18 @@ def write_msmt17(df: pd.DataFrame, dest: Path, progress: bool = False) -> None:
         (dest / "MSMT17_V1" / folder).mkdir(parents=True, exist_ok=True)
     for name, lines in lists.items():
         (dest / "MSMT17_V1" / f"list_{name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
+    return linked
 
 
-def write_imagefolder(df: pd.DataFrame, dest: Path, progress: bool = False) -> None:
-    """``dest/<split>/<pid>/<name>``: the images of ``df`` (columns src, pid, split), by split and identity."""
+def write_imagefolder(df: pd.DataFrame, dest: Path, progress: bool = False) -> int:
+    """``dest/<split>/<pid>/<name>``: the images of ``df`` (columns src, pid, split), by split and identity; how
+    many are hard links (the others are copies)."""
+    linked = 0
     for r in progress_bar(df.itertuples(), desc="imagefolder", unit="img", total=len(df), enabled=progress):
         target = dest / r.split / f"{r.pid:04d}" / Path(r.src).name
         target.parent.mkdir(parents=True, exist_ok=True)
-        link_or_copy(r.src, target)
+        linked += link_or_copy(r.src, target)
+    return linked
 
 
 WRITERS = {"imagefolder": write_imagefolder, "msmt17": write_msmt17}
@@ -87,10 +102,15 @@ def write_beside(final: Path, kind: str, df: pd.DataFrame, progress: bool = Fals
     exports: one that exists already is complete and kept)."""
     if final.exists():
         return
-    work = final.parent / f".{final.name}.partial"
+    work = final.parent / f".{final.name}.{os.getpid()}.partial"  # shards that finish together write apart
     shutil.rmtree(work, ignore_errors=True)
     WRITERS[kind](df, work, progress)
-    os.replace(work, final)
+    try:
+        os.replace(work, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(work)  # another shard's export got there first: the same files
 
 
 def training_only_marker(root) -> str | None:
@@ -114,12 +134,25 @@ def dataset_frame(root, fmt: str = "auto") -> tuple[pd.DataFrame, int, str]:
     fmt = fmt if fmt != "auto" else detect_format(root, "--format")
     splits = ("train",) if training_only_marker(root) else SPLITS
     records = scan_dataset(root, splits, keep_junk=True, fmt=fmt, fmt_key="--format")
+    check_protocol(records, fmt, queries=False)  # a test identity in the training split would join train/
     person = [r for r in records if r.is_person]
     if not person:
         raise UserError(f"{root}: no image of an identity (only junk or distractor images); nothing to export")
     df = pd.DataFrame({"src": [r.path for r in person], "pid": [r.pid for r in person],
                        "camid": [r.camid for r in person], "split": [r.split for r in person]})
-    return df, len(records) - len(person), DATASET_NAMES[fmt]
+    df["name"] = df.src.map(lambda p: Path(p).name)
+    twice = df[df.duplicated(["split", "pid", "name"], keep="first")]
+    if len(twice):  # one file name twice in an identity's folder (an index that lists an image twice)
+        r = twice.iloc[0]
+        raise UserError(f"{r.src}: named twice among the {r.split} images of identity {r.pid}; remove the "
+                        "duplicate from the dataset's index")
+    return df.drop(columns="name"), len(records) - len(person), DATASET_NAMES[fmt]
+
+
+def identities(df: pd.DataFrame) -> int:
+    """The identities of ``df``: its pids, counted apart in the training and test splits (MSMT17 numbers each from
+    0, so there one number names two people; other layouts keep them disjoint)."""
+    return int(df.assign(test=df.split != "train").drop_duplicates(["test", "pid"]).shape[0])
 
 
 def _readme(root, kind: str, df: pd.DataFrame, left_out: int, layout: str) -> str:
@@ -150,24 +183,22 @@ def export_dataset(root: str | os.PathLike, out: str | os.PathLike, kind: str = 
     created = check_output_folder(out, "--out", beside=True, inputs={"DATASET": root}, datasets=["DATASET"])
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
-    work = out.parent / f".{out.name}.partial"
+    work = partial_path(out)
     if work.exists() and not (work / _PARTIAL_MARKER).is_file():
         raise UserError(f"{work}: exists and is not an unfinished vmarket export; delete it")
-    try:
+    with removed_on_failure(None, out, created):
         df, left_out, layout = dataset_frame(root, fmt)
-    except UserError:
-        remove_empty_folders(out, created)
-        raise
-    t0 = time.perf_counter()
-    shutil.rmtree(work, ignore_errors=True)  # an earlier export killed half-way: start over
-    work.mkdir(parents=True)
-    (work / _PARTIAL_MARKER).touch()
-    WRITERS[kind](df, work / "msmt17" if kind == "msmt17" else work, progress)
-    atomic_write_text(work / "README.txt", _readme(root, kind, df, left_out, layout))
-    (work / _PARTIAL_MARKER).unlink()
-    if out.exists():
-        out.rmdir()  # empty (checked above)
-    os.replace(work, out)
-    return {"images": len(df), "identities": int(df.pid.nunique()), "left_out": left_out, "layout": layout,
+        t0 = time.perf_counter()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = fresh_work_folder(out, _PARTIAL_MARKER, "vmarket export")
+    with removed_on_failure(work, out, created):
+        linked = WRITERS[kind](df, work / "msmt17" if kind == "msmt17" else work, progress)
+        atomic_write_text(work / "README.txt", _readme(root, kind, df, left_out, layout))
+        (work / _PARTIAL_MARKER).unlink()
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(work, out)
+    return {"images": len(df), "identities": identities(df), "left_out": left_out, "layout": layout,
             "splits": {s: int((df.split == s).sum()) for s in SPLITS if (df.split == s).any()},
+            "copied": len(df) - linked, "training_only": not (df.split == "query").any(),
             "seconds": time.perf_counter() - t0, "out": str(out)}

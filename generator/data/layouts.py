@@ -223,6 +223,35 @@ def read_layout(layout: Layout, splits=("train", "query", "gallery"), keep_junk:
     return _scan_cuhk03(layout.base, layout.format, splits)
 
 
+def check_protocol(records, fmt: str, queries: bool = True) -> None:
+    """Refuse a test split that breaks the re-ID protocol: a query or gallery identity that the training split holds
+    too (re-ID tests on identities it never trained on; MSMT17 numbers its test identities apart, so there the same
+    number is another person), and a query image with no gallery image of its identity from another camera: the
+    evaluation leaves out the gallery images of the query's own identity and camera, so no search can find it.
+    ``queries=False``: the first check alone (what keeps a training split apart from the test identities)."""
+    person = [r for r in records if r.is_person]
+    train = {r.pid for r in person if r.split == "train"}
+    gallery: dict[int, set[int]] = {}  # identity -> the cameras of its gallery images
+    for r in person:
+        if r.split == "gallery":
+            gallery.setdefault(r.pid, set()).add(r.camid)
+    for r in person:
+        if r.split != "train" and r.pid in train and fmt != "msmt17":
+            raise UserError(f"{r.path}: {r.split} image of identity {r.pid}, which the training split holds too; a "
+                            "re-ID test holds identities never trained on: move that identity's images out of one "
+                            "of the splits")
+        if not queries:
+            continue
+        if r.split == "query" and r.pid not in gallery:
+            raise UserError(f"{r.path}: query image of identity {r.pid}, of which the gallery holds no image, so no "
+                            "search can find it; add its gallery images or remove it from the query")
+        if r.split == "query" and gallery[r.pid] == {r.camid}:
+            raise UserError(f"{r.path}: query image of identity {r.pid} from camera {r.camid}, whose gallery images "
+                            f"all come from that camera too; the evaluation leaves those out (a same-camera match "
+                            "is not re-identification), so no search can find it: add a gallery image of it from "
+                            "another camera, or remove it from the query")
+
+
 def parse_duke_name(path: str) -> tuple[int, int]:
     """(pid, camid) of a DukeMTMC-reID image name ``PPPP_cC_fFFFFFFF.jpg``; UserError on anything else."""
     m = _DUKE_RE.match(os.path.basename(path))
