@@ -304,6 +304,8 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
     except FileExistsError:
         raise
     except OSError:
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "File exists", str(dst)) from None
         atomic_copy(src, dst, metadata=True)
         return False
 

@@ -202,7 +202,16 @@ def test_an_output_path_under_a_file_is_refused(capsys, sim_small, tmp_path, tin
              "is a file")
 
 
-@pytest.mark.parametrize("command", ("simulate", "cutpaste", "export"))
+def _beside_invocation(command, data, out, tmp_path, stages):
+    if command == "browse":
+        return ["browse", data, "--out", out, "--quiet"]
+    if command == "filter":  # the output is checked before the model is read
+        return ["filter", "--model", tmp_path / "state.pt", "--real-root", data, "--generated", data, "--out", out,
+                "--quiet"]
+    return _invocation(command, data, out, tmp_path, stages)[0]
+
+
+@pytest.mark.parametrize("command", ("simulate", "cutpaste", "export", "browse", "filter"))
 def test_an_output_written_beside_and_renamed_refuses_a_link_and_the_current_folder(capsys, sim_small, tmp_path,
                                                                                      tiny_stages, monkeypatch, command):
     """These commands write OUT's contents beside it and rename them onto it: that would replace a link to a folder
@@ -210,12 +219,12 @@ def test_an_output_written_beside_and_renamed_refuses_a_link_and_the_current_fol
     (tmp_path / "target").mkdir()
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "target")
-    _refused(capsys, _invocation(command, sim_small, link, tmp_path, tiny_stages)[0], link, str(link),
+    _refused(capsys, _beside_invocation(command, sim_small, link, tmp_path, tiny_stages), link, str(link),
              "symbolic link", "folder itself")
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    args = _invocation(command, sim_small, Path("."), tmp_path, tiny_stages)[0]
+    args = _beside_invocation(command, sim_small, Path("."), tmp_path, tiny_stages)
     one_line_error(*run_main(capsys, *args), "the current folder")
     assert not any(here.iterdir()) and not any((tmp_path / "target").iterdir())
 

@@ -103,7 +103,7 @@ def test_a_builds_imagefolder_export_is_split_by_split(tmp_path):
         rows.append({"path": f"{folder}/{name}", "split": split, "pid": pid, "camid": cam})
     export_build(out, pd.DataFrame(rows), "imagefolder")
     assert exported(out / "imagefolder") == {Path(r["path"]).name: (r["split"], r["pid"]) for r in rows}
-    assert not (out / ".imagefolder.partial").exists()
+    assert not list(out.glob(".*partial"))
 
 
 def test_bad_exports_are_one_line_and_leave_nothing(capsys, real_and_cutpaste, tmp_path):
@@ -111,7 +111,7 @@ def test_bad_exports_are_one_line_and_leave_nothing(capsys, real_and_cutpaste, t
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "a.txt").write_text("x")
     one_line_error(*run_main(capsys, "export", cp, "--out", tmp_path / "full"), "full", "not empty")
-    one_line_error(*run_main(capsys, "export", real, "--out", real / "inside"), "inside")
+    one_line_error(*run_main(capsys, "export", real, "--out", real / "inside"), "inside", "lies inside", "DATASET")
     assert not (real / "inside").exists()
     (tmp_path / "empty").mkdir()
     one_line_error(*run_main(capsys, "export", tmp_path / "empty", "--out", tmp_path / "new" / "x"), "empty")
@@ -182,7 +182,7 @@ def test_copies_across_file_systems_are_counted_and_a_training_only_msmt17_expor
     rc, stdout, err = run_main(capsys, "export", cp, "--out", tmp_path / "m", "--to", "msmt17", "--quiet")
     assert rc == 0, err
     n = len(pd.read_csv(cp / "manifest.csv"))
-    assert f"{n} copied (another file system)" in stdout
+    assert "; copies (no hard link possible);" in stdout
     assert "no query" in stdout and "register_with_extra_training" in stdout
     assert len(list((tmp_path / "m" / "msmt17" / "MSMT17_V1" / "train").glob("*/*.jpg"))) == n
 
@@ -198,3 +198,53 @@ def test_an_output_that_is_a_link_or_the_current_folder_is_refused(capsys, real_
     one_line_error(*run_main(capsys, "export", cp, "--out", "."), "the current folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link", "target"]
     assert not any((tmp_path / "here").iterdir()) and not any((tmp_path / "target").iterdir())
+
+
+def test_an_index_that_names_an_image_twice_is_refused(capsys, tmp_path):
+    data = tmp_path / "msmt"
+    simulate(data, 6, seed=2, size=(64, 32), progress=False, layout="msmt17")
+    lst = next(data.rglob("list_train.txt"))
+    first = lst.read_text().splitlines()[0]
+    lst.write_text(lst.read_text() + first + "\n")
+    one_line_error(*run_main(capsys, "export", data, "--out", tmp_path / "out"), "named twice", "duplicate")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_msmt17_export_keeps_each_images_suffix(capsys, tmp_path):
+    """CUHK03 images are PNGs: their MSMT17 names end in .png, as the bytes are."""
+    data = tmp_path / "cuhk"
+    simulate(data, 6, seed=2, size=(64, 32), progress=False, layout="cuhk03")
+    sources = {Path(r.path).suffix for r in scan_dataset(data) if r.is_person}
+    rc, _, err = run_main(capsys, "export", data, "--out", tmp_path / "m", "--to", "msmt17", "--quiet")
+    assert rc == 0, err
+    written = {p.suffix for p in (tmp_path / "m" / "msmt17" / "MSMT17_V1").glob("*/*/*.*")}
+    assert written == sources == {".png"}
+
+
+def test_a_builds_export_is_written_once_and_a_killed_ones_work_is_cleared(tmp_path):
+    out = tmp_path / "vm"
+    (out / "bounding_box_train").mkdir(parents=True)
+    (out / "bounding_box_train" / "0001_c1s1_000000_01.jpg").write_bytes(b"jpeg")
+    df = pd.DataFrame([{"path": "bounding_box_train/0001_c1s1_000000_01.jpg", "split": "train", "pid": 1,
+                        "camid": 1}])
+    (out / ".imagefolder.partial" / "train" / "0009").mkdir(parents=True)  # what a killed shard left
+    export_build(out, df, "imagefolder")
+    assert exported(out / "imagefolder") == {"0001_c1s1_000000_01.jpg": ("train", 1)}
+    assert not list(out.glob(".*partial"))
+    (out / "imagefolder" / "train" / "0001" / "kept.jpg").write_bytes(b"x")  # a finished export is kept as it is
+    export_build(out, df, "imagefolder")
+    assert (out / "imagefolder" / "train" / "0001" / "kept.jpg").exists()
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["link", "copy"])
+def test_link_or_copy_never_replaces_a_file(tmp_path, monkeypatch, links):
+    from generator.io import link_or_copy
+
+    (tmp_path / "src").write_text("new")
+    (tmp_path / "dst").write_text("old")
+    if not links:
+        monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
+    with pytest.raises(FileExistsError):
+        link_or_copy(tmp_path / "src", tmp_path / "dst")
+    assert (tmp_path / "dst").read_text() == "old"
+    assert link_or_copy(tmp_path / "src", tmp_path / "other") is links and (tmp_path / "other").read_text() == "new"

@@ -139,10 +139,11 @@ def _cmd_browse(args) -> None:
 def _cmd_export(args) -> None:
     s = export_dataset(args.dataset, args.out, args.to, fmt=args.format, progress=not args.quiet)
     splits = ", ".join(f"{k} {v}" for k, v in s["splits"].items())
-    copied = f"{s['copied']} copied (another file system), the rest" if s["copied"] else "all"
+    files = ("hard links" if not s["copied"] else "copies (no hard link possible)" if s["copied"] == s["images"]
+             else f"{s['copied']} copies (no hard link possible), the rest hard links")
     print(f"{args.to}: {s['images']} images of {s['identities']} identities ({splits})"
           + (f"; {s['left_out']} junk or distractor images left out" if s["left_out"] else "")
-          + f"; {copied} hard links; in {s['seconds']:.1f} s -> {s['out']}")
+          + f"; {files}; in {s['seconds']:.1f} s -> {s['out']}")
     if args.to == "msmt17" and s["training_only"]:
         print("no query: torchreid's msmt17 dataset cannot load this export alone (IndexError on the empty query); "
               "to train beside real data, give the dataset itself to "
@@ -314,7 +315,7 @@ def add_export(sub) -> None:
                         help="labelled image folders of a dataset (build, cutpaste, filter, simulate or real data): "
                              "ImageFolder by split and pid, or MSMT17's list layout; hard links",
                         description="Write a dataset's person images as labelled folders for other code: "
-                                    "imagefolder (OUT/<split>/<pid>/NAME.jpg; torchvision's ImageFolder(OUT/train) "
+                                    "imagefolder (OUT/<split>/<pid>/NAME; torchvision's ImageFolder(OUT/train) "
                                     "trains on the training identities alone) or msmt17 (OUT/msmt17/MSMT17_V1/ with "
                                     "list_*.txt, which torchreid's msmt17 dataset reads with root OUT when the "
                                     "dataset has a test split). The folder names are the dataset's pids; junk and "

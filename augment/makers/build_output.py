@@ -117,7 +117,7 @@ def finalize(out: Path, cfg: BuildConfig, plans, stats, builder, recs: dict[int,
     if cfg.fg_mode != "real" and (cfg.identities > TORCHREID_MARKET_PIDS or cfg.cameras > 6):
         lines.append(f"torchreid's built-in market1501 asserts pid <= {TORCHREID_MARKET_PIDS} and camera <= 6, so it "
                      f"cannot load this folder: use {LOADER} (below)"
-                     + (" or imagefolder/." if cfg.export_imagefolder else "."))
+                     + (" or imagefolder/train/." if cfg.export_imagefolder else "."))
     lines += ["", *loading_readme(out, cfg.data_root or builder.s2cfg.data_root or builder.model.data.root,
                                   "real" if cfg.fg_mode == "real" else "new", training_only=counts["query"] == 0)]
     if cfg.export_msmt17:

@@ -17,6 +17,7 @@ starts over when run again.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -98,19 +99,20 @@ WRITERS = {"imagefolder": write_imagefolder, "msmt17": write_msmt17}
 
 
 def write_beside(final: Path, kind: str, df: pd.DataFrame, progress: bool = False) -> None:
-    """``final``: the ``kind`` export of ``df``, written in a work folder beside it and renamed into place (a build's
-    exports: one that exists already is complete and kept)."""
-    if final.exists():
-        return
-    work = final.parent / f".{final.name}.{os.getpid()}.partial"  # shards that finish together write apart
-    shutil.rmtree(work, ignore_errors=True)
-    WRITERS[kind](df, work, progress)
+    """``final``: the ``kind`` export of ``df``, written in ``.NAME.partial`` beside it and renamed into place (a
+    build's exports: one that exists already is complete and kept; a killed one's work folder is cleared). The
+    folder holding ``final`` is locked meanwhile, so build shards that finish together write it once."""
+    fd = os.open(final.parent, os.O_RDONLY)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if final.exists():
+            return
+        work = partial_path(final)
+        shutil.rmtree(work, ignore_errors=True)
+        WRITERS[kind](df, work, progress)
         os.replace(work, final)
-    except OSError:
-        if not final.is_dir():
-            raise
-        shutil.rmtree(work)  # another shard's export got there first: the same files
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def training_only_marker(root) -> str | None:
@@ -158,7 +160,7 @@ def identities(df: pd.DataFrame) -> int:
 def _readme(root, kind: str, df: pd.DataFrame, left_out: int, layout: str) -> str:
     counts = ", ".join(f"{s} {int((df.split == s).sum())} images / {df.pid[df.split == s].nunique()} identities"
                        for s in SPLITS if (df.split == s).any())
-    how = {"imagefolder": "<split>/<pid>/<name>.jpg: the folder names are the dataset's pids; "
+    how = {"imagefolder": "<split>/<pid>/<name> (the dataset's file names): the folder names are its pids; "
                           "torchvision.datasets.ImageFolder(THIS_FOLDER/train) trains on the training identities.",
            "msmt17": "msmt17/MSMT17_V1/{train,test}/<pid>/ and list_{train,val,query,gallery}.txt, labels 0..N-1 per "
                      "group (train; query + gallery) as MSMT17 numbers them, the folder names keep the pids; "
