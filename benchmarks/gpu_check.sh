@@ -35,7 +35,7 @@ if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.tot
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
 
 stamp "tests marked gpu"
-"$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_stage1.py
+"$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_stage1.py tests/test_builder.py
 
 stamp "stage-I step FLOP/s"
 if "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
@@ -62,8 +62,9 @@ if ! "$PY" -c "import faiss, torchreid" 2>/dev/null; then
   stamp "build and re-ID skipped: faiss or torchreid does not import here"
   exit 0
 fi
-stamp "Virtual Market build, 50 identities x 8"
+stamp "Virtual Market build, 50 identities x 8, rendered on the GPU (device auto)"
 vm build -c configs/build_market.yaml --quiet --set "stage2_run=$W/runs/stage2" --set "out=$W/runs/vm" \
+  --set device=auto \
   --set identities=50 --set images_per_id=8
 stamp "re-ID, configs/reid_market.yaml, $REID_EPOCHS epochs, seed 0"
 vm reid ablate -c configs/reid_market.yaml --quiet --set "real_root=$W/sim" --set "virtual_root=$W/runs/vm" \

@@ -3,6 +3,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import run_main
 
 from augment.makers.build_config import BuildConfig
@@ -146,3 +147,43 @@ def test_missing_stage2_run_writes_nothing(tmp_path, capsys):
                "--set", f"out={tmp_path / 'vm'}", "--quiet"])
     one_line_error(rc, *capsys.readouterr(), "snapshot.pt", "stage2_run")
     assert not (tmp_path / "vm").exists()  # refused before the output folder is made
+
+
+def test_the_default_device_keeps_a_builds_hash_and_another_changes_it(tiny_stages, tmp_path):
+    """Builds begun before the device key resume: the default is left out of the config hash."""
+    from augment.makers.build_config import _hashed, config_hash
+    from generator.config import digest, to_dict
+
+    cfg = _cfg(tiny_stages[2], tmp_path / "a")
+    assert config_hash(cfg) == digest(_hashed({k: v for k, v in to_dict(cfg).items() if k != "device"}))
+    assert config_hash(_cfg(tiny_stages[2], tmp_path / "a", device="auto")) != config_hash(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_a_cuda_build_without_a_gpu_is_refused_before_anything_is_written(capsys, tiny_stages, tmp_path):
+    from conftest import one_line_error
+
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text(f"stage2_run: {tiny_stages[2]}\nout: {tmp_path / 'vm'}\nidentities: 2\nimages_per_id: 2\n"
+                   "device: cuda\n")
+    one_line_error(*run_main(capsys, "build", "-c", cfg, "--quiet"), "device 'cuda'", "no CUDA GPU")
+    assert not (tmp_path / "vm").exists()
+    build(_cfg(tiny_stages[2], tmp_path / "auto", device="auto"), progress=False)  # auto: the CPU here
+    build(_cfg(tiny_stages[2], tmp_path / "cpu"), progress=False)
+    assert _content(tmp_path / "auto") == _content(tmp_path / "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_build_has_the_cpu_builds_labels_and_nearly_its_pixels(tiny_stages, tmp_path):
+    from PIL import Image
+
+    s2 = tiny_stages[2]
+    build(_cfg(s2, tmp_path / "cpu", quality_keep=1.0), progress=False)
+    build(_cfg(s2, tmp_path / "gpu", quality_keep=1.0, device="cuda"), progress=False)
+    a, b = (pd.read_csv(tmp_path / d / "manifest.csv") for d in ("cpu", "gpu"))
+    labels = [c for c in a.columns if c != "d_score"]
+    pd.testing.assert_frame_equal(a[labels], b[labels])  # the plan, made on the CPU either way
+    for path in a.path:
+        x, y = (np.asarray(Image.open(tmp_path / d / path), dtype=float) for d in ("cpu", "gpu"))
+        assert np.abs(x - y).mean() < 2.0, path  # the same image, up to the device's arithmetic and JPEG

@@ -48,6 +48,10 @@ class BuildConfig:
     export_imagefolder: bool = False  # also write imagefolder/<split>/<pid>/ (hard links); augment.makers.export
     # also write msmt17/MSMT17_V1/ (MSMT17's list layout, hard links): torchreid's msmt17 loads it, any pid count
     export_msmt17: bool = False
+    # where the images are decoded and scored: cpu, cuda, cuda:N or auto (CUDA when present). The plan (identities,
+    # backgrounds, poses, cameras, keypoints) is made on the CPU whatever the device, so a build's labels and
+    # sources do not depend on it; a GPU's pixels differ from the CPU's in the last bits
+    device: str = "cpu"
 
     def __post_init__(self):
         """Range checks, at config load time (before anything is written)."""
@@ -100,7 +104,7 @@ class BuildConfig:
 
 
 # keys added to BuildConfig after builds were made: left out of the hash at these defaults, so such builds stay valid
-LATER_KEYS = {"pose_from": "any"}
+LATER_KEYS = {"pose_from": "any", "device": "cpu"}
 
 
 def config_hash(cfg: BuildConfig) -> str:

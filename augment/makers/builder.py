@@ -35,6 +35,7 @@ Build order, chosen so that any shard is reproducible on its own:
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -53,11 +54,12 @@ from augment.makers.build_config import (
     same_build,
 )
 from augment.makers.build_output import finalize, image_entry, manifest_rows, read_parts
-from generator.api import snapshot_path
+from generator.api import DisentangledModel, snapshot_path
 from generator.config import from_dict, to_dict
 from generator.data.dataset import person_dataset
 from generator.data.layouts import MSMT17_MAX_CAMERA, Msmt17Writer, msmt17_out_path, resolve_layout
 from generator.data.market import MarketWriter, Record
+from generator.device import resolve_device
 from generator.errors import UserError
 from generator.eval.neighbours import CosineIndex, kmeans, nearest
 from generator.io import (
@@ -73,6 +75,15 @@ from generator.training.stage1 import Stage1Config
 from generator.training.stage2 import load_embeddings, load_stage2
 
 POSE_TRIES = 20  # Phi_pose samples drawn for one image before the build is refused (each shows no person)
+
+
+def render_device(name: str) -> torch.device:
+    """The device a build renders on (``BuildConfig.device``); under torchrun, ``cuda`` is each process's own GPU
+    (``LOCAL_RANK``)."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return resolve_device(str(device))
 NO_PERSON_KEYS = ("no_person_images", "no_person_identities", "real_images")  # the skip counts build.json keeps
 
 
@@ -91,7 +102,14 @@ class Builder:
         # but are no image of the data the builder names and remixes
         self.emb = {k: v[emb["pid"] >= 0] for k, v in emb.items() if torch.is_tensor(v)}
         self.size = self.model.size
+        self.device = render_device(cfg.device)
+        # the decoder that renders: the plan's model itself on the CPU, else a copy of its generator on the device
+        self.renderer = self.model if self.device.type == "cpu" else DisentangledModel(
+            copy.deepcopy(self.model.G), self.size, self.model.heatmap_radius, self.model.mask_radius,
+            device=self.device)
         self.D = self._load_discriminator()
+        if self.D is not None:
+            self.D = self.D.to(self.device)
         if self.D is None and cfg.quality_keep < 1:
             raise UserError(f"quality_keep {cfg.quality_keep}: the quality filter needs stage I's trained "
                             f"discriminator, and {self.s2cfg.stage1_run} trained without the adversarial term; "
@@ -354,7 +372,7 @@ class Builder:
         k = len(p.images)
         fg = torch.from_numpy(np.stack([p.fg if im.fg is None else im.fg for im in p.images]))
         kp = torch.stack(kps).float()
-        out = self.model.decode(fg, torch.from_numpy(np.stack([im.bg for im in p.images])), kp)
+        out = self.renderer.decode(fg, torch.from_numpy(np.stack([im.bg for im in p.images])), kp)
         scores = torch.sigmoid(self.D(out)).cpu().numpy() if self.D is not None else np.zeros(k, np.float32)
         imgs = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return list(imgs), scores, kp.numpy()
