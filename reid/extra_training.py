@@ -135,7 +135,11 @@ def loading_readme(folder, real_root, identities: str, training_only: bool) -> l
             f"and gallery are the test set. real_root may be any dataset the project reads (Market-1501, "
             f"DukeMTMC-reID, MSMT17, CUHK03); here, the data {source}. With PyPI's torchreid 0.2.5:")
     call = f"    name = {LOADER}("
+    export = (f"Labelled folders for other code (torchvision's ImageFolder, by split and pid; or MSMT17's lists): "
+              f"vmarket export {folder} --out DIR [--to msmt17].")
     return [
+        *textwrap.wrap(export, 116, break_on_hyphens=False, break_long_words=False),
+        "",
         *textwrap.wrap(text, 116, break_on_hyphens=False),
         "",
         "    import os",

@@ -2,6 +2,7 @@
 apart from the training ones, the MSMT17 export loads in torchreid, and bad input is one line with nothing left."""
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -248,3 +249,13 @@ def test_link_or_copy_never_replaces_a_file(tmp_path, monkeypatch, links):
         link_or_copy(tmp_path / "src", tmp_path / "dst")
     assert (tmp_path / "dst").read_text() == "old"
     assert link_or_copy(tmp_path / "src", tmp_path / "other") is links and (tmp_path / "other").read_text() == "new"
+
+
+def test_the_export_command_an_outputs_readme_gives_runs_as_written(capsys, real_and_cutpaste, tmp_path):
+    _, cp = real_and_cutpaste
+    text = " ".join((cp / "README.txt").read_text().split())
+    folder = re.search(r"vmarket export (\S+) --out DIR", text).group(1)
+    assert Path(folder) == cp.resolve()
+    rc, _, err = run_main(capsys, "export", folder, "--out", tmp_path / "if", "--quiet")
+    assert rc == 0, err
+    assert len(exported(tmp_path / "if")) == len(pd.read_csv(cp / "manifest.csv"))
