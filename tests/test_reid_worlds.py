@@ -362,18 +362,18 @@ def test_status_counts_the_runs_here_shipped_and_missing_and_times_the_rest(tmp_
     text = reference_reid.status(cfg)
     assert text.startswith(f"{cfg.out}: 6 of 18 runs finished (here or shipped)")
     assert "| reference | full | 0 | 3 | 0 | 6 |" in text and "| w2 | full | 3 | 0 | 0 | 6 |" in text
-    assert ("- reference/full: cutpaste (seeds 0-2); h-f (seeds 0-2, needs --no-shipped: the filter's anchor model "
-            "is not here)") in text
+    assert ("- reference/full: cutpaste (seeds 0-2); h-f (seeds 0-2, and real again first: the filter's model is "
+            "not here)") in text
     assert "- w2/full: real (seed 2); cutpaste (seeds 1-2); h-f (seeds 0-2)\n" in text  # its anchor trains first
     # the pace is the regime's, in any world: real's seed 2 at real's median (110 s), cutpaste's 5 runs at its own
     # (200 s), h-f's 6 at the regime's (120 s; no h-f run here): 1,830 s; and the reference world's 3 anchor runs that
-    # --no-shipped trains again for h-f's model, at real's: 330 s more
+    # h-f's runs train again for its model, at real's: 330 s more
     assert "about 0.6 h of training left" in text
     assert len([line for line in text.splitlines() if line.startswith("- ")]) == 2
     assert "nothing left to train" not in text and not (tmp_path / "out" / "ablation.csv").exists()
     # without the shipped rows: the anchor's are missing as well, and the filter needs nothing more
     bare = reference_reid.status(cfg, reuse=False, worlds=["reference"])
-    assert bare.startswith(f"{cfg.out}: 0 of 9 runs finished (here)") and "needs --no-shipped" not in bare
+    assert bare.startswith(f"{cfg.out}: 0 of 9 runs finished (here)") and "again first" not in bare
     with pytest.raises(UserError, match="no world named 'w3'"):
         reference_reid.status(cfg, worlds=["w3"])
 
@@ -463,3 +463,35 @@ def test_the_seconds_of_reused_runs_stay_in_the_tables_provenance(tmp_path, monk
     reference_reid._write(cfg, rows, {"reference/full/cutpaste/seed2": 300.0}, "cmd", shipped)
     assert written == {"reference/full/real/seed0": 100.0, "reference/full/cutpaste/seed1": 250.0,
                        "reference/full/cutpaste/seed2": 300.0}
+
+
+def test_a_filtered_run_whose_anchor_row_is_shipped_trains_the_anchor_here_first(tmp_path, monkeypatch):
+    """The filter scores with the anchor's model of the same seed; where the anchor's row came from the shipped table,
+    that model is not on this machine: the filtered run trains the anchor's run here first, then itself."""
+    from reid.ablation import stage_dir
+
+    filtered = Recipe("h-f", setting="real+remix", generated="hybrid", filter=True)
+    cfg = ReidReferenceConfig(out=str(tmp_path / "out"), recipes=BASE + [filtered], anchor="real", seeds=[0],
+                              regimes=[Regime("full", 0)], worlds=[World("reference")])
+    logs: list[str] = []
+    regime_data = GeneratedData(cfg, cfg.worlds[0], cfg.regimes[0], False, logs.append)
+    model = stage_dir(reference_reid._runs(cfg, cfg.worlds[0], cfg.regimes[0], "real"), "real", 0) / "state.pt"
+    trained: list[str] = []
+
+    def run_ablation(acfg, progress=False):  # what each run trains, in order; the anchor's leaves its model
+        trained.append(acfg)
+        if acfg == "real":
+            model.parent.mkdir(parents=True)
+            model.write_bytes(b"weights")
+        return [{"rank1": 0.5}]
+
+    monkeypatch.setattr(reference_reid, "_found_row", lambda *a, **k: ("", None))  # neither finished nor shipped
+    monkeypatch.setattr(reference_reid, "_ablation_config", lambda cfg, recipe, *a, **k: recipe.name)
+    monkeypatch.setattr(reference_reid, "run_ablation", run_ablation)
+    monkeypatch.setattr(reference_reid, "_row", lambda recipe, *a: {"recipe": recipe.name})
+    row, _, shipped = reference_reid._one_run(cfg, filtered, 0, regime_data)
+    assert trained == ["real", "h-f"] and row == {"recipe": "h-f"} and not shipped
+    assert logs == ["[reference/full] real seed 0: its row is shipped, its model is not here: trained here for h-f's "
+                    "filter"]
+    reference_reid._one_run(cfg, filtered, 0, regime_data)  # the model is here now: the anchor is not trained again
+    assert trained == ["real", "h-f", "h-f"]

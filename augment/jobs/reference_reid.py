@@ -254,10 +254,11 @@ def _one_run(cfg: ReidReferenceConfig, recipe: Recipe, seed: int, regime_data: G
         return row, None, source == SHIPPED
     if recipe.filter:
         state = stage_dir(_runs(cfg, world, regime, cfg.anchor), "real", seed) / "state.pt"
-        if not state.is_file():
-            raise UserError(f"{recipe.name} ({regime_data.tag}, seed {seed}) is filtered by the model of "
-                            f"{cfg.anchor}, seed {seed}, which is not here ({state}): its row came from the shipped "
-                            f"ablation; run `--no-shipped --only {recipe.name}` to train the anchor and it here")
+        if not state.is_file():  # the anchor's row is the shipped table's: its run is trained here for the model
+            anchor = next(r for r in cfg.recipes if r.name == cfg.anchor)
+            regime_data.log(f"[{regime_data.tag}] {cfg.anchor} seed {seed}: its row is shipped, its model is not "
+                            f"here: trained here for {recipe.name}'s filter")
+            run_ablation(_ablation_config(cfg, anchor, regime_data, seed), progress=False)
     acfg = _ablation_config(cfg, recipe, regime_data, seed)
     (res,) = run_ablation(acfg, progress=False)
     return _row(recipe, world, regime, seed, acfg, res), time.perf_counter() - t, False
@@ -431,7 +432,7 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
         here = from_shipped = started = 0
         lacking: dict[str, list[int]] = {}
         needs_anchor: set[str] = set()
-        retrain: set[int] = set()  # the seeds whose anchor --no-shipped trains again for a filter's model
+        retrain: set[int] = set()  # the seeds whose anchor is trained again here for a filter's model
         for recipe in sorted(cfg.recipes, key=lambda r: r.name != cfg.anchor):
             for seed in cfg.seeds:
                 total += 1
@@ -446,7 +447,7 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
                 model = stage_dir(_runs(cfg, world, regime, cfg.anchor), "real", seed) / "state.pt"
                 if recipe.filter and shipped is not None and not model.is_file() and (
                         shipped.pinned_row(world, regime, anchor, seed) or shipped.row(world, regime, anchor, seed)):
-                    needs_anchor.add(recipe.name)  # the anchor's row is shipped, so a run here does not train it
+                    needs_anchor.add(recipe.name)  # the anchor's row is shipped: the filtered run trains it first
                     retrain.add(seed)
                 s, ours = seconds(regime, recipe.name)
                 if s is None:
@@ -466,7 +467,8 @@ def status(cfg: ReidReferenceConfig, reuse: bool = True, worlds: list[str] | Non
         if lacking:
             gaps.append(f"- {world.name}/{regime.name}: " + "; ".join(
                 f"{name} (seed{'s' if len(seeds) > 1 else ''} {_seeds_text(seeds)}"
-                + (", needs --no-shipped: the filter's anchor model is not here" if name in needs_anchor else "")
+                + (f", and {cfg.anchor} again first: the filter's model is not here" if name in needs_anchor
+                   else "")
                 + ")" for name, seeds in lacking.items()))
     head = f"{cfg.out}: {done} of {total} runs finished ({'here or shipped' if reuse else 'here'})"
     if not gaps:
