@@ -301,10 +301,8 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
     try:
         os.link(src, dst)
         return True
-    except FileExistsError:
-        raise
     except OSError:
-        if os.path.lexists(dst):
+        if os.path.lexists(dst):  # also where linking failed for another reason first
             raise FileExistsError(errno.EEXIST, "File exists", str(dst)) from None
         atomic_copy(src, dst, metadata=True)
         return False

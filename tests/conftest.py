@@ -41,6 +41,21 @@ def sim_small(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_and_cutpaste(tmp_path_factory):
+    """A tiny simulated real set (6 identities, 3 of them training; junk and distractor images too) and a
+    cut-and-paste set made from it. Read only: a test that changes one works on a copy."""
+    from augment.makers.cutpaste import cut_paste
+    from generator.simmarket.simulate import simulate
+
+    base = tmp_path_factory.mktemp("extra")
+    real = base / "real"
+    simulate(real, 6, seed=11, size=(64, 32), progress=False)
+    cp = base / "cutpaste"
+    cut_paste(real, cp, per_image=1, seed=0, size=(64, 32), progress=False)
+    return real, cp
+
+
+@pytest.fixture(scope="session")
 def tiny_stages(sim_small, tmp_path_factory):
     """Tiny trained stage I, pose AE and stage II (seconds), for the builder and report tests."""
     from tiny import tiny_pose, tiny_stage1, tiny_stage2

@@ -35,8 +35,9 @@ def big_build(tmp_path_factory):
 
 
 def test_msmt17_records_number_labels_per_group():
-    df = pd.DataFrame({"path": ["a", "b", "c", "d", "e"], "split": ["train", "train", "train", "query", "gallery"],
-                       "pid": [7, 3, 7, 9, 9], "camid": [1, 2, 6, 3, 4]})
+    df = pd.DataFrame({"src": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"],
+                       "split": ["train", "train", "train", "query", "gallery"], "pid": [7, 3, 7, 9, 9],
+                       "camid": [1, 2, 6, 3, 4]})
     recs = msmt17_records(df)
     assert recs["train"] == [("train/0007/0007_000_01_vm_0000_0.jpg", 1, 1),
                              ("train/0003/0003_000_02_vm_0000_0.jpg", 0, 2),

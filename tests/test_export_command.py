@@ -12,21 +12,9 @@ from conftest import one_line_error, run_main
 
 import augment.makers.export as export_module
 from augment.makers.build_output import export_build
-from augment.makers.cutpaste import cut_paste
 from generator.data.layouts import scan_dataset
 from generator.simmarket.simulate import simulate
 from reid.torchreid_adapter import import_torchreid
-
-
-@pytest.fixture(scope="module")
-def real_and_cutpaste(tmp_path_factory):
-    """A tiny SimMarket (with junk and distractor images) and a cut-and-paste set made from it."""
-    base = tmp_path_factory.mktemp("export")
-    real = base / "real"
-    simulate(real, 8, seed=4, size=(64, 32), progress=False)
-    cp = base / "cutpaste"
-    cut_paste(real, cp, per_image=1, seed=0, size=(64, 32), progress=False)
-    return real, cp
 
 
 def exported(folder: Path) -> dict[str, tuple[str, int]]:

@@ -30,17 +30,6 @@ from reid.torchreid_adapter import (
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.fixture(scope="module")
-def real_and_cutpaste(tmp_path_factory):
-    """A tiny simulated real set (6 identities, 3 of them training) and a cut-and-paste set made from it."""
-    base = tmp_path_factory.mktemp("extra")
-    real = base / "real"
-    simulate(real, 6, seed=11, size=(64, 32), progress=False)
-    cp = base / "cutpaste"
-    cut_paste(real, cp, per_image=1, seed=0, size=(64, 32), progress=False)
-    return real, cp
-
-
 def readme_code(text: str) -> str:
     """The code block of a README.txt that `loading_readme` wrote: the indented lines from `import os`."""
     lines = text.splitlines()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from augment.cli.parser import config_arguments, number, quiet_argument, seed
+from augment.cli.parser import config_arguments, format_argument, number, quiet_argument, seed
 from augment.gallery.collect import read_dataset
 from augment.gallery.page import write_gallery
 from augment.makers.build_config import BuildConfig, parse_shard
@@ -17,7 +17,7 @@ from generator.data.dataset import check_images, person_dataset
 from generator.data.estimate import plan_keypoints, write_keypoints
 from generator.data.estimators import ESTIMATORS, make_estimator
 from generator.data.keypoints import outside_note
-from generator.data.layouts import DATASET_NAMES, FORMATS, check_protocol, detect_format, scan_dataset
+from generator.data.layouts import DATASET_NAMES, check_protocol, detect_format, scan_dataset
 from generator.errors import UserError
 from generator.pose import NO_PERSON
 from generator.simmarket.simulate import LAYOUTS, parse_size, simulate
@@ -195,8 +195,7 @@ def add_check(sub) -> None:
                                      "keypoints, images")
     c.add_argument("--root", required=True, help="dataset root (holding bounding_box_train/ or Market-1501-v15.09.15/, "
                                                  "DukeMTMC-reID/, MSMT17_V1/, cuhk03/, ...)")
-    c.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                   help="dataset layout (default auto: detected from the folder)")
+    format_argument(c)
     c.add_argument("--keypoints", default=None,
                    help="keypoint CSV for all splits (default: market-annotation-*.csv in the root)")
     c.add_argument("--size", default="128x64", help="expected image size HEIGHTxWIDTH (default 128x64)")
@@ -325,8 +324,7 @@ def add_export(sub) -> None:
                                     "simulate, or real data in any layout (Market-1501, DukeMTMC-reID, MSMT17, CUHK03)")
     ex.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     ex.add_argument("--to", choices=EXPORTS, default="imagefolder", help="the layout (default imagefolder)")
-    ex.add_argument("--format", choices=["auto", *FORMATS], default="auto",
-                    help="the dataset's layout (default: detected)")
+    format_argument(ex)
     quiet_argument(ex, "bar")
     ex.set_defaults(func=_cmd_export)
 
@@ -338,9 +336,7 @@ def add_keypoints(sub) -> None:
     kp.add_argument("--root", required=True,
                     help="dataset root (holding bounding_box_train/ or Market-1501-v15.09.15/, DukeMTMC-reID/, "
                          "MSMT17_V1/, cuhk03/, ...)")
-    kp.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                    help="dataset layout (default auto: detected from the folder; CUHK03's labelled boxes: "
-                         "cuhk03_labeled)")
+    format_argument(kp, "; CUHK03's labelled boxes: cuhk03_labeled")
     kp.add_argument("--out", default=None, metavar="CSV",
                     help="one CSV file (.csv) for all splits (default: "
                          "market-annotation-train.csv and market-annotation-test.csv "

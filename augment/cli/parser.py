@@ -6,6 +6,7 @@ import math
 import sys
 
 from generator.config import SEED_MAX
+from generator.data.layouts import FORMATS
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,6 +72,12 @@ def number(minimum: float, maximum: float | None = None):
 
     parse.__name__ = "number"
     return parse
+
+
+def format_argument(p: argparse.ArgumentParser, note: str = "") -> None:
+    """``--format``: the layout of the command's dataset (generator.data.layouts), detected by default."""
+    p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                   help=f"dataset layout (default auto: detected from the folder{note})")
 
 
 def quiet_argument(p: argparse.ArgumentParser, bars: str = "bars") -> None:

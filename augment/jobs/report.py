@@ -185,15 +185,13 @@ def _shipped_tables(root: Path) -> list[tuple[Path, dict]]:
     return found
 
 
-def reference_table(installed: dict | None, reference: Path = REFERENCE_REID,
-                    shipped: list[tuple[Path, dict]] | None = None) -> Path:
+def reference_table(installed: dict | None, reference: Path, shipped: list[tuple[Path, dict]]) -> Path:
     """The shipped ablation to set a run beside: of ``reference`` and the ablations shipped in its folders
-    (``shipped``: those, when the caller has read them), the first whose generated images came from the reference
-    checkpoints this run installed (``installed``: their sha256), else ``reference`` itself."""
+    (``shipped``, ``_shipped_tables``), the first whose generated images came from the reference checkpoints this run
+    installed (``installed``: their sha256), else ``reference`` itself."""
     if not installed:
         return reference
-    tables = _shipped_tables(reference) if shipped is None else shipped
-    return next((table for table, prov in tables if prov.get("generator") == installed), reference)
+    return next((table for table, prov in shipped if prov.get("generator") == installed), reference)
 
 
 def _installed(stamp: Path) -> dict:

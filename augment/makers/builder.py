@@ -59,7 +59,6 @@ from generator.config import from_dict, to_dict
 from generator.data.dataset import person_dataset
 from generator.data.layouts import MSMT17_MAX_CAMERA, Msmt17Writer, msmt17_out_path, resolve_layout
 from generator.data.market import MarketWriter, Record
-from generator.device import resolve_device
 from generator.errors import UserError
 from generator.eval.neighbours import CosineIndex, kmeans, nearest
 from generator.io import (
@@ -71,19 +70,11 @@ from generator.io import (
 )
 from generator.models.stage1 import DCGANDiscriminator
 from generator.pose import NO_PERSON, shows_person
+from generator.training.runtime import rank_device
 from generator.training.stage1 import Stage1Config
 from generator.training.stage2 import load_embeddings, load_stage2
 
 POSE_TRIES = 20  # Phi_pose samples drawn for one image before the build is refused (each shows no person)
-
-
-def render_device(name: str) -> torch.device:
-    """The device a build renders on (``BuildConfig.device``); under torchrun, ``cuda`` is each process's own GPU
-    (``LOCAL_RANK``)."""
-    device = resolve_device(name)
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return resolve_device(str(device))
 NO_PERSON_KEYS = ("no_person_images", "no_person_identities", "real_images")  # the skip counts build.json keeps
 
 
@@ -102,14 +93,12 @@ class Builder:
         # but are no image of the data the builder names and remixes
         self.emb = {k: v[emb["pid"] >= 0] for k, v in emb.items() if torch.is_tensor(v)}
         self.size = self.model.size
-        self.device = render_device(cfg.device)
+        self.device = rank_device(cfg.device)  # under torchrun, each rank's own GPU
         # the decoder that renders: the plan's model itself on the CPU, else a copy of its generator on the device
         self.renderer = self.model if self.device.type == "cpu" else DisentangledModel(
             copy.deepcopy(self.model.G), self.size, self.model.heatmap_radius, self.model.mask_radius,
             device=self.device)
         self.D = self._load_discriminator()
-        if self.D is not None:
-            self.D = self.D.to(self.device)
         if self.D is None and cfg.quality_keep < 1:
             raise UserError(f"quality_keep {cfg.quality_keep}: the quality filter needs stage I's trained "
                             f"discriminator, and {self.s2cfg.stage1_run} trained without the adversarial term; "
@@ -209,7 +198,7 @@ class Builder:
             return None  # stage I never trained its discriminator: its scores would mean nothing
         D = DCGANDiscriminator(tuple(cfg.data.size), cfg.model.disc_channels)
         D.load_state_dict({k: v.float() for k, v in d_state.items()})
-        return D.eval()
+        return D.eval().to(self.device)
 
     # ------------------------------------------------------------------ the plan
     def plan(self) -> tuple[list[IdentityPlan], dict]:

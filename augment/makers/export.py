@@ -47,7 +47,7 @@ TRAINING_ONLY_MARKERS = ("cutpaste.json", "filter_summary.json")
 
 def msmt17_records(df: pd.DataFrame) -> dict[str, list[tuple[str, int, int]]]:
     """``{"train" | "query" | "gallery": [(path under MSMT17_V1/, label, camera 1-based)]}`` for the rows of ``df``
-    (columns pid, camid, split), in its row order: labels 0..N-1 over the sorted pids of train, and separately of
+    (columns src, pid, camid, split), in its row order: labels 0..N-1 over the sorted pids of train, and separately of
     query + gallery (as MSMT17's lists number them); names carry the camera in field 2, where torchreid reads it."""
     out = {}
     for splits, folder in ((("train",), "train"), (("query", "gallery"), "test")):
@@ -56,8 +56,7 @@ def msmt17_records(df: pd.DataFrame) -> dict[str, list[tuple[str, int, int]]]:
         count: dict[int, int] = {}
         for r in part.itertuples():
             k = count[r.pid] = count.get(r.pid, -1) + 1
-            suffix = Path(r.src).suffix if "src" in df.columns else ".jpg"  # a build's images are JPEGs
-            name = f"{r.pid:04d}_{k:03d}_{r.camid:02d}_vm_{k:04d}_0{suffix}"
+            name = f"{r.pid:04d}_{k:03d}_{r.camid:02d}_vm_{k:04d}_0{Path(r.src).suffix}"
             out.setdefault(r.split, []).append((f"{folder}/{r.pid:04d}/{name}", labels[r.pid], int(r.camid)))
     return out
 
@@ -185,9 +184,6 @@ def export_dataset(root: str | os.PathLike, out: str | os.PathLike, kind: str = 
     created = check_output_folder(out, "--out", beside=True, inputs={"DATASET": root}, datasets=["DATASET"])
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose another --out or delete it")
-    work = partial_path(out)
-    if work.exists() and not (work / _PARTIAL_MARKER).is_file():
-        raise UserError(f"{work}: exists and is not an unfinished vmarket export; delete it")
     with removed_on_failure(None, out, created):
         df, left_out, layout = dataset_frame(root, fmt)
         t0 = time.perf_counter()

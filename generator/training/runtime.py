@@ -58,14 +58,22 @@ def launch_rank() -> tuple[int, int]:
     return rank, world
 
 
+def rank_device(device: str = "auto") -> torch.device:
+    """The device this process runs on: ``device`` resolved; a GPU is, under torchrun, the process's own
+    (``LOCAL_RANK``), alone the one asked for (cuda: the first)."""
+    _, world = launch_rank()
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0))
+    return dev
+
+
 def setup_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool = True) -> Runtime:
     """Pick the device and join the process group when launched by torchrun (RANK / WORLD_SIZE set)."""
     rank, world = launch_rank()
-    dev = resolve_device(device)
-    if dev.type == "cuda":  # under torchrun each process takes its LOCAL_RANK's GPU; alone, the one asked for
-        local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (dev.index or 0)
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
+    dev = rank_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     on_gpu = dev.type == "cuda"
